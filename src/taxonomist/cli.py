@@ -1,0 +1,378 @@
+"""The ``taxonomist`` command line: train, evaluate, predict, taxonomy show|check, demo.
+
+Errors print one clear message and exit 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .exceptions import TaxonomistError
+
+app = typer.Typer(
+    name="taxonomist",
+    help="Put every product of a catalogue into the right place of a category taxonomy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+taxonomy_app = typer.Typer(help="Inspect a taxonomy file or check catalogue labels against it.", no_args_is_help=True)
+app.add_typer(taxonomy_app, name="taxonomy")
+
+console = Console(stderr=True)
+out = Console()
+_state: dict[str, Any] = {"debug": False}
+logger = logging.getLogger("taxonomist.cli")
+
+
+class CliError(TaxonomistError):
+    """A usage error found by the CLI itself."""
+
+
+# -- shared options -----------------------------------------------------------------------------------------
+MapOpt = Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, e.g. --map title=productDisplayName (repeatable).")]
+LabelColsOpt = Annotated[str | None, typer.Option("--label-columns", help="Build the path from these columns, top first: a,b,c.")]
+SepOpt = Annotated[str, typer.Option("--sep", help="Path separator in the category column ('>' also matches ' > ').")]
+WithOpt = Annotated[list[Path] | None, typer.Option("--with-columns", help="Add the columns of another file, row by row (repeatable).")]
+EncOpt = Annotated[str | None, typer.Option("--encoding", help="Force the file encoding (default: detected).")]
+NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The file has no header row; columns are 0, 1, 2, ...")]
+ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Names for a header-less file: id,title,category.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject the catalogue if any row is bad, instead of skipping it.")]
+
+
+def _parse_map(items: list[str] | None) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in items or []:
+        field, eq, column = item.partition("=")
+        if not eq or not field.strip() or not column.strip():
+            raise CliError(f"--map expects FIELD=COLUMN (e.g. --map title=productDisplayName), got {item!r}")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+def _read(
+    path: Path, mapping: list[str] | None, label_columns: str | None, sep: str, with_columns: list[Path] | None,
+    encoding: str | None, no_header: bool, columns: str | None, strict: bool, require_labels: bool,
+    taxonomy: Any = None,
+) -> Any:
+    from .catalog import read_catalog
+
+    with _spinner(f"reading {path.name}"):
+        cat = read_catalog(
+            path, mapping=_parse_map(mapping),
+            label_columns=[c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
+            sep=sep, with_columns=with_columns or (), encoding=encoding, header=not no_header,
+            columns=[c.strip() for c in columns.split(",")] if columns else None,
+            require_labels=require_labels, strict=strict, taxonomy=taxonomy,
+        )
+    rep = cat.report
+    style = "green" if rep.ok else "yellow"
+    console.print(f"[{style}]{rep.lines()[0]}[/{style}]")
+    for line in rep.lines()[1:]:
+        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+    if len(cat) == 0:
+        raise CliError(f"{path.name}: no usable products left after validation (see above)")
+    return cat
+
+
+@contextmanager
+def _spinner(text: str) -> Iterator[None]:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as p:
+        p.add_task(text, total=None)
+        yield
+
+
+def _metrics_table(ev: Any, title: str) -> Table:
+    table = Table(title=title, show_header=False)
+    for k, v in ev.summary_rows():
+        table.add_row(k, v)
+    return table
+
+
+def _write_predictions(frame: Any, path: Path) -> None:
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        flat = frame.copy()
+        for col in ("level_confidence", "alternatives", "explanation"):
+            if col in flat.columns:
+                flat[col] = [json.dumps(v, ensure_ascii=False) for v in flat[col]]
+        flat.to_csv(path, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix in (".parquet", ".pq"):
+        frame.to_parquet(path, index=False)
+    else:
+        raise CliError(f"-o {path}: unsupported output type {suffix!r}; use .csv, .jsonl or .parquet")
+
+
+# -- commands -----------------------------------------------------------------------------------------------
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"taxonomist {__version__}")
+        raise typer.Exit()
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger("taxonomist")
+    root.handlers[:] = [RichHandler(console=console, show_path=False, show_time=False)]
+    root.setLevel(level)
+    root.propagate = False
+    # the catalogue report is printed by the CLI itself; keep the library's copy of it for -v
+    logging.getLogger("taxonomist.catalog").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+@app.command()
+def train(
+    catalog: Annotated[Path, typer.Argument(help="Labelled catalogue: CSV, TSV, JSONL or Parquet.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model bundle folder to write.")],
+    test_size: Annotated[float, typer.Option(help="Share held out (grouped by title) for evaluation; 0 trains on all.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file; labels not in it are skipped.")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    c: Annotated[float, typer.Option("--C", help="Regularisation of the sparse tier.")] = 0.5,
+    report: Annotated[Path | None, typer.Option(help="Write the held-out HTML report here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Train a model bundle on a labelled catalogue (held-out evaluation included)."""
+    from .catalog import split_catalog
+    from .classifier import TaxonomyClassifier
+    from .evaluation import evaluate
+    from .taxonomy import Taxonomy
+
+    tax = Taxonomy.load(taxonomy) if taxonomy else None
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax)
+    if test_size > 0:
+        with _spinner("splitting (grouped by title, stratified by category)"):
+            train_cat, test_cat = split_catalog(cat, test_size=test_size, seed=seed)
+        console.print(f"train {len(train_cat):,} / held-out {len(test_cat):,} products, {cat.frame['category'].nunique()} categories")
+    else:
+        train_cat, test_cat = cat, None
+    clf = TaxonomyClassifier(min_confidence=min_confidence, C=c, random_state=seed)
+    with _spinner(f"training the sparse tier on {len(train_cat):,} products"):
+        clf.fit(train_cat, taxonomy=tax)
+    metrics: dict[str, Any] = {}
+    if test_cat is not None:
+        with _spinner("evaluating on the held-out products"):
+            ev = evaluate(clf, test_cat)
+        metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat)}}
+        out.print(_metrics_table(ev, f"held-out evaluation ({len(test_cat):,} products)"))
+        if report:
+            ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out)")
+            out.print(f"report: {report}")
+        if json_out:
+            ev.to_json(json_out)
+    path = clf.save(output, metrics=metrics)
+    out.print(f"model saved to {path}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    catalog: Annotated[Path, typer.Argument(help="Labelled catalogue to evaluate on.")],
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.")] = None,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Evaluate a model bundle on a labelled catalogue."""
+    from .classifier import load
+    from .evaluation import evaluate as run_evaluation
+
+    clf = load(model)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+    with _spinner(f"evaluating on {len(cat):,} products"):
+        ev = run_evaluation(clf, cat, min_confidence=min_confidence)
+    out.print(_metrics_table(ev, f"evaluation on {catalog.name}"))
+    if ev.metrics.get("seen_in_training_share", 0) > 0.05:
+        console.print(f"[yellow]warning: {ev.metrics['seen_in_training_share']:.1%} of these titles were in the training data; "
+                      "the scores are inflated[/yellow]")
+    if json_out:
+        ev.to_json(json_out)
+        out.print(f"metrics: {json_out}")
+    if report:
+        ev.write_html(report, title=f"taxonomist: {model.name} on {catalog.name}")
+        out.print(f"report: {report}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (labels not needed).")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
+    top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
+    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Classify a catalogue or --text titles with a model bundle."""
+    import pandas as pd
+
+    from .classifier import load
+
+    if (catalog is None) == (not text):
+        raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
+    if top_k < 1:
+        raise CliError(f"--top-k must be at least 1, got {top_k}")
+    clf = load(model)
+    if text:
+        frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
+    else:
+        assert catalog is not None
+        frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
+    parts = []
+    with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True, disable=len(frame) <= batch_size) as progress:
+        task = progress.add_task("predict", total=len(frame))
+        for start in range(0, len(frame), batch_size):
+            chunk = frame.iloc[start:start + batch_size]
+            res = clf.predict_frame(chunk, top_k=top_k, min_confidence=min_confidence)
+            if explain:
+                preds = clf.predict_products(chunk, top_k=1, min_confidence=min_confidence, explain=True)
+                res["explanation"] = [[{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds]
+            parts.append(res)
+            progress.advance(task, len(chunk))
+    result = pd.concat(parts, ignore_index=True)
+    result.insert(1, "title", frame["title"].to_numpy())
+    if output:
+        _write_predictions(result, output)
+        out.print(f"{len(result):,} predictions written to {output}")
+        return
+    table = Table(title=f"predictions ({min(len(result), 25)} of {len(result):,})")
+    for col in ("id", "title", "category", "confidence", "backed_off"):
+        table.add_column(col)
+    if explain:
+        table.add_column("because of")
+    for r in result.head(25).itertuples():
+        row = [str(r.id), str(r.title)[:60], r.category or "(unclassified)", f"{r.confidence:.3f}", "yes" if r.backed_off else ""]
+        if explain:
+            row.append(", ".join(e["feature"] for e in r.explanation[:4]))
+        table.add_row(*row)
+    out.print(table)
+
+
+@taxonomy_app.command("show")
+def taxonomy_show(
+    file: Annotated[Path, typer.Argument(help="Google, Shopify, Best Buy or plain-paths taxonomy file.")],
+    depth: Annotated[int, typer.Option(help="Show nodes down to this depth.")] = 2,
+    search: Annotated[str | None, typer.Option(help="Only nodes whose path contains this text.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many nodes.")] = 60,
+) -> None:
+    """Summarise a taxonomy and print its top levels (or the nodes matching --search)."""
+    from .taxonomy import Taxonomy, format_path
+
+    tax = Taxonomy.load(file)
+    out.print(f"{file.name}: {len(tax):,} categories, {len(tax.leaves()):,} leaves, depth {tax.max_depth}, "
+              f"{len(tax.children()):,} top-level")
+    nodes = tax.search(search, limit=limit) if search else [p for p in tax if len(p) <= depth][:limit]
+    for p in nodes:
+        node_id = tax.id_of(p)
+        prefix = f"[dim]{node_id}[/dim] " if node_id else ""
+        out.print(("  " * (len(p) - 1) if not search else "") + prefix + (p[-1] if not search else format_path(p)), highlight=False)
+
+
+@taxonomy_app.command("check")
+def taxonomy_check(
+    file: Annotated[Path, typer.Argument(help="Taxonomy file.")],
+    catalog: Annotated[Path, typer.Argument(help="Catalogue whose labels to check.")],
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None,
+) -> None:
+    """Report catalogue labels that are not in the taxonomy (exit code 1 when there are any)."""
+    from .taxonomy import Taxonomy
+
+    tax = Taxonomy.load(file)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True)
+    unknown = tax.check(cat.frame["category"])
+    if not unknown:
+        out.print(f"all {len(cat):,} labels are categories of {file.name}")
+        return
+    n = sum(unknown.values())
+    table = Table(title=f"{len(unknown)} unknown categories ({n:,} of {len(cat):,} products)")
+    table.add_column("category")
+    table.add_column("products", justify="right")
+    table.add_column("closest in taxonomy")
+    for path, count in list(unknown.items())[:50]:
+        from .taxonomy import format_path, parse_path
+
+        close = tax.search(parse_path(path)[-1], limit=1)
+        table.add_row(path, str(count), format_path(close[0]) if close else "")
+    out.print(table)
+    raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where to write the model, report and predictions.")] = Path("runs/demo"),
+) -> None:
+    """Train, evaluate, report and predict on the bundled fashion sample."""
+    from .datasets import sample_path
+
+    sample = sample_path("products")
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir, report, metrics = workdir / "model", workdir / "report.html", workdir / "metrics.json"
+    out.rule("taxonomist demo: train → evaluate → report → predict")
+    out.print(f"catalogue: {sample} (bundled fashion sample)")
+    train(sample, model_dir, test_size=0.2, seed=0, taxonomy=None, min_confidence=None, c=0.5, report=report,
+          json_out=metrics, map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None,
+          no_header=False, columns=None, strict=False)
+    examples = ["Nike Men Running Shoes", "Titan Women Gold Analog Watch", "Lakme Absolute Matte Lipstick",
+                "Wildcraft Unisex Blue Backpack", "Puma Kids Yellow T-shirt", "Something completely different"]
+    predict(model_dir, None, text=examples, output=None, top_k=3, min_confidence=0.5, explain=True, batch_size=2048,
+            map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None, no_header=False, columns=None,
+            strict=False)
+    out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning taxonomist errors into one clear line and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except TaxonomistError as e:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/bold red] {type(e).__name__}: {e} (run with --debug for the traceback)", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Sparse TF-IDF features of product text: word 1–2-grams + char_wb 2–5-grams, CJK-aware.
+
+A product gives two texts: its title and its context (description + text attributes). Both go through the same
+vocabulary; the title block is weighted higher (``title_weight`` vs ``context_weight``) so a long description
+cannot drown the title. Chinese/Japanese catalogues (``cjk="auto"`` decides from the share of CJK characters)
+use jieba words and char 1–3-grams instead, since CJK text has no spaces between words.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize as l2_normalize
+from sklearn.utils.validation import check_is_fitted
+
+from ..text import cjk_share, normalize_for_sparse, tokenize
+
+__all__ = ["SparseTextEncoder"]
+
+logger = logging.getLogger(__name__)
+
+CJK_THRESHOLD = 0.1
+
+
+def _identity(s: str) -> str:
+    return s
+
+
+class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """TF-IDF encoder over (title, context) pairs.
+
+    Args:
+        word_ngram_range: word n-grams (Latin text: sklearn's word tokens; CJK: jieba words).
+        char_ngram_range: character n-grams within word boundaries (CJK: ``cjk_char_ngram_range`` over chars).
+        title_weight, context_weight: weights of the title and context blocks before the row is L2-normalised.
+        min_df: minimum document frequency of a feature.
+        cjk: ``"auto"`` (on when ≥ 10 % of title characters are CJK), ``True`` or ``False``.
+
+    Example:
+        >>> enc = SparseTextEncoder().fit(["red cotton shirt", "blue denim jeans"], ["", ""])
+        >>> enc.transform(["red shirt"], [""]).shape[0]
+        1
+    """
+
+    def __init__(
+        self,
+        word_ngram_range: tuple[int, int] = (1, 2),
+        char_ngram_range: tuple[int, int] = (2, 5),
+        cjk_char_ngram_range: tuple[int, int] = (1, 3),
+        title_weight: float = 1.0,
+        context_weight: float = 0.5,
+        min_df: int = 1,
+        sublinear_tf: bool = True,
+        cjk: bool | Literal["auto"] = "auto",
+    ) -> None:
+        self.word_ngram_range = word_ngram_range
+        self.char_ngram_range = char_ngram_range
+        self.cjk_char_ngram_range = cjk_char_ngram_range
+        self.title_weight = title_weight
+        self.context_weight = context_weight
+        self.min_df = min_df
+        self.sublinear_tf = sublinear_tf
+        self.cjk = cjk
+
+    def _vectorizers(self, cjk: bool) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+        common: dict[str, Any] = {
+            "lowercase": False, "preprocessor": _identity, "sublinear_tf": self.sublinear_tf, "dtype": np.float32,
+        }
+        if cjk:
+            word = TfidfVectorizer(tokenizer=tokenize, token_pattern=None, ngram_range=tuple(self.word_ngram_range), **common)
+            char = TfidfVectorizer(analyzer="char", ngram_range=tuple(self.cjk_char_ngram_range), **common)
+        else:
+            word = TfidfVectorizer(ngram_range=tuple(self.word_ngram_range), **common)
+            char = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngram_range), **common)
+        return word, char
+
+    def fit(self, titles: Sequence[str], contexts: Sequence[str] | None = None, y: Any = None) -> SparseTextEncoder:
+        t = [normalize_for_sparse(x) for x in titles]
+        c = [normalize_for_sparse(x) for x in contexts] if contexts is not None else [""] * len(t)
+        self.cjk_ = bool(cjk_share(t) >= CJK_THRESHOLD) if self.cjk == "auto" else bool(self.cjk)
+        word, char = self._vectorizers(self.cjk_)
+        docs = [a + " " + b if b else a for a, b in zip(t, c, strict=True)]
+        min_df = self.min_df if len(docs) > 5 * self.min_df else 1
+        word.set_params(min_df=min_df)
+        char.set_params(min_df=min_df)
+        word.fit(docs)
+        char.fit(docs)
+        self.word_ = word
+        self.char_ = char
+        self.n_features_out_ = len(word.vocabulary_) + len(char.vocabulary_)
+        logger.info("sparse features: %d word + %d char (cjk=%s)", len(word.vocabulary_), len(char.vocabulary_), self.cjk_)
+        return self
+
+    def _block(self, vec: TfidfVectorizer, t: list[str], c: list[str] | None) -> sp.csr_matrix:
+        x = vec.transform(t) * self.title_weight
+        if c is not None and any(c):
+            x = x + vec.transform(c) * self.context_weight
+            x = l2_normalize(x)
+        return x
+
+    def transform(self, titles: Sequence[str], contexts: Sequence[str] | None = None) -> sp.csr_matrix:
+        check_is_fitted(self, "word_")
+        t = [normalize_for_sparse(x) for x in titles]
+        c = [normalize_for_sparse(x) for x in contexts] if contexts is not None else None
+        return sp.hstack([self._block(self.word_, t, c), self._block(self.char_, t, c)], format="csr")
+
+    def fit_transform(self, titles: Sequence[str], contexts: Sequence[str] | None = None, y: Any = None) -> sp.csr_matrix:  # type: ignore[override]
+        return self.fit(titles, contexts).transform(titles, contexts)
+
+    def feature_names(self) -> np.ndarray:
+        """Feature names in column order, prefixed ``w:`` (word n-gram) or ``c:`` (char n-gram)."""
+        check_is_fitted(self, "word_")
+        words = ["w:" + f for f in self.word_.get_feature_names_out()]
+        chars = ["c:" + f for f in self.char_.get_feature_names_out()]
+        return np.asarray(words + chars, dtype=object)
+
+    # -- safe persistence: JSON vocabularies + float arrays, no pickle -----------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+        """(params, arrays, json_objects) that :meth:`from_state` turns back into a fitted encoder."""
+        check_is_fitted(self, "word_")
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        params["cjk_"] = self.cjk_
+        arrays = {"word_idf": self.word_.idf_.astype(np.float32), "char_idf": self.char_.idf_.astype(np.float32)}
+        vocab = {
+            "word": sorted(self.word_.vocabulary_, key=self.word_.vocabulary_.__getitem__),
+            "char": sorted(self.char_.vocabulary_, key=self.char_.vocabulary_.__getitem__),
+        }
+        return params, arrays, vocab
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], vocab: dict[str, list[str]]) -> SparseTextEncoder:
+        p = dict(params)
+        cjk = bool(p.pop("cjk_"))
+        for k in ("word_ngram_range", "char_ngram_range", "cjk_char_ngram_range"):
+            p[k] = tuple(p[k])
+        enc = cls(**p)
+        enc.cjk_ = cjk
+        word, char = enc._vectorizers(cjk)
+        for vec, name in ((word, "word"), (char, "char")):
+            vec.vocabulary_ = {term: i for i, term in enumerate(vocab[name])}
+            vec.idf_ = np.asarray(arrays[f"{name}_idf"], dtype=np.float64)
+        enc.word_, enc.char_ = word, char
+        enc.n_features_out_ = len(vocab["word"]) + len(vocab["char"])
+        return enc

@@ -1,0 +1,38 @@
+"""Errors raised by taxonomist.
+
+Hierarchy::
+
+    TaxonomistError            base of everything raised on purpose; the CLI prints its message without a traceback
+    ├── CatalogError           a catalogue file or frame cannot be read or fails validation
+    ├── TaxonomyError          a taxonomy file cannot be parsed, or a path is not in the taxonomy
+    ├── BundleError            a model bundle is missing, tampered with, or of an unknown format
+    └── NotFittedError         a model was used before ``fit`` (also a ValueError/AttributeError, as in scikit-learn)
+
+Every message says what was expected, what was found, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+__all__ = ["BundleError", "CatalogError", "NotFittedError", "TaxonomistError", "TaxonomyError"]
+
+
+class TaxonomistError(Exception):
+    """Base class of the errors taxonomist raises on purpose."""
+
+
+class CatalogError(TaxonomistError, ValueError):
+    """A catalogue cannot be read, or it fails validation in strict mode."""
+
+
+class TaxonomyError(TaxonomistError, ValueError):
+    """A taxonomy cannot be parsed, or a category path is unknown."""
+
+
+class BundleError(TaxonomistError):
+    """A model bundle is missing, tampered with, or written by an unknown format version."""
+
+
+class NotFittedError(TaxonomistError, _SkNotFittedError):
+    """The model was used before it was fitted (a scikit-learn ``NotFittedError`` too)."""

@@ -1,0 +1,131 @@
+"""Hierarchy-aware decoding of a leaf distribution.
+
+Each ancestor's probability is the sum of its leaves' probabilities. A :class:`Prediction` carries the path, the
+confidence at every level, the top-k alternative leaves, and -- with ``min_confidence`` -- backs off to the
+deepest node that clears the threshold (``backed_off=True``); when not even a top-level category does, the path
+is empty (the product is left unclassified rather than guessed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..taxonomy import CategoryPath, format_path, parse_path
+
+__all__ = ["LevelIndex", "Prediction", "decode", "level_probabilities"]
+
+
+@dataclass
+class Prediction:
+    """One product's prediction.
+
+    Attributes:
+        path: the predicted category path (top level first); empty when nothing cleared ``min_confidence``.
+        confidence: probability of each node of ``path``, one per level (non-increasing).
+        leaf: the most probable leaf (what ``predict`` returns), even when ``path`` backed off from it.
+        leaf_confidence: its probability.
+        alternatives: the top-k leaves as (path string, probability), best first.
+        backed_off: ``path`` stops above the most probable leaf because the leaf was not confident enough.
+        explanation: (feature, contribution) pairs that drove the prediction, when asked for.
+    """
+
+    path: CategoryPath
+    confidence: list[float]
+    leaf: CategoryPath
+    leaf_confidence: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+    backed_off: bool = False
+    explanation: list[tuple[str, float]] | None = None
+
+    @property
+    def category(self) -> str:
+        return format_path(self.path)
+
+    @property
+    def score(self) -> float:
+        """Confidence of the returned path's deepest node (0 when the path is empty)."""
+        return self.confidence[-1] if self.confidence else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = list(self.path)
+        d["category"] = self.category
+        d["leaf"] = format_path(self.leaf)
+        d["alternatives"] = [{"category": c, "confidence": p} for c, p in self.alternatives]
+        if self.explanation is not None:
+            d["explanation"] = [{"feature": f, "weight": w} for f, w in self.explanation]
+        return d
+
+
+@dataclass
+class LevelIndex:
+    """For each depth d, the nodes at that depth and a (n_classes × n_nodes) 0/1 matrix mapping leaves to them.
+
+    A leaf shallower than d maps to itself, so every level's probabilities sum to 1.
+    """
+
+    classes: list[CategoryPath]
+    nodes: list[list[CategoryPath]]
+    maps: list[sp.csr_matrix]
+
+    @classmethod
+    def build(cls, classes: Sequence[str] | Sequence[CategoryPath]) -> LevelIndex:
+        paths = [parse_path(c) if isinstance(c, str) else tuple(c) for c in classes]
+        depth = max((len(p) for p in paths), default=0)
+        nodes, maps = [], []
+        for d in range(1, depth + 1):
+            prefixes = [p[:d] for p in paths]
+            uniq = sorted(set(prefixes))
+            pos = {n: i for i, n in enumerate(uniq)}
+            cols = np.array([pos[p] for p in prefixes])
+            m = sp.csr_matrix((np.ones(len(paths)), (np.arange(len(paths)), cols)), shape=(len(paths), len(uniq)))
+            nodes.append(uniq)
+            maps.append(m)
+        return cls(paths, nodes, maps)
+
+    @property
+    def depth(self) -> int:
+        return len(self.nodes)
+
+
+def level_probabilities(proba: np.ndarray, index: LevelIndex) -> list[np.ndarray]:
+    """Per depth, the (n, n_nodes_at_depth) probabilities of the nodes (sums of their leaves)."""
+    return [np.asarray(m.T @ proba.T).T for m in index.maps]
+
+
+def decode(
+    proba: np.ndarray,
+    index: LevelIndex,
+    top_k: int = 3,
+    min_confidence: float | None = None,
+) -> list[Prediction]:
+    """Turn leaf probabilities (n, n_classes) into :class:`Prediction` objects."""
+    proba = np.asarray(proba, dtype=np.float64)
+    levels = level_probabilities(proba, index)
+    node_pos = [{n: i for i, n in enumerate(nodes)} for nodes in index.nodes]
+    k = max(1, min(top_k, proba.shape[1]))
+    top = np.argsort(-proba, axis=1)[:, :k]
+    out = []
+    for i in range(proba.shape[0]):
+        best = int(top[i, 0])
+        leaf = index.classes[best]
+        path = leaf
+        backed_off = False
+        if min_confidence is not None and proba[i, best] < min_confidence:
+            backed_off = True
+            path = ()
+            # the deepest node that clears the threshold; the best such node at that depth
+            for d in range(len(leaf) - 1, 0, -1):
+                j = int(np.argmax(levels[d - 1][i]))
+                if levels[d - 1][i, j] >= min_confidence:
+                    path = index.nodes[d - 1][j]
+                    break
+        conf = [float(levels[d - 1][i, node_pos[d - 1][path[:d]]]) for d in range(1, len(path) + 1)]
+        alts = [(format_path(index.classes[j]), float(proba[i, j])) for j in top[i]]
+        out.append(Prediction(path, conf, leaf, float(proba[i, best]), alts, backed_off))
+    return out

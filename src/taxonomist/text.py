@@ -1,0 +1,153 @@
+"""Text normalisation for English and Chinese product text.
+
+Two levels:
+
+* :func:`clean_text` keeps the text readable (for display, explanations, encoders): HTML unescaped and tags
+  stripped, Unicode NFKC (which also turns full-width ``ＡＢＣ１２３`` into ``ABC123`` and the ideographic
+  space into a space), whitespace collapsed.
+* :func:`normalize_for_sparse` adds what sparse features want: lower-case, numbers joined to their units
+  (``64 GB`` → ``64gb``, ``500 克`` → ``500克``) so a size is one token.
+
+:func:`tokenize` segments CJK runs with jieba and keeps Latin words whole; :func:`scrub_pii` removes e-mail
+addresses and phone numbers and is applied before any product text is logged or stored in a report or bundle.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+
+__all__ = [
+    "clean_text",
+    "cjk_share",
+    "has_cjk",
+    "normalize_for_sparse",
+    "scrub_pii",
+    "tokenize",
+]
+
+_TAG_RE = re.compile(r"<[^<>]{0,2000}>")
+_WS_RE = re.compile(r"\s+")
+# CJK Unified Ideographs (+ extension A, compatibility ideographs), kana and hangul: scripts with no spaces
+_CJK_CHAR = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_CJK_RE = re.compile(f"[{_CJK_CHAR}]")
+_CJK_RUN_RE = re.compile(f"[{_CJK_CHAR}]+")
+_LATIN_WORD_RE = re.compile(r"[^\W_]+(?:[.'][^\W_]+)*", re.UNICODE)
+
+_UNITS = (
+    "tb|gb|mb|kb|mah|ghz|mhz|hz|kw|w|v|kg|mg|g|ml|l|ltr|cm|mm|m|inch|inches|in|ft|oz|lb|lbs|pcs|pc|pack|"
+    "gsm|cc|px|mp|°c|°f|"
+    "克|千克|公斤|斤|毫升|升|厘米|毫米|米|寸|英寸|片|包|瓶|盒|件|只|个|袋|支|双"
+)
+_UNIT_RE = re.compile(rf"(\d+(?:[.,]\d+)?)\s+({_UNITS})(?![^\W\d_])", re.IGNORECASE)
+
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Phones: an international number (+ and 8-15 digits with separators), a Chinese mobile (11 digits starting
+# 1[3-9]), or the common grouped shapes (555) 123-4567 / 555-123-4567 / 020-12345678. Plain digit runs of other
+# lengths (EANs, model numbers) are left alone on purpose.
+_PHONE_RE = re.compile(
+    r"(?<![\w+])(?:"
+    r"\+\d[\d\s().-]{6,18}\d"
+    r"|1[3-9]\d{9}"
+    r"|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}"
+    r"|0\d{2,3}-\d{7,8}"
+    r")(?!\w)"
+)
+
+
+def clean_text(text: object) -> str:
+    """Readable cleaning: HTML unescape, tags stripped, NFKC, whitespace collapsed.
+
+    Example:
+        >>> clean_text("<b>Ｎｉｋｅ</b>&amp;Co  Shoes ")
+        'Nike &Co Shoes'
+    """
+    if text is None:
+        return ""
+    s = text if isinstance(text, str) else str(text)
+    if not s:
+        return ""
+    if "&" in s:
+        s = html.unescape(s)
+    if "<" in s:
+        s = _TAG_RE.sub(" ", s)
+    s = unicodedata.normalize("NFKC", s)
+    return _WS_RE.sub(" ", s).strip()
+
+
+def normalize_for_sparse(text: object) -> str:
+    """:func:`clean_text`, lower-cased, with numbers joined to their units.
+
+    Example:
+        >>> normalize_for_sparse("Apple iPhone 8 Plus 64 GB")
+        'apple iphone 8 plus 64gb'
+    """
+    s = clean_text(text).lower()
+    if any(c.isdigit() for c in s):
+        s = _UNIT_RE.sub(r"\1\2", s)
+    return s
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` contains any CJK ideograph, kana or hangul."""
+    return _CJK_RE.search(text) is not None
+
+
+def cjk_share(texts: Iterable[str]) -> float:
+    """Share of non-space characters that are CJK, over all ``texts`` (0.0 for empty input)."""
+    cjk = total = 0
+    for t in texts:
+        if not t:
+            continue
+        total += len(t) - t.count(" ")
+        cjk += len(_CJK_RE.findall(t))
+    return cjk / total if total else 0.0
+
+
+@lru_cache(maxsize=1)
+def _jieba():  # type: ignore[no-untyped-def]
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def tokenize(text: str) -> list[str]:
+    """Words of already normalised text: jieba words for CJK runs, whole Latin/digit words elsewhere.
+
+    Example:
+        >>> tokenize("小米 redmi note12 5g手机 8gb")
+        ['小米', 'redmi', 'note12', '5g', '手机', '8gb']
+    """
+    if not has_cjk(text):
+        return _LATIN_WORD_RE.findall(text)
+    out: list[str] = []
+    pos = 0
+    jieba = _jieba()
+    for m in _CJK_RUN_RE.finditer(text):
+        out.extend(_LATIN_WORD_RE.findall(text[pos : m.start()]))
+        out.extend(w for w in jieba.lcut(m.group(), HMM=True) if w.strip())
+        pos = m.end()
+    out.extend(_LATIN_WORD_RE.findall(text[pos:]))
+    return out
+
+
+def scrub_pii(text: str) -> str:
+    """Replace e-mail addresses with ``<email>`` and phone numbers with ``<phone>``.
+
+    Example:
+        >>> scrub_pii("mail jo@example.com or call +44 20 7946 0958, 13812345678")
+        'mail <email> or call <phone>, <phone>'
+    """
+    if not text:
+        return text
+    if "@" in text:
+        text = _EMAIL_RE.sub("<email>", text)
+    if any(c.isdigit() for c in text):
+        text = _PHONE_RE.sub("<phone>", text)
+    return text
