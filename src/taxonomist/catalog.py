@@ -244,7 +244,7 @@ def _canonicalise(
 ) -> tuple[pd.DataFrame, list[str]]:
     df = df.copy()
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
-    cols = list(df.columns)
+    cols = [c for c in df.columns if c != "row"]  # "row" is the reader's own source row number
     unknown_fields = set(mapping) - set(CANONICAL_FIELDS)
     if unknown_fields:
         raise CatalogError(

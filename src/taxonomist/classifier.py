@@ -162,6 +162,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if missing:
             raise TaxonomistError(f"{len(missing)} products have no category (first at position {missing[0]}); "
                                   "read the catalogue with read_catalog(..., require_labels=True) to skip them")
+        if len(set(labels)) < 2:
+            raise TaxonomistError(
+                f"expected at least 2 categories to learn, found {len(set(labels))}: {sorted(set(labels))}; "
+                "a classifier needs examples of several categories"
+            )
         extra = [c for c in df.columns if c not in CANONICAL_FIELDS and c != "row"]
         self.text_attributes_ = [c for c in extra if not _is_numeric(df[c].astype(str))] if self.use_attributes else []
         titles, contexts = self._texts(df)

@@ -80,9 +80,9 @@ def _read(
         )
     rep = cat.report
     style = "green" if rep.ok else "yellow"
-    console.print(f"[{style}]{rep.lines()[0]}[/{style}]")
+    console.print(rep.lines()[0], style=style, soft_wrap=True, markup=False, highlight=False)
     for line in rep.lines()[1:]:
-        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+        console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
     if len(cat) == 0:
         raise CliError(f"{path.name}: no usable products left after validation (see above)")
     return cat
@@ -120,15 +120,19 @@ def _write_predictions(frame: Any, path: Path) -> None:
 
 
 # -- commands -----------------------------------------------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"taxonomist {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
+                                          is_eager=True)] = False,
 ) -> None:
-    if version:
-        out.print(f"taxonomist {__version__}")
-        raise typer.Exit()
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     root = logging.getLogger("taxonomist")
@@ -348,29 +352,25 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: run the app, turning taxonomist errors into one clear line and exit code 1."""
+    """Entry point: taxonomist errors become one clear line and exit code 1 (``--debug`` shows the traceback).
+
+    Typer runs in standalone mode, so usage errors, ``--help`` and exit codes are handled (and exited) by it.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except TaxonomistError as e:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        console.print("error:", str(e), style="bold red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code or 0)
-    except typer.Abort:
-        console.print("aborted")
+    except KeyboardInterrupt:
+        console.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+    except Exception as e:  # anything unexpected: still one line, the traceback behind --debug
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/bold red] {type(e).__name__}: {e} (run with --debug for the traceback)", highlight=False)
+        console.print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", style="bold red",
+                      highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
 
 

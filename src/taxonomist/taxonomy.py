@@ -269,7 +269,7 @@ class Taxonomy:
         try:
             return self._by_id[str(node_id)]
         except KeyError:
-            raise TaxonomyError(f"no category has the id {node_id!r} in taxonomy {self.name!r}") from None
+            raise TaxonomyError(f"no category has the id {str(node_id)!r} in taxonomy {self.name or '(unnamed)'!r}") from None
 
     def find(self, query: str | int) -> CategoryPath:
         """Look a node up by id or by path."""

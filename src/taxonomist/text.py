@@ -44,17 +44,18 @@ _UNITS = (
 )
 _UNIT_RE = re.compile(rf"(\d+(?:[.,]\d+)?)\s+({_UNITS})(?![^\W\d_])", re.IGNORECASE)
 
+_DIGIT_RE = re.compile(r"\d")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Phones: an international number (+ and 8-15 digits with separators), a Chinese mobile (11 digits starting
 # 1[3-9]), or the common grouped shapes (555) 123-4567 / 555-123-4567 / 020-12345678. Plain digit runs of other
 # lengths (EANs, model numbers) are left alone on purpose.
 _PHONE_RE = re.compile(
-    r"(?<![\w+])(?:"
+    r"(?<![0-9A-Za-z+])(?:"
     r"\+\d[\d\s().-]{6,18}\d"
     r"|1[3-9]\d{9}"
     r"|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}"
     r"|0\d{2,3}-\d{7,8}"
-    r")(?!\w)"
+    r")(?![0-9A-Za-z])"
 )
 
 
@@ -86,7 +87,7 @@ def normalize_for_sparse(text: object) -> str:
         'apple iphone 8 plus 64gb'
     """
     s = clean_text(text).lower()
-    if any(c.isdigit() for c in s):
+    if _DIGIT_RE.search(s):
         s = _UNIT_RE.sub(r"\1\2", s)
     return s
 
@@ -148,6 +149,6 @@ def scrub_pii(text: str) -> str:
         return text
     if "@" in text:
         text = _EMAIL_RE.sub("<email>", text)
-    if any(c.isdigit() for c in text):
+    if _DIGIT_RE.search(text):
         text = _PHONE_RE.sub("<phone>", text)
     return text

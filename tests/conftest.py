@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+import taxonomist as tx
+from taxonomist.datasets import sample_path
+
+TINY = [
+    ("Levis Men Blue Slim Jeans", "Apparel > Bottomwear > Jeans"),
+    ("Wrangler Women Black Skinny Jeans", "Apparel > Bottomwear > Jeans"),
+    ("Pepe Jeans Men Grey Denim Jeans", "Apparel > Bottomwear > Jeans"),
+    ("Flying Machine Men Indigo Jeans", "Apparel > Bottomwear > Jeans"),
+    ("Nike Men Red Printed T-shirt", "Apparel > Topwear > Tshirts"),
+    ("Puma Women White Polo T-shirt", "Apparel > Topwear > Tshirts"),
+    ("Adidas Men Black Round Neck T-shirt", "Apparel > Topwear > Tshirts"),
+    ("United Colors of Benetton Men Green T-shirt", "Apparel > Topwear > Tshirts"),
+    ("Arrow Men Checked Formal Shirt", "Apparel > Topwear > Shirts"),
+    ("Van Heusen Men White Formal Shirt", "Apparel > Topwear > Shirts"),
+    ("Louis Philippe Men Blue Striped Shirt", "Apparel > Topwear > Shirts"),
+    ("Peter England Men Navy Casual Shirt", "Apparel > Topwear > Shirts"),
+    ("Nike Men Running Sports Shoes", "Footwear > Shoes > Sports Shoes"),
+    ("Adidas Women Training Sports Shoes", "Footwear > Shoes > Sports Shoes"),
+    ("Reebok Men Black Running Shoes", "Footwear > Shoes > Sports Shoes"),
+    ("Asics Men Gel Sports Shoes", "Footwear > Shoes > Sports Shoes"),
+    ("Bata Women Brown Flats", "Footwear > Flats > Flats"),
+    ("Catwalk Women Gold Ballerina Flats", "Footwear > Flats > Flats"),
+    ("Rocia Women Pink Flats", "Footwear > Flats > Flats"),
+    ("Carlton London Women Black Flats", "Footwear > Flats > Flats"),
+    ("Titan Men Silver Analog Watch", "Accessories > Watches > Watches"),
+    ("Fastrack Women Black Digital Watch", "Accessories > Watches > Watches"),
+    ("Casio Men Steel Chronograph Watch", "Accessories > Watches > Watches"),
+    ("Timex Women Rose Gold Watch", "Accessories > Watches > Watches"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in list(os.environ):
+        if k.startswith("TAXONOMIST_"):
+            monkeypatch.delenv(k)
+
+
+@pytest.fixture
+def tiny_frame() -> pd.DataFrame:
+    return pd.DataFrame({"id": [str(i) for i in range(len(TINY))], "title": [t for t, _ in TINY],
+                         "category": [c for _, c in TINY]})
+
+
+@pytest.fixture
+def tiny_catalog(tiny_frame: pd.DataFrame) -> tx.Catalog:
+    return tx.Catalog.from_frame(tiny_frame, require_labels=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> tx.TaxonomyClassifier:
+    df = pd.DataFrame({"title": [t for t, _ in TINY], "category": [c for _, c in TINY]})
+    return tx.TaxonomyClassifier().fit(df)
+
+
+@pytest.fixture(scope="session")
+def sample_catalog() -> tx.Catalog:
+    return tx.read_catalog(sample_path("products"), require_labels=True)
+
+
+@pytest.fixture(scope="session")
+def sample_split(sample_catalog: tx.Catalog) -> tuple[tx.Catalog, tx.Catalog]:
+    return tx.split_catalog(sample_catalog, test_size=0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sample_model(sample_split: tuple[tx.Catalog, tx.Catalog]) -> tx.TaxonomyClassifier:
+    return tx.TaxonomyClassifier().fit(sample_split[0])
+
+
+@pytest.fixture(scope="session")
+def saved_sample_model(sample_model: tx.TaxonomyClassifier, tmp_path_factory: pytest.TempPathFactory):
+    return sample_model.save(tmp_path_factory.mktemp("bundle") / "model")

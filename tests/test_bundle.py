@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import taxonomist as tx
+from taxonomist import BundleError
+from taxonomist.bundle import BUNDLE_FORMAT_VERSION
+
+
+def test_roundtrip_predictions_identical(tiny_model, tmp_path) -> None:
+    path = tiny_model.save(tmp_path / "m")
+    again = tx.load(path)
+    titles = ["Levis Men Blue Denim Jeans", "Casio Women Digital Watch", "unknown thing"]
+    np.testing.assert_allclose(again.predict_proba(titles), tiny_model.predict_proba(titles), rtol=1e-6, atol=1e-7)
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["format_version"] == BUNDLE_FORMAT_VERSION and m["labels"] == list(tiny_model.classes_)
+    assert set(m["files"]) == {p.name for p in path.iterdir()} - {"manifest.json"}
+    assert m["training_data"]["n_rows"] == 24 and len(m["training_data"]["fingerprint"]) == 16
+    assert not list(path.glob("*.pkl")) and not list(path.glob("*.pickle"))
+
+
+def test_tampered_file_is_refused(tiny_model, tmp_path) -> None:
+    path = tiny_model.save(tmp_path / "m")
+    with (path / "vocabulary.json").open("a") as f:
+        f.write(" ")
+    with pytest.raises(BundleError, match="vocabulary.json .* does not match the SHA-256"):
+        tx.load(path)
+
+
+def test_newer_format_is_refused(tiny_model, tmp_path) -> None:
+    path = tiny_model.save(tmp_path / "m")
+    m = json.loads((path / "manifest.json").read_text())
+    m["format_version"] = BUNDLE_FORMAT_VERSION + 1
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="bundle format version 2, but this taxonomist reads versions 1 to 1"):
+        tx.load(path)
+
+
+class _Boom:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_slipped_in_is_never_executed(tiny_model, tmp_path) -> None:
+    path = tiny_model.save(tmp_path / "m")
+    marker = tmp_path / "pwned"
+    (path / "weights.pkl").write_bytes(pickle.dumps(_Boom(str(marker))))
+    with pytest.raises(BundleError, match=r"files the manifest does not list: \['weights.pkl'\]"):
+        tx.load(path)
+    assert not marker.exists()
+    # a pickle smuggled into the npz itself (object array), with the manifest hash updated, is refused too
+    (path / "weights.pkl").unlink()
+    arrays = dict(np.load(path / "weights.npz", allow_pickle=False))
+    arrays["intercept"] = np.array([_Boom(str(marker))], dtype=object)
+    with (path / "weights.npz").open("wb") as fh:
+        np.savez(fh, **arrays)
+    from taxonomist.bundle import _sha256
+
+    m = json.loads((path / "manifest.json").read_text())
+    m["files"]["weights.npz"] = _sha256(path / "weights.npz")
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="not a plain numeric array file"):
+        tx.load(path)
+    assert not marker.exists()
+
+
+def test_missing_manifest_and_missing_file(tiny_model, tmp_path) -> None:
+    with pytest.raises(BundleError, match="does not exist; train one with"):
+        tx.load(tmp_path / "nope")
+    path = tiny_model.save(tmp_path / "m")
+    (path / "classes.json").unlink()
+    with pytest.raises(BundleError, match="missing classes.json"):
+        tx.load(path)
+    (path / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        tx.load(path)
+
+
+def test_crash_mid_save_leaves_old_bundle_loadable(tiny_model, tmp_path, monkeypatch) -> None:
+    path = tiny_model.save(tmp_path / "m")
+    import taxonomist.bundle as b
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(b.np, "savez_compressed", crash)
+    with pytest.raises(OSError, match="disk full"):
+        tiny_model.save(path)
+    monkeypatch.undo()
+    assert tx.load(path).predict(["Casio watch"])[0] == tiny_model.predict(["Casio watch"])[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+
+
+def test_refuses_to_overwrite_a_non_bundle_folder(tiny_model, tmp_path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="is not a taxonomist bundle"):
+        tiny_model.save(tmp_path / "docs")
+    assert (tmp_path / "docs" / "notes.txt").read_text() == "mine"

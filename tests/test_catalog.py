@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import taxonomist as tx
+from taxonomist import CatalogError
+from taxonomist.catalog import MAX_TITLE_CHARS, title_groups
+
+CANON = "id,title,description,category,image\n1,Levis Men Jeans,Slim fit,Apparel > Jeans,\n2,Nike Tee,,Apparel > Tshirts,\n"
+
+
+def test_canonical_csv_needs_no_options(tmp_path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text(CANON, encoding="utf-8")
+    cat = tx.read_catalog(f, require_labels=True)
+    assert cat.frame[["id", "title", "description", "category"]].values.tolist() == [
+        ["1", "Levis Men Jeans", "Slim fit", "Apparel > Jeans"], ["2", "Nike Tee", "", "Apparel > Tshirts"]]
+    assert cat.report.ok and cat.labels[0] == ("Apparel", "Jeans")
+
+
+def test_tsv_jsonl_parquet_and_gzip(tmp_path) -> None:
+    df = pd.DataFrame({"sku": ["a", "b"], "name": ["Blue Jeans", "Red Tee"], "path": ["A > J", "A > T"], "brand": ["L", "N"]})
+    (tmp_path / "p.tsv").write_text(df.to_csv(sep="\t", index=False), encoding="utf-8")
+    df.to_json(tmp_path / "p.jsonl", orient="records", lines=True)
+    df.to_parquet(tmp_path / "p.parquet")
+    df.to_csv(tmp_path / "p.csv.gz", index=False)
+    for name in ("p.tsv", "p.jsonl", "p.parquet", "p.csv.gz"):
+        cat = tx.read_catalog(tmp_path / name, require_labels=True)
+        assert cat.frame["id"].tolist() == ["a", "b"], name
+        assert cat.frame["title"].tolist() == ["Blue Jeans", "Red Tee"], name
+        assert cat.frame["category"].tolist() == ["A > J", "A > T"], name
+        assert cat.attribute_columns == ["brand"], name
+
+
+def test_map_label_columns_and_with_columns(tmp_path) -> None:
+    (tmp_path / "styles.csv").write_text("id,gender,masterCategory,subCategory,articleType\n1,Men,Apparel,Topwear,Shirts\n"
+                                         "2,Women,Footwear,Shoes,Heels\n", encoding="utf-8")
+    (tmp_path / "styles_text.csv").write_text("productDisplayName\nArrow Men Shirt\nCatwalk Women Heels\n", encoding="utf-8")
+    cat = tx.read_catalog(tmp_path / "styles.csv", with_columns=[tmp_path / "styles_text.csv"],
+                          mapping={"title": "productDisplayName"},
+                          label_columns=["masterCategory", "subCategory", "articleType"], require_labels=True)
+    assert cat.frame["category"].tolist() == ["Apparel > Topwear > Shirts", "Footwear > Shoes > Heels"]
+    assert cat.frame["title"].tolist() == ["Arrow Men Shirt", "Catwalk Women Heels"]
+    assert cat.attribute_columns == ["gender"]
+
+
+def test_custom_separator(tmp_path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text("title,category\nKnife,Home >> Kitchen >> Knives\n", encoding="utf-8")
+    assert tx.read_catalog(f, sep=">>").labels == [("Home", "Kitchen", "Knives")]
+    f.write_text("title,category\nKnife,Home/Kitchen/Knives\n", encoding="utf-8")
+    assert tx.read_catalog(f, sep="/").labels == [("Home", "Kitchen", "Knives")]
+
+
+def test_bom_gb18030_and_no_header(tmp_path) -> None:
+    f = tmp_path / "bom.csv"
+    f.write_bytes("\ufefftitle,category\n小米手机,数码 > 手机\n".encode())
+    assert tx.read_catalog(f).frame["title"].tolist() == ["小米手机"]
+    g = tmp_path / "gbk.csv"
+    g.write_bytes("标题,类目\n华为 Mate 60 手机,数码 > 手机\n美的 电饭煲 4升,家电 > 厨房电器\n".encode("gb18030"))
+    cat = tx.read_catalog(g, require_labels=True)
+    assert cat.frame["title"].tolist() == ["华为 Mate 60 手机", "美的 电饭煲 4升"]
+    assert cat.labels[1] == ("家电", "厨房电器")
+    h = tmp_path / "UserBehavior.csv"
+    h.write_text("1,2268318,2520377,pv\n1,2333346,2520771,buy\n", encoding="utf-8")
+    cat = tx.read_catalog(h, header=False, mapping={"id": "1", "title": "1", "category": "2"}) if False else \
+        tx.read_catalog(h, columns=["user", "title", "category", "event"])
+    assert cat.frame["title"].tolist() == ["2268318", "2333346"] and cat.attribute_columns == ["user", "event"]
+    cat = tx.read_catalog(h, header=False, mapping={"title": "1", "category": "2"})
+    assert cat.frame["category"].tolist() == ["2520377", "2520771"]
+
+
+def test_validation_reports_and_skips(tmp_path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text("id,title,category\n1,Jeans,A > J\n2,,A > J\n3,Tee,\n1,Jeans,A > J\n4,Tee,A > T,EXTRA\n5,Shirt,A > S\n",
+                 encoding="utf-8")
+    cat = tx.read_catalog(f, require_labels=True)
+    rep = cat.report
+    assert cat.frame["id"].tolist() == ["1", "5"]
+    assert rep.issues["empty_title"].count == 1 and rep.issues["empty_title"].examples[0][0] == 2
+    assert rep.issues["missing_label"].count == 1 and rep.issues["missing_label"].examples[0][0] == 3
+    assert rep.issues["duplicate"].count == 1 and rep.issues["duplicate"].examples[0][0] == 4
+    assert rep.issues["malformed_line"].count == 1 and rep.issues["malformed_line"].examples[0][0] == 5
+    assert rep.n_read == 5 and rep.n_kept == 2  # 5 well-formed rows read, the malformed one counted apart
+    assert "rows with an empty title [skipped] e.g. row 2" in rep.summary()
+    with pytest.raises(CatalogError, match="strict mode"):
+        tx.read_catalog(f, require_labels=True, strict=True)
+
+
+def test_long_title_is_truncated_and_reported(tmp_path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text("title,category\n" + "x" * 1_000_000 + ",A > B\nok,A > C\n", encoding="utf-8")
+    cat = tx.read_catalog(f)
+    assert len(cat.frame["title"][0]) == MAX_TITLE_CHARS and cat.report.issues["long_text"].count == 1
+
+
+def test_unknown_labels_against_taxonomy(tmp_path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text("title,category\nJeans,A > J\nHat,A > H\n", encoding="utf-8")
+    cat = tx.read_catalog(f, taxonomy=tx.Taxonomy.from_paths(["A > J"]))
+    assert cat.frame["title"].tolist() == ["Jeans"] and cat.report.issues["unknown_label"].count == 1
+
+
+def test_jsonl_bad_line_reported(tmp_path) -> None:
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"title": "a", "category": "X > Y"}) + "\n{not json\n" + json.dumps([1]) + "\n", encoding="utf-8")
+    cat = tx.read_catalog(f)
+    assert len(cat) == 1 and cat.report.issues["malformed_line"].count == 2
+
+
+def test_split_is_grouped_seeded_and_stratified(sample_catalog) -> None:
+    train, test = tx.split_catalog(sample_catalog, test_size=0.2, seed=3)
+    g_train = set(title_groups(train.titles))
+    norm = lambda c: {t.lower().strip() for t in c.titles}  # noqa: E731
+    from taxonomist.text import normalize_for_sparse
+
+    assert not {normalize_for_sparse(t) for t in train.titles} & {normalize_for_sparse(t) for t in test.titles}
+    assert len(g_train) > 0 and norm(train) and norm(test)
+    assert 0.12 < len(test) / len(sample_catalog) < 0.28
+    # stratified: the big leaves are in both parts in about the same share
+    share = test.frame["category"].value_counts() / sample_catalog.frame["category"].value_counts()
+    big = sample_catalog.frame["category"].value_counts().index[:10]
+    assert np.all((share[big] > 0.08) & (share[big] < 0.35))
+    again = tx.split_catalog(sample_catalog, test_size=0.2, seed=3)[1]
+    assert again.frame["id"].tolist() == test.frame["id"].tolist()
+    other = tx.split_catalog(sample_catalog, test_size=0.2, seed=4)[1]
+    assert other.frame["id"].tolist() != test.frame["id"].tolist()
+    # every test leaf with one title group only stays in training
+    assert set(test.frame["category"]) <= set(train.frame["category"])

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from taxonomist.datasets import sample_path
+
+from .test_bad_inputs import run_cli
+
+
+def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None:
+    cat = pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(800)
+    f = tmp_path / "cat.csv"
+    cat.to_csv(f, index=False)
+    model = tmp_path / "model"
+    code, out = run_cli(["train", str(f), "-o", str(model), "--json", str(tmp_path / "held.json")], capsys, monkeypatch)
+    assert code == 0, out
+    assert "held-out evaluation" in out and "model saved to" in out
+    held = json.loads((tmp_path / "held.json").read_text())
+    assert held["seen_in_training_share"] == 0.0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["metrics"]["macro_f1"] == held["macro_f1"]
+
+    code, out = run_cli(["evaluate", str(model), str(f), "--json", str(tmp_path / "m.json"),
+                         "--report", str(tmp_path / "r.html")], capsys, monkeypatch)
+    assert code == 0, out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in ("accuracy", "macro_f1", "weighted_f1", "hierarchical_f1", "top_level_accuracy", "coverage_at_95_precision", "levels"):
+        assert key in metrics
+    assert "inflated" in out  # most of these products were in training
+    assert (tmp_path / "r.html").stat().st_size > 10_000
+
+    for ext in ("csv", "jsonl", "parquet"):
+        out_file = tmp_path / f"pred.{ext}"
+        code, out = run_cli(["predict", str(model), str(f), "-o", str(out_file), "--top-k", "2", "--min-confidence", "0.6"],
+                            capsys, monkeypatch)
+        assert code == 0, out
+    pred = pd.read_parquet(tmp_path / "pred.parquet")
+    assert len(pred) == 800 and set(pred.columns) >= {"id", "title", "category", "confidence", "backed_off", "alternatives"}
+    assert pred["id"].tolist() == cat["id"].tolist()
+    assert all(len(a) == 2 for a in pred["alternatives"])
+    again = pd.read_json(tmp_path / "pred.jsonl", lines=True, dtype={"id": str})
+    assert again["category"].tolist() == pred["category"].tolist()
+
+    code, out = run_cli(["predict", str(model), "--text", "Nike Men Running Shoes", "--explain"], capsys, monkeypatch)
+    assert code == 0 and "Footwear" in out
+
+
+def test_taxonomy_show_and_check(tmp_path, capsys, monkeypatch) -> None:
+    tax = tmp_path / "categories.txt"
+    tax.write_text("gid://shopify/TaxonomyCategory/aa : Apparel & Accessories\n"
+                   "gid://shopify/TaxonomyCategory/aa-1 : Apparel & Accessories > Clothing\n", encoding="utf-8")
+    code, out = run_cli(["taxonomy", "show", str(tax)], capsys, monkeypatch)
+    assert code == 0 and "2 categories, 1 leaves, depth 2" in out
+    code, out = run_cli(["taxonomy", "show", str(tax), "--search", "cloth"], capsys, monkeypatch)
+    assert "Apparel & Accessories > Clothing" in out
+    cat = tmp_path / "c.csv"
+    cat.write_text("title,category\nDress,Apparel & Accessories > Clothing\n", encoding="utf-8")
+    code, out = run_cli(["taxonomy", "check", str(tax), str(cat)], capsys, monkeypatch)
+    assert code == 0 and "all 1 labels are categories" in out
+
+
+def test_version_and_help(capsys, monkeypatch) -> None:
+    code, out = run_cli(["--version"], capsys, monkeypatch)
+    assert code == 0 and "taxonomist 0." in out
+    code, out = run_cli(["--help"], capsys, monkeypatch)
+    assert code == 0 and "train" in out and "evaluate" in out
+
+
+def test_debug_shows_traceback(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "taxonomist.cli", "--debug", "predict", str(tmp_path / "x"), "--text", "a"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "BundleError" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "taxonomist.cli", "demo", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env={"COLUMNS": "200", "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert "macro F1" in proc.stdout and "HTML report:" in proc.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.9
+    assert (tmp_path / "model" / "manifest.json").is_file()

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import taxonomist as tx
+from taxonomist.evaluation import compute_metrics, coverage_at_precision, expected_calibration_error
+
+CLASSES = ["A > B > x", "A > B > y", "A > C > z", "D > E > w"]
+
+
+def test_known_metrics() -> None:
+    y = ["A > B > x", "A > B > y", "A > C > z", "D > E > w"]
+    proba = np.array([
+        [0.9, 0.05, 0.03, 0.02],   # right
+        [0.6, 0.3, 0.05, 0.05],    # wrong leaf, right parent
+        [0.05, 0.05, 0.8, 0.1],    # right
+        [0.1, 0.1, 0.1, 0.7],      # right
+    ])
+    ev = compute_metrics(y, proba, CLASSES)
+    m = ev.metrics
+    assert m["accuracy"] == 0.75
+    assert m["levels"][0]["accuracy"] == 1.0 and m["levels"][1]["accuracy"] == 1.0 and m["levels"][2]["accuracy"] == 0.75
+    assert m["top_level_accuracy"] == 1.0
+    # hierarchical: 11 of 12 ancestor nodes shared
+    assert m["hierarchical_precision"] == pytest.approx(11 / 12) and m["hierarchical_f1"] == pytest.approx(11 / 12)
+    # macro-F1 over x (P=.5,R=1), y (0), z (1), w (1)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0 + 1 + 1) / 4)
+    assert m["top_k_accuracy"]["3"] == 1.0
+    assert ev.confused_pairs == [("A > B > y", "A > B > x", 1)]
+    assert set(m) >= {"accuracy", "macro_f1", "weighted_f1", "hierarchical_f1", "top_level_accuracy",
+                      "coverage_at_95_precision", "coverage_at_90_precision", "ece", "levels"}
+
+
+def test_backoff_improves_hierarchical_precision() -> None:
+    y = ["A > B > y"]
+    proba = np.array([[0.6, 0.3, 0.05, 0.05]])
+    plain = compute_metrics(y, proba, CLASSES).metrics
+    backed = compute_metrics(y, proba, CLASSES, min_confidence=0.8).metrics
+    assert backed["hierarchical_precision"] == 1.0 > plain["hierarchical_precision"]
+    assert backed["backed_off_share"] == 1.0
+
+
+def test_coverage_at_precision() -> None:
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
+    correct = np.array([1, 1, 1, 0, 1, 0], dtype=bool)
+    assert coverage_at_precision(conf, correct, 1.0) == (0.5, 0.9)
+    cov, thr = coverage_at_precision(conf, correct, 0.8)
+    assert cov == pytest.approx(5 / 6) and thr == 0.7
+    # ties are kept or dropped together
+    assert coverage_at_precision(np.array([0.9, 0.9]), np.array([True, False]), 1.0) == (0.0, 1.01)
+
+
+def test_ece_perfectly_calibrated_is_zero() -> None:
+    conf = np.array([0.75] * 4)
+    assert expected_calibration_error(conf, np.array([1, 1, 1, 0], dtype=bool)) == pytest.approx(0.0)
+    assert expected_calibration_error(np.array([1.0, 1.0]), np.array([0, 0], dtype=bool)) == pytest.approx(1.0)
+
+
+def test_report_and_json(sample_model, sample_split, tmp_path) -> None:
+    ev = tx.evaluate(sample_model, sample_split[1])
+    html = ev.write_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 4  # levels, reliability, coverage, confusion
+    assert "Worst categories" in html and "Most-confused" in html and "<script" not in html
+    data = json.loads(ev.to_json(tmp_path / "m.json"))
+    assert data["macro_f1"] == ev.metrics["macro_f1"] and len(data["levels"]) == 3
+    assert "macro F1" in ev.table()
+
+
+def test_report_escapes_and_scrubs_titles(tiny_model, tmp_path) -> None:
+    evil = [{"title": "<script>alert(1)</script> call +44 20 7946 0958", "category": "Apparel > Topwear > Shirts"},
+            {"title": "Casio watch", "category": "Accessories > Watches > Watches"}]
+    ev = tx.evaluate(tiny_model, evil)
+    html = ev.write_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<script>" not in html and "7946" not in html
+
+
+def test_evaluate_warns_when_test_overlaps_training(tiny_model, caplog) -> None:
+    from tests.conftest import TINY
+
+    ev = tx.evaluate(tiny_model, [{"title": t, "category": c} for t, c in TINY])
+    assert ev.metrics["seen_in_training_share"] == 1.0
+    assert "scores are inflated" in caplog.text

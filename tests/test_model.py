@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import taxonomist as tx
+from taxonomist import NotFittedError
+from taxonomist.datasets import sample_path
+from taxonomist.models import SparseClassifier, decode
+from taxonomist.models.hierarchy import LevelIndex, level_probabilities
+
+
+def test_not_fitted_errors() -> None:
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        tx.TaxonomyClassifier().predict(["x"])
+    with pytest.raises(NotFittedError):
+        SparseClassifier().predict_proba(["x"])
+    from sklearn.exceptions import NotFittedError as SkNotFitted
+
+    assert issubclass(NotFittedError, SkNotFitted)
+
+
+def test_fit_predict_proba_order(tiny_model) -> None:
+    proba = tiny_model.predict_proba(["Levis Men Blue Denim Jeans", "Casio Women Digital Watch"])
+    assert proba.shape == (2, len(tiny_model.classes_))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert list(tiny_model.classes_) == sorted(tiny_model.classes_)
+    pred = tiny_model.predict(["Levis Men Blue Denim Jeans", "Casio Women Digital Watch"])
+    assert list(pred) == ["Apparel > Bottomwear > Jeans", "Accessories > Watches > Watches"]
+    assert list(tiny_model.classes_[proba.argmax(axis=1)]) == list(pred)
+    assert tiny_model.get_params()["C"] == 0.5 and hasattr(tiny_model, "model_")
+
+
+def test_predict_products_levels_alternatives_and_backoff(tiny_model) -> None:
+    [p] = tiny_model.predict_products({"title": "Nike Men Black Running Shoes"}, top_k=3)
+    assert p.path == ("Footwear", "Shoes", "Sports Shoes") and not p.backed_off
+    assert len(p.confidence) == 3 and p.confidence[0] >= p.confidence[1] >= p.confidence[2]
+    assert len(p.alternatives) == 3 and p.alternatives[0][0] == p.category
+    [q] = tiny_model.predict_products(["zzz qqq"], min_confidence=0.99)
+    assert q.backed_off and len(q.path) < 3
+    assert q.to_dict()["backed_off"] is True
+
+
+def test_explanations_name_title_features(tiny_model) -> None:
+    [p] = tiny_model.predict_products(["Titan Men Steel Watch"], explain=True)
+    assert p.explanation and any("watch" in f for f, _ in p.explanation)
+    assert all(w > 0 for _, w in p.explanation)
+
+
+def test_decode_backs_off_to_deepest_confident_node() -> None:
+    classes = ["A > B > x", "A > B > y", "A > C > z", "D > E > w"]
+    index = LevelIndex.build(classes)
+    proba = np.array([[0.4, 0.35, 0.2, 0.05]])
+    levels = level_probabilities(proba, index)
+    np.testing.assert_allclose(levels[0], [[0.95, 0.05]])
+    np.testing.assert_allclose(levels[1], [[0.75, 0.2, 0.05]])
+    [p] = decode(proba, index, min_confidence=0.7)
+    assert p.path == ("A", "B") and p.backed_off and p.leaf == ("A", "B", "x")
+    np.testing.assert_allclose(p.confidence, [0.95, 0.75])
+    [p] = decode(proba, index, min_confidence=0.9)
+    assert p.path == ("A",)
+    [p] = decode(proba, index, min_confidence=0.99)
+    assert p.path == () and p.confidence == [] and p.score == 0.0
+    [p] = decode(proba, index)
+    assert p.path == ("A", "B", "x") and not p.backed_off
+
+
+def test_uneven_depth_leaves_keep_levels_summing_to_one() -> None:
+    index = LevelIndex.build(["A", "B > C > D", "B > E"])
+    levels = level_probabilities(np.array([[0.2, 0.5, 0.3]]), index)
+    for lv in levels:
+        np.testing.assert_allclose(lv.sum(), 1.0)
+
+
+def test_attributes_used_as_context_and_numeric_ones_skipped() -> None:
+    df = pd.DataFrame({
+        "title": ["item one", "item two", "item three", "item four"] * 6,
+        "brand": ["Levis", "Casio", "Levis", "Casio"] * 6,
+        "price": ["10", "20", "30", "40"] * 6,
+        "category": ["A > Jeans", "A > Watches", "A > Jeans", "A > Watches"] * 6,
+    })
+    clf = tx.TaxonomyClassifier().fit(df)
+    assert clf.text_attributes_ == ["brand"]
+    assert clf.predict([{"title": "item five", "brand": "Casio"}])[0] == "A > Watches"
+
+
+def test_calibration_is_reasonable_on_real_sample(sample_model, sample_split) -> None:
+    ev = tx.evaluate(sample_model, sample_split[1])
+    assert ev.metrics["ece"] < 0.08
+    assert 0.01 < sample_model.model_.temperature_ < 10
+    assert ev.metrics["accuracy"] > 0.9 and ev.metrics["macro_f1"] > 0.6
+    assert ev.metrics["seen_in_training_share"] == 0.0
+
+
+def test_chinese_catalogue_uses_jieba_features() -> None:
+    cat = tx.read_catalog(sample_path("reviews_zh"), require_labels=True)
+    train, test = tx.split_catalog(cat, test_size=0.25, seed=0)
+    clf = tx.TaxonomyClassifier(use_attributes=False).fit(train)
+    assert clf.model_.encoder_.cjk_ is True
+    names = clf.model_.encoder_.feature_names()
+    assert any(n.startswith("w:") and len(n) >= 4 for n in names)
+    ev = tx.evaluate(clf, test)
+    assert ev.metrics["accuracy"] > 1.5 / 9  # well above chance on 9 categories with 270 short reviews
+
+
+def test_input_forms_agree(tiny_model) -> None:
+    titles = ["Levis Men Blue Denim Jeans", "Casio Women Digital Watch"]
+    a = tiny_model.predict(titles)
+    b = tiny_model.predict([{"title": t} for t in titles])
+    c = tiny_model.predict(pd.DataFrame({"title": titles}))
+    assert list(a) == list(b) == list(c)
+    with pytest.raises(TypeError, match="single string"):
+        tiny_model.predict("Levis jeans")

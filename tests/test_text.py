@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxonomist.datasets import sample_path
+from taxonomist.text import clean_text, cjk_share, has_cjk, normalize_for_sparse, scrub_pii, tokenize
+
+
+def test_clean_text_html_nfkc_fullwidth_whitespace() -> None:
+    assert clean_text("<p>Levis&nbsp;Men <b>Blue</b>\n\tJeans</p>") == "Levis Men Blue Jeans"
+    assert clean_text("ＮＩＫＥ　运动鞋　４２码") == "NIKE 运动鞋 42码"
+    assert clean_text(None) == "" and clean_text(float("nan")) == "nan"
+    assert clean_text("AT&amp;T &lt;3") == "AT&T <3"  # only a closed tag is stripped
+
+
+def test_normalize_joins_units_and_lowercases() -> None:
+    assert normalize_for_sparse("Apple iPhone 8 Plus 64 GB Silver") == "apple iphone 8 plus 64gb silver"
+    assert normalize_for_sparse("Garlic Oil - Vegetarian Capsule 500 mg") == "garlic oil - vegetarian capsule 500mg"
+    assert normalize_for_sparse("Tata Salt 1 kg Pack") == "tata salt 1kg pack"
+    assert normalize_for_sparse("金龙鱼 食用油 5 升") == "金龙鱼 食用油 5升"
+    # a number followed by a word that merely starts like a unit stays apart
+    assert normalize_for_sparse("2 mangoes") == "2 mangoes"
+
+
+def test_tokenize_chinese_with_jieba_and_latin_words() -> None:
+    toks = tokenize(normalize_for_sparse("小米 Redmi Note12 5G手机 8GB+256GB"))
+    assert "小米" in toks and "redmi" in toks and "手机" in toks and "note12" in toks
+    assert tokenize("levis men blue jeans") == ["levis", "men", "blue", "jeans"]
+
+
+def test_real_chinese_reviews_are_detected_and_segmented() -> None:
+    reviews = pd.read_csv(sample_path("reviews_zh"), dtype=str)["title"].tolist()
+    assert cjk_share(reviews) > 0.7
+    assert all(has_cjk(r) for r in reviews[:20])
+    words = tokenize(normalize_for_sparse(reviews[0]))
+    assert len(words) >= 3 and all(w.strip() for w in words)
+    # jieba gives multi-character words, not just characters
+    assert any(len(w) >= 2 for w in words)
+
+
+def test_real_english_titles_normalise(sample_catalog) -> None:
+    titles = sample_catalog.titles[:200]
+    assert cjk_share(titles) == 0.0
+    assert all(normalize_for_sparse(t) == normalize_for_sparse(t).lower() for t in titles)
+
+
+def test_scrub_pii() -> None:
+    assert scrub_pii("contact jane.doe+shop@example.co.uk now") == "contact <email> now"
+    assert scrub_pii("call +44 20 7946 0958 or (555) 123-4567") == "call <phone> or <phone>"
+    assert scrub_pii("客服电话13812345678") == "客服电话<phone>"
+    # product numbers are not phones
+    assert scrub_pii("Samsung 55 inch 4K TV UA55AU7700 EAN 8801643") == "Samsung 55 inch 4K TV UA55AU7700 EAN 8801643"
+
+
+@given(st.text(alphabet=st.characters(exclude_characters="&<"), max_size=200))
+def test_clean_text_is_idempotent(s: str) -> None:
+    once = clean_text(s)
+    assert clean_text(once) == once
+    assert "  " not in once and once == once.strip()
+
+
+@given(st.text(max_size=200))
+def test_normalize_never_crashes_and_has_no_runs_of_space(s: str) -> None:
+    out = normalize_for_sparse(s)
+    assert isinstance(out, str) and "  " not in out and out == out.strip()
