@@ -32,7 +32,6 @@ def _write(p: Path, text: str, enc: str = "utf-8") -> Path:
 
 
 def _model(tmp: Path) -> Path:
-    from taxonomist.cli import main  # noqa: F401  (imported for the side effect-free check only)
     import pandas as pd
 
     import taxonomist as tx

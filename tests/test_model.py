@@ -112,3 +112,20 @@ def test_input_forms_agree(tiny_model) -> None:
     assert list(a) == list(b) == list(c)
     with pytest.raises(TypeError, match="single string"):
         tiny_model.predict("Levis jeans")
+
+
+def test_cached_char_wb_transform_equals_scikit_learn(sample_catalog) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxonomist.encoders.sparse import _CharWbIndex
+    from taxonomist.text import normalize_for_sparse
+
+    docs = [normalize_for_sparse(t) for t in sample_catalog.titles[:1500]] + ["a", "ab", "  x  y ", "", "abcd efghij"]
+    for ngram_range in ((2, 5), (1, 3), (3, 3)):
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range, sublinear_tf=True, lowercase=False,
+                              dtype=np.float32).fit(docs[:1000])
+        fast = _CharWbIndex(vec)
+        for _ in range(2):  # the second pass is served from the word cache
+            got = fast.transform(docs)
+            want = vec.transform(docs)
+            assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)

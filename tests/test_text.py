@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taxonomist.datasets import sample_path
-from taxonomist.text import clean_text, cjk_share, has_cjk, normalize_for_sparse, scrub_pii, tokenize
+from taxonomist.text import cjk_share, clean_text, has_cjk, normalize_for_sparse, scrub_pii, tokenize
 
 
 def test_clean_text_html_nfkc_fullwidth_whitespace() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -30,6 +31,69 @@ CJK_THRESHOLD = 0.1
 
 def _identity(s: str) -> str:
     return s
+
+
+def _unique_normalized(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(codes, normalised distinct texts): ``texts[i]`` normalises to ``distinct[codes[i]]``."""
+    codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object).fillna(""))
+    return codes, [normalize_for_sparse(u) for u in uniques]
+
+
+class _CharWbIndex:
+    """``TfidfVectorizer(analyzer="char_wb").transform`` with the n-gram lookups of each word cached.
+
+    char_wb n-grams never cross a word boundary, so a document's features are the sum of its words' features,
+    and words repeat across a catalogue far more than titles do. Each distinct word is cut into n-grams and
+    looked up once; the counts, sublinear tf, idf and L2 norm are then applied exactly as scikit-learn does
+    (tests/test_model.py checks the equality).
+    """
+
+    MAX_WORDS = 500_000
+
+    def __init__(self, vec: TfidfVectorizer) -> None:
+        self.vocab: dict[str, int] = vec.vocabulary_
+        self.idf = np.asarray(vec.idf_, dtype=np.float32)
+        self.min_n, self.max_n = vec.ngram_range
+        self.sublinear = bool(vec.sublinear_tf)
+        self.cache: dict[str, list[int]] = {}
+
+    def _grams(self, word: str) -> list[int]:
+        w = f" {word} "
+        size = len(w)
+        vocab = self.vocab
+        out = []
+        for n in range(self.min_n, self.max_n + 1):
+            for off in range(max(1, size - n + 1)):
+                j = vocab.get(w[off : off + n])
+                if j is not None:
+                    out.append(j)
+            if size <= n:  # a short word is counted once, as scikit-learn does
+                break
+        return out
+
+    def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
+        cache = self.cache
+        if len(cache) > self.MAX_WORDS:
+            cache.clear()
+        indices: list[int] = []
+        indptr = [0]
+        for doc in docs:
+            for word in doc.split():
+                idx = cache.get(word)
+                if idx is None:
+                    idx = cache[word] = self._grams(word)
+                indices.extend(idx)
+            indptr.append(len(indices))
+        x = sp.csr_matrix(
+            (np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(docs), len(self.idf)),
+        )
+        x.sum_duplicates()
+        if self.sublinear:
+            np.log(x.data, out=x.data)
+            x.data += 1.0
+        x.data *= self.idf[x.indices]
+        return l2_normalize(x, copy=False)
 
 
 class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -97,18 +161,31 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         logger.info("sparse features: %d word + %d char (cjk=%s)", len(word.vocabulary_), len(char.vocabulary_), self.cjk_)
         return self
 
-    def _block(self, vec: TfidfVectorizer, t: list[str], c: list[str] | None) -> sp.csr_matrix:
-        x = vec.transform(t) * self.title_weight
-        if c is not None and any(c):
-            x = x + vec.transform(c) * self.context_weight
-            x = l2_normalize(x)
-        return x
-
     def transform(self, titles: Sequence[str], contexts: Sequence[str] | None = None) -> sp.csr_matrix:
+        """One L2-normalised row per product: [word block | char block].
+
+        Each distinct text is normalised and vectorised once: catalogues repeat titles, and attribute contexts
+        ("Men Navy Blue Summer Casual") repeat far more, so this is most of the speed of the sparse tier.
+        """
         check_is_fitted(self, "word_")
-        t = [normalize_for_sparse(x) for x in titles]
-        c = [normalize_for_sparse(x) for x in contexts] if contexts is not None else None
-        return sp.hstack([self._block(self.word_, t, c), self._block(self.char_, t, c)], format="csr")
+        t_codes, t_norm = _unique_normalized(titles)
+        c_codes, c_norm = _unique_normalized(contexts) if contexts is not None else (None, [])
+        has_context = c_codes is not None and any(c_norm)
+        blocks = []
+        for vec in (self.word_, self._char_transform()):
+            x = vec.transform(t_norm)[t_codes] * self.title_weight
+            if has_context:
+                x = l2_normalize(x + vec.transform(c_norm)[c_codes] * self.context_weight)
+            blocks.append(x)
+        return sp.hstack(blocks, format="csr")
+
+    def _char_transform(self) -> TfidfVectorizer | _CharWbIndex:
+        if self.char_.analyzer != "char_wb":
+            return self.char_
+        index = getattr(self, "_char_index", None)
+        if index is None or index.vocab is not self.char_.vocabulary_:
+            index = self._char_index = _CharWbIndex(self.char_)
+        return index
 
     def fit_transform(self, titles: Sequence[str], contexts: Sequence[str] | None = None, y: Any = None) -> sp.csr_matrix:  # type: ignore[override]
         return self.fit(titles, contexts).transform(titles, contexts)
