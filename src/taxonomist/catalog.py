@@ -614,7 +614,7 @@ def split_catalog(catalog: Catalog, test_size: float = 0.2, seed: int = 0) -> tu
     n_splits = max(2, round(1 / test_size))
     test_mask = np.zeros(n, dtype=bool)
     idx = np.flatnonzero(multi)
-    if len(idx) >= n_splits:
+    if len(np.unique(groups[idx])) >= n_splits:
         sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         import warnings
 

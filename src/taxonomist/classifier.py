@@ -226,11 +226,18 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 p.explanation = self.model_.explain(t, c, pos[format_path(p.leaf)])
         return preds
 
-    def predict_frame(self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None) -> pd.DataFrame:
-        """Pure pandas-in / pandas-out prediction (the batch path): id, category, confidence, leaf, ..."""
-        preds = self.predict_products(df, top_k=top_k, min_confidence=min_confidence)
+    def predict_frame(
+        self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None, explain: bool = False
+    ) -> pd.DataFrame:
+        """Pure pandas-in / pandas-out prediction (the batch path): id, category, confidence, leaf, ...
+
+        Columns: ``id``, ``category`` (the path, backed off when unsure; empty when unclassified),
+        ``confidence`` (of that path's deepest node), ``level_confidence``, ``leaf``, ``leaf_confidence``,
+        ``backed_off``, ``alternatives`` (top-k leaves), and ``explanation`` when ``explain`` is set.
+        """
+        preds = self.predict_products(df, top_k=top_k, min_confidence=min_confidence, explain=explain)
         ids = df["id"].astype(str).tolist() if "id" in df.columns else [str(i) for i in range(len(df))]
-        return pd.DataFrame({
+        out = pd.DataFrame({
             "id": ids,
             "category": [p.category for p in preds],
             "confidence": [round(p.score, 6) for p in preds],
@@ -240,6 +247,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "backed_off": [p.backed_off for p in preds],
             "alternatives": [[{"category": c, "confidence": round(s, 6)} for c, s in p.alternatives] for p in preds],
         })
+        if explain:
+            out["explanation"] = [[{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds]
+        return out
 
     def seen_in_training(self, X: Any) -> np.ndarray:
         """Which products have a normalised title that was in the training data."""

@@ -260,11 +260,7 @@ def predict(
         task = progress.add_task("predict", total=len(frame))
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start:start + batch_size]
-            res = clf.predict_frame(chunk, top_k=top_k, min_confidence=min_confidence)
-            if explain:
-                preds = clf.predict_products(chunk, top_k=1, min_confidence=min_confidence, explain=True)
-                res["explanation"] = [[{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds]
-            parts.append(res)
+            parts.append(clf.predict_frame(chunk, top_k=top_k, min_confidence=min_confidence, explain=explain))
             progress.advance(task, len(chunk))
     result = pd.concat(parts, ignore_index=True)
     result.insert(1, "title", frame["title"].to_numpy())

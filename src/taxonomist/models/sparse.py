@@ -142,7 +142,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         elif self.calibration not in ("temperature", "none"):
             raise ValueError(f"calibration must be 'temperature' or 'none', got {self.calibration!r}")
         self.coef_, self.intercept_ = self._fit_linear(Xs, y_idx, len(self.classes_))
-        self._coef_t = None
+        self._coef_t = self.coef_.T.tocsr()
         self.n_features_in_ = Xs.shape[1]
         return self
 
@@ -172,7 +172,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """The features that pushed one product towards one class, with their contribution to the score."""
         self._check()
         x = self.encoder_.transform([title], [context]).tocsr()
-        w = self.coef_.getrow(class_index).toarray().ravel()
+        w = self.coef_[[class_index]].toarray().ravel()
         contrib = x.data * w[x.indices]
         order = np.argsort(-contrib)[:top]
         names = self._feature_names()
@@ -189,13 +189,14 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         enc_params, enc_arrays, vocab = self.encoder_.get_state()
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "encoder"}
         params.update(temperature_=self.temperature_, encoder=enc_params)
-        coef = self.coef_.tocsr()
+        # stored transposed (features × classes, CSR): the layout scoring uses, so loading converts nothing
+        coef_t = self._coef_t if getattr(self, "_coef_t", None) is not None else self.coef_.T.tocsr()
         arrays = {
             **enc_arrays,
-            "coef_data": coef.data.astype(np.float32),
-            "coef_indices": coef.indices.astype(np.int32),
-            "coef_indptr": coef.indptr.astype(np.int64),
-            "coef_shape": np.asarray(coef.shape, dtype=np.int64),
+            "coef_t_data": coef_t.data.astype(np.float32),
+            "coef_t_indices": coef_t.indices.astype(np.int32),
+            "coef_t_indptr": coef_t.indptr.astype(np.int64),
+            "coef_t_shape": np.asarray(coef_t.shape, dtype=np.int64),
             "intercept": self.intercept_.astype(np.float32),
         }
         return params, arrays, {"vocabulary": vocab, "classes": [str(c) for c in self.classes_]}
@@ -208,8 +209,11 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf = cls(**p)
         clf.encoder_ = encoder
         clf.classes_ = np.asarray(objects["classes"], dtype=object)
-        shape = tuple(int(v) for v in arrays["coef_shape"])
-        clf.coef_ = sp.csr_matrix((arrays["coef_data"], arrays["coef_indices"], arrays["coef_indptr"]), shape=shape)
+        n_features, n_classes = (int(v) for v in arrays["coef_t_shape"])
+        clf._coef_t = sp.csr_matrix((arrays["coef_t_data"], arrays["coef_t_indices"], arrays["coef_t_indptr"]),
+                                    shape=(n_features, n_classes))
+        clf.coef_ = clf._coef_t.T  # a CSC view, classes × features, as scikit-learn lays coef_ out
+        shape = (n_classes, n_features)
         clf.intercept_ = np.asarray(arrays["intercept"], dtype=np.float32)
         clf.temperature_ = temperature
         clf.n_features_in_ = shape[1]
