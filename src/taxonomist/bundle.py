@@ -94,7 +94,7 @@ def write_bundle(
         for name, arrs in arrays.items():
             f = tmp / f"{name}.npz"
             with f.open("wb") as fh:
-                np.savez_compressed(fh, **arrs)
+                np.savez_compressed(fh, **arrs)  # type: ignore[arg-type]
             files[f.name] = _sha256(f)
         for name, obj in objects.items():
             f = tmp / f"{name}.json"

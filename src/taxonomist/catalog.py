@@ -269,10 +269,10 @@ def _canonicalise(
         if fld in chosen or (fld == "category" and label_columns):
             continue
         for alias in ALIASES[fld]:
-            src = by_norm.get(alias)
-            if src is not None and src not in used:
-                chosen[fld] = src
-                used.add(src)
+            found = by_norm.get(alias)
+            if found is not None and found not in used:
+                chosen[fld] = found
+                used.add(found)
                 break
     if "title" not in chosen:
         raise CatalogError(
@@ -334,16 +334,16 @@ def _validate(
                 report.issue("unknown_label").add(int(rows[i]), c)
     content_cols = [c for c in frame.columns if c != "row"]
     dup = frame.duplicated(subset=content_cols, keep="first").to_numpy()
-    for i in np.flatnonzero(dup & keep):
+    for i in np.flatnonzero(dup & keep).tolist():
         keep[i] = False
         report.issue("duplicate").add(int(rows[i]), titles[i])
     if frame["id"].ne("").any():
         id_dup = frame["id"].duplicated(keep="first").to_numpy() & frame["id"].ne("").to_numpy()
-        for i in np.flatnonzero(id_dup & keep):
-            report.issue("duplicate_id").add(int(rows[i]), f"id {frame.at[i, 'id']}: {titles[i]}")
+        for i in np.flatnonzero(id_dup & keep).tolist():
+            report.issue("duplicate_id").add(int(rows[i]), f"id {frame['id'].iat[i]}: {titles[i]}")
     long_title = np.array([len(t) > MAX_TITLE_CHARS for t in frame["title"]], dtype=bool)
     long_desc = np.array([len(t) > MAX_TEXT_CHARS for t in frame["description"]], dtype=bool)
-    for i in np.flatnonzero((long_title | long_desc) & keep):
+    for i in np.flatnonzero((long_title | long_desc) & keep).tolist():
         report.issue("long_text").add(int(rows[i]), titles[i][:60])
     out = frame.loc[keep].copy()
     if long_title.any():
@@ -378,8 +378,8 @@ def _decode(raw: bytes, path: Path, encoding: str | None) -> str:
 
         best = from_bytes(raw[: 1 << 20]).best()
         guess = best.encoding if best is not None else None
-        candidates = (["gb18030"] if guess and guess.replace("_", "").lower() in {"gb2312", "gbk", "gb18030", "hz"}
-                      else [guess] if guess else []) + ["gb18030"]
+        chinese = guess is not None and guess.replace("_", "").lower() in {"gb2312", "gbk", "gb18030", "hz"}
+        candidates = ([guess] if guess is not None and not chinese else []) + ["gb18030"]
         for enc in candidates:
             try:
                 text = raw.decode(enc)

@@ -248,7 +248,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "alternatives": [[{"category": c, "confidence": round(s, 6)} for c, s in p.alternatives] for p in preds],
         })
         if explain:
-            out["explanation"] = [[{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds]
+            explanations: list[list[dict[str, Any]]] = [
+                [{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds
+            ]
+            out["explanation"] = pd.Series(explanations, index=out.index, dtype=object)
         return out
 
     def seen_in_training(self, X: Any) -> np.ndarray:

@@ -273,10 +273,11 @@ def predict(
         table.add_column(col)
     if explain:
         table.add_column("because of")
-    for r in result.head(25).itertuples():
-        row = [str(r.id), str(r.title)[:60], r.category or "(unclassified)", f"{r.confidence:.3f}", "yes" if r.backed_off else ""]
+    for rec in result.head(25).to_dict(orient="records"):
+        row = [str(rec["id"]), str(rec["title"])[:60], str(rec["category"]) or "(unclassified)",
+               f"{float(rec['confidence']):.3f}", "yes" if rec["backed_off"] else ""]
         if explain:
-            row.append(", ".join(e["feature"] for e in r.explanation[:4]))
+            row.append(", ".join(str(e["feature"]) for e in rec["explanation"][:4]))
         table.add_row(*row)
     out.print(table)
 

@@ -204,7 +204,7 @@ def compute_metrics(
     per_class = per_class.sort_values(["f1", "support"], ascending=[True, False]).reset_index(drop=True)
     pairs = Counter((t, q) for t, q, c in zip(y_true, y_pred, correct, strict=True) if not c)
     confused = [(t, q, n) for (t, q), n in pairs.most_common(20)]
-    wrong = np.flatnonzero(~correct)
+    wrong = np.flatnonzero(~correct).tolist()
     errors = pd.DataFrame({
         "title": [scrub_pii(clean_text(titles[i]))[:160] if titles is not None else "" for i in wrong],
         "true": [y_true[i] for i in wrong],

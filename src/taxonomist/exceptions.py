@@ -34,5 +34,5 @@ class BundleError(TaxonomistError):
     """A model bundle is missing, tampered with, or written by an unknown format version."""
 
 
-class NotFittedError(TaxonomistError, _SkNotFittedError):
+class NotFittedError(TaxonomistError, _SkNotFittedError):  # type: ignore[misc]
     """The model was used before it was fitted (a scikit-learn ``NotFittedError`` too)."""

@@ -114,7 +114,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
         for i in range(len(top)):
             for j in range(len(top)):
                 if mat[i, j]:
-                    ax.text(j, i, int(mat[i, j]), ha="center", va="center", fontsize=6,
+                    ax.text(j, i, str(int(mat[i, j])), ha="center", va="center", fontsize=6,
                             color="white" if norm[i, j] > 0.5 else "black")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -137,9 +137,12 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
     worst_rows = []
     for r in worst.itertuples():
         ex = ev.errors[ev.errors["true"] == r.category].head(3)
-        examples = "<br>".join(f"“{e(t.title)}” → {e(_short(t.predicted, 60))} ({t.confidence:.2f})" for t in ex.itertuples())
+        examples = "<br>".join(
+            f"“{e(str(title))}” → {e(_short(str(pred), 60))} ({float(conf):.2f})"
+            for title, pred, conf in zip(ex["title"], ex["predicted"], ex["confidence"], strict=True)
+        )
         worst_rows.append(
-            f"<tr><td>{e(r.category)}</td><td>{r.support}</td><td>{r.precision:.3f}</td><td>{r.recall:.3f}</td>"
+            f"<tr><td>{e(str(r.category))}</td><td>{r.support}</td><td>{r.precision:.3f}</td><td>{r.recall:.3f}</td>"
             f"<td>{r.f1:.3f}</td><td class=ex>{examples}</td></tr>"
         )
     pairs = "".join(f"<tr><td>{e(t)}</td><td>{e(p)}</td><td>{n}</td></tr>" for t, p, n in ev.confused_pairs)

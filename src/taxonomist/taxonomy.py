@@ -211,7 +211,7 @@ class Taxonomy:
 
     def __iter__(self) -> Iterator[CategoryPath]:
         """All nodes, parents before children, siblings sorted."""
-        stack = [()]
+        stack: list[CategoryPath] = [()]
         while stack:
             node = stack.pop()
             if node:

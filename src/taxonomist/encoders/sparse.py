@@ -187,7 +187,7 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             index = self._char_index = _CharWbIndex(self.char_)
         return index
 
-    def fit_transform(self, titles: Sequence[str], contexts: Sequence[str] | None = None, y: Any = None) -> sp.csr_matrix:  # type: ignore[override]
+    def fit_transform(self, titles: Sequence[str], contexts: Sequence[str] | None = None, y: Any = None) -> sp.csr_matrix:
         return self.fit(titles, contexts).transform(titles, contexts)
 
     def feature_names(self) -> np.ndarray:

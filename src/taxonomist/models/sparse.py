@@ -50,7 +50,8 @@ def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> n
     X = sp.csr_matrix(X)
     cols, inverse = np.unique(X.indices, return_inverse=True)
     compact = sp.csr_matrix((X.data, inverse.astype(np.int32), X.indptr), shape=(X.shape[0], len(cols)))
-    return np.asarray(compact @ coef_t[cols].toarray()) + intercept
+    scores: np.ndarray = np.asarray(compact @ coef_t[cols].toarray()) + intercept
+    return scores
 
 
 class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
