@@ -86,3 +86,12 @@ def test_demo_end_to_end(tmp_path) -> None:
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.9
     assert (tmp_path / "model" / "manifest.json").is_file()
+
+
+def test_taxonomy_format_option(tmp_path, capsys, monkeypatch) -> None:
+    tax = tmp_path / "paths.txt"
+    tax.write_text("1 - odd but plain > path\n", encoding="utf-8")
+    code, out = run_cli(["taxonomy", "show", str(tax), "--format", "paths"], capsys, monkeypatch)
+    assert code == 0 and "2 categories" in out
+    code, out = run_cli(["taxonomy", "show", str(tax), "--format", "yaml"], capsys, monkeypatch)
+    assert code == 1 and "--format must be one of" in out

@@ -57,7 +57,15 @@ WithOpt = Annotated[list[Path] | None, typer.Option("--with-columns", help="Add 
 EncOpt = Annotated[str | None, typer.Option("--encoding", help="Force the file encoding (default: detected).")]
 NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The file has no header row; columns are 0, 1, 2, ...")]
 ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Names for a header-less file: id,title,category.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject the catalogue if any row is bad, instead of skipping it.")]
+
+
+def _taxonomy_format(fmt: str) -> Any:
+    formats = ("auto", "google", "shopify", "bestbuy", "paths")
+    if fmt not in formats:
+        raise CliError(f"--format must be one of {list(formats)}, got {fmt!r}")
+    return fmt
 
 
 def _parse_map(items: list[str] | None) -> dict[str, str]:
@@ -288,11 +296,12 @@ def taxonomy_show(
     depth: Annotated[int, typer.Option(help="Show nodes down to this depth.")] = 2,
     search: Annotated[str | None, typer.Option(help="Only nodes whose path contains this text.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many nodes.")] = 60,
+    fmt: FormatOpt = "auto",
 ) -> None:
     """Summarise a taxonomy and print its top levels (or the nodes matching --search)."""
     from .taxonomy import Taxonomy, format_path
 
-    tax = Taxonomy.load(file)
+    tax = Taxonomy.load(file, format=_taxonomy_format(fmt))
     out.print(f"{file.name}: {len(tax):,} categories, {len(tax.leaves()):,} leaves, depth {tax.max_depth}, "
               f"{len(tax.children()):,} top-level")
     nodes = tax.search(search, limit=limit) if search else [p for p in tax if len(p) <= depth][:limit]
@@ -307,12 +316,12 @@ def taxonomy_check(
     file: Annotated[Path, typer.Argument(help="Taxonomy file.")],
     catalog: Annotated[Path, typer.Argument(help="Catalogue whose labels to check.")],
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, fmt: FormatOpt = "auto",
 ) -> None:
     """Report catalogue labels that are not in the taxonomy (exit code 1 when there are any)."""
     from .taxonomy import Taxonomy
 
-    tax = Taxonomy.load(file)
+    tax = Taxonomy.load(file, format=_taxonomy_format(fmt))
     cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True)
     unknown = tax.check(cat.frame["category"])
     if not unknown:
