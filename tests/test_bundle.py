@@ -104,3 +104,13 @@ def test_refuses_to_overwrite_a_non_bundle_folder(tiny_model, tmp_path) -> None:
     with pytest.raises(BundleError, match="is not a taxonomist bundle"):
         tiny_model.save(tmp_path / "docs")
     assert (tmp_path / "docs" / "notes.txt").read_text() == "mine"
+
+
+def test_bundle_folder_has_ordinary_permissions(tiny_model, tmp_path) -> None:
+    import os
+    import stat
+
+    path = tiny_model.save(tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask

@@ -89,6 +89,9 @@ def write_bundle(
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); a bundle is an ordinary folder
     try:
         files: dict[str, str] = {}
         for name, arrs in arrays.items():
