@@ -129,3 +129,22 @@ def test_cached_char_wb_transform_equals_scikit_learn(sample_catalog) -> None:
             got = fast.transform(docs)
             want = vec.transform(docs)
             assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_top_label_calibration_keeps_argmax_and_sums(global_seed: int = 0) -> None:
+    from taxonomist.models.calibration import apply_top_label, fit_top_label
+
+    rng = np.random.default_rng(global_seed)
+    proba = rng.dirichlet(np.full(8, 0.3), size=500)
+    conf = proba.max(axis=1)
+    correct = rng.random(500) < np.clip(0.2 + 0.5 * conf, 0, 1)  # under-confident low, over-confident high
+    knots = fit_top_label(conf, correct)
+    assert knots is not None
+    out = apply_top_label(proba, knots)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-9)
+    assert (out.argmax(axis=1) == proba.argmax(axis=1)).all()
+    assert (out >= 0).all()
+    # the map is monotone in the original top probability
+    order = np.argsort(conf)
+    assert np.all(np.diff(np.interp(conf[order], *knots)) >= -1e-12)
+    assert fit_top_label(conf[:50], correct[:50]) is None  # too few points: temperature only

@@ -28,3 +28,44 @@ def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
 
     res = minimize_scalar(nll, bounds=(-6.0, 4.0), method="bounded", options={"xatol": 1e-3})
     return float(np.exp(res.x))
+
+
+def fit_top_label(confidence: np.ndarray, correct: np.ndarray, min_samples: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
+    """Isotonic map from top-1 confidence to top-1 accuracy ("top-label calibration").
+
+    A single temperature cannot fix a model that is under-confident on hard products and over-confident on easy
+    ones at the same time (seen on 600-class catalogues); a monotone map of the top probability can. Returns the
+    map's knots ``(x, y)`` for :func:`apply_top_label`, or ``None`` with fewer than ``min_samples`` points.
+    """
+    if len(confidence) < min_samples:
+        return None
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    iso.fit(confidence, correct.astype(float))
+    return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
+
+
+def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Replace each row's top probability by the isotonic map's value and rescale the others to sum to 1.
+
+    The arg-max never changes: the new top probability is kept at least as large as the rescaled runner-up.
+    """
+    x, y = knots
+    proba = np.asarray(proba, dtype=np.float64)  # float32 cannot hold the margin that keeps the winner strictly first
+    n = len(proba)
+    if n == 0 or proba.shape[1] < 2:
+        return proba
+    rows = np.arange(n)
+    order = np.argsort(-proba, axis=1)[:, :2]
+    top, second = proba[rows, order[:, 0]], proba[rows, order[:, 1]]
+    # isotonic maps are flat in places; a sliver of the original confidence keeps the map strictly increasing,
+    # so products keep their confidence ranking (coverage at a precision depends on it)
+    new_top = np.interp(top, x, y) * (1.0 - 1e-6) + top * 1e-6
+    # keep the winner: new_top >= second * (1 - new_top) / (1 - top)  <=>  new_top >= second / (1 - top + second)
+    floor = second / np.maximum(1.0 - top + second, 1e-12)
+    new_top = np.clip(np.maximum(new_top, floor + 1e-9), 0.0, 1.0)  # strictly above: no tie can flip the arg-max
+    rest = np.where(top < 1.0, (1.0 - new_top) / np.maximum(1.0 - top, 1e-12), 0.0)
+    out = proba * rest[:, None]
+    out[rows, order[:, 0]] = new_top
+    return out
