@@ -54,7 +54,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     ax.bar(x + 0.2, f1, 0.4, label="macro F1 (hier.: F1)")
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.05)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     ax.set_title("Scores per level")
     out["levels"] = _png(fig)
     # reliability diagram
