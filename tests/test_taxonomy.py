@@ -96,3 +96,19 @@ def test_dict_roundtrip_and_search() -> None:
     again = Taxonomy.from_dict(json.loads(json.dumps(tax.to_dict())))
     assert again == tax and again.by_id("7") == ("A", "D")
     assert tax.search("b") == [("A", "B"), ("A", "B", "C")]
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "taxonomies"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/taxonomies is not beside this checkout")
+@pytest.mark.parametrize(
+    ("file", "nodes", "depth", "top"),
+    [("google/taxonomy-with-ids.en-US.txt", 5595, 7, 21), ("shopify/categories.txt", 10595, 8, 26),
+     ("bestbuy/categories.json", 4714, 6, 43)],
+)
+def test_real_taxonomy_files(file: str, nodes: int, depth: int, top: int) -> None:
+    tax = Taxonomy.load(SHARED / file)
+    assert (len(tax), tax.max_depth, len(tax.children())) == (nodes, depth, top)
+    some = tax.leaves()[len(tax.leaves()) // 2]
+    assert tax.ancestors(some)[0] in tax.children() and tax.is_leaf(some)
