@@ -95,3 +95,23 @@ def test_taxonomy_format_option(tmp_path, capsys, monkeypatch) -> None:
     assert code == 0 and "2 categories" in out
     code, out = run_cli(["taxonomy", "show", str(tax), "--format", "yaml"], capsys, monkeypatch)
     assert code == 1 and "--format must be one of" in out
+
+
+def test_train_with_taxonomy_skips_unknown_labels_and_keeps_the_tree(tmp_path, capsys, monkeypatch) -> None:
+    from tests.conftest import TINY
+
+    cat = tmp_path / "c.csv"
+    rows = [f'{i},"{t}",{c}' for i, (t, c) in enumerate(TINY)] + ['99,"Mystery gadget",Gadgets > Unknown']
+    cat.write_text("id,title,category\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    tax = tmp_path / "tax.txt"
+    paths = sorted({c for _, c in TINY}) + ["Apparel > Bottomwear > Shorts"]
+    tax.write_text("\n".join(paths) + "\n", encoding="utf-8")
+    code, out = run_cli(["train", str(cat), "-o", str(tmp_path / "m"), "--taxonomy", str(tax), "--test-size", "0"],
+                        capsys, monkeypatch)
+    assert code == 0, out
+    assert "1 rows whose category is not in the taxonomy [skipped] e.g. row 25: 'Gadgets > Unknown'" in " ".join(out.split())
+    import taxonomist as tx
+
+    model = tx.load(tmp_path / "m")
+    assert ("Apparel", "Bottomwear", "Shorts") in model.taxonomy_  # the whole tree, not only the labels seen
+    assert "Gadgets > Unknown" not in model.classes_

@@ -191,10 +191,10 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self.fit(titles, contexts).transform(titles, contexts)
 
     def feature_names(self) -> np.ndarray:
-        """Feature names in column order, prefixed ``w:`` (word n-gram) or ``c:`` (char n-gram)."""
+        """Feature names in column order: ``w:word n-gram`` or ``c:"char n-gram"``."""
         check_is_fitted(self, "word_")
         words = ["w:" + f for f in self.word_.get_feature_names_out()]
-        chars = ["c:" + f for f in self.char_.get_feature_names_out()]
+        chars = [f"c:\"{f}\"" for f in self.char_.get_feature_names_out()]  # quoted: edge n-grams carry spaces
         return np.asarray(words + chars, dtype=object)
 
     # -- safe persistence: JSON vocabularies + float arrays, no pickle -----------------------------------------
