@@ -94,6 +94,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         title_weight, context_weight: weights of the title and of description + attributes in the features.
         class_weight: ``None`` or ``"balanced"``.
         use_attributes: use non-numeric attribute columns (brand, colour, ...) as text features.
+        calibration: how scores become probabilities (see :class:`~taxonomist.models.SparseClassifier`);
+            ``"none"`` skips the second fit, e.g. while tuning (decisions are the same).
         random_state: seed for the calibration split.
 
     Example:
@@ -110,6 +112,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         context_weight: float = 0.5,
         class_weight: Literal["balanced"] | None = None,
         use_attributes: bool = True,
+        calibration: Literal["temperature+isotonic", "temperature", "none"] = "temperature+isotonic",
         random_state: int = 0,
     ) -> None:
         self.tier = tier
@@ -119,6 +122,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.context_weight = context_weight
         self.class_weight = class_weight
         self.use_attributes = use_attributes
+        self.calibration = calibration
         self.random_state = random_state
 
     # -- inputs -------------------------------------------------------------------------------------------
@@ -174,7 +178,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
         encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
         self.model_ = SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder,
-                                       random_state=self.random_state)
+                                       calibration=self.calibration, random_state=self.random_state)
         logger.info("fitting the %s tier on %d products, %d categories", self.tier, len(df), len(set(labels)))
         self.model_.fit((titles, contexts), labels, groups=title_groups(titles))
         self.classes_ = self.model_.classes_

@@ -342,6 +342,57 @@ def taxonomy_check(
 
 
 @app.command()
+def tune(
+    catalog: Annotated[Path, typer.Argument(help="Labelled catalogue to tune on.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder for the best model.")],
+    trials: Annotated[int, typer.Option("--trials", help="Trials to run in this call.")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Start no new trial after this many seconds.")] = None,
+    metric: Annotated[str, typer.Option(help="macro_f1, accuracy, weighted_f1, hierarchical_f1 or top_level_accuracy.")] = "macro_f1",
+    storage: Annotated[str | None, typer.Option(help="Optuna storage, e.g. sqlite:///tune.db (makes the search resumable).")] = None,
+    study: Annotated[str, typer.Option(help="Study name inside the storage.")] = "taxonomist",
+    seed: Annotated[int, typer.Option(help="Seed of the split and the sampler.")] = 0,
+    valid_size: Annotated[float, typer.Option(help="Share of title groups held out for scoring.")] = 0.2,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Search hyper-parameters with Optuna, then train, evaluate and save the best model."""
+    from .catalog import split_catalog
+    from .evaluation import evaluate as run_evaluation
+    from .tuning import tune as run_tuning
+
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+    with Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("tune", total=trials, best="-")
+
+        def on_trial(st: Any, trial: Any) -> None:
+            done = [t.value for t in st.trials if t.value is not None]
+            progress.update(task, advance=1, best=f"{max(done):.4f}" if done else "-")
+
+        result = run_tuning(cat, n_trials=trials, timeout=timeout, metric=metric, valid_size=valid_size, seed=seed,
+                            storage=storage, study_name=study, callbacks=[on_trial])
+    table = Table(title=f"best trials by validation {metric} ({result.n_trials} trials, {result.n_pruned} pruned)")
+    for col in ("trial", metric, "C", "context_weight", "class_weight", "use_attributes", "seconds"):
+        table.add_column(col)
+    done = sorted((t for t in result.trials if t["value"] is not None), key=lambda t: -t["value"])
+    for t in done[:8]:
+        table.add_row(str(t["number"]), f"{t['value']:.4f}", f"{t['C']:.3f}", f"{t['context_weight']:.2f}",
+                      str(t["class_weight"]), str(t["use_attributes"]), f"{t['seconds']:.1f}" if t["seconds"] else "")
+    out.print(table)
+    default = f"{result.default_score:.4f}" if result.default_score is not None else "n/a"
+    out.print(f"validation {metric}: default {default} → tuned {result.best_score:.4f}  (best: {result.best_params})")
+    console.print("note: the search selected on this validation split, so the tuned score is optimistic; "
+                  "check it on held-out products with: taxonomist evaluate", style="yellow", soft_wrap=True)
+    train_cat, valid_cat = split_catalog(cat, test_size=valid_size, seed=seed)
+    with _spinner("training the best configuration"):
+        clf = result.model(random_state=seed).fit(train_cat)
+        ev = run_evaluation(clf, valid_cat)
+    out.print(_metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
+    path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict()})
+    out.print(f"model saved to {path}")
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where to write the model, report and predictions.")] = Path("runs/demo"),
 ) -> None:

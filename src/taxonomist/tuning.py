@@ -1,0 +1,144 @@
+"""Hyper-parameter search with Optuna: seeded, resumable (SQLite storage), pruned, default vs tuned side by side.
+
+The search runs on a grouped split of the catalogue (the same split as ``taxonomist train``): each trial fits on
+the training part and is scored on the validation part. Trial 0 is always the default configuration, so the
+table shows what tuning gained. Each trial first fits on half of the training part and reports that score, so the
+median pruner can stop a hopeless configuration before its full fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .catalog import Catalog, split_catalog
+from .classifier import TaxonomyClassifier
+from .evaluation import evaluate
+from .exceptions import TaxonomistError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["DEFAULTS", "TuneResult", "is_optuna_available", "tune"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {"C": 0.5, "context_weight": 0.5, "class_weight": "none", "use_attributes": True}
+METRICS = ("macro_f1", "accuracy", "weighted_f1", "hierarchical_f1", "top_level_accuracy")
+
+
+def is_optuna_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("optuna") is not None
+
+
+def _model_params(params: dict[str, Any]) -> dict[str, Any]:
+    p = dict(params)
+    p["class_weight"] = None if p.get("class_weight") in (None, "none") else p["class_weight"]
+    return p
+
+
+@dataclass
+class TuneResult:
+    """What a search found: the best parameters, its score next to the default's, and every trial."""
+
+    metric: str
+    best_params: dict[str, Any]
+    best_score: float
+    default_score: float | None
+    n_trials: int
+    n_pruned: int
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def model(self, **overrides: Any) -> TaxonomyClassifier:
+        """An unfitted classifier with the best parameters."""
+        return TaxonomyClassifier(**{**_model_params(self.best_params), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "best_params": self.best_params, "best_score": self.best_score,
+            "default_score": self.default_score, "n_trials": self.n_trials, "n_pruned": self.n_pruned,
+        }
+
+
+def tune(
+    catalog: Catalog,
+    n_trials: int = 20,
+    timeout: float | None = None,
+    metric: str = "macro_f1",
+    valid_size: float = 0.2,
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str = "taxonomist",
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> TuneResult:
+    """Search C, the context weight, class weighting and attribute use, maximising ``metric`` on validation.
+
+    Args:
+        catalog: a labelled catalogue.
+        n_trials: trials to run in this call (a resumed study keeps its earlier trials).
+        timeout: stop starting new trials after this many seconds.
+        metric: one of ``macro_f1``, ``accuracy``, ``weighted_f1``, ``hierarchical_f1``, ``top_level_accuracy``.
+        valid_size: share of title groups held out for scoring.
+        seed: seeds the split and the sampler.
+        storage: an Optuna storage URL (``sqlite:///tune.db``) to make the search resumable; in memory if ``None``.
+        study_name: the study's name inside the storage.
+        callbacks: Optuna callbacks called after each trial (the CLI's progress bar).
+    """
+    if not is_optuna_available():
+        raise ImportError("tuning needs Optuna: pip install 'taxonomist[tune]'") from None
+    import optuna
+
+    if metric not in METRICS:
+        raise TaxonomistError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
+    train, valid = split_catalog(catalog, test_size=valid_size, seed=seed)
+    half = train.subset(np.random.default_rng(seed).permutation(len(train))[: max(len(train) // 2, 2)])
+
+    def score(params: dict[str, Any], data: Catalog) -> float:
+        model = TaxonomyClassifier(**_model_params(params), calibration="none", random_state=seed)
+        model.fit(data)
+        return float(evaluate(model, valid).metrics[metric])
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {
+            "C": trial.suggest_float("C", 0.05, 5.0, log=True),
+            "context_weight": trial.suggest_float("context_weight", 0.0, 1.0),
+            "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
+            "use_attributes": trial.suggest_categorical("use_attributes", [True, False]),
+        }
+        if half.frame["category"].nunique() >= 2:
+            trial.report(score(params, half), step=0)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return score(params, train)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+    if not study.trials:
+        study.enqueue_trial(DEFAULTS)  # trial 0: the defaults, the baseline the search must beat
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks or [], gc_after_trial=True)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise TaxonomistError("no tuning trial completed; give more --trials or a longer --timeout")
+    default = next((t for t in complete if t.params == DEFAULTS), None)
+    trials = [
+        {"number": t.number, "state": t.state.name.lower(), "value": t.value, **t.params,
+         "seconds": t.duration.total_seconds() if t.duration else None}
+        for t in study.trials
+    ]
+    return TuneResult(
+        metric=metric, best_params=dict(study.best_params), best_score=float(study.best_value),
+        default_score=float(default.value) if default is not None and default.value is not None else None,
+        n_trials=len(study.trials),
+        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        trials=trials,
+    )
