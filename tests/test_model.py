@@ -148,3 +148,20 @@ def test_top_label_calibration_keeps_argmax_and_sums(global_seed: int = 0) -> No
     order = np.argsort(conf)
     assert np.all(np.diff(np.interp(conf[order], *knots)) >= -1e-12)
     assert fit_top_label(conf[:50], correct[:50]) is None  # too few points: temperature only
+
+
+def test_convergence_warnings_are_counted_and_logged_once(tiny_frame, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="taxonomist")
+    model = SparseClassifier(C=1e4, calibration="none")
+    import taxonomist.models.sparse as sparse_mod
+
+    monkey = sparse_mod.LinearSVC
+    try:
+        sparse_mod.LinearSVC = lambda **kw: monkey(max_iter=1, **kw)  # type: ignore[assignment]
+        model.fit(tiny_frame["title"].tolist(), tiny_frame["category"].tolist())
+    finally:
+        sparse_mod.LinearSVC = monkey
+    msgs = [r.getMessage() for r in caplog.records if "stopped before converging" in r.getMessage()]
+    assert len(msgs) == 1 and "of 6 one-vs-rest problems" in msgs[0]

@@ -10,12 +10,15 @@ text classifier on product titles. Its margins become probabilities by temperatu
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import parallel_config
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupShuffleSplit
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
@@ -106,16 +109,30 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         coef = np.zeros((n_classes, X.shape[1]), dtype=np.float32)
         intercept = np.full(n_classes, -1e3, dtype=np.float32)  # classes absent from y never win
         svc = LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state)
-        if len(present) == 2:
-            m = svc.fit(X, y)
-            w, b = m.coef_[0], m.intercept_[0]
-            coef[present[0]], coef[present[1]] = -w, w
-            intercept[present[0]], intercept[present[1]] = -b, b
-        else:
-            n_jobs = self.n_jobs if self.n_jobs is not None else min(2, os.cpu_count() or 1)
-            ovr = OneVsRestClassifier(svc, n_jobs=n_jobs if len(present) >= 8 else 1).fit(X, y)
-            coef[present] = np.vstack([e.coef_.ravel() for e in ovr.estimators_])
-            intercept[present] = np.array([e.intercept_[0] for e in ovr.estimators_])
+        # liblinear releases the GIL, so threads parallelise the one-vs-rest fits without copying X into
+        # worker processes; convergence warnings are counted here and logged once instead of per class
+        with warnings.catch_warnings(record=True) as caught, parallel_config(backend="threading"):
+            warnings.simplefilter("always", ConvergenceWarning)
+            if len(present) == 2:
+                m = svc.fit(X, y)
+                w, b = m.coef_[0], m.intercept_[0]
+                coef[present[0]], coef[present[1]] = -w, w
+                intercept[present[0]], intercept[present[1]] = -b, b
+            else:
+                n_jobs = self.n_jobs if self.n_jobs is not None else min(2, os.cpu_count() or 1)
+                ovr = OneVsRestClassifier(svc, n_jobs=n_jobs if len(present) >= 8 else 1).fit(X, y)
+                coef[present] = np.vstack([e.coef_.ravel() for e in ovr.estimators_])
+                intercept[present] = np.array([e.intercept_[0] for e in ovr.estimators_])
+        not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for w in caught:
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not_converged:
+            n_problems = 1 if len(present) == 2 else len(present)
+            logger.warning(
+                "the linear SVM stopped before converging on %d of %d one-vs-rest problems (C=%s); its predictions "
+                "are usable, and a smaller C converges faster", not_converged, n_problems, self.C,
+            )
         coef[np.abs(coef) < self.prune] = 0.0
         return sp.csr_matrix(coef), intercept
 
