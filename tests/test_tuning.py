@@ -31,6 +31,7 @@ def test_tune_is_seeded_resumable_and_starts_from_the_defaults(small_catalog, tm
     again = tune(small_catalog, n_trials=2, storage=storage, seed=1)  # same study: picks up where it stopped
     assert again.n_trials == 5
     assert again.best_score >= first.best_score
+    assert {t["state"] for t in again.trials} <= {"complete", "pruned"}
     other = tune(small_catalog, n_trials=3, seed=1)  # in memory, same seed: the same trials
     assert [t["C"] for t in other.trials] == [t["C"] for t in first.trials]
     model = first.model().fit(small_catalog)

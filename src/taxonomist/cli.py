@@ -374,7 +374,8 @@ def tune(
     table = Table(title=f"best trials by validation {metric} ({result.n_trials} trials, {result.n_pruned} pruned)")
     for col in ("trial", metric, "C", "context_weight", "class_weight", "use_attributes", "seconds"):
         table.add_column(col)
-    done = sorted((t for t in result.trials if t["value"] is not None), key=lambda t: -t["value"])
+    # pruned trials carry their half-data score; rank complete trials only
+    done = sorted((t for t in result.trials if t["state"] == "complete"), key=lambda t: -t["value"])
     for t in done[:8]:
         table.add_row(str(t["number"]), f"{t['value']:.4f}", f"{t['C']:.3f}", f"{t['context_weight']:.2f}",
                       str(t["class_weight"]), str(t["use_attributes"]), f"{t['seconds']:.1f}" if t["seconds"] else "")
