@@ -165,3 +165,11 @@ def test_convergence_warnings_are_counted_and_logged_once(tiny_frame, caplog) ->
         sparse_mod.LinearSVC = monkey
     msgs = [r.getMessage() for r in caplog.records if "stopped before converging" in r.getMessage()]
     assert len(msgs) == 1 and "of 6 one-vs-rest problems" in msgs[0]
+
+
+def test_training_is_reproducible_with_parallel_one_vs_rest(sample_catalog) -> None:
+    top = sample_catalog.frame["category"].value_counts().index[:10]
+    subset = sample_catalog.frame[sample_catalog.frame["category"].isin(top)].head(600)
+    a = tx.TaxonomyClassifier(calibration="none").fit(subset).model_.coef_.toarray()
+    b = tx.TaxonomyClassifier(calibration="none").fit(subset).model_.coef_.toarray()
+    assert np.array_equal(a, b)
