@@ -356,7 +356,6 @@ def tune(
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Search hyper-parameters with Optuna, then train, evaluate and save the best model."""
-    from .catalog import split_catalog
     from .evaluation import evaluate as run_evaluation
     from .tuning import tune as run_tuning
 
@@ -384,7 +383,8 @@ def tune(
     out.print(f"validation {metric}: default {default} → tuned {result.best_score:.4f}  (best: {result.best_params})")
     console.print("note: the search selected on this validation split, so the tuned score is optimistic; "
                   "check it on held-out products with: taxonomist evaluate", style="yellow", soft_wrap=True)
-    train_cat, valid_cat = split_catalog(cat, test_size=valid_size, seed=seed)
+    train_cat, valid_cat = result.train, result.valid
+    assert train_cat is not None and valid_cat is not None
     with _spinner("training the best configuration"):
         clf = result.model(random_state=seed).fit(train_cat)
         ev = run_evaluation(clf, valid_cat)

@@ -54,6 +54,9 @@ class TuneResult:
     n_trials: int
     n_pruned: int
     trials: list[dict[str, Any]] = field(default_factory=list)
+    train: Catalog | None = field(default=None, repr=False)
+    valid: Catalog | None = field(default=None, repr=False)
+    """The split every trial was fitted (``train``) and scored (``valid``) on."""
 
     def model(self, **overrides: Any) -> TaxonomyClassifier:
         """An unfitted classifier with the best parameters."""
@@ -141,4 +144,6 @@ def tune(
         n_trials=len(study.trials),
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         trials=trials,
+        train=train,
+        valid=valid,
     )
