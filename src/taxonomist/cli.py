@@ -61,13 +61,6 @@ FormatOpt = Annotated[str, typer.Option("--format", help="Taxonomy format: auto,
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject the catalogue if any row is bad, instead of skipping it.")]
 
 
-def _taxonomy_format(fmt: str) -> Any:
-    formats = ("auto", "google", "shopify", "bestbuy", "paths")
-    if fmt not in formats:
-        raise CliError(f"--format must be one of {list(formats)}, got {fmt!r}")
-    return fmt
-
-
 def _parse_map(items: list[str] | None) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for item in items or []:
@@ -301,7 +294,7 @@ def taxonomy_show(
     """Summarise a taxonomy and print its top levels (or the nodes matching --search)."""
     from .taxonomy import Taxonomy, format_path
 
-    tax = Taxonomy.load(file, format=_taxonomy_format(fmt))
+    tax = Taxonomy.load(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
     out.print(f"{file.name}: {len(tax):,} categories, {len(tax.leaves()):,} leaves, depth {tax.max_depth}, "
               f"{len(tax.children()):,} top-level")
     nodes = tax.search(search, limit=limit) if search else [p for p in tax if len(p) <= depth][:limit]
@@ -321,7 +314,7 @@ def taxonomy_check(
     """Report catalogue labels that are not in the taxonomy (exit code 1 when there are any)."""
     from .taxonomy import Taxonomy
 
-    tax = Taxonomy.load(file, format=_taxonomy_format(fmt))
+    tax = Taxonomy.load(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
     cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True)
     unknown = tax.check(cat.frame["category"])
     if not unknown:
@@ -365,7 +358,8 @@ def tune(
         task = progress.add_task("tune", total=trials, best="-")
 
         def on_trial(st: Any, trial: Any) -> None:
-            done = [t.value for t in st.trials if t.value is not None]
+            # pruned trials keep their half-data score: only complete ones count as "best"
+            done = [t.value for t in st.trials if t.state.name == "COMPLETE"]
             progress.update(task, advance=1, best=f"{max(done):.4f}" if done else "-")
 
         result = run_tuning(cat, n_trials=trials, timeout=timeout, metric=metric, valid_size=valid_size, seed=seed,

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .exceptions import TaxonomyError
 
@@ -119,6 +119,9 @@ class Taxonomy:
             format: ``"auto"`` detects the format from the content.
             sep: separator of the plain-paths format (Google and Shopify always use ``" > "``).
         """
+        formats = get_args(TaxonomyFormat)
+        if format not in formats:
+            raise TaxonomyError(f"unknown taxonomy format {format!r}; choose one of {list(formats)}")
         path = Path(file)
         if not path.is_file():
             raise TaxonomyError(f"expected a taxonomy file, but {str(path)!r} does not exist or is not a file")
