@@ -13,6 +13,7 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e .
 	touch $(STAMP)
 
@@ -36,6 +37,7 @@ check: $(VENV)/.installed-dev
 bench: $(STAMP)
 	$(PIP) install -q -e '.[bench]'
 	$(PY) benchmarks/sparse_vs_baselines.py --data ../shared/data
+	$(PY) benchmarks/tiers.py --data ../shared/data
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

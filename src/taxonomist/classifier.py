@@ -23,14 +23,17 @@ from .catalog import CANONICAL_FIELDS, Catalog, title_groups
 from .exceptions import BundleError, NotFittedError, TaxonomistError
 from .models.hierarchy import LevelIndex, Prediction, decode
 from .models.sparse import SparseClassifier
-from .taxonomy import Taxonomy, format_path, parse_path
-from .text import normalize_for_sparse
+from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
+from .text import normalize_for_sparse, scrub_pii
 
 __all__ = ["TaxonomyClassifier", "load"]
 
 logger = logging.getLogger(__name__)
 
-TIERS = ("sparse",)
+TIERS = ("sparse", "ensemble", "embed", "zeroshot")
+DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"), "zeroshot": ("zeroshot",)}
+"""Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
+_MIN_VALIDATION = 50
 _NUMERIC_SHARE = 0.9
 
 
@@ -88,7 +91,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Classify products into a category taxonomy.
 
     Args:
-        tier: the model tier (the foundation ships ``"sparse"``; transformer tiers come with later releases).
+        tier: ``"sparse"`` (TF-IDF + linear SVM), ``"ensemble"`` (sparse + nearest neighbours + zero-shot prior
+            over a pretrained text encoder, weights fitted on validation data), ``"embed"`` (a logistic head and
+            nearest neighbours on frozen embeddings) or ``"zeroshot"`` (no training data: see
+            :meth:`from_taxonomy`).
         min_confidence: back off to the deepest ancestor whose probability clears this (``None``: always the leaf).
         C: regularisation of the sparse tier's linear SVM.
         title_weight, context_weight: weights of the title and of description + attributes in the features.
@@ -97,15 +103,24 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         calibration: how scores become probabilities (see :class:`~taxonomist.models.SparseClassifier`);
             ``"none"`` skips the second fit, e.g. while tuning (decisions are the same).
         random_state: seed for the calibration split.
+        encoder: text encoder of the embedding tiers: ``"auto"`` (``e5-multilingual`` for CJK catalogues, else
+            ``minilm-en``), a preset, a local model folder / ONNX file, or a locally cached model name.
+        encoder_backend: ``"auto"``, ``"torch"`` or ``"onnx"``.
+        max_length: tokens per text for the encoder.
+        members: ensemble members (default per tier, from ``sparse``, ``knn``, ``zeroshot``, ``embed``).
+        knn_k: neighbours that vote in the ``knn`` member.
+        validation_size: share of title groups held out to fit the ensemble weights and calibration.
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
         >>> clf.predict_products([{"title": "Nike running shoes"}], top_k=3)  # doctest: +SKIP
     """
 
+    model_: Any  # SparseClassifier (tier "sparse") or EnsembleMembers (the embedding tiers)
+
     def __init__(
         self,
-        tier: Literal["sparse"] = "sparse",
+        tier: Literal["sparse", "ensemble", "embed", "zeroshot"] = "sparse",
         min_confidence: float | None = None,
         C: float = 0.5,
         title_weight: float = 1.0,
@@ -114,6 +129,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         use_attributes: bool = True,
         calibration: Literal["temperature+isotonic", "temperature", "none"] = "temperature+isotonic",
         random_state: int = 0,
+        encoder: str = "auto",
+        encoder_backend: Literal["auto", "torch", "onnx"] = "auto",
+        max_length: int = 64,
+        members: Sequence[str] | None = None,
+        knn_k: int = 10,
+        validation_size: float = 0.15,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -124,6 +145,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.use_attributes = use_attributes
         self.calibration = calibration
         self.random_state = random_state
+        self.encoder = encoder
+        self.encoder_backend = encoder_backend
+        self.max_length = max_length
+        self.members = members
+        self.knn_k = knn_k
+        self.validation_size = validation_size
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -174,14 +201,16 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         extra = [c for c in df.columns if c not in CANONICAL_FIELDS and c != "row"]
         self.text_attributes_ = [c for c in extra if not _is_numeric(df[c].astype(str))] if self.use_attributes else []
         titles, contexts = self._texts(df)
-        from .encoders.sparse import SparseTextEncoder
-
-        encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
-        self.model_ = SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder,
-                                       calibration=self.calibration, random_state=self.random_state)
         logger.info("fitting the %s tier on %d products, %d categories", self.tier, len(df), len(set(labels)))
-        self.model_.fit((titles, contexts), labels, groups=title_groups(titles))
-        self.classes_ = self.model_.classes_
+        if self.tier == "sparse":
+            self.model_ = self._sparse(self.calibration)
+            self.model_.fit((titles, contexts), labels, groups=title_groups(titles))
+            self.classes_ = self.model_.classes_
+        elif self.tier == "zeroshot":
+            raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
+                                  "TaxonomyClassifier.from_taxonomy(taxonomy) (CLI: taxonomist classify --taxonomy)")
+        else:
+            self._fit_ensemble(titles, contexts, labels)
         self.taxonomy_ = taxonomy if taxonomy is not None else Taxonomy.from_paths(self.classes_)
         self.levels_ = LevelIndex.build(list(self.classes_))
         self.fingerprint_ = fingerprint(titles, labels)
@@ -190,16 +219,201 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.metrics_: dict[str, Any] = {}
         return self
 
+    def _sparse(self, calibration: str) -> SparseClassifier:
+        from .encoders.sparse import SparseTextEncoder
+
+        encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
+        return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder,
+                                calibration=calibration, random_state=self.random_state)  # type: ignore[arg-type]
+
+    def _members(self) -> tuple[str, ...]:
+        from .models.ensemble import MEMBERS
+
+        members = tuple(self.members) if self.members is not None else DEFAULT_MEMBERS[self.tier]
+        unknown = [m for m in members if m not in MEMBERS]
+        if unknown or not members:
+            raise ValueError(f"members must be a non-empty subset of {list(MEMBERS)}, got {list(members)}")
+        return members
+
+    def _load_encoder(self, name: str) -> Any:
+        from .encoders.transformer import load_text_encoder
+
+        return load_text_encoder(name, backend=self.encoder_backend, max_length=self.max_length)
+
+    def _embed(self, titles: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.encoder_.encode(list(titles)), dtype=np.float32)
+
+    def _fit_ensemble(self, titles: list[str], contexts: list[str], labels: list[str]) -> None:
+        from .encoders.transformer import pick_encoder
+        from .models.calibration import fit_temperature
+        from .models.ensemble import EnsembleMembers, calibrate, fit_log_linear, pool, split_for_validation
+
+        members = self._members()
+        name = pick_encoder(titles) if self.encoder == "auto" else self.encoder
+        self.encoder_ = self._load_encoder(name)
+        logger.info("text encoder: %s (%s)", self.encoder_.name, self.encoder_.identity)
+        emb = self._embed(titles)
+        classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+        self.classes_ = classes
+        groups = title_groups(titles)
+        weights = {m: 1.0 for m in members}
+        temperature, top_label, sparse_t, zs_t = 1.0, None, 1.0, None
+        fit_idx, val_idx = split_for_validation(groups, y, self.validation_size, self.random_state)
+        if len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2:
+            sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
+            val = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
+            part = EnsembleMembers(list(classes), members, self.knn_k).fit(sub, emb[fit_idx], y[fit_idx],
+                                                                     self._sparse("none"), self.encoder_)
+            if part.sparse is not None:
+                scores = part.sparse.decision_function(val)
+                seen = np.isin(y[val_idx], part._sparse_cols)
+                col = {c: j for j, c in enumerate(part._sparse_cols)}
+                sparse_t = fit_temperature(scores[seen], np.array([col[v] for v in y[val_idx][seen]]))
+                part.sparse.temperature_ = sparse_t
+            if part.zeroshot is not None:
+                zs_t = part.zeroshot.fit_temperature(emb[val_idx], y[val_idx])
+            if part.head is not None:
+                s = part.head.decision_function(emb[val_idx])
+                part.head_temperature = fit_temperature(s, y[val_idx])
+            logs = part.logs(val, emb[val_idx])
+            weights = fit_log_linear(logs, y[val_idx])
+            if self.calibration != "none":
+                temperature, top_label = calibrate(pool(logs, weights), y[val_idx])
+                if self.calibration == "temperature":
+                    top_label = None
+            head_t = part.head_temperature
+        else:
+            logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights",
+                           len(val_idx))
+            head_t = 1.0
+        full = EnsembleMembers(list(classes), members, self.knn_k).fit((titles, contexts), emb, y, self._sparse("none"),
+                                                                 self.encoder_, sparse_temperature=sparse_t)
+        if full.zeroshot is not None and zs_t is not None:
+            full.zeroshot.temperature = zs_t
+        full.head_temperature = head_t
+        self.model_ = full
+        self.weights_ = weights
+        self.temperature_ = temperature
+        self.top_label_ = top_label
+        self.neighbour_titles_ = [scrub_pii(t) for t in titles] if full.knn is not None else []
+
+    # -- no training data / new categories ---------------------------------------------------------------
+    @classmethod
+    def from_taxonomy(
+        cls,
+        taxonomy: Taxonomy,
+        encoder: str = "auto",
+        sample_texts: Sequence[str] = (),
+        descriptions: Mapping[CategoryPath, str] | None = None,
+        examples: Mapping[CategoryPath, Sequence[str]] | None = None,
+        temperature: float = 0.03,
+        min_confidence: float | None = None,
+        encoder_backend: Literal["auto", "torch", "onnx"] = "auto",
+        max_length: int = 64,
+    ) -> TaxonomyClassifier:
+        """A zero-shot classifier into ``taxonomy``'s leaves, from the category names alone (no training data).
+
+        Args:
+            taxonomy: e.g. ``Taxonomy.load("google.txt")``.
+            encoder: ``"auto"`` picks ``e5-multilingual`` when ``sample_texts`` (some product titles) or the
+                taxonomy are CJK, which also classifies Chinese products into an English taxonomy.
+            descriptions: optional text per category, embedded with its path.
+            examples: optional example titles per category (few-shot).
+            temperature: softmax temperature over the categories' cosine similarities.
+        """
+        from .encoders.transformer import pick_encoder
+        from .models.ensemble import EnsembleMembers
+        from .models.zeroshot import TaxonomyScorer
+
+        leaves = taxonomy.leaves()
+        if not leaves:
+            raise TaxonomistError("expected a taxonomy with at least one category, found an empty one")
+        clf = cls(tier="zeroshot", encoder=encoder, min_confidence=min_confidence, encoder_backend=encoder_backend,
+                  max_length=max_length, use_attributes=False)
+        name = pick_encoder([*sample_texts, *(format_path(p) for p in leaves[:2000])]) if encoder == "auto" else encoder
+        clf.encoder_ = clf._load_encoder(name)
+        members = EnsembleMembers([format_path(p) for p in leaves], ("zeroshot",))
+        members.zeroshot = TaxonomyScorer(temperature).build(leaves, clf.encoder_, descriptions, examples)
+        clf.model_ = members
+        clf.classes_ = np.asarray(members.classes, dtype=object)
+        clf.weights_, clf.temperature_, clf.top_label_ = {"zeroshot": 1.0}, 1.0, None
+        clf.neighbour_titles_ = []
+        clf.text_attributes_ = []
+        clf.taxonomy_ = taxonomy
+        clf.levels_ = LevelIndex.build(list(clf.classes_))
+        clf.fingerprint_ = ""
+        clf.n_train_ = 0
+        clf.train_title_hashes_ = np.zeros(0, dtype=np.int64)
+        clf.metrics_ = {}
+        return clf
+
+    def add_category(
+        self, path: str | Sequence[str], description: str | None = None, examples: Sequence[str] = ()
+    ) -> None:
+        """Add a category to a fitted model without retraining (embedding tiers).
+
+        The new category is scored by the zero-shot member from its path (and ``description``), and by the
+        nearest-neighbour member from ``examples`` when given; members that never saw it abstain on it.
+        """
+        self._check()
+        if isinstance(self.model_, SparseClassifier):
+            raise TaxonomistError("adding a category without retraining needs an embedding tier; this model is "
+                                  "'sparse' -- train with --tier ensemble, or retrain with examples of the category")
+        from .models.zeroshot import label_text
+
+        new = parse_path(path) if isinstance(path, str) else tuple(path)
+        name = format_path(new)
+        if not new:
+            raise TaxonomistError("expected a category path such as 'Apparel > Topwear > Ponchos', got an empty one")
+        if name in set(self.classes_.tolist()):
+            raise TaxonomistError(f"the model already has the category {name!r}")
+        m = self.model_
+        if m.zeroshot is None and not (m.knn is not None and examples):
+            raise TaxonomistError("this model has no zero-shot member; give example titles of the new category")
+        m.classes.append(name)
+        n = len(m.classes)
+        if m.zeroshot is not None:
+            missing = [new[:d] for d in range(1, len(new) + 1) if new[:d] not in set(m.zeroshot.nodes_)]
+            vecs = self.encoder_.encode([label_text(p, description if p == new else None) for p in missing])
+            vectors = dict(zip(missing, vecs, strict=True))
+            if examples and new in vectors:
+                v = vectors[new] + self.encoder_.encode(list(examples)).mean(axis=0)
+                vectors[new] = v / max(float(np.linalg.norm(v)), 1e-12)
+            m.zeroshot.add_class(new, vectors)
+        if m.knn is not None:
+            if examples:
+                m.knn.add(self.encoder_.encode(list(examples)), np.full(len(examples), n - 1), n)
+                self.neighbour_titles_ = [*self.neighbour_titles_, *(scrub_pii(t) for t in examples)]
+            else:
+                m.knn.n_classes_ = n
+        self.classes_ = np.asarray(m.classes, dtype=object)
+        self.levels_ = LevelIndex.build(list(self.classes_))
+        if new not in self.taxonomy_:
+            self.taxonomy_.add(new)
+        logger.info("added the category %s (%d examples)", name, len(examples))
+
     # -- predict ------------------------------------------------------------------------------------------
+    def _proba(self, titles: list[str], contexts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Leaf probabilities and (for the embedding tiers) the products' embeddings."""
+        if isinstance(self.model_, SparseClassifier):
+            return self.model_.predict_proba((titles, contexts)), None
+        from .models.ensemble import finish, pool
+
+        emb = self._embed(titles)
+        logs = self.model_.logs((titles, contexts), emb)
+        return finish(pool(logs, self.weights_), self.temperature_, self.top_label_), emb
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Leaf probabilities, shape (n, n_classes), columns in ``classes_`` order."""
         self._check()
-        return self.model_.predict_proba(self._texts(_frame(X)))
+        return self._proba(*self._texts(_frame(X)))[0]
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable leaf path of each product (strings ``"A > B > C"``)."""
         self._check()
-        return self.model_.predict(self._texts(_frame(X)))
+        if isinstance(self.model_, SparseClassifier):
+            return self.model_.predict(self._texts(_frame(X)))
+        return np.asarray(self.classes_[np.argmax(self.predict_proba(X), axis=1)])
 
     def predict_products(
         self,
@@ -214,20 +428,30 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             X: products (a single dict or title string is accepted too).
             top_k: number of alternative leaves.
             min_confidence: overrides the model's ``min_confidence`` for this call.
-            explain: attach the features that drove each prediction.
+            explain: attach the words / n-grams that drove the sparse tier and, for the embedding tiers, the 3
+                most similar labelled training products.
         """
         self._check()
         if isinstance(X, (str, Mapping)):
             X = [X]
         df = _frame(X)
         titles, contexts = self._texts(df)
-        proba = self.model_.predict_proba((titles, contexts))
+        proba, emb = self._proba(titles, contexts)
         mc = self.min_confidence if min_confidence is None else min_confidence
         preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
-            pos = {c: i for i, c in enumerate(self.classes_)}
-            for p, t, c in zip(preds, titles, contexts, strict=True):
-                p.explanation = self.model_.explain(t, c, pos[format_path(p.leaf)])
+            sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+            if sparse is not None:
+                pos = {str(c): i for i, c in enumerate(sparse.classes_)}
+                for p, t, c in zip(preds, titles, contexts, strict=True):
+                    j = pos.get(format_path(p.leaf))
+                    p.explanation = sparse.explain(t, c, j) if j is not None else []
+            knn = None if isinstance(self.model_, SparseClassifier) else self.model_.knn
+            if knn is not None and emb is not None and len(emb):
+                sims, idx = knn.kneighbors(emb, k=3)
+                for p, srow, irow in zip(preds, sims, idx, strict=True):
+                    p.neighbours = [(self.neighbour_titles_[i], str(self.classes_[knn.labels_[i]]), round(float(v), 4))
+                                    for v, i in zip(srow, irow, strict=True)]
         return preds
 
     def predict_frame(
@@ -256,6 +480,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 [{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds
             ]
             out["explanation"] = pd.Series(explanations, index=out.index, dtype=object)
+            if any(p.neighbours is not None for p in preds):
+                neighbours = [[{"title": t, "category": c, "similarity": v} for t, c, v in (p.neighbours or [])]
+                              for p in preds]
+                out["neighbours"] = pd.Series(neighbours, index=out.index, dtype=object)
         return out
 
     def seen_in_training(self, X: Any) -> np.ndarray:
@@ -269,15 +497,25 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         if metrics is not None:
             self.metrics_ = dict(metrics)
-        params, arrays, objects = self.model_.get_state()
+        if isinstance(self.model_, SparseClassifier):
+            params, arrays, objects = self.model_.get_state()
+        else:
+            from .models.ensemble import members_state
+
+            params, arrays, objects = members_state(self.model_)
+            params.update(weights=self.weights_, temperature=self.temperature_, encoder=self.encoder_.describe())
+            if self.top_label_ is not None:
+                arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label_
+            objects["neighbour_titles"] = self.neighbour_titles_
         arrays["train_title_hashes"] = self.train_title_hashes_
         manifest = {
             "taxonomist_version": __version__,
             "tier": self.tier,
-            "config": {k: v for k, v in self.get_params().items()},
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
             "tier_params": params,
             "text_attributes": self.text_attributes_,
             "labels": [str(c) for c in self.classes_],
+            "objects": sorted(objects),
             "taxonomy": self.taxonomy_.to_dict(),
             "training_data": {"fingerprint": self.fingerprint_, "n_rows": self.n_train_},
             "metrics": self.metrics_,
@@ -294,10 +532,13 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if clf.tier not in TIERS:
                 raise BundleError(f"{directory} uses the tier {clf.tier!r}, which this taxonomist does not have; upgrade taxonomist")
             arrays = bundle.arrays("weights")
-            objects = {name: bundle.json(name) for name in ("vocabulary", "classes")}
-            clf.model_ = SparseClassifier.from_state(m["tier_params"], arrays, objects)
+            objects = {name: bundle.json(name) for name in m.get("objects", ("vocabulary", "classes"))}
+            if clf.tier == "sparse":
+                clf.model_ = SparseClassifier.from_state(m["tier_params"], arrays, objects)
+                clf.classes_ = clf.model_.classes_
+            else:
+                clf._load_members(m["tier_params"], arrays, objects)
             clf.text_attributes_ = list(m["text_attributes"])
-            clf.classes_ = clf.model_.classes_
             clf.taxonomy_ = Taxonomy.from_dict(m["taxonomy"])
             clf.levels_ = LevelIndex.build(list(clf.classes_))
             clf.fingerprint_ = m["training_data"]["fingerprint"]
@@ -311,6 +552,21 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise BundleError(f"{directory}: the manifest or weights are inconsistent ({type(e).__name__}: {e}); the bundle is damaged") from None
         return clf
 
+    def _load_members(self, params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any]) -> None:
+        from .models.ensemble import members_from_state
+
+        self.model_ = members_from_state(params, arrays, objects)
+        self.classes_ = np.asarray(self.model_.classes, dtype=object)
+        self.weights_ = {str(k): float(v) for k, v in params["weights"].items()}
+        self.temperature_ = float(params["temperature"])
+        self.top_label_ = (arrays["ens_top_label_x"], arrays["ens_top_label_y"]) if "ens_top_label_x" in arrays else None
+        self.neighbour_titles_ = list(objects.get("neighbour_titles", []))
+        enc = params["encoder"]
+        self.encoder_ = self._load_encoder(enc["name"])
+        if self.encoder_.identity != enc["identity"]:
+            logger.warning("the bundle was trained with the encoder %s but %s is installed; its embeddings may differ "
+                           "(reinstall the version named in the bundle's manifest for identical results)",
+                           enc["identity"], self.encoder_.identity)
 
 def load(directory: str | Path) -> TaxonomyClassifier:
     """Load a model bundle: ``taxonomist.load("model/")``."""

@@ -128,6 +128,9 @@ def _write_predictions(frame: Any, path: Path) -> None:
 
 
 # -- commands -----------------------------------------------------------------------------------------------
+DEFAULT_TIER = "sparse"
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"taxonomist {__version__}")
@@ -164,8 +167,12 @@ def train(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    tier: Annotated[str, typer.Option(help="sparse, ensemble (sparse + neighbours + zero-shot prior) or embed.")] = DEFAULT_TIER,
+    encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included)."""
+    if tier not in ("sparse", "ensemble", "embed"):
+        raise CliError(f"--tier must be sparse, ensemble or embed, got {tier!r} (for no training data: taxonomist classify)")
     from .catalog import split_catalog
     from .classifier import TaxonomyClassifier
     from .evaluation import evaluate
@@ -179,8 +186,9 @@ def train(
         console.print(f"train {len(train_cat):,} / held-out {len(test_cat):,} products, {cat.frame['category'].nunique()} categories")
     else:
         train_cat, test_cat = cat, None
-    clf = TaxonomyClassifier(min_confidence=min_confidence, C=c, random_state=seed)
-    with _spinner(f"training the sparse tier on {len(train_cat):,} products"):
+    clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
+                             encoder=encoder)
+    with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
         clf.fit(train_cat, taxonomy=tax)
     metrics: dict[str, Any] = {}
     if test_cat is not None:
@@ -278,7 +286,11 @@ def predict(
         row = [str(rec["id"]), str(rec["title"])[:60], str(rec["category"]) or "(unclassified)",
                f"{float(rec['confidence']):.3f}", "yes" if rec["backed_off"] else ""]
         if explain:
-            row.append(", ".join(str(e["feature"]) for e in rec["explanation"][:4]))
+            why = ", ".join(str(e["feature"]) for e in rec["explanation"][:4])
+            near = rec.get("neighbours") or []
+            if near:
+                why += (" | like: " if why else "like: ") + "; ".join(str(n["title"])[:40] for n in near[:2])
+            row.append(why)
         table.add_row(*row)
     out.print(table)
 
@@ -388,6 +400,75 @@ def tune(
 
 
 @app.command()
+def classify(
+    catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (no labels needed).")] = None,
+    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file (Google, Shopify, Best Buy, plain paths).")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
+    save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
+    encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
+    tax_format: FormatOpt = "auto",
+    top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
+    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Zero-shot: classify products into a taxonomy from its category names alone, with no training data."""
+    import pandas as pd
+
+    from .classifier import TaxonomyClassifier
+    from .taxonomy import Taxonomy
+
+    if taxonomy is None:
+        raise CliError("give the taxonomy to classify into: --taxonomy FILE (e.g. Google's taxonomy-with-ids.en-US.txt)")
+    if (catalog is None) == (not text):
+        raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
+    tax = Taxonomy.load(taxonomy, format=tax_format)  # type: ignore[arg-type]
+    if text:
+        frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
+    else:
+        assert catalog is not None
+        frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
+    with _spinner(f"embedding {len(tax.leaves()):,} categories of {taxonomy.name}"):
+        clf = TaxonomyClassifier.from_taxonomy(tax, encoder=encoder, sample_texts=frame["title"].head(2000).tolist(),
+                                               min_confidence=min_confidence)
+    console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
+    result = clf.predict_frame(frame, top_k=top_k)
+    result.insert(1, "title", frame["title"].to_numpy())
+    if save:
+        clf.save(save)
+        out.print(f"zero-shot model saved to {save}")
+    if output:
+        _write_predictions(result, output)
+        out.print(f"{len(result):,} predictions written to {output}")
+        return
+    table = Table(title=f"zero-shot predictions ({min(len(result), 25)} of {len(result):,})")
+    for col in ("id", "title", "category", "confidence"):
+        table.add_column(col)
+    for rec in result.head(25).to_dict(orient="records"):
+        table.add_row(str(rec["id"]), str(rec["title"])[:60], str(rec["category"]) or "(unclassified)",
+                      f"{float(rec['confidence']):.3f}")
+    out.print(table)
+
+
+@app.command("add-category")
+def add_category(
+    model: Annotated[Path, typer.Argument(help="Model bundle folder (an embedding tier: ensemble, embed, zero-shot).")],
+    path: Annotated[str, typer.Argument(help='The new category path, e.g. "Accessories > Toys > Chess Sets".')],
+    description: Annotated[str | None, typer.Option(help="A sentence describing the category.")] = None,
+    example: Annotated[list[str] | None, typer.Option("--example", help="An example product title (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the new bundle here (default: in place).")] = None,
+) -> None:
+    """Add a category to a trained model without retraining."""
+    from .classifier import load
+
+    clf = load(model)
+    clf.add_category(path, description=description, examples=example or [])
+    dest = clf.save(output or model)
+    out.print(f"added {path!r} ({len(example or [])} examples); {len(clf.classes_):,} categories; saved to {dest}")
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where to write the model, report and predictions.")] = Path("runs/demo"),
 ) -> None:
@@ -401,7 +482,7 @@ def demo(
     out.print(f"catalogue: {sample} (bundled fashion sample)")
     train(sample, model_dir, test_size=0.2, seed=0, taxonomy=None, min_confidence=None, c=0.5, report=report,
           json_out=metrics, map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None,
-          no_header=False, columns=None, strict=False)
+          no_header=False, columns=None, strict=False, tier=DEFAULT_TIER, encoder="auto")
     examples = ["Nike Men Running Shoes", "Titan Women Gold Analog Watch", "Lakme Absolute Matte Lipstick",
                 "Wildcraft Unisex Blue Backpack", "Puma Kids Yellow T-shirt", "Something completely different"]
     predict(model_dir, None, text=examples, output=None, top_k=3, min_confidence=0.5, explain=True, batch_size=2048,

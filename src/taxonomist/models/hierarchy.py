@@ -32,6 +32,8 @@ class Prediction:
         alternatives: the top-k leaves as (path string, probability), best first.
         backed_off: ``path`` stops above the most probable leaf because the leaf was not confident enough.
         explanation: (feature, contribution) pairs that drove the prediction, when asked for.
+        neighbours: the most similar labelled training products as (title, category, cosine similarity), when
+            asked for and the model keeps an embedding index.
     """
 
     path: CategoryPath
@@ -41,6 +43,7 @@ class Prediction:
     alternatives: list[tuple[str, float]] = field(default_factory=list)
     backed_off: bool = False
     explanation: list[tuple[str, float]] | None = None
+    neighbours: list[tuple[str, str, float]] | None = None
 
     @property
     def category(self) -> str:
@@ -59,6 +62,8 @@ class Prediction:
         d["alternatives"] = [{"category": c, "confidence": p} for c, p in self.alternatives]
         if self.explanation is not None:
             d["explanation"] = [{"feature": f, "weight": w} for f, w in self.explanation]
+        if self.neighbours is not None:
+            d["neighbours"] = [{"title": t, "category": c, "similarity": s} for t, c, s in self.neighbours]
         return d
 
 

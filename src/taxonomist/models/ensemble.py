@@ -1,0 +1,183 @@
+"""The default ensemble: sparse tier + nearest neighbours + zero-shot prior (+ embedding head), log-linear.
+
+``log P(c) ∝ Σ_t w_t · log P_t(c)``: each member's calibrated probabilities are pooled geometrically with
+non-negative weights fitted by minimising the negative log-likelihood on a grouped validation split (a convex
+problem; the weights' sum plays the part of a temperature), then the top probability gets the same isotonic
+map as the sparse tier. The members are fitted on the remaining 85 % for that, and refitted on everything
+afterwards. A member that does not know a category (one added to the bundle later) abstains on it: it gives the
+category its own best log-probability, so only the members that know the category decide for or against it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax
+from sklearn.model_selection import GroupShuffleSplit
+
+from ..taxonomy import CategoryPath, parse_path
+from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
+from .embed import EmbedHead, NeighbourIndex
+from .sparse import SparseClassifier
+from .zeroshot import TaxonomyScorer
+
+__all__ = ["MEMBERS", "fit_log_linear", "pool"]
+
+logger = logging.getLogger(__name__)
+
+MEMBERS = ("sparse", "knn", "zeroshot", "embed")
+_EPS = 1e-4
+
+
+def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Log-linear pooling: ``log_softmax(Σ w_t log P_t)``."""
+    total = sum(weights[k] * logs[k] for k in logs if weights.get(k, 0.0) > 0)
+    if isinstance(total, int):  # no member with weight
+        total = np.zeros_like(next(iter(logs.values())))
+    return np.asarray(log_softmax(total, axis=1))
+
+
+def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str, float]:
+    """Non-negative weights minimising the NLL of ``pool(logs, w)`` on labels ``y_index`` (convex in w)."""
+    names = list(logs)
+    L = np.stack([logs[k] for k in names])  # (m, n, C)
+    rows = np.arange(L.shape[1])
+    true = L[:, rows, y_index]  # (m, n)
+
+    def f(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = np.tensordot(w, L, axes=1)
+        lse = np.logaddexp.reduce(z, axis=1)
+        p = np.exp(z - lse[:, None])
+        nll = float((lse - w @ true).mean())
+        grad = (np.einsum("nc,mnc->m", p, L) - true.sum(axis=1)) / L.shape[1]
+        return nll, grad
+
+    w0 = np.full(len(names), 1.0 / len(names))
+    res = minimize(f, w0, jac=True, method="L-BFGS-B", bounds=[(0.0, 20.0)] * len(names))
+    weights = {k: float(v) for k, v in zip(names, res.x, strict=True)}
+    logger.info("ensemble weights (validation NLL %.4f): %s", res.fun,
+                ", ".join(f"{k}={v:.3f}" for k, v in weights.items()))
+    return weights
+
+
+class EnsembleMembers:
+    """The fitted members over one class list, and how to get each member's log-probabilities."""
+
+    def __init__(self, classes: Sequence[str], members: Sequence[str], knn_k: int = 10) -> None:
+        self.classes = [str(c) for c in classes]
+        self.members = list(members)
+        self.knn_k = knn_k
+        self.sparse: SparseClassifier | None = None
+        self.knn: NeighbourIndex | None = None
+        self.zeroshot: TaxonomyScorer | None = None
+        self.head: EmbedHead | None = None
+        self.head_temperature = 1.0
+
+    def fit(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, y: np.ndarray, sparse: SparseClassifier,
+            encoder: Any, sparse_temperature: float | None = None) -> EnsembleMembers:
+        n = len(self.classes)
+        self.sparse = sparse.fit(pairs, [self.classes[i] for i in y]) if "sparse" in self.members else None
+        if self.sparse is not None:
+            # the sparse tier may have seen fewer classes than the ensemble (a split): realign its columns
+            self._sparse_cols = np.array([self.classes.index(str(c)) for c in self.sparse.classes_])
+            if sparse_temperature is not None:
+                self.sparse.temperature_ = sparse_temperature
+        if "knn" in self.members:
+            self.knn = NeighbourIndex(k=self.knn_k).fit(emb, y, n)
+        if "zeroshot" in self.members:
+            self.zeroshot = TaxonomyScorer().build([parse_path(c) for c in self.classes], encoder)
+        if "embed" in self.members:
+            self.head = EmbedHead().fit(emb, y, n)
+        return self
+
+    def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray) -> dict[str, np.ndarray]:
+        """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know."""
+        n_classes = len(self.classes)
+        out: dict[str, np.ndarray] = {}
+        if self.sparse is not None:
+            p = np.full((len(emb), n_classes), np.nan)
+            p[:, self._sparse_cols] = np.log(np.maximum(self.sparse.predict_proba(pairs), _EPS))
+            out["sparse"] = p
+        if self.knn is not None:
+            p = np.log(np.maximum(self.knn.predict_proba(emb), _EPS))
+            p = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+            # classes with no stored neighbour (added without examples) are unknown to this member
+            p[:, np.bincount(self.knn.labels_, minlength=n_classes) == 0] = np.nan
+            out["knn"] = p
+        if self.zeroshot is not None:
+            out["zeroshot"] = self.zeroshot.log_proba(emb)
+        if self.head is not None:
+            s = self.head.decision_function(emb)
+            p = np.log(np.maximum(softmax_with_temperature(s, self.head_temperature), _EPS))
+            out["embed"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+        for k, v in out.items():  # abstain: an unknown class gets the member's best known log-probability
+            if np.isnan(v).any():
+                best = np.nanmax(v, axis=1, keepdims=True)
+                out[k] = np.where(np.isnan(v), best, v)
+        return out
+
+
+def split_for_validation(groups: np.ndarray, y: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grouped split (identical titles stay together) into (fit, validation) positions."""
+    split = GroupShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+    fit_idx, val_idx = next(split.split(np.zeros(len(y)), y, groups))
+    return fit_idx, val_idx
+
+
+def calibrate(logp: np.ndarray, y: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+    """A final temperature and top-label map for pooled log-probabilities on validation data."""
+    t = fit_temperature(logp, y)
+    p = softmax_with_temperature(logp, t)
+    return t, fit_top_label(p.max(axis=1), p.argmax(axis=1) == y)
+
+
+def finish(logp: np.ndarray, temperature: float, top_label: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    p = softmax_with_temperature(logp, temperature)
+    return apply_top_label(p, top_label) if top_label is not None else p
+
+
+def paths(classes: Sequence[str]) -> list[CategoryPath]:
+    return [parse_path(c) for c in classes]
+
+
+def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """(params, arrays, JSON objects) of fitted members, for a bundle (no pickle)."""
+    params: dict[str, Any] = {"classes": m.classes, "members": m.members, "knn_k": m.knn_k,
+                              "head_temperature": m.head_temperature}
+    arrays: dict[str, np.ndarray] = {}
+    objects: dict[str, Any] = {}
+    if m.sparse is not None:
+        sp_params, sp_arrays, sp_objects = m.sparse.get_state()
+        params["sparse"] = sp_params
+        params["sparse_cols"] = [int(c) for c in m._sparse_cols]
+        arrays.update(sp_arrays)
+        objects.update(sp_objects)
+    if m.knn is not None:
+        params["knn"], a = m.knn.get_state()
+        arrays.update(a)
+    if m.zeroshot is not None:
+        params["zeroshot"], a = m.zeroshot.get_state()
+        arrays.update(a)
+    if m.head is not None:
+        params["head"], a = m.head.get_state()
+        arrays.update(a)
+    return params, arrays, objects
+
+
+def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any]) -> EnsembleMembers:
+    m = EnsembleMembers(params["classes"], params["members"], int(params["knn_k"]))
+    m.head_temperature = float(params["head_temperature"])
+    if "sparse" in params:
+        m.sparse = SparseClassifier.from_state(params["sparse"], arrays, objects)
+        m._sparse_cols = np.asarray(params["sparse_cols"], dtype=np.int64)
+    if "knn" in params:
+        m.knn = NeighbourIndex.from_state(params["knn"], arrays)
+    if "zeroshot" in params:
+        m.zeroshot = TaxonomyScorer.from_state(params["zeroshot"], arrays)
+    if "head" in params:
+        m.head = EmbedHead.from_state(params["head"], arrays)
+    return m

@@ -1,0 +1,159 @@
+"""Zero- and few-shot classification from the taxonomy itself.
+
+Each category is represented by the embedding of its path text ("Apparel > Topwear > Tshirts"), optionally with
+its own description and a few example titles (the label vector is then the normalised mean of the path's and
+the examples' embeddings), and a product's embedding is scored against them by cosine similarity.
+
+Two decodings. ``"flat"`` (default): one softmax over the leaves' full-path embeddings; a parent's probability
+is the sum of its leaves' (the hierarchy decoding). ``"top-down"``: a hierarchical softmax, P(node) = P(parent)
+· softmax over the parent's children. Measured on the bundled fashion sample (3,176 products, 170 leaves,
+minilm-en): flat leaf accuracy 0.610 and top-level 0.924 (T = 0.03); top-down 0.271 and 0.634 -- a top-level
+name alone ("Apparel", "Accessories") says too little, so flat is the default. Both cost one matrix product
+over the categories, so the 5,595 Google or 10,595 Shopify nodes stay fast (a batch of 1,000 products against
+10,000 leaves is ~4 GFLOP). No training data is needed. Inside a trained model the same scorer over the model's
+own categories is the "zero-shot prior" of the ensemble: it gives categories with few or no examples
+probability mass, and a category added to a trained bundle is scored at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+
+from ..taxonomy import CategoryPath, format_path
+
+__all__ = ["TaxonomyScorer", "label_text"]
+
+
+def label_text(path: CategoryPath, description: str | None = None) -> str:
+    """The text a category is embedded as: its path, plus its description when there is one."""
+    text = format_path(path)
+    return f"{text}: {description}" if description else text
+
+
+def _l2(v: np.ndarray) -> np.ndarray:
+    out: np.ndarray = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return out
+
+
+class TaxonomyScorer:
+    """Scores products against category embeddings; leaves' log-probabilities by top-down decoding.
+
+    Args:
+        temperature: softmax temperature on cosine similarities (fitted on validation data inside a trained
+            model; 0.03 measured best with no training data).
+        decoding: ``"flat"`` (one softmax over the leaves) or ``"top-down"`` (hierarchical softmax).
+    """
+
+    def __init__(self, temperature: float = 0.03, decoding: str = "flat") -> None:
+        if decoding not in ("top-down", "flat"):
+            raise ValueError(f"decoding must be 'top-down' or 'flat', got {decoding!r}")
+        self.temperature = temperature
+        self.decoding = decoding
+
+    # -- building -----------------------------------------------------------------------------------------
+    def build(
+        self,
+        classes: Sequence[CategoryPath],
+        encoder: Any,
+        descriptions: Mapping[CategoryPath, str] | None = None,
+        examples: Mapping[CategoryPath, Sequence[str]] | None = None,
+    ) -> TaxonomyScorer:
+        """Embed every node of the tree spanned by ``classes`` (the categories products can get)."""
+        self.classes_ = [tuple(c) for c in classes]
+        nodes = sorted({c[:d] for c in self.classes_ for d in range(1, len(c) + 1)}, key=lambda p: (len(p), p))
+        descriptions = descriptions or {}
+        vecs = encoder.encode([label_text(n, descriptions.get(n)) for n in nodes])
+        if examples:
+            pos = {n: i for i, n in enumerate(nodes)}
+            for path, titles in examples.items():
+                if titles and tuple(path) in pos:
+                    ex = encoder.encode(list(titles))
+                    i = pos[tuple(path)]
+                    vecs[i] = _l2((vecs[i] + ex.mean(axis=0))[None])[0]
+        self._set_nodes(nodes, vecs)
+        return self
+
+    def _set_nodes(self, nodes: list[CategoryPath], vecs: np.ndarray) -> None:
+        self.nodes_ = nodes
+        self.vectors_ = np.asarray(vecs, dtype=np.float32)
+        pos = {n: i for i, n in enumerate(nodes)}
+        self.parent_ = np.array([pos[n[:-1]] if len(n) > 1 else -1 for n in nodes], dtype=np.int64)
+        self.depth_ = np.array([len(n) for n in nodes], dtype=np.int64)
+        self.class_nodes_ = np.array([pos[c] for c in self.classes_], dtype=np.int64)
+        # per depth: the nodes sorted by parent, and the start of each sibling group (for reduceat)
+        self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for d in range(1, int(self.depth_.max(initial=0)) + 1):
+            at = np.flatnonzero(self.depth_ == d)
+            at = at[np.argsort(self.parent_[at], kind="stable")]
+            par = self.parent_[at]
+            starts = np.flatnonzero(np.r_[True, par[1:] != par[:-1]])
+            self._levels.append((at, starts, np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(at)]))))
+
+    def add_class(self, path: CategoryPath, vectors: dict[CategoryPath, np.ndarray]) -> None:
+        """Add a category (and any missing ancestors, whose vectors are given) without touching the others."""
+        nodes = list(self.nodes_)
+        vecs = [v for v in self.vectors_]
+        for d in range(1, len(path) + 1):
+            node = tuple(path[:d])
+            if node not in set(nodes):
+                nodes.append(node)
+                vecs.append(vectors[node])
+        self.classes_ = [*self.classes_, tuple(path)]
+        self._set_nodes(nodes, np.vstack(vecs))
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    def node_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Cosine similarity of each product to each node, (n, n_nodes)."""
+        return np.asarray(embeddings, np.float32) @ self.vectors_.T
+
+    def log_proba(self, embeddings: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """Log-probabilities of the classes (n, n_classes), normalised over the classes."""
+        T = self.temperature if temperature is None else temperature
+        S = self.node_scores(embeddings).astype(np.float64) / T
+        if self.decoding == "flat":
+            return np.asarray(log_softmax(S[:, self.class_nodes_], axis=1))
+        logp = np.zeros_like(S)
+        for at, starts, group in self._levels:
+            s = S[:, at]
+            mx = np.maximum.reduceat(s, starts, axis=1)
+            lse = np.log(np.add.reduceat(np.exp(s - mx[:, group]), starts, axis=1)) + mx
+            par = self.parent_[at]
+            base = np.where(par >= 0, logp[:, np.maximum(par, 0)], 0.0)
+            logp[:, at] = base + s - lse[:, group]
+        return np.asarray(log_softmax(logp[:, self.class_nodes_], axis=1))
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        return np.asarray(np.exp(self.log_proba(embeddings)))
+
+    def fit_temperature(self, embeddings: np.ndarray, y_index: np.ndarray) -> float:
+        """The temperature minimising the NLL of the true classes ``y_index`` (a validation split)."""
+        rows = np.arange(len(y_index))
+
+        def nll(log_t: float) -> float:
+            return float(-self.log_proba(embeddings, float(np.exp(log_t)))[rows, y_index].mean())
+
+        res = minimize_scalar(nll, bounds=(np.log(0.005), np.log(1.0)), method="bounded", options={"xatol": 1e-2})
+        self.temperature = float(np.exp(res.x))
+        return self.temperature
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return ({"temperature": self.temperature, "decoding": self.decoding,
+                 "nodes": [list(n) for n in self.nodes_], "classes": [list(c) for c in self.classes_]},
+                {"zs_vectors": self.vectors_.astype(np.float16)})
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> TaxonomyScorer:
+        s = cls(temperature=float(params["temperature"]), decoding=str(params["decoding"]))
+        s.classes_ = [tuple(c) for c in params["classes"]]
+        vecs = np.asarray(arrays["zs_vectors"], np.float32)
+        nodes = [tuple(n) for n in params["nodes"]]
+        if len(nodes) != len(vecs):
+            raise ValueError(f"{len(nodes)} taxonomy nodes but {len(vecs)} label vectors")
+        s._set_nodes(nodes, vecs)
+        return s

@@ -1,0 +1,81 @@
+"""Text encoders: the interface, caching, presets and local folders (tiny random BERT), and the real
+packaged models (a few tests: MiniLM torch vs int8 ONNX fidelity, e5 cross-lingual)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from taxonomist.encoders.cache import EmbeddingCache
+from taxonomist.encoders.transformer import load_text_encoder, pick_encoder
+from taxonomist.exceptions import TaxonomistError
+
+TITLES = ["Levis Men Blue Slim Jeans", "Nike Men Red Printed T-shirt", "Titan Men Silver Analog Watch",
+          "Bata Women Brown Flats", "Levis Men Blue Slim Jeans"]
+
+
+def test_local_folder_encoder_is_normalised_and_batch_independent(tiny_encoder_dir) -> None:
+    enc = load_text_encoder(str(tiny_encoder_dir), cache=False)
+    v = enc.encode(TITLES, batch_size=2)
+    assert v.shape == (5, 32) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(v[0], v[4])  # a repeated text is encoded once
+    one_by_one = np.vstack([enc.encode([t]) for t in TITLES])
+    np.testing.assert_allclose(v, one_by_one, atol=1e-2)  # length-sorted batching changes nothing but padding noise
+    assert enc.encode([]).shape == (0, 32)
+    with pytest.raises(TypeError, match="single string"):
+        enc.encode("one title")  # type: ignore[arg-type]
+
+
+def test_cache_reuses_vectors_and_is_keyed_by_settings(tiny_encoder_dir, tmp_path, monkeypatch) -> None:
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    enc = load_text_encoder(str(tiny_encoder_dir), cache=cache)
+    first = enc.encode(TITLES)
+
+    def boom(texts):  # noqa: ANN001
+        raise AssertionError("encoded again although every text is cached")
+
+    monkeypatch.setattr(enc, "_encode_batch", boom)
+    np.testing.assert_array_equal(enc.encode(TITLES[::-1]), first[::-1])
+    other = load_text_encoder(str(tiny_encoder_dir), cache=cache, max_length=8)
+    assert other.identity != enc.identity
+    found, missing = cache.get(other.identity, TITLES)
+    assert missing == list(range(len(TITLES)))
+
+
+def test_damaged_cache_file_does_not_stop_encoding(tiny_encoder_dir, tmp_path, caplog) -> None:
+    bad = tmp_path / "e.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    enc = load_text_encoder(str(tiny_encoder_dir), cache=EmbeddingCache(bad))
+    assert enc.encode(TITLES).shape == (5, 32)
+    assert "embedding cache" in caplog.text
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("no-such-preset", "unknown text encoder 'no-such-preset'"),
+    ("./missing/folder", "could not load the text encoder"),
+])
+def test_unknown_encoder_says_what_is_expected(spec: str, match: str) -> None:
+    with pytest.raises(TaxonomistError, match=match):
+        load_text_encoder(spec)
+
+
+def test_pick_encoder_by_script() -> None:
+    assert pick_encoder(["Nike Men Running Shoes", "Titan Watch"]) == "minilm-en"
+    assert pick_encoder(["耐克男士跑步鞋", "Titan 手表"]) == "e5-multilingual"
+
+
+def test_minilm_onnx_int8_matches_torch() -> None:
+    """The int8 ONNX file is the same model: cosine to the torch encoder ≥ 0.99 on every title."""
+    a = load_text_encoder("minilm-en", cache=False).encode(TITLES)
+    b = load_text_encoder("minilm-en", backend="onnx", cache=False).encode(TITLES)
+    assert a.shape == b.shape == (5, 384)
+    assert float((a * b).sum(axis=1).min()) >= 0.99
+
+
+def test_e5_multilingual_is_cross_lingual() -> None:
+    enc = load_text_encoder("e5-multilingual", cache=False)
+    v = enc.encode(["男士蓝色牛仔裤", "Men blue jeans", "Women gold wrist watch"])
+    assert v.shape == (3, 384)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.05
+    assert enc.prefix == "query: "

@@ -1,0 +1,170 @@
+"""Embedding tiers: zero-shot scoring, log-linear pooling, neighbours, the ensemble model end to end,
+adding a category without retraining; tiny random encoder for the mechanics, the real encoders for quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import taxonomist as tx
+from taxonomist.exceptions import TaxonomistError
+from taxonomist.models.embed import NeighbourIndex
+from taxonomist.models.ensemble import fit_log_linear, pool
+from taxonomist.models.zeroshot import TaxonomyScorer
+
+from .conftest import TINY
+from .test_bad_inputs import run_cli
+
+
+class _Lookup:
+    """An 'encoder' with fixed vectors, to test the scorer's arithmetic exactly."""
+
+    def __init__(self, table: dict[str, np.ndarray]) -> None:
+        self.table = table
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.vstack([self.table[t] for t in texts]).astype(np.float32)
+
+
+def _unit(*v: float) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def test_top_down_scoring_is_a_hierarchical_softmax() -> None:
+    classes = [("A", "x"), ("A", "y"), ("B", "z")]
+    enc = _Lookup({"A": _unit(1, 0, 0), "B": _unit(0, 1, 0), "A > x": _unit(1, 0, 1), "A > y": _unit(1, 0, -1),
+                   "B > z": _unit(0, 1, 0)})
+    s = TaxonomyScorer(temperature=0.1, decoding="top-down").build(classes, enc)
+    q = np.vstack([_unit(1, 0, 0.9), _unit(0, 1, 0)])
+    p = s.predict_proba(q)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert p[0].argmax() == 0 and p[1].argmax() == 2
+    # P(A > x) = P(A) * P(x | A), each a softmax over siblings
+    S = q @ s.vectors_.T / 0.1
+    pos = {n: i for i, n in enumerate(s.nodes_)}
+    pa = np.exp(S[0, pos[("A",)]]) / (np.exp(S[0, pos[("A",)]]) + np.exp(S[0, pos[("B",)]]))
+    px = np.exp(S[0, pos[("A", "x")]]) / (np.exp(S[0, pos[("A", "x")]]) + np.exp(S[0, pos[("A", "y")]]))
+    assert p[0, 0] == pytest.approx(pa * px, rel=1e-6)
+    flat = TaxonomyScorer(temperature=0.1, decoding="flat").build(classes, enc).predict_proba(q)
+    assert flat.shape == p.shape and flat[1].argmax() == 2
+
+
+def test_log_linear_weights_follow_the_informative_member() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 400)
+    good = np.full((400, 5), 0.05)
+    good[np.arange(400), y] = 0.8
+    noise = rng.dirichlet(np.ones(5), 400)
+    w = fit_log_linear({"good": np.log(good), "noise": np.log(noise)}, y)
+    assert w["good"] > 0.5 and w["noise"] < 0.1
+    pooled = pool({"good": np.log(good), "noise": np.log(noise)}, w)
+    np.testing.assert_allclose(np.exp(pooled).sum(axis=1), 1.0)
+
+
+def test_neighbour_index_votes_and_roundtrips() -> None:
+    vecs = np.vstack([_unit(1, 0), _unit(0.9, 0.1), _unit(0, 1)])
+    idx = NeighbourIndex(k=2).fit(vecs, np.array([0, 0, 1]), 3)
+    p = idx.predict_proba(_unit(0, 1)[None])
+    assert p.shape == (1, 3) and p[0].argmax() == 1
+    params, arrays = idx.get_state()
+    again = NeighbourIndex.from_state(params, arrays)
+    np.testing.assert_allclose(again.predict_proba(vecs), idx.predict_proba(vecs), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tiny_encoder_dir) -> tx.TaxonomyClassifier:
+    df = pd.DataFrame({"title": [t for t, _ in TINY] * 3, "category": [c for _, c in TINY] * 3})
+    return tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir)).fit(df)
+
+
+def test_ensemble_fits_predicts_explains_and_roundtrips(tiny_ensemble, tmp_path) -> None:
+    clf = tiny_ensemble
+    titles = [t for t, _ in TINY]
+    p = clf.predict_proba(titles)
+    assert p.shape == (len(TINY), 6)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert (clf.predict(titles) == np.array([c for _, c in TINY])).mean() >= 0.9
+    assert set(clf.weights_) == {"sparse", "knn", "zeroshot"}
+    pred = clf.predict_products(["Levis Men Blue Slim Jeans"], explain=True)[0]
+    assert pred.explanation and pred.neighbours and len(pred.neighbours) == 3
+    title, category, sim = pred.neighbours[0]
+    assert title == "Levis Men Blue Slim Jeans" and category == "Apparel > Bottomwear > Jeans" and sim > 0.99
+    frame = clf.predict_frame(pd.DataFrame({"title": titles[:3]}), explain=True)
+    assert {"explanation", "neighbours"} <= set(frame.columns)
+    loaded = tx.load(clf.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict_proba(titles), p, atol=2e-3)  # vectors are kept as float16
+
+
+def test_add_category_without_retraining(tiny_ensemble, tmp_path) -> None:
+    clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
+    examples = ["Wooden chess set folding board", "Magnetic travel chess set"]
+    clf.add_category("Accessories > Games > Chess Sets", examples=examples)
+    assert "Accessories > Games > Chess Sets" in clf.classes_
+    assert list(clf.predict(examples)) == ["Accessories > Games > Chess Sets"] * 2
+    assert clf.predict(["Levis Men Blue Slim Jeans"])[0] == "Apparel > Bottomwear > Jeans"
+    again = tx.load(clf.save(tmp_path / "m2"))
+    assert list(again.predict(examples)) == ["Accessories > Games > Chess Sets"] * 2
+    with pytest.raises(TaxonomistError, match="already has"):
+        again.add_category("Accessories > Games > Chess Sets")
+
+
+def test_sparse_tier_cannot_add_categories(tiny_model) -> None:
+    with pytest.raises(TaxonomistError, match="needs an embedding tier"):
+        tiny_model.add_category("A > New")
+
+
+def test_unknown_member_is_refused(tiny_encoder_dir) -> None:
+    df = pd.DataFrame({"title": [t for t, _ in TINY], "category": [c for _, c in TINY]})
+    with pytest.raises(ValueError, match="members must be"):
+        tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), members=["magic"]).fit(df)
+
+
+def test_cli_train_ensemble_add_category_and_classify(tiny_encoder_dir, tmp_path, capsys, monkeypatch) -> None:
+    f = tmp_path / "cat.csv"
+    pd.DataFrame({"title": [t for t, _ in TINY] * 3, "category": [c for _, c in TINY] * 3}).to_csv(f, index=False)
+    model = tmp_path / "model"
+    code, out = run_cli(["train", str(f), "-o", str(model), "--tier", "ensemble", "--encoder", str(tiny_encoder_dir),
+                         "--test-size", "0"], capsys, monkeypatch)
+    assert code == 0, out
+    code, out = run_cli(["add-category", str(model), "Accessories > Games > Chess Sets", "--example",
+                         "Wooden chess set"], capsys, monkeypatch)
+    assert code == 0 and "7 categories" in out, out
+    code, out = run_cli(["predict", str(model), "--text", "Wooden chess set", "--explain"], capsys, monkeypatch)
+    assert code == 0 and "Chess Sets" in out and "like:" in out, out
+    tax = tmp_path / "tax.txt"
+    tax.write_text("\n".join(sorted({c for _, c in TINY})) + "\n")
+    code, out = run_cli(["classify", "--taxonomy", str(tax), "--encoder", str(tiny_encoder_dir), "--text",
+                         "Nike running shoes", "-o", str(tmp_path / "zs.csv"), "--save", str(tmp_path / "zs")],
+                        capsys, monkeypatch)
+    assert code == 0, out
+    assert pd.read_csv(tmp_path / "zs.csv")["category"].iloc[0] in {c for _, c in TINY}
+    assert tx.load(tmp_path / "zs").tier == "zeroshot"
+    code, out = run_cli(["train", str(f), "-o", str(model), "--tier", "magic"], capsys, monkeypatch)
+    assert code == 1 and "--tier must be" in out
+
+
+# -- the real packaged encoders --------------------------------------------------------------------------
+def test_zero_shot_into_the_sample_taxonomy_beats_majority(sample_split) -> None:
+    train, test = sample_split
+    zs = tx.TaxonomyClassifier.from_taxonomy(tx.Taxonomy.from_paths(sorted(set(train.frame["category"]))),
+                                             sample_texts=train.frame["title"].tolist())
+    assert zs.encoder_.name == "minilm-en"
+    y = test.frame["category"].to_numpy()
+    pred = zs.predict(test)
+    top = lambda v: np.array([s.split(" > ")[0] for s in v])  # noqa: E731
+    majority_top = pd.Series(top(y)).value_counts(normalize=True).iloc[0]
+    assert (top(pred) == top(y)).mean() > majority_top + 0.3
+    assert (pred == y).mean() > 0.3  # majority leaf is ~0.07 on this sample
+
+
+def test_zero_shot_chinese_products_into_an_english_taxonomy() -> None:
+    tax = tx.Taxonomy.from_paths(["Apparel > Bottomwear > Jeans", "Apparel > Topwear > Tshirts",
+                                  "Footwear > Shoes > Sports Shoes", "Accessories > Watches > Watches",
+                                  "Personal Care > Lips > Lipstick"])
+    products = ["男士修身蓝色牛仔裤", "女士运动跑步鞋", "男士不锈钢石英手表", "哑光口红 持久不脱色"]
+    zs = tx.TaxonomyClassifier.from_taxonomy(tax, sample_texts=products)
+    assert zs.encoder_.name == "e5-multilingual"
+    assert list(zs.predict(products)) == ["Apparel > Bottomwear > Jeans", "Footwear > Shoes > Sports Shoes",
+                                          "Accessories > Watches > Watches", "Personal Care > Lips > Lipstick"]
