@@ -35,6 +35,7 @@ from sklearn.svm import LinearSVC
 
 import taxonomist as tx
 from taxonomist.catalog import Catalog
+from taxonomist.text import has_cjk, tokenize
 
 DATASETS: dict[str, dict[str, Any]] = {
     "fashion": {
@@ -117,7 +118,9 @@ def fasttext_baseline(train: Catalog) -> Method:
     code = {c: f"__label__{i}" for i, c in enumerate(labels)}
 
     def clean(s: str) -> str:
-        return re.sub(r"\s+", " ", s.lower()).strip()
+        s = re.sub(r"\s+", " ", s.lower()).strip()
+        # fastText splits on spaces: Chinese text is segmented with jieba first, as practitioners run it
+        return " ".join(tokenize(s)) if has_cjk(s) else s
 
     def fit() -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:

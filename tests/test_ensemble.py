@@ -168,3 +168,18 @@ def test_zero_shot_chinese_products_into_an_english_taxonomy() -> None:
     assert zs.encoder_.name == "e5-multilingual"
     assert list(zs.predict(products)) == ["Apparel > Bottomwear > Jeans", "Footwear > Shoes > Sports Shoes",
                                           "Accessories > Watches > Watches", "Personal Care > Lips > Lipstick"]
+
+
+def test_finetune_tier_trains_saves_safetensors_and_reloads(tiny_encoder_dir, tmp_path) -> None:
+    df = pd.DataFrame({"title": [t for t, _ in TINY] * 3, "category": [c for _, c in TINY] * 3})
+    clf = tx.TaxonomyClassifier(tier="finetune", encoder=str(tiny_encoder_dir), epochs=2).fit(df)
+    assert set(clf.weights_) == {"sparse", "finetune"}
+    history = clf.model_.finetune.history_
+    assert len(history) == 2 and history[1]["loss"] < history[0]["loss"]
+    path = clf.save(tmp_path / "m")
+    assert (path / "finetune.safetensors").is_file()
+    loaded = tx.load(path)
+    titles = [t for t, _ in TINY]
+    np.testing.assert_allclose(loaded.predict_proba(titles), clf.predict_proba(titles), atol=2e-3)
+    # the fine-tuned weights are used, not the base encoder's: the logits differ from a fresh head's
+    assert loaded.model_.finetune.logits(titles[:2]).shape == (2, 6)

@@ -7,6 +7,7 @@ Layout::
                         training-data fingerprint, evaluation metrics, and the SHA-256 of every other file
       *.npz             numeric arrays (loaded with allow_pickle=False)
       *.json            vocabularies and other plain data
+      *.safetensors     fine-tuned transformer weights (safetensors: tensors only, nothing executed on load)
 
 Loading checks the format version and every file's hash, and refuses files the manifest does not list: a
 changed, added or missing file means the bundle is not what was saved. Saving writes a sibling temporary
@@ -70,6 +71,12 @@ class Bundle:
         except (ValueError, OSError) as e:
             raise BundleError(f"{file.name} in {self.path} is not valid JSON ({e})") from None
 
+    def raw(self, name: str) -> bytes:
+        """The bytes of a verified data file (e.g. ``finetune.safetensors``)."""
+        if name not in self.manifest["files"]:
+            raise BundleError(f"{self.path} has no file {name!r}; the bundle is incomplete")
+        return (self.path / name).read_bytes()
+
 
 def write_bundle(
     directory: str | Path,
@@ -77,9 +84,11 @@ def write_bundle(
     arrays: dict[str, dict[str, np.ndarray]],
     objects: dict[str, Any],
     overwrite: bool = True,
+    raw: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write ``arrays`` (name → dict of arrays, one ``.npz`` each) and ``objects`` (name → JSON-able, one
-    ``.json`` each) with ``manifest`` atomically into ``directory``."""
+    """Write ``arrays`` (name → dict of arrays, one ``.npz`` each), ``objects`` (name → JSON-able, one
+    ``.json`` each) and ``raw`` (file name → bytes, e.g. safetensors) with ``manifest`` atomically into
+    ``directory``."""
     target = Path(directory)
     if target.exists() and not overwrite:
         raise BundleError(f"{target} exists; choose another output folder or allow overwriting")
@@ -102,6 +111,12 @@ def write_bundle(
         for name, obj in objects.items():
             f = tmp / f"{name}.json"
             f.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+            files[f.name] = _sha256(f)
+        for name, blob in (raw or {}).items():
+            if "/" in name or "\\" in name or name.startswith(".") or name == MANIFEST or name in files:
+                raise ValueError(f"invalid bundle file name {name!r}")
+            f = tmp / name
+            f.write_bytes(blob)
             files[f.name] = _sha256(f)
         full = {
             "format": "taxonomist-bundle",

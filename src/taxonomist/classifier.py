@@ -30,8 +30,9 @@ __all__ = ["TaxonomyClassifier", "load"]
 
 logger = logging.getLogger(__name__)
 
-TIERS = ("sparse", "ensemble", "embed", "zeroshot")
-DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"), "zeroshot": ("zeroshot",)}
+TIERS = ("sparse", "ensemble", "embed", "finetune", "zeroshot")
+DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"),
+                   "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
 """Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
 _MIN_VALIDATION = 50
 _NUMERIC_SHARE = 0.9
@@ -93,8 +94,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     Args:
         tier: ``"sparse"`` (TF-IDF + linear SVM), ``"ensemble"`` (sparse + nearest neighbours + zero-shot prior
             over a pretrained text encoder, weights fitted on validation data), ``"embed"`` (a logistic head and
-            nearest neighbours on frozen embeddings) or ``"zeroshot"`` (no training data: see
-            :meth:`from_taxonomy`).
+            nearest neighbours on frozen embeddings), ``"finetune"`` (the transformer fine-tuned end to end,
+            pooled with the sparse tier) or ``"zeroshot"`` (no training data: see :meth:`from_taxonomy`).
         min_confidence: back off to the deepest ancestor whose probability clears this (``None``: always the leaf).
         C: regularisation of the sparse tier's linear SVM.
         title_weight, context_weight: weights of the title and of description + attributes in the features.
@@ -110,6 +111,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         members: ensemble members (default per tier, from ``sparse``, ``knn``, ``zeroshot``, ``embed``).
         knn_k: neighbours that vote in the ``knn`` member.
         validation_size: share of title groups held out to fit the ensemble weights and calibration.
+        epochs: fine-tuning epochs (the best on validation macro-F1 is kept).
+        finetune_max_length: tokens per text while fine-tuning.
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -135,6 +138,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         members: Sequence[str] | None = None,
         knn_k: int = 10,
         validation_size: float = 0.15,
+        epochs: int = 3,
+        finetune_max_length: int = 48,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -151,6 +156,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.members = members
         self.knn_k = knn_k
         self.validation_size = validation_size
+        self.epochs = epochs
+        self.finetune_max_length = finetune_max_length
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -259,11 +266,28 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         weights = {m: 1.0 for m in members}
         temperature, top_label, sparse_t, zs_t = 1.0, None, 1.0, None
         fit_idx, val_idx = split_for_validation(groups, y, self.validation_size, self.random_state)
-        if len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2:
+        validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
+        finetuned, ft_t = None, 1.0
+        if "finetune" in members:
+            from .models.ensemble import finetune_texts
+            from .models.finetune import FineTuner
+
+            # fine-tuned once, on the fit part, with early stopping on the validation part; the final model
+            # reuses it (refitting a transformer on everything would double the dominant cost)
+            tuner = FineTuner(epochs=self.epochs, max_length=self.finetune_max_length, seed=self.random_state)
+            if validate:
+                ft_idx = fit_idx
+                val_pairs = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
+                finetuned = tuner.fit(self.encoder_, finetune_texts(([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])),
+                                      y[ft_idx], len(classes), finetune_texts(val_pairs), y[val_idx])
+            else:
+                finetuned = tuner.fit(self.encoder_, finetune_texts((titles, contexts)), y, len(classes))
+        if validate:
             sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
             val = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
             part = EnsembleMembers(list(classes), members, self.knn_k).fit(sub, emb[fit_idx], y[fit_idx],
-                                                                     self._sparse("none"), self.encoder_)
+                                                                     self._sparse("none"), self.encoder_,
+                                                                     finetuned=finetuned)
             if part.sparse is not None:
                 scores = part.sparse.decision_function(val)
                 seen = np.isin(y[val_idx], part._sparse_cols)
@@ -275,6 +299,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if part.head is not None:
                 s = part.head.decision_function(emb[val_idx])
                 part.head_temperature = fit_temperature(s, y[val_idx])
+            if part.finetune is not None:
+                ft_t = part.finetune_temperature = fit_temperature(part.finetune.logits(finetune_texts(val)), y[val_idx])
             logs = part.logs(val, emb[val_idx])
             weights = fit_log_linear(logs, y[val_idx])
             if self.calibration != "none":
@@ -287,7 +313,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                            len(val_idx))
             head_t = 1.0
         full = EnsembleMembers(list(classes), members, self.knn_k).fit((titles, contexts), emb, y, self._sparse("none"),
-                                                                 self.encoder_, sparse_temperature=sparse_t)
+                                                                 self.encoder_, sparse_temperature=sparse_t,
+                                                                 finetuned=finetuned)
+        full.finetune_temperature = ft_t
         if full.zeroshot is not None and zs_t is not None:
             full.zeroshot.temperature = zs_t
         full.head_temperature = head_t
@@ -497,6 +525,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         if metrics is not None:
             self.metrics_ = dict(metrics)
+        raw: dict[str, bytes] = {}
         if isinstance(self.model_, SparseClassifier):
             params, arrays, objects = self.model_.get_state()
         else:
@@ -507,6 +536,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if self.top_label_ is not None:
                 arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label_
             objects["neighbour_titles"] = self.neighbour_titles_
+            if self.model_.finetune is not None:
+                raw["finetune.safetensors"] = self.model_.finetune.to_bytes()
         arrays["train_title_hashes"] = self.train_title_hashes_
         manifest = {
             "taxonomist_version": __version__,
@@ -520,7 +551,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "training_data": {"fingerprint": self.fingerprint_, "n_rows": self.n_train_},
             "metrics": self.metrics_,
         }
-        return write_bundle(directory, manifest, {"weights": arrays}, objects)
+        return write_bundle(directory, manifest, {"weights": arrays}, objects, raw=raw)
 
     @classmethod
     def load(cls, directory: str | Path) -> TaxonomyClassifier:
@@ -537,7 +568,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 clf.model_ = SparseClassifier.from_state(m["tier_params"], arrays, objects)
                 clf.classes_ = clf.model_.classes_
             else:
-                clf._load_members(m["tier_params"], arrays, objects)
+                blob = bundle.raw("finetune.safetensors") if "finetune.safetensors" in m["files"] else None
+                clf._load_members(m["tier_params"], arrays, objects, blob)
             clf.text_attributes_ = list(m["text_attributes"])
             clf.taxonomy_ = Taxonomy.from_dict(m["taxonomy"])
             clf.levels_ = LevelIndex.build(list(clf.classes_))
@@ -552,17 +584,18 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise BundleError(f"{directory}: the manifest or weights are inconsistent ({type(e).__name__}: {e}); the bundle is damaged") from None
         return clf
 
-    def _load_members(self, params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any]) -> None:
+    def _load_members(self, params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any],
+                      finetune_blob: bytes | None = None) -> None:
         from .models.ensemble import members_from_state
 
-        self.model_ = members_from_state(params, arrays, objects)
+        enc = params["encoder"]
+        self.encoder_ = self._load_encoder(enc["name"])
+        self.model_ = members_from_state(params, arrays, objects, self.encoder_, finetune_blob)
         self.classes_ = np.asarray(self.model_.classes, dtype=object)
         self.weights_ = {str(k): float(v) for k, v in params["weights"].items()}
         self.temperature_ = float(params["temperature"])
         self.top_label_ = (arrays["ens_top_label_x"], arrays["ens_top_label_y"]) if "ens_top_label_x" in arrays else None
         self.neighbour_titles_ = list(objects.get("neighbour_titles", []))
-        enc = params["encoder"]
-        self.encoder_ = self._load_encoder(enc["name"])
         if self.encoder_.identity != enc["identity"]:
             logger.warning("the bundle was trained with the encoder %s but %s is installed; its embeddings may differ "
                            "(reinstall the version named in the bundle's manifest for identical results)",

@@ -167,12 +167,12 @@ def train(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
-    tier: Annotated[str, typer.Option(help="sparse, ensemble (sparse + neighbours + zero-shot prior) or embed.")] = DEFAULT_TIER,
+    tier: Annotated[str, typer.Option(help="sparse, ensemble (sparse + neighbours + zero-shot prior), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included)."""
-    if tier not in ("sparse", "ensemble", "embed"):
-        raise CliError(f"--tier must be sparse, ensemble or embed, got {tier!r} (for no training data: taxonomist classify)")
+    if tier not in ("sparse", "ensemble", "embed", "finetune"):
+        raise CliError(f"--tier must be sparse, ensemble, embed or finetune, got {tier!r} (for no training data: taxonomist classify)")
     from .catalog import split_catalog
     from .classifier import TaxonomyClassifier
     from .evaluation import evaluate

@@ -62,7 +62,8 @@ def _l2(v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _progress(total: int, show: bool | None, desc: str) -> Any:
+def progress(total: int, show: bool | None, desc: str) -> Any:
+    """A tqdm bar over ``total`` texts; ``show=None`` shows it for long work on a terminal only."""
     from tqdm.auto import tqdm
 
     if show is None:
@@ -115,7 +116,7 @@ class TextEncoder(ABC):
     def _encode_many(self, texts: list[str], batch_size: int, show: bool | None) -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with _progress(len(texts), show, f"encoding ({self.name})") as bar:
+        with progress(len(texts), show, f"encoding ({self.name})") as bar:
             for s in range(0, len(texts), batch_size):
                 idx = order[s:s + batch_size]
                 out[idx] = _l2(self._encode_batch([self.prefix + texts[i] for i in idx]))

@@ -29,7 +29,7 @@ __all__ = ["MEMBERS", "fit_log_linear", "pool"]
 
 logger = logging.getLogger(__name__)
 
-MEMBERS = ("sparse", "knn", "zeroshot", "embed")
+MEMBERS = ("sparse", "knn", "zeroshot", "embed", "finetune")
 _EPS = 1e-4
 
 
@@ -76,9 +76,12 @@ class EnsembleMembers:
         self.zeroshot: TaxonomyScorer | None = None
         self.head: EmbedHead | None = None
         self.head_temperature = 1.0
+        self.finetune: Any = None  # a FineTuner
+        self.finetune_temperature = 1.0
 
     def fit(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, y: np.ndarray, sparse: SparseClassifier,
-            encoder: Any, sparse_temperature: float | None = None) -> EnsembleMembers:
+            encoder: Any, sparse_temperature: float | None = None, finetuned: Any = None) -> EnsembleMembers:
+        """Fit the members on these products; a fine-tuned model is trained beforehand and passed in."""
         n = len(self.classes)
         self.sparse = sparse.fit(pairs, [self.classes[i] for i in y]) if "sparse" in self.members else None
         if self.sparse is not None:
@@ -92,6 +95,10 @@ class EnsembleMembers:
             self.zeroshot = TaxonomyScorer().build([parse_path(c) for c in self.classes], encoder)
         if "embed" in self.members:
             self.head = EmbedHead().fit(emb, y, n)
+        if "finetune" in self.members:
+            if finetuned is None:
+                raise ValueError("the finetune member needs a fine-tuned model")
+            self.finetune = finetuned
         return self
 
     def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,11 +121,20 @@ class EnsembleMembers:
             s = self.head.decision_function(emb)
             p = np.log(np.maximum(softmax_with_temperature(s, self.head_temperature), _EPS))
             out["embed"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+        if self.finetune is not None:
+            s = self.finetune.logits(finetune_texts(pairs))
+            p = np.log(np.maximum(softmax_with_temperature(s, self.finetune_temperature), _EPS))
+            out["finetune"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
         for k, v in out.items():  # abstain: an unknown class gets the member's best known log-probability
             if np.isnan(v).any():
                 best = np.nanmax(v, axis=1, keepdims=True)
                 out[k] = np.where(np.isnan(v), best, v)
         return out
+
+
+def finetune_texts(pairs: tuple[Sequence[str], Sequence[str]]) -> list[str]:
+    """What the fine-tuned transformer reads: the title, then description + attributes."""
+    return [f"{t} | {c}" if c else t for t, c in zip(pairs[0], pairs[1], strict=True)]
 
 
 def split_for_validation(groups: np.ndarray, y: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +163,7 @@ def paths(classes: Sequence[str]) -> list[CategoryPath]:
 def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """(params, arrays, JSON objects) of fitted members, for a bundle (no pickle)."""
     params: dict[str, Any] = {"classes": m.classes, "members": m.members, "knn_k": m.knn_k,
-                              "head_temperature": m.head_temperature}
+                              "head_temperature": m.head_temperature, "finetune_temperature": m.finetune_temperature}
     arrays: dict[str, np.ndarray] = {}
     objects: dict[str, Any] = {}
     if m.sparse is not None:
@@ -165,12 +181,17 @@ def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndar
     if m.head is not None:
         params["head"], a = m.head.get_state()
         arrays.update(a)
+    if m.finetune is not None:
+        params["finetune"] = {**m.finetune.params(), "n_classes": m.finetune.n_classes_,
+                              "history": m.finetune.history_}
     return params, arrays, objects
 
 
-def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any]) -> EnsembleMembers:
+def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any],
+                       encoder: Any = None, finetune_blob: bytes | None = None) -> EnsembleMembers:
     m = EnsembleMembers(params["classes"], params["members"], int(params["knn_k"]))
     m.head_temperature = float(params["head_temperature"])
+    m.finetune_temperature = float(params.get("finetune_temperature", 1.0))
     if "sparse" in params:
         m.sparse = SparseClassifier.from_state(params["sparse"], arrays, objects)
         m._sparse_cols = np.asarray(params["sparse_cols"], dtype=np.int64)
@@ -180,4 +201,14 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
         m.zeroshot = TaxonomyScorer.from_state(params["zeroshot"], arrays)
     if "head" in params:
         m.head = EmbedHead.from_state(params["head"], arrays)
+    if "finetune" in params:
+        from .finetune import FineTuner
+
+        ft_params = dict(params["finetune"])
+        n_classes = int(ft_params.pop("n_classes"))
+        history = ft_params.pop("history", [])
+        if finetune_blob is None:
+            raise ValueError("the bundle lists a fine-tuned member but has no finetune.safetensors")
+        m.finetune = FineTuner.from_bytes(ft_params, encoder, n_classes, finetune_blob)
+        m.finetune.history_ = history
     return m
