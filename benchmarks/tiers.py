@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import logging
 import os
 import platform
 import sys
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--tiers", default="sparse,ensemble")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
+    logging.getLogger("taxonomist.models").setLevel(logging.INFO)  # ensemble weights and fine-tuning epochs
     os.environ["TAXONOMIST_CACHE_DIR"] = tempfile.mkdtemp(prefix="tx-bench-cache-")  # nothing reused between runs
     print(f"# taxonomist tiers vs baselines — {dt.date.today()} — {platform.node()} ({os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, taxonomist {tx.__version__})")

@@ -10,7 +10,7 @@ import pytest
 import taxonomist as tx
 from taxonomist.exceptions import TaxonomistError
 from taxonomist.models.embed import NeighbourIndex
-from taxonomist.models.ensemble import fit_log_linear, pool
+from taxonomist.models.ensemble import fit_log_linear, pool, select_weights
 from taxonomist.models.zeroshot import TaxonomyScorer
 
 from .conftest import TINY
@@ -61,6 +61,21 @@ def test_log_linear_weights_follow_the_informative_member() -> None:
     assert w["good"] > 0.5 and w["noise"] < 0.1
     pooled = pool({"good": np.log(good), "noise": np.log(noise)}, w)
     np.testing.assert_allclose(np.exp(pooled).sum(axis=1), 1.0)
+
+
+def test_weight_selection_keeps_the_anchor_when_the_others_only_hurt_decisions() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    sparse = np.full((300, 4), 0.1)
+    sparse[np.arange(300), y] = 0.7
+    wrong = np.full((300, 4), 0.01)
+    wrong[np.arange(300), (y + 1) % 4] = 0.97  # confidently wrong
+    logs = {"sparse": np.log(sparse), "knn": np.log(wrong)}
+    weights, scores = select_weights(logs, y, {"sparse": 1.0, "knn": 1.0})
+    assert set(scores) == {"fitted", "others x0.5", "others x0.25", "sparse only"}
+    assert scores["sparse only"] == pytest.approx(1.0) and weights["knn"] < 1.0
+    kept, _ = select_weights(logs, y, {"sparse": 1.0, "knn": 0.0})
+    assert kept == {"sparse": 1.0, "knn": 0.0}
 
 
 def test_neighbour_index_votes_and_roundtrips() -> None:

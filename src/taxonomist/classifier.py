@@ -253,7 +253,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _fit_ensemble(self, titles: list[str], contexts: list[str], labels: list[str]) -> None:
         from .encoders.transformer import pick_encoder
         from .models.calibration import fit_temperature
-        from .models.ensemble import EnsembleMembers, calibrate, fit_log_linear, pool, split_for_validation
+        from .models.ensemble import (
+            EnsembleMembers,
+            calibrate,
+            fit_log_linear,
+            pool,
+            select_weights,
+            split_for_validation,
+        )
 
         members = self._members()
         name = pick_encoder(titles) if self.encoder == "auto" else self.encoder
@@ -264,6 +271,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.classes_ = classes
         groups = title_groups(titles)
         weights = {m: 1.0 for m in members}
+        self.validation_scores_: dict[str, float] = {}
         temperature, top_label, sparse_t, zs_t = 1.0, None, 1.0, None
         fit_idx, val_idx = split_for_validation(groups, y, self.validation_size, self.random_state)
         validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
@@ -302,7 +310,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if part.finetune is not None:
                 ft_t = part.finetune_temperature = fit_temperature(part.finetune.logits(finetune_texts(val)), y[val_idx])
             logs = part.logs(val, emb[val_idx])
-            weights = fit_log_linear(logs, y[val_idx])
+            weights, self.validation_scores_ = select_weights(logs, y[val_idx], fit_log_linear(logs, y[val_idx]))
             if self.calibration != "none":
                 temperature, top_label = calibrate(pool(logs, weights), y[val_idx])
                 if self.calibration == "temperature":
@@ -532,7 +540,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             from .models.ensemble import members_state
 
             params, arrays, objects = members_state(self.model_)
-            params.update(weights=self.weights_, temperature=self.temperature_, encoder=self.encoder_.describe())
+            params.update(weights=self.weights_, temperature=self.temperature_, encoder=self.encoder_.describe(),
+                          validation_macro_f1=getattr(self, "validation_scores_", {}))
             if self.top_label_ is not None:
                 arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label_
             objects["neighbour_titles"] = self.neighbour_titles_

@@ -25,7 +25,7 @@ from .embed import EmbedHead, NeighbourIndex
 from .sparse import SparseClassifier
 from .zeroshot import TaxonomyScorer
 
-__all__ = ["MEMBERS", "fit_log_linear", "pool"]
+__all__ = ["MEMBERS", "fit_log_linear", "pool", "select_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,32 @@ def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str
     logger.info("ensemble weights (validation NLL %.4f): %s", res.fun,
                 ", ".join(f"{k}={v:.3f}" for k, v in weights.items()))
     return weights
+
+
+def select_weights(logs: dict[str, np.ndarray], y_index: np.ndarray, weights: dict[str, float],
+                   anchor: str = "sparse", margin: float = 0.002) -> tuple[dict[str, float], dict[str, float]]:
+    """Guard the NLL-fitted weights with the validation macro-F1.
+
+    The NLL optimum is the best *probabilities*, not always the best decisions for rare leaves (measured on
+    fashion: lower macro-F1 than the sparse tier alone). Candidates: the NLL weights, the same with the other
+    members' weights scaled by 1/2 and 1/4, and ``anchor`` alone; the NLL weights are kept unless a candidate
+    beats their validation macro-F1 by more than ``margin``. Returns (weights, macro-F1 of each candidate).
+    """
+    from sklearn.metrics import f1_score
+
+    if anchor not in logs or len(logs) == 1:
+        return weights, {}
+    cands: dict[str, dict[str, float]] = {"fitted": weights}
+    for scale in (0.5, 0.25):
+        cands[f"others x{scale}"] = {k: (v if k == anchor else v * scale) for k, v in weights.items()}
+    cands[f"{anchor} only"] = {k: (v if k == anchor else 0.0) for k, v in weights.items()}
+    scores = {name: float(f1_score(y_index, pool(logs, w).argmax(axis=1), average="macro", zero_division=0))
+              for name, w in cands.items()}
+    best = max(scores, key=lambda k: scores[k])
+    choice = best if scores[best] > scores["fitted"] + margin else "fitted"
+    logger.info("ensemble weights on validation (macro-F1): %s -> %s",
+                ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), choice)
+    return cands[choice], scores
 
 
 class EnsembleMembers:
