@@ -275,6 +275,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         temperature, top_label, sparse_t, zs_t = 1.0, None, 1.0, None
         fit_idx, val_idx = split_for_validation(groups, y, self.validation_size, self.random_state)
         validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
+        sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
+        val = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
         finetuned, ft_t = None, 1.0
         if "finetune" in members:
             from .models.ensemble import finetune_texts
@@ -284,15 +286,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             # reuses it (refitting a transformer on everything would double the dominant cost)
             tuner = FineTuner(epochs=self.epochs, max_length=self.finetune_max_length, seed=self.random_state)
             if validate:
-                ft_idx = fit_idx
-                val_pairs = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
-                finetuned = tuner.fit(self.encoder_, finetune_texts(([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])),
-                                      y[ft_idx], len(classes), finetune_texts(val_pairs), y[val_idx])
+                finetuned = tuner.fit(self.encoder_, finetune_texts(sub), y[fit_idx], len(classes),
+                                      finetune_texts(val), y[val_idx])
             else:
                 finetuned = tuner.fit(self.encoder_, finetune_texts((titles, contexts)), y, len(classes))
         if validate:
-            sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
-            val = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
             part = EnsembleMembers(list(classes), members, self.knn_k).fit(sub, emb[fit_idx], y[fit_idx],
                                                                      self._sparse("none"), self.encoder_,
                                                                      finetuned=finetuned)
