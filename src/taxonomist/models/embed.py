@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["EmbedHead", "NeighbourIndex"]
 
-_CHUNK = 2048
+_CHUNK = 512  # queries per similarity block: 512 × 40k training products is 80 MB
 
 
 class NeighbourIndex:
@@ -50,9 +50,10 @@ class NeighbourIndex:
         q = np.asarray(queries, dtype=np.float32)
         sims = np.zeros((len(q), k), np.float32)
         idx = np.zeros((len(q), k), np.int64)
-        base = self.vectors_.astype(np.float32) if len(self.labels_) <= 200_000 else None
+        if getattr(self, "_base", None) is None or len(self._base) != len(self.labels_):
+            self._base = self.vectors_.astype(np.float32)  # float32 once: matmul on float16 is slow on CPUs
         for s in range(0, len(q), _CHUNK):
-            S = q[s:s + _CHUNK] @ (base if base is not None else self.vectors_.astype(np.float32)).T
+            S = q[s:s + _CHUNK] @ self._base.T
             part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < S.shape[1] else np.tile(np.arange(S.shape[1]), (len(S), 1))
             ps = np.take_along_axis(S, part, 1)
             order = np.argsort(-ps, axis=1)
