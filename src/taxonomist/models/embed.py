@@ -50,10 +50,11 @@ class NeighbourIndex:
         q = np.asarray(queries, dtype=np.float32)
         sims = np.zeros((len(q), k), np.float32)
         idx = np.zeros((len(q), k), np.int64)
-        if getattr(self, "_base", None) is None or len(self._base) != len(self.labels_):
-            self._base = self.vectors_.astype(np.float32)  # float32 once: matmul on float16 is slow on CPUs
+        base: np.ndarray | None = getattr(self, "_base", None)
+        if base is None or len(base) != len(self.labels_):
+            base = self._base = self.vectors_.astype(np.float32)  # once: float16 matmul is slow on CPUs
         for s in range(0, len(q), _CHUNK):
-            S = q[s:s + _CHUNK] @ self._base.T
+            S = q[s:s + _CHUNK] @ base.T
             part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < S.shape[1] else np.tile(np.arange(S.shape[1]), (len(S), 1))
             ps = np.take_along_axis(S, part, 1)
             order = np.argsort(-ps, axis=1)
