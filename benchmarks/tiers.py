@@ -60,7 +60,8 @@ def _tier(train: Catalog, workdir: Path, **params: Any) -> tuple[Any, Any, Any, 
     return fit, predict, cold, state
 
 
-def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str]) -> None:
+def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str], baselines: bool = True,
+        zero_shot: bool = True, params: dict[str, Any] | None = None) -> None:
     spec = DATASETS[name]
     kwargs = dict(spec["kwargs"])
     kwargs["with_columns"] = [data / p for p in kwargs.get("with_columns", [])]
@@ -72,12 +73,12 @@ def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str]) -> No
     y = test.frame["category"].to_numpy()
     print(f"\n## {name}: {len(cat):,} products, {cat.frame['category'].nunique()} leaves; "
           f"train {len(train):,} / test {len(test):,} (seed {seed})", flush=True)
-    methods: dict[str, Any] = {
-        "sklearn TF-IDF + LinearSVC": (*sklearn_baseline(train), None),
-        "fastText supervised": (*fasttext_baseline(train), None),
-    }
+    methods: dict[str, Any] = {}
+    if baselines:
+        methods["sklearn TF-IDF + LinearSVC"] = (*sklearn_baseline(train), None)
+        methods["fastText supervised"] = (*fasttext_baseline(train), None)
     for t in tiers:
-        methods[f"taxonomist {t}"] = _tier(train, workdir, tier=t)
+        methods[f"taxonomist {t}"] = _tier(train, workdir, tier=t, **(params or {}))
     rows = []
     for label, (fit, predict, prepare, state) in methods.items():
         gc.collect()
@@ -106,6 +107,8 @@ def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str]) -> No
         print(f"  {label:<28} macro-F1 {r['macro_f1']:.4f}  weighted-F1 {r['weighted_f1']:.4f}  acc {r['accuracy']:.4f}  "
               f"hF1 {r['hf1']:.4f}  cov@95 {r['cov95']:.4f}  train {r['train_s']:.1f}s  predict {r['rows_s']:,.0f} rows/s  "
               f"peak +{r['mb']:.0f} MB", flush=True)
+    if not baselines:
+        return
     best = max(rows[:2], key=lambda r: r["macro_f1"])
     print(f"\n| {name} | macro-F1 | weighted-F1 | accuracy | hier. F1 | coverage@95% prec. | train s | predict rows/s | "
           f"peak RSS MB | Δ macro-F1 vs best baseline ({best['method'].split()[0]}) | Δ accuracy |")
@@ -115,6 +118,8 @@ def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str]) -> No
         print(f"| {r['method']} | {r['macro_f1']:.4f} | {r['weighted_f1']:.4f} | {r['accuracy']:.4f} | {r['hf1']:.4f} | "
               f"{cov} | {r['train_s']:.1f} | {r['rows_s']:,.0f} | {r['mb']:.0f} | {r['macro_f1'] - best['macro_f1']:+.4f} | "
               f"{r['accuracy'] - best['accuracy']:+.4f} |", flush=True)
+    if not zero_shot:
+        return
 
     # zero-shot from the category names only
     t0 = time.perf_counter()
@@ -139,6 +144,8 @@ def main() -> None:
     ap.add_argument("--datasets", default="fashion,bigbasket,online_shopping_zh")
     ap.add_argument("--tiers", default="sparse,ensemble")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-baselines", action="store_true", help="only the taxonomist tiers (no table, no zero-shot)")
+    ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (finetune tier)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
     logging.getLogger("taxonomist.models").setLevel(logging.INFO)  # ensemble weights and fine-tuning epochs
@@ -147,7 +154,8 @@ def main() -> None:
           f"Python {platform.python_version()}, taxonomist {tx.__version__})")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
-            run(name.strip(), args.data, args.seed, Path(tmp), args.tiers.split(","))
+            run(name.strip(), args.data, args.seed, Path(tmp), args.tiers.split(","), baselines=not args.no_baselines,
+                params={"epochs": args.epochs} if args.epochs else None)
 
 
 if __name__ == "__main__":
