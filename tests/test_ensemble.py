@@ -17,16 +17,6 @@ from .conftest import TINY
 from .test_bad_inputs import run_cli
 
 
-class _Lookup:
-    """An 'encoder' with fixed vectors, to test the scorer's arithmetic exactly."""
-
-    def __init__(self, table: dict[str, np.ndarray]) -> None:
-        self.table = table
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return np.vstack([self.table[t] for t in texts]).astype(np.float32)
-
-
 def _unit(*v: float) -> np.ndarray:
     a = np.asarray(v, dtype=np.float32)
     return a / np.linalg.norm(a)
@@ -34,9 +24,16 @@ def _unit(*v: float) -> np.ndarray:
 
 def test_top_down_scoring_is_a_hierarchical_softmax() -> None:
     classes = [("A", "x"), ("A", "y"), ("B", "z")]
-    enc = _Lookup({"A": _unit(1, 0, 0), "B": _unit(0, 1, 0), "A > x": _unit(1, 0, 1), "A > y": _unit(1, 0, -1),
-                   "B > z": _unit(0, 1, 0)})
-    s = TaxonomyScorer(temperature=0.1, decoding="top-down").build(classes, enc)
+    nodes = [("A",), ("B",), ("A", "x"), ("A", "y"), ("B", "z")]
+    vecs = np.vstack([_unit(1, 0, 0), _unit(0, 1, 0), _unit(1, 0, 1), _unit(1, 0, -1), _unit(0, 1, 0)])
+
+    def scorer(decoding: str) -> TaxonomyScorer:
+        s = TaxonomyScorer(temperature=0.1, decoding=decoding)
+        s.classes_ = classes
+        s._set_nodes(nodes, vecs)
+        return s
+
+    s = scorer("top-down")
     q = np.vstack([_unit(1, 0, 0.9), _unit(0, 1, 0)])
     p = s.predict_proba(q)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
@@ -47,7 +44,7 @@ def test_top_down_scoring_is_a_hierarchical_softmax() -> None:
     pa = np.exp(S[0, pos[("A",)]]) / (np.exp(S[0, pos[("A",)]]) + np.exp(S[0, pos[("B",)]]))
     px = np.exp(S[0, pos[("A", "x")]]) / (np.exp(S[0, pos[("A", "x")]]) + np.exp(S[0, pos[("A", "y")]]))
     assert p[0, 0] == pytest.approx(pa * px, rel=1e-6)
-    flat = TaxonomyScorer(temperature=0.1, decoding="flat").build(classes, enc).predict_proba(q)
+    flat = scorer("flat").predict_proba(q)
     assert flat.shape == p.shape and flat[1].argmax() == 2
 
 

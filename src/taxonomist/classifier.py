@@ -393,8 +393,6 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if isinstance(self.model_, SparseClassifier):
             raise TaxonomistError("adding a category without retraining needs an embedding tier; this model is "
                                   "'sparse' -- train with --tier ensemble, or retrain with examples of the category")
-        from .models.zeroshot import label_text
-
         new = parse_path(path) if isinstance(path, str) else tuple(path)
         name = format_path(new)
         if not new:
@@ -407,13 +405,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         m.classes.append(name)
         n = len(m.classes)
         if m.zeroshot is not None:
-            missing = [new[:d] for d in range(1, len(new) + 1) if new[:d] not in set(m.zeroshot.nodes_)]
-            vecs = self.encoder_.encode([label_text(p, description if p == new else None) for p in missing])
-            vectors = dict(zip(missing, vecs, strict=True))
-            if examples and new in vectors:
-                v = vectors[new] + self.encoder_.encode(list(examples)).mean(axis=0)
-                vectors[new] = v / max(float(np.linalg.norm(v)), 1e-12)
-            m.zeroshot.add_class(new, vectors)
+            m.zeroshot.add_class(new, self.encoder_, description, examples)
         if m.knn is not None:
             if examples:
                 m.knn.add(self.encoder_.encode(list(examples)), np.full(len(examples), n - 1), n)

@@ -30,9 +30,26 @@ __all__ = ["TaxonomyScorer", "label_text"]
 
 
 def label_text(path: CategoryPath, description: str | None = None) -> str:
-    """The text a category is embedded as: its path, plus its description when there is one."""
+    """A category's full path, plus its description when there is one."""
     text = format_path(path)
     return f"{text}: {description}" if description else text
+
+
+def embed_labels(paths: Sequence[CategoryPath], encoder: Any,
+                 descriptions: Mapping[CategoryPath, str] | None = None) -> np.ndarray:
+    """Label vectors: the normalised sum of three views of each category -- its full path (+ description), its
+    own name, and its name with the parent path as context ("Tshirts (Apparel > Topwear)").
+
+    Measured on the bundled fashion sample (minilm-en, 170 leaves, zero-shot): leaf accuracy 0.659 with the
+    three views, 0.610 with the path alone, 0.598 with the name alone; top level 0.924 / 0.918 / 0.883.
+    """
+    descriptions = descriptions or {}
+    if not paths:
+        return np.zeros((0, 0), np.float32)
+    full = encoder.encode([label_text(p, descriptions.get(p)) for p in paths])
+    name = encoder.encode([p[-1] for p in paths])
+    ctx = encoder.encode([f"{p[-1]} ({format_path(p[:-1])})" if len(p) > 1 else p[-1] for p in paths])
+    return _l2(full + name + ctx)
 
 
 def _l2(v: np.ndarray) -> np.ndarray:
@@ -63,11 +80,24 @@ class TaxonomyScorer:
         descriptions: Mapping[CategoryPath, str] | None = None,
         examples: Mapping[CategoryPath, Sequence[str]] | None = None,
     ) -> TaxonomyScorer:
-        """Embed every node of the tree spanned by ``classes`` (the categories products can get)."""
+        """Embed the categories (``classes``: what products can get) and the tree above them.
+
+        Top-down decoding embeds every node; flat decoding embeds the classes only and gives each other node
+        the normalised mean of its classes' vectors (kept for ``add_class`` and a later switch of decoding).
+        """
         self.classes_ = [tuple(c) for c in classes]
         nodes = sorted({c[:d] for c in self.classes_ for d in range(1, len(c) + 1)}, key=lambda p: (len(p), p))
-        descriptions = descriptions or {}
-        vecs = encoder.encode([label_text(n, descriptions.get(n)) for n in nodes])
+        if self.decoding == "top-down":
+            vecs = embed_labels(nodes, encoder, descriptions)
+        else:
+            cls_vecs = dict(zip(self.classes_, embed_labels(self.classes_, encoder, descriptions), strict=True))
+            dim = len(next(iter(cls_vecs.values())))
+            sums: dict[CategoryPath, np.ndarray] = {n: np.zeros(dim, np.float32) for n in nodes}
+            for c, v in cls_vecs.items():
+                for d in range(1, len(c)):
+                    sums[c[:d]] += v
+            vecs = np.vstack([cls_vecs[n] if n in cls_vecs else sums[n] for n in nodes])
+            vecs = _l2(vecs)
         if examples:
             pos = {n: i for i, n in enumerate(nodes)}
             for path, titles in examples.items():
@@ -94,15 +124,25 @@ class TaxonomyScorer:
             starts = np.flatnonzero(np.r_[True, par[1:] != par[:-1]])
             self._levels.append((at, starts, np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(at)]))))
 
-    def add_class(self, path: CategoryPath, vectors: dict[CategoryPath, np.ndarray]) -> None:
-        """Add a category (and any missing ancestors, whose vectors are given) without touching the others."""
+    def add_class(self, path: CategoryPath, encoder: Any, description: str | None = None,
+                  examples: Sequence[str] = ()) -> None:
+        """Add a category (and any missing ancestors) without touching the others."""
+        path = tuple(path)
+        known = set(self.nodes_)
+        missing = [path[:d] for d in range(1, len(path) + 1) if path[:d] not in known]
+        vectors = dict(zip(missing, embed_labels(missing, encoder, {path: description} if description else None),
+                           strict=True))
+        if path not in vectors:  # an existing inner node becomes a category: re-embed it as one
+            vectors[path] = embed_labels([path], encoder, {path: description} if description else None)[0]
+        if examples:
+            vectors[path] = _l2((vectors[path] + encoder.encode(list(examples)).mean(axis=0))[None])[0]
         nodes = list(self.nodes_)
         vecs = [v for v in self.vectors_]
-        for d in range(1, len(path) + 1):
-            node = tuple(path[:d])
-            if node not in set(nodes):
-                nodes.append(node)
-                vecs.append(vectors[node])
+        for node in missing:
+            nodes.append(node)
+            vecs.append(vectors[node])
+        if path not in missing:
+            vecs[nodes.index(path)] = vectors[path]
         self.classes_ = [*self.classes_, tuple(path)]
         self._set_nodes(nodes, np.vstack(vecs))
 
