@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MEMBERS = ("sparse", "knn", "zeroshot", "embed", "finetune")
 _EPS = 1e-4
+_ABSTAIN_GAP = 1e-3
 
 
 def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
@@ -151,9 +152,11 @@ class EnsembleMembers:
             s = self.finetune.logits(finetune_texts(pairs))
             p = np.log(np.maximum(softmax_with_temperature(s, self.finetune_temperature), _EPS))
             out["finetune"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
-        for k, v in out.items():  # abstain: an unknown class gets the member's best known log-probability
+        for k, v in out.items():
+            # abstain: an unknown class gets the member's best known log-probability (a hair less, so that a
+            # member alone still prefers the classes it knows when nothing else decides)
             if np.isnan(v).any():
-                best = np.nanmax(v, axis=1, keepdims=True)
+                best = np.nanmax(v, axis=1, keepdims=True) - _ABSTAIN_GAP
                 out[k] = np.where(np.isnan(v), best, v)
         return out
 
