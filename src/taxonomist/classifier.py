@@ -307,10 +307,20 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 part.head_temperature = fit_temperature(s, y[val_idx])
             if part.finetune is not None:
                 ft_t = part.finetune_temperature = fit_temperature(part.finetune.logits(finetune_texts(val)), y[val_idx])
-            logs = part.logs(val, emb[val_idx])
-            weights, self.validation_scores_ = select_weights(logs, y[val_idx], fit_log_linear(logs, y[val_idx]))
+            # Weights and calibration are fitted as the final model will be used: on classes with training data.
+            # Validation products of a class the fit part lacks (a rare leaf whose only examples were held out)
+            # are left out, and so are such classes' columns; otherwise the weights learn to favour the members
+            # that can name a class without examples (measured on BigBasket: validation macro-F1 0.469 with the
+            # zero-shot member over-weighted, against 0.594 for the sparse member alone).
+            known = np.unique(y[fit_idx])
+            rows = np.isin(y[val_idx], known)
+            remap = np.full(len(classes), -1)
+            remap[known] = np.arange(len(known))
+            y_val = remap[y[val_idx][rows]]
+            logs = {k: v[rows][:, known] for k, v in part.logs(val, emb[val_idx]).items()}
+            weights, self.validation_scores_ = select_weights(logs, y_val, fit_log_linear(logs, y_val))
             if self.calibration != "none":
-                temperature, top_label = calibrate(pool(logs, weights), y[val_idx])
+                temperature, top_label = calibrate(pool(logs, weights), y_val)
                 if self.calibration == "temperature":
                     top_label = None
             head_t = part.head_temperature
