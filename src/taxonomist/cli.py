@@ -472,7 +472,8 @@ def add_category(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where to write the model, report and predictions.")] = Path("runs/demo"),
 ) -> None:
-    """Train, evaluate, report and predict on the bundled fashion sample."""
+    """Train, evaluate, report and predict on the bundled fashion sample; then zero-shot with no training data."""
+    from .classifier import load
     from .datasets import sample_path
 
     sample = sample_path("products")
@@ -488,6 +489,13 @@ def demo(
     predict(model_dir, None, text=examples, output=None, top_k=3, min_confidence=0.5, explain=True, batch_size=2048,
             map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None, no_header=False, columns=None,
             strict=False)
+    out.rule("zero-shot: the same products into the same taxonomy, from the category names alone")
+    taxonomy_file = workdir / "taxonomy.txt"
+    labels = sorted(set(load(model_dir).classes_.tolist()))
+    taxonomy_file.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    classify(None, taxonomy=taxonomy_file, text=examples, output=None, save=None, encoder="auto", tax_format="paths",
+             top_k=3, min_confidence=None, map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None,
+             no_header=False, columns=None, strict=False)
     out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}")
 
 
