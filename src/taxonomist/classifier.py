@@ -34,7 +34,6 @@ TIERS = ("sparse", "ensemble", "embed", "finetune", "zeroshot")
 DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"),
                    "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
 """Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
-_MIN_VALIDATION = 50
 _NUMERIC_SHARE = 0.9
 
 
@@ -252,94 +251,24 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _fit_ensemble(self, titles: list[str], contexts: list[str], labels: list[str]) -> None:
         from .encoders.transformer import pick_encoder
-        from .models.calibration import fit_temperature
-        from .models.ensemble import (
-            EnsembleMembers,
-            calibrate,
-            fit_log_linear,
-            pool,
-            select_weights,
-            split_for_validation,
-        )
+        from .models.ensemble import fit_ensemble
 
-        members = self._members()
         name = pick_encoder(titles) if self.encoder == "auto" else self.encoder
         self.encoder_ = self._load_encoder(name)
         logger.info("text encoder: %s (%s)", self.encoder_.name, self.encoder_.identity)
-        emb = self._embed(titles)
-        classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
-        self.classes_ = classes
-        groups = title_groups(titles)
-        weights = {m: 1.0 for m in members}
-        self.validation_scores_: dict[str, float] = {}
-        temperature, top_label, sparse_t, zs_t = 1.0, None, 1.0, None
-        fit_idx, val_idx = split_for_validation(groups, y, self.validation_size, self.random_state)
-        validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
-        sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
-        val = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
-        finetuned, ft_t = None, 1.0
-        if "finetune" in members:
-            from .models.ensemble import finetune_texts
-            from .models.finetune import FineTuner
-
-            # fine-tuned once, on the fit part, with early stopping on the validation part; the final model
-            # reuses it (refitting a transformer on everything would double the dominant cost)
-            tuner = FineTuner(epochs=self.epochs, max_length=self.finetune_max_length, seed=self.random_state)
-            if validate:
-                finetuned = tuner.fit(self.encoder_, finetune_texts(sub), y[fit_idx], len(classes),
-                                      finetune_texts(val), y[val_idx])
-            else:
-                finetuned = tuner.fit(self.encoder_, finetune_texts((titles, contexts)), y, len(classes))
-        if validate:
-            part = EnsembleMembers(list(classes), members, self.knn_k).fit(sub, emb[fit_idx], y[fit_idx],
-                                                                     self._sparse("none"), self.encoder_,
-                                                                     finetuned=finetuned)
-            if part.sparse is not None:
-                scores = part.sparse.decision_function(val)
-                seen = np.isin(y[val_idx], part._sparse_cols)
-                col = {c: j for j, c in enumerate(part._sparse_cols)}
-                sparse_t = fit_temperature(scores[seen], np.array([col[v] for v in y[val_idx][seen]]))
-                part.sparse.temperature_ = sparse_t
-            if part.zeroshot is not None:
-                zs_t = part.zeroshot.fit_temperature(emb[val_idx], y[val_idx])
-            if part.head is not None:
-                s = part.head.decision_function(emb[val_idx])
-                part.head_temperature = fit_temperature(s, y[val_idx])
-            if part.finetune is not None:
-                ft_t = part.finetune_temperature = fit_temperature(part.finetune.logits(finetune_texts(val)), y[val_idx])
-            # Weights and calibration are fitted as the final model will be used: on classes with training data.
-            # Validation products of a class the fit part lacks (a rare leaf whose only examples were held out)
-            # are left out, and so are such classes' columns; otherwise the weights learn to favour the members
-            # that can name a class without examples (measured on BigBasket: validation macro-F1 0.469 with the
-            # zero-shot member over-weighted, against 0.594 for the sparse member alone).
-            known = np.unique(y[fit_idx])
-            rows = np.isin(y[val_idx], known)
-            remap = np.full(len(classes), -1)
-            remap[known] = np.arange(len(known))
-            y_val = remap[y[val_idx][rows]]
-            logs = {k: v[rows][:, known] for k, v in part.logs(val, emb[val_idx]).items()}
-            weights, self.validation_scores_ = select_weights(logs, y_val, fit_log_linear(logs, y_val))
-            if self.calibration != "none":
-                temperature, top_label = calibrate(pool(logs, weights), y_val)
-                if self.calibration == "temperature":
-                    top_label = None
-            head_t = part.head_temperature
-        else:
-            logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights",
-                           len(val_idx))
-            head_t = 1.0
-        full = EnsembleMembers(list(classes), members, self.knn_k).fit((titles, contexts), emb, y, self._sparse("none"),
-                                                                 self.encoder_, sparse_temperature=sparse_t,
-                                                                 finetuned=finetuned)
-        full.finetune_temperature = ft_t
-        if full.zeroshot is not None and zs_t is not None:
-            full.zeroshot.temperature = zs_t
-        full.head_temperature = head_t
-        self.model_ = full
-        self.weights_ = weights
-        self.temperature_ = temperature
-        self.top_label_ = top_label
-        self.neighbour_titles_ = [scrub_pii(t) for t in titles] if full.knn is not None else []
+        fitted = fit_ensemble(
+            (titles, contexts), labels, self._embed(titles), title_groups(titles), self._members(), self.encoder_,
+            lambda: self._sparse("none"), knn_k=self.knn_k, validation_size=self.validation_size,
+            calibration=self.calibration, epochs=self.epochs, finetune_max_length=self.finetune_max_length,
+            random_state=self.random_state,
+        )
+        self.model_ = fitted.members
+        self.classes_ = np.asarray(fitted.members.classes, dtype=object)
+        self.weights_ = fitted.weights
+        self.temperature_ = fitted.temperature
+        self.top_label_ = fitted.top_label
+        self.validation_scores_ = fitted.validation_scores
+        self.neighbour_titles_ = [scrub_pii(t) for t in titles] if fitted.members.knn is not None else []
 
     # -- no training data / new categories ---------------------------------------------------------------
     @classmethod
