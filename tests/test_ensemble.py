@@ -195,3 +195,20 @@ def test_finetune_tier_trains_saves_safetensors_and_reloads(tiny_encoder_dir, tm
     np.testing.assert_allclose(loaded.predict_proba(titles), clf.predict_proba(titles), atol=2e-3)
     # the fine-tuned weights are used, not the base encoder's: the logits differ from a fresh head's
     assert loaded.model_.finetune.logits(titles[:2]).shape == (2, 6)
+
+
+@pytest.mark.parametrize("decoding", ["flat", "top-down"])
+def test_scorer_builds_from_an_encoder_and_grows(tiny_encoder_dir, decoding: str) -> None:
+    from taxonomist.encoders import load_text_encoder
+
+    enc = load_text_encoder(str(tiny_encoder_dir))
+    classes = sorted({tuple(c.split(" > ")) for _, c in TINY})
+    s = TaxonomyScorer(decoding=decoding).build(classes, enc, examples={classes[0]: ["Levis Men Blue Slim Jeans"]})
+    assert len(s.nodes_) == len({c[:d] for c in classes for d in (1, 2, 3)})
+    q = enc.encode([t for t, _ in TINY])
+    np.testing.assert_allclose(s.predict_proba(q).sum(axis=1), 1.0, rtol=1e-6)
+    s.add_class(("Toys", "Games", "Chess"), enc, description="board games", examples=["Wooden chess set"])
+    assert s.predict_proba(q).shape == (len(TINY), len(classes) + 1)
+    params, arrays = s.get_state()
+    again = TaxonomyScorer.from_state(params, arrays)
+    np.testing.assert_allclose(again.predict_proba(q), s.predict_proba(q), atol=1e-2)
