@@ -212,3 +212,14 @@ def test_scorer_builds_from_an_encoder_and_grows(tiny_encoder_dir, decoding: str
     params, arrays = s.get_state()
     again = TaxonomyScorer.from_state(params, arrays)
     np.testing.assert_allclose(again.predict_proba(q), s.predict_proba(q), atol=1e-2)
+
+
+def test_members_switched_off_by_the_weights_are_not_run(tiny_ensemble, tmp_path, monkeypatch) -> None:
+    clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
+    clf.weights_ = {"sparse": 1.0, "knn": 0.0, "zeroshot": 0.0}
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003
+        raise AssertionError("encoded although no active member needs embeddings")
+
+    monkeypatch.setattr(clf.encoder_, "encode", boom)
+    assert clf.predict(["Levis Men Blue Slim Jeans"])[0] == "Apparel > Bottomwear > Jeans"

@@ -364,8 +364,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return self.model_.predict_proba((titles, contexts)), None
         from .models.ensemble import finish, pool
 
-        emb = self._embed(titles)
-        logs = self.model_.logs((titles, contexts), emb)
+        # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
+        # to the sparse member alone predicts at the sparse tier's speed and never encodes)
+        active = {k for k, w in self.weights_.items() if w > 0}
+        emb = self._embed(titles) if active & {"knn", "zeroshot", "embed"} else None
+        logs = self.model_.logs((titles, contexts), emb, active)
         return finish(pool(logs, self.weights_), self.temperature_, self.top_label_), emb
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -412,6 +415,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     j = pos.get(format_path(p.leaf))
                     p.explanation = sparse.explain(t, c, j) if j is not None else []
             knn = None if isinstance(self.model_, SparseClassifier) else self.model_.knn
+            if knn is not None and emb is None:
+                emb = self._embed(titles)
             if knn is not None and emb is not None and len(emb):
                 sims, idx = knn.kneighbors(emb, k=3)
                 for p, srow, irow in zip(preds, sims, idx, strict=True):

@@ -129,27 +129,39 @@ class EnsembleMembers:
             self.finetune = finetuned
         return self
 
-    def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray) -> dict[str, np.ndarray]:
-        """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know."""
+    def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
+             active: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know.
+
+        ``active``: only these members (all when ``None``); ``emb`` may be ``None`` when no active member
+        needs embeddings.
+        """
         n_classes = len(self.classes)
         out: dict[str, np.ndarray] = {}
-        if self.sparse is not None:
-            p = np.full((len(emb), n_classes), np.nan)
+
+        def use(member: str) -> bool:
+            return active is None or member in active
+
+        if self.sparse is not None and use("sparse"):
+            p = np.full((len(pairs[0]), n_classes), np.nan)
             p[:, self._sparse_cols] = np.log(np.maximum(self.sparse.predict_proba(pairs), _EPS))
             out["sparse"] = p
-        if self.knn is not None:
+        if self.knn is not None and use("knn"):
+            assert emb is not None, "the knn member needs embeddings"
             p = np.log(np.maximum(self.knn.predict_proba(emb), _EPS))
             p = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
             # classes with no stored neighbour (added without examples) are unknown to this member
             p[:, np.bincount(self.knn.labels_, minlength=n_classes) == 0] = np.nan
             out["knn"] = p
-        if self.zeroshot is not None:
+        if self.zeroshot is not None and use("zeroshot"):
+            assert emb is not None, "the zeroshot member needs embeddings"
             out["zeroshot"] = self.zeroshot.log_proba(emb)
-        if self.head is not None:
+        if self.head is not None and use("embed"):
+            assert emb is not None, "the embed member needs embeddings"
             s = self.head.decision_function(emb)
             p = np.log(np.maximum(softmax_with_temperature(s, self.head_temperature), _EPS))
             out["embed"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
-        if self.finetune is not None:
+        if self.finetune is not None and use("finetune"):
             s = self.finetune.logits(finetune_texts(pairs))
             p = np.log(np.maximum(softmax_with_temperature(s, self.finetune_temperature), _EPS))
             out["finetune"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
