@@ -131,6 +131,26 @@ def _write_predictions(frame: Any, path: Path) -> None:
 DEFAULT_TIER = "sparse"
 
 
+def _predict_batches(clf: Any, frame: Any, batch_size: int, **kwargs: Any) -> Any:
+    """``clf.predict_frame`` over ``frame`` in batches (bounded memory: n × categories per batch), with a
+    progress bar; the title column is added after the id."""
+    import pandas as pd
+
+    if batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {batch_size}")
+    parts = []
+    with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True, disable=len(frame) <= batch_size) as progress:
+        task = progress.add_task("predict", total=len(frame))
+        for start in range(0, len(frame), batch_size):
+            chunk = frame.iloc[start:start + batch_size]
+            parts.append(clf.predict_frame(chunk, **kwargs))
+            progress.advance(task, len(chunk))
+    result = pd.concat(parts, ignore_index=True)
+    result.insert(1, "title", frame["title"].to_numpy())
+    return result
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"taxonomist {__version__}")
@@ -263,16 +283,7 @@ def predict(
     else:
         assert catalog is not None
         frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
-    parts = []
-    with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True, disable=len(frame) <= batch_size) as progress:
-        task = progress.add_task("predict", total=len(frame))
-        for start in range(0, len(frame), batch_size):
-            chunk = frame.iloc[start:start + batch_size]
-            parts.append(clf.predict_frame(chunk, top_k=top_k, min_confidence=min_confidence, explain=explain))
-            progress.advance(task, len(chunk))
-    result = pd.concat(parts, ignore_index=True)
-    result.insert(1, "title", frame["title"].to_numpy())
+    result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if output:
         _write_predictions(result, output)
         out.print(f"{len(result):,} predictions written to {output}")
@@ -410,6 +421,7 @@ def classify(
     tax_format: FormatOpt = "auto",
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
@@ -433,8 +445,7 @@ def classify(
         clf = TaxonomyClassifier.from_taxonomy(tax, encoder=encoder, sample_texts=frame["title"].head(2000).tolist(),
                                                min_confidence=min_confidence)
     console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
-    result = clf.predict_frame(frame, top_k=top_k)
-    result.insert(1, "title", frame["title"].to_numpy())
+    result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
     if save:
         clf.save(save)
         out.print(f"zero-shot model saved to {save}")
@@ -494,7 +505,7 @@ def demo(
     labels = sorted(set(load(model_dir).classes_.tolist()))
     taxonomy_file.write_text("\n".join(labels) + "\n", encoding="utf-8")
     classify(None, taxonomy=taxonomy_file, text=examples, output=None, save=None, encoder="auto", tax_format="paths",
-             top_k=3, min_confidence=None, map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None,
+             top_k=3, min_confidence=None, batch_size=1024, map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None,
              no_header=False, columns=None, strict=False)
     out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}")
 
