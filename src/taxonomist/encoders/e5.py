@@ -134,18 +134,13 @@ def rebuild_e5(out_dir: str | Path) -> Path:
     hft = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=pieces[bos], eos_token=pieces[eos],
                                   unk_token=pieces[unk], pad_token=pieces[pad], cls_token=pieces[bos],
                                   sep_token=pieces[eos], mask_token="<mask>", model_max_length=512)  # type: ignore[no-untyped-call]
-    from transformers.utils import logging as hf_logging
+    from .transformer import quiet_transformers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a one-shard "writing" bar says nothing
-    try:
+    with quiet_transformers():  # a one-shard "writing" progress bar says nothing
         model.save_pretrained(out)
         hft.save_pretrained(out)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
     return out
 
 

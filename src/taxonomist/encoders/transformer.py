@@ -21,13 +21,14 @@ Hugging Face cache (``allow_download=True`` or ``TAXONOMIST_ALLOW_DOWNLOAD=1`` l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,10 +57,42 @@ Backend = Literal["auto", "torch", "onnx"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
-def _l2(v: np.ndarray) -> np.ndarray:
+def l2_normalize(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); zero rows stay zero."""
     n = np.linalg.norm(v, axis=1, keepdims=True)
     out: np.ndarray = (v / np.maximum(n, 1e-12)).astype(np.float32)
     return out
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warning tables and progress bars (loading, saving) for the duration."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"auto"`` → ``"bf16"`` on GPUs and on CPUs with bf16 units, else ``"fp32"``."""
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") or _cpu_has_bf16() else "fp32"
+    return precision
+
+
+def autocast(device: str, precision: str) -> Any:
+    """torch autocast to bf16 when ``precision == "bf16"`` (a no-op context otherwise)."""
+    import torch
+
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
 
 
 def progress(total: int, show: bool | None, desc: str) -> Any:
@@ -119,7 +152,7 @@ class TextEncoder(ABC):
         with progress(len(texts), show, f"encoding ({self.name})") as bar:
             for s in range(0, len(texts), batch_size):
                 idx = order[s:s + batch_size]
-                out[idx] = _l2(self._encode_batch([self.prefix + texts[i] for i in idx]))
+                out[idx] = l2_normalize(self._encode_batch([self.prefix + texts[i] for i in idx]))
                 bar.update(len(idx))
         return out
 
@@ -190,15 +223,11 @@ class TorchTextEncoder(TextEncoder):
         local = Path(path).expanduser()
         self.path = str(local) if local.exists() else str(path)
         self.name = name or self.path
-        from transformers.utils import logging as hf_logging
-
-        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        # an unused pooler missing from a checkpoint is not worth a warning table, nor loading a progress bar
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=not allow_download)
-            self.model = AutoModel.from_pretrained(self.path, local_files_only=not allow_download)
+            # an unused pooler missing from a checkpoint is not worth a warning table, nor loading a progress bar
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=not allow_download)
+                self.model = AutoModel.from_pretrained(self.path, local_files_only=not allow_download)
         except OSError as e:
             raise TaxonomistError(
                 f"could not load the text encoder {path!r}: expected a local model folder (config.json + weights + "
@@ -206,16 +235,10 @@ class TorchTextEncoder(TextEncoder):
                 f"{str(e).splitlines()[0][:200]}); use a preset ({', '.join(PRESETS)}), a folder, or allow downloads "
                 "with TAXONOMIST_ALLOW_DOWNLOAD=1"
             ) from None
-        finally:
-            hf_logging.set_verbosity(level)
-            if bars:
-                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         self.model.eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
-        if precision == "auto":
-            precision = "bf16" if self.device.startswith("cuda") or _cpu_has_bf16() else "fp32"
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         self.prefix = prefix
         self.max_length = int(max_length)
         self.pooling = pooling or (_pooling(local) if local.is_dir() else "mean")
@@ -238,10 +261,7 @@ class TorchTextEncoder(TextEncoder):
         import torch
 
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
-        with torch.inference_mode(), torch.autocast(
-            device_type="cuda" if self.device.startswith("cuda") else "cpu",
-            dtype=torch.bfloat16, enabled=self.precision == "bf16",
-        ):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             hidden = self.model(**batch).last_hidden_state
         return np.asarray(self.pool(hidden.float(), batch["attention_mask"]).cpu().numpy(), dtype=np.float32)
 

@@ -71,29 +71,22 @@ class FineTuner:
     def _setup(self, encoder: Any, n_classes: int) -> None:
         import torch
 
-        from ..encoders.transformer import _cpu_has_bf16
+        from ..encoders.transformer import resolve_precision
 
         self.device_ = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        prec = self.precision
-        if prec == "auto":
-            prec = "bf16" if self.device_.startswith("cuda") or _cpu_has_bf16() else "fp32"
-        self.precision_ = prec
+        self.precision_ = resolve_precision(self.precision, self.device_)
         self.encoder_ = encoder
         self.model_ = copy.deepcopy(encoder.model).to(self.device_)
         self.head_ = torch.nn.Linear(encoder.dim, n_classes).to(self.device_)
         self.n_classes_ = n_classes
 
-    def _autocast(self) -> Any:
-        import torch
-
-        return torch.autocast(device_type="cuda" if self.device_.startswith("cuda") else "cpu",
-                              dtype=torch.bfloat16, enabled=self.precision_ == "bf16")
-
     def _forward(self, texts: list[str]) -> Any:
         enc = self.encoder_.tokenizer([self.encoder_.prefix + t for t in texts], padding=True, truncation=True,
                                       max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device_) for k, v in enc.items()}
-        with self._autocast():
+        from ..encoders.transformer import autocast
+
+        with autocast(self.device_, self.precision_):
             hidden = self.model_(**batch).last_hidden_state
             pooled = self.encoder_.pool(hidden.float(), batch["attention_mask"])
             return self.head_(pooled).float()

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from ..encoders.transformer import l2_normalize
 from ..taxonomy import CategoryPath, format_path
 
 __all__ = ["TaxonomyScorer", "label_text"]
@@ -49,12 +50,7 @@ def embed_labels(paths: Sequence[CategoryPath], encoder: Any,
     full = encoder.encode([label_text(p, descriptions.get(p)) for p in paths])
     name = encoder.encode([p[-1] for p in paths])
     ctx = encoder.encode([f"{p[-1]} ({format_path(p[:-1])})" if len(p) > 1 else p[-1] for p in paths])
-    return _l2(full + name + ctx)
-
-
-def _l2(v: np.ndarray) -> np.ndarray:
-    out: np.ndarray = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    return out
+    return l2_normalize(full + name + ctx)
 
 
 class TaxonomyScorer:
@@ -97,14 +93,14 @@ class TaxonomyScorer:
                 for d in range(1, len(c)):
                     sums[c[:d]] += v
             vecs = np.vstack([cls_vecs[n] if n in cls_vecs else sums[n] for n in nodes])
-            vecs = _l2(vecs)
+            vecs = l2_normalize(vecs)
         if examples:
             pos = {n: i for i, n in enumerate(nodes)}
             for path, titles in examples.items():
                 if titles and tuple(path) in pos:
                     ex = encoder.encode(list(titles))
                     i = pos[tuple(path)]
-                    vecs[i] = _l2((vecs[i] + ex.mean(axis=0))[None])[0]
+                    vecs[i] = l2_normalize((vecs[i] + ex.mean(axis=0))[None])[0]
         self._set_nodes(nodes, vecs)
         return self
 
@@ -135,7 +131,7 @@ class TaxonomyScorer:
         if path not in vectors:  # an existing inner node becomes a category: re-embed it as one
             vectors[path] = embed_labels([path], encoder, {path: description} if description else None)[0]
         if examples:
-            vectors[path] = _l2((vectors[path] + encoder.encode(list(examples)).mean(axis=0))[None])[0]
+            vectors[path] = l2_normalize((vectors[path] + encoder.encode(list(examples)).mean(axis=0))[None])[0]
         nodes = list(self.nodes_)
         vecs = [v for v in self.vectors_]
         for node in missing:
