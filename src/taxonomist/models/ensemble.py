@@ -108,8 +108,10 @@ class EnsembleMembers:
         self.finetune_temperature = 1.0
 
     def fit(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, y: np.ndarray, sparse: SparseClassifier,
-            encoder: Any, sparse_temperature: float | None = None, finetuned: Any = None) -> EnsembleMembers:
-        """Fit the members on these products; a fine-tuned model is trained beforehand and passed in."""
+            encoder: Any, sparse_temperature: float | None = None, finetuned: Any = None,
+            zeroshot: TaxonomyScorer | None = None) -> EnsembleMembers:
+        """Fit the members on these products; a fine-tuned model is trained beforehand and passed in, and a
+        zero-shot scorer already built over the same classes can be reused (it learns nothing from products)."""
         n = len(self.classes)
         self.sparse = sparse.fit(pairs, [self.classes[i] for i in y]) if "sparse" in self.members else None
         if self.sparse is not None:
@@ -120,7 +122,7 @@ class EnsembleMembers:
         if "knn" in self.members:
             self.knn = NeighbourIndex(k=self.knn_k).fit(emb, y, n)
         if "zeroshot" in self.members:
-            self.zeroshot = TaxonomyScorer().build([parse_path(c) for c in self.classes], encoder)
+            self.zeroshot = zeroshot or TaxonomyScorer().build([parse_path(c) for c in self.classes], encoder)
         if "embed" in self.members:
             self.head = EmbedHead().fit(emb, y, n)
         if "finetune" in self.members:
@@ -142,14 +144,18 @@ class EnsembleMembers:
         def use(member: str) -> bool:
             return active is None or member in active
 
+        def padded_log(proba: np.ndarray) -> np.ndarray:
+            """Floored log-probabilities; columns of classes added after the member was fitted are unknown."""
+            p = np.log(np.maximum(proba, _EPS))
+            return np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+
         if self.sparse is not None and use("sparse"):
             p = np.full((len(pairs[0]), n_classes), np.nan)
             p[:, self._sparse_cols] = np.log(np.maximum(self.sparse.predict_proba(pairs), _EPS))
             out["sparse"] = p
         if self.knn is not None and use("knn"):
             assert emb is not None, "the knn member needs embeddings"
-            p = np.log(np.maximum(self.knn.predict_proba(emb), _EPS))
-            p = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+            p = padded_log(self.knn.predict_proba(emb))
             # classes with no stored neighbour (added without examples) are unknown to this member
             p[:, np.bincount(self.knn.labels_, minlength=n_classes) == 0] = np.nan
             out["knn"] = p
@@ -159,12 +165,10 @@ class EnsembleMembers:
         if self.head is not None and use("embed"):
             assert emb is not None, "the embed member needs embeddings"
             s = self.head.decision_function(emb)
-            p = np.log(np.maximum(softmax_with_temperature(s, self.head_temperature), _EPS))
-            out["embed"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+            out["embed"] = padded_log(softmax_with_temperature(s, self.head_temperature))
         if self.finetune is not None and use("finetune"):
             s = self.finetune.logits(finetune_texts(pairs))
-            p = np.log(np.maximum(softmax_with_temperature(s, self.finetune_temperature), _EPS))
-            out["finetune"] = np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
+            out["finetune"] = padded_log(softmax_with_temperature(s, self.finetune_temperature))
         for k, v in out.items():
             # abstain: an unknown class gets the member's best known log-probability (a hair less, so that a
             # member alone still prefers the classes it knows when nothing else decides)
@@ -299,7 +303,7 @@ def fit_ensemble(
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     weights = {m: 1.0 for m in members}
     scores: dict[str, float] = {}
-    temperature, top_label, sparse_t, zs_t, head_t, ft_t = 1.0, None, 1.0, None, 1.0, 1.0
+    temperature, top_label, sparse_t, head_t, ft_t = 1.0, None, 1.0, 1.0, 1.0
     fit_idx, val_idx = split_for_validation(groups, y, validation_size, random_state)
     validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
     sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
@@ -324,7 +328,7 @@ def fit_ensemble(
             col = {c: j for j, c in enumerate(part._sparse_cols)}
             sparse_t = part.sparse.temperature_ = fit_temperature(s[seen], np.array([col[v] for v in y[val_idx][seen]]))
         if part.zeroshot is not None:
-            zs_t = part.zeroshot.fit_temperature(emb[val_idx], y[val_idx])
+            part.zeroshot.fit_temperature(emb[val_idx], y[val_idx])
         if part.head is not None:
             head_t = part.head_temperature = fit_temperature(part.head.decision_function(emb[val_idx]), y[val_idx])
         if part.finetune is not None:
@@ -347,10 +351,10 @@ def fit_ensemble(
                 top_label = None
     else:
         logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", len(val_idx))
+    # the zero-shot scorer depends on the class list only: the one built (and temperature-fitted) above serves
     full = EnsembleMembers(list(classes), members, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
-                                                              sparse_temperature=sparse_t, finetuned=finetuned)
+                                                              sparse_temperature=sparse_t, finetuned=finetuned,
+                                                              zeroshot=part.zeroshot if validate else None)
     full.finetune_temperature = ft_t
     full.head_temperature = head_t
-    if full.zeroshot is not None and zs_t is not None:
-        full.zeroshot.temperature = zs_t
     return FittedEnsemble(full, weights, temperature, top_label, scores)
