@@ -141,12 +141,13 @@ def fasttext_baseline(train: Catalog) -> Method:
     return fit, predict, _nothing
 
 
-def taxonomist_tier(train: Catalog, use_attributes: bool, workdir: Path) -> Method:
-    state: dict[str, Any] = {}
-    bundle = workdir / f"model-{int(use_attributes)}"
+def taxonomist_tier(train: Catalog, workdir: Path, state: dict[str, Any] | None = None, **params: Any) -> Method:
+    """A taxonomist model with ``params``, saved as a bundle; ``state["m"]`` holds the model loaded for predicting."""
+    state = state if state is not None else {}
+    bundle = workdir / ("model-" + "-".join(f"{k}{v}" for k, v in params.items()))
 
     def fit() -> None:
-        tx.TaxonomyClassifier(use_attributes=use_attributes).fit(train).save(bundle)
+        tx.TaxonomyClassifier(**params).fit(train).save(bundle)
 
     def predict(test: Catalog) -> list[str]:
         return list(state["m"].predict(test))
@@ -156,6 +157,26 @@ def taxonomist_tier(train: Catalog, use_attributes: bool, workdir: Path) -> Meth
         state["m"] = tx.load(bundle)
 
     return fit, predict, cold
+
+
+def timed(method: Method, *tests: Catalog) -> tuple[list[np.ndarray], float, list[float], float]:
+    """Fit, then for each test set prepare (untimed) and predict (timed), all inside one peak-memory sampler.
+
+    Returns (predictions per test set, train seconds, predict seconds per test set, peak RSS growth in MB).
+    """
+    fit, predict, prepare = method
+    gc.collect()
+    preds, secs = [], []
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        fit()
+        train_s = time.perf_counter() - t0
+        for test in tests:
+            prepare()
+            t1 = time.perf_counter()
+            preds.append(np.asarray(predict(test)))
+            secs.append(time.perf_counter() - t1)
+    return preds, train_s, secs, mem.mb
 
 
 def run(name: str, data: Path, seed: int, workdir: Path) -> list[dict[str, Any]]:
@@ -173,24 +194,12 @@ def run(name: str, data: Path, seed: int, workdir: Path) -> list[dict[str, Any]]
     methods = {
         "sklearn TF-IDF + LinearSVC": sklearn_baseline(train),
         "fastText supervised": fasttext_baseline(train),
-        "taxonomist sparse (same text)": taxonomist_tier(train, use_attributes=False, workdir=workdir),
-        "taxonomist sparse (default)": taxonomist_tier(train, use_attributes=True, workdir=workdir),
+        "taxonomist sparse (same text)": taxonomist_tier(train, workdir, use_attributes=False),
+        "taxonomist sparse (default)": taxonomist_tier(train, workdir, use_attributes=True),
     }
     rows = []
-    for label, (fit, predict, prepare) in methods.items():
-        gc.collect()
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            fit()
-            t1 = time.perf_counter()
-            prepare()
-            t2 = time.perf_counter()
-            pred = np.asarray(predict(test))
-            t3 = time.perf_counter()
-            prepare()
-            t4 = time.perf_counter()
-            predict(distinct)
-            t5 = time.perf_counter()
+    for label, method in methods.items():
+        (pred, _), train_s, (predict_s, distinct_s), mb = timed(method, test, distinct)
         top = lambda v: np.array([s.split(" > ")[0] for s in v])  # noqa: E731
         rows.append({
             "method": label,
@@ -198,10 +207,10 @@ def run(name: str, data: Path, seed: int, workdir: Path) -> list[dict[str, Any]]
             "weighted_f1": f1_score(y, pred, average="weighted", zero_division=0),
             "accuracy": float((pred == y).mean()),
             "top_level_accuracy": float((top(pred) == top(y)).mean()),
-            "train_s": t1 - t0,
-            "predict_rows_s": len(y) / (t3 - t2),
-            "distinct_rows_s": len(distinct) / (t5 - t4),
-            "peak_rss_mb": mem.mb,
+            "train_s": train_s,
+            "predict_rows_s": len(y) / predict_s,
+            "distinct_rows_s": len(distinct) / distinct_s,
+            "peak_rss_mb": mb,
         })
         r = rows[-1]
         print(f"  {label:<30} macro-F1 {r['macro_f1']:.4f}  weighted-F1 {r['weighted_f1']:.4f}  acc {r['accuracy']:.4f}  "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import logging
 import os
 import platform
@@ -28,7 +27,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sparse_vs_baselines import DATASETS, PeakRSS, fasttext_baseline, sklearn_baseline  # noqa: E402
+from sparse_vs_baselines import DATASETS, fasttext_baseline, sklearn_baseline, taxonomist_tier, timed  # noqa: E402
 
 import taxonomist as tx  # noqa: E402
 from taxonomist.catalog import Catalog  # noqa: E402
@@ -42,22 +41,6 @@ DATASETS = {
         "exclude": {"酒店"},  # hotel reviews are not products (as in ../shared/MEASUREMENTS.md)
     },
 }
-
-
-def _tier(train: Catalog, workdir: Path, **params: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
-    state: dict[str, Any] = {}
-    bundle = workdir / ("model-" + "-".join(f"{k}{v}" for k, v in params.items()))
-
-    def fit() -> None:
-        tx.TaxonomyClassifier(**params).fit(train).save(bundle)
-
-    def predict(test: Catalog) -> list[str]:
-        return list(state["m"].predict(test))
-
-    def cold() -> None:
-        state["m"] = tx.load(bundle)
-
-    return fit, predict, cold, state
 
 
 def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str], baselines: bool = True,
@@ -75,24 +58,17 @@ def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str], basel
           f"train {len(train):,} / test {len(test):,} (seed {seed})", flush=True)
     methods: dict[str, Any] = {}
     if baselines:
-        methods["sklearn TF-IDF + LinearSVC"] = (*sklearn_baseline(train), None)
-        methods["fastText supervised"] = (*fasttext_baseline(train), None)
+        methods["sklearn TF-IDF + LinearSVC"] = (sklearn_baseline(train), None)
+        methods["fastText supervised"] = (fasttext_baseline(train), None)
     for t in tiers:
-        methods[f"taxonomist {t}"] = _tier(train, workdir, tier=t, **(params or {}))
+        state: dict[str, Any] = {}
+        methods[f"taxonomist {t}"] = (taxonomist_tier(train, workdir, state, tier=t, **(params or {})), state)
     rows = []
-    for label, (fit, predict, prepare, state) in methods.items():
-        gc.collect()
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            fit()
-            t1 = time.perf_counter()
-            prepare()
-            t2 = time.perf_counter()
-            pred = np.asarray(predict(test))
-            t3 = time.perf_counter()
+    for label, (method, state) in methods.items():
+        (pred,), train_s, (predict_s,), mb = timed(method, test)
         r = {"method": label, "macro_f1": f1_score(y, pred, average="macro", zero_division=0),
              "weighted_f1": f1_score(y, pred, average="weighted", zero_division=0),
-             "accuracy": float((pred == y).mean()), "train_s": t1 - t0, "rows_s": len(y) / (t3 - t2), "mb": mem.mb}
+             "accuracy": float((pred == y).mean()), "train_s": train_s, "rows_s": len(y) / predict_s, "mb": mb}
         if state is not None:
             m = state["m"]
             ev = compute_metrics(y, m.predict_proba(test), list(m.classes_)).metrics
