@@ -112,6 +112,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         validation_size: share of title groups held out to fit the ensemble weights and calibration.
         epochs: fine-tuning epochs (the best on validation macro-F1 is kept).
         finetune_max_length: tokens per text while fine-tuning.
+        prior_shift: logit adjustment of the embedding tiers against the class prior (``-tau * log prior``),
+            which raises recall on rare leaves; ``"auto"`` picks it on the validation part (noisy with few
+            examples per rare leaf). See :func:`taxonomist.models.ensemble.prior_shift`.
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -139,6 +142,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         validation_size: float = 0.15,
         epochs: int = 3,
         finetune_max_length: int = 48,
+        prior_shift: float | Literal["auto"] = 0.5,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -157,6 +161,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.validation_size = validation_size
         self.epochs = epochs
         self.finetune_max_length = finetune_max_length
+        self.prior_shift = prior_shift
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -260,7 +265,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             (titles, contexts), labels, self._embed(titles), title_groups(titles), self._members(), self.encoder_,
             lambda: self._sparse("none"), knn_k=self.knn_k, validation_size=self.validation_size,
             calibration=self.calibration, epochs=self.epochs, finetune_max_length=self.finetune_max_length,
-            random_state=self.random_state,
+            random_state=self.random_state, prior_shift=self.prior_shift,
         )
         self.model_ = fitted.members
         self.classes_ = np.asarray(fitted.members.classes, dtype=object)
@@ -268,6 +273,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.temperature_ = fitted.temperature
         self.top_label_ = fitted.top_label
         self.validation_scores_ = fitted.validation_scores
+        self.prior_shift_ = fitted.prior_shift
         self.neighbour_titles_ = [scrub_pii(t) for t in titles] if fitted.members.knn is not None else []
 
     # -- no training data / new categories ---------------------------------------------------------------
@@ -309,7 +315,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         members.zeroshot = TaxonomyScorer(temperature).build(leaves, clf.encoder_, descriptions, examples)
         clf.model_ = members
         clf.classes_ = np.asarray(members.classes, dtype=object)
-        clf.weights_, clf.temperature_, clf.top_label_ = {"zeroshot": 1.0}, 1.0, None
+        clf.weights_, clf.temperature_, clf.top_label_, clf.prior_shift_ = {"zeroshot": 1.0}, 1.0, None, 0.0
         clf.neighbour_titles_ = []
         clf.text_attributes_ = []
         clf.taxonomy_ = taxonomy
@@ -342,6 +348,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if m.zeroshot is None and not (m.knn is not None and examples):
             raise TaxonomistError("this model has no zero-shot member; give example titles of the new category")
         m.classes.append(name)
+        m.class_counts = np.append(m.class_counts, 0)  # no training examples: no prior shift
         n = len(m.classes)
         if m.zeroshot is not None:
             m.zeroshot.add_class(new, self.encoder_, description, examples)
@@ -362,14 +369,15 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """Leaf probabilities and (for the embedding tiers) the products' embeddings."""
         if isinstance(self.model_, SparseClassifier):
             return self.model_.predict_proba((titles, contexts)), None
-        from .models.ensemble import finish, pool
+        from .models.ensemble import finish, pool, prior_shift
 
         # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
         # to the sparse member alone predicts at the sparse tier's speed and never encodes)
         active = {k for k, w in self.weights_.items() if w > 0}
         emb = self._embed(titles) if active & {"knn", "zeroshot", "embed"} else None
         logs = self.model_.logs((titles, contexts), emb, active)
-        return finish(pool(logs, self.weights_), self.temperature_, self.top_label_), emb
+        shift = prior_shift(self.model_.class_counts, self.prior_shift_)
+        return finish(pool(logs, self.weights_) + shift, self.temperature_, self.top_label_), emb
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Leaf probabilities, shape (n, n_classes), columns in ``classes_`` order."""
@@ -475,6 +483,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
             params, arrays, objects = members_state(self.model_)
             params.update(weights=self.weights_, temperature=self.temperature_, encoder=self.encoder_.describe(),
+                          prior_shift=self.prior_shift_,
                           validation_macro_f1=getattr(self, "validation_scores_", {}))
             if self.top_label_ is not None:
                 arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label_
@@ -537,6 +546,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.classes_ = np.asarray(self.model_.classes, dtype=object)
         self.weights_ = {str(k): float(v) for k, v in params["weights"].items()}
         self.temperature_ = float(params["temperature"])
+        self.prior_shift_ = float(params.get("prior_shift", 0.0))
         self.top_label_ = (arrays["ens_top_label_x"], arrays["ens_top_label_y"]) if "ens_top_label_x" in arrays else None
         self.neighbour_titles_ = list(objects.get("neighbour_titles", []))
         if self.encoder_.identity != enc["identity"]:

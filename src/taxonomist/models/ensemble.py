@@ -26,7 +26,8 @@ from .embed import EmbedHead, NeighbourIndex
 from .sparse import SparseClassifier
 from .zeroshot import TaxonomyScorer
 
-__all__ = ["MEMBERS", "EnsembleMembers", "FittedEnsemble", "fit_ensemble", "fit_log_linear", "pool", "select_weights"]
+__all__ = ["MEMBERS", "EnsembleMembers", "FittedEnsemble", "fit_ensemble", "fit_log_linear", "pool", "prior_shift",
+           "select_prior_shift", "select_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +68,15 @@ def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str
 
 
 def select_weights(logs: dict[str, np.ndarray], y_index: np.ndarray, weights: dict[str, float],
-                   anchor: str = "sparse", margin: float = 0.002) -> tuple[dict[str, float], dict[str, float]]:
+                   anchor: str = "sparse", margin: float = 0.002,
+                   shift: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """Guard the NLL-fitted weights with the validation macro-F1.
 
     The NLL optimum is the best *probabilities*, not always the best decisions for rare leaves (measured on
     fashion: lower macro-F1 than the sparse tier alone). Candidates: the NLL weights, the same with the other
-    members' weights scaled by 1/2 and 1/4, and ``anchor`` alone; the NLL weights are kept unless a candidate
-    beats their validation macro-F1 by more than ``margin``. Returns (weights, macro-F1 of each candidate).
+    members' weights scaled by 1/2 and 1/4, and ``anchor`` alone, each scored with ``shift`` (the prior shift)
+    added; the NLL weights are kept unless a candidate beats their validation macro-F1 by more than ``margin``.
+    Returns (weights, macro-F1 of each candidate).
     """
     from sklearn.metrics import f1_score
 
@@ -83,13 +86,52 @@ def select_weights(logs: dict[str, np.ndarray], y_index: np.ndarray, weights: di
     for scale in (0.5, 0.25):
         cands[f"others x{scale}"] = {k: (v if k == anchor else v * scale) for k, v in weights.items()}
     cands[f"{anchor} only"] = {k: (v if k == anchor else 0.0) for k, v in weights.items()}
-    scores = {name: float(f1_score(y_index, pool(logs, w).argmax(axis=1), average="macro", zero_division=0))
+    add = 0.0 if shift is None else shift
+    scores = {name: float(f1_score(y_index, (pool(logs, w) + add).argmax(axis=1), average="macro", zero_division=0))
               for name, w in cands.items()}
     best = max(scores, key=lambda k: scores[k])
     choice = best if scores[best] > scores["fitted"] + margin else "fitted"
     logger.info("ensemble weights on validation (macro-F1): %s -> %s",
                 ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), choice)
     return cands[choice], scores
+
+
+PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def prior_shift(counts: np.ndarray, tau: float) -> np.ndarray:
+    """Logit adjustment for long-tailed classes (Menon et al., ICLR 2021): ``-tau * log prior(c)``, centred.
+
+    Added to pooled log-probabilities it trades a little accuracy on frequent leaves for recall on rare ones,
+    which is what macro-F1 rewards. Classes without training examples (added to a bundle later) get 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    out = np.zeros(len(counts))
+    has = counts > 0
+    if tau == 0.0 or not has.any():
+        return out
+    log_prior = np.log(counts[has] / counts[has].sum())
+    out[has] = -tau * (log_prior - log_prior.mean())
+    return out
+
+
+def select_prior_shift(logp: np.ndarray, y_index: np.ndarray, counts: np.ndarray,
+                       margin: float = 0.002) -> tuple[float, dict[str, float]]:
+    """The logit-adjustment strength (of :data:`PRIOR_SHIFTS`) with the best validation macro-F1; 0 unless
+    another beats it by more than ``margin``. With a few validation examples per rare leaf this choice is
+    noisy (it picks less shift than the held-out test prefers), hence the fixed default of the classifier."""
+    from sklearn.metrics import f1_score
+
+    scores = {f"prior shift {t}": float(f1_score(y_index, (logp + prior_shift(counts, t)).argmax(axis=1),
+                                                 average="macro", zero_division=0)) for t in PRIOR_SHIFTS}
+    best = max(PRIOR_SHIFTS, key=lambda t: scores[f"prior shift {t}"])
+    tau = best if scores[f"prior shift {best}"] > scores["prior shift 0.0"] + margin else 0.0
+    logger.info("prior shift on validation (macro-F1): %s -> %s",
+                ", ".join(f"{t} {scores[f'prior shift {t}']:.4f}" for t in PRIOR_SHIFTS), tau)
+    return tau, scores
+
+
+_shift = prior_shift  # the function, where a parameter shadows its name
 
 
 class EnsembleMembers:
@@ -106,6 +148,7 @@ class EnsembleMembers:
         self.head_temperature = 1.0
         self.finetune: Any = None  # a FineTuner
         self.finetune_temperature = 1.0
+        self.class_counts = np.zeros(len(self.classes), dtype=np.int64)  # training examples per class
 
     def fit(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, y: np.ndarray, sparse: SparseClassifier,
             encoder: Any, sparse_temperature: float | None = None, finetuned: Any = None,
@@ -113,6 +156,7 @@ class EnsembleMembers:
         """Fit the members on these products; a fine-tuned model is trained beforehand and passed in, and a
         zero-shot scorer already built over the same classes can be reused (it learns nothing from products)."""
         n = len(self.classes)
+        self.class_counts = np.bincount(y, minlength=n).astype(np.int64)
         self.sparse = sparse.fit(pairs, [self.classes[i] for i in y]) if "sparse" in self.members else None
         if self.sparse is not None:
             # the sparse tier may have seen fewer classes than the ensemble (a split): realign its columns
@@ -209,7 +253,8 @@ def paths(classes: Sequence[str]) -> list[CategoryPath]:
 def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """(params, arrays, JSON objects) of fitted members, for a bundle (no pickle)."""
     params: dict[str, Any] = {"classes": m.classes, "members": m.members, "knn_k": m.knn_k,
-                              "head_temperature": m.head_temperature, "finetune_temperature": m.finetune_temperature}
+                              "head_temperature": m.head_temperature, "finetune_temperature": m.finetune_temperature,
+                              "class_counts": [int(c) for c in m.class_counts]}
     arrays: dict[str, np.ndarray] = {}
     objects: dict[str, Any] = {}
     if m.sparse is not None:
@@ -238,6 +283,7 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
     m = EnsembleMembers(params["classes"], params["members"], int(params["knn_k"]))
     m.head_temperature = float(params["head_temperature"])
     m.finetune_temperature = float(params.get("finetune_temperature", 1.0))
+    m.class_counts = np.asarray(params.get("class_counts", [0] * len(m.classes)), dtype=np.int64)
     if "sparse" in params:
         m.sparse = SparseClassifier.from_state(params["sparse"], arrays, objects)
         m._sparse_cols = np.asarray(params["sparse_cols"], dtype=np.int64)
@@ -269,6 +315,7 @@ class FittedEnsemble:
     temperature: float = 1.0
     top_label: tuple[np.ndarray, np.ndarray] | None = None
     validation_scores: dict[str, float] = field(default_factory=dict)
+    prior_shift: float = 0.0  # logit-adjustment strength (see :func:`prior_shift`)
 
 
 _MIN_VALIDATION = 50
@@ -288,6 +335,7 @@ def fit_ensemble(
     epochs: int = 3,
     finetune_max_length: int = 48,
     random_state: int = 0,
+    prior_shift: float | str = 0.5,
 ) -> FittedEnsemble:
     """Fit the members on a grouped fit part, fit temperatures, pooling weights and calibration on the held-out
     part, then refit the members on everything (the fine-tuned transformer is trained once, on the fit part).
@@ -296,6 +344,7 @@ def fit_ensemble(
         pairs: (titles, contexts) of the training products; ``emb`` their title embeddings.
         groups: title groups (identical titles stay on one side of the split).
         make_sparse: a new, unfitted sparse member (calibration ``"none"``: the ensemble calibrates).
+        prior_shift: logit-adjustment strength (:func:`prior_shift`), or ``"auto"`` to pick it on validation.
     """
     from .calibration import fit_temperature
 
@@ -303,6 +352,9 @@ def fit_ensemble(
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     weights = {m: 1.0 for m in members}
     scores: dict[str, float] = {}
+    if prior_shift != "auto" and not (isinstance(prior_shift, (int, float)) and prior_shift >= 0):
+        raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
+    tau = 0.0 if prior_shift == "auto" else float(prior_shift)
     temperature, top_label, sparse_t, head_t, ft_t = 1.0, None, 1.0, 1.0, 1.0
     fit_idx, val_idx = split_for_validation(groups, y, validation_size, random_state)
     validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
@@ -344,9 +396,15 @@ def fit_ensemble(
         remap[known] = np.arange(len(known))
         y_val = remap[y[val_idx][rows]]
         logs = {k: v[rows][:, known] for k, v in part.logs(val, emb[val_idx]).items()}
-        weights, scores = select_weights(logs, y_val, fit_log_linear(logs, y_val))
+        counts = part.class_counts[known]
+        weights, scores = select_weights(logs, y_val, fit_log_linear(logs, y_val), shift=_shift(counts, tau))
+        pooled = pool(logs, weights)
+        if prior_shift == "auto":
+            tau, shift_scores = select_prior_shift(pooled, y_val, counts)
+            scores.update(shift_scores)
+        pooled = pooled + _shift(counts, tau)
         if calibration != "none":
-            temperature, top_label = calibrate(pool(logs, weights), y_val)
+            temperature, top_label = calibrate(pooled, y_val)
             if calibration == "temperature":
                 top_label = None
     else:
@@ -357,4 +415,4 @@ def fit_ensemble(
                                                               zeroshot=part.zeroshot if validate else None)
     full.finetune_temperature = ft_t
     full.head_temperature = head_t
-    return FittedEnsemble(full, weights, temperature, top_label, scores)
+    return FittedEnsemble(full, weights, temperature, top_label, scores, tau)
