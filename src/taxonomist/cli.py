@@ -1,4 +1,4 @@
-"""The ``taxonomist`` command line: train, evaluate, predict, taxonomy show|check, demo.
+"""The ``taxonomist`` command line: train, evaluate, predict, classify, tune, serve, retrain, taxonomy show|check, demo.
 
 Errors print one clear message and exit 1; ``--debug`` shows the traceback.
 """
@@ -477,6 +477,83 @@ def add_category(
     clf.add_category(path, description=description, examples=example or [])
     dest = clf.save(output or model)
     out.print(f"added {path!r} ({len(example or [])} examples); {len(clf.classes_):,} categories; saved to {dest}")
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A model bundle, or a model store (a folder of bundles, one per version).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    review_db: Annotated[Path | None, typer.Option(help="SQLite file of the review queue and feedback.")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Image paths in requests must resolve inside this folder.")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Bearer key for write/admin endpoints (repeatable).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a model over HTTP: /v1/classify, the review queue and page (/review), /metrics, /docs.
+
+    Every setting can also come from TAXONOMIST_* environment variables or a .env file; options here win. With
+    no API key configured, a random one is made for this run and printed (writes always need a key).
+    """
+    import secrets
+
+    try:
+        import uvicorn
+
+        from .serving import ServeSettings, create_app
+    except ImportError as e:
+        raise CliError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'taxonomist[serve]'") from None
+    overrides: dict[str, Any] = {"model_dir": model_dir}
+    if review_db is not None:
+        overrides["review_db"] = review_db
+    if image_root is not None:
+        overrides["image_root"] = image_root
+    if api_key:
+        overrides["api_keys"] = list(api_key)
+    settings = ServeSettings(**overrides)
+    if not settings.api_keys:
+        settings.api_keys = [secrets.token_urlsafe(24)]
+        console.print(f"no API key configured (TAXONOMIST_API_KEYS / --api-key): this run's key is {settings.api_keys[0]}",
+                      highlight=False, markup=False)
+    console.print(f"review page: http://{host}:{port}/review · API docs: http://{host}:{port}/docs", highlight=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def retrain(
+    model_dir: Annotated[Path, typer.Argument(help="The model bundle to improve.")],
+    feedback: Annotated[Path, typer.Option("--feedback", help="The review/feedback SQLite file of the service.")],
+    data: Annotated[Path, typer.Option("--data", help="The original labelled training catalogue.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store).")],
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Train a new version from the original data + the corrections people made; compare it with the old one."""
+    from .retrain import retrain as run_retrain
+    from .serving.store import ReviewStore
+
+    if not feedback.is_file():
+        raise CliError(f"expected the feedback database at {feedback}, but there is no such file "
+                       "(it is the service's TAXONOMIST_REVIEW_DB)")
+    cat = _read(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+    store = ReviewStore(feedback)
+    try:
+        items = store.feedback()
+    finally:
+        store.close()
+    with _spinner(f"retraining with {len(items)} corrections"):
+        result = run_retrain(model_dir, items, cat, output)
+    s = result.stats
+    out.print(f"feedback: {s['feedback']} corrections of {s['distinct_products']} products → "
+              f"{s['relabelled']} catalogue rows relabelled, {s['added']} products added")
+    table = Table(title=f"same held-out products ({result.new_metrics.get('n', '?')})")
+    table.add_column("metric")
+    table.add_column("old", justify="right")
+    table.add_column("new", justify="right")
+    for k in result.compared:
+        o, n = result.old_metrics.get(k), result.new_metrics.get(k)
+        table.add_row(k, f"{o:.4f}" if isinstance(o, float) else str(o), f"{n:.4f}" if isinstance(n, float) else str(n))
+    out.print(table)
+    out.print(f"new model saved to {result.output}")
 
 
 @app.command()

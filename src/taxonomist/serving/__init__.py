@@ -1,0 +1,7 @@
+"""The prediction service (``taxonomist serve``): FastAPI app, review queue, model versions, metrics."""
+
+from .app import create_app
+from .settings import ServeSettings
+from .store import ReviewStore
+
+__all__ = ["ReviewStore", "ServeSettings", "create_app"]

@@ -1,0 +1,433 @@
+"""The prediction service: FastAPI app with classify, taxonomy, model, review, feedback and admin endpoints.
+
+``create_app(settings)`` builds it; ``taxonomist serve MODEL_DIR`` runs it with uvicorn. A product's way through
+it: the request body is size-checked (413) and validated (422) → image references are checked against the image
+root (400) → the product joins a micro-batch → ``TaxonomyClassifier.predict_products`` of the version being
+served → low-confidence predictions (and an audit sample) are written to the review queue (SQLite, committed
+before the answer) → JSON with the path, confidences, alternatives, ``needs_review`` and the model version.
+"""
+
+
+import asyncio
+import logging
+import mimetypes
+import random
+import secrets
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import __version__
+from ..exceptions import BundleError, TaxonomistError
+from ..images import ImageError, decode_image_base64, resolve_image_path
+from ..taxonomy import format_path, parse_path
+from ..text import scrub_pii
+from .batcher import MicroBatcher
+from .metrics import ServiceMetrics, TimingMiddleware
+from .registry import ModelRegistry, ServedModel
+from .schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassifyResult,
+    FeedbackRequest,
+    Product,
+    ReloadRequest,
+    ReviewDecision,
+    ReviewItem,
+)
+from .settings import ServeSettings
+from .store import ReviewStore
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp"}
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over ``max_bytes`` (by Content-Length, or counted while streaming)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _too_large(self.max_bytes)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, _too_large_text(self.max_bytes))
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large_text(limit: int) -> str:
+    return f"the request body is larger than the limit of {limit:,} bytes; send fewer products per request"
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": _too_large_text(limit)}, status_code=413)
+
+
+class Service:
+    """What the endpoints share: settings, the model registry, the review store, the batcher, metrics."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(settings.model_dir)
+        self.metrics = ServiceMetrics()
+        self.store: ReviewStore | None = None
+        self.rng = random.Random(settings.audit_seed)
+        self.batcher = MicroBatcher(self._predict_batch, settings.microbatch_window_ms / 1000.0, settings.microbatch_max,
+                                    on_batch=self.metrics.model_batch.observe)
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self._jobs_lock = threading.Lock()
+
+    # -- model calls (in the batcher's worker thread) -----------------------------------------------------
+    def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
+        model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
+        out: list[tuple[Any, str]] = []
+        # rows with the same min_confidence share one call; top_k is cut per request afterwards
+        for mc in {mc for _, _, mc in items}:
+            idx = [i for i, (_, _, m) in enumerate(items) if m == mc]
+            k = max(max(items[i][1] for i in idx), 2)
+            preds = model.classifier.predict_products([items[i][0] for i in idx], top_k=k, min_confidence=mc)
+            out.extend((i, p) for i, p in zip(idx, preds, strict=True))  # type: ignore[misc]
+        ordered = sorted(out, key=lambda t: t[0])  # type: ignore[arg-type, return-value]
+        return [(p, model.version) for _, p in ordered]
+
+    @property
+    def model(self) -> ServedModel:
+        return self.registry.current
+
+    def review_store(self) -> ReviewStore:
+        if self.store is None:
+            raise HTTPException(503, "the review store is not open yet")
+        return self.store
+
+    def check_category(self, category: str) -> str:
+        clf = self.model.classifier
+        path = parse_path(category)
+        tax = clf.taxonomy_
+        if not path or path not in tax:
+            close = [format_path(p) for p in tax.search(path[-1] if path else category, limit=5)]
+            raise HTTPException(422, f"the category {category!r} is not in the taxonomy; expected a path such as "
+                                     f"{close or [format_path(tax.leaves()[0])]} (GET /v1/taxonomy?q=... searches it)")
+        if not tax.is_leaf(path):
+            kids = [format_path(p) for p in tax.children(path)[:5]]
+            raise HTTPException(422, f"{category!r} is not a leaf category; pick one of its children, e.g. {kids}")
+        return format_path(path)
+
+    def check_product(self, p: Product) -> None:
+        s = self.settings
+        texts = [("title", p.title), ("description", p.description or "")]
+        texts += [(f"attributes.{k}", v) for k, v in (p.attributes or {}).items()]
+        for name, value in texts:
+            if len(value) > s.max_text_chars:
+                raise HTTPException(422, f"{name} is {len(value):,} characters, over the limit of {s.max_text_chars:,}; "
+                                         "shorten it (the model reads the first few hundred characters anyway)")
+        try:
+            if p.image is not None:
+                if not resolve_image_path(p.image, s.image_root).is_file():
+                    raise HTTPException(400, f"the image {p.image!r} does not exist under the image root")
+            if p.image_base64 is not None:
+                decode_image_base64(p.image_base64, s.max_image_bytes)
+        except ImageError as e:
+            raise HTTPException(400, str(e)) from None
+
+
+def _auth(service: Service, write: bool) -> Any:
+    bearer = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
+
+    def check(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        keys = service.settings.api_keys
+        if not write and not service.settings.read_requires_key:
+            return
+        if not keys:
+            raise HTTPException(401, "this endpoint needs an API key, and the server has none configured; "
+                                     "set TAXONOMIST_API_KEYS", headers={"WWW-Authenticate": "Bearer"})
+        given = creds.credentials.encode() if creds is not None else b""
+        # constant time, and every key compared (no early exit that would tell which key was close)
+        if not any([secrets.compare_digest(given, k.encode()) for k in keys]):  # noqa: C419
+            raise HTTPException(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return Depends(check)
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The service for ``settings`` (default: from ``TAXONOMIST_*`` environment variables / ``.env``)."""
+    settings = settings or ServeSettings()
+    svc = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc.store = ReviewStore(settings.review_db)
+        svc.metrics.track_queue(svc.store.depth)
+        served = await asyncio.to_thread(svc.registry.reload, settings.model_version)
+        svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
+        await svc.batcher.start()
+        try:
+            yield
+        finally:
+            await svc.batcher.stop()
+            svc.store.close()
+
+    app = FastAPI(title="taxonomist", version=__version__, lifespan=lifespan,
+                  description="Product categorisation with a human review queue. Write endpoints need an API key.")
+    app.state.service = svc
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TimingMiddleware, metrics=svc.metrics)
+    read, write = _auth(svc, write=False), _auth(svc, write=True)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        logger.error("internal error %s on %s %s: %s: %s", error_id, request.method, request.url.path,
+                     type(exc).__name__, scrub_pii(str(exc))[:500])
+        return JSONResponse({"detail": "internal server error", "error_id": error_id}, status_code=500)
+
+    @app.exception_handler(TaxonomistError)
+    async def user_error(request: Request, exc: TaxonomistError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    # -- health, model, metrics ----------------------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        if not svc.registry.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ready", "model_version": svc.model.version})
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/model", tags=["model"], dependencies=[read])
+    def model_info() -> dict[str, Any]:
+        m = svc.model
+        man = m.manifest
+        return {
+            "version": m.version, "tier": m.classifier.tier, "created": man.get("created"),
+            "taxonomist_version": man.get("taxonomist_version"), "n_categories": len(m.classifier.classes_),
+            "training_data": man.get("training_data"), "metrics": man.get("metrics", {}),
+            "versions": svc.registry.versions(), "review_threshold": settings.review_threshold,
+        }
+
+    @app.get("/v1/taxonomy", tags=["model"], dependencies=[read])
+    def taxonomy(q: Annotated[str | None, Query(max_length=200, description="Substring to search for.")] = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        tax = svc.model.classifier.taxonomy_
+        if q:
+            return {"query": q, "matches": [{"path": format_path(p), "leaf": tax.is_leaf(p)} for p in tax.search(q, limit)]}
+
+        def node(p: tuple[str, ...]) -> dict[str, Any]:
+            return {"name": p[-1], "path": format_path(p), "children": [node(c) for c in tax.children(p)]}
+
+        return {"n_nodes": len(tax), "n_leaves": len(tax.leaves()), "tree": [node(c) for c in tax.children(())]}
+
+    # -- classify --------------------------------------------------------------------------------------------
+    @app.post("/v1/classify", tags=["classify"], response_model=ClassifyResponse, response_model_exclude_none=True,
+              dependencies=[read])
+    async def classify(req: ClassifyRequest) -> ClassifyResponse:
+        items = req.items()
+        if len(items) > settings.max_batch:
+            raise HTTPException(413, f"{len(items)} products in one request, over the limit of {settings.max_batch}; "
+                                     "split the batch")
+        for p in items:
+            svc.check_product(p)
+        svc.metrics.request_products.observe(len(items))
+        records = [p.record() for p in items]
+        if req.explain:  # explanations are rare and slower: not micro-batched
+            model = svc.model
+            preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),
+                                            req.min_confidence, True)
+            results = [(p, model.version) for p in preds]
+        else:
+            results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
+        out, queue = [], []
+        low = 0
+        for p, (pred, version) in zip(items, results, strict=True):
+            alts = pred.alternatives
+            margin = alts[0][1] - alts[1][1] if len(alts) > 1 else (alts[0][1] if alts else 0.0)
+            reason = None
+            if pred.leaf_confidence < settings.review_threshold:
+                reason, low = "low_confidence", low + 1
+            elif settings.audit_rate > 0 and svc.rng.random() < settings.audit_rate:
+                reason = "audit"
+            d = pred.to_dict()
+            res = ClassifyResult(
+                id=p.id, category=d["category"], path=d["path"], confidence=d["confidence"], leaf=d["leaf"],
+                leaf_confidence=d["leaf_confidence"], alternatives=d["alternatives"][: req.top_k],
+                backed_off=d["backed_off"], needs_review=reason is not None, explanation=d.get("explanation"),
+                neighbours=d.get("neighbours"), model_version=version)
+            out.append(res)
+            if reason is not None:
+                queue.append((len(out) - 1, {
+                    "product": p.model_dump(exclude_none=True),
+                    "prediction": res.model_dump(exclude_none=True, exclude={"needs_review", "review_id"}),
+                    "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
+                    "model_version": version}))
+        svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
+        if queue:
+            ids = await asyncio.to_thread(svc.review_store().enqueue, [q for _, q in queue])
+            for (i, q), rid in zip(queue, ids, strict=True):
+                out[i].review_id = rid
+                svc.metrics.queued.labels(reason=q["reason"]).inc()
+        return ClassifyResponse(model_version=out[0].model_version if out else svc.model.version, results=out)
+
+    # -- review queue and feedback ---------------------------------------------------------------------------
+    @app.get("/v1/review", tags=["review"], response_model=list[ReviewItem], dependencies=[read])
+    def review_list(limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+        """Pending items, most uncertain (smallest top-1 / top-2 margin) first."""
+        return svc.review_store().pending(limit, offset)
+
+    @app.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[read])
+    def review_get(review_id: int) -> dict[str, Any]:
+        item = svc.review_store().get(review_id)
+        if item is None:
+            raise HTTPException(404, f"no review item {review_id}")
+        return item
+
+    @app.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[read], response_class=Response)
+    def review_image(review_id: int) -> Response:
+        item = svc.review_store().get(review_id)
+        if item is None:
+            raise HTTPException(404, f"no review item {review_id}")
+        product = item["product"]
+        try:
+            if product.get("image_base64"):
+                data = decode_image_base64(product["image_base64"], settings.max_image_bytes)
+            elif product.get("image"):
+                path = resolve_image_path(product["image"], settings.image_root)
+                if not path.is_file():
+                    raise HTTPException(404, "the product's image file is gone")
+                data = path.read_bytes()
+            else:
+                raise HTTPException(404, "this product has no image")
+        except ImageError as e:
+            raise HTTPException(400, str(e)) from None
+        media = next((t for magic, t in _IMAGE_TYPES.items() if data.startswith(magic)), None)
+        if media is None:
+            media = mimetypes.guess_type(product.get("image") or "")[0] or ""
+        if not media.startswith("image/"):
+            raise HTTPException(415, "the stored file is not an image")
+        return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.post("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[write])
+    def review_decide(review_id: int, decision: ReviewDecision) -> dict[str, Any]:
+        """Accept the suggestion (no category) or correct it; the decision is recorded as feedback."""
+        category = svc.check_category(decision.category) if decision.category else None
+        item = svc.review_store().decide(review_id, category, decision.reviewer)
+        if item is None:
+            raise HTTPException(404, f"no review item {review_id}")
+        svc.metrics.feedback.labels(source="review").inc()
+        return item
+
+    @app.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[write])
+    def feedback(fb: FeedbackRequest) -> dict[str, Any]:
+        """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
+        svc.check_product(fb.product)
+        category = svc.check_category(fb.category)
+        fid = svc.review_store().add_feedback(fb.product.model_dump(exclude_none=True), category, svc.model.version)
+        svc.metrics.feedback.labels(source="api").inc()
+        return {"id": fid, "category": category}
+
+    @app.get("/v1/review-stats", tags=["review"], dependencies=[read])
+    def review_stats() -> dict[str, int]:
+        return svc.review_store().counts()
+
+    # -- admin -----------------------------------------------------------------------------------------------
+    @app.post("/v1/admin/reload", tags=["admin"], dependencies=[write])
+    async def reload(req: ReloadRequest | None = None) -> dict[str, Any]:
+        """Switch the served version atomically (in-flight requests finish on the old one). A bundle that fails
+        its integrity check is refused (409) and the old version keeps serving."""
+        old = svc.model.version
+        try:
+            served = await asyncio.to_thread(svc.registry.reload, req.version if req else None)
+        except BundleError as e:
+            svc.metrics.reloads.labels(outcome="refused").inc()
+            logger.warning("reload refused, still serving %s: %s", old, e)
+            raise HTTPException(409, f"refused: {e}; still serving version {old}") from None
+        svc.metrics.reloads.labels(outcome="ok").inc()
+        svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
+        return {"previous_version": old, "version": served.version}
+
+    @app.post("/v1/admin/retrain", tags=["admin"], status_code=202, dependencies=[write])
+    def retrain_start() -> dict[str, Any]:
+        """Train a new version from the original data (TAXONOMIST_RETRAIN_DATA) + all feedback into the model
+        store, in the background; GET /v1/admin/jobs/{id} follows it. The new version is served after a reload."""
+        if settings.retrain_data is None:
+            raise HTTPException(409, "retraining from the API needs the original training catalogue: set "
+                                     "TAXONOMIST_RETRAIN_DATA (or run: taxonomist retrain MODEL_DIR --feedback DB ...)")
+        if not svc.registry.is_store:
+            raise HTTPException(409, "retraining from the API writes a new version into a model store; serve a folder "
+                                     "of bundles (MODEL_DIR/v0001, ...) instead of a single bundle")
+        with svc._jobs_lock:
+            if any(j["status"] == "running" for j in svc.jobs.values()):
+                raise HTTPException(409, "a retraining job is already running")
+            job_id = uuid.uuid4().hex[:12]
+            svc.jobs[job_id] = {"id": job_id, "status": "running"}
+        threading.Thread(target=_retrain_job, args=(svc, job_id), daemon=True, name=f"retrain-{job_id}").start()
+        return svc.jobs[job_id]
+
+    @app.get("/v1/admin/jobs/{job_id}", tags=["admin"], dependencies=[write])
+    def job(job_id: str) -> dict[str, Any]:
+        if job_id not in svc.jobs:
+            raise HTTPException(404, f"no job {job_id}")
+        return svc.jobs[job_id]
+
+    # -- the review page -------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/review")
+
+    @app.get("/review", include_in_schema=False, response_class=HTMLResponse)
+    def review_page() -> HTMLResponse:
+        html = resources.files("taxonomist.serving").joinpath("static/review.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                                                      "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+
+    return app
+
+
+def _retrain_job(svc: Service, job_id: str) -> None:
+    from ..retrain import retrain
+
+    try:
+        target = svc.registry.next_version_path()
+        result = retrain(svc.model.path, svc.review_store().feedback(), svc.settings.retrain_data, target)  # type: ignore[arg-type]
+        svc.jobs[job_id] = {"id": job_id, "status": "done", "version": target.name, **result.summary()}
+    except Exception as e:  # reported through the job, not lost
+        logger.error("retraining job %s failed: %s: %s", job_id, type(e).__name__, scrub_pii(str(e))[:500])
+        svc.jobs[job_id] = {"id": job_id, "status": "failed", "error": f"{type(e).__name__}: {e}"}

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the service (one registry per app, so several apps in one process do not clash)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["ServiceMetrics", "TimingMiddleware"]
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.latency = Histogram("taxonomist_request_duration_seconds", "Request latency by route.",
+                                 ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.request_products = Histogram("taxonomist_request_products", "Products per classify request.",
+                                          buckets=_SIZE_BUCKETS, registry=r)
+        self.model_batch = Histogram("taxonomist_model_batch_products", "Products per model call (after micro-batching).",
+                                     buckets=_SIZE_BUCKETS, registry=r)
+        self.predictions = Counter("taxonomist_predictions", "Predictions served, by predicted top-level category.",
+                                   ["top_level"], registry=r)
+        self.low_confidence = Counter("taxonomist_low_confidence_predictions", "Predictions below the review threshold.",
+                                      registry=r)
+        self.low_confidence_ratio = Gauge("taxonomist_low_confidence_ratio",
+                                          "Share of predictions below the review threshold since start.", registry=r)
+        self.queued = Counter("taxonomist_review_queued", "Predictions queued for review, by reason.", ["reason"], registry=r)
+        self.queue_depth = Gauge("taxonomist_review_queue_depth", "Pending items in the review queue.", registry=r)
+        self.feedback = Counter("taxonomist_feedback", "Corrections recorded, by source.", ["source"], registry=r)
+        self.model_info = Info("taxonomist_model", "The model version being served.", registry=r)
+        self.reloads = Counter("taxonomist_model_reloads", "Model reloads, by outcome.", ["outcome"], registry=r)
+        self._n = 0
+        self._low = 0
+
+    def observe_predictions(self, top_levels: list[str], low: int) -> None:
+        for t in top_levels:
+            self.predictions.labels(top_level=t or "(none)").inc()
+        self.low_confidence.inc(low)
+        self._n += len(top_levels)
+        self._low += low
+        self.low_confidence_ratio.set(self._low / self._n if self._n else 0.0)
+
+    def track_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(depth)
+
+
+class TimingMiddleware:
+    """Pure ASGI middleware: request latency per route template (not per raw path: bounded label values)."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "(unmatched)"
+            self.metrics.latency.labels(scope.get("method", ""), path, str(status[0])).observe(time.perf_counter() - start)

@@ -1,0 +1,103 @@
+"""Model versions and hot reload.
+
+``MODEL_DIR`` is either one bundle (it has ``manifest.json``; its version is the folder name) or a model store:
+a folder whose sub-folders are bundles, one per version. :meth:`ModelRegistry.reload` loads and verifies the
+requested (default: newest) version *beside* the served one and then swaps a single reference: requests already
+running keep the model object they started with, new ones get the new one, and a bundle that fails its integrity
+check raises :class:`~taxonomist.exceptions.BundleError` while the old version keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bundle import MANIFEST
+from ..exceptions import BundleError
+
+__all__ = ["ModelRegistry", "ServedModel"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    version: str
+    path: Path
+    classifier: Any  # TaxonomyClassifier
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return dict(getattr(self.classifier, "manifest_", {}))
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._current: ServedModel | None = None
+        self._reload_lock = threading.Lock()  # one reload at a time; serving never waits on it
+
+    @property
+    def is_store(self) -> bool:
+        return not (self.root / MANIFEST).is_file()
+
+    def versions(self) -> list[str]:
+        """Available versions, oldest first (a store's sub-folders with a manifest, ordered by name)."""
+        if not self.is_store:
+            return [self.root.name]
+        if not self.root.is_dir():
+            raise BundleError(f"expected a model bundle or a folder of bundles at {self.root}, but it does not exist; "
+                              f"train one with: taxonomist train CATALOG -o {self.root}")
+        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith("."))
+
+    def path_of(self, version: str | None) -> Path:
+        if not self.is_store:
+            if version not in (None, self.root.name):
+                raise BundleError(f"{self.root} is a single bundle (version {self.root.name!r}); it has no version {version!r}")
+            return self.root
+        versions = self.versions()
+        if not versions:
+            raise BundleError(f"the model store {self.root} has no bundles (sub-folders with {MANIFEST})")
+        if version is None:
+            return self.root / versions[-1]
+        if version not in versions:
+            raise BundleError(f"the model store {self.root} has no version {version!r}; available: {versions}")
+        return self.root / version
+
+    def next_version_path(self) -> Path:
+        """Where a new version (e.g. a retrained model) goes in a store: ``v0001``, ``v0002``, ..."""
+        if not self.is_store:
+            raise BundleError(f"{self.root} is a single bundle, not a model store; serve a folder of versions to add one")
+        numbers = [int(v[1:]) for v in self.versions() if v[:1] == "v" and v[1:].isdigit()]
+        return self.root / f"v{max(numbers, default=0) + 1:04d}"
+
+    @property
+    def current(self) -> ServedModel:
+        if self._current is None:
+            raise RuntimeError("no model loaded yet")
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def reload(self, version: str | None = None) -> ServedModel:
+        """Load, verify and switch to ``version`` (default: the newest); on any error the served model stays."""
+        from ..classifier import TaxonomyClassifier
+
+        with self._reload_lock:
+            path = self.path_of(version)
+            start = time.perf_counter()
+            clf = TaxonomyClassifier.load(path)  # verifies every file's SHA-256; never unpickles
+            served = ServedModel(path.name, path, clf)
+            old = self._current
+            self._current = served  # one reference swap: atomic for readers
+            logger.info("serving model version %s (%s tier, %d categories; loaded in %.1f s)%s", served.version,
+                        clf.tier, len(clf.classes_), time.perf_counter() - start,
+                        f", replacing {old.version}" if old is not None else "")
+            return served

@@ -1,0 +1,115 @@
+"""Request and response bodies of the service (pydantic; they make the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
+    "ReloadRequest", "ReviewDecision", "ReviewItem",
+]
+
+
+class Product(BaseModel):
+    """A product to classify. Text lengths are limited by the server setting ``max_text_chars`` (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, max_length=256, description="Your product id, echoed back.")
+    title: str = Field(..., min_length=1, description="Product title (required).")
+    description: str | None = Field(None, description="Free-text description.")
+    attributes: dict[str, str] | None = Field(None, description="Attribute columns the model was trained with (brand, colour, ...).")
+    image: str | None = Field(None, description="Path of the product photo, inside the server's image root.")
+    image_base64: str | None = Field(None, description="The product photo as base64 (within the server's size limit).")
+
+    def record(self) -> dict[str, Any]:
+        """The row the classifier reads: id, title, description and the attribute columns."""
+        row: dict[str, Any] = {k: v for k, v in (self.attributes or {}).items()
+                               if k not in ("id", "title", "description", "category", "image")}
+        row.update(id=self.id, title=self.title, description=self.description or "")
+        return row
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product: Product | None = Field(None, description="One product ...")
+    products: list[Product] | None = Field(None, description="... or a batch (at most the server's max_batch).")
+    top_k: int = Field(3, ge=1, le=20, description="Alternative leaves to return.")
+    explain: bool = Field(False, description="Attach the n-grams and nearest training products behind each prediction.")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, description="Back off to a parent below this confidence.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClassifyRequest:
+        if (self.product is None) == (self.products is None):
+            raise ValueError("give exactly one of 'product' (one product) or 'products' (a batch)")
+        if self.products is not None and not self.products:
+            raise ValueError("'products' is empty; send at least one product")
+        return self
+
+    def items(self) -> list[Product]:
+        return [self.product] if self.product is not None else list(self.products or [])
+
+
+class Alternative(BaseModel):
+    category: str
+    confidence: float
+
+
+class ClassifyResult(BaseModel):
+    id: str | None
+    category: str = Field(description="The predicted path (backed off to a parent when unsure; empty when unclassified).")
+    path: list[str]
+    confidence: list[float] = Field(description="Confidence of each level of the path.")
+    leaf: str = Field(description="The most probable leaf, even when the path backed off from it.")
+    leaf_confidence: float
+    alternatives: list[Alternative]
+    backed_off: bool
+    needs_review: bool = Field(description="Queued for a person to check (low confidence or audit sample).")
+    review_id: int | None = None
+    explanation: list[dict[str, Any]] | None = None
+    neighbours: list[dict[str, Any]] | None = None
+    model_version: str
+
+
+class ClassifyResponse(BaseModel):
+    model_version: str
+    results: list[ClassifyResult]
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = Field(None, max_length=1000, description="The correct path; omit to accept the suggestion.")
+    reviewer: str | None = Field(None, max_length=200)
+
+
+class ReviewItem(BaseModel):
+    id: int
+    created: float
+    product: dict[str, Any]
+    prediction: dict[str, Any]
+    category: str
+    confidence: float
+    margin: float
+    reason: str
+    model_version: str
+    status: str
+    decided_category: str | None = None
+    decided_at: float | None = None
+    reviewer: str | None = None
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product: Product
+    category: str = Field(..., min_length=1, max_length=1000, description="The correct category path.")
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(None, max_length=200, description="Version to serve (default: the newest in the store).")

@@ -1,0 +1,43 @@
+"""Service settings: ``TAXONOMIST_*`` environment variables or a ``.env`` file (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ServeSettings"]
+
+
+class ServeSettings(BaseSettings):
+    """What ``taxonomist serve`` runs with. Every field is ``TAXONOMIST_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TAXONOMIST_", env_file=".env", extra="ignore")
+
+    model_dir: Path = Field(Path("model"), description="A model bundle, or a model store: a folder of bundles (versions).")
+    model_version: str | None = Field(None, description="The version to serve from a store (default: the newest).")
+    review_db: Path = Field(Path("taxonomist-review.db"), description="SQLite file of the review queue and feedback.")
+    review_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Leaf confidence below which a prediction is queued for review.")
+    audit_rate: float = Field(0.01, ge=0.0, le=1.0, description="Share of confident predictions also queued, as an audit sample.")
+    audit_seed: int | None = Field(None, description="Seed of the audit sampling (tests).")
+    max_batch: int = Field(256, ge=1, description="Most products in one /v1/classify request (more: 413).")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body (more: 413).")
+    max_text_chars: int = Field(5_000, ge=16, description="Longest title / description / attribute value (more: 422).")
+    max_image_bytes: int = Field(1_000_000, ge=1024, description="Largest base64-decoded image in a request.")
+    image_root: Path | None = Field(None, description="Image paths in requests must resolve inside this folder.")
+    microbatch_window_ms: float = Field(3.0, ge=0.0, description="How long the first request of a micro-batch waits for others.")
+    microbatch_max: int = Field(64, ge=1, description="Most products the encoders see in one micro-batch.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys for write/admin endpoints (comma-separated); none = writes refused.")
+    read_requires_key: bool = Field(False, description="Also require a key for classify / read endpoints.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Allowed CORS origins (comma-separated); none = CORS off.")
+    retrain_data: Path | None = Field(None, description="The original training catalogue, for POST /v1/admin/retrain.")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v

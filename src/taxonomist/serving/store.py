@@ -1,0 +1,155 @@
+"""The review queue and the feedback store: one SQLite file in WAL mode (the default embedded store).
+
+Every write is one transaction committed before the API answers, with ``synchronous=FULL``: a write the server
+acknowledged survives the server being killed (tests/test_serving_crash.py kills it with SIGKILL mid-load).
+Products are kept as JSON as they were posted; corrections are labelled data for ``taxonomist retrain``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ReviewStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS review (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    product TEXT NOT NULL,           -- the product as posted (JSON)
+    prediction TEXT NOT NULL,        -- the prediction served (JSON)
+    category TEXT NOT NULL,          -- the suggested path
+    confidence REAL NOT NULL,
+    margin REAL NOT NULL,            -- top-1 minus top-2 leaf probability: smaller = more uncertain
+    reason TEXT NOT NULL,            -- low_confidence | audit
+    model_version TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | accepted | corrected
+    decided_category TEXT,
+    decided_at REAL,
+    reviewer TEXT
+);
+CREATE INDEX IF NOT EXISTS review_pending ON review(status, margin);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    product TEXT NOT NULL,           -- JSON
+    category TEXT NOT NULL,          -- the correct path
+    source TEXT NOT NULL,            -- review | api
+    review_id INTEGER REFERENCES review(id),
+    model_version TEXT
+);
+"""
+
+
+class ReviewStore:
+    """Review items and feedback in one SQLite database (thread-safe; one connection behind a lock)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- review queue --------------------------------------------------------------------------------------
+    def enqueue(self, items: list[Mapping[str, Any]]) -> list[int]:
+        """Add predictions to the queue; each item has product, prediction, category, confidence, margin,
+        reason, model_version. Returns their ids."""
+        ids = []
+        now = time.time()
+        with self._tx() as db:
+            for it in items:
+                cur = db.execute(
+                    "INSERT INTO review (created, product, prediction, category, confidence, margin, reason, model_version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (now, json.dumps(it["product"], ensure_ascii=False), json.dumps(it["prediction"], ensure_ascii=False),
+                     it["category"], float(it["confidence"]), float(it["margin"]), it["reason"], it["model_version"]),
+                )
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def pending(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Pending items, most uncertain (smallest margin) first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM review WHERE status = 'pending' ORDER BY margin ASC, id ASC LIMIT ? OFFSET ?",
+                (limit, offset)).fetchall()
+        return [_review_row(r) for r in rows]
+
+    def get(self, review_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
+        return _review_row(row) if row is not None else None
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM review WHERE status = 'pending'").fetchone()[0])
+
+    def decide(self, review_id: int, category: str | None, reviewer: str | None = None) -> dict[str, Any] | None:
+        """Accept the suggestion (``category`` None or equal to it) or correct it; the decision is also recorded
+        as feedback. Returns the updated item, or None when there is no such item."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
+            if row is None:
+                return None
+            final = category or row["category"]
+            status = "accepted" if final == row["category"] else "corrected"
+            db.execute("UPDATE review SET status = ?, decided_category = ?, decided_at = ?, reviewer = ? WHERE id = ?",
+                       (status, final, now, reviewer, review_id))
+            db.execute("INSERT INTO feedback (created, product, category, source, review_id, model_version)"
+                       " VALUES (?, ?, ?, 'review', ?, ?)", (now, row["product"], final, review_id, row["model_version"]))
+            row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
+        return _review_row(row)
+
+    # -- feedback --------------------------------------------------------------------------------------------
+    def add_feedback(self, product: Mapping[str, Any], category: str, model_version: str | None = None) -> int:
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO feedback (created, product, category, source, model_version)"
+                             " VALUES (?, ?, ?, 'api', ?)",
+                             (time.time(), json.dumps(dict(product), ensure_ascii=False), category, model_version))
+            return int(cur.lastrowid or 0)
+
+    def feedback(self) -> list[dict[str, Any]]:
+        """All feedback, oldest first (a later correction of the same product wins when retraining)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM feedback ORDER BY id").fetchall()
+        return [{**dict(r), "product": json.loads(r["product"])} for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, count(*) FROM review GROUP BY status").fetchall()
+            n_fb = int(self._db.execute("SELECT count(*) FROM feedback").fetchone()[0])
+        return {**{str(s): int(n) for s, n in rows}, "feedback": n_fb}
+
+
+def _review_row(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    d["product"] = json.loads(d["product"])
+    d["prediction"] = json.loads(d["prediction"])
+    return d
