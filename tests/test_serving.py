@@ -1,0 +1,318 @@
+"""The prediction service in-process (FastAPI TestClient): classify, review queue, feedback, limits, security,
+versions and hot reload, metrics, retraining from feedback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+import taxonomist as tx  # noqa: E402
+from taxonomist.serving import ReviewStore, ServeSettings, create_app  # noqa: E402
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def store_dir(saved_sample_model: Path, tmp_path: Path) -> Path:
+    store = tmp_path / "models"
+    shutil.copytree(saved_sample_model, store / "v0001")
+    return store
+
+
+def make_client(store_dir: Path, tmp_path: Path, raise_server_exceptions: bool = True, **overrides: Any) -> TestClient:
+    settings = ServeSettings(**{"model_dir": store_dir, "review_db": tmp_path / "review.db", "api_keys": [KEY],
+                                "audit_rate": 0.0, **overrides})
+    return TestClient(create_app(settings), raise_server_exceptions=raise_server_exceptions)
+
+
+@pytest.fixture
+def client(store_dir: Path, tmp_path: Path):
+    with make_client(store_dir, tmp_path, review_threshold=0.9) as c:
+        yield c
+
+
+def classify(c: TestClient, *titles: str, **extra: Any) -> dict[str, Any]:
+    r = c.post("/v1/classify", json={"products": [{"id": str(i), "title": t} for i, t in enumerate(titles)], **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_classify_one_and_batch(client: TestClient) -> None:
+    one = client.post("/v1/classify", json={"product": {"title": "Nike Men Running Shoes"}, "top_k": 2}).json()
+    res = one["results"][0]
+    assert one["model_version"] == res["model_version"] == "v0001"
+    assert res["path"][0] == "Footwear" and res["category"] == " > ".join(res["path"])
+    assert len(res["alternatives"]) == 2 and len(res["confidence"]) == len(res["path"])
+    assert res["confidence"] == sorted(res["confidence"], reverse=True)
+    batch = classify(client, "Titan Women Gold Analog Watch", "Puma Kids Yellow T-shirt", "zzz qqq")
+    assert [r["id"] for r in batch["results"]] == ["0", "1", "2"]
+    assert batch["results"][0]["path"][0] == "Accessories"
+    # the same product alone and in a batch gets the same answer (micro-batching changes nothing)
+    alone = classify(client, "Titan Women Gold Analog Watch")["results"][0]
+    assert alone["leaf"] == batch["results"][0]["leaf"]
+    assert alone["leaf_confidence"] == pytest.approx(batch["results"][0]["leaf_confidence"])
+
+
+def test_concurrent_requests_are_micro_batched(store_dir: Path, tmp_path: Path) -> None:
+    titles = ["Nike Men Running Shoes", "Titan Women Gold Analog Watch", "Lakme Absolute Matte Lipstick",
+              "Wildcraft Unisex Blue Backpack"] * 8
+    with make_client(store_dir, tmp_path, microbatch_window_ms=50.0) as c:
+        results: dict[int, str] = {}
+
+        def one(i: int) -> None:
+            results[i] = c.post("/v1/classify", json={"product": {"title": titles[i]}}).json()["results"][0]["leaf"]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(titles))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        metrics = c.get("/metrics").text
+    model = tx.load(store_dir / "v0001")
+    assert [results[i] for i in range(len(titles))] == list(model.predict(titles))
+    count = float(next(line.split()[-1] for line in metrics.splitlines()
+                       if line.startswith("taxonomist_model_batch_products_count")))
+    assert count < len(titles)  # fewer model calls than requests
+
+
+def test_low_confidence_goes_to_review_ordered_by_margin(client: TestClient) -> None:
+    out = classify(client, "Nike Men Running Shoes", "blue thing", "something else entirely", "gift")
+    queued = [r for r in out["results"] if r["needs_review"]]
+    assert queued and all(r["review_id"] for r in queued)
+    assert all(r["leaf_confidence"] < 0.9 for r in queued)
+    items = client.get("/v1/review").json()
+    assert {i["id"] for i in items} == {r["review_id"] for r in queued}
+    margins = [i["margin"] for i in items]
+    assert margins == sorted(margins)
+    assert items[0]["status"] == "pending" and items[0]["reason"] == "low_confidence"
+
+
+def test_audit_sample_of_confident_predictions(store_dir: Path, tmp_path: Path) -> None:
+    with make_client(store_dir, tmp_path, review_threshold=0.0, audit_rate=1.0) as c:
+        out = classify(c, "Nike Men Running Shoes")
+        assert out["results"][0]["needs_review"]
+        assert c.get("/v1/review").json()[0]["reason"] == "audit"
+
+
+def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_path: Path) -> None:
+    classify(client, "blue thing", "gift")
+    first, second = client.get("/v1/review").json()[:2]
+    assert client.post(f"/v1/review/{first['id']}", json={}).status_code == 401
+    assert client.post(f"/v1/review/{first['id']}", json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    bad = client.post(f"/v1/review/{first['id']}", json={"category": "Apparel > Nope"}, headers=AUTH)
+    assert bad.status_code == 422 and "not in the taxonomy" in bad.json()["detail"]
+    inner = client.post(f"/v1/review/{first['id']}", json={"category": "Apparel > Topwear"}, headers=AUTH)
+    assert inner.status_code == 422 and "not a leaf" in inner.json()["detail"]
+    assert client.post("/v1/review/999999", json={}, headers=AUTH).status_code == 404
+    accepted = client.post(f"/v1/review/{first['id']}", json={}, headers=AUTH).json()
+    assert accepted["status"] == "accepted" and accepted["decided_category"] == first["category"]
+    corrected = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts",
+                                                               "reviewer": "ana"}, headers=AUTH).json()
+    assert corrected["status"] == "corrected"
+    assert {i["id"] for i in client.get("/v1/review").json()}.isdisjoint({first["id"], second["id"]})
+    fb = client.post("/v1/feedback", json={"product": {"id": "p9", "title": "Red cotton tee"},
+                                           "category": "Apparel > Topwear > Tshirts"}, headers=AUTH)
+    assert fb.status_code == 201
+    assert client.post("/v1/feedback", json={"product": {"title": "x"}, "category": "Apparel > Topwear > Tshirts"}).status_code == 401
+    store = ReviewStore(tmp_path / "review.db")
+    rows = store.feedback()
+    store.close()
+    assert [(r["source"], r["category"]) for r in rows] == [
+        ("review", first["category"]), ("review", "Apparel > Topwear > Tshirts"), ("api", "Apparel > Topwear > Tshirts")]
+    assert rows[2]["product"] == {"id": "p9", "title": "Red cotton tee"}
+    assert client.get("/v1/review-stats").json() == {"accepted": 1, "corrected": 1, "feedback": 3}
+
+
+def test_limits_answer_413_and_422(store_dir: Path, tmp_path: Path) -> None:
+    with make_client(store_dir, tmp_path, max_batch=4, max_body_bytes=4096, max_text_chars=100) as c:
+        r = c.post("/v1/classify", json={"products": [{"title": f"t{i}"} for i in range(5)]})
+        assert r.status_code == 413 and "limit of 4" in r.json()["detail"]
+        r = c.post("/v1/classify", content=json.dumps({"product": {"title": "x" * 5000}}),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "bytes" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: counted while streaming
+            yield b'{"product": {"title": "'
+            for _ in range(10):
+                yield b"y" * 1000
+            yield b'"}}'
+
+        r = c.post("/v1/classify", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        r = c.post("/v1/classify", json={"product": {"title": "x" * 101}})
+        assert r.status_code == 422 and "over the limit of 100" in r.json()["detail"]
+        assert c.post("/v1/classify", json={"product": {"title": ""}}).status_code == 422
+        assert c.post("/v1/classify", json={"products": []}).status_code == 422
+        assert c.post("/v1/classify", json={"product": {"title": "a"}, "products": [{"title": "b"}]}).status_code == 422
+        assert c.post("/v1/classify", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
+
+
+def test_image_paths_cannot_leave_the_image_root(store_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "shoe.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 100)
+    (tmp_path / "secret.jpg").write_bytes(b"\xff\xd8\xff\xe0secret")
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    with make_client(store_dir, tmp_path, image_root=root, audit_rate=1.0) as c:
+        ok = c.post("/v1/classify", json={"product": {"title": "Nike shoes", "image": "shoe.jpg"}})
+        assert ok.status_code == 200
+        rid = ok.json()["results"][0]["review_id"]
+        img = c.get(f"/v1/review/{rid}/image")
+        assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+        for bad in ("../secret.jpg", str(tmp_path / "secret.jpg"), "link.jpg", "a/../../secret.jpg"):
+            r = c.post("/v1/classify", json={"product": {"title": "Nike shoes", "image": bad}})
+            assert r.status_code == 400, bad
+            assert "outside the image root" in r.json()["detail"]
+        assert c.post("/v1/classify", json={"product": {"title": "x", "image": "missing.jpg"}}).status_code == 400
+        assert c.post("/v1/classify", json={"product": {"title": "x", "image_base64": "%%%"}}).status_code == 400
+        big = "A" * 2_000_000
+        assert c.post("/v1/classify", json={"product": {"title": "x", "image_base64": big}}).status_code in (400, 413)
+
+
+def test_errors_are_json_without_stack_traces(store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with make_client(store_dir, tmp_path, raise_server_exceptions=False) as c:
+        svc = c.app.state.service  # type: ignore[attr-defined]
+
+        def boom(*a: Any, **k: Any) -> Any:
+            raise RuntimeError("secret internals jo@example.com")
+
+        monkeypatch.setattr(svc.registry.current.classifier, "predict_products", boom)
+        r = c.post("/v1/classify", json={"product": {"title": "x"}})
+        assert r.status_code == 500
+        body = r.json()
+        assert body["detail"] == "internal server error" and "error_id" in body
+        assert "Traceback" not in r.text and "secret" not in r.text
+
+
+def test_health_model_taxonomy_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["model_version"] == "v0001"
+    m = client.get("/v1/model").json()
+    assert m["version"] == "v0001" and m["tier"] == "sparse" and m["versions"] == ["v0001"] and m["n_categories"] > 10
+    tree = client.get("/v1/taxonomy").json()
+    assert tree["n_leaves"] > 10 and {n["name"] for n in tree["tree"]} >= {"Apparel", "Footwear"}
+    found = client.get("/v1/taxonomy", params={"q": "watch"}).json()["matches"]
+    assert any(m["path"] == "Accessories > Watches > Watches" and m["leaf"] for m in found)
+    classify(client, "Nike Men Running Shoes", "blue thing")
+    text = client.get("/metrics").text
+    for name in ("taxonomist_request_duration_seconds_bucket", "taxonomist_request_products_bucket",
+                 'taxonomist_predictions_total{top_level="Footwear"}', "taxonomist_low_confidence_ratio",
+                 "taxonomist_review_queue_depth", 'taxonomist_model_info{tier="sparse",version="v0001"}'):
+        assert name in text, name
+    assert "text/html" in client.get("/review").headers["content-type"]
+    assert client.get("/openapi.json").json()["info"]["title"] == "taxonomist"
+
+
+def test_read_endpoints_can_require_a_key(store_dir: Path, tmp_path: Path) -> None:
+    with make_client(store_dir, tmp_path, read_requires_key=True) as c:
+        assert c.post("/v1/classify", json={"product": {"title": "x"}}).status_code == 401
+        assert c.post("/v1/classify", json={"product": {"title": "x"}}, headers=AUTH).status_code == 200
+        assert c.get("/healthz").status_code == 200
+
+
+def test_no_configured_key_refuses_every_write(store_dir: Path, tmp_path: Path) -> None:
+    settings = ServeSettings(model_dir=store_dir, review_db=tmp_path / "r.db")
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/admin/reload", json={}, headers={"Authorization": "Bearer "})
+        assert r.status_code == 401 and "TAXONOMIST_API_KEYS" in r.json()["detail"]
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TAXONOMIST_API_KEYS", "a, b")
+    monkeypatch.setenv("TAXONOMIST_MAX_BATCH", "7")
+    monkeypatch.setenv("TAXONOMIST_MODEL_DIR", str(tmp_path))
+    s = ServeSettings()
+    assert s.api_keys == ["a", "b"] and s.max_batch == 7 and s.model_dir == tmp_path
+
+
+def test_hot_reload_switches_versions_and_refuses_damaged_bundles(client: TestClient, store_dir: Path) -> None:
+    assert client.post("/v1/admin/reload", json={}).status_code == 401
+    shutil.copytree(store_dir / "v0001", store_dir / "v0002")
+    r = client.post("/v1/admin/reload", json={}, headers=AUTH)
+    assert r.json() == {"previous_version": "v0001", "version": "v0002"}
+    assert classify(client, "Nike Men Running Shoes")["model_version"] == "v0002"
+    shutil.copytree(store_dir / "v0001", store_dir / "v0003")
+    weights = store_dir / "v0003" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")  # damaged after saving
+    r = client.post("/v1/admin/reload", json={}, headers=AUTH)
+    assert r.status_code == 409 and "SHA-256" in r.json()["detail"] and "still serving version v0002" in r.json()["detail"]
+    assert classify(client, "Nike Men Running Shoes")["model_version"] == "v0002"
+    r = client.post("/v1/admin/reload", json={"version": "v0001"}, headers=AUTH)
+    assert r.json()["version"] == "v0001"
+    assert client.post("/v1/admin/reload", json={"version": "v9"}, headers=AUTH).status_code == 409
+    assert 'taxonomist_model_reloads_total{outcome="refused"} 2.0' in client.get("/metrics").text
+
+
+def test_hot_reload_under_load_fails_no_request(client: TestClient, store_dir: Path) -> None:
+    shutil.copytree(store_dir / "v0001", store_dir / "v0002")
+    errors: list[str] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            r = client.post("/v1/classify", json={"product": {"title": "Nike Men Running Shoes"}})
+            if r.status_code != 200:
+                errors.append(f"{r.status_code} {r.text}")
+            else:
+                versions.add(r.json()["model_version"])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for v in ("v0002", "v0001", "v0002", "v0001"):
+            assert client.post("/v1/admin/reload", json={"version": v}, headers=AUTH).status_code == 200
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert versions == {"v0001", "v0002"}
+
+
+def test_retrain_from_feedback(client: TestClient, store_dir: Path, tmp_path: Path,
+                               sample_catalog: tx.Catalog) -> None:
+    from taxonomist.retrain import retrain
+
+    # a reviewer teaches the model a product it got wrong
+    title = "Zorblax Quantum Hoodie"
+    for i in range(3):
+        assert client.post("/v1/feedback", json={"product": {"id": f"new{i}", "title": f"{title} {i}"},
+                                                 "category": "Apparel > Topwear > Sweatshirts"}, headers=AUTH).status_code == 201
+    store = ReviewStore(tmp_path / "review.db")
+    items = store.feedback()
+    store.close()
+    result = retrain(store_dir / "v0001", items, sample_catalog, store_dir / "v0002")
+    assert result.stats["added"] == 3 and result.stats["relabelled"] == 0
+    assert result.new_metrics["macro_f1"] > 0.5 and "macro_f1" in result.old_metrics
+    new = tx.load(store_dir / "v0002")
+    assert new.metrics_["retrained_from"]["feedback"]["added"] == 3
+    assert new.n_train_ > tx.load(store_dir / "v0001").n_train_
+    r = client.post("/v1/admin/reload", json={}, headers=AUTH)
+    assert r.json()["version"] == "v0002"
+
+
+def test_apply_feedback_relabels_by_id_then_title() -> None:
+    from taxonomist.retrain import apply_feedback
+
+    cat = tx.Catalog.from_records([{"id": "1", "title": "Red tee", "category": "A > B"},
+                                   {"id": "2", "title": "Blue jeans", "category": "A > C"}], require_labels=True)
+    fb = [{"product": {"id": "1", "title": "whatever"}, "category": "A > C"},
+          {"product": {"title": "blue  JEANS"}, "category": "A > B"},
+          {"product": {"title": "blue jeans"}, "category": "A > D"},  # a later correction of the same product wins
+          {"product": {"title": "Green socks"}, "category": "A > E"}]
+    out, stats = apply_feedback(cat, fb)
+    assert out.frame["category"].tolist() == ["A > C", "A > D", "A > E"]
+    assert stats == {"feedback": 4, "distinct_products": 3, "relabelled": 2, "added": 1, "original_rows": 2}
