@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import taxonomist as tx
 from taxonomist.datasets import sample_path
+
+from .live_server import LiveServer
 
 TINY = [
     ("Levis Men Blue Slim Jeans", "Apparel > Bottomwear > Jeans"),
@@ -110,3 +114,23 @@ def sample_model(sample_split: tuple[tx.Catalog, tx.Catalog]) -> tx.TaxonomyClas
 @pytest.fixture(scope="session")
 def saved_sample_model(sample_model: tx.TaxonomyClassifier, tmp_path_factory: pytest.TempPathFactory):
     return sample_model.save(tmp_path_factory.mktemp("bundle") / "model")
+
+
+# -- a live `taxonomist serve` process (tests/live_server.py) ----------------------------------------------
+@pytest.fixture(scope="session")
+def live_store(saved_sample_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("live") / "models"
+    shutil.copytree(saved_sample_model, store / "v0001")
+    return store
+
+
+@pytest.fixture(scope="session")
+def live_server(live_store: Path, tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("fuzz")
+    images = d / "images"
+    images.mkdir()
+    with LiveServer(live_store, d / "review.db", d / "server.log", review_threshold=0.6, image_root=images,
+                    audit_rate=0.0) as server:
+        yield server
+
+

@@ -1,0 +1,119 @@
+"""The service as a real process: a crash (SIGKILL) loses no acknowledged write, schemathesis finds no 5xx
+against the app's own OpenAPI schema, and a reviewer's correction made in the review page in headless Chromium
+lands in the feedback store (schemathesis: test_serving_fuzz.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from .live_server import KEY, LiveServer  # noqa: E402
+
+from taxonomist.serving import ReviewStore  # noqa: E402
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_sigkill_loses_no_acknowledged_feedback(live_store: Path, tmp_path: Path) -> None:
+    db = tmp_path / "review.db"
+    server = LiveServer(live_store, db, tmp_path / "server.log").start()
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(w: int) -> None:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=5.0) as c:
+            i = 0
+            while not stop.is_set():
+                pid = f"w{w}-{i}"
+                try:
+                    r = c.post("/v1/feedback", json={"product": {"id": pid, "title": f"Cotton tee {pid}"},
+                                                     "category": "Apparel > Topwear > Tshirts"})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if 200 <= r.status_code < 300:
+                    with lock:
+                        acked.append(pid)
+                i += 1
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(acked) < 150 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.kill()  # mid-load, writes in flight
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        server.stop()
+    assert len(acked) >= 150
+    restarted = LiveServer(live_store, db, tmp_path / "server.log").start()
+    try:
+        assert httpx.get(f"{restarted.url}/readyz").status_code == 200
+        store = ReviewStore(db)
+        stored = {r["product"]["id"] for r in store.feedback()}
+        store.close()
+    finally:
+        restarted.stop()
+    lost = set(acked) - stored
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {sorted(lost)[:5]}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_review_page_in_chromium(live_server: LiveServer) -> None:
+    pw = pytest.importorskip("playwright.sync_api")
+    titles = ["blue thing", "gift for her", "something else entirely", "black set for men", "cotton comfort wear",
+              "classic white"]
+    r = httpx.post(f"{live_server.url}/v1/classify", json={"products": [{"title": t} for t in titles]})
+    queued = [x for x in r.json()["results"] if x["needs_review"]]
+    assert len(queued) >= 2
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 760})
+        page.goto(f"{live_server.url}/review")
+        page.wait_for_selector("#list li")
+        n_before = page.locator("#list li").count()
+        first_title = page.locator("#title").inner_text()
+        # without a key the decision is refused and the page says why
+        page.keyboard.press("a")
+        page.wait_for_selector("#status.error")
+        assert "API key" in page.locator("#status").inner_text()
+        page.fill("#apikey", KEY)
+        page.dispatch_event("#apikey", "change")
+        page.locator("body").click(position={"x": 5, "y": 700})
+        # correct the current item: '/' to search the taxonomy, type, Enter picks the first leaf
+        page.keyboard.press("/")
+        page.keyboard.type("tshirt")
+        page.wait_for_selector("#matches li[data-category='Apparel > Topwear > Tshirts']")
+        page.keyboard.press("ArrowDown") if page.locator("#matches li").first.get_attribute("data-category") != \
+            "Apparel > Topwear > Tshirts" else None
+        chosen = page.locator("#matches li.active").get_attribute("data-category")
+        shot = os.environ.get("REVIEW_PAGE_SCREENSHOT")  # docs/review-page.png is made this way
+        if shot:
+            page.screenshot(path=shot)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#status.ok")
+        pw.expect(page.locator("#list li")).to_have_count(n_before - 1)
+        # accept the next one with the keyboard
+        page.locator("body").click(position={"x": 5, "y": 700})
+        page.keyboard.press("a")
+        pw.expect(page.locator("#list li")).to_have_count(n_before - 2)
+        browser.close()
+    store = ReviewStore(live_server.review_db)
+    feedback = store.feedback()
+    store.close()
+    corrected = [f for f in feedback if f["source"] == "review" and f["product"]["title"] == first_title]
+    assert corrected and corrected[0]["category"] == chosen
+    assert len([f for f in feedback if f["source"] == "review"]) == 2
