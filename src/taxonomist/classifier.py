@@ -65,6 +65,13 @@ def _frame(X: Any) -> pd.DataFrame:
     return out
 
 
+def _text(value: Any) -> str:
+    """A field as ``_frame`` / ``_texts`` read it: missing or NaN is empty, anything else ``str``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)
+
+
 def _is_numeric(values: pd.Series) -> bool:
     v = values[values != ""]
     if v.empty:
@@ -171,6 +178,24 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return titles, df["description"].tolist()
         parts = df[cols].fillna("").astype(str).to_numpy()
         return titles, [" ".join(v for v in row if v) for row in parts]
+
+    def _texts_of(self, X: Any) -> tuple[list[str], list[str]]:
+        """``_texts(_frame(X))``, without building a frame for a list of dicts or titles (the served path)."""
+        if not isinstance(X, list) or not X or not all(isinstance(r, (Mapping, str)) for r in X):
+            return self._texts(_frame(X))
+        if all(isinstance(r, str) for r in X):
+            return list(X), [""] * len(X)
+        if not all(isinstance(r, Mapping) for r in X):
+            raise TypeError("expected products as a Catalog, a DataFrame, dicts with a 'title', or title strings")
+        if not any("title" in r for r in X):
+            return self._texts(_frame(X))  # raises the usual error naming the fields found
+        cols = ["description", *self.text_attributes_]
+        titles, contexts = [], []
+        for r in X:
+            titles.append(_text(r.get("title")))
+            values = [_text(r.get(c)) for c in cols]
+            contexts.append(values[0] if len(cols) == 1 else " ".join(v for v in values if v))
+        return titles, contexts
 
     def _check(self) -> None:
         if not hasattr(self, "model_"):
@@ -410,8 +435,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         if isinstance(X, (str, Mapping)):
             X = [X]
-        df = _frame(X)
-        titles, contexts = self._texts(df)
+        titles, contexts = self._texts_of(X)
         proba, emb = self._proba(titles, contexts)
         mc = self.min_confidence if min_confidence is None else min_confidence
         preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)

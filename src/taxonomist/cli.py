@@ -515,6 +515,9 @@ def serve(
         console.print(f"no API key configured (TAXONOMIST_API_KEYS / --api-key): this run's key is {settings.api_keys[0]}",
                       highlight=False, markup=False)
     console.print(f"review page: http://{host}:{port}/review · API docs: http://{host}:{port}/docs", highlight=False)
+    # the model runs in a worker thread while the event loop takes requests: hand the GIL over every 0.5 ms
+    # instead of 5 ms (measured: server-side p50 40 -> 25 ms under 32 clients)
+    sys.setswitchinterval(0.0005)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 

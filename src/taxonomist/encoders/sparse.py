@@ -35,8 +35,11 @@ def _identity(s: str) -> str:
 
 def _unique_normalized(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """(codes, normalised distinct texts): ``texts[i]`` normalises to ``distinct[codes[i]]``."""
-    codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object).fillna(""))
-    return codes, [normalize_for_sparse(u) for u in uniques]
+    index: dict[object, int] = {}
+    codes = np.empty(len(texts), dtype=np.intp)
+    for i, t in enumerate(texts):  # a dict, not pandas.factorize: a served request is a handful of products
+        codes[i] = index.setdefault("" if t is None or (isinstance(t, float) and t != t) else t, len(index))
+    return codes, [normalize_for_sparse(u) for u in index]
 
 
 class _CharWbIndex:

@@ -97,6 +97,7 @@ def select_weights(logs: dict[str, np.ndarray], y_index: np.ndarray, weights: di
 
 
 PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_SHIFT_MIN_COUNT = 5
 
 
 def prior_shift(counts: np.ndarray, tau: float) -> np.ndarray:
@@ -110,7 +111,10 @@ def prior_shift(counts: np.ndarray, tau: float) -> np.ndarray:
     has = counts > 0
     if tau == 0.0 or not has.any():
         return out
-    log_prior = np.log(counts[has] / counts[has].sum())
+    # a leaf with one or two examples would get the largest push while its members' scores are the least
+    # reliable: counts are floored at _SHIFT_MIN_COUNT
+    floored = np.maximum(counts[has], _SHIFT_MIN_COUNT)
+    log_prior = np.log(floored / floored.sum())
     out[has] = -tau * (log_prior - log_prior.mean())
     return out
 

@@ -100,7 +100,8 @@ class Service:
         self.store: ReviewStore | None = None
         self.rng = random.Random(settings.audit_seed)
         self.batcher = MicroBatcher(self._predict_batch, settings.microbatch_window_ms / 1000.0, settings.microbatch_max,
-                                    on_batch=self.metrics.model_batch.observe)
+                                    on_batch=self.metrics.model_batch.observe,
+                                    inline=lambda: self.registry.current.classifier.tier == "sparse")
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
 

@@ -1,8 +1,11 @@
 """Micro-batching: concurrent requests are pooled into one model call.
 
 The first waiting request opens a window (a few milliseconds, configurable); requests arriving meanwhile join
-its batch until it holds ``max_items`` products. One worker runs batches one after another in a thread, so the
-encoders see batches rather than single products, and the event loop stays free to accept requests.
+its batch until it holds ``max_items`` products. One worker runs batches one after another, so the encoders see
+batches rather than single products: in a thread when the model spends its time in code that releases the GIL
+(torch), so the event loop keeps accepting requests meanwhile; on the event loop itself when ``inline()`` says
+so (the sparse tier: short numpy/scipy calls that hold the GIL, where a thread only adds GIL hand-over waits --
+measured with 32 clients: 110 req/s in a thread, 176 req/s inline).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ class MicroBatcher:
     """``await batcher.submit(items)`` → ``fn(pooled items)`` sliced back to this request's items."""
 
     def __init__(self, fn: Callable[[list[Any]], list[Any]], window_s: float = 0.003, max_items: int = 64,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, inline: Callable[[], bool] | None = None) -> None:
         self.fn = fn
+        self.inline = inline
         self.window_s = window_s
         self.max_items = max_items
         self.on_batch = on_batch
@@ -78,7 +82,10 @@ class MicroBatcher:
                 n += len(job.items)
             items = [it for j in jobs for it in j.items]
             try:
-                results = await asyncio.to_thread(self.fn, items)
+                if self.inline is not None and self.inline():
+                    results = self.fn(items)
+                else:
+                    results = await asyncio.to_thread(self.fn, items)
             except Exception as e:  # every waiting request gets the error
                 for j in jobs:
                     if not j.future.done():

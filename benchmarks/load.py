@@ -1,0 +1,160 @@
+"""Load test of ``taxonomist serve`` on loopback: concurrent clients, single products and batches.
+
+    python benchmarks/load.py [--model DIR] [--tier sparse|ensemble] [--clients 32] [--seconds 60]
+
+Starts the server as its own process (as in production: uvicorn, one worker), then for each mode — single-product
+requests, and batches of 64 — runs ``--clients`` async httpx clients for ``--seconds`` each, and prints requests/s,
+products/s, p50 / p95 / p99 latency, errors, and the server's peak RSS (VmHWM). Without ``--model`` a bundle of
+``--tier`` is trained on the bundled sample first. The clients share the 2 cores with the server: figures are
+pessimistic for a server with its own machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+import taxonomist as tx
+from taxonomist.datasets import sample_path
+
+KEY = "load-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_clients(url: str, titles: list[str], clients: int, seconds: float, batch: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    products = 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(c: httpx.AsyncClient, seed: int) -> None:
+        nonlocal errors, products
+        rnd = random.Random(seed)
+        while time.perf_counter() < stop_at:
+            if batch == 1:
+                body = {"product": {"title": rnd.choice(titles)}}
+            else:
+                body = {"products": [{"title": t} for t in rnd.sample(titles, batch)]}
+            t0 = time.perf_counter()
+            try:
+                r = await c.post("/v1/classify", json=body)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - t0)
+            if ok:
+                products += batch
+            else:
+                errors += 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as c:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c, i) for i in range(clients)))
+        wall = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1000
+    return {"requests": len(lat), "req_s": len(lat) / wall, "products_s": products / wall, "errors": errors,
+            "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+            "p99": float(np.percentile(lat, 99))}
+
+
+def model_calls(url: str) -> tuple[float, float]:
+    """(model calls, products) so far, from the server's Prometheus histogram."""
+    values = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(("taxonomist_model_batch_products_count", "taxonomist_model_batch_products_sum")):
+            name, value = line.split()
+            values[name.rsplit("_", 1)[1]] = float(value)
+    return values.get("count", 0.0), values.get("sum", 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="a bundle to serve (default: train --tier on the bundled sample)")
+    ap.add_argument("--tier", default="sparse")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--window-ms", type=float, default=None, help="micro-batching window (server default if unset)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="taxonomist-load-"))
+    catalog = tx.read_catalog(sample_path("products"), require_labels=True)
+    titles = sorted(set(catalog.titles))
+    model = args.model
+    if model is None:
+        model = work / "model"
+        print(f"training a {args.tier} bundle on the bundled sample ({len(catalog)} products) ...", flush=True)
+        tx.TaxonomyClassifier(tier=args.tier).fit(catalog).save(model)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TAXONOMIST_AUDIT_RATE": "0.01"}
+    if args.window_ms is not None:
+        env["TAXONOMIST_MICROBATCH_WINDOW_MS"] = str(args.window_ms)
+    log = (work / "server.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "taxonomist.cli", "serve", str(model), "--port", str(port),
+                               "--review-db", str(work / "review.db"), "--api-key", KEY, "--log-level", "warning"],
+                              stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit(f"the server did not start:\n{(work / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        info = httpx.get(f"{url}/v1/model").json()
+        print(f"\nserving {info['tier']} ({info['n_categories']} categories), {args.clients} clients, "
+              f"{args.seconds:.0f} s per mode, loopback, {os.cpu_count()} CPUs shared by server and clients\n")
+        print("| mode | requests | req/s | products/s | p50 ms | p95 ms | p99 ms | errors | products per model call |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        asyncio.run(run_clients(url, titles, 4, 3.0, 1))  # warm-up
+        for batch in (1, args.batch):
+            before = model_calls(url)
+            r = asyncio.run(run_clients(url, titles, args.clients, args.seconds, batch))
+            after = model_calls(url)
+            per_call = (after[1] - before[1]) / max(after[0] - before[0], 1)
+            mode = "single product" if batch == 1 else f"batch of {batch}"
+            print(f"| {mode} | {r['requests']:,} | {r['req_s']:,.0f} | {r['products_s']:,.0f} | {r['p50']:.1f} | "
+                  f"{r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} | {per_call:.1f} |", flush=True)
+        print(f"\nserver peak RSS: {peak_rss_mb(server.pid):,.0f} MB")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
