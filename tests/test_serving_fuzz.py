@@ -26,7 +26,7 @@ def test_no_server_errors(live_server: LiveServer) -> None:
         def run(case) -> None:  # type: ignore[no-untyped-def]
             for headers in (None, {"Authorization": f"Bearer {KEY}"}):  # refused by auth, and reaching the handlers
                 response = case.call(headers=headers, timeout=30)
-                key = f"{case.method} {operation.path}"
+                key = f"{case.method} {case.path}"
                 calls[key] = calls.get(key, 0) + 1
                 if response.status_code >= 500:
                     failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")

@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from .live_server import KEY, LiveServer  # noqa: E402
-
 from taxonomist.serving import ReviewStore  # noqa: E402
+
+from .live_server import KEY, LiveServer  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

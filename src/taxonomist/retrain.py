@@ -54,16 +54,16 @@ def apply_feedback(catalog: Catalog, feedback: Sequence[Mapping[str, Any]]) -> t
         titles.setdefault(normalize_for_sparse(t), []).append(i)
     relabelled = added = 0
     new_rows = []
-    col = frame.columns.get_loc("category")
+    col = int(frame.columns.get_loc("category"))  # type: ignore[arg-type]
     for product, category in latest.values():
         rows = [ids[str(product["id"])]] if product.get("id") and str(product["id"]) in ids else \
             titles.get(normalize_for_sparse(product.get("title", "")), [])
         if rows:
             for r in rows:
-                relabelled += int(frame.iat[r, col] != category)
+                relabelled += int(str(frame.iat[r, col]) != category)
                 frame.iat[r, col] = category
         else:
-            row = {c: "" for c in frame.columns}
+            row: dict[str, Any] = {str(c): "" for c in frame.columns}
             row.update({k: str(v) for k, v in (product.get("attributes") or {}).items() if k in frame.columns})
             row.update(title=product.get("title", ""), description=product.get("description", "") or "",
                        category=category, row=-1)

@@ -1,4 +1,5 @@
 """The prediction service (``taxonomist serve``): FastAPI app, review queue, model versions, metrics."""
+from __future__ import annotations
 
 from .app import create_app
 from .settings import ServeSettings

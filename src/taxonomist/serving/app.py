@@ -6,7 +6,7 @@ root (400) → the product joins a micro-batch → ``TaxonomyClassifier.predict_
 served → low-confidence predictions (and an audit sample) are written to the review queue (SQLite, committed
 before the answer) → JSON with the path, confidences, alternatives, ``needs_review`` and the model version.
 """
-
+from __future__ import annotations
 
 import asyncio
 import logging
@@ -108,14 +108,14 @@ class Service:
     # -- model calls (in the batcher's worker thread) -----------------------------------------------------
     def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
-        out: list[tuple[Any, str]] = []
+        out: list[tuple[int, Any]] = []
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
             idx = [i for i, (_, _, m) in enumerate(items) if m == mc]
             k = max(max(items[i][1] for i in idx), 2)
             preds = model.classifier.predict_products([items[i][0] for i in idx], top_k=k, min_confidence=mc)
-            out.extend((i, p) for i, p in zip(idx, preds, strict=True))  # type: ignore[misc]
-        ordered = sorted(out, key=lambda t: t[0])  # type: ignore[arg-type, return-value]
+            out.extend((i, p) for i, p in zip(idx, preds, strict=True))
+        ordered = sorted(out, key=lambda t: t[0])
         return [(p, model.version) for _, p in ordered]
 
     @property
