@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,24 @@ def test_apply_feedback_relabels_by_id_then_title() -> None:
     out, stats = apply_feedback(cat, fb)
     assert out.frame["category"].tolist() == ["A > C", "A > D", "A > E"]
     assert stats == {"feedback": 4, "distinct_products": 3, "relabelled": 2, "added": 1, "original_rows": 2}
+
+
+def test_retrain_from_the_api_adds_a_version(store_dir: Path, tmp_path: Path) -> None:
+    from taxonomist.datasets import sample_path
+
+    with make_client(store_dir, tmp_path) as c:
+        assert c.post("/v1/admin/retrain", headers=AUTH).status_code == 409  # no original data configured
+    with make_client(store_dir, tmp_path, retrain_data=sample_path("products")) as c:
+        assert c.post("/v1/admin/retrain").status_code == 401
+        c.post("/v1/feedback", json={"product": {"title": "Zorblax Quantum Hoodie"},
+                                     "category": "Apparel > Topwear > Sweatshirts"}, headers=AUTH)
+        job = c.post("/v1/admin/retrain", headers=AUTH).json()
+        assert job["status"] == "running"
+        deadline = time.monotonic() + 300
+        while job["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = c.get(f"/v1/admin/jobs/{job['id']}", headers=AUTH).json()
+        assert job["status"] == "done", job
+        assert job["version"] == "v0002" and job["feedback"]["added"] == 1
+        assert job["new"]["macro_f1"] > 0.5
+        assert c.post("/v1/admin/reload", json={}, headers=AUTH).json()["version"] == "v0002"

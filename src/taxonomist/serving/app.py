@@ -158,10 +158,12 @@ class Service:
             raise HTTPException(400, str(e)) from None
 
 
-def _auth(service: Service, write: bool) -> Any:
-    bearer = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
+# module level: FastAPI resolves the (string) annotations of dependencies in the module's globals
+_BEARER = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
 
-    def check(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+
+def _auth(service: Service, write: bool) -> Any:
+    def check(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         keys = service.settings.api_keys
         if not write and not service.settings.read_requires_key:
             return
