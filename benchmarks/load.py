@@ -3,11 +3,11 @@
     python benchmarks/load.py [--model DIR] [--tier sparse|ensemble] [--clients 32] [--seconds 60]
 
 Starts the server as its own process (as in production: uvicorn, one worker), then for each mode — single-product
-requests, and batches of 64 — runs ``--clients`` concurrent aiohttp clients for ``--seconds`` each (an async httpx
+requests, and batches of 64, each title a new recombination of sample titles — runs ``--clients`` concurrent aiohttp clients for ``--seconds`` each (an async httpx
 client spent 7 ms of CPU per request here, 3x aiohttp's, and was the bottleneck), and prints requests/s,
 products/s, p50 / p95 / p99 latency, errors, and the server's peak RSS (VmHWM). Without ``--model`` a bundle of
-``--tier`` is trained on the bundled sample first. During the single-product run the model is hot-reloaded every
-``--reload-every`` seconds (each must succeed with no failed request). The clients share the 2 cores with the
+``--tier`` is trained on the bundled sample first. A third run repeats the single products while the model is
+hot-reloaded every ``--reload-every`` seconds (each reload must succeed with no failed request). The clients share the 2 cores with the
 server: figures are pessimistic for a server with its own machine.
 """
 
@@ -58,14 +58,20 @@ async def run_clients(url: str, titles: list[str], clients: int, seconds: float,
     reloads = [0, 0]  # done, failed
     stop_at = time.perf_counter() + seconds
 
+    def novel(rnd: random.Random) -> str:
+        """A title never seen before: the start of one sample title + the end of another (the encoders' embedding
+        cache must not make the figures)."""
+        a, b = rnd.choice(titles).split(), rnd.choice(titles).split()
+        return " ".join(a[: max(1, len(a) // 2)] + b[len(b) // 2:] + [str(rnd.randrange(10_000))])
+
     async def client(c: aiohttp.ClientSession, seed: int) -> None:
         nonlocal errors, products
         rnd = random.Random(seed)
         while time.perf_counter() < stop_at:
             if batch == 1:
-                body = {"product": {"title": rnd.choice(titles)}}
+                body = {"product": {"title": novel(rnd)}}
             else:
-                body = {"products": [{"title": t} for t in rnd.sample(titles, batch)]}
+                body = {"products": [{"title": novel(rnd)} for _ in range(batch)]}
             t0 = time.perf_counter()
             try:
                 async with c.post("/v1/classify", json=body) as r:
@@ -118,7 +124,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--window-ms", type=float, default=None, help="micro-batching window (server default if unset)")
     ap.add_argument("--reload-every", type=float, default=10.0,
-                    help="hot-reload the model every S seconds during the single-product run (0: never)")
+                    help="a third run (half as long) of single products with a hot reload every S seconds (0: none)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="taxonomist-load-"))
@@ -131,7 +137,8 @@ def main() -> None:
         tx.TaxonomyClassifier(tier=args.tier).fit(catalog).save(model)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TAXONOMIST_AUDIT_RATE": "0.01"}
+    # an empty embedding cache for the server: every title it sees is encoded
+    env = {**os.environ, "TAXONOMIST_AUDIT_RATE": "0.01", "TAXONOMIST_CACHE_DIR": str(work / "cache")}
     if args.window_ms is not None:
         env["TAXONOMIST_MICROBATCH_WINDOW_MS"] = str(args.window_ms)
     log = (work / "server.log").open("wb")
@@ -156,17 +163,21 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         asyncio.run(run_clients(url, titles, 4, 3.0, 1))  # warm-up
         reload_note = "hot reloads: none"
-        for batch in (1, args.batch):
+        modes = [(1, 0.0, args.seconds), (args.batch, 0.0, args.seconds)]
+        if args.reload_every > 0:
+            modes.append((1, args.reload_every, args.seconds / 2))
+        for batch, reload_every, seconds in modes:
             before = model_calls(url)
-            r = asyncio.run(run_clients(url, titles, args.clients, args.seconds, batch,
-                                        args.reload_every if batch == 1 else 0.0))
+            r = asyncio.run(run_clients(url, titles, args.clients, seconds, batch, reload_every))
             after = model_calls(url)
             per_call = (after[1] - before[1]) / max(after[0] - before[0], 1)
             mode = "single product" if batch == 1 else f"batch of {batch}"
+            if reload_every:
+                mode += f" + hot reload every {reload_every:.0f} s"
             print(f"| {mode} | {r['requests']:,} | {r['req_s']:,.0f} | {r['products_s']:,.0f} | {r['p50']:.1f} | "
                   f"{r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} | {per_call:.1f} |", flush=True)
             if r["reloads"]:
-                reload_note = f"hot reloads during the single-product run: {r['reloads']} ({r['failed_reloads']} failed)"
+                reload_note = f"hot reloads during the last run: {r['reloads']} ({r['failed_reloads']} failed)"
         print(f"\n{reload_note}\nserver peak RSS: {peak_rss_mb(server.pid):,.0f} MB")
     finally:
         server.send_signal(signal.SIGTERM)
