@@ -49,7 +49,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def run_clients(url: str, titles: list[str], clients: int, seconds: float, batch: int,
-                      reload_every: float = 0.0) -> dict[str, float]:
+                      reload_every: float = 0.0, run: int = 0) -> dict[str, float]:
     import aiohttp
 
     latencies: list[float] = []
@@ -96,7 +96,8 @@ async def run_clients(url: str, titles: list[str], clients: int, seconds: float,
     async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as c:
         start = time.perf_counter()
         extra = [reloader(c)] if reload_every > 0 else []
-        await asyncio.gather(*(client(c, i) for i in range(clients)), *extra)
+        # seeds differ between runs, so no run repeats the titles of another (the server's embedding cache)
+        await asyncio.gather(*(client(c, 1000 * run + i) for i in range(clients)), *extra)
         wall = time.perf_counter() - start
     lat = np.asarray(latencies) * 1000
     return {"requests": len(lat), "req_s": len(lat) / wall, "products_s": products / wall, "errors": errors,
@@ -166,9 +167,9 @@ def main() -> None:
         modes = [(1, 0.0, args.seconds), (args.batch, 0.0, args.seconds)]
         if args.reload_every > 0:
             modes.append((1, args.reload_every, args.seconds / 2))
-        for batch, reload_every, seconds in modes:
+        for run, (batch, reload_every, seconds) in enumerate(modes, start=1):
             before = model_calls(url)
-            r = asyncio.run(run_clients(url, titles, args.clients, seconds, batch, reload_every))
+            r = asyncio.run(run_clients(url, titles, args.clients, seconds, batch, reload_every, run))
             after = model_calls(url)
             per_call = (after[1] - before[1]) / max(after[0] - before[0], 1)
             mode = "single product" if batch == 1 else f"batch of {batch}"
