@@ -116,6 +116,9 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
     inner = client.post(f"/v1/review/{first['id']}", json={"category": "Apparel > Topwear"}, headers=AUTH)
     assert inner.status_code == 422 and "not a leaf" in inner.json()["detail"]
     assert client.post("/v1/review/999999", json={}, headers=AUTH).status_code == 404
+    # found by schemathesis: an id beyond SQLite's integers was a 500
+    assert client.get(f"/v1/review/{2**70}/image").status_code == 422
+    assert client.get("/v1/review/0").status_code == 422
     accepted = client.post(f"/v1/review/{first['id']}", json={}, headers=AUTH).json()
     assert accepted["status"] == "accepted" and accepted["decided_category"] == first["category"]
     corrected = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts",

@@ -72,8 +72,15 @@ def test_sigkill_loses_no_acknowledged_feedback(live_store: Path, tmp_path: Path
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_review_page_in_chromium(live_server: LiveServer) -> None:
+def test_review_page_in_chromium(live_store: Path, tmp_path: Path) -> None:
     pw = pytest.importorskip("playwright.sync_api")
+    # its own server and store: the session's live server also takes schemathesis' fuzzed feedback
+    with LiveServer(live_store, tmp_path / "review.db", tmp_path / "server.log", review_threshold=0.6,
+                    audit_rate=0.0) as server:
+        _review_in_chromium(pw, server)
+
+
+def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
     titles = ["blue thing", "gift for her", "something else entirely", "black set for men", "cotton comfort wear",
               "classic white"]
     r = httpx.post(f"{live_server.url}/v1/classify", json={"products": [{"title": t} for t in titles]})

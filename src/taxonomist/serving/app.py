@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -49,6 +49,9 @@ from .store import ReviewStore
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
+
+# review ids are SQLite integers: anything outside 1..2**63-1 is a 422, not an overflow in the driver
+ReviewId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A review item id.")]
 
 _IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp"}
 
@@ -316,14 +319,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return svc.review_store().pending(limit, offset)
 
     @app.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[read])
-    def review_get(review_id: int) -> dict[str, Any]:
+    def review_get(review_id: ReviewId) -> dict[str, Any]:
         item = svc.review_store().get(review_id)
         if item is None:
             raise HTTPException(404, f"no review item {review_id}")
         return item
 
     @app.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[read], response_class=Response)
-    def review_image(review_id: int) -> Response:
+    def review_image(review_id: ReviewId) -> Response:
         item = svc.review_store().get(review_id)
         if item is None:
             raise HTTPException(404, f"no review item {review_id}")
@@ -348,7 +351,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
 
     @app.post("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[write])
-    def review_decide(review_id: int, decision: ReviewDecision) -> dict[str, Any]:
+    def review_decide(review_id: ReviewId, decision: ReviewDecision) -> dict[str, Any]:
         """Accept the suggestion (no category) or correct it; the decision is recorded as feedback."""
         category = svc.check_category(decision.category) if decision.category else None
         item = svc.review_store().decide(review_id, category, decision.reviewer)
