@@ -189,7 +189,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc.store = ReviewStore(settings.review_db)
+        svc.store = ReviewStore(settings.review_db, settings.review_db_sync)
         svc.metrics.track_queue(svc.store.depth)
         served = await asyncio.to_thread(svc.registry.reload, settings.model_version)
         svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})

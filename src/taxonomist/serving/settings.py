@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +19,8 @@ class ServeSettings(BaseSettings):
     model_dir: Path = Field(Path("model"), description="A model bundle, or a model store: a folder of bundles (versions).")
     model_version: str | None = Field(None, description="The version to serve from a store (default: the newest).")
     review_db: Path = Field(Path("taxonomist-review.db"), description="SQLite file of the review queue and feedback.")
+    review_db_sync: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite synchronous mode: NORMAL survives a killed server, FULL also a power loss (slower).")
     review_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Leaf confidence below which a prediction is queued for review.")
     audit_rate: float = Field(0.01, ge=0.0, le=1.0, description="Share of confident predictions also queued, as an audit sample.")
     audit_seed: int | None = Field(None, description="Seed of the audit sampling (tests).")

@@ -1,7 +1,11 @@
 """The review queue and the feedback store: one SQLite file in WAL mode (the default embedded store).
 
-Every write is one transaction committed before the API answers, with ``synchronous=FULL``: a write the server
-acknowledged survives the server being killed (tests/test_serving_crash.py kills it with SIGKILL mid-load).
+Every write is one transaction committed before the API answers. In WAL mode a committed transaction is in the
+WAL file when the commit returns, so a write the server acknowledged survives the server process being killed
+(tests/test_serving_live.py kills it with SIGKILL mid-load) with ``synchronous=NORMAL`` (the default here); only
+an operating-system crash or power loss can lose the last commits, which ``synchronous="FULL"`` (an fsync per
+commit) also covers -- at a cost measured under load: the 1 % of requests that wrote a review item waited for
+the fsync and made the p99 latency.
 Products are kept as JSON as they were posted; corrections are labelled data for ``taxonomist retrain``.
 """
 
@@ -50,14 +54,16 @@ CREATE TABLE IF NOT EXISTS feedback (
 class ReviewStore:
     """Review items and feedback in one SQLite database (thread-safe; one connection behind a lock)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
 
