@@ -119,6 +119,7 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
     # found by schemathesis: an id beyond SQLite's integers was a 500
     assert client.get(f"/v1/review/{2**70}/image").status_code == 422
     assert client.get("/v1/review/0").status_code == 422
+    assert client.get("/v1/review", params={"offset": 2**64}).status_code == 422  # also found by schemathesis
     accepted = client.post(f"/v1/review/{first['id']}", json={}, headers=AUTH).json()
     assert accepted["status"] == "accepted" and accepted["decided_category"] == first["category"]
     corrected = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts",
@@ -160,6 +161,10 @@ def test_limits_answer_413_and_422(store_dir: Path, tmp_path: Path) -> None:
         assert c.post("/v1/classify", json={"products": []}).status_code == 422
         assert c.post("/v1/classify", json={"product": {"title": "a"}, "products": [{"title": "b"}]}).status_code == 422
         assert c.post("/v1/classify", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
+        # a lone surrogate is valid JSON but not Unicode text: 422, not a 500 while encoding the answer (fuzzing)
+        r = c.post("/v1/classify", content=b'{"product": {"title": "bad \\ud800 title"}}',
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and "unicode" in r.text
 
 
 def test_image_paths_cannot_leave_the_image_root(store_dir: Path, tmp_path: Path) -> None:
@@ -179,6 +184,8 @@ def test_image_paths_cannot_leave_the_image_root(store_dir: Path, tmp_path: Path
             assert r.status_code == 400, bad
             assert "outside the image root" in r.json()["detail"]
         assert c.post("/v1/classify", json={"product": {"title": "x", "image": "missing.jpg"}}).status_code == 400
+        for odd in ("a\x00b.jpg", "x" * 5000 + ".jpg"):  # found by schemathesis: these were 500s
+            assert c.post("/v1/classify", json={"product": {"title": "x", "image": odd}}).status_code == 400
         assert c.post("/v1/classify", json={"product": {"title": "x", "image_base64": "%%%"}}).status_code == 400
         big = "A" * 2_000_000
         assert c.post("/v1/classify", json={"product": {"title": "x", "image_base64": big}}).status_code in (400, 413)

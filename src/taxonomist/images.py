@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .exceptions import TaxonomistError
 
-__all__ = ["ImageError", "decode_image_base64", "resolve_image_path"]
+__all__ = ["ImageError", "decode_image_base64", "is_image_file", "resolve_image_path"]
 
 
 class ImageError(TaxonomistError):
@@ -24,12 +24,26 @@ def resolve_image_path(path: str | Path, root: str | Path | None) -> Path:
     if root is None:
         raise ImageError(f"image paths need an image root (got {str(path)!r}); set --image-root / TAXONOMIST_IMAGE_ROOT, "
                          "or send the image as base64")
+    if "\x00" in str(path):
+        raise ImageError(f"the image path {str(path)!r} contains a NUL character; give a file path")
     base = Path(root).resolve()
     p = Path(path)
-    full = (p if p.is_absolute() else base / p).resolve()
+    try:
+        full = (p if p.is_absolute() else base / p).resolve()
+    except (OSError, ValueError, RuntimeError) as e:  # too long, a symlink loop, ...
+        raise ImageError(f"the image path {str(path)[:200]!r} cannot be resolved ({type(e).__name__}); give a file path "
+                         "inside the image root") from None
     if full != base and base not in full.parents:
         raise ImageError(f"the image path {str(path)!r} is outside the image root {base}; give a path inside it")
     return full
+
+
+def is_image_file(path: Path) -> bool:
+    """``path.is_file()``, with unusable paths (too long, ...) answered False instead of raised."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def decode_image_base64(data: str, max_bytes: int) -> bytes:

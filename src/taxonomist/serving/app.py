@@ -9,6 +9,7 @@ before the answer) → JSON with the path, confidences, alternatives, ``needs_re
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import mimetypes
 import random
@@ -21,13 +22,15 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..exceptions import BundleError, TaxonomistError
-from ..images import ImageError, decode_image_base64, resolve_image_path
+from ..images import ImageError, decode_image_base64, is_image_file, resolve_image_path
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii
 from .batcher import MicroBatcher
@@ -153,7 +156,7 @@ class Service:
                                          "shorten it (the model reads the first few hundred characters anyway)")
         try:
             if p.image is not None:
-                if not resolve_image_path(p.image, s.image_root).is_file():
+                if not is_image_file(resolve_image_path(p.image, s.image_root)):
                     raise HTTPException(400, f"the image {p.image!r} does not exist under the image root")
             if p.image_base64 is not None:
                 decode_image_base64(p.image_base64, s.max_image_bytes)
@@ -218,6 +221,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         logger.error("internal error %s on %s %s: %s: %s", error_id, request.method, request.url.path,
                      type(exc).__name__, scrub_pii(str(exc))[:500])
         return JSONResponse({"detail": "internal server error", "error_id": error_id}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the input, and an input with a lone surrogate cannot be encoded as UTF-8
+        # (a 500 found by fuzzing): the same body, ASCII-escaped
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(TaxonomistError)
     async def user_error(request: Request, exc: TaxonomistError) -> JSONResponse:
@@ -314,7 +324,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     # -- review queue and feedback ---------------------------------------------------------------------------
     @app.get("/v1/review", tags=["review"], response_model=list[ReviewItem], dependencies=[read])
     def review_list(limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> list[dict[str, Any]]:
         """Pending items, most uncertain (smallest top-1 / top-2 margin) first."""
         return svc.review_store().pending(limit, offset)
 
@@ -336,7 +346,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 data = decode_image_base64(product["image_base64"], settings.max_image_bytes)
             elif product.get("image"):
                 path = resolve_image_path(product["image"], settings.image_root)
-                if not path.is_file():
+                if not is_image_file(path):
                     raise HTTPException(404, "the product's image file is gone")
                 data = path.read_bytes()
             else:

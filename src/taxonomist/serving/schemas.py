@@ -12,10 +12,14 @@ __all__ = [
 ]
 
 
-class Product(BaseModel):
-    """A product to classify. Text lengths are limited by the server setting ``max_text_chars`` (422)."""
+class _Body(BaseModel):
+    """Request bodies: unknown fields are refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Product(_Body):
+    """A product to classify. Text lengths are limited by the server setting ``max_text_chars`` (422)."""
 
     id: str | None = Field(None, max_length=256, description="Your product id, echoed back.")
     title: str = Field(..., min_length=1, description="Product title (required).")
@@ -32,9 +36,7 @@ class Product(BaseModel):
         return row
 
 
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClassifyRequest(_Body):
     product: Product | None = Field(None, description="One product ...")
     products: list[Product] | None = Field(None, description="... or a batch (at most the server's max_batch).")
     top_k: int = Field(3, ge=1, le=20, description="Alternative leaves to return.")
@@ -79,9 +81,7 @@ class ClassifyResponse(BaseModel):
     results: list[ClassifyResult]
 
 
-class ReviewDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReviewDecision(_Body):
     category: str | None = Field(None, max_length=1000, description="The correct path; omit to accept the suggestion.")
     reviewer: str | None = Field(None, max_length=200)
 
@@ -102,14 +102,10 @@ class ReviewItem(BaseModel):
     reviewer: str | None = None
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FeedbackRequest(_Body):
     product: Product
     category: str = Field(..., min_length=1, max_length=1000, description="The correct category path.")
 
 
-class ReloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReloadRequest(_Body):
     version: str | None = Field(None, max_length=200, description="Version to serve (default: the newest in the store).")
