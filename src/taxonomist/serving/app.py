@@ -111,7 +111,7 @@ class Service:
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
 
-    # -- model calls (in the batcher's worker thread) -----------------------------------------------------
+    # -- model calls (run by the micro-batcher: on the event loop or in a worker thread) ---------------------
     def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
         out: list[tuple[int, Any]] = []
