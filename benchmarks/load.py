@@ -108,16 +108,21 @@ async def run_clients(url: str, titles: list[str], clients: int, seconds: float,
             "p99": float(np.percentile(lat, 99))}
 
 
-def server_latency_buckets(url: str) -> dict[float, float]:
-    """Cumulative counts of the server's own /v1/classify latency histogram (upper bound in s -> count)."""
-    out: dict[float, float] = {}
+def scrape(url: str) -> tuple[tuple[float, float], dict[float, float]]:
+    """One read of the server's /metrics: (model calls, products) so far, and the cumulative bucket counts of its
+    own /v1/classify latency histogram (upper bound in s -> count)."""
+    calls: dict[str, float] = {}
+    buckets: dict[float, float] = {}
     for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("taxonomist_request_duration_seconds_bucket") and 'route="/v1/classify"' in line \
+        if line.startswith(("taxonomist_model_batch_products_count", "taxonomist_model_batch_products_sum")):
+            name, value = line.split()
+            calls[name.rsplit("_", 1)[1]] = float(value)
+        elif line.startswith("taxonomist_request_duration_seconds_bucket") and 'route="/v1/classify"' in line \
                 and 'status="200"' in line:
             le = line.split('le="')[1].split('"')[0]
-            out[float("inf") if le == "+Inf" else float(le)] = out.get(float("inf") if le == "+Inf" else float(le), 0.0) \
-                + float(line.split()[-1])
-    return out
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+    return (calls.get("count", 0.0), calls.get("sum", 0.0)), buckets
 
 
 def server_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -129,16 +134,6 @@ def server_quantile(before: dict[float, float], after: dict[float, float], q: fl
         if total and c >= q * total:
             return b * 1000
     return float("nan")
-
-
-def model_calls(url: str) -> tuple[float, float]:
-    """(model calls, products) so far, from the server's Prometheus histogram."""
-    values = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(("taxonomist_model_batch_products_count", "taxonomist_model_batch_products_sum")):
-            name, value = line.split()
-            values[name.rsplit("_", 1)[1]] = float(value)
-    return values.get("count", 0.0), values.get("sum", 0.0)
 
 
 def main() -> None:
@@ -193,9 +188,9 @@ def main() -> None:
         if args.reload_every > 0:
             modes.append((1, args.reload_every, args.seconds / 2))
         for run, (batch, reload_every, seconds) in enumerate(modes, start=1):
-            before, lat_before = model_calls(url), server_latency_buckets(url)
+            before, lat_before = scrape(url)
             r = asyncio.run(run_clients(url, titles, args.clients, seconds, batch, reload_every, run))
-            after, lat_after = model_calls(url), server_latency_buckets(url)
+            after, lat_after = scrape(url)
             server_p99 = server_quantile(lat_before, lat_after, 0.99)
             per_call = (after[1] - before[1]) / max(after[0] - before[0], 1)
             mode = "single product" if batch == 1 else f"batch of {batch}"

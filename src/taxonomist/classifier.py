@@ -181,14 +181,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _texts_of(self, X: Any) -> tuple[list[str], list[str]]:
         """``_texts(_frame(X))``, without building a frame for a list of dicts or titles (the served path)."""
-        if not isinstance(X, list) or not X or not all(isinstance(r, (Mapping, str)) for r in X):
-            return self._texts(_frame(X))
-        if all(isinstance(r, str) for r in X):
+        if isinstance(X, list) and X and all(isinstance(r, str) for r in X):
             return list(X), [""] * len(X)
-        if not all(isinstance(r, Mapping) for r in X):
-            raise TypeError("expected products as a Catalog, a DataFrame, dicts with a 'title', or title strings")
-        if not any("title" in r for r in X):
-            return self._texts(_frame(X))  # raises the usual error naming the fields found
+        if not (isinstance(X, list) and X and all(isinstance(r, Mapping) for r in X) and any("title" in r for r in X)):
+            return self._texts(_frame(X))  # anything else, with _frame's checks and errors
         cols = ["description", *self.text_attributes_]
         titles, contexts = [], []
         for r in X:
