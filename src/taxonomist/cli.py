@@ -59,6 +59,10 @@ NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The file has no 
 ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Names for a header-less file: id,title,category.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject the catalogue if any row is bad, instead of skipping it.")]
+TrackOpt = Annotated[bool, typer.Option("--track", help="Log parameters, metrics, report and bundle to MLflow.")]
+TrackUriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")]
+ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
+RegisterOpt = Annotated[str | None, typer.Option("--register", help="With --track: register the bundle as a new version of this MLflow model.")]
 
 
 def _parse_map(items: list[str] | None) -> dict[str, str]:
@@ -127,6 +131,35 @@ def _write_predictions(frame: Any, path: Path) -> None:
         raise CliError(f"-o {path}: unsupported output type {suffix!r}; use .csv, .jsonl or .parquet")
 
 
+@contextmanager
+def _tracking(track: bool, uri: str | None, experiment: str, command: str, run_name: str) -> Iterator[Any]:
+    """An MLflow :class:`~taxonomist.tracking.Tracker` when ``--track`` is given, else ``None``."""
+    if not track:
+        yield None
+        return
+    from .tracking import start_run
+
+    with start_run(command, tracking_uri=uri, experiment=experiment, run_name=run_name) as tracker:
+        yield tracker
+    out.print(f"MLflow run {tracker.run_id} (experiment {experiment!r})")
+
+
+def _track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle: Path | None = None,
+                  register: str | None = None) -> None:
+    """Log an evaluation (every metric, the full JSON, the HTML report) and the bundle to an open run."""
+    import tempfile
+
+    tracker.log_metrics(ev.metrics)
+    tracker.log_dict(ev.metrics, "metrics.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        html = report if report is not None else ev.write_html(Path(tmp) / "report.html", title=title)
+        tracker.log_artifact(html)
+    if bundle is not None:
+        tracker.log_artifact(bundle, "bundle")
+        if register:
+            out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
+
+
 # -- commands -----------------------------------------------------------------------------------------------
 DEFAULT_TIER = "sparse"
 
@@ -189,8 +222,12 @@ def train(
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     tier: Annotated[str, typer.Option(help="sparse, ensemble (sparse + neighbours + zero-shot prior), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
+    track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
+    register: RegisterOpt = None,
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included)."""
+    if register and not track:
+        raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
     if tier not in ("sparse", "ensemble", "embed", "finetune"):
         raise CliError(f"--tier must be sparse, ensemble, embed or finetune, got {tier!r} (for no training data: taxonomist classify)")
     from .catalog import split_catalog
@@ -208,21 +245,34 @@ def train(
         train_cat, test_cat = cat, None
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
                              encoder=encoder)
-    with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
-        clf.fit(train_cat, taxonomy=tax)
-    metrics: dict[str, Any] = {}
-    if test_cat is not None:
-        with _spinner("evaluating on the held-out products"):
-            ev = evaluate(clf, test_cat)
-        metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat)}}
-        out.print(_metrics_table(ev, f"held-out evaluation ({len(test_cat):,} products)"))
-        if report:
-            ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out)")
-            out.print(f"report: {report}")
-        if json_out:
-            ev.to_json(json_out)
-    path = clf.save(output, metrics=metrics)
-    out.print(f"model saved to {path}")
+    with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
+        with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
+            clf.fit(train_cat, taxonomy=tax)
+        metrics: dict[str, Any] = {}
+        ev = None
+        if test_cat is not None:
+            with _spinner("evaluating on the held-out products"):
+                ev = evaluate(clf, test_cat)
+            metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat)}}
+            out.print(_metrics_table(ev, f"held-out evaluation ({len(test_cat):,} products)"))
+            if report:
+                ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out)")
+                out.print(f"report: {report}")
+            if json_out:
+                ev.to_json(json_out)
+        path = clf.save(output, metrics=metrics)
+        out.print(f"model saved to {path}")
+        if tracker is not None:
+            tracker.log_params({"catalog": catalog.name, "test_size": test_size, "seed": seed,
+                                "taxonomy": taxonomy.name if taxonomy else "", **clf.get_params()})
+            tracker.set_tags({"data.fingerprint": clf.fingerprint_, "data.rows": len(train_cat),
+                              "model.tier": tier, "model.classes": len(clf.classes_)})
+            if ev is not None:
+                _track_result(tracker, ev, report, f"taxonomist: {catalog.name} (held-out)", path, register)
+            else:
+                tracker.log_artifact(path, "bundle")
+                if register:
+                    out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
 
 
 @app.command()
@@ -234,9 +284,10 @@ def evaluate(
     min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
 ) -> None:
     """Evaluate a model bundle on a labelled catalogue."""
-    from .classifier import load
+    from .classifier import fingerprint, load
     from .evaluation import evaluate as run_evaluation
 
     clf = load(model)
@@ -253,6 +304,13 @@ def evaluate(
     if report:
         ev.write_html(report, title=f"taxonomist: {model.name} on {catalog.name}")
         out.print(f"report: {report}")
+    with _tracking(track, tracking_uri, experiment, "evaluate", f"evaluate {model.name} on {catalog.name}") as tracker:
+        if tracker is not None:
+            tracker.log_params({"model": str(model), "catalog": catalog.name, "min_confidence": min_confidence,
+                                "tier": clf.tier})
+            tracker.set_tags({"data.fingerprint": fingerprint(cat.titles, cat.frame["category"]),
+                              "data.rows": len(cat), "model.fingerprint": clf.fingerprint_})
+            _track_result(tracker, ev, report, f"taxonomist: {model.name} on {catalog.name}")
 
 
 @app.command()
@@ -370,44 +428,68 @@ def tune(
     valid_size: Annotated[float, typer.Option(help="Share of title groups held out for scoring.")] = 0.2,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
+    register: RegisterOpt = None,
 ) -> None:
     """Search hyper-parameters with Optuna, then train, evaluate and save the best model."""
     from .evaluation import evaluate as run_evaluation
     from .tuning import tune as run_tuning
 
+    if register and not track:
+        raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
     cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
-    with Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with _tracking(track, tracking_uri, experiment, "tune", f"tune {catalog.name}") as tracker, \
+            Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+                     TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("tune", total=trials, best="-")
 
         def on_trial(st: Any, trial: Any) -> None:
             # pruned trials keep their half-data score: only complete ones count as "best"
             done = [t.value for t in st.trials if t.state.name == "COMPLETE"]
             progress.update(task, advance=1, best=f"{max(done):.4f}" if done else "-")
+            if tracker is not None:  # one nested MLflow run per trial
+                child = tracker.child(f"trial {trial.number}")
+                child.log_params(trial.params)
+                child.set_tags({"optuna.state": trial.state.name.lower(), "optuna.trial": trial.number})
+                if trial.value is not None:
+                    child.log_metrics({f"validation_{metric}": trial.value})
+                child.end("FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
 
         result = run_tuning(cat, n_trials=trials, timeout=timeout, metric=metric, valid_size=valid_size, seed=seed,
                             storage=storage, study_name=study, callbacks=[on_trial])
-    table = Table(title=f"best trials by validation {metric} ({result.n_trials} trials, {result.n_pruned} pruned)")
-    for col in ("trial", metric, "C", "context_weight", "class_weight", "use_attributes", "seconds"):
-        table.add_column(col)
-    # pruned trials carry their half-data score; rank complete trials only
-    done = sorted((t for t in result.trials if t["state"] == "complete"), key=lambda t: -t["value"])
-    for t in done[:8]:
-        table.add_row(str(t["number"]), f"{t['value']:.4f}", f"{t['C']:.3f}", f"{t['context_weight']:.2f}",
-                      str(t["class_weight"]), str(t["use_attributes"]), f"{t['seconds']:.1f}" if t["seconds"] else "")
-    out.print(table)
-    default = f"{result.default_score:.4f}" if result.default_score is not None else "n/a"
-    out.print(f"validation {metric}: default {default} → tuned {result.best_score:.4f}  (best: {result.best_params})")
-    console.print("note: the search selected on this validation split, so the tuned score is optimistic; "
-                  "check it on held-out products with: taxonomist evaluate", style="yellow", soft_wrap=True)
-    train_cat, valid_cat = result.train, result.valid
-    assert train_cat is not None and valid_cat is not None
-    with _spinner("training the best configuration"):
-        clf = result.model(random_state=seed).fit(train_cat)
-        ev = run_evaluation(clf, valid_cat)
-    out.print(_metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
-    path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict()})
-    out.print(f"model saved to {path}")
+        progress.stop()
+        table = Table(title=f"best trials by validation {metric} ({result.n_trials} trials, {result.n_pruned} pruned)")
+        for col in ("trial", metric, "C", "context_weight", "class_weight", "use_attributes", "seconds"):
+            table.add_column(col)
+        # pruned trials carry their half-data score; rank complete trials only
+        done = sorted((t for t in result.trials if t["state"] == "complete"), key=lambda t: -t["value"])
+        for t in done[:8]:
+            table.add_row(str(t["number"]), f"{t['value']:.4f}", f"{t['C']:.3f}", f"{t['context_weight']:.2f}",
+                          str(t["class_weight"]), str(t["use_attributes"]), f"{t['seconds']:.1f}" if t["seconds"] else "")
+        out.print(table)
+        default = f"{result.default_score:.4f}" if result.default_score is not None else "n/a"
+        verdict = ("" if result.default_score is None else "  -- tuning beat the defaults"
+                   if result.best_score > result.default_score else "  -- the defaults were already the best found")
+        out.print(f"validation {metric}: default {default} → tuned {result.best_score:.4f}{verdict}  (best: {result.best_params})")
+        console.print("note: the search selected on this validation split, so the tuned score is optimistic; "
+                      "check it on held-out products with: taxonomist evaluate", style="yellow", soft_wrap=True)
+        train_cat, valid_cat = result.train, result.valid
+        assert train_cat is not None and valid_cat is not None
+        with _spinner("training the best configuration"):
+            clf = result.model(random_state=seed).fit(train_cat)
+            ev = run_evaluation(clf, valid_cat)
+        out.print(_metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
+        path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict()})
+        out.print(f"model saved to {path}")
+        if tracker is not None:
+            tracker.log_params({"catalog": catalog.name, "trials": trials, "metric": metric, "seed": seed,
+                                "valid_size": valid_size, "storage": storage or "", "study": study,
+                                **{f"best.{k}": v for k, v in result.best_params.items()}})
+            tracker.log_metrics({f"default_{metric}": result.default_score, f"tuned_{metric}": result.best_score,
+                                 "n_trials": result.n_trials, "n_pruned": result.n_pruned})
+            tracker.set_tags({"data.fingerprint": clf.fingerprint_, "data.rows": len(train_cat)})
+            tracker.log_dict(result.trials, "trials.json")
+            _track_result(tracker, ev, None, f"taxonomist: tuned on {catalog.name}", path, register)
 
 
 @app.command()

@@ -108,6 +108,7 @@ class Evaluation:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.metrics, indent=2, ensure_ascii=False)
         if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text + "\n", encoding="utf-8")
         return text
 
@@ -142,6 +143,7 @@ class Evaluation:
         from .report import render_report
 
         out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_report(self, title), encoding="utf-8")
         return out
 
