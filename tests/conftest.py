@@ -134,3 +134,14 @@ def live_server(live_store: Path, tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
+
+
+# -- one local Ray instance for the whole test session (started on first use, dashboard off) -----------------
+@pytest.fixture(scope="session")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,4 +1,4 @@
-"""The ``taxonomist`` command line: train, evaluate, predict, classify, tune, serve, retrain, taxonomy show|check, demo.
+"""The ``taxonomist`` command line: train, evaluate, predict, embed, classify, tune, serve, retrain, taxonomy show|check, demo.
 
 Errors print one clear message and exit 1; ``--debug`` shows the traceback.
 """
@@ -83,13 +83,8 @@ def _read(
     from .catalog import read_catalog
 
     with _spinner(f"reading {path.name}"):
-        cat = read_catalog(
-            path, mapping=_parse_map(mapping),
-            label_columns=[c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
-            sep=sep, with_columns=with_columns or (), encoding=encoding, header=not no_header,
-            columns=[c.strip() for c in columns.split(",")] if columns else None,
-            require_labels=require_labels, strict=strict, taxonomy=taxonomy,
-        )
+        cat = read_catalog(path, **_read_options(mapping, label_columns, sep, encoding, no_header, columns, strict),
+                           with_columns=with_columns or (), require_labels=require_labels, taxonomy=taxonomy)
     rep = cat.report
     style = "green" if rep.ok else "yellow"
     console.print(rep.lines()[0], style=style, soft_wrap=True, markup=False, highlight=False)
@@ -164,24 +159,67 @@ def _track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle
 DEFAULT_TIER = "sparse"
 
 
-def _predict_batches(clf: Any, frame: Any, batch_size: int, **kwargs: Any) -> Any:
-    """``clf.predict_frame`` over ``frame`` in batches (bounded memory: n × categories per batch), with a
-    progress bar; the title column is added after the id."""
+def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None = None, **kwargs: Any) -> Any:
+    """:func:`~taxonomist.batch.predict_batch` over ``frame`` in batches (bounded memory: n × categories per
+    batch), with a progress bar."""
     import pandas as pd
+
+    from .batch.work import model_version, predict_batch
 
     if batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {batch_size}")
+    version = model_version(model) if model is not None else ""
     parts = []
     with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   transient=True, disable=len(frame) <= batch_size) as progress:
         task = progress.add_task("predict", total=len(frame))
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start:start + batch_size]
-            parts.append(clf.predict_frame(chunk, **kwargs))
+            parts.append(predict_batch(clf, chunk, model_version=version, **kwargs))
             progress.advance(task, len(chunk))
-    result = pd.concat(parts, ignore_index=True)
-    result.insert(1, "title", frame["title"].to_numpy())
-    return result
+    return pd.concat(parts, ignore_index=True)
+
+
+def _run_batch_job(kind: str, model: str, source: Path, output: Path, engine: str, num_workers: int | None,
+                   address: str | None, read: dict[str, Any], batch_size: int, overwrite: bool, **kwargs: Any) -> None:
+    """A resumable sharded job (``taxonomist predict/embed`` into a folder), with a progress bar per shard."""
+    from .batch import list_shards, run_job
+
+    n = len(list_shards(source))
+    with Progress(TextColumn(f"{kind} ({engine})"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rows]} rows"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(kind, total=n, rows="0")
+        rows = [0]
+
+        def on_shard(summary: dict[str, Any]) -> None:
+            rows[0] += int(summary["rows"])
+            progress.update(task, advance=1, rows=f"{rows[0]:,}")
+
+        result = run_job(kind, model, source, output, engine=engine, num_workers=num_workers, address=address,
+                         read=read, batch_size=batch_size, overwrite=overwrite, on_shard=on_shard, **kwargs)
+        progress.update(task, completed=result.n_done_before + result.n_processed + len(result.failures))
+    for item in result.issues:
+        for line in item["lines"]:
+            console.print(f"{Path(item['shard']).name}: {line.strip()}", style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
+    if result.n_done_before:
+        out.print(f"resumed: {result.n_done_before} of {result.n_shards} shards were already done")
+    out.print(f"{result.rows:,} rows from {result.n_processed} shards written to {output} in {result.seconds:.1f} s "
+              f"({result.rows_per_second:,.0f} rows/s); {result.skipped_rows:,} bad rows skipped")
+    if result.failures:
+        for f in result.failures:
+            console.print(f"failed: {f['shard']}: {f['error']}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise CliError(f"{len(result.failures)} of {result.n_shards} shards failed (listed above); fix them and run the "
+                       "same command again: finished shards are kept")
+
+
+def _read_options(map_: list[str] | None, label_columns: str | None, sep: str, encoding: str | None, no_header: bool,
+                  columns: str | None, strict: bool) -> dict[str, Any]:
+    """``read_catalog`` keyword arguments from the shared reading options (for jobs that read in workers)."""
+    return {"mapping": _parse_map(map_),
+            "label_columns": [c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
+            "sep": sep, "encoding": encoding, "header": not no_header,
+            "columns": [c.strip() for c in columns.split(",")] if columns else None, "strict": strict}
 
 
 def _version(value: bool) -> None:
@@ -313,20 +351,31 @@ def evaluate(
             _track_result(tracker, ev, report, f"taxonomist: {model.name} on {catalog.name}")
 
 
+EngineOpt = Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data actor pool); output is then a folder of Parquet parts.")]
+WorkersOpt = Annotated[int | None, typer.Option("--num-workers", help="Worker processes / Ray actors (default: CPU count).")]
+AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (e.g. auto); default: a local Ray for this job.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing job output folder instead of resuming it.")]
+_FILE_OUTPUTS = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
+
+
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
-    catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (labels not needed).")] = None,
+    catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (labels not needed): a file, or a folder of shards.")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; or a folder (a resumable sharded job).")] = None,
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
+    engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
-    """Classify a catalogue or --text titles with a model bundle."""
+    """Classify a catalogue, a folder of shards or --text titles with a model bundle.
+
+    A folder as input, a folder as -o (no .csv/.jsonl/.parquet suffix) or --engine ray runs a batch job: one
+    Parquet part per input shard plus _manifest.json; the same command run again resumes it."""
     import pandas as pd
 
     from .classifier import load
@@ -335,13 +384,26 @@ def predict(
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
     if top_k < 1:
         raise CliError(f"--top-k must be at least 1, got {top_k}")
+    job = catalog is not None and (engine != "local" or catalog.is_dir()
+                                   or (output is not None and output.suffix.lower() not in _FILE_OUTPUTS))
+    if job:
+        assert catalog is not None
+        if output is None or output.suffix.lower() in _FILE_OUTPUTS:
+            raise CliError(f"a batch job (folder input or --engine {engine}) writes a folder of Parquet parts: give "
+                           "-o a folder name without a file suffix")
+        if explain or with_columns:
+            raise CliError("--explain and --with-columns work on a single catalogue file with a file -o, not in batch jobs")
+        _run_batch_job("predict", str(model), catalog, output, engine, num_workers, address,
+                       _read_options(map_, label_columns, sep, encoding, no_header, columns, strict), batch_size,
+                       overwrite, top_k=top_k, min_confidence=min_confidence)
+        return
     clf = load(model)
     if text:
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
         frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
-    result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=explain)
+    result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if output:
         _write_predictions(result, output)
         out.print(f"{len(result):,} predictions written to {output}")
@@ -362,6 +424,23 @@ def predict(
             row.append(why)
         table.add_row(*row)
     out.print(table)
+
+
+@app.command()
+def embed(
+    model: Annotated[str, typer.Argument(help="A bundle with a text encoder, an encoder preset (minilm-en, e5-multilingual) or a local model folder.")],
+    catalog: Annotated[Path, typer.Argument(help="Catalogue file or folder of shards.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder: Parquet parts (id, embedding, model_version) + _manifest.json.")],
+    batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
+    engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ",
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Embed the titles of a catalogue (L2-normalised vectors) as a resumable batch job."""
+    if output.suffix.lower() in _FILE_OUTPUTS:
+        raise CliError(f"-o {output}: embed writes a folder of Parquet parts; give a folder name without a file suffix")
+    _run_batch_job("embed", model, catalog, output, engine, num_workers, address,
+                   _read_options(map_, label_columns, sep, encoding, no_header, columns, strict), batch_size, overwrite)
 
 
 @taxonomy_app.command("show")
