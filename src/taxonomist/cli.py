@@ -505,6 +505,8 @@ def tune(
     study: Annotated[str, typer.Option(help="Study name inside the storage.")] = "taxonomist",
     seed: Annotated[int, typer.Option(help="Seed of the split and the sampler.")] = 0,
     valid_size: Annotated[float, typer.Option(help="Share of title groups held out for scoring.")] = 0.2,
+    tier: Annotated[str, typer.Option(help="sparse, ensemble or embed (these also search the prior shift and neighbours per vote).")] = "sparse",
+    encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers.")] = "auto",
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
@@ -535,16 +537,18 @@ def tune(
                 child.end("FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
 
         result = run_tuning(cat, n_trials=trials, timeout=timeout, metric=metric, valid_size=valid_size, seed=seed,
-                            storage=storage, study_name=study, callbacks=[on_trial])
+                            storage=storage, study_name=study, callbacks=[on_trial], tier=tier, encoder=encoder)
         progress.stop()
         table = Table(title=f"best trials by validation {metric} ({result.n_trials} trials, {result.n_pruned} pruned)")
-        for col in ("trial", metric, "C", "context_weight", "class_weight", "use_attributes", "seconds"):
+        knobs = list(result.best_params)
+        for col in ("trial", metric, *knobs, "seconds"):
             table.add_column(col)
         # pruned trials carry their half-data score; rank complete trials only
         done = sorted((t for t in result.trials if t["state"] == "complete"), key=lambda t: -t["value"])
         for t in done[:8]:
-            table.add_row(str(t["number"]), f"{t['value']:.4f}", f"{t['C']:.3f}", f"{t['context_weight']:.2f}",
-                          str(t["class_weight"]), str(t["use_attributes"]), f"{t['seconds']:.1f}" if t["seconds"] else "")
+            table.add_row(str(t["number"]), f"{t['value']:.4f}",
+                          *(f"{t[k]:.3f}" if isinstance(t.get(k), float) else str(t.get(k)) for k in knobs),
+                          f"{t['seconds']:.1f}" if t["seconds"] else "")
         out.print(table)
         default = f"{result.default_score:.4f}" if result.default_score is not None else "n/a"
         verdict = ("" if result.default_score is None else "  -- tuning beat the defaults"
@@ -561,7 +565,7 @@ def tune(
         path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict()})
         out.print(f"model saved to {path}")
         if tracker is not None:
-            tracker.log_params({"catalog": catalog.name, "trials": trials, "metric": metric, "seed": seed,
+            tracker.log_params({"catalog": catalog.name, "tier": tier, "trials": trials, "metric": metric, "seed": seed,
                                 "valid_size": valid_size, "storage": storage or "", "study": study,
                                 **{f"best.{k}": v for k, v in result.best_params.items()}})
             tracker.log_metrics({f"default_{metric}": result.default_score, f"tuned_{metric}": result.best_score,

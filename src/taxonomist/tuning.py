@@ -28,6 +28,12 @@ __all__ = ["DEFAULTS", "TuneResult", "is_optuna_available", "tune"]
 logger = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {"C": 0.5, "context_weight": 0.5, "class_weight": "none", "use_attributes": True}
+TIER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sparse": DEFAULTS,
+    # the embedding tiers add the knobs of their pooling: prior shift (logit adjustment) and neighbours per vote
+    "ensemble": {**DEFAULTS, "prior_shift": 0.5, "knn_k": 10},
+    "embed": {**DEFAULTS, "prior_shift": 0.5, "knn_k": 10},
+}
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "hierarchical_f1", "top_level_accuracy")
 
 
@@ -43,6 +49,19 @@ def _model_params(params: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def _suggest(trial: optuna.Trial, tier: str) -> dict[str, Any]:
+    params = {
+        "C": trial.suggest_float("C", 0.05, 2.0, log=True),  # above ~2 liblinear stops converging on titles
+        "context_weight": trial.suggest_float("context_weight", 0.0, 1.0),
+        "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
+        "use_attributes": trial.suggest_categorical("use_attributes", [True, False]),
+    }
+    if tier != "sparse":
+        params["prior_shift"] = trial.suggest_float("prior_shift", 0.0, 1.0)
+        params["knn_k"] = trial.suggest_int("knn_k", 3, 30, log=True)
+    return params
+
+
 @dataclass
 class TuneResult:
     """What a search found: the best parameters, its score next to the default's, and every trial."""
@@ -54,17 +73,18 @@ class TuneResult:
     n_trials: int
     n_pruned: int
     trials: list[dict[str, Any]] = field(default_factory=list)
+    tier: str = "sparse"
     train: Catalog | None = field(default=None, repr=False)
     valid: Catalog | None = field(default=None, repr=False)
     """The split every trial was fitted (``train``) and scored (``valid``) on."""
 
     def model(self, **overrides: Any) -> TaxonomyClassifier:
         """An unfitted classifier with the best parameters."""
-        return TaxonomyClassifier(**{**_model_params(self.best_params), **overrides})
+        return TaxonomyClassifier(**{"tier": self.tier, **_model_params(self.best_params), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "metric": self.metric, "best_params": self.best_params, "best_score": self.best_score,
+            "metric": self.metric, "tier": self.tier, "best_params": self.best_params, "best_score": self.best_score,
             "default_score": self.default_score, "n_trials": self.n_trials, "n_pruned": self.n_pruned,
         }
 
@@ -79,8 +99,11 @@ def tune(
     storage: str | None = None,
     study_name: str = "taxonomist",
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    tier: str = "sparse",
+    encoder: str = "auto",
 ) -> TuneResult:
-    """Search C, the context weight, class weighting and attribute use, maximising ``metric`` on validation.
+    """Search C, the context weight, class weighting and attribute use (and, for the embedding tiers, the prior
+    shift and the neighbours per vote), maximising ``metric`` on validation.
 
     Args:
         catalog: a labelled catalogue.
@@ -92,6 +115,9 @@ def tune(
         storage: an Optuna storage URL (``sqlite:///tune.db``) to make the search resumable; in memory if ``None``.
         study_name: the study's name inside the storage.
         callbacks: Optuna callbacks called after each trial (the CLI's progress bar).
+        tier: ``sparse`` (default), ``ensemble`` or ``embed``; an embedding tier encodes the catalogue once (the
+            embedding cache serves every later trial).
+        encoder: text encoder of the embedding tiers.
     """
     if not is_optuna_available():
         raise ImportError("tuning needs Optuna: pip install 'taxonomist[tune]'") from None
@@ -99,21 +125,20 @@ def tune(
 
     if metric not in METRICS:
         raise TaxonomistError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
+    if tier not in TIER_DEFAULTS:
+        raise TaxonomistError(f"tune --tier must be one of {list(TIER_DEFAULTS)}, got {tier!r}")
+    defaults = TIER_DEFAULTS[tier]
+    extra: dict[str, Any] = {"tier": tier, "encoder": encoder} if tier != "sparse" else {}
     train, valid = split_catalog(catalog, test_size=valid_size, seed=seed)
     half = train.subset(np.random.default_rng(seed).permutation(len(train))[: max(len(train) // 2, 2)])
 
     def score(params: dict[str, Any], data: Catalog) -> float:
-        model = TaxonomyClassifier(**_model_params(params), calibration="none", random_state=seed)
+        model = TaxonomyClassifier(**_model_params(params), **extra, calibration="none", random_state=seed)
         model.fit(data)
         return float(evaluate(model, valid).metrics[metric])
 
     def objective(trial: optuna.Trial) -> float:
-        params = {
-            "C": trial.suggest_float("C", 0.05, 2.0, log=True),  # above ~2 liblinear stops converging on titles
-            "context_weight": trial.suggest_float("context_weight", 0.0, 1.0),
-            "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
-            "use_attributes": trial.suggest_categorical("use_attributes", [True, False]),
-        }
+        params = _suggest(trial, tier)
         if half.frame["category"].nunique() >= 2:
             trial.report(score(params, half), step=0)
             if trial.should_prune():
@@ -127,19 +152,19 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     )
     if not study.trials:
-        study.enqueue_trial(DEFAULTS)  # trial 0: the defaults, the baseline the search must beat
+        study.enqueue_trial(defaults)  # trial 0: the defaults, the baseline the search must beat
     study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks or [], gc_after_trial=True)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise TaxonomistError("no tuning trial completed; give more --trials or a longer --timeout")
-    default = next((t for t in complete if t.params == DEFAULTS), None)
+    default = next((t for t in complete if t.params == defaults), None)
     trials = [
         {"number": t.number, "state": t.state.name.lower(), "value": t.value, **t.params,
          "seconds": t.duration.total_seconds() if t.duration else None}
         for t in study.trials
     ]
     return TuneResult(
-        metric=metric, best_params=dict(study.best_params), best_score=float(study.best_value),
+        metric=metric, tier=tier, best_params=dict(study.best_params), best_score=float(study.best_value),
         default_score=float(default.value) if default is not None and default.value is not None else None,
         n_trials=len(study.trials),
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
