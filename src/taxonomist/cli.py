@@ -134,6 +134,7 @@ def _tracking(track: bool, uri: str | None, experiment: str, command: str, run_n
         return
     from .tracking import start_run
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its "creating tables" notes are not for our users
     with start_run(command, tracking_uri=uri, experiment=experiment, run_name=run_name) as tracker:
         yield tracker
     out.print(f"MLflow run {tracker.run_id} (experiment {experiment!r})")

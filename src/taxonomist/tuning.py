@@ -133,8 +133,16 @@ def tune(
     half = train.subset(np.random.default_rng(seed).permutation(len(train))[: max(len(train) // 2, 2)])
 
     def score(params: dict[str, Any], data: Catalog) -> float:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
         model = TaxonomyClassifier(**_model_params(params), **extra, calibration="none", random_state=seed)
-        model.fit(data)
+        with warnings.catch_warnings():
+            # a large C may stop liblinear short of convergence: the trial is scored as fitted (its score says
+            # whether that matters) instead of printing one warning per class
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(data)
         return float(evaluate(model, valid).metrics[metric])
 
     def objective(trial: optuna.Trial) -> float:
