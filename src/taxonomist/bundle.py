@@ -40,7 +40,8 @@ BUNDLE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -107,17 +108,17 @@ def write_bundle(
             f = tmp / f"{name}.npz"
             with f.open("wb") as fh:
                 np.savez_compressed(fh, **arrs)  # type: ignore[arg-type]
-            files[f.name] = _sha256(f)
+            files[f.name] = sha256_file(f)
         for name, obj in objects.items():
             f = tmp / f"{name}.json"
             f.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
-            files[f.name] = _sha256(f)
+            files[f.name] = sha256_file(f)
         for name, blob in (raw or {}).items():
             if "/" in name or "\\" in name or name.startswith(".") or name == MANIFEST or name in files:
                 raise ValueError(f"invalid bundle file name {name!r}")
             f = tmp / name
             f.write_bytes(blob)
-            files[f.name] = _sha256(f)
+            files[f.name] = sha256_file(f)
         full = {
             "format": "taxonomist-bundle",
             "format_version": BUNDLE_FORMAT_VERSION,
@@ -179,7 +180,7 @@ def read_bundle(directory: str | Path) -> Bundle:
             raise BundleError(f"{mpath} lists an invalid file name {name!r}")
         if not f.is_file():
             raise BundleError(f"{path} is missing {name}, which the manifest lists; the bundle is incomplete")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise BundleError(
                 f"{name} in {path} does not match the SHA-256 in {MANIFEST}: the file was changed after saving; "
                 "refusing to load it (retrain, or restore the original bundle)"

@@ -63,6 +63,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
 _ISSUE_TEXT = {
     "malformed_line": "malformed lines (wrong number of fields or invalid JSON)",
     "empty_title": "rows with an empty title",
+    "image_only": "rows with an empty title but a photo (kept: classified from the photo by image models)",
     "missing_label": "rows without a category label",
     "unknown_label": "rows whose category is not in the taxonomy",
     "duplicate": "exact duplicate rows (all fields equal to an earlier row)",
@@ -70,7 +71,7 @@ _ISSUE_TEXT = {
     "long_text": f"rows whose title was longer than {MAX_TITLE_CHARS:,} or description longer than "
     f"{MAX_TEXT_CHARS:,} characters (truncated, kept)",
 }
-_KEPT_ISSUES = {"duplicate_id", "long_text"}
+_KEPT_ISSUES = {"duplicate_id", "long_text", "image_only"}
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Catalog:
         attribute_columns: names of the attribute columns (source columns beyond the canonical ones).
         report: what validation found.
         sep: the separator the labels were read with (paths are stored joined with ``" > "``).
+        base_dir: the folder of the catalogue file (relative image paths resolve against it), when read from one.
 
     Example:
         >>> cat = Catalog.from_records([{"title": "Blue jeans", "category": "Apparel > Jeans"}])
@@ -163,6 +165,7 @@ class Catalog:
         self.attribute_columns = list(attribute_columns)
         self.report = report or ValidationReport(n_read=len(frame), n_kept=len(frame))
         self.sep = sep
+        self.base_dir: Path | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -187,8 +190,10 @@ class Catalog:
         return Taxonomy.from_paths((p for p in self.frame["category"].unique() if p), name=name)
 
     def subset(self, index: Iterable[int] | np.ndarray) -> Catalog:
-        return Catalog(self.frame.iloc[np.asarray(list(index) if not isinstance(index, np.ndarray) else index)],
-                       self.attribute_columns, None, self.sep)
+        out = Catalog(self.frame.iloc[np.asarray(list(index) if not isinstance(index, np.ndarray) else index)],
+                      self.attribute_columns, None, self.sep)
+        out.base_dir = self.base_dir
+        return out
 
     def records(self) -> list[dict[str, str]]:
         """Products as dicts (canonical fields + attributes)."""
@@ -318,8 +323,11 @@ def _validate(
     keep = np.ones(len(frame), dtype=bool)
     rows = frame["row"].to_numpy()
     titles = [clean_text(t) for t in frame["title"]]
+    images = frame["image"].astype(str).str.strip().to_numpy()
     for i, t in enumerate(titles):
-        if not t:
+        if not t and images[i]:
+            report.issue("image_only").add(int(rows[i]), images[i])
+        elif not t:
             keep[i] = False
             report.issue("empty_title").add(int(rows[i]), str(frame.at[i, "title"]) or "<empty>")
     if require_labels:
@@ -577,10 +585,12 @@ def read_catalog(
         raise CatalogError(
             "strict mode: the file has malformed lines:\n" + report.summary() + "\nFix them or drop --strict to skip them."
         )
-    return Catalog.from_frame(
+    cat = Catalog.from_frame(
         df, mapping=mapping, label_columns=label_columns, sep=sep, require_labels=require_labels, strict=strict,
         taxonomy=taxonomy, source=p.name, report=report,
     )
+    cat.base_dir = p.resolve().parent
+    return cat
 
 
 # -- splitting -------------------------------------------------------------------------------------------------

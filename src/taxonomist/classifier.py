@@ -122,6 +122,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         prior_shift: logit adjustment of the embedding tiers against the class prior (``-tau * log prior``),
             which raises recall on rare leaves; ``"auto"`` picks it on the validation part (noisy with few
             examples per rare leaf). See :func:`taxonomist.models.ensemble.prior_shift`.
+        image_encoder: use product photos (the ``image`` field) in the embedding tiers: ``"effnet-lite0"``,
+            ``"effnet-lite2"`` or a local ``.onnx`` feature extractor; ``None`` (default): text only.
+        fusion: how photos join the text members: ``"late"`` (an image head pooled with the text members,
+            weights fitted on validation) or ``"early"`` (one head on text embedding + image features).
+        image_root: folder that relative image paths resolve against and that no path may leave (default: the
+            catalogue file's folder when fitted on / given a :class:`Catalog`, else the working folder).
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -129,6 +135,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """
 
     model_: Any  # SparseClassifier (tier "sparse") or EnsembleMembers (the embedding tiers)
+    image_encoder_: Any = None  # an ImageEncoder when fitted with photos
 
     def __init__(
         self,
@@ -150,6 +157,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         epochs: int = 3,
         finetune_max_length: int = 48,
         prior_shift: float | Literal["auto"] = 0.5,
+        image_encoder: str | None = None,
+        fusion: Literal["late", "early"] = "late",
+        image_root: str | None = None,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -169,6 +179,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.epochs = epochs
         self.finetune_max_length = finetune_max_length
         self.prior_shift = prior_shift
+        self.image_encoder = image_encoder
+        self.fusion = fusion
+        self.image_root = image_root
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -193,6 +206,30 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             contexts.append(values[0] if len(cols) == 1 else " ".join(v for v in values if v))
         return titles, contexts
 
+    def _uses_images(self) -> bool:
+        return getattr(self, "image_encoder_", None) is not None
+
+    def _image_refs(self, X: Any, df: pd.DataFrame | None = None) -> tuple[list[str | None], Path]:
+        """Each product's image reference and the root they resolve against."""
+        if isinstance(X, list) and X and all(isinstance(r, Mapping) for r in X):
+            refs = [str(r["image"]) if r.get("image") not in (None, "") else None for r in X]
+        elif isinstance(X, list):
+            refs = [None] * len(X)
+        else:
+            frame = df if df is not None else _frame(X)
+            refs = ([str(v) if v else None for v in frame["image"].fillna("").astype(str)]
+                    if "image" in frame.columns else [None] * len(frame))
+        root = self.image_root or getattr(X, "base_dir", None) or Path.cwd()
+        return refs, Path(root)
+
+    def _images(self, X: Any, df: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(vectors, mask) of the products' photos, or ``None`` when the model does not use photos."""
+        if not self._uses_images():
+            return None
+        refs, root = self._image_refs(X, df)
+        batch = self.image_encoder_.encode(refs, root)
+        return batch.vectors, batch.mask
+
     def _check(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(
@@ -213,6 +250,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise ValueError(f"unknown tier {self.tier!r}; available tiers: {list(TIERS)}")
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be between 0 and 1, got {self.min_confidence}")
+        if self.image_encoder is not None and self.tier in ("sparse", "zeroshot"):
+            raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {self.tier!r}; use "
+                             "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
+        if self.fusion not in ("late", "early"):
+            raise ValueError(f"fusion must be 'late' or 'early', got {self.fusion!r}")
         df = _frame(X)
         if y is None:
             if "category" not in df.columns:
@@ -242,7 +284,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
                                   "TaxonomyClassifier.from_taxonomy(taxonomy) (CLI: taxonomist classify --taxonomy)")
         else:
-            self._fit_ensemble(titles, contexts, labels)
+            self._fit_ensemble(titles, contexts, labels, X, df)
         self.taxonomy_ = taxonomy if taxonomy is not None else Taxonomy.from_paths(self.classes_)
         self.levels_ = LevelIndex.build(list(self.classes_))
         self.fingerprint_ = fingerprint(titles, labels)
@@ -262,6 +304,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         from .models.ensemble import MEMBERS
 
         members = tuple(self.members) if self.members is not None else DEFAULT_MEMBERS[self.tier]
+        if self.members is None and self.image_encoder is not None:
+            members = (*members, "image" if self.fusion == "late" else "fused")
         unknown = [m for m in members if m not in MEMBERS]
         if unknown or not members:
             raise ValueError(f"members must be a non-empty subset of {list(MEMBERS)}, got {list(members)}")
@@ -275,18 +319,33 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _embed(self, titles: Sequence[str]) -> np.ndarray:
         return np.asarray(self.encoder_.encode(list(titles)), dtype=np.float32)
 
-    def _fit_ensemble(self, titles: list[str], contexts: list[str], labels: list[str]) -> None:
+    def _fit_ensemble(self, titles: list[str], contexts: list[str], labels: list[str], X: Any = None,
+                      df: pd.DataFrame | None = None) -> None:
         from .encoders.transformer import pick_encoder
-        from .models.ensemble import fit_ensemble
+        from .models.ensemble import IMAGE_MEMBERS, fit_ensemble
 
         name = pick_encoder(titles) if self.encoder == "auto" else self.encoder
         self.encoder_ = self._load_encoder(name)
         logger.info("text encoder: %s (%s)", self.encoder_.name, self.encoder_.identity)
+        self.image_encoder_ = None
+        self.image_stats_: dict[str, int] = {}
+        img = None
+        if set(self._members()) & set(IMAGE_MEMBERS):
+            from .encoders.image import load_image_encoder
+
+            self.image_encoder_ = load_image_encoder(self.image_encoder or "effnet-lite0")
+            refs, root = self._image_refs(X, df)
+            batch = self.image_encoder_.encode(refs, root)
+            img = (batch.vectors, batch.mask)
+            self.image_stats_ = {"with_image": int(batch.mask.sum()), "without_image": batch.n_missing,
+                                 "unusable_image": len(batch.errors)}
+            logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
+                        *self.image_stats_.values())
         fitted = fit_ensemble(
             (titles, contexts), labels, self._embed(titles), title_groups(titles), self._members(), self.encoder_,
             lambda: self._sparse("none"), knn_k=self.knn_k, validation_size=self.validation_size,
             calibration=self.calibration, epochs=self.epochs, finetune_max_length=self.finetune_max_length,
-            random_state=self.random_state, prior_shift=self.prior_shift,
+            random_state=self.random_state, prior_shift=self.prior_shift, img=img,
         )
         self.model_ = fitted.members
         self.classes_ = np.asarray(fitted.members.classes, dtype=object)
@@ -386,24 +445,40 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         logger.info("added the category %s (%d examples)", name, len(examples))
 
     # -- predict ------------------------------------------------------------------------------------------
-    def _proba(self, titles: list[str], contexts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Leaf probabilities and (for the embedding tiers) the products' embeddings."""
+    def _proba(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None = None,
+               modality: str = "all") -> tuple[np.ndarray, np.ndarray | None]:
+        """Leaf probabilities and (for the embedding tiers) the products' embeddings.
+
+        ``modality``: ``"all"``, or ``"text"`` / ``"image"`` to pool only the text members / the image member
+        with their fitted weights (per-modality evaluation)."""
         if isinstance(self.model_, SparseClassifier):
             return self.model_.predict_proba((titles, contexts)), None
-        from .models.ensemble import finish, pool, prior_shift
+        from .models.ensemble import IMAGE_MEMBERS, finish, pool, prior_shift
 
+        weights = dict(self.weights_)
+        if modality == "text":
+            weights = {k: (0.0 if k in IMAGE_MEMBERS else w) for k, w in weights.items()}
+        elif modality == "image":
+            weights = {k: (w if k == "image" else 0.0) for k, w in weights.items()}
+        elif modality != "all":
+            raise ValueError(f"modality must be 'all', 'text' or 'image', got {modality!r}")
         # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
         # to the sparse member alone predicts at the sparse tier's speed and never encodes)
-        active = {k for k, w in self.weights_.items() if w > 0}
-        emb = self._embed(titles) if active & {"knn", "zeroshot", "embed"} else None
-        logs = self.model_.logs((titles, contexts), emb, active)
+        active = {k for k, w in weights.items() if w > 0}
+        emb = self._embed(titles) if active & {"knn", "zeroshot", "embed", "fused"} else None
+        if img is None and active & set(IMAGE_MEMBERS):
+            img = (np.zeros((len(titles), int(self.image_encoder_.dim)), np.float32), np.zeros(len(titles), bool))
+        logs = self.model_.logs((titles, contexts), emb, active, img=img)
         shift = prior_shift(self.model_.class_counts, self.prior_shift_)
-        return finish(pool(logs, self.weights_) + shift, self.temperature_, self.top_label_), emb
+        return finish(pool(logs, weights) + shift, self.temperature_, self.top_label_), emb
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Leaf probabilities, shape (n, n_classes), columns in ``classes_`` order."""
+    def predict_proba(self, X: Any, modality: str = "all") -> np.ndarray:
+        """Leaf probabilities, shape (n, n_classes), columns in ``classes_`` order.
+
+        ``modality`` (models fitted with photos): ``"text"`` or ``"image"`` scores one modality alone."""
         self._check()
-        return self._proba(*self._texts(_frame(X)))[0]
+        df = _frame(X)
+        return self._proba(*self._texts(df), img=self._images(X, df), modality=modality)[0]
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable leaf path of each product (strings ``"A > B > C"``)."""
@@ -411,6 +486,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if isinstance(self.model_, SparseClassifier):
             return self.model_.predict(self._texts(_frame(X)))
         return np.asarray(self.classes_[np.argmax(self.predict_proba(X), axis=1)])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """``("text", "image")`` for a model fitted with photos, else ``("text",)``."""
+        return ("text", "image") if self._uses_images() and "image" in self.weights_ else ("text",)
 
     def predict_products(
         self,
@@ -432,7 +512,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if isinstance(X, (str, Mapping)):
             X = [X]
         titles, contexts = self._texts_of(X)
-        proba, emb = self._proba(titles, contexts)
+        proba, emb = self._proba(titles, contexts, img=self._images(X))
         mc = self.min_confidence if min_confidence is None else min_confidence
         preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
@@ -504,6 +584,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             params, arrays, objects = members_state(self.model_)
             params.update(weights=self.weights_, temperature=self.temperature_, encoder=self.encoder_.describe(),
                           prior_shift=self.prior_shift_,
+                          image_encoder=self.image_encoder_.describe() if self._uses_images() else None,
+                          image_stats=getattr(self, "image_stats_", {}),
                           validation_macro_f1=getattr(self, "validation_scores_", {}))
             if self.top_label_ is not None:
                 arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label_
@@ -569,6 +651,16 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.prior_shift_ = float(params.get("prior_shift", 0.0))
         self.top_label_ = (arrays["ens_top_label_x"], arrays["ens_top_label_y"]) if "ens_top_label_x" in arrays else None
         self.neighbour_titles_ = list(objects.get("neighbour_titles", []))
+        self.image_encoder_ = None
+        self.image_stats_ = dict(params.get("image_stats") or {})
+        img_enc = params.get("image_encoder")
+        if img_enc:
+            from .encoders.image import load_image_encoder
+
+            self.image_encoder_ = load_image_encoder(img_enc["name"])
+            if self.image_encoder_.identity != img_enc["identity"]:
+                logger.warning("the bundle was trained with the image encoder %s but %s is installed",
+                               img_enc["identity"], self.image_encoder_.identity)
         if self.encoder_.identity != enc["identity"]:
             logger.warning("the bundle was trained with the encoder %s but %s is installed; its embeddings may differ "
                            "(reinstall the version named in the bundle's manifest for identical results)",

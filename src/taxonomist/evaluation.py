@@ -148,6 +148,30 @@ class Evaluation:
         return out
 
 
+def _by_modality(model: Any, X: Any, df: Any, y: list[str], mc: float | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fused probabilities, and macro-F1 / accuracy of the text members alone, the image member alone and the
+    fused model, side by side (image-only and "fused, with a photo" on the products that have a usable photo)."""
+    img = model._images(X, df)
+    texts = model._texts(df)
+    classes = list(model.classes_)
+    has = img[1]
+    out: dict[str, Any] = {"products": len(y), "with_image": int(has.sum())}
+    fused = None
+    for modality in ("text", "image", "all"):
+        proba = model._proba(*texts, img=img, modality=modality)[0]
+        rows = has if modality == "image" else np.ones(len(y), bool)
+        if rows.any():
+            m = compute_metrics([y[i] for i in np.flatnonzero(rows)], proba[rows], classes, min_confidence=mc).metrics
+            out["fused" if modality == "all" else modality] = {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+        if modality == "all":
+            fused = proba
+            if has.any():
+                m = compute_metrics([y[i] for i in np.flatnonzero(has)], proba[has], classes, min_confidence=mc).metrics
+                out["fused_with_image"] = {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+    assert fused is not None
+    return fused, out
+
+
 def compute_metrics(
     y_true: Sequence[str],
     proba: np.ndarray,
@@ -238,9 +262,14 @@ def evaluate(
         if "category" not in df.columns:
             raise ValueError("expected labelled products: a 'category' field or y=...")
         y = df["category"].tolist()
-    proba = model.predict_proba(df)
     mc = model.min_confidence if min_confidence is None else min_confidence
+    if "image" in getattr(model, "modalities", ()):
+        proba, per_modality = _by_modality(model, X, df, list(y), mc)
+    else:
+        proba, per_modality = model.predict_proba(df), None
     ev = compute_metrics(list(y), proba, list(model.classes_), min_confidence=mc, titles=df["title"].tolist())
+    if per_modality is not None:
+        ev.metrics["modalities"] = per_modality
     seen = model.seen_in_training(df)
     ev.metrics["seen_in_training_share"] = float(seen.mean())
     if seen.mean() > 0.05:

@@ -1,21 +1,109 @@
-"""Safe image references: paths that cannot escape an image root, base64 payloads within limits.
+"""Safe images: paths that cannot escape an image root, base64 payloads within limits, and decoding with Pillow
+under limits (file size, pixel count: decompression bombs are refused), EXIF orientation applied, RGB out.
 
-(The image encoder and the image tier build on these; see docs/architecture.md.)
+Every problem is an :class:`ImageError` with what was wrong; callers (the image encoder, the service) report it
+and fall back to the product's text. Remote URLs are refused unless explicitly allowed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .exceptions import TaxonomistError
 
-__all__ = ["ImageError", "decode_image_base64", "is_image_file", "resolve_image_path"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "ImageError", "decode_image_base64", "is_image_file", "is_remote",
+           "load_image", "open_image_bytes", "resolve_image_path"]
+
+MAX_IMAGE_BYTES = 20 * 2**20  # a product photo file larger than this is refused
+MAX_IMAGE_PIXELS = 40_000_000  # width x height; above it a file is treated as a decompression bomb
 
 
 class ImageError(TaxonomistError):
     """An image reference that is refused (outside the image root, too large, not an image)."""
+
+
+def is_remote(ref: str) -> bool:
+    """Whether an image reference is a URL (``http(s)://``, ``ftp://``, ``//host``) rather than a file path."""
+    low = ref.strip().lower()
+    return low.startswith(("http://", "https://", "ftp://", "//")) or "://" in low[:12]
+
+
+def open_image_bytes(data: bytes, name: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode image bytes with Pillow: fully loaded (truncated files fail here, not later), EXIF orientation
+    applied, converted to RGB. Files over ``max_pixels`` are refused before their pixels are decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(f"{name}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"{name}: {w}x{h} pixels is over the limit of {max_pixels:,} (a decompression bomb or "
+                                 "a poster-sized scan); resize it")
+            im.load()
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: refused as a decompression bomb (too many pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read (expected JPEG, PNG, WebP, GIF, ...)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data
+        raise ImageError(f"{name}: the image is corrupt or truncated ({type(e).__name__}: {str(e)[:120]})") from None
+    return rgb
+
+
+def load_image(ref: str | Path, root: str | Path | None, *, max_bytes: int = MAX_IMAGE_BYTES,
+               max_pixels: int = MAX_IMAGE_PIXELS, allow_remote: bool = False) -> Image.Image:
+    """Load the image a catalogue row refers to: a path inside ``root`` (relative paths resolve against it; no
+    escape by ``..`` or symlinks), read within ``max_bytes``, decoded by :func:`open_image_bytes`.
+
+    URLs are refused unless ``allow_remote`` (then fetched with a timeout and the same size limit)."""
+    ref_s = str(ref).strip()
+    if is_remote(ref_s):
+        if not allow_remote:
+            raise ImageError(f"{ref_s[:200]!r} is a URL; remote images are off (a server must not fetch arbitrary "
+                             "addresses) -- download the photos and give paths, or allow remote images explicitly")
+        return open_image_bytes(_fetch(ref_s, max_bytes), ref_s[:200], max_pixels)
+    path = resolve_image_path(ref_s, root)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError(f"{path.name}: {size:,} bytes is over the limit of {max_bytes:,}; resize the photo")
+        data = path.read_bytes()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{ref_s[:200]!r}: no such file under the image root {Path(root or '.').resolve()}") from None
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{ref_s[:200]!r}: cannot be read ({type(e).__name__}: {e})") from None
+    return open_image_bytes(data, path.name, max_pixels)
+
+
+def _fetch(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:
+    import urllib.request
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise ImageError(f"{url[:200]!r}: only http(s) URLs can be fetched")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 -- scheme checked above
+            data: bytes = resp.read(max_bytes + 1)
+    except OSError as e:
+        raise ImageError(f"{url[:200]!r}: could not be fetched ({type(e).__name__}: {e})") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"{url[:200]!r}: larger than the limit of {max_bytes:,} bytes")
+    return data
 
 
 def resolve_image_path(path: str | Path, root: str | Path | None) -> Path:

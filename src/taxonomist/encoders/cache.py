@@ -9,16 +9,19 @@ workers, the server) share one file. Vectors are stored as float32 bytes; nothin
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmbeddingCache", "cache_dir"]
+__all__ = ["EmbeddingCache", "cache_dir", "cached_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,39 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("taxonomist", appauthor=False))
+
+
+_CHECKSUM_FILE = "taxonomist-checksum.json"
+
+
+def cached_model(name: str, main_file: str, build: Callable[[Path], object]) -> Path:
+    """``cache_dir()/models/<name>``, built by ``build(folder)`` at first use (into a temporary folder, then
+    renamed: never half-written), with the SHA-256 of ``main_file`` stored beside it and checked on every
+    later call; a damaged folder is rebuilt."""
+    from ..bundle import sha256_file
+
+    target = cache_dir() / "models" / name
+    check = target / _CHECKSUM_FILE
+    if check.is_file():
+        try:
+            if sha256_file(target / main_file) == json.loads(check.read_text())[main_file]:
+                return target
+        except (OSError, ValueError, KeyError):
+            pass
+        logger.warning("the cached model in %s failed its checksum; rebuilding it", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("building %s into %s (first use only)", name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / _CHECKSUM_FILE).write_text(json.dumps({main_file: sha256_file(tmp / main_file)}))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 class EmbeddingCache:

