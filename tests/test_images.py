@@ -150,3 +150,30 @@ def test_a_row_with_a_photo_but_no_title_is_kept(tmp_path) -> None:
     assert cat.report.issues["image_only"].count == 1 and cat.report.issues["empty_title"].count == 1
     assert cat.base_dir == tmp_path
     assert os.path.isabs(str(cat.base_dir))
+
+
+def test_the_service_classifies_an_uploaded_photo(tiny_encoder_dir, tmp_path) -> None:
+    """A photo-only product (no title) sent as base64 gets the category its photo shows."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from taxonomist.serving.app import create_app
+    from taxonomist.serving.settings import ServeSettings
+
+    pytest.importorskip("efficientnet_lite_pytorch")
+    root = tmp_path / "img"
+    root.mkdir()
+    df = _catalog(root)
+    model = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), image_encoder="effnet-lite0",
+                                  image_root=str(root), validation_size=0.3).fit(df)
+    model.save(tmp_path / "store" / "v0001")
+    photo = (root / df[df["category"] == TINY[0][1]]["image"].iloc[1]).read_bytes()
+    settings = ServeSettings(model_dir=tmp_path / "store", review_db=tmp_path / "r.db", api_keys=["k"], image_root=root)
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/classify", json={"product": {"image_base64": base64.b64encode(photo).decode()}})
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["category"] == TINY[0][1]
+        r = c.post("/v1/classify", json={"product": {"image": df["image"].iloc[1]}})
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/classify", json={"product": {"title": " "}}).status_code == 422

@@ -209,10 +209,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _uses_images(self) -> bool:
         return getattr(self, "image_encoder_", None) is not None
 
-    def _image_refs(self, X: Any, df: pd.DataFrame | None = None) -> tuple[list[str | None], Path]:
-        """Each product's image reference and the root they resolve against."""
+    def _image_refs(self, X: Any, df: pd.DataFrame | None = None) -> tuple[list[str | bytes | None], Path]:
+        """Each product's image reference (a path, or the image's bytes) and the root paths resolve against."""
+        refs: list[str | bytes | None]
         if isinstance(X, list) and X and all(isinstance(r, Mapping) for r in X):
-            refs = [str(r["image"]) if r.get("image") not in (None, "") else None for r in X]
+            refs = [r["image"] if isinstance(r.get("image"), bytes) else str(r["image"]) if r.get("image") else None
+                    for r in X]
         elif isinstance(X, list):
             refs = [None] * len(X)
         else:
@@ -489,8 +491,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """``("text", "image")`` for a model fitted with photos, else ``("text",)``."""
-        return ("text", "image") if self._uses_images() and "image" in self.weights_ else ("text",)
+        """What the model reads, among ``"text"`` and ``"image"`` (members with a weight: the ``fused`` member
+        counts as text, since it also reads the text embedding)."""
+        if isinstance(getattr(self, "model_", None), SparseClassifier) or not hasattr(self, "weights_"):
+            return ("text",)
+        active = {k for k, w in self.weights_.items() if w > 0}
+        return tuple(m for m, on in (("text", bool(active - {"image"})), ("image", "image" in active)) if on)
 
     def predict_products(
         self,

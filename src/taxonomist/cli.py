@@ -59,6 +59,7 @@ NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The file has no 
 ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Names for a header-less file: id,title,category.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject the catalogue if any row is bad, instead of skipping it.")]
+ImageRootOpt = Annotated[Path | None, typer.Option("--image-root", help="Folder relative image paths resolve against (default: the catalogue's folder); no path may leave it.")]
 TrackOpt = Annotated[bool, typer.Option("--track", help="Log parameters, metrics, report and bundle to MLflow.")]
 TrackUriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")]
 ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
@@ -261,6 +262,9 @@ def train(
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     tier: Annotated[str, typer.Option(help="sparse, ensemble (sparse + neighbours + zero-shot prior), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
+    image_encoder: Annotated[str | None, typer.Option("--image-encoder", help="Also learn from product photos (the image column): effnet-lite0, effnet-lite2 or a local .onnx file; needs an embedding tier.")] = None,
+    fusion: Annotated[str, typer.Option(help="How photos join the text: late (image head pooled with the text members) or early (one head on text + image features).")] = "late",
+    image_root: ImageRootOpt = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
 ) -> None:
@@ -282,11 +286,19 @@ def train(
         console.print(f"train {len(train_cat):,} / held-out {len(test_cat):,} products, {cat.frame['category'].nunique()} categories")
     else:
         train_cat, test_cat = cat, None
+    if image_encoder and tier == "sparse":
+        raise CliError("--image-encoder needs an embedding tier: add --tier ensemble")
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
-                             encoder=encoder)
+                             encoder=encoder, image_encoder=image_encoder, fusion=fusion,  # type: ignore[arg-type]
+                             image_root=str(image_root) if image_root else None)
     with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
         with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
             clf.fit(train_cat, taxonomy=tax)
+        if image_encoder:
+            st = clf.image_stats_
+            console.print(f"photos: {st['with_image']:,} used, {st['without_image']:,} products without one, "
+                          f"{st['unusable_image']:,} unusable (those products learn from their text)",
+                          style="yellow" if st["unusable_image"] else None, highlight=False)
         metrics: dict[str, Any] = {}
         ev = None
         if test_cat is not None:
@@ -323,13 +335,16 @@ def evaluate(
     min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    image_root: ImageRootOpt = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
 ) -> None:
-    """Evaluate a model bundle on a labelled catalogue."""
+    """Evaluate a model bundle on a labelled catalogue (text, image and fused scores when it uses photos)."""
     from .classifier import fingerprint, load
     from .evaluation import evaluate as run_evaluation
 
     clf = load(model)
+    if image_root:
+        clf.image_root = str(image_root)
     cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
     with _spinner(f"evaluating on {len(cat):,} products"):
         ev = run_evaluation(clf, cat, min_confidence=min_confidence)
@@ -370,6 +385,7 @@ def predict(
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
+    image_root: ImageRootOpt = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
@@ -396,14 +412,17 @@ def predict(
             raise CliError("--explain and --with-columns work on a single catalogue file with a file -o, not in batch jobs")
         _run_batch_job("predict", str(model), catalog, output, engine, num_workers, address,
                        _read_options(map_, label_columns, sep, encoding, no_header, columns, strict), batch_size,
-                       overwrite, top_k=top_k, min_confidence=min_confidence)
+                       overwrite, top_k=top_k, min_confidence=min_confidence,
+                       image_root=str(image_root.resolve()) if image_root else None)
         return
     clf = load(model)
     if text:
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
-        frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
+        cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+        frame = cat.frame
+        clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if output:
         _write_predictions(result, output)
@@ -757,7 +776,14 @@ def demo(
     classify(None, taxonomy=taxonomy_file, text=examples, output=None, save=None, encoder="auto", tax_format="paths",
              top_k=3, min_confidence=None, batch_size=1024, map_=None, label_columns=None, sep=" > ", with_columns=None, encoding=None,
              no_header=False, columns=None, strict=False)
-    out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}")
+    out.rule("text + photos: the ensemble tier with EfficientNet-Lite image features (late fusion)")
+    photo_dir, photo_report = workdir / "model-photos", workdir / "report-photos.html"
+    train(sample, photo_dir, test_size=0.2, seed=0, taxonomy=None, min_confidence=None, c=0.5, report=photo_report,
+          json_out=workdir / "metrics-photos.json", map_=None, label_columns=None, sep=" > ", with_columns=None,
+          encoding=None, no_header=False, columns=None, strict=False, tier="ensemble", encoder="auto",
+          image_encoder="effnet-lite0", fusion="late", image_root=None)
+    out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}"
+              f"\nwith photos: {photo_report.resolve()} (text / image / fused scores, misclassified photos)")
 
 
 def main() -> None:

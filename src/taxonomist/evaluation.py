@@ -104,6 +104,9 @@ class Evaluation:
     correct: np.ndarray = field(repr=False)
     y_true: list[str] = field(repr=False, default_factory=list)
     y_pred: list[str] = field(repr=False, default_factory=list)
+    error_photos: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    """Misclassified products with a photo (thumbnail data URI, title, true, predicted, confidence), for the
+    report's photo grid; filled for models that use photos."""
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.metrics, indent=2, ensure_ascii=False)
@@ -133,6 +136,14 @@ class Evaluation:
             rows.append(("test labels unknown to the model", f"{m['unseen_label_share']:.2%}"))
         if m.get("seen_in_training_share") is not None:
             rows.append(("titles seen in training", f"{m['seen_in_training_share']:.2%}"))
+        mod = m.get("modalities")
+        if mod:
+            rows.append(("products with a usable photo", f"{mod['with_image']:,} of {mod['products']:,}"))
+            for key, label in (("text", "text members only"), ("image", "image member only (with photo)"),
+                               ("fused", "text + image (fused)"), ("fused_with_image", "fused (with photo)")):
+                if key in mod:
+                    rows.append((f"{label}: accuracy / macro F1",
+                                 f"{mod[key]['accuracy']:.4f} / {mod[key]['macro_f1']:.4f}"))
         return rows
 
     def table(self) -> str:
@@ -148,16 +159,43 @@ class Evaluation:
         return out
 
 
-def _by_modality(model: Any, X: Any, df: Any, y: list[str], mc: float | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _error_photos(model: Any, X: Any, df: Any, y: list[str], proba: np.ndarray, has: np.ndarray,
+                  limit: int = 24) -> list[dict[str, Any]]:
+    """Thumbnails (JPEG data URIs, 96 px) of up to ``limit`` misclassified products that have a photo."""
+    import base64
+    import io
+
+    from .images import ImageError, load_image
+
+    classes = np.asarray(model.classes_, dtype=object)
+    pred = classes[proba.argmax(axis=1)]
+    wrong = np.flatnonzero((pred != np.asarray(y, dtype=object)) & has)
+    refs, root = model._image_refs(X, df)
+    out: list[dict[str, Any]] = []
+    for i in wrong[:limit]:
+        try:
+            im = load_image(str(refs[i]), root)
+        except ImageError:
+            continue
+        im.thumbnail((96, 96))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=80)
+        out.append({"src": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+                    "title": str(df["title"].iat[i]), "true": y[i], "predicted": str(pred[i]),
+                    "confidence": float(proba[i].max())})
+    return out
+
+
+def _by_modality(model: Any, img: tuple[np.ndarray, np.ndarray], df: Any, y: list[str],
+                 mc: float | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Fused probabilities, and macro-F1 / accuracy of the text members alone, the image member alone and the
     fused model, side by side (image-only and "fused, with a photo" on the products that have a usable photo)."""
-    img = model._images(X, df)
     texts = model._texts(df)
     classes = list(model.classes_)
     has = img[1]
     out: dict[str, Any] = {"products": len(y), "with_image": int(has.sum())}
     fused = None
-    for modality in ("text", "image", "all"):
+    for modality in (*model.modalities, "all"):
         proba = model._proba(*texts, img=img, modality=modality)[0]
         rows = has if modality == "image" else np.ones(len(y), bool)
         if rows.any():
@@ -263,13 +301,15 @@ def evaluate(
             raise ValueError("expected labelled products: a 'category' field or y=...")
         y = df["category"].tolist()
     mc = model.min_confidence if min_confidence is None else min_confidence
-    if "image" in getattr(model, "modalities", ()):
-        proba, per_modality = _by_modality(model, X, df, list(y), mc)
+    img = model._images(X, df) if "image" in getattr(model, "modalities", ()) else None
+    if img is not None:
+        proba, per_modality = _by_modality(model, img, df, list(y), mc)
     else:
         proba, per_modality = model.predict_proba(df), None
     ev = compute_metrics(list(y), proba, list(model.classes_), min_confidence=mc, titles=df["title"].tolist())
-    if per_modality is not None:
+    if per_modality is not None and img is not None:
         ev.metrics["modalities"] = per_modality
+        ev.error_photos = _error_photos(model, X, df, list(y), proba, img[1])
     seen = model.seen_in_training(df)
     ev.metrics["seen_in_training_share"] = float(seen.mean())
     if seen.mean() > 0.05:

@@ -150,6 +150,13 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
         f'<figure><img alt="{k}" src="{v}"></figure>' for k, v in plots.items() if k != "confusion"
     )
     confusion = f'<figure><img alt="confusion" src="{plots["confusion"]}"></figure>' if "confusion" in plots else "<p>No confusions.</p>"
+    photos = "".join(
+        f'<figure class=ph><img alt="product photo" src="{e(p["src"])}"><figcaption>{e(_short(p["title"], 50))}<br>'
+        f'<b>true</b> {e(_short(p["true"], 50))}<br><b>predicted</b> {e(_short(p["predicted"], 50))} '
+        f'({p["confidence"]:.2f})</figcaption></figure>'
+        for p in ev.error_photos
+    )
+    photo_section = (f"<h2>Misclassified products with a photo</h2><div class=grid>{photos}</div>" if photos else "")
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
@@ -157,6 +164,7 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
 body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0;font-size:14px}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
 th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}} td.ex{{font-size:12px;color:#555}}
+.grid{{display:flex;flex-wrap:wrap}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
 </style></head><body>
 <h1>{e(title)}</h1>
 <p>taxonomist {e(__version__)} · {e(created)} · {ev.metrics['n']:,} products</p>
@@ -168,5 +176,6 @@ th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-wi
 <table><tr><th>true</th><th>predicted</th><th>count</th></tr>{pairs}</table>
 <h2>Worst categories, with example errors</h2>
 <table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th><th>errors (title → predicted, confidence)</th></tr>{''.join(worst_rows)}</table>
+{photo_section}
 </body></html>
 """

@@ -232,6 +232,7 @@ def run_job(
     min_confidence: float | None = None,
     overwrite: bool = False,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
+    image_root: str | None = None,
 ) -> JobResult:
     """Run (or resume) a batch job; see the module docstring.
 
@@ -245,6 +246,7 @@ def run_job(
         num_workers: processes / actors (default: the CPU count, at most one per pending shard).
         read: keyword arguments of :func:`~taxonomist.catalog.read_catalog` (``mapping``, ``strict``, ...).
         on_shard: called with each shard's summary as it finishes (progress display).
+        image_root: where relative image paths resolve (models that use photos); default: each shard's folder.
     """
     if engine not in ENGINES:
         raise TaxonomistError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -256,8 +258,8 @@ def run_job(
     out = Path(output)
     model_s = str(Path(model).resolve()) if Path(model).exists() else str(model)
     _preflight(kind, model_s)
-    options = {"read": dict(read or {}), "top_k": top_k, "min_confidence": min_confidence} if kind == "predict" else \
-        {"read": dict(read or {})}
+    options = {"read": dict(read or {}), "top_k": top_k, "min_confidence": min_confidence,
+               "image_root": image_root} if kind == "predict" else {"read": dict(read or {})}
     job = {
         "kind": kind, "model": model_s, "model_fingerprint": _fingerprint_model(model_s), "options": options,
         "inputs": [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in shards],
@@ -269,7 +271,7 @@ def run_job(
         logger.info("resuming: %d of %d shards already done", result.n_done_before, len(shards))
     workers = num_workers or min(os.cpu_count() or 1, max(len(todo), 1))
     spec = {"kind": kind, "model": model_s, "output": str(out.resolve()), "read": dict(read or {}),
-            "batch_size": batch_size, "top_k": top_k, "min_confidence": min_confidence,
+            "batch_size": batch_size, "top_k": top_k, "min_confidence": min_confidence, "image_root": image_root,
             "threads": max(1, (os.cpu_count() or 1) // max(workers, 1))}
     start = time.perf_counter()
     if todo:

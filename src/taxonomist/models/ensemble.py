@@ -50,6 +50,8 @@ _ABSTAIN_GAP = 1e-3
 
 def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """Log-linear pooling: ``log_softmax(Σ w_t log P_t)``."""
+    if not logs:
+        raise ValueError("nothing to pool: no member was run")
     total = sum(weights[k] * logs[k] for k in logs if weights.get(k, 0.0) > 0)
     if isinstance(total, int):  # no member with weight
         total = np.zeros_like(next(iter(logs.values())))

@@ -101,7 +101,7 @@ class Service:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.registry = ModelRegistry(settings.model_dir)
+        self.registry = ModelRegistry(settings.model_dir, settings.image_root)
         self.metrics = ServiceMetrics()
         self.store: ReviewStore | None = None
         self.rng = random.Random(settings.audit_seed)

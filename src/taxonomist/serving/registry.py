@@ -37,8 +37,9 @@ class ServedModel:
 
 
 class ModelRegistry:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, image_root: str | Path | None = None) -> None:
         self.root = Path(root)
+        self.image_root = image_root  # where image paths in requests resolve, for models that use photos
         self._current: ServedModel | None = None
         self._reload_lock = threading.Lock()  # one reload at a time; serving never waits on it
 
@@ -94,6 +95,7 @@ class ModelRegistry:
             path = self.path_of(version)
             start = time.perf_counter()
             clf = TaxonomyClassifier.load(path)  # verifies every file's SHA-256; never unpickles
+            clf.image_root = str(self.image_root) if self.image_root is not None else None
             served = ServedModel(path.name, path, clf)
             old = self._current
             self._current = served  # one reference swap: atomic for readers

@@ -22,17 +22,37 @@ class Product(_Body):
     """A product to classify. Text lengths are limited by the server setting ``max_text_chars`` (422)."""
 
     id: str | None = Field(None, max_length=256, description="Your product id, echoed back.")
-    title: str = Field(..., min_length=1, description="Product title (required).")
+    title: str = Field("", description="Product title (required unless a photo is given).")
     description: str | None = Field(None, description="Free-text description.")
     attributes: dict[str, str] | None = Field(None, description="Attribute columns the model was trained with (brand, colour, ...).")
     image: str | None = Field(None, description="Path of the product photo, inside the server's image root.")
     image_base64: str | None = Field(None, description="The product photo as base64 (within the server's size limit).")
+
+    @model_validator(mode="after")
+    def _title_or_photo(self) -> Product:
+        texts = [self.id, self.title, self.description, self.image, *(self.attributes or {}).keys(),
+                 *(self.attributes or {}).values()]
+        for text in texts:
+            try:
+                (text or "").encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a text field is not valid unicode (a lone surrogate); send UTF-8 text") from None
+        if not self.title.strip() and not self.image and not self.image_base64:
+            raise ValueError("give a non-empty 'title' (or, for models that use photos, an 'image' / 'image_base64')")
+        return self
 
     def record(self) -> dict[str, Any]:
         """The row the classifier reads: id, title, description and the attribute columns."""
         row: dict[str, Any] = {k: v for k, v in (self.attributes or {}).items()
                                if k not in ("id", "title", "description", "category", "image")}
         row.update(id=self.id, title=self.title, description=self.description or "")
+        if self.image_base64:  # already validated by the endpoint; models that use photos read the bytes
+            import base64
+
+            data = self.image_base64.partition(",")[2] if self.image_base64.startswith("data:") else self.image_base64
+            row["image"] = base64.b64decode(data)
+        elif self.image:
+            row["image"] = self.image  # a path inside the server's image root
         return row
 
 
