@@ -86,6 +86,10 @@ def test_demo_end_to_end(tmp_path) -> None:
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.9
     assert (tmp_path / "model" / "manifest.json").is_file()
+    photos = json.loads((tmp_path / "metrics-photos.json").read_text())["modalities"]
+    assert photos["with_image"] > 30 and {"text", "image", "fused"} <= set(photos)
+    assert "Misclassified products with a photo" in (tmp_path / "report-photos.html").read_text() or \
+        photos["image"]["accuracy"] == 1.0
 
 
 def test_taxonomy_format_option(tmp_path, capsys, monkeypatch) -> None:

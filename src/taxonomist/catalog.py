@@ -595,9 +595,14 @@ def read_catalog(
 
 # -- splitting -------------------------------------------------------------------------------------------------
 def title_groups(titles: Iterable[str]) -> np.ndarray:
-    """Integer group per title: identical normalised titles share a group."""
-    codes, _ = pd.factorize(pd.Series([normalize_for_sparse(t) for t in titles]))
-    return np.asarray(codes)
+    """Integer group per title: identical normalised titles share a group; products without a title (photo-only
+    rows) are each their own group."""
+    norm = [normalize_for_sparse(t) for t in titles]
+    codes, uniques = pd.factorize(pd.Series(norm))
+    codes = np.asarray(codes)
+    empty = np.flatnonzero(np.asarray([not t for t in norm], dtype=bool))
+    codes[empty] = len(uniques) + np.arange(len(empty))
+    return codes
 
 
 def split_catalog(catalog: Catalog, test_size: float = 0.2, seed: int = 0) -> tuple[Catalog, Catalog]:

@@ -458,12 +458,16 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         from .models.ensemble import IMAGE_MEMBERS, finish, pool, prior_shift
 
         weights = dict(self.weights_)
-        if modality == "text":
-            weights = {k: (0.0 if k in IMAGE_MEMBERS else w) for k, w in weights.items()}
-        elif modality == "image":
-            weights = {k: (w if k == "image" else 0.0) for k, w in weights.items()}
-        elif modality != "all":
-            raise ValueError(f"modality must be 'all', 'text' or 'image', got {modality!r}")
+        if modality != "all":
+            if modality not in ("text", "image"):
+                raise ValueError(f"modality must be 'all', 'text' or 'image', got {modality!r}")
+            keep = {k for k in weights if (k == "image") == (modality == "image") and (k != "fused")}
+            part = sum(weights[k] for k in keep)
+            # one modality's members, scaled to the model's total weight: the pooled scores keep the scale the
+            # prior shift and the calibration were fitted for (a lightly weighted member alone would otherwise
+            # be swamped by the prior shift)
+            scale = sum(weights.values()) / part if part > 0 else 0.0
+            weights = {k: (w * scale if k in keep else 0.0) for k, w in weights.items()}
         # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
         # to the sparse member alone predicts at the sparse tier's speed and never encodes)
         active = {k for k, w in weights.items() if w > 0}
