@@ -61,7 +61,7 @@ def test_pickle_slipped_in_is_never_executed(tiny_model, tmp_path) -> None:
     arrays["intercept"] = np.array([_Boom(str(marker))], dtype=object)
     with (path / "weights.npz").open("wb") as fh:
         np.savez(fh, **arrays)
-    from taxonomist.bundle import _sha256
+    from taxonomist.bundle import sha256_file as _sha256
 
     m = json.loads((path / "manifest.json").read_text())
     m["files"]["weights.npz"] = _sha256(path / "weights.npz")
