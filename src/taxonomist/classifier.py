@@ -475,6 +475,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if img is None and active & set(IMAGE_MEMBERS):
             img = (np.zeros((len(titles), int(self.image_encoder_.dim)), np.float32), np.zeros(len(titles), bool))
         logs = self.model_.logs((titles, contexts), emb, active, img=img)
+        if modality == "image" and "image" in logs and self.model_.image is not None and img is not None:
+            # alone, the image member chooses among the classes it has photos of (it abstains on the others,
+            # which in the fused pool leaves them to the text members)
+            unknown = self.model_.image.intercept_[: logs["image"].shape[1]] <= -1e3 + 1
+            logs["image"] = np.where(unknown[None, :] & img[1][:, None], np.log(1e-4), logs["image"])
         shift = prior_shift(self.model_.class_counts, self.prior_shift_)
         return finish(pool(logs, weights) + shift, self.temperature_, self.top_label_), emb
 
