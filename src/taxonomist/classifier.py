@@ -128,6 +128,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             weights fitted on validation) or ``"early"`` (one head on text embedding + image features).
         image_root: folder that relative image paths resolve against and that no path may leave (default: the
             catalogue file's folder when fitted on / given a :class:`Catalog`, else the working folder).
+        allow_remote_images: fetch ``http(s)://`` image references (off by default: a server must not become a
+            fetcher of arbitrary addresses; with it on, downloads are size-limited and time out after 10 s).
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -160,6 +162,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         image_encoder: str | None = None,
         fusion: Literal["late", "early"] = "late",
         image_root: str | None = None,
+        allow_remote_images: bool = False,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -182,6 +185,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.image_encoder = image_encoder
         self.fusion = fusion
         self.image_root = image_root
+        self.allow_remote_images = allow_remote_images
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -229,7 +233,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if not self._uses_images():
             return None
         refs, root = self._image_refs(X, df)
-        batch = self.image_encoder_.encode(refs, root)
+        batch = self.image_encoder_.encode(refs, root, allow_remote=self.allow_remote_images)
         return batch.vectors, batch.mask
 
     def _check(self) -> None:
@@ -337,7 +341,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
             self.image_encoder_ = load_image_encoder(self.image_encoder or "effnet-lite0")
             refs, root = self._image_refs(X, df)
-            batch = self.image_encoder_.encode(refs, root)
+            batch = self.image_encoder_.encode(refs, root, allow_remote=self.allow_remote_images)
             img = (batch.vectors, batch.mask)
             self.image_stats_ = {"with_image": int(batch.mask.sum()), "without_image": batch.n_missing,
                                  "unusable_image": len(batch.errors)}
