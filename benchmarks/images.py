@@ -2,7 +2,7 @@
 
     python benchmarks/images.py --data ../shared/data [--image-encoder effnet-lite0] [--skip-early]
 
-The 9,583 fashion products with a photo (``images/<id>.jpg``, about 60x80 px), titles from ``styles_text.csv``,
+The 9,583 fashion products with a photo (``images/<id>.jpg``, 224x224 px), titles from ``styles_text.csv``,
 3-level paths (masterCategory > subCategory > articleType); one grouped split (``split_catalog(test_size=0.2,
 seed=0)``) shared by every row. Rows: the text ensemble (sparse + neighbours + zero-shot over MiniLM), the image
 tier alone (EfficientNet-Lite features -> logistic head), late fusion (the image head pooled with the text
