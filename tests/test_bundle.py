@@ -114,3 +114,20 @@ def test_bundle_folder_has_ordinary_permissions(tiny_model, tmp_path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_bundle_from_a_newer_taxonomist_says_so(saved_sample_model, tmp_path) -> None:
+    import json
+    import shutil
+
+    import taxonomist as tx
+    from taxonomist.exceptions import BundleError
+
+    path = tmp_path / "m"
+    shutil.copytree(saved_sample_model, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["config"]["a_future_option"] = 1
+    manifest["taxonomist_version"] = "9.0.0"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"saved by taxonomist 9.0.0 with options .* upgrade taxonomist"):
+        tx.load(path)

@@ -223,3 +223,19 @@ def test_members_switched_off_by_the_weights_are_not_run(tiny_ensemble, tmp_path
 
     monkeypatch.setattr(clf.encoder_, "encode", boom)
     assert clf.predict(["Levis Men Blue Slim Jeans"])[0] == "Apparel > Bottomwear > Jeans"
+
+
+def test_top_label_map_can_read_another_score_and_keeps_the_argmax() -> None:
+    from taxonomist.models.calibration import apply_top_label
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(5), size=200)
+    score = rng.uniform(size=200)  # e.g. the unshifted probability of the chosen class
+    knots = (np.array([0.0, 0.5, 1.0]), np.array([0.1, 0.6, 0.95]))
+    out = apply_top_label(p, knots, score)
+    assert (out.argmax(axis=1) == p.argmax(axis=1)).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    top = out.max(axis=1)
+    free = top > np.sort(out, axis=1)[:, -2] * 1.0001  # rows where the winner floor did not bind
+    order = np.argsort(score[free])
+    assert (np.diff(top[free][order]) >= -1e-9).all()  # confidence ranks products by the given score

@@ -360,6 +360,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.top_label_ = fitted.top_label
         self.validation_scores_ = fitted.validation_scores
         self.prior_shift_ = fitted.prior_shift
+        self.rank_unshifted_ = fitted.rank_unshifted
         self.neighbour_titles_ = [scrub_pii(t) for t in titles] if fitted.members.knn is not None else []
 
     # -- no training data / new categories ---------------------------------------------------------------
@@ -485,7 +486,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             unknown = self.model_.image.intercept_[: logs["image"].shape[1]] <= -1e3 + 1
             logs["image"] = np.where(unknown[None, :] & img[1][:, None], np.log(1e-4), logs["image"])
         shift = prior_shift(self.model_.class_counts, self.prior_shift_)
-        return finish(pool(logs, weights) + shift, self.temperature_, self.top_label_), emb
+        pooled = pool(logs, weights)
+        rank = pooled if getattr(self, "rank_unshifted_", False) else None
+        return finish(pooled + shift, self.temperature_, self.top_label_, rank), emb
 
     def predict_proba(self, X: Any, modality: str = "all") -> np.ndarray:
         """Leaf probabilities, shape (n, n_classes), columns in ``classes_`` order.
@@ -602,7 +605,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
             params, arrays, objects = members_state(self.model_)
             params.update(weights=self.weights_, temperature=self.temperature_, encoder=self.encoder_.describe(),
-                          prior_shift=self.prior_shift_,
+                          prior_shift=self.prior_shift_, rank_unshifted=getattr(self, "rank_unshifted_", False),
                           image_encoder=self.image_encoder_.describe() if self._uses_images() else None,
                           image_stats=getattr(self, "image_stats_", {}),
                           validation_macro_f1=getattr(self, "validation_scores_", {}))
@@ -653,7 +656,13 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             clf.manifest_ = m
         except BundleError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except TypeError as e:
+            if "unexpected keyword argument" in str(e):
+                raise BundleError(
+                    f"{directory} was saved by taxonomist {m.get('taxonomist_version', '?')} with options this "
+                    f"taxonomist {__version__} does not know ({e}); upgrade taxonomist to load it") from None
+            raise BundleError(f"{directory}: the manifest or weights are inconsistent (TypeError: {e}); the bundle is damaged") from None
+        except (KeyError, ValueError) as e:
             raise BundleError(f"{directory}: the manifest or weights are inconsistent ({type(e).__name__}: {e}); the bundle is damaged") from None
         return clf
 
@@ -668,6 +677,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.weights_ = {str(k): float(v) for k, v in params["weights"].items()}
         self.temperature_ = float(params["temperature"])
         self.prior_shift_ = float(params.get("prior_shift", 0.0))
+        self.rank_unshifted_ = bool(params.get("rank_unshifted", False))  # older bundles: the shifted top
         self.top_label_ = (arrays["ens_top_label_x"], arrays["ens_top_label_y"]) if "ens_top_label_x" in arrays else None
         self.neighbour_titles_ = list(objects.get("neighbour_titles", []))
         self.image_encoder_ = None

@@ -46,10 +46,13 @@ def fit_top_label(confidence: np.ndarray, correct: np.ndarray, min_samples: int 
     return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
 
 
-def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
+                    score: np.ndarray | None = None) -> np.ndarray:
     """Replace each row's top probability by the isotonic map's value and rescale the others to sum to 1.
 
-    The arg-max never changes: the new top probability is kept at least as large as the rescaled runner-up.
+    ``score``: what the map reads per row (default: the top probability itself), e.g. the unshifted probability
+    of the chosen class when the arg-max comes from prior-shifted scores. The arg-max never changes: the new top
+    probability is kept at least as large as the rescaled runner-up.
     """
     x, y = knots
     proba = np.asarray(proba, dtype=np.float64)  # float32 cannot hold the margin that keeps the winner strictly first
@@ -61,7 +64,8 @@ def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> 
     top, second = proba[rows, order[:, 0]], proba[rows, order[:, 1]]
     # isotonic maps are flat in places; a sliver of the original confidence keeps the map strictly increasing,
     # so products keep their confidence ranking (coverage at a precision depends on it)
-    new_top = np.interp(top, x, y) * (1.0 - 1e-6) + top * 1e-6
+    src = top if score is None else np.asarray(score, dtype=np.float64)
+    new_top = np.interp(src, x, y) * (1.0 - 1e-6) + src * 1e-6
     # keep the winner: new_top >= second * (1 - new_top) / (1 - top)  <=>  new_top >= second / (1 - top + second)
     floor = second / np.maximum(1.0 - top + second, 1e-12)
     new_top = np.clip(np.maximum(new_top, floor + 1e-9), 0.0, 1.0)  # strictly above: no tie can flip the arg-max

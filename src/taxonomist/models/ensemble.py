@@ -277,16 +277,30 @@ def split_for_validation(groups: np.ndarray, y: np.ndarray, size: float, seed: i
     return fit_idx, val_idx
 
 
-def calibrate(logp: np.ndarray, y: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
-    """A final temperature and top-label map for pooled log-probabilities on validation data."""
+def _rank_score(p: np.ndarray, rank_logp: np.ndarray | None, temperature: float) -> np.ndarray | None:
+    """The unshifted probability of each row's chosen class (``None`` without unshifted scores)."""
+    if rank_logp is None:
+        return None
+    return np.asarray(softmax_with_temperature(rank_logp, temperature)[np.arange(len(p)), p.argmax(axis=1)])
+
+
+def calibrate(logp: np.ndarray, y: np.ndarray,
+              rank_logp: np.ndarray | None = None) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+    """A final temperature and top-label map for pooled log-probabilities on validation data.
+
+    ``rank_logp``: the pooled scores before the prior shift. The shift picks better leaves for rare classes
+    but its top probabilities rank products worse (measured on BigBasket: coverage at 95 % precision 0.28
+    against 0.62); with ``rank_logp`` the top-label map reads the unshifted probability of the chosen leaf."""
     t = fit_temperature(logp, y)
     p = softmax_with_temperature(logp, t)
-    return t, fit_top_label(p.max(axis=1), p.argmax(axis=1) == y)
+    score = _rank_score(p, rank_logp, t)
+    return t, fit_top_label(p.max(axis=1) if score is None else score, p.argmax(axis=1) == y)
 
 
-def finish(logp: np.ndarray, temperature: float, top_label: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def finish(logp: np.ndarray, temperature: float, top_label: tuple[np.ndarray, np.ndarray] | None,
+           rank_logp: np.ndarray | None = None) -> np.ndarray:
     p = softmax_with_temperature(logp, temperature)
-    return apply_top_label(p, top_label) if top_label is not None else p
+    return apply_top_label(p, top_label, _rank_score(p, rank_logp, temperature)) if top_label is not None else p
 
 
 def paths(classes: Sequence[str]) -> list[CategoryPath]:
@@ -370,6 +384,7 @@ class FittedEnsemble:
     top_label: tuple[np.ndarray, np.ndarray] | None = None
     validation_scores: dict[str, float] = field(default_factory=dict)
     prior_shift: float = 0.0  # logit-adjustment strength (see :func:`prior_shift`)
+    rank_unshifted: bool = False  # the top-label map reads the unshifted probability (see :func:`calibrate`)
 
 
 _MIN_VALIDATION = 50
@@ -469,9 +484,10 @@ def fit_ensemble(
         if prior_shift == "auto":
             tau, shift_scores = select_prior_shift(pooled, y_val, counts)
             scores.update(shift_scores)
-        pooled = pooled + _shift(counts, tau)
+        shifted = pooled + _shift(counts, tau)
+        rank = pooled if tau > 0 else None
         if calibration != "none":
-            temperature, top_label = calibrate(pooled, y_val)
+            temperature, top_label = calibrate(shifted, y_val, rank)
             if calibration == "temperature":
                 top_label = None
     else:
@@ -484,4 +500,4 @@ def fit_ensemble(
     full.head_temperature = head_t
     full.image_temperature = img_t
     full.fused_temperature = fused_t
-    return FittedEnsemble(full, weights, temperature, top_label, scores, tau)
+    return FittedEnsemble(full, weights, temperature, top_label, scores, tau, rank_unshifted=tau > 0)
