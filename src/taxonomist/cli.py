@@ -1,4 +1,4 @@
-"""The ``taxonomist`` command line: train, evaluate, predict, embed, classify, tune, serve, retrain, taxonomy show|check, demo.
+"""The ``taxonomist`` command line: train, evaluate, predict, embed, classify, query, tune, serve, retrain, taxonomy show|check, demo.
 
 Errors print one clear message and exit 1; ``--debug`` shows the traceback.
 """
@@ -644,6 +644,41 @@ def classify(
     for rec in result.head(25).to_dict(orient="records"):
         table.add_row(str(rec["id"]), str(rec["title"])[:60], str(rec["category"]) or "(unclassified)",
                       f"{float(rec['confidence']):.3f}")
+    out.print(table)
+
+
+@app.command()
+def query(
+    model: Annotated[str, typer.Argument(help="Product model bundle (its categories), or - with --taxonomy for zero-shot only.")],
+    queries: Annotated[list[str] | None, typer.Argument(help="Search queries.")] = None,
+    taxonomy: Annotated[Path | None, typer.Option(help="Classify into this taxonomy (zero-shot) instead of / besides the model's.")] = None,
+    tax_format: Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")] = "auto",
+    top_k: Annotated[int, typer.Option(help="Leaves shown per query.")] = 3,
+    min_confidence: Annotated[float, typer.Option(help="Back off to a parent below this confidence (vague queries).")] = 0.5,
+    no_zero_shot: Annotated[bool, typer.Option("--no-zero-shot", help="Use the product model alone.")] = False,
+) -> None:
+    """Classify search queries ("turquoise pillows") into categories, at the level each query supports."""
+    from .apps.query import QueryClassifier
+    from .classifier import load
+    from .taxonomy import Taxonomy
+
+    if not queries:
+        raise CliError("give one or more queries, e.g. taxonomist query MODEL_DIR \"running shoes\"")
+    if model == "-" and taxonomy is None:
+        raise CliError("MODEL '-' means no product model: give --taxonomy FILE to classify into (zero-shot)")
+    if tax_format not in ("auto", "google", "shopify", "bestbuy", "paths"):
+        raise CliError(f"--format must be auto, google, shopify, bestbuy or paths, got {tax_format!r}")
+    tax = Taxonomy.load(taxonomy, format=tax_format) if taxonomy else None  # type: ignore[arg-type]
+    with _spinner("preparing the query classifier"):
+        qc = QueryClassifier(product_model=load(model) if model != "-" else None, taxonomy=tax,
+                             zero_shot=not no_zero_shot or model == "-", min_confidence=min_confidence)
+        preds = qc.classify(queries, top_k=top_k)
+    table = Table(title=f"queries ({', '.join(qc.sources)})")
+    for col in ("query", "category", "confidence", "top leaves"):
+        table.add_column(col)
+    for q, p in zip(queries, preds, strict=True):
+        table.add_row(q, p.category or "(too vague)", f"{p.score:.3f}" if p.path else "",
+                      "; ".join(f"{c} ({v:.2f})" for c, v in p.alternatives))
     out.print(table)
 
 

@@ -37,11 +37,15 @@ from .batcher import MicroBatcher
 from .metrics import ServiceMetrics, TimingMiddleware
 from .registry import ModelRegistry, ServedModel
 from .schemas import (
+    Alternative,
     ClassifyRequest,
     ClassifyResponse,
     ClassifyResult,
     FeedbackRequest,
     Product,
+    QueryRequest,
+    QueryResponse,
+    QueryResult,
     ReloadRequest,
     ReviewDecision,
     ReviewItem,
@@ -110,6 +114,7 @@ class Service:
                                     inline=lambda: self.registry.current.classifier.tier == "sparse")
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
+        self._query_models: dict[str, Any] = {}
 
     # -- model calls (run by the micro-batcher: on the event loop or in a worker thread) ---------------------
     def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
@@ -127,6 +132,19 @@ class Service:
     @property
     def model(self) -> ServedModel:
         return self.registry.current
+
+    def query_classifier(self, model: ServedModel) -> Any:
+        """The query classifier of ``model`` (its product model + a zero-shot scorer over its classes), built on
+        first use and kept per served version."""
+        from ..apps.query import QueryClassifier
+
+        with self._jobs_lock:
+            cached = self._query_models.get(model.version)
+        if cached is None:
+            cached = QueryClassifier(product_model=model.classifier)
+            with self._jobs_lock:
+                self._query_models = {model.version: cached}  # only the served version's
+        return cached
 
     def review_store(self) -> ReviewStore:
         if self.store is None:
@@ -369,6 +387,21 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             raise HTTPException(404, f"no review item {review_id}")
         svc.metrics.feedback.labels(source="review").inc()
         return item
+
+    # -- search queries ------------------------------------------------------------------------------------
+    @app.post("/v1/query/classify", tags=["classify"], response_model=QueryResponse, dependencies=[read])
+    async def classify_queries(req: QueryRequest) -> QueryResponse:
+        if len(req.queries) > settings.max_batch:
+            raise HTTPException(413, f"{len(req.queries)} queries in one request, over the limit of {settings.max_batch}")
+        if any(len(q) > settings.max_text_chars for q in req.queries):
+            raise HTTPException(422, f"a query is over the limit of {settings.max_text_chars} characters")
+        model = svc.model
+        qc = await asyncio.to_thread(svc.query_classifier, model)
+        preds = await asyncio.to_thread(qc.classify, req.queries, req.top_k, req.min_confidence)
+        results = [QueryResult(query=q, category=p.category, path=list(p.path), confidence=p.confidence,
+                               distribution=[Alternative(category=c, confidence=v) for c, v in p.alternatives],
+                               backed_off=p.backed_off) for q, p in zip(req.queries, preds, strict=True)]
+        return QueryResponse(model_version=model.version, sources=qc.sources, results=results)
 
     @app.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[write])
     def feedback(fb: FeedbackRequest) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
-    "ReloadRequest", "ReviewDecision", "ReviewItem",
+    "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
 ]
 
 
@@ -129,3 +129,25 @@ class FeedbackRequest(_Body):
 
 class ReloadRequest(_Body):
     version: str | None = Field(None, max_length=200, description="Version to serve (default: the newest in the store).")
+
+
+class QueryRequest(_Body):
+    queries: list[str] = Field(..., min_length=1, description="Search queries (at most the server's max_batch).")
+    top_k: int = Field(5, ge=1, le=50, description="Leaves in the distribution of each query.")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0,
+                                         description="Back off to a parent below this (default 0.5: vague queries get a broad category).")
+
+
+class QueryResult(BaseModel):
+    query: str
+    category: str = Field(description="The path at the level the query supports (empty when even the top level is unsure).")
+    path: list[str]
+    confidence: list[float]
+    distribution: list[Alternative] = Field(description="The top-k leaves with their probabilities.")
+    backed_off: bool
+
+
+class QueryResponse(BaseModel):
+    model_version: str
+    sources: list[str] = Field(description="What scored the queries: the product model and the zero-shot scorer.")
+    results: list[QueryResult]
