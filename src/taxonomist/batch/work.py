@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,7 +104,7 @@ class ShardWorker:
         if threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.model = self._load(str(self.spec["model"]))
-        if threads and "torch" in __import__("sys").modules:
+        if threads and "torch" in sys.modules:  # an embedding model: one torch thread pool per worker
             import torch
 
             torch.set_num_threads(int(threads))
