@@ -38,6 +38,8 @@ app = typer.Typer(
 )
 taxonomy_app = typer.Typer(help="Inspect a taxonomy file or check catalogue labels against it.", no_args_is_help=True)
 app.add_typer(taxonomy_app, name="taxonomy")
+messages_app = typer.Typer(help="After-sales message routing: category, sentiment, issue type -> queue.", no_args_is_help=True)
+app.add_typer(messages_app, name="messages")
 
 console = Console(stderr=True)
 out = Console()
@@ -679,6 +681,77 @@ def query(
     for q, p in zip(queries, preds, strict=True):
         table.add_row(q, p.category or "(too vague)", f"{p.score:.3f}" if p.path else "",
                       "; ".join(f"{c} ({v:.2f})" for c, v in p.alternatives))
+    out.print(table)
+
+
+@messages_app.command("train")
+def messages_train(
+    data: Annotated[Path, typer.Argument(help="Labelled messages: CSV, TSV, JSONL or Parquet.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Router folder to write.")],
+    text_column: Annotated[str, typer.Option(help="Column with the message text.")] = "title",
+    category_column: Annotated[str, typer.Option(help="Column with the product category (a path or a name).")] = "category",
+    sentiment_column: Annotated[str | None, typer.Option(help="Column with the sentiment (1/0, pos/neg or words).")] = None,
+    issue_column: Annotated[str | None, typer.Option(help="Column with the issue type, when labelled.")] = None,
+    rules: Annotated[Path | None, typer.Option(help="Routing rules: CSV category,issue_type,sentiment,queue or JSON.")] = None,
+    default_queue: Annotated[str, typer.Option(help="Queue when no rule matches.")] = "general",
+    tier: Annotated[str, typer.Option(help="Tier of the models (sparse, ensemble, ...).")] = "sparse",
+    test_size: Annotated[float, typer.Option(help="Share held out (grouped by text) for evaluation; 0 trains on all.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+) -> None:
+    """Train a message router and report category / sentiment / issue-type scores on held-out messages."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from .apps.routing import MessageRouter, load_rules, sentiment_label
+    from .catalog import split_catalog
+
+    mapping = {"title": text_column, "category": category_column}
+    cat = _read(data, [f"{k}={v}" for k, v in mapping.items()], None, " > ", None, None, False, None, False, True)
+    for col in (sentiment_column, issue_column):
+        if col and col not in cat.frame.columns:
+            raise CliError(f"column {col!r} not found; the file has {sorted(cat.frame.columns)}")
+    train_cat, test_cat = split_catalog(cat, test_size=test_size, seed=seed) if test_size > 0 else (cat, None)
+
+    def labels(c: Any, col: str | None) -> Any:
+        return c.frame[col].tolist() if col else None
+
+    with _spinner(f"training the router on {len(train_cat):,} messages"):
+        router = MessageRouter.fit(train_cat.frame["title"].tolist(), train_cat.frame["category"].tolist(),
+                                   labels(train_cat, sentiment_column), labels(train_cat, issue_column),
+                                   load_rules(rules) if rules else (), tier=tier, default_queue=default_queue)
+    if test_cat is not None:
+        with _spinner("evaluating on the held-out messages"):
+            routes = router.route(test_cat.frame["title"].tolist())
+        table = Table(title=f"held-out messages ({len(test_cat):,})")
+        for col in ("prediction", "accuracy", "macro F1"):
+            table.add_column(col)
+        truth = {"category": test_cat.frame["category"].tolist()}
+        if sentiment_column:
+            truth["sentiment"] = [sentiment_label(v) for v in test_cat.frame[sentiment_column]]
+        if issue_column:
+            truth["issue_type"] = test_cat.frame[issue_column].tolist()
+        for name, y in truth.items():  # a category backed off to a parent counts as wrong, as in evaluate
+            pred = [str(getattr(r, name) or "") for r in routes]
+            table.add_row(name, f"{accuracy_score(y, pred):.4f}", f"{f1_score(y, pred, average='macro', zero_division=0):.4f}")
+        out.print(table)
+    out.print(f"router saved to {router.save(output)}")
+
+
+@messages_app.command("route")
+def messages_route(
+    router_dir: Annotated[Path, typer.Argument(help="Router folder (taxonomist messages train).")],
+    messages: Annotated[list[str], typer.Argument(help="Messages to route.")],
+) -> None:
+    """Route messages: category, sentiment, issue type and queue (with the rule that matched)."""
+    from .apps.routing import MessageRouter
+
+    router = MessageRouter.load(router_dir)
+    table = Table(title="routes")
+    for col in ("message", "category", "sentiment", "issue type", "queue", "rule"):
+        table.add_column(col)
+    for m, r in zip(messages, router.route(messages), strict=True):
+        table.add_row(m[:60], f"{r.category} ({r.category_confidence:.2f})",
+                      f"{r.sentiment} ({r.sentiment_confidence:.2f})" if r.sentiment else "",
+                      r.issue_type or "", r.queue, str(r.rule) if r.rule else "default")
     out.print(table)
 
 

@@ -42,6 +42,9 @@ from .schemas import (
     ClassifyResponse,
     ClassifyResult,
     FeedbackRequest,
+    MessageRoute,
+    MessagesRequest,
+    MessagesResponse,
     Product,
     QueryRequest,
     QueryResponse,
@@ -115,6 +118,7 @@ class Service:
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
         self._query_models: dict[str, Any] = {}
+        self._router: Any = None
 
     # -- model calls (run by the micro-batcher: on the event loop or in a worker thread) ---------------------
     def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
@@ -132,6 +136,18 @@ class Service:
     @property
     def model(self) -> ServedModel:
         return self.registry.current
+
+    def message_router(self) -> Any:
+        """The message router of ``TAXONOMIST_ROUTER_DIR``, loaded on first use (503 when none is set)."""
+        from ..apps.routing import MessageRouter
+
+        if self.settings.router_dir is None:
+            raise HTTPException(503, "no message router is configured: train one with taxonomist messages train "
+                                     "and set TAXONOMIST_ROUTER_DIR")
+        with self._jobs_lock:
+            if self._router is None:
+                self._router = MessageRouter.load(self.settings.router_dir)
+            return self._router
 
     def query_classifier(self, model: ServedModel) -> Any:
         """The query classifier of ``model`` (its product model + a zero-shot scorer over its classes), built on
@@ -402,6 +418,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                distribution=[Alternative(category=c, confidence=v) for c, v in p.alternatives],
                                backed_off=p.backed_off) for q, p in zip(req.queries, preds, strict=True)]
         return QueryResponse(model_version=model.version, sources=qc.sources, results=results)
+
+    @app.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[read])
+    async def route_messages(req: MessagesRequest) -> MessagesResponse:
+        if len(req.messages) > settings.max_batch:
+            raise HTTPException(413, f"{len(req.messages)} messages in one request, over the limit of {settings.max_batch}")
+        if any(len(m) > settings.max_text_chars for m in req.messages):
+            raise HTTPException(422, f"a message is over the limit of {settings.max_text_chars} characters")
+        router = await asyncio.to_thread(svc.message_router)
+        routes = await asyncio.to_thread(router.route, req.messages)
+        return MessagesResponse(results=[MessageRoute(**r.to_dict()) for r in routes])
 
     @app.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[write])
     def feedback(fb: FeedbackRequest) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
-    "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
+    "MessagesRequest", "MessagesResponse", "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
 ]
 
 
@@ -151,3 +151,22 @@ class QueryResponse(BaseModel):
     model_version: str
     sources: list[str] = Field(description="What scored the queries: the product model and the zero-shot scorer.")
     results: list[QueryResult]
+
+
+class MessagesRequest(_Body):
+    messages: list[str] = Field(..., min_length=1, description="Customer messages (reviews, tickets).")
+
+
+class MessageRoute(BaseModel):
+    category: str
+    category_confidence: float
+    sentiment: str | None
+    sentiment_confidence: float | None
+    issue_type: str | None
+    issue_confidence: float | None
+    queue: str
+    rule: int | None = Field(description="Number of the rule that matched (1-based); null: the default queue.")
+
+
+class MessagesResponse(BaseModel):
+    results: list[MessageRoute]

@@ -36,6 +36,7 @@ class ServeSettings(BaseSettings):
     read_requires_key: bool = Field(False, description="Also require a key for classify / read endpoints.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Allowed CORS origins (comma-separated); none = CORS off.")
     retrain_data: Path | None = Field(None, description="The original training catalogue, for POST /v1/admin/retrain.")
+    router_dir: Path | None = Field(None, description="A message router (taxonomist messages train), for POST /v1/messages/route.")
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
