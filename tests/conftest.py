@@ -126,11 +126,16 @@ def live_store(saved_sample_model: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def live_server(live_store: Path, tmp_path_factory: pytest.TempPathFactory):
+    from taxonomist.apps import MessageRouter
+
     d = tmp_path_factory.mktemp("fuzz")
     images = d / "images"
     images.mkdir()
+    reviews = pd.read_csv(sample_path("reviews_zh"), dtype=str, keep_default_na=False)
+    router = MessageRouter.fit(reviews["title"].tolist(), reviews["category"].tolist(), reviews["sentiment"].tolist())
+    router.save(d / "router")  # so the fuzzing reaches /v1/messages/route too
     with LiveServer(live_store, d / "review.db", d / "server.log", review_threshold=0.6, image_root=images,
-                    audit_rate=0.0) as server:
+                    audit_rate=0.0, router_dir=d / "router") as server:
         yield server
 
 

@@ -83,4 +83,4 @@ def test_cli_and_api(router, tmp_path, capsys, monkeypatch, saved_sample_model) 
         assert r.json()["results"][0]["category"] == "手机"
     settings = ServeSettings(model_dir=saved_sample_model, review_db=tmp_path / "db2", api_keys=["k"])
     with TestClient(create_app(settings)) as c:
-        assert c.post("/v1/messages/route", json={"messages": ["x"]}).status_code == 503
+        assert c.post("/v1/messages/route", json={"messages": ["x"]}).status_code == 404

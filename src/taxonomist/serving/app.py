@@ -138,11 +138,11 @@ class Service:
         return self.registry.current
 
     def message_router(self) -> Any:
-        """The message router of ``TAXONOMIST_ROUTER_DIR``, loaded on first use (503 when none is set)."""
+        """The message router of ``TAXONOMIST_ROUTER_DIR``, loaded on first use (404 when none is set)."""
         from ..apps.routing import MessageRouter
 
-        if self.settings.router_dir is None:
-            raise HTTPException(503, "no message router is configured: train one with taxonomist messages train "
+        if self.settings.router_dir is None:  # a feature this server does not offer: 404, not a server error
+            raise HTTPException(404, "this server has no message router: train one with taxonomist messages train "
                                      "and set TAXONOMIST_ROUTER_DIR")
         with self._jobs_lock:
             if self._router is None:
