@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "ImageError", "decode_image_base64", "is_image_file", "is_remote",
-           "load_image", "open_image_bytes", "resolve_image_path"]
+           "load_image", "open_image_bytes", "read_image_bytes", "resolve_image_path"]
 
 MAX_IMAGE_BYTES = 20 * 2**20  # a product photo file larger than this is refused
 MAX_IMAGE_PIXELS = 40_000_000  # width x height; above it a file is treated as a decompression bomb
@@ -64,10 +64,10 @@ def open_image_bytes(data: bytes, name: str = "image", max_pixels: int = MAX_IMA
     return rgb
 
 
-def load_image(ref: str | Path, root: str | Path | None, *, max_bytes: int = MAX_IMAGE_BYTES,
-               max_pixels: int = MAX_IMAGE_PIXELS, allow_remote: bool = False) -> Image.Image:
-    """Load the image a catalogue row refers to: a path inside ``root`` (relative paths resolve against it; no
-    escape by ``..`` or symlinks), read within ``max_bytes``, decoded by :func:`open_image_bytes`.
+def read_image_bytes(ref: str | Path, root: str | Path | None, *, max_bytes: int = MAX_IMAGE_BYTES,
+                     allow_remote: bool = False) -> tuple[bytes, str]:
+    """The bytes of the image a catalogue row refers to, and a name for messages: a path inside ``root``
+    (relative paths resolve against it; no escape by ``..`` or symlinks), read within ``max_bytes``.
 
     URLs are refused unless ``allow_remote`` (then fetched with a timeout and the same size limit)."""
     ref_s = str(ref).strip()
@@ -75,20 +75,26 @@ def load_image(ref: str | Path, root: str | Path | None, *, max_bytes: int = MAX
         if not allow_remote:
             raise ImageError(f"{ref_s[:200]!r} is a URL; remote images are off (a server must not fetch arbitrary "
                              "addresses) -- download the photos and give paths, or allow remote images explicitly")
-        return open_image_bytes(_fetch(ref_s, max_bytes), ref_s[:200], max_pixels)
+        return _fetch(ref_s, max_bytes), ref_s[:200]
     path = resolve_image_path(ref_s, root)
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise ImageError(f"{path.name}: {size:,} bytes is over the limit of {max_bytes:,}; resize the photo")
-        data = path.read_bytes()
+        return path.read_bytes(), path.name
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{ref_s[:200]!r}: no such file under the image root {Path(root or '.').resolve()}") from None
     except (OSError, ValueError) as e:
         raise ImageError(f"{ref_s[:200]!r}: cannot be read ({type(e).__name__}: {e})") from None
-    return open_image_bytes(data, path.name, max_pixels)
+
+
+def load_image(ref: str | Path, root: str | Path | None, *, max_bytes: int = MAX_IMAGE_BYTES,
+               max_pixels: int = MAX_IMAGE_PIXELS, allow_remote: bool = False) -> Image.Image:
+    """:func:`read_image_bytes`, decoded by :func:`open_image_bytes`."""
+    data, name = read_image_bytes(ref, root, max_bytes=max_bytes, allow_remote=allow_remote)
+    return open_image_bytes(data, name, max_pixels)
 
 
 def _fetch(url: str, max_bytes: int, timeout: float = 10.0) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import TaxonomistError
-from ..images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, is_remote, load_image, open_image_bytes
+from ..images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, open_image_bytes, read_image_bytes
 from .cache import EmbeddingCache, cached_model
 
 __all__ = ["IMAGE_PRESETS", "ImageBatch", "ImageEncoder", "export_effnet_lite", "load_image_encoder"]
@@ -147,7 +147,7 @@ class ImageEncoder:
                 continue
             else:
                 try:
-                    data = self._read(str(ref), root, allow_remote)
+                    data = read_image_bytes(str(ref), root, max_bytes=self.max_bytes, allow_remote=allow_remote)[0]
                 except ImageError as e:
                     errors.append((i, str(ref), str(e)))
                     continue
@@ -188,31 +188,6 @@ class ImageEncoder:
             logger.warning("... %d more unusable images (classified from their text)", len(fresh_errors) - 5)
         errors.sort()
         return ImageBatch(vectors, mask, errors)
-
-    def _read(self, ref: str, root: str | Path | None, allow_remote: bool) -> bytes:
-        if is_remote(ref):
-            # remote references go through load_image (refused unless allowed); re-encoded to hash them
-            import io
-
-            im = load_image(ref, root, max_bytes=self.max_bytes, max_pixels=self.max_pixels, allow_remote=allow_remote)
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-            return buf.getvalue()
-        from ..images import resolve_image_path
-
-        path = resolve_image_path(ref, root)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise ImageError(f"{ref[:200]!r}: no such file under the image root") from None
-        except (OSError, ValueError) as e:
-            raise ImageError(f"{ref[:200]!r}: cannot be read ({type(e).__name__})") from None
-        if size > self.max_bytes:
-            raise ImageError(f"{path.name}: {size:,} bytes is over the limit of {self.max_bytes:,}")
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise ImageError(f"{ref[:200]!r}: cannot be read ({type(e).__name__}: {e})") from None
 
 
 def load_image_encoder(spec: str | Path = "effnet-lite0", threads: int | None = None,
