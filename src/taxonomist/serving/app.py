@@ -180,6 +180,15 @@ class Service:
             raise HTTPException(422, f"{category!r} is not a leaf category; pick one of its children, e.g. {kids}")
         return format_path(path)
 
+    def check_batch(self, n: int, what: str, texts: list[str] | None = None) -> None:
+        """413 for more than ``max_batch`` items in one request; 422 for a text (query, message) over
+        ``max_text_chars``."""
+        s = self.settings
+        if n > s.max_batch:
+            raise HTTPException(413, f"{n} {what} in one request, over the limit of {s.max_batch}; split the batch")
+        if texts is not None and any(len(t) > s.max_text_chars for t in texts):
+            raise HTTPException(422, f"a text of {what} is over the limit of {s.max_text_chars} characters")
+
     def check_product(self, p: Product) -> None:
         s = self.settings
         texts = [("title", p.title), ("description", p.description or "")]
@@ -310,9 +319,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
               dependencies=[read])
     async def classify(req: ClassifyRequest) -> ClassifyResponse:
         items = req.items()
-        if len(items) > settings.max_batch:
-            raise HTTPException(413, f"{len(items)} products in one request, over the limit of {settings.max_batch}; "
-                                     "split the batch")
+        svc.check_batch(len(items), "products")
         for p in items:
             svc.check_product(p)
         svc.metrics.request_products.observe(len(items))
@@ -407,10 +414,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     # -- search queries ------------------------------------------------------------------------------------
     @app.post("/v1/query/classify", tags=["classify"], response_model=QueryResponse, dependencies=[read])
     async def classify_queries(req: QueryRequest) -> QueryResponse:
-        if len(req.queries) > settings.max_batch:
-            raise HTTPException(413, f"{len(req.queries)} queries in one request, over the limit of {settings.max_batch}")
-        if any(len(q) > settings.max_text_chars for q in req.queries):
-            raise HTTPException(422, f"a query is over the limit of {settings.max_text_chars} characters")
+        svc.check_batch(len(req.queries), "queries", req.queries)
         model = svc.model
         qc = await asyncio.to_thread(svc.query_classifier, model)
         preds = await asyncio.to_thread(qc.classify, req.queries, req.top_k, req.min_confidence)
@@ -421,10 +425,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[read])
     async def route_messages(req: MessagesRequest) -> MessagesResponse:
-        if len(req.messages) > settings.max_batch:
-            raise HTTPException(413, f"{len(req.messages)} messages in one request, over the limit of {settings.max_batch}")
-        if any(len(m) > settings.max_text_chars for m in req.messages):
-            raise HTTPException(422, f"a message is over the limit of {settings.max_text_chars} characters")
+        svc.check_batch(len(req.messages), "messages", req.messages)
         router = await asyncio.to_thread(svc.message_router)
         routes = await asyncio.to_thread(router.route, req.messages)
         return MessagesResponse(results=[MessageRoute(**r.to_dict()) for r in routes])
