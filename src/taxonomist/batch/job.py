@@ -108,6 +108,18 @@ class JobResult:
         return not self.failures
 
 
+def _differences(new: Mapping[str, Any], old: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Keys whose values differ, as dotted paths into nested dicts (``options.top_k``)."""
+    out: list[str] = []
+    for k in sorted(set(new) | set(old)):
+        a, b = new.get(k), old.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 class _Manifest:
     """The job's identity and its completed shards, rewritten atomically after every shard."""
 
@@ -127,11 +139,7 @@ class _Manifest:
             except (OSError, ValueError) as e:
                 raise TaxonomistError(f"{self.path} is unreadable ({e}); delete the output folder or use --overwrite") from None
             if saved.get("job") != job:
-                old = saved.get("job", {})
-                diff = [f"{k}.{sub}" if isinstance(job.get(k), dict) and isinstance(old.get(k), dict) else k
-                        for k in sorted(set(job) | set(old)) if job.get(k) != old.get(k)
-                        for sub in (sorted(s for s in set(job[k]) | set(old[k]) if job[k].get(s) != old[k].get(s))
-                                    if isinstance(job.get(k), dict) and isinstance(old.get(k), dict) else [None])]
+                diff = _differences(job, saved.get("job", {}))
                 raise TaxonomistError(
                     f"{output} holds the output of a different job (differs in: {', '.join(diff)}); resume with the "
                     "same model, input and options, or write to a new folder, or pass --overwrite"
