@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -18,6 +16,7 @@ import taxonomist as tx
 from taxonomist.batch import list_shards, predict_batch, read_output, run_job
 
 from .conftest import sample_path
+from .interrupt import run_and_kill
 from .test_bad_inputs import run_cli
 
 
@@ -89,25 +88,15 @@ def test_a_killed_job_resumes_to_the_uninterrupted_output(products, saved_sample
     _shards(tmp_path / "in", frame, 24)
     cmd = [sys.executable, "-m", "taxonomist.cli", "predict", str(saved_sample_model), str(tmp_path / "in"),
            "-o", str(tmp_path / "out"), "--num-workers", "1", "--batch-size", "16"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     manifest = tmp_path / "out" / "_manifest.json"
-    done = 0
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                done = len(json.loads(manifest.read_text())["completed"])
-            except (OSError, ValueError, KeyError):
-                done = 0
-            if done >= 2:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the job finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+
+    def done() -> int:
+        try:
+            return len(json.loads(manifest.read_text())["completed"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    run_and_kill(cmd, done, at=2, interval=0.02)
     killed_at = len(json.loads(manifest.read_text())["completed"])
     assert 2 <= killed_at < 24
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})

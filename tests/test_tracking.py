@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -15,6 +13,7 @@ import taxonomist as tx
 from taxonomist.tracking import flatten_metrics
 
 from .conftest import TINY
+from .interrupt import run_and_kill
 from .test_bad_inputs import run_cli
 
 mlflow = pytest.importorskip("mlflow")
@@ -105,26 +104,16 @@ def test_an_interrupted_tune_resumes_from_its_storage(catalog_csv, tmp_path) -> 
     storage = f"sqlite:///{db}"
     cmd = [sys.executable, "-m", "taxonomist.cli", "tune", str(catalog_csv), "--trials", "200",
            "-o", str(tmp_path / "t"), "--storage", storage]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        finished = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if db.exists():
-                try:
-                    study = optuna.load_study(study_name="taxonomist", storage=storage)
-                    finished = sum(t.state.is_finished() for t in study.trials)
-                except Exception:  # the study is not created yet
-                    finished = 0
-                if finished >= 2:
-                    break
-            time.sleep(0.2)
-        assert proc.poll() is None, "tune finished before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+
+    def finished() -> int:
+        if not db.exists():
+            return 0
+        try:
+            return sum(t.state.is_finished() for t in optuna.load_study(study_name="taxonomist", storage=storage).trials)
+        except Exception:  # the study is not created yet
+            return 0
+
+    run_and_kill(cmd, finished, at=2, interval=0.2)
     before = optuna.load_study(study_name="taxonomist", storage=storage)
     done_before = [t for t in before.trials if t.state.is_finished()]
     assert len(done_before) >= 2
