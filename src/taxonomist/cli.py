@@ -1,4 +1,5 @@
-"""The ``taxonomist`` command line: train, evaluate, predict, embed, classify, query, tune, serve, retrain, taxonomy show|check, demo.
+"""The ``taxonomist`` command line: train, evaluate, predict, embed, classify, query, search,
+messages, tune, serve, retrain, taxonomy show|check, demo.
 
 Errors print one clear message and exit 1; ``--debug`` shows the traceback.
 """
@@ -40,6 +41,9 @@ taxonomy_app = typer.Typer(help="Inspect a taxonomy file or check catalogue labe
 app.add_typer(taxonomy_app, name="taxonomy")
 messages_app = typer.Typer(help="After-sales message routing: category, sentiment, issue type -> queue.", no_args_is_help=True)
 app.add_typer(messages_app, name="messages")
+search_app = typer.Typer(help="Category-aware product search: full text (SQLite FTS5) + embeddings + category boost.",
+                         no_args_is_help=True)
+app.add_typer(search_app, name="search")
 
 console = Console(stderr=True)
 out = Console()
@@ -752,6 +756,59 @@ def messages_route(
         table.add_row(m[:60], f"{r.category} ({r.category_confidence:.2f})",
                       f"{r.sentiment} ({r.sentiment_confidence:.2f})" if r.sentiment else "",
                       r.issue_type or "", r.queue, str(r.rule) if r.rule else "default")
+    out.print(table)
+
+
+@search_app.command("build")
+def search_build(
+    catalog: Annotated[Path, typer.Argument(help="Catalogue to make searchable (labels optional).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Index folder to write.")],
+    model: Annotated[Path | None, typer.Option(help="Model bundle that categorises the unlabelled products.")] = None,
+    encoder: Annotated[str, typer.Option(help="Text encoder of the embedding side: auto, minilm-en, e5-multilingual, a folder, or none (full text only).")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Rebuild an existing index in that folder.")] = False,
+    map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
+    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Build a search index (full text + title embeddings) over a catalogue, for taxonomist search query and
+    POST /v1/search (TAXONOMIST_SEARCH_DIR)."""
+    from .apps.search import SearchIndex
+    from .classifier import load
+
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+    with _spinner(f"indexing {len(cat):,} products"):
+        idx = SearchIndex.build(cat, output, model=load(model) if model else None,
+                                encoder=None if encoder == "none" else encoder, overwrite=overwrite)
+    c = idx.meta["categories"]
+    out.print(f"search index of {len(idx):,} products written to {output} (encoder {idx.meta['encoder'] or 'none'}; "
+              f"categories: {c['label']:,} labelled, {c['predicted']:,} predicted, {c['none']:,} none)")
+
+
+@search_app.command("query")
+def search_query(
+    index: Annotated[Path, typer.Argument(help="Search index folder (taxonomist search build).")],
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    model: Annotated[Path | None, typer.Option(help="Product model bundle whose query classification boosts the results.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Results to show.")] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid, bm25 or vector.")] = "hybrid",
+    boost: Annotated[float, typer.Option(help="Strength of the category boost (0: none).")] = 1.0,
+    category: Annotated[str | None, typer.Option(help="Only results in this category (or below it).")] = None,
+) -> None:
+    """Search an index; with --model the query's predicted category boosts matching products."""
+    from .apps.query import QueryClassifier
+    from .apps.search import SearchIndex
+    from .classifier import load
+
+    if k < 1:
+        raise CliError(f"-k must be at least 1, got {k}")
+    idx = SearchIndex.load(index)
+    qc = QueryClassifier(product_model=load(model)) if model else None
+    with _spinner("searching"):
+        hits = idx.search(query, k=k, mode=mode, query_classifier=qc, boost=boost, category=category)  # type: ignore[arg-type]
+    table = Table(title=f"{query!r}: {len(hits)} results ({mode}{', category boost' if qc and boost else ''})")
+    for col in ("id", "title", "category", "score"):
+        table.add_column(col)
+    for h in hits:
+        table.add_row(h.id, h.title[:60], h.category, f"{h.score:.4f}")
     out.print(table)
 
 

@@ -9,6 +9,7 @@ before the answer) → JSON with the path, confidences, alternatives, ``needs_re
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import mimetypes
@@ -31,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import __version__
 from ..exceptions import BundleError, TaxonomistError
 from ..images import ImageError, decode_image_base64, is_image_file, resolve_image_path
+from ..models.hierarchy import decode
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii
 from .batcher import MicroBatcher
@@ -52,6 +54,9 @@ from .schemas import (
     ReloadRequest,
     ReviewDecision,
     ReviewItem,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
 )
 from .settings import ServeSettings
 from .store import ReviewStore
@@ -103,6 +108,15 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": _too_large_text(limit)}, status_code=413)
 
 
+# the optional parts of a server: setting, loader (a class with .load(folder)), what it is, how to make one
+_RESOURCES = {
+    "router": ("router_dir", "taxonomist.apps.routing.MessageRouter", "message router",
+               "train one with taxonomist messages train"),
+    "search": ("search_dir", "taxonomist.apps.search.SearchIndex", "search index",
+               "build one over the catalogue with taxonomist search build"),
+}
+
+
 class Service:
     """What the endpoints share: settings, the model registry, the review store, the batcher, metrics."""
 
@@ -118,7 +132,7 @@ class Service:
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
         self._query_models: dict[str, Any] = {}
-        self._router: Any = None
+        self._resources: dict[str, Any] = {}
 
     # -- model calls (run by the micro-batcher: on the event loop or in a worker thread) ---------------------
     def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
@@ -137,17 +151,18 @@ class Service:
     def model(self) -> ServedModel:
         return self.registry.current
 
-    def message_router(self) -> Any:
-        """The message router of ``TAXONOMIST_ROUTER_DIR``, loaded on first use (404 when none is set)."""
-        from ..apps.routing import MessageRouter
-
-        if self.settings.router_dir is None:  # a feature this server does not offer: 404, not a server error
-            raise HTTPException(404, "this server has no message router: train one with taxonomist messages train "
-                                     "and set TAXONOMIST_ROUTER_DIR")
+    def resource(self, kind: str) -> Any:
+        """An optional part of the server (``router``, ``search``, ``profiles``) from the folder its setting names,
+        loaded on first use; 404 when the setting is not given (a feature this server does not offer)."""
+        setting, target, what, hint = _RESOURCES[kind]
+        folder = getattr(self.settings, setting)
+        if folder is None:
+            raise HTTPException(404, f"this server has no {what}: {hint} and set TAXONOMIST_{setting.upper()}")
         with self._jobs_lock:
-            if self._router is None:
-                self._router = MessageRouter.load(self.settings.router_dir)
-            return self._router
+            if kind not in self._resources:
+                module, name = target.rsplit(".", 1)
+                self._resources[kind] = getattr(importlib.import_module(module), name).load(folder)
+            return self._resources[kind]
 
     def query_classifier(self, model: ServedModel) -> Any:
         """The query classifier of ``model`` (its product model + a zero-shot scorer over its classes), built on
@@ -418,17 +433,31 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         model = svc.model
         qc = await asyncio.to_thread(svc.query_classifier, model)
         preds = await asyncio.to_thread(qc.classify, req.queries, req.top_k, req.min_confidence)
-        results = [QueryResult(query=q, category=p.category, path=list(p.path), confidence=p.confidence,
-                               distribution=[Alternative(category=c, confidence=v) for c, v in p.alternatives],
-                               backed_off=p.backed_off) for q, p in zip(req.queries, preds, strict=True)]
+        results = [_query_result(q, p) for q, p in zip(req.queries, preds, strict=True)]
         return QueryResponse(model_version=model.version, sources=qc.sources, results=results)
 
     @app.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[read])
     async def route_messages(req: MessagesRequest) -> MessagesResponse:
         svc.check_batch(len(req.messages), "messages", req.messages)
-        router = await asyncio.to_thread(svc.message_router)
+        router = await asyncio.to_thread(svc.resource, "router")
         routes = await asyncio.to_thread(router.route, req.messages)
         return MessagesResponse(results=[MessageRoute(**r.to_dict()) for r in routes])
+
+    @app.post("/v1/search", tags=["search"], response_model=SearchResponse, response_model_exclude_none=True,
+              dependencies=[read])
+    async def search(req: SearchRequest) -> SearchResponse:
+        """Search the served catalogue: full text + embeddings, boosted by the query's predicted category."""
+        svc.check_batch(1, "queries", [req.query])
+        index = await asyncio.to_thread(svc.resource, "search")
+        model = svc.model
+        qc = await asyncio.to_thread(svc.query_classifier, model)
+        proba = await asyncio.to_thread(qc.predict_proba, [req.query])
+        pred = decode(proba, qc.levels_, top_k=3, min_confidence=qc.min_confidence)[0]
+        scores = dict(zip(qc.classes_, proba[0], strict=True))
+        hits = await asyncio.to_thread(index.search, req.query, req.k, req.mode, None, scores, req.boost, req.category)
+        return SearchResponse(model_version=model.version, query=req.query,
+                              query_category=_query_result(req.query, pred),
+                              results=[SearchResult(**h.to_dict()) for h in hits])
 
     @app.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[write])
     def feedback(fb: FeedbackRequest) -> dict[str, Any]:
@@ -495,6 +524,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                                                       "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
 
     return app
+
+
+def _query_result(query: str, p: Any) -> QueryResult:
+    return QueryResult(query=query, category=p.category, path=list(p.path), confidence=p.confidence,
+                       distribution=[Alternative(category=c, confidence=v) for c, v in p.alternatives],
+                       backed_off=p.backed_off)
 
 
 def _retrain_job(svc: Service, job_id: str) -> None:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
     "MessagesRequest", "MessagesResponse", "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
+    "SearchRequest", "SearchResponse", "SearchResult",
 ]
+
+
+def _check_utf8(*texts: str | None) -> None:
+    """JSON can carry a lone surrogate (``"\\ud800"``), which no UTF-8 consumer (tokenizer, SQLite) accepts: 422."""
+    for text in texts:
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a text field is not valid unicode (a lone surrogate); send UTF-8 text") from None
 
 
 class _Body(BaseModel):
@@ -30,13 +40,8 @@ class Product(_Body):
 
     @model_validator(mode="after")
     def _title_or_photo(self) -> Product:
-        texts = [self.id, self.title, self.description, self.image, *(self.attributes or {}).keys(),
-                 *(self.attributes or {}).values()]
-        for text in texts:
-            try:
-                (text or "").encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("a text field is not valid unicode (a lone surrogate); send UTF-8 text") from None
+        _check_utf8(self.id, self.title, self.description, self.image, *(self.attributes or {}).keys(),
+                    *(self.attributes or {}).values())
         if not self.title.strip() and not self.image and not self.image_base64:
             raise ValueError("give a non-empty 'title' (or, for models that use photos, an 'image' / 'image_base64')")
         return self
@@ -170,3 +175,35 @@ class MessageRoute(BaseModel):
 
 class MessagesResponse(BaseModel):
     results: list[MessageRoute]
+
+
+class SearchRequest(_Body):
+    query: str = Field(..., min_length=1, description="What the shopper typed (at most the server's max_text_chars).")
+    k: int = Field(10, ge=1, le=100, description="Results to return.")
+    mode: Literal["hybrid", "bm25", "vector"] = Field("hybrid", description="Full text + embeddings fused, or one of them.")
+    boost: float = Field(1.0, ge=0.0, le=10.0, description="Strength of the category boost (0: none).")
+    category: str | None = Field(None, max_length=1000, description="Only results in this category or below it (a filter).")
+
+    @model_validator(mode="after")
+    def _words(self) -> SearchRequest:
+        if not self.query.strip():
+            raise ValueError("the query is blank; give some words to search for")
+        _check_utf8(self.query, self.category)
+        return self
+
+
+class SearchResult(BaseModel):
+    id: str
+    title: str
+    category: str
+    score: float = Field(description="Fused rank score, times 1 + boost x category_mass.")
+    bm25_rank: int | None = Field(None, description="Rank among the full-text candidates.")
+    vector_rank: int | None = Field(None, description="Rank among the embedding candidates.")
+    category_mass: float | None = Field(None, description="The query's probability on this result's category (averaged over levels).")
+
+
+class SearchResponse(BaseModel):
+    model_version: str
+    query: str
+    query_category: QueryResult = Field(description="The query's predicted category (what boosts the results).")
+    results: list[SearchResult]
