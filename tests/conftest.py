@@ -127,16 +127,20 @@ def live_store(saved_sample_model: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def live_server(live_store: Path, tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path):
     from taxonomist.apps import MessageRouter, SearchIndex
+    from taxonomist.apps.profiles import ProfileStore, read_events, synthetic_events
 
     d = tmp_path_factory.mktemp("fuzz")
     images = d / "images"
     images.mkdir()
     reviews = pd.read_csv(sample_path("reviews_zh"), dtype=str, keep_default_na=False)
     router = MessageRouter.fit(reviews["title"].tolist(), reviews["category"].tolist(), reviews["sentiment"].tolist())
-    router.save(d / "router")  # so the fuzzing reaches /v1/messages/route and /v1/search too
-    SearchIndex.build(tx.read_catalog(sample_path("products")), d / "search", encoder=str(tiny_encoder_dir))
+    router.save(d / "router")  # so the fuzzing reaches /v1/messages/route, /v1/search and /v1/users too
+    products = tx.read_catalog(sample_path("products"))
+    SearchIndex.build(products, d / "search", encoder=str(tiny_encoder_dir))
+    ProfileStore.fit(read_events(synthetic_events(products, n_users=30)), catalog=products).save(d / "profiles")
     with LiveServer(live_store, d / "review.db", d / "server.log", review_threshold=0.6, image_root=images,
-                    audit_rate=0.0, router_dir=d / "router", search_dir=d / "search") as server:
+                    audit_rate=0.0, router_dir=d / "router", search_dir=d / "search",
+                    profiles_dir=d / "profiles") as server:
         yield server
 
 

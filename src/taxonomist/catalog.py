@@ -68,6 +68,9 @@ _ISSUE_TEXT = {
     "unknown_label": "rows whose category is not in the taxonomy",
     "duplicate": "exact duplicate rows (all fields equal to an earlier row)",
     "duplicate_id": "rows whose id repeats an earlier row's id with other content (kept)",
+    "missing_user_item": "events without a user or an item",
+    "unknown_event": "events whose type is not view / fav / cart / buy (or pv, click, purchase, ...)",
+    "bad_timestamp": "events whose timestamp is neither Unix seconds nor a date",
     "long_text": f"rows whose title was longer than {MAX_TITLE_CHARS:,} or description longer than "
     f"{MAX_TEXT_CHARS:,} characters (truncated, kept)",
 }
@@ -481,9 +484,11 @@ def _to_str_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _load_table(
+def load_table(
     path: Path, encoding: str | None, header: bool, columns: Sequence[str] | None, report: ValidationReport
 ) -> pd.DataFrame:
+    """A table file (CSV/TSV/JSONL/Parquet, compressed too, encoding detected) as a frame of strings plus ``row``
+    (its row number); malformed lines go to ``report``. Shared by catalogues and behaviour events."""
     if not path.exists():
         raise CatalogError(f"expected a catalogue file, but {str(path)!r} does not exist")
     if path.is_dir():
@@ -564,11 +569,11 @@ def read_catalog(
     """
     p = Path(path)
     report = ValidationReport(source=p.name)
-    df = _load_table(p, encoding, header, columns, report)
+    df = load_table(p, encoding, header, columns, report)
     for extra in with_columns:
         ep = Path(extra)
         extra_report = ValidationReport(source=ep.name)
-        other = _load_table(ep, encoding, True, None, extra_report)
+        other = load_table(ep, encoding, True, None, extra_report)
         if extra_report.issues.get("malformed_line") or len(other) != len(df) + report.issue("malformed_line").count:
             raise CatalogError(
                 f"--with-columns {ep.name}: expected {len(df) + report.issue('malformed_line').count:,} rows to pair "

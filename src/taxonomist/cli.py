@@ -1,5 +1,5 @@
 """The ``taxonomist`` command line: train, evaluate, predict, embed, classify, query, search,
-messages, tune, serve, retrain, taxonomy show|check, demo.
+messages, users, tune, serve, retrain, taxonomy show|check, demo.
 
 Errors print one clear message and exit 1; ``--debug`` shows the traceback.
 """
@@ -44,6 +44,9 @@ app.add_typer(messages_app, name="messages")
 search_app = typer.Typer(help="Category-aware product search: full text (SQLite FTS5) + embeddings + category boost.",
                          no_args_is_help=True)
 app.add_typer(search_app, name="search")
+users_app = typer.Typer(help="Shopper profiles and recommendations from behaviour events (view/fav/cart/buy).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console(stderr=True)
 out = Console()
@@ -810,6 +813,133 @@ def search_query(
     for h in hits:
         table.add_row(h.id, h.title[:60], h.category, f"{h.score:.4f}")
     out.print(table)
+
+
+EventColsOpt = Annotated[str | None, typer.Option("--columns", help="Column names of a header-less events file, in order (default user,item,category,event,timestamp).")]
+EventCatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Catalogue of the items: categories for events without one, titles, items nobody touched yet.")]
+EventEncoderOpt = Annotated[str, typer.Option(help="Title encoder for item similarity (needs --catalog): auto, minilm-en, e5-multilingual, a folder, or none (co-visitation).")]
+
+
+def _events_and_items(events: Path, columns: str | None, strict: bool, catalog: Path | None,
+                      model: Path | None) -> tuple[Any, Any, Any]:
+    from .apps.profiles import read_events
+    from .classifier import load
+
+    with _spinner(f"reading {events.name}"):
+        ev = read_events(events, columns=columns.split(",") if columns else None, strict=strict)
+    for line in ev.report.lines():
+        console.print(line, style="green" if ev.report.ok else "yellow", markup=False, highlight=False, soft_wrap=True)
+    cat = _read(catalog, None, None, " > ", None, None, False, None, False, False) if catalog else None
+    return ev, cat, load(model) if model else None
+
+
+@users_app.command("build")
+def users_build(
+    events: Annotated[Path, typer.Argument(help="Behaviour events: user, item, category, event, timestamp (CSV/TSV/JSONL/Parquet).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Profile store folder to write.")],
+    catalog: EventCatalogOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Model bundle that categorises catalogue items without a label.")] = None,
+    encoder: EventEncoderOpt = "none",
+    half_life_days: Annotated[float, typer.Option(help="An event's weight halves every this many days.")] = 14.0,
+    columns: EventColsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Build shopper profiles (category affinity, recent items, purchases) and the recommender, for
+    taxonomist users profile|recommend and GET /v1/users/{id}/... (TAXONOMIST_PROFILES_DIR)."""
+    from .apps.profiles import ProfileStore
+
+    ev, cat, clf = _events_and_items(events, columns, strict, catalog, model)
+    with _spinner(f"building profiles from {len(ev):,} events"):
+        store = ProfileStore.fit(ev, catalog=cat, model=clf, encoder=None if encoder == "none" else encoder,
+                                 half_life_days=half_life_days)
+        store.save(output)
+    out.print(f"{len(store.users):,} user profiles over {len(store.item_ids):,} items and {len(store.categories):,} "
+              f"categories written to {output}")
+
+
+@users_app.command("profile")
+def users_profile(
+    store_dir: Annotated[Path, typer.Argument(help="Profile store folder (taxonomist users build).")],
+    user: Annotated[str, typer.Argument(help="User id.")],
+) -> None:
+    """Show a shopper's category affinity, recent items and purchases."""
+    from .apps.profiles import ProfileStore
+
+    store = ProfileStore.load(store_dir)
+    if user not in store:
+        raise CliError(f"unknown user {user!r}: the store has {len(store.users):,} users, e.g. {store.users[:3]}")
+    p = store.profile(user)
+    table = Table(title=f"user {user}: {p.events:,} events; recent {', '.join(p.recent_items[:5])}")
+    table.add_column("category")
+    table.add_column("share")
+    for c, v in p.categories:
+        table.add_row(c, f"{v:.3f}")
+    out.print(table)
+
+
+@users_app.command("recommend")
+def users_recommend(
+    store_dir: Annotated[Path, typer.Argument(help="Profile store folder (taxonomist users build).")],
+    user: Annotated[str, typer.Argument(help="User id.")],
+    k: Annotated[int, typer.Option("-k", help="Recommendations to show.")] = 10,
+    exclude_seen: Annotated[bool, typer.Option(help="Leave out items the user already touched (not only bought).")] = False,
+) -> None:
+    """Recommend items: the shopper's categories, items like the recently seen ones, popularity."""
+    from .apps.profiles import ProfileStore
+
+    store = ProfileStore.load(store_dir)
+    if user not in store:
+        raise CliError(f"unknown user {user!r}: the store has {len(store.users):,} users, e.g. {store.users[:3]}")
+    table = Table(title=f"recommendations for {user}")
+    for col in ("item", "title", "category", "score", "reason"):
+        table.add_column(col)
+    for r in store.recommend(user, k=k, exclude_seen=exclude_seen):
+        table.add_row(r.item, r.title[:50], r.category, f"{r.score:.4f}", r.reason)
+    out.print(table)
+
+
+@users_app.command("evaluate")
+def users_evaluate(
+    events: Annotated[Path, typer.Argument(help="Behaviour events (as for build).")],
+    catalog: EventCatalogOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Model bundle that categorises catalogue items without a label.")] = None,
+    encoder: EventEncoderOpt = "none",
+    k: Annotated[int, typer.Option("-k", help="Cut-off of hit-rate and nDCG.")] = 10,
+    new_items: Annotated[bool, typer.Option(help="Hold out each user's last new item (discovery) instead of the last event.")] = False,
+    columns: EventColsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Leave-last-out evaluation: hit-rate@k and nDCG@k of the recommender vs popularity and category-only."""
+    from .apps.profiles import evaluate_leave_last_out
+
+    ev, cat, clf = _events_and_items(events, columns, strict, catalog, model)
+    with _spinner("fitting on all but each user's last event and ranking"):
+        res = evaluate_leave_last_out(ev, catalog=cat, model=clf, encoder=None if encoder == "none" else encoder, k=k,
+                                      new_items=new_items)
+    table = Table(title=f"leave-last-{'new-item' if new_items else 'event'}-out, {next(iter(res.values()))['users']:,} users")
+    for col in ("method", f"hit-rate@{k}", f"nDCG@{k}"):
+        table.add_column(col)
+    for name, m in res.items():
+        table.add_row(name, f"{m[f'hit_rate@{k}']:.4f}", f"{m[f'ndcg@{k}']:.4f}")
+    out.print(table)
+
+
+@users_app.command("synthesize")
+def users_synthesize(
+    catalog: Annotated[Path, typer.Argument(help="Labelled catalogue the shoppers browse.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Events file to write (.csv or .parquet).")],
+    n_users: Annotated[int, typer.Option("--users", help="Shoppers to simulate.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Generate a behaviour log from a catalogue (the generator is described in apps/profiles.synthetic_events)."""
+    from .apps.profiles import synthetic_events
+
+    cat = _read(catalog, None, None, " > ", None, None, False, None, False, True)
+    with _spinner(f"simulating {n_users:,} shoppers"):
+        frame = synthetic_events(cat, n_users=n_users, seed=seed)
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise CliError(f"-o {output}: write .csv or .parquet")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(output, index=False) if output.suffix.lower() == ".csv" else frame.to_parquet(output, index=False)
+    out.print(f"{len(frame):,} events of {n_users:,} shoppers written to {output}")
 
 
 @app.command("add-category")

@@ -51,12 +51,14 @@ from .schemas import (
     QueryRequest,
     QueryResponse,
     QueryResult,
+    RecommendationsResponse,
     ReloadRequest,
     ReviewDecision,
     ReviewItem,
     SearchRequest,
     SearchResponse,
     SearchResult,
+    UserProfileResponse,
 )
 from .settings import ServeSettings
 from .store import ReviewStore
@@ -67,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 # review ids are SQLite integers: anything outside 1..2**63-1 is a 422, not an overflow in the driver
 ReviewId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A review item id.")]
+UserId = Annotated[str, Path(min_length=1, max_length=256, description="A shopper id, as in the behaviour events.")]
 
 _IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp"}
 
@@ -112,6 +115,8 @@ def _too_large(limit: int) -> JSONResponse:
 _RESOURCES = {
     "router": ("router_dir", "taxonomist.apps.routing.MessageRouter", "message router",
                "train one with taxonomist messages train"),
+    "profiles": ("profiles_dir", "taxonomist.apps.profiles.ProfileStore", "shopper profiles",
+                 "build them from behaviour events with taxonomist users build"),
     "search": ("search_dir", "taxonomist.apps.search.SearchIndex", "search index",
                "build one over the catalogue with taxonomist search build"),
 }
@@ -458,6 +463,30 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return SearchResponse(model_version=model.version, query=req.query,
                               query_category=_query_result(req.query, pred),
                               results=[SearchResult(**h.to_dict()) for h in hits])
+
+    def shopper(user_id: str) -> Any:
+        store = svc.resource("profiles")
+        if user_id not in store:
+            raise HTTPException(404, f"unknown user {user_id!r}: no events of this user were in the profile build")
+        return store
+
+    @app.get("/v1/users/{user_id}/profile", tags=["users"], response_model=UserProfileResponse, dependencies=[read])
+    async def user_profile(user_id: UserId) -> UserProfileResponse:
+        """A shopper's category affinity, recent items and purchases."""
+        store = await asyncio.to_thread(shopper, user_id)
+        p = store.profile(user_id)
+        return UserProfileResponse(**{**p.to_dict(), "categories": [{"category": c, "share": v} for c, v in p.categories]})
+
+    @app.get("/v1/users/{user_id}/recommendations", tags=["users"], response_model=RecommendationsResponse,
+             dependencies=[read])
+    async def user_recommendations(
+        user_id: UserId, k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,
+        exclude_seen: Annotated[bool, Query(description="Leave out items the user already touched, not only bought.")] = False,
+    ) -> RecommendationsResponse:
+        """Items for a shopper: their categories, items like the recently seen ones, popularity; never bought ones."""
+        store = await asyncio.to_thread(shopper, user_id)
+        recs = await asyncio.to_thread(store.recommend, user_id, k, None, exclude_seen)
+        return RecommendationsResponse(user=user_id, results=[r.to_dict() for r in recs])
 
     @app.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[write])
     def feedback(fb: FeedbackRequest) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
     "MessagesRequest", "MessagesResponse", "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
-    "SearchRequest", "SearchResponse", "SearchResult",
+    "SearchRequest", "SearchResponse", "SearchResult", "UserProfileResponse", "RecommendationsResponse",
 ]
 
 
@@ -207,3 +207,30 @@ class SearchResponse(BaseModel):
     query: str
     query_category: QueryResult = Field(description="The query's predicted category (what boosts the results).")
     results: list[SearchResult]
+
+
+class CategoryShare(BaseModel):
+    category: str
+    share: float
+
+
+class UserProfileResponse(BaseModel):
+    user: str
+    events: int
+    last_seen: int = Field(description="Unix seconds of the user's newest event.")
+    categories: list[CategoryShare] = Field(description="Category affinity (decayed, event-weighted), strongest first.")
+    recent_items: list[str]
+    bought: list[str]
+
+
+class RecommendedItem(BaseModel):
+    item: str
+    score: float
+    category: str
+    reason: str = Field(description="The term that contributed most: category, similar or popular.")
+    title: str
+
+
+class RecommendationsResponse(BaseModel):
+    user: str
+    results: list[RecommendedItem]

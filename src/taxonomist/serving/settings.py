@@ -37,6 +37,7 @@ class ServeSettings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Allowed CORS origins (comma-separated); none = CORS off.")
     retrain_data: Path | None = Field(None, description="The original training catalogue, for POST /v1/admin/retrain.")
     router_dir: Path | None = Field(None, description="A message router (taxonomist messages train), for POST /v1/messages/route.")
+    profiles_dir: Path | None = Field(None, description="Shopper profiles (taxonomist users build), for GET /v1/users/{id}/profile and /recommendations.")
     search_dir: Path | None = Field(None, description="A search index of the catalogue (taxonomist search build), for POST /v1/search.")
 
     @field_validator("api_keys", "cors_origins", mode="before")
