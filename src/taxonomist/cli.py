@@ -1,5 +1,5 @@
 """The ``taxonomist`` command line: train, evaluate, predict, embed, classify, query, search,
-messages, users, tune, serve, retrain, taxonomy show|check, demo.
+messages, users, demand, tune, serve, retrain, taxonomy show|check, demo.
 
 Errors print one clear message and exit 1; ``--debug`` shows the traceback.
 """
@@ -940,6 +940,44 @@ def users_synthesize(
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(output, index=False) if output.suffix.lower() == ".csv" else frame.to_parquet(output, index=False)
     out.print(f"{len(frame):,} events of {n_users:,} shoppers written to {output}")
+
+
+@app.command()
+def demand(
+    events: Annotated[Path, typer.Argument(help="Behaviour events / orders: user, item, category, event, timestamp.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the HTML report (table + a plot per top category) here.")] = None,
+    freq: Annotated[str, typer.Option(help="D (days) or W (weeks).")] = "D",
+    horizon: Annotated[int | None, typer.Option(help="Periods to forecast (default 7 days / 4 weeks).")] = None,
+    origins: Annotated[int, typer.Option(help="Backtest origins at the end of each series.")] = 3,
+    top: Annotated[int, typer.Option(help="Categories to forecast, by volume.")] = 10,
+    event: Annotated[str, typer.Option(help="What counts as demand: buy, cart, fav, view or all.")] = "buy",
+    level: Annotated[int | None, typer.Option(help="Aggregate category paths to this depth (1: top level).")] = None,
+    catalog: EventCatalogOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Model bundle that categorises items without a category.")] = None,
+    columns: EventColsOpt = None, strict: StrictOpt = False,
+) -> None:
+    """Category demand: counts per category and day/week, ETS or seasonal naive chosen by backtest, against the
+    naive last-value forecast."""
+    from .apps.demand import forecast_demand
+
+    ev, cat, clf = _events_and_items(events, columns, strict, catalog, model)
+    with _spinner("backtesting and forecasting"):
+        rep = forecast_demand(ev, freq=freq, horizon=horizon, origins=origins, top=top, event=event,  # type: ignore[arg-type]
+                              level=level, catalog=cat, model=clf)
+    table = Table(title=f"{event} events per {'day' if freq == 'D' else 'week'}: {rep.periods} periods, horizon {rep.horizon}")
+    for col in ("category", "total", "chosen", "sMAPE naive", "sMAPE chosen", "beats naive"):
+        table.add_column(col)
+    for f in rep.forecasts:
+        chosen = f"{f.errors[f.chosen]['smape']:.3f}" if f.chosen else ""
+        naive = f"{f.errors['naive']['smape']:.3f}" if f.errors else ""
+        table.add_row(f.category[:50], f"{f.total:,}", f.chosen or "too short", naive, chosen,
+                      "" if f.beats_naive is None else str(f.beats_naive))
+    out.print(table)
+    out.print(rep.verdict())
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(rep.to_html(), encoding="utf-8")
+        out.print(f"report written to {output}")
 
 
 @app.command("add-category")

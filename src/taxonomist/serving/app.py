@@ -43,6 +43,8 @@ from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
     ClassifyResult,
+    DemandRequest,
+    DemandResponse,
     FeedbackRequest,
     MessageRoute,
     MessagesRequest,
@@ -488,6 +490,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         recs = await asyncio.to_thread(store.recommend, user_id, k, None, exclude_seen)
         return RecommendationsResponse(user=user_id, results=[r.to_dict() for r in recs])
 
+    @app.post("/v1/demand/forecast", tags=["demand"], response_model=DemandResponse, dependencies=[read])
+    async def demand_forecast(req: DemandRequest) -> DemandResponse:
+        """Category demand from the events sent: ETS or seasonal naive chosen by backtest, against naive."""
+        return await asyncio.to_thread(_demand, req)
+
     @app.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[write])
     def feedback(fb: FeedbackRequest) -> dict[str, Any]:
         """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
@@ -553,6 +560,30 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                                                       "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
 
     return app
+
+
+def _demand(req: DemandRequest) -> DemandResponse:
+    import numpy as np
+    import pandas as pd
+
+    from ..apps.demand import forecast_demand
+    from ..apps.profiles import read_events
+
+    frame = pd.DataFrame([{"user": e.user or "-", "item": e.item or "-", "category": e.category, "event": e.event,
+                           "timestamp": str(e.timestamp)} for e in req.events])
+    try:
+        events = read_events(frame, strict=True)
+        rep = forecast_demand(events, freq=req.freq, horizon=req.horizon, origins=req.origins, top=req.top,
+                              event=req.event)
+    except TaxonomistError as e:
+        raise HTTPException(422, str(e)) from None
+    cats = []
+    for f in rep.forecasts:
+        fc = [] if f.forecast is None else [{"period": str(p), "value": round(float(v), 3)} for p, v in f.forecast.items()]
+        errors = {m: {k: (None if np.isnan(v) else round(v, 4)) for k, v in e.items()} for m, e in f.errors.items()}
+        cats.append({"category": f.category, "total": f.total, "chosen": f.chosen, "errors": errors,
+                     "beats_naive": f.beats_naive, "forecast": fc})
+    return DemandResponse(verdict=rep.verdict(), periods=rep.periods, horizon=rep.horizon, categories=cats)
 
 
 def _query_result(query: str, p: Any) -> QueryResult:

@@ -10,6 +10,7 @@ __all__ = [
     "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
     "MessagesRequest", "MessagesResponse", "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
     "SearchRequest", "SearchResponse", "SearchResult", "UserProfileResponse", "RecommendationsResponse",
+    "DemandRequest", "DemandResponse",
 ]
 
 
@@ -234,3 +235,46 @@ class RecommendedItem(BaseModel):
 class RecommendationsResponse(BaseModel):
     user: str
     results: list[RecommendedItem]
+
+
+class DemandEvent(_Body):
+    category: str = Field(..., min_length=1, max_length=1000, description="The item's category (a path or an id).")
+    event: str = Field("buy", max_length=32, description="buy / cart / fav / view (or purchase, add_to_cart, pv, ...).")
+    timestamp: int | str = Field(..., description="Unix seconds (or milliseconds), or an ISO date.")
+    item: str = Field("", max_length=256)
+    user: str = Field("", max_length=256)
+
+    @model_validator(mode="after")
+    def _utf8(self) -> DemandEvent:
+        _check_utf8(self.category, self.event, self.item, self.user, str(self.timestamp))
+        return self
+
+
+class DemandRequest(_Body):
+    events: list[DemandEvent] = Field(..., min_length=1, max_length=50_000, description="Orders / events to aggregate.")
+    freq: Literal["D", "W"] = Field("D", description="Days or weeks.")
+    horizon: int | None = Field(None, ge=1, le=365, description="Periods to forecast (default 7 days / 4 weeks).")
+    origins: int = Field(3, ge=1, le=20, description="Backtest origins.")
+    top: int = Field(10, ge=1, le=100, description="Categories to forecast, by volume.")
+    event: Literal["buy", "cart", "fav", "view", "all"] = Field("buy", description="What counts as demand.")
+
+
+class PeriodValue(BaseModel):
+    period: str
+    value: float
+
+
+class CategoryDemand(BaseModel):
+    category: str
+    total: int
+    chosen: str | None = Field(description="ets or seasonal_naive; null: too short to forecast.")
+    errors: dict[str, dict[str, float | None]] = Field(description="Backtest sMAPE / MAPE per method, naive included.")
+    beats_naive: bool | None
+    forecast: list[PeriodValue]
+
+
+class DemandResponse(BaseModel):
+    verdict: str
+    periods: int
+    horizon: int
+    categories: list[CategoryDemand]
