@@ -8,6 +8,7 @@ import pytest
 
 import taxonomist as tx
 from taxonomist.apps import QueryClassifier
+from taxonomist.datasets import sample_path
 
 from .conftest import TINY
 from .test_bad_inputs import run_cli
@@ -31,7 +32,7 @@ def test_sources_pool_over_one_class_list(tiny_model, tiny_encoder_dir) -> None:
         qc.predict_proba("jeans")
 
 
-def test_a_query_model_that_knows_fewer_classes_abstains_on_the_others(tiny_model) -> None:
+def test_a_query_model_with_fewer_or_coarser_classes(tiny_model) -> None:
     jeans_and_watches = [(t, c) for t, c in TINY if "Jeans" in c or "Watch" in c]
     qm = tx.TaxonomyClassifier().fit(pd.DataFrame({"title": [t for t, _ in jeans_and_watches],
                                                    "category": [c for _, c in jeans_and_watches]}))
@@ -40,6 +41,23 @@ def test_a_query_model_that_knows_fewer_classes_abstains_on_the_others(tiny_mode
     p = qc.predict_proba(["slim jeans"])
     assert p.shape == (1, len(tiny_model.classes_)) and np.isfinite(p).all()
     assert str(qc.classes_[p.argmax()]) == TINY[0][1]
+    # a query log labelled only at the top level votes for whole subtrees; classes it never had are its least likely
+    coarse = tx.TaxonomyClassifier().fit(pd.DataFrame({"title": ["jeans", "denim", "shirt", "tee", "watch", "dial"],
+                                                       "category": ["Apparel"] * 4 + ["Accessories"] * 2}))
+    qc = QueryClassifier(product_model=tiny_model, query_model=coarse, zero_shot=False, weights={"product": 0.0})
+    p = qc.predict_proba(["watch"])[0]
+    leaves = [str(c) for c in qc.classes_]
+    under = [p[i] for i, c in enumerate(leaves) if c.startswith("Accessories")]
+    assert min(under) > max(p[i] for i, c in enumerate(leaves) if c.startswith("Apparel"))
+    assert np.allclose(under, under[0])  # no view on which accessory: the same factor for each
+
+
+def test_pseudo_queries_are_short_title_parts() -> None:
+    from taxonomist.apps.query import pseudo_queries
+
+    qs, cats = pseudo_queries(["Nike Men Red Running Shoes", "Watch"], ["Footwear > Shoes", "Accessories > Watches"])
+    assert qs[:3] == ["shoes", "running shoes", "men red running shoes"] and set(cats) == {"Footwear > Shoes"}
+    assert all(q in "nike men red running shoes" for q in qs)
 
 
 def test_zero_shot_only_into_a_taxonomy(tiny_encoder_dir) -> None:
@@ -57,6 +75,15 @@ def test_query_cli_and_api(saved_sample_model, tmp_path, capsys, monkeypatch) ->
     assert "Watches" in out
     code, out = run_cli(["query", "-", "watch"], capsys, monkeypatch)
     assert code == 1 and "give --taxonomy FILE" in out
+    log = tmp_path / "log.csv"
+    log.write_text("query,category\nshopper,Accessories\nbag black,Accessories\ntote,Accessories\njeans,Apparel\n"
+                   "dress,Apparel\nshirt,Apparel\n")
+    code, out = run_cli(["query", str(saved_sample_model), "shopper", "--no-zero-shot", "--query-log", str(log)],
+                        capsys, monkeypatch)
+    assert code == 0 and "product, query" in out and "Accessories" in out, out
+    code, out = run_cli(["train", str(sample_path("products")), "-o", str(tmp_path / "m"), "--pseudo-queries",
+                         "--test-size", "0"], capsys, monkeypatch)
+    assert code == 0 and "pseudo-queries from the training titles" in out, out
     from fastapi.testclient import TestClient
 
     from taxonomist.serving.app import create_app

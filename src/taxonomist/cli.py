@@ -276,6 +276,7 @@ def train(
     image_root: ImageRootOpt = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
+    pseudo_queries: Annotated[bool, typer.Option("--pseudo-queries", help="Also train on query-shaped parts of the titles (last words, title without brand), for search-query classification.")] = False,
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included)."""
     if register and not track:
@@ -297,6 +298,12 @@ def train(
         train_cat, test_cat = cat, None
     if image_encoder and tier == "sparse":
         raise CliError("--image-encoder needs an embedding tier: add --tier ensemble")
+    if pseudo_queries:
+        from .apps.query import with_pseudo_queries
+
+        n = len(train_cat)
+        train_cat = with_pseudo_queries(train_cat, seed=seed)
+        console.print(f"+ {len(train_cat) - n:,} pseudo-queries from the training titles")
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
                              encoder=encoder, image_encoder=image_encoder, fusion=fusion,  # type: ignore[arg-type]
                              image_root=str(image_root) if image_root else None)
@@ -665,6 +672,7 @@ def query(
     top_k: Annotated[int, typer.Option(help="Leaves shown per query.")] = 3,
     min_confidence: Annotated[float, typer.Option(help="Back off to a parent below this confidence (vague queries).")] = 0.5,
     no_zero_shot: Annotated[bool, typer.Option("--no-zero-shot", help="Use the product model alone.")] = False,
+    query_log: Annotated[Path | None, typer.Option("--query-log", help="Labelled queries (columns query, category; categories may stop at any level): a query model trained on them joins the pool.")] = None,
 ) -> None:
     """Classify search queries ("turquoise pillows") into categories, at the level each query supports."""
     from .apps.query import QueryClassifier
@@ -679,7 +687,13 @@ def query(
         raise CliError(f"--format must be auto, google, shopify, bestbuy or paths, got {tax_format!r}")
     tax = Taxonomy.load(taxonomy, format=tax_format) if taxonomy else None  # type: ignore[arg-type]
     with _spinner("preparing the query classifier"):
-        qc = QueryClassifier(product_model=load(model) if model != "-" else None, taxonomy=tax,
+        query_model = None
+        if query_log is not None:
+            from .classifier import TaxonomyClassifier
+
+            log = _read(query_log, ["title=query"], None, " > ", None, None, False, None, False, True)
+            query_model = TaxonomyClassifier().fit(log)
+        qc = QueryClassifier(product_model=load(model) if model != "-" else None, taxonomy=tax, query_model=query_model,
                              zero_shot=not no_zero_shot or model == "-", min_confidence=min_confidence)
         preds = qc.classify(queries, top_k=top_k)
     table = Table(title=f"queries ({', '.join(qc.sources)})")

@@ -1,10 +1,16 @@
 """Search-query classification: a short query ("turquoise pillows", "iphone 8 plus 64gb") → a distribution over the
 taxonomy's leaves and a path at the level the query supports (a vague query backs off to a parent).
 
-Up to three sources, pooled log-linearly over one class list (a source that does not know a class abstains on it):
+Up to three sources, pooled log-linearly over one class list (a source labelled more coarsely votes for whole
+subtrees; a class a source never saw counts as its least likely one):
 - the **product model**: queries scored like very short titles (a trained :class:`TaxonomyClassifier`);
 - the **zero-shot** scorer: the query's embedding against every category path (no training data at all);
-- a **query model**: a :class:`TaxonomyClassifier` trained on labelled query logs, when a user has them.
+- a **query model**: a :class:`TaxonomyClassifier` trained on labelled query logs, when a user has them (its
+  labels may stop at any level: "Apparel" is enough).
+
+Queries are shorter than titles: :func:`pseudo_queries` turns a catalogue's titles into query-shaped training rows
+(last word, last two words, title without its first word, a random span), which a product model can be trained on
+besides the titles (``taxonomist train --pseudo-queries``).
 
 Example:
     >>> qc = QueryClassifier(product_model=tx.load("model/"))      # doctest: +SKIP
@@ -23,9 +29,9 @@ from scipy.special import log_softmax
 
 from ..exceptions import TaxonomistError
 from ..models.hierarchy import LevelIndex, Prediction, decode
-from ..taxonomy import Taxonomy, format_path
+from ..taxonomy import Taxonomy, format_path, parse_path
 
-__all__ = ["QueryClassifier"]
+__all__ = ["QueryClassifier", "pseudo_queries", "with_pseudo_queries"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +83,28 @@ class QueryClassifier:
                                        ("query", self.query_model)) if obj is not None and self.weights.get(name, 0) > 0]
 
     def _aligned_log(self, model: Any, queries: list[str]) -> np.ndarray:
-        """``model``'s log-probabilities in this classifier's column order; unknown classes abstain."""
+        """``model``'s log-probabilities in this classifier's column order. A leaf takes the model's probability of
+        the same path, else the summed probability of the model's classes below it, else that of the model's
+        deepest class above it (a query log labelled at a coarser level votes for the whole subtree); a leaf the
+        model never saw gets the model's lowest log-probability of the query (what a log that never had the class
+        says about it)."""
         proba = model.predict_proba(queries)
-        pos = {str(c): i for i, c in enumerate(model.classes_)}
-        cols = np.array([pos.get(str(c), -1) for c in self.classes_])
+        theirs = [parse_path(str(c)) for c in model.classes_]
+        mapping = np.zeros((len(theirs), len(self.classes_)))
+        known = np.zeros(len(self.classes_), dtype=bool)
+        for j, c in enumerate(self.classes_):
+            mine = parse_path(str(c))
+            below = [i for i, t in enumerate(theirs) if t[: len(mine)] == mine]
+            if not below:
+                above = [i for i, t in enumerate(theirs) if mine[: len(t)] == t]
+                below = [max(above, key=lambda i: len(theirs[i]))] if above else []
+            if below:
+                mapping[below, j] = 1.0
+                known[j] = True
         out = np.full((len(queries), len(self.classes_)), np.nan)
-        known = cols >= 0
-        out[:, known] = np.log(np.maximum(proba[:, cols[known]], _FLOOR))
-        if not known.all():  # abstain: the source's best known log-probability
-            out[:, ~known] = np.nanmax(out, axis=1, keepdims=True)
+        out[:, known] = np.log(np.maximum(np.asarray(proba) @ mapping[:, known], _FLOOR))
+        if not known.all():  # a class the source never saw: as likely as the least likely class it knows
+            out[:, ~known] = np.nanmin(out, axis=1, keepdims=True)
         return out
 
     def predict_proba(self, queries: Sequence[str]) -> np.ndarray:
@@ -104,3 +123,45 @@ class QueryClassifier:
         the top-k leaves."""
         mc = self.min_confidence if min_confidence is None else min_confidence
         return decode(self.predict_proba(queries), self.levels_, top_k=top_k, min_confidence=mc)
+
+
+def pseudo_queries(titles: Sequence[str], categories: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
+    """Query-shaped training rows from product titles, each with its product's category: the last word (usually
+    the product type), the last two words, the title without its first word (usually the brand), and one random
+    span of 1-3 words. Titles of one word give none.
+
+    Example:
+        >>> pseudo_queries(["Nike Men Red Running Shoes"], ["Footwear > Shoes"])[0][:3]
+        ['shoes', 'running shoes', 'men red running shoes']
+    """
+    import random
+
+    rng = random.Random(seed)
+    out_t: list[str] = []
+    out_c: list[str] = []
+    for title, cat in zip(titles, categories, strict=True):
+        words = str(title).lower().split()
+        if len(words) < 2:
+            continue
+        i, n = rng.randrange(len(words)), rng.randint(1, 3)
+        for q in dict.fromkeys((words[-1], " ".join(words[-2:]), " ".join(words[1:]), " ".join(words[i:i + n]))):
+            out_t.append(q)
+            out_c.append(cat)
+    return out_t, out_c
+
+
+def with_pseudo_queries(catalog: Any, seed: int = 0) -> Any:
+    """``catalog`` plus its :func:`pseudo_queries` as extra rows (title and category only), to train a product
+    model that also reads search queries well."""
+    import pandas as pd
+
+    from ..catalog import Catalog
+
+    df = catalog.frame
+    titles, cats = pseudo_queries(df["title"].tolist(), df["category"].tolist(), seed=seed)
+    extra = pd.DataFrame({c: ("" if c != "row" else 0) for c in df.columns}, index=range(len(titles)))
+    extra["title"], extra["category"] = titles, cats  # row 0: not from the file
+    frame = pd.concat([df, extra.astype(df.dtypes.to_dict())], ignore_index=True)
+    out = Catalog(frame, catalog.attribute_columns, catalog.report, catalog.sep)
+    out.base_dir = catalog.base_dir
+    return out
