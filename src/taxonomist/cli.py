@@ -1099,7 +1099,8 @@ def retrain(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where to write the model, report and predictions.")] = Path("runs/demo"),
 ) -> None:
-    """Train, evaluate, report and predict on the bundled fashion sample; then zero-shot with no training data."""
+    """Train, evaluate, report and predict on the bundled fashion sample; then zero-shot with no training data,
+    photos, category-aware search and shopper recommendations."""
     from .classifier import load
     from .datasets import sample_path
 
@@ -1129,6 +1130,14 @@ def demo(
           json_out=workdir / "metrics-photos.json", map_=None, label_columns=None, sep=" > ", with_columns=None,
           encoding=None, no_header=False, columns=None, strict=False, tier="ensemble", encoder="auto",
           image_encoder="effnet-lite0", fusion="late", image_root=None)
+    out.rule("using the categories: category-aware search and shopper recommendations")
+    search_build(sample, workdir / "search", model=None, encoder="auto", overwrite=True, map_=None, label_columns=None,
+                 sep=" > ", with_columns=None, encoding=None, no_header=False, columns=None, strict=False)
+    search_query(workdir / "search", "black leather", model=model_dir, k=5, mode="hybrid", boost=1.0, category=None)
+    users_synthesize(sample, workdir / "events.csv", n_users=300, seed=0)
+    users_build(workdir / "events.csv", workdir / "profiles", catalog=sample, model=None, encoder="auto",
+                half_life_days=14.0, columns=None, strict=False)
+    users_recommend(workdir / "profiles", "u0", k=5, exclude_seen=False)
     out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}"
               f"\nwith photos: {photo_report.resolve()} (text / image / fused scores, misclassified photos)")
 
