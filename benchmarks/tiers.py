@@ -44,7 +44,8 @@ DATASETS = {
 
 
 def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str], baselines: bool = True,
-        zero_shot: bool = True, params: dict[str, Any] | None = None) -> None:
+        zero_shot: bool = True, params: dict[str, Any] | None = None, encoders: list[str] | None = None) -> None:
+    encoders = encoders or ["auto"]
     spec = DATASETS[name]
     kwargs = dict(spec["kwargs"])
     kwargs["with_columns"] = [data / p for p in kwargs.get("with_columns", [])]
@@ -61,8 +62,11 @@ def run(name: str, data: Path, seed: int, workdir: Path, tiers: list[str], basel
         methods["sklearn TF-IDF + LinearSVC"] = (sklearn_baseline(train), None)
         methods["fastText supervised"] = (fasttext_baseline(train), None)
     for t in tiers:
-        state: dict[str, Any] = {}
-        methods[f"taxonomist {t}"] = (taxonomist_tier(train, workdir, state, tier=t, **(params or {})), state)
+        for enc in (encoders if t != "sparse" else [None]):
+            state: dict[str, Any] = {}
+            kw = {**(params or {}), **({"encoder": enc} if enc else {})}
+            label = f"taxonomist {t}" + (f" ({enc})" if enc and len(encoders) > 1 else "")
+            methods[label] = (taxonomist_tier(train, workdir, state, tier=t, **kw), state)
     rows = []
     for label, (method, state) in methods.items():
         (pred,), train_s, (predict_s,), mb = timed(method, test)
@@ -128,6 +132,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-baselines", action="store_true", help="only the taxonomist tiers (no table, no zero-shot)")
     ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (finetune tier)")
+    ap.add_argument("--encoders", default="auto", help="text encoders of the embedding tiers, comma-separated (each a row)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
     logging.getLogger("taxonomist.models").setLevel(logging.INFO)  # ensemble weights and fine-tuning epochs
@@ -137,7 +142,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
             run(name.strip(), args.data, args.seed, Path(tmp), args.tiers.split(","), baselines=not args.no_baselines,
-                params={"epochs": args.epochs} if args.epochs else None)
+                params={"epochs": args.epochs} if args.epochs else None, encoders=args.encoders.split(","))
 
 
 if __name__ == "__main__":

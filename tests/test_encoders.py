@@ -3,6 +3,8 @@ packaged models (a few tests: MiniLM torch vs int8 ONNX fidelity, e5 cross-lingu
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,34 @@ def test_e5_multilingual_is_cross_lingual() -> None:
     assert v.shape == (3, 384)
     assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.05
     assert enc.prefix == "query: "
+
+
+def test_onnx_export_with_pooled_output_first_uses_the_token_states(tiny_encoder_dir, tmp_path) -> None:
+    """Some exports (paraphrase-MiniLM-L3's, for one) list a pooled 2-d output before the token states."""
+    import torch
+    from transformers import AutoModel
+
+    from taxonomist.encoders import OnnxTextEncoder, TorchTextEncoder
+
+    bert = AutoModel.from_pretrained(tiny_encoder_dir).eval()
+
+    class PooledFirst(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):  # type: ignore[no-untyped-def]
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return hidden[:, 0] * 0.0, hidden
+
+    ids = torch.ones(1, 4, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(PooledFirst().eval(), (ids, ids), str(tmp_path / "m.onnx"), output_names=["pooled", "hidden"],
+                          input_names=["input_ids", "attention_mask"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "n", 1: "t"}, "attention_mask": {0: "n", 1: "t"},
+                                        "pooled": {0: "n"}, "hidden": {0: "n", 1: "t"}})
+    onnx_enc = OnnxTextEncoder(tmp_path / "m.onnx", tiny_encoder_dir / "tokenizer.json", cache=False)
+    torch_enc = TorchTextEncoder(tiny_encoder_dir, cache=False, precision="fp32")
+    a, b = onnx_enc.encode(["blue jeans", "gold watch men"]), torch_enc.encode(["blue jeans", "gold watch men"])
+    assert onnx_enc.dim == 32 and np.allclose(a, b, atol=1e-4)

@@ -296,11 +296,14 @@ class OnnxTextEncoder(TextEncoder):
             so.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
+        # the token states: the first 3-d output (some exports put pooled or auxiliary outputs first)
+        outs = self.session.get_outputs()
+        self._output = next((o.name for o in outs if len(o.shape or ()) == 3), outs[0].name)
         self.name = name or str(onnx_file)
         self.prefix = prefix
         self.max_length = int(max_length)
         self.pooling = pooling
-        probe = self.session.run(None, self._feed([[101, 102]]))[0]
+        probe = self.session.run([self._output], self._feed([self.tokenizer.encode("probe").ids]))[0]  # own vocabulary
         self.dim = int(probe.shape[-1])
         st = onnx_file.stat()
         base = identity or f"{self.name}:{st.st_size}"
@@ -318,7 +321,7 @@ class OnnxTextEncoder(TextEncoder):
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         feed = self._feed([e.ids for e in self.tokenizer.encode_batch(texts)])
-        hidden = self.session.run(None, feed)[0]
+        hidden = self.session.run([self._output], feed)[0]
         if self.pooling == "cls":
             return np.asarray(hidden[:, 0], dtype=np.float32)
         m = feed["attention_mask"][..., None].astype(np.float32)
