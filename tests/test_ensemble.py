@@ -10,7 +10,7 @@ import pytest
 import taxonomist as tx
 from taxonomist.exceptions import TaxonomistError
 from taxonomist.models.embed import NeighbourIndex
-from taxonomist.models.ensemble import fit_log_linear, pool, select_weights
+from taxonomist.models.ensemble import fit_log_linear, pool, select_cascade, select_weights
 from taxonomist.models.zeroshot import TaxonomyScorer
 
 from .conftest import TINY
@@ -239,3 +239,46 @@ def test_top_label_map_can_read_another_score_and_keeps_the_argmax() -> None:
     free = top > np.sort(out, axis=1)[:, -2] * 1.0001  # rows where the winner floor did not bind
     order = np.argsort(score[free])
     assert (np.diff(top[free][order]) >= -1e-9).all()  # confidence ranks products by the given score
+
+
+def test_cascade_threshold_keeps_validation_scores() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    sure = rng.random(400) < 0.7  # the sparse member: right and sure on 70 %, unsure and often wrong elsewhere
+    sparse = np.full((400, 4), 0.05)
+    sparse[sure, y[sure]] = 0.95
+    sparse[~sure, (y[~sure] + 1) % 4] = 0.4
+    final = np.full((400, 4), 0.1)
+    final[np.arange(400), y] = 0.7  # the full ensemble is right everywhere
+    t, scores = select_cascade(np.log(sparse), np.log(final), y)
+    assert t is not None and 0.5 < t <= 0.95 and scores["cascade_share"] == pytest.approx(sure.mean())
+    wrong = np.full((400, 4), 0.01)
+    wrong[np.arange(400), (y + 1) % 4] = 0.97  # sure and wrong: no threshold is safe
+    assert select_cascade(np.log(wrong), np.log(final), y) == (None, {})
+
+
+def test_cascade_skips_the_encoder_for_sure_products(tiny_ensemble, tmp_path, monkeypatch) -> None:
+    clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
+    assert "cascade" in clf.get_params() and clf.cascade
+    titles = [t for t, _ in TINY]
+    full = tx.load(tmp_path / "m")
+    full.cascade_ = None
+    clf.cascade_ = 0.0  # every product is sure enough: the sparse member answers everything
+    calls: list[int] = []
+    real = clf.encoder_.encode
+    monkeypatch.setattr(clf.encoder_, "encode", lambda texts, **k: calls.append(len(texts)) or real(texts, **k))
+    p = clf.predict_proba(titles)
+    assert calls == [] and p.shape == full.predict_proba(titles).shape
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    clf.cascade_ = 1.01  # nobody is sure: the full ensemble for everything, as without a cascade
+    np.testing.assert_allclose(clf.predict_proba(titles), full.predict_proba(titles), atol=1e-6)
+    assert calls and sum(calls) == len(set(titles))
+    from scipy.special import softmax
+
+    sure = softmax(clf.model_.logs((titles, [""] * len(titles)), None, {"sparse"})["sparse"], axis=1).max(axis=1)
+    clf.cascade_ = float(np.median(sure))  # some of each: only the unsure ones are encoded
+    calls.clear()
+    preds = clf.predict_products(titles, top_k=2)
+    assert 0 < sum(calls) < len(titles) and len(preds) == len(titles)
+    again = tx.load(clf.save(tmp_path / "m2"))
+    assert again.cascade_ == clf.cascade_

@@ -110,6 +110,40 @@ def select_weights(logs: dict[str, np.ndarray], y_index: np.ndarray, weights: di
     return cands[choice], scores
 
 
+CASCADE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+
+
+def select_cascade(sparse_log: np.ndarray, final: np.ndarray, y_index: np.ndarray,
+                   margin: float = 0.0) -> tuple[float | None, dict[str, float]]:
+    """The lowest threshold t such that answering with the sparse member alone wherever its (calibrated) top
+    probability reaches t — and encoding only the other products — keeps the validation macro-F1 and accuracy
+    within ``margin`` of the full ensemble's. ``None`` when no threshold does.
+
+    The transformer is the ensemble's cost; the sparse member is already right, and sure, on most products, so a
+    cascade spends the encoder where the ensemble can still change the answer.
+    Returns (threshold, {"cascade_share": share of validation products the sparse member answers at it}).
+    """
+    from scipy.special import softmax
+    from sklearn.metrics import f1_score
+
+    conf = softmax(sparse_log, axis=1).max(axis=1)
+    sparse_pred, ens_pred = sparse_log.argmax(axis=1), final.argmax(axis=1)
+    base_f1 = f1_score(y_index, ens_pred, average="macro", zero_division=0)
+    base_acc = float((ens_pred == y_index).mean())
+    for t in CASCADE_THRESHOLDS:
+        if not (conf >= t).any():
+            break  # a cascade that never answers is no cascade
+        pred = np.where(conf >= t, sparse_pred, ens_pred)
+        f1 = f1_score(y_index, pred, average="macro", zero_division=0)
+        if f1 >= base_f1 - margin and float((pred == y_index).mean()) >= base_acc - margin:
+            share = float((conf >= t).mean())
+            logger.info("cascade: the sparse member answers alone at confidence >= %.2f (%.0f%% of validation "
+                        "products; macro-F1 %.4f vs %.4f for the full ensemble)", t, 100 * share, f1, base_f1)
+            return t, {"cascade_share": share}
+    logger.info("cascade: off (no threshold keeps the validation macro-F1 within %.3f)", margin)
+    return None, {}
+
+
 PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 _SHIFT_MIN_COUNT = 5
 
@@ -385,6 +419,7 @@ class FittedEnsemble:
     validation_scores: dict[str, float] = field(default_factory=dict)
     prior_shift: float = 0.0  # logit-adjustment strength (see :func:`prior_shift`)
     rank_unshifted: bool = False  # the top-label map reads the unshifted probability (see :func:`calibrate`)
+    cascade: float | None = None  # sparse member alone where its confidence reaches this (see select_cascade)
 
 
 _MIN_VALIDATION = 50
@@ -406,6 +441,7 @@ def fit_ensemble(
     random_state: int = 0,
     prior_shift: float | str = 0.5,
     img: Images | None = None,
+    cascade: bool = True,
 ) -> FittedEnsemble:
     """Fit the members on a grouped fit part, fit temperatures, pooling weights and calibration on the held-out
     part, then refit the members on everything (the fine-tuned transformer is trained once, on the fit part).
@@ -416,6 +452,8 @@ def fit_ensemble(
         make_sparse: a new, unfitted sparse member (calibration ``"none"``: the ensemble calibrates).
         prior_shift: logit-adjustment strength (:func:`prior_shift`), or ``"auto"`` to pick it on validation.
         img: image features and mask of the training products (for the ``image`` / ``fused`` members).
+        cascade: pick a sparse-confidence threshold above which prediction skips the encoder
+            (:func:`select_cascade`; text-only ensembles).
     """
     from .calibration import fit_temperature
 
@@ -427,6 +465,7 @@ def fit_ensemble(
         raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
     tau = 0.0 if prior_shift == "auto" else float(prior_shift)
     temperature, top_label, sparse_t, head_t, ft_t, img_t, fused_t = 1.0, None, 1.0, 1.0, 1.0, 1.0, 1.0
+    cascade_t: float | None = None
     fit_idx, val_idx = split_for_validation(groups, y, validation_size, random_state)
     validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
     sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
@@ -490,6 +529,9 @@ def fit_ensemble(
             temperature, top_label = calibrate(shifted, y_val, rank)
             if calibration == "temperature":
                 top_label = None
+        if cascade and "sparse" in logs and img is None and weights.get("sparse", 0) > 0 and len(weights) > 1:
+            cascade_t, cascade_scores = select_cascade(logs["sparse"], shifted, y_val)
+            scores.update(cascade_scores)
     else:
         logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", len(val_idx))
     # the zero-shot scorer depends on the class list only: the one built (and temperature-fitted) above serves
@@ -500,4 +542,5 @@ def fit_ensemble(
     full.head_temperature = head_t
     full.image_temperature = img_t
     full.fused_temperature = fused_t
-    return FittedEnsemble(full, weights, temperature, top_label, scores, tau, rank_unshifted=tau > 0)
+    return FittedEnsemble(full, weights, temperature, top_label, scores, tau, rank_unshifted=tau > 0,
+                          cascade=cascade_t)
