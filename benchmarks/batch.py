@@ -67,7 +67,7 @@ def write_shards(n: int, folder: Path, shard_rows: int) -> None:
 
 def train_model(folder: Path) -> None:
     if not (folder / "manifest.json").is_file():
-        tx.TaxonomyClassifier().fit(tx.read_catalog(sample_path("products"), require_labels=True)).save(folder)
+        tx.TaxonomyClassifier(tier="sparse").fit(tx.read_catalog(sample_path("products"), require_labels=True)).save(folder)
         from joblib.externals.loky import get_reusable_executor
 
         get_reusable_executor().shutdown(wait=True)  # else this process waits for joblib's idle workers on exit

@@ -46,8 +46,8 @@ def fashion(data: Path) -> None:
             if label in _FASHION:
                 labelled.append((r["query"], label))
     catalog = tx.read_catalog(sample_path("products"), require_labels=True)
-    model = tx.TaxonomyClassifier().fit(catalog)
-    pq_model = tx.TaxonomyClassifier().fit(with_pseudo_queries(catalog))
+    model = tx.TaxonomyClassifier(tier="sparse").fit(catalog)
+    pq_model = tx.TaxonomyClassifier(tier="sparse").fit(with_pseudo_queries(catalog))
     queries = [q for q, _ in labelled]
     print(f"fashion queries: {len(labelled)} with a Bags / Clothing / Shoes label "
           f"(majority {collections.Counter(lab for _, lab in labelled).most_common(1)[0][1] / len(labelled):.3f})")
@@ -73,7 +73,7 @@ def fashion(data: Path) -> None:
         for tr, te in GroupKFold(5).split(queries, groups=groups):
             log = pd.DataFrame({"title": [queries[i] for i in tr],
                                 "category": [" > ".join(_FASHION[labelled[i][1]]) for i in tr]})
-            qc = QueryClassifier(product_model=pm, query_model=tx.TaxonomyClassifier().fit(log), min_confidence=None,
+            qc = QueryClassifier(product_model=pm, query_model=tx.TaxonomyClassifier(tier="sparse").fit(log), min_confidence=None,
                                  zero_shot=zs)
             for i, p in zip(te, qc.classify([queries[i] for i in te]), strict=True):
                 preds[i] = p

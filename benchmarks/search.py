@@ -61,7 +61,7 @@ def main() -> None:
     queries = fashion_queries(args.data)
     print(f"catalogue: {len(cat):,} fashion products; queries: {len(queries)} labelled")
     t = time.perf_counter()
-    model = tx.TaxonomyClassifier().fit(cat)
+    model = tx.TaxonomyClassifier(tier="sparse").fit(cat)
     qc = QueryClassifier(product_model=model, min_confidence=None)
     print(f"query classifier (sparse product model on the catalogue + zero-shot) ready in {time.perf_counter() - t:.0f} s")
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,7 @@ def _write(p: Path, text: str, enc: str = "utf-8") -> Path:
 
 def _train(text: str, *extra: str, name: str = "c.csv", enc: str = "utf-8") -> Callable[[Path], list[str]]:
     """``taxonomist train`` on a file holding ``text``, with ``extra`` options."""
-    return lambda t: ["train", str(_write(t / name, text, enc)), "-o", str(t / "m"), *extra]
+    return lambda t: ["train", str(_write(t / name, text, enc)), "-o", str(t / "m"), "--tier", "sparse", *extra]
 
 
 def _model(tmp: Path) -> Path:
@@ -43,7 +43,7 @@ def _model(tmp: Path) -> Path:
 
     d = tmp / "model"
     if not d.exists():
-        tx.TaxonomyClassifier().fit(pd.read_csv(_write(tmp / "good.csv", GOOD), dtype=str)).save(d)
+        tx.TaxonomyClassifier(tier="sparse").fit(pd.read_csv(_write(tmp / "good.csv", GOOD), dtype=str)).save(d)
     return d
 
 

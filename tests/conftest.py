@@ -93,7 +93,7 @@ def tiny_catalog(tiny_frame: pd.DataFrame) -> tx.Catalog:
 @pytest.fixture(scope="session")
 def tiny_model() -> tx.TaxonomyClassifier:
     df = pd.DataFrame({"title": [t for t, _ in TINY], "category": [c for _, c in TINY]})
-    return tx.TaxonomyClassifier().fit(df)
+    return tx.TaxonomyClassifier(tier="sparse").fit(df)
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +108,7 @@ def sample_split(sample_catalog: tx.Catalog) -> tuple[tx.Catalog, tx.Catalog]:
 
 @pytest.fixture(scope="session")
 def sample_model(sample_split: tuple[tx.Catalog, tx.Catalog]) -> tx.TaxonomyClassifier:
-    return tx.TaxonomyClassifier().fit(sample_split[0])
+    return tx.TaxonomyClassifier(tier="sparse").fit(sample_split[0])
 
 
 @pytest.fixture(scope="session")

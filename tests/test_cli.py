@@ -17,7 +17,7 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
     f = tmp_path / "cat.csv"
     cat.to_csv(f, index=False)
     model = tmp_path / "model"
-    code, out = run_cli(["train", str(f), "-o", str(model), "--json", str(tmp_path / "held.json")], capsys, monkeypatch)
+    code, out = run_cli(["train", str(f), "-o", str(model), "--tier", "sparse", "--json", str(tmp_path / "held.json")], capsys, monkeypatch)
     assert code == 0, out
     assert "held-out evaluation" in out and "model saved to" in out
     held = json.loads((tmp_path / "held.json").read_text())
@@ -110,7 +110,7 @@ def test_train_with_taxonomy_skips_unknown_labels_and_keeps_the_tree(tmp_path, c
     tax = tmp_path / "tax.txt"
     paths = sorted({c for _, c in TINY}) + ["Apparel > Bottomwear > Shorts"]
     tax.write_text("\n".join(paths) + "\n", encoding="utf-8")
-    code, out = run_cli(["train", str(cat), "-o", str(tmp_path / "m"), "--taxonomy", str(tax), "--test-size", "0"],
+    code, out = run_cli(["train", str(cat), "-o", str(tmp_path / "m"), "--tier", "sparse", "--taxonomy", str(tax), "--test-size", "0"],
                         capsys, monkeypatch)
     assert code == 0, out
     assert "1 rows whose category is not in the taxonomy [skipped] e.g. row 25: 'Gadgets > Unknown'" in " ".join(out.split())

@@ -139,7 +139,8 @@ def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir
 
 def test_photos_need_an_embedding_tier() -> None:
     with pytest.raises(ValueError, match="photos are used by the ensemble"):
-        tx.TaxonomyClassifier(image_encoder="effnet-lite0").fit(pd.DataFrame({"title": ["a", "b"], "category": ["x", "y"]}))
+        tx.TaxonomyClassifier(tier="sparse", image_encoder="effnet-lite0").fit(
+            pd.DataFrame({"title": ["a", "b"], "category": ["x", "y"]}))
 
 
 def test_a_row_with_a_photo_but_no_title_is_kept(tmp_path) -> None:

@@ -13,7 +13,7 @@ from taxonomist.models.hierarchy import LevelIndex, level_probabilities
 
 def test_not_fitted_errors() -> None:
     with pytest.raises(NotFittedError, match="not fitted yet"):
-        tx.TaxonomyClassifier().predict(["x"])
+        tx.TaxonomyClassifier(tier="sparse").predict(["x"])
     with pytest.raises(NotFittedError):
         SparseClassifier().predict_proba(["x"])
     from sklearn.exceptions import NotFittedError as SkNotFitted
@@ -80,7 +80,7 @@ def test_attributes_used_as_context_and_numeric_ones_skipped() -> None:
         "price": ["10", "20", "30", "40"] * 6,
         "category": ["A > Jeans", "A > Watches", "A > Jeans", "A > Watches"] * 6,
     })
-    clf = tx.TaxonomyClassifier().fit(df)
+    clf = tx.TaxonomyClassifier(tier="sparse").fit(df)
     assert clf.text_attributes_ == ["brand"]
     assert clf.predict([{"title": "item five", "brand": "Casio"}])[0] == "A > Watches"
 
@@ -96,7 +96,7 @@ def test_calibration_is_reasonable_on_real_sample(sample_model, sample_split) ->
 def test_chinese_catalogue_uses_jieba_features() -> None:
     cat = tx.read_catalog(sample_path("reviews_zh"), require_labels=True)
     train, test = tx.split_catalog(cat, test_size=0.25, seed=0)
-    clf = tx.TaxonomyClassifier(use_attributes=False).fit(train)
+    clf = tx.TaxonomyClassifier(tier="sparse", use_attributes=False).fit(train)
     assert clf.model_.encoder_.cjk_ is True
     names = clf.model_.encoder_.feature_names()
     assert any(n.startswith("w:") and len(n) >= 4 for n in names)
@@ -170,6 +170,6 @@ def test_convergence_warnings_are_counted_and_logged_once(tiny_frame, caplog) ->
 def test_training_is_reproducible_with_parallel_one_vs_rest(sample_catalog) -> None:
     top = sample_catalog.frame["category"].value_counts().index[:10]
     subset = sample_catalog.frame[sample_catalog.frame["category"].isin(top)].head(600)
-    a = tx.TaxonomyClassifier(calibration="none").fit(subset).model_.coef_.toarray()
-    b = tx.TaxonomyClassifier(calibration="none").fit(subset).model_.coef_.toarray()
+    a = tx.TaxonomyClassifier(tier="sparse", calibration="none").fit(subset).model_.coef_.toarray()
+    b = tx.TaxonomyClassifier(tier="sparse", calibration="none").fit(subset).model_.coef_.toarray()
     assert np.array_equal(a, b)

@@ -91,7 +91,7 @@ def test_save_load_and_catalogue_items(tmp_path, tiny_encoder_dir) -> None:
         {"id": "s9", "title": "Adidas Men Black Running Shoes", "category": ""},
         {"id": "b9", "title": "Lavie Women Red Handbag", "category": "Accessories > Bags"},
     ])
-    model = tx.TaxonomyClassifier().fit(pd.DataFrame({"title": ["red shoes", "running shoes", "handbag", "tote bag"],
+    model = tx.TaxonomyClassifier(tier="sparse").fit(pd.DataFrame({"title": ["red shoes", "running shoes", "handbag", "tote bag"],
                                                       "category": ["Footwear > Shoes"] * 2 + ["Accessories > Bags"] * 2}))
     frame = pd.DataFrame(EVENTS, columns=["user", "item", "category", "event", "timestamp"])
     frame.loc[frame["item"] == "s1", "category"] = ""  # filled from the catalogue

@@ -34,7 +34,7 @@ def test_sources_pool_over_one_class_list(tiny_model, tiny_encoder_dir) -> None:
 
 def test_a_query_model_with_fewer_or_coarser_classes(tiny_model) -> None:
     jeans_and_watches = [(t, c) for t, c in TINY if "Jeans" in c or "Watch" in c]
-    qm = tx.TaxonomyClassifier().fit(pd.DataFrame({"title": [t for t, _ in jeans_and_watches],
+    qm = tx.TaxonomyClassifier(tier="sparse").fit(pd.DataFrame({"title": [t for t, _ in jeans_and_watches],
                                                    "category": [c for _, c in jeans_and_watches]}))
     qc = QueryClassifier(product_model=tiny_model, query_model=qm, zero_shot=False)
     assert qc.sources == ["product", "query"]
@@ -42,7 +42,7 @@ def test_a_query_model_with_fewer_or_coarser_classes(tiny_model) -> None:
     assert p.shape == (1, len(tiny_model.classes_)) and np.isfinite(p).all()
     assert str(qc.classes_[p.argmax()]) == TINY[0][1]
     # a query log labelled only at the top level votes for whole subtrees; classes it never had are its least likely
-    coarse = tx.TaxonomyClassifier().fit(pd.DataFrame({"title": ["jeans", "denim", "shirt", "tee", "watch", "dial"],
+    coarse = tx.TaxonomyClassifier(tier="sparse").fit(pd.DataFrame({"title": ["jeans", "denim", "shirt", "tee", "watch", "dial"],
                                                        "category": ["Apparel"] * 4 + ["Accessories"] * 2}))
     qc = QueryClassifier(product_model=tiny_model, query_model=coarse, zero_shot=False, weights={"product": 0.0})
     p = qc.predict_proba(["watch"])[0]
@@ -81,7 +81,7 @@ def test_query_cli_and_api(saved_sample_model, tmp_path, capsys, monkeypatch) ->
     code, out = run_cli(["query", str(saved_sample_model), "shopper", "--no-zero-shot", "--query-log", str(log)],
                         capsys, monkeypatch)
     assert code == 0 and "product, query" in out and "Accessories" in out, out
-    code, out = run_cli(["train", str(sample_path("products")), "-o", str(tmp_path / "m"), "--pseudo-queries",
+    code, out = run_cli(["train", str(sample_path("products")), "-o", str(tmp_path / "m"), "--tier", "sparse", "--pseudo-queries",
                          "--test-size", "0"], capsys, monkeypatch)
     assert code == 0 and "pseudo-queries from the training titles" in out, out
     from fastapi.testclient import TestClient

@@ -22,7 +22,7 @@ def tiny_index(tmp_path_factory, tiny_encoder_dir) -> SearchIndex:
             for i, (t, c) in enumerate(TINY)]
     rows.append({"id": "u1", "title": "Levis Women Blue Bootcut Jeans", "category": ""})  # unlabelled
     cat = tx.Catalog.from_frame(pd.DataFrame(rows))
-    model = tx.TaxonomyClassifier().fit(pd.DataFrame({"title": [t for t, _ in TINY], "category": [c for _, c in TINY]}))
+    model = tx.TaxonomyClassifier(tier="sparse").fit(pd.DataFrame({"title": [t for t, _ in TINY], "category": [c for _, c in TINY]}))
     return SearchIndex.build(cat, tmp_path_factory.mktemp("s") / "index", model=model, encoder=str(tiny_encoder_dir))
 
 

@@ -46,7 +46,7 @@ def test_flatten_keeps_numbers_and_names_levels() -> None:
 def test_train_and_evaluate_track_metrics_report_bundle_and_tags(catalog_csv, tmp_path, capsys, monkeypatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # artifacts go under ./mlruns
-    code, out = run_cli(["train", str(catalog_csv), "-o", str(tmp_path / "m"), "--test-size", "0.25",
+    code, out = run_cli(["train", str(catalog_csv), "-o", str(tmp_path / "m"), "--tier", "sparse", "--test-size", "0.25",
                          "--track", "--tracking-uri", uri, "--register", "tiny"], capsys, monkeypatch)
     assert code == 0, out
     assert "MLflow run" in out and "registered as MLflow model 'tiny' version 1" in out
@@ -93,7 +93,7 @@ def test_tune_tracks_one_nested_run_per_trial(catalog_csv, tmp_path, capsys, mon
 
 
 def test_register_without_track_is_refused(catalog_csv, tmp_path, capsys, monkeypatch) -> None:
-    code, out = run_cli(["train", str(catalog_csv), "-o", str(tmp_path / "m"), "--register", "x"], capsys, monkeypatch)
+    code, out = run_cli(["train", str(catalog_csv), "-o", str(tmp_path / "m"), "--tier", "sparse", "--register", "x"], capsys, monkeypatch)
     assert code == 1 and "--register needs --track" in out
 
 

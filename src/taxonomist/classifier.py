@@ -98,8 +98,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Classify products into a category taxonomy.
 
     Args:
-        tier: ``"sparse"`` (TF-IDF + linear SVM), ``"ensemble"`` (sparse + nearest neighbours + zero-shot prior
-            over a pretrained text encoder, weights fitted on validation data), ``"embed"`` (a logistic head and
+        tier: ``"ensemble"`` (the default: sparse + nearest neighbours + zero-shot prior over a pretrained text
+            encoder, weights fitted on validation data, the encoder run only where the sparse member is unsure),
+            ``"sparse"`` (TF-IDF + linear SVM: fastest, no transformer), ``"embed"`` (a logistic head and
             nearest neighbours on frozen embeddings), ``"finetune"`` (the transformer fine-tuned end to end,
             pooled with the sparse tier) or ``"zeroshot"`` (no training data: see :meth:`from_taxonomy`).
         min_confidence: back off to the deepest ancestor whose probability clears this (``None``: always the leaf).
@@ -144,7 +145,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def __init__(
         self,
-        tier: Literal["sparse", "ensemble", "embed", "zeroshot"] = "sparse",
+        tier: Literal["sparse", "ensemble", "embed", "zeroshot"] = "ensemble",
         min_confidence: float | None = None,
         C: float = 0.5,
         title_weight: float = 1.0,

@@ -167,7 +167,7 @@ def _track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle
 
 
 # -- commands -----------------------------------------------------------------------------------------------
-DEFAULT_TIER = "sparse"
+DEFAULT_TIER = "ensemble"
 
 
 def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None = None, **kwargs: Any) -> Any:
@@ -269,7 +269,7 @@ def train(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
-    tier: Annotated[str, typer.Option(help="sparse, ensemble (sparse + neighbours + zero-shot prior), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
+    tier: Annotated[str, typer.Option(help="ensemble (default: sparse + neighbours + zero-shot prior, encoder only where sparse is unsure), sparse (fastest, no transformer), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
     image_encoder: Annotated[str | None, typer.Option("--image-encoder", help="Also learn from product photos (the image column): effnet-lite0, effnet-lite2 or a local .onnx file; needs an embedding tier.")] = None,
     fusion: Annotated[str, typer.Option(help="How photos join the text: late (image head pooled with the text members) or early (one head on text + image features).")] = "late",
@@ -692,7 +692,7 @@ def query(
             from .classifier import TaxonomyClassifier
 
             log = _read(query_log, ["title=query"], None, " > ", None, None, False, None, False, True)
-            query_model = TaxonomyClassifier().fit(log)
+            query_model = TaxonomyClassifier(tier="sparse").fit(log)
         qc = QueryClassifier(product_model=load(model) if model != "-" else None, taxonomy=tax, query_model=query_model,
                              zero_shot=not no_zero_shot or model == "-", min_confidence=min_confidence)
         preds = qc.classify(queries, top_k=top_k)
