@@ -5,7 +5,7 @@
 Synthetic but realistic products: each is the first half of one bundled sample title and the second half of
 another title *of the same category*, plus its attributes, with a fresh id (so titles are new to the model but
 still belong to their category). Written once as Parquet shards of ``--shard-rows`` rows under ``--workdir``. The
-model is the default (sparse) tier trained on the bundled sample.
+model is the sparse tier trained on the bundled sample.
 
 For each engine and size it runs one job (``taxonomist.batch.run_job``, the code behind ``taxonomist predict
 FOLDER -o FOLDER --engine ...``) and prints rows/s, microseconds per row, machine cost per 1k rows (wall seconds ×

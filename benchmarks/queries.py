@@ -3,7 +3,7 @@
     python benchmarks/queries.py --data ../shared/data
 
 1. Fashion queries (713, ``ecommerce-federated``): labels are the top ``lvl1`` facet, reduced to its last part
-   (Bags / Clothing / Shoes; 47 gender-only labels left out). The product model is the default (sparse) tier
+   (Bags / Clothing / Shoes; 47 gender-only labels left out). The product model is the sparse tier
    trained on the bundled fashion sample, whose paths start Apparel / Footwear / Accessories > Bags: a query is
    right when its predicted path maps to the label (Clothing → Apparel, Shoes → Footwear, Bags → Accessories >
    Bags). Sources compared: the product model alone ("naive"), the zero-shot scorer alone, both pooled (the
