@@ -485,7 +485,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         # to the sparse member alone predicts at the sparse tier's speed and never encodes)
         active = {k for k, w in weights.items() if w > 0}
         threshold = getattr(self, "cascade_", None) if cascade else None
-        if threshold is not None and modality == "all" and "sparse" in active and not active & set(IMAGE_MEMBERS):
+        # only while the sparse member knows every class: a category added after fitting (add_category) is
+        # unknown to it, and a sure sparse answer would never let the other members name the new category
+        knows_all = self.model_.sparse is not None and len(self.model_._sparse_cols) == len(self.classes_)
+        if (threshold is not None and knows_all and modality == "all" and "sparse" in active
+                and not active & set(IMAGE_MEMBERS)):
             from scipy.special import softmax
 
             sure = softmax(self.model_.logs((titles, contexts), None, {"sparse"})["sparse"], axis=1)
