@@ -44,7 +44,8 @@ from ..catalog import ValidationReport, load_table
 from ..exceptions import CatalogError, TaxonomistError
 
 __all__ = [
-    "EVENT_WEIGHTS", "Events", "ProfileStore", "Recommendation", "UserProfile", "evaluate_leave_last_out",
+    "EVENT_WEIGHTS", "Events", "ProfileStore", "Recommendation", "UserProfile", "catalog_categories",
+    "evaluate_leave_last_out", "fill_categories",
     "read_events", "synthetic_events",
 ]
 
@@ -148,17 +149,26 @@ def _find_columns(names: Any) -> dict[str, str | None]:
     return {f: next((norm[a] for a in aliases if a in norm), None) for f, aliases in _ALIASES.items()}
 
 
-def fill_categories(events: Events, catalog: Any = None, model: Any = None) -> Events:
-    """Events whose category is empty take their item's catalogue label, else ``model``'s prediction for it."""
-    frame = events.frame
-    empty = frame["category"] == ""
-    if not empty.any() or catalog is None:
-        return events
+def catalog_categories(catalog: Any, model: Any = None) -> pd.Series:
+    """Each catalogue item's category (index: item id): its label, else ``model``'s prediction, else ``""``."""
     cat = catalog.frame.drop_duplicates("id").set_index("id")
-    labels = cat["category"].copy()
+    labels = cat["category"].astype(str).copy()
     if model is not None and (labels == "").any():
         todo = labels.index[labels == ""]
         labels.loc[todo] = [str(c) for c in model.predict(cat.loc[todo].reset_index())]
+    labels.index = labels.index.astype(str)
+    return labels
+
+
+def fill_categories(events: Events, catalog: Any = None, model: Any = None,
+                    labels: pd.Series | None = None) -> Events:
+    """Events whose category is empty take their item's catalogue label, else ``model``'s prediction for it
+    (``labels``: :func:`catalog_categories` already computed)."""
+    frame = events.frame
+    empty = frame["category"] == ""
+    if not empty.any() or (catalog is None and labels is None):
+        return events
+    labels = catalog_categories(catalog, model) if labels is None else labels
     frame = frame.copy()
     frame.loc[empty, "category"] = frame.loc[empty, "item"].map(labels).fillna("")
     return Events(frame, events.report)
@@ -239,7 +249,8 @@ class ProfileStore:
             mix: default weights of the terms (``category``, ``similar``, ``popular``).
         """
         ev = events if isinstance(events, Events) else read_events(events)
-        ev = fill_categories(ev, catalog, model)
+        labels = catalog_categories(catalog, model) if catalog is not None else None
+        ev = fill_categories(ev, labels=labels)
         w = {**EVENT_WEIGHTS, **(weights or {})}
         df = ev.frame
         if half_life_days <= 0:
@@ -250,7 +261,8 @@ class ProfileStore:
         if catalog is not None:
             cf = catalog.frame.drop_duplicates("id")
             titles = dict(zip(cf["id"].astype(str), cf["title"].astype(str), strict=True))
-            item_cat = dict(zip(cf["id"].astype(str), cf["category"].astype(str), strict=True))
+            assert labels is not None
+            item_cat = labels.to_dict()  # labels, else the model's predictions
         for it, c in zip(df["item"], df["category"], strict=True):
             if c:
                 item_cat[it] = c  # the events' own category wins (the newest one seen)
