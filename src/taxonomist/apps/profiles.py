@@ -157,7 +157,7 @@ def catalog_categories(catalog: Any, model: Any = None) -> pd.Series:
         todo = labels.index[labels == ""]
         labels.loc[todo] = [str(c) for c in model.predict(cat.loc[todo].reset_index())]
     labels.index = labels.index.astype(str)
-    return labels
+    return pd.Series(labels, dtype=str)
 
 
 def fill_categories(events: Events, catalog: Any = None, model: Any = None,
@@ -262,7 +262,7 @@ class ProfileStore:
             cf = catalog.frame.drop_duplicates("id")
             titles = dict(zip(cf["id"].astype(str), cf["title"].astype(str), strict=True))
             assert labels is not None
-            item_cat = labels.to_dict()  # labels, else the model's predictions
+            item_cat = {str(k): str(v) for k, v in labels.items()}  # labels, else the model's predictions
         for it, c in zip(df["item"], df["category"], strict=True):
             if c:
                 item_cat[it] = c  # the events' own category wins (the newest one seen)
