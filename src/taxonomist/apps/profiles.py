@@ -360,9 +360,10 @@ class ProfileStore:
                     sims = self.embeddings @ self.embeddings[rec.indices].T  # (items, recent)
                     sim = (np.clip(sims, 0.0, None) * rec.data).max(axis=1)
                 else:
-                    cv = self.covisit[rec.indices].toarray()  # (recent, items)
-                    norm = cv.max(axis=1, keepdims=True)
-                    sim = ((cv / np.maximum(norm, 1e-12)) * rec.data[:, None]).max(axis=0)
+                    cv = self.covisit[rec.indices].tocsr()  # (recent, items), kept sparse: items may be millions
+                    norm = np.maximum(cv.max(axis=1).toarray().ravel(), 1e-12)
+                    scaled = sp.diags(rec.data / norm) @ cv  # each row: its counts / its max x the item's decay
+                    sim = scaled.max(axis=0).toarray().ravel()
                     sim[rec.indices] = np.maximum(sim[rec.indices], rec.data)  # an item is most similar to itself
                 terms[1] = m["similar"] * sim
         if m.get("popular"):
