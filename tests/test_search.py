@@ -85,13 +85,14 @@ def test_bad_queries_and_folders(tiny_index, tmp_path) -> None:
     cat = tx.Catalog.from_records([{"title": "Blue jeans", "category": "A > B"}])
     with pytest.raises(tx.TaxonomistError, match="not a search index"):
         SearchIndex.build(cat, tmp_path, encoder=None)
-    idx = SearchIndex.build(cat, tmp_path / "i", encoder=None)
+    idx = SearchIndex.build(cat, tmp_path / "an index #1?", encoder=None)  # URI characters in the path
     assert idx.embeddings is None and idx.search("jeans")[0].title == "Blue jeans"  # hybrid falls back to full text
     with pytest.raises(tx.TaxonomistError, match="no embeddings"):
         idx.search("jeans", mode="vector")
     with pytest.raises(tx.TaxonomistError, match="already holds a search index"):
-        SearchIndex.build(cat, tmp_path / "i", encoder=None)
-    again = SearchIndex.build(tx.Catalog.from_records([{"title": "Red shoes", "category": "A > C"}]), tmp_path / "i",
+        SearchIndex.build(cat, tmp_path / "an index #1?", encoder=None)
+    again = SearchIndex.build(tx.Catalog.from_records([{"title": "Red shoes", "category": "A > C"}]),
+                              tmp_path / "an index #1?",
                               encoder=None, overwrite=True)
     assert len(again) == 1 and again.search("shoes")[0].category == "A > C"
 

@@ -113,7 +113,8 @@ class SearchIndex:
                                   "taxonomist search build CATALOG -o FOLDER")
         self.meta: dict[str, Any] = json.loads(meta_file.read_text())
         # read-only; one connection shared by the server's threads under a lock
-        self._db = sqlite3.connect(f"file:{self.folder / 'index.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        uri = (self.folder / "index.sqlite").resolve().as_uri() + "?mode=ro"  # percent-encoded: '#', '?' in paths
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._lock = threading.Lock()
         rows = self._db.execute("SELECT id, title, category FROM products ORDER BY rowid").fetchall()
         self.ids = [r[0] for r in rows]
