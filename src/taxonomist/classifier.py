@@ -460,9 +460,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     # -- predict ------------------------------------------------------------------------------------------
     def _proba(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None = None,
-               modality: str = "all", cascade: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+               modality: str = "all", sparse_log: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Leaf probabilities and (for the embedding tiers, unless the cascade answered some products from the
         sparse member) the products' embeddings.
+
+        ``sparse_log``: the sparse member's log-probabilities of these products, already computed by the cascade
+        (which then does not run again).
 
         ``modality``: ``"all"``, or ``"text"`` / ``"image"`` to pool only the text members / the image member
         with their fitted weights (per-modality evaluation)."""
@@ -484,7 +487,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
         # to the sparse member alone predicts at the sparse tier's speed and never encodes)
         active = {k for k, w in weights.items() if w > 0}
-        threshold = getattr(self, "cascade_", None) if cascade else None
+        threshold = getattr(self, "cascade_", None) if sparse_log is None else None
         # only while the sparse member knows every class: a category added after fitting (add_category) is
         # unknown to it, and a sure sparse answer would never let the other members name the new category
         knows_all = self.model_.sparse is not None and len(self.model_._sparse_cols) == len(self.classes_)
@@ -492,17 +495,22 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 and not active & set(IMAGE_MEMBERS)):
             from scipy.special import softmax
 
-            sure = softmax(self.model_.logs((titles, contexts), None, {"sparse"})["sparse"], axis=1)
+            sparse_log = self.model_.logs((titles, contexts), None, {"sparse"})["sparse"]
+            sure = softmax(sparse_log, axis=1)
             easy = sure.max(axis=1) >= threshold
             if easy.any():
                 hard = np.flatnonzero(~easy)
                 if len(hard):
-                    sure[hard] = self._proba([titles[i] for i in hard], [contexts[i] for i in hard], cascade=False)[0]
+                    sure[hard] = self._proba([titles[i] for i in hard], [contexts[i] for i in hard],
+                                             sparse_log=sparse_log[hard])[0]
                 return sure, None
         emb = self._embed(titles) if active & {"knn", "zeroshot", "embed", "fused"} else None
         if img is None and active & set(IMAGE_MEMBERS):
             img = (np.zeros((len(titles), int(self.image_encoder_.dim)), np.float32), np.zeros(len(titles), bool))
-        logs = self.model_.logs((titles, contexts), emb, active, img=img)
+        if sparse_log is None:
+            logs = self.model_.logs((titles, contexts), emb, active, img=img)
+        else:  # the sparse member first, as logs() orders it
+            logs = {"sparse": sparse_log, **self.model_.logs((titles, contexts), emb, active - {"sparse"}, img=img)}
         if modality == "image" and "image" in logs and self.model_.image is not None and img is not None:
             # alone, the image member chooses among the classes it has photos of (it abstains on the others,
             # which in the fused pool leaves them to the text members)
