@@ -36,7 +36,8 @@ from taxonomist.datasets import sample_path
 _FASHION = {"Clothing": ("Apparel",), "Shoes": ("Footwear",), "Bags": ("Accessories", "Bags")}
 
 
-def fashion(data: Path) -> None:
+def fashion_queries(data: Path) -> list[tuple[str, str]]:
+    """(query, label) of the fashion query suggestions whose top ``lvl1`` facet ends in Bags / Clothing / Shoes."""
     rows = json.loads((data / "algolia_queries/ecommerce-federated/products_query_suggestions.json").read_text())
     labelled = []
     for r in rows:
@@ -45,6 +46,11 @@ def fashion(data: Path) -> None:
             label = max(facets, key=lambda f: f["count"])["value"].split(" > ")[-1]
             if label in _FASHION:
                 labelled.append((r["query"], label))
+    return labelled
+
+
+def fashion(data: Path) -> None:
+    labelled = fashion_queries(data)
     catalog = tx.read_catalog(sample_path("products"), require_labels=True)
     model = tx.TaxonomyClassifier(tier="sparse").fit(catalog)
     pq_model = tx.TaxonomyClassifier(tier="sparse").fit(with_pseudo_queries(catalog))

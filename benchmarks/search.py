@@ -16,31 +16,20 @@ each with the category boost at the given strengths, and hybrid filtered to the 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import taxonomist as tx
-from taxonomist.apps import QueryClassifier, SearchHit, SearchIndex
-from taxonomist.taxonomy import parse_path
+sys.path.insert(0, str(Path(__file__).parent))
+from queries import _FASHION, fashion_queries  # noqa: E402  (the same queries and labels)
 
-_FASHION = {"Clothing": ("Apparel",), "Shoes": ("Footwear",), "Bags": ("Accessories", "Bags")}
-
-
-def fashion_queries(data: Path) -> list[tuple[str, tuple[str, ...]]]:
-    rows = json.loads((data / "algolia_queries/ecommerce-federated/products_query_suggestions.json").read_text())
-    out = []
-    for r in rows:
-        facets = r["autocomplete_products"]["facets"]["exact_matches"].get("hierarchical_categories.lvl1") or []
-        if facets:
-            label = max(facets, key=lambda f: f["count"])["value"].split(" > ")[-1]
-            if label in _FASHION:
-                out.append((r["query"], _FASHION[label]))
-    return out
+import taxonomist as tx  # noqa: E402
+from taxonomist.apps import QueryClassifier, SearchHit, SearchIndex  # noqa: E402
+from taxonomist.taxonomy import parse_path  # noqa: E402
 
 
 def precision_at_10(hits: list[SearchHit], want: tuple[str, ...]) -> float:
@@ -58,7 +47,7 @@ def main() -> None:
     cat = tx.read_catalog(
         args.data / "fashion/styles.csv", with_columns=[args.data / "fashion/styles_text.csv"],
         mapping={"title": "productDisplayName"}, label_columns=["masterCategory", "subCategory", "articleType"])
-    queries = fashion_queries(args.data)
+    queries = [(q, _FASHION[label]) for q, label in fashion_queries(args.data)]
     print(f"catalogue: {len(cat):,} fashion products; queries: {len(queries)} labelled")
     t = time.perf_counter()
     model = tx.TaxonomyClassifier(tier="sparse").fit(cat)
