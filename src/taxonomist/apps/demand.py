@@ -75,7 +75,8 @@ def category_series(events: Events, freq: Freq = "D", event: str = "buy", level:
         raise TaxonomistError(f"no {'' if event == 'all' else event + ' '}events with a category to count; "
                               "give categories in the events, or a catalogue / model that supplies them")
     cats = df["category"] if level is None else df["category"].map(lambda c: format_path(parse_path(c)[:level]))
-    period = pd.to_datetime(df["timestamp"], unit="s").dt.to_period(freq)
+    when = pd.to_datetime(df["timestamp"], unit="s")
+    period = when.dt.to_period(freq)
     table = pd.crosstab(period, cats)
     full = pd.period_range(table.index.min(), table.index.max(), freq=freq)
     table = table.reindex(full, fill_value=0)
@@ -95,8 +96,7 @@ def category_series(events: Events, freq: Freq = "D", event: str = "buy", level:
     # a log rarely starts and ends on period boundaries: a first / last period the log covers only in part
     # (it starts after the period's first day / hour, or stops before its last) would read as a drop in demand
     slack = pd.Timedelta(days=1) if freq == "W" else pd.Timedelta(hours=1)
-    stamps = pd.to_datetime(df["timestamp"], unit="s")
-    stamps = stamps[stamps >= table.index[0].start_time]
+    stamps = when[when >= table.index[0].start_time]
     first, last = table.index[0], table.index[-1]
     keep = np.ones(len(table), dtype=bool)
     if len(table) > 2 and stamps.min() > first.start_time + slack:
