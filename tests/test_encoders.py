@@ -112,3 +112,14 @@ def test_onnx_export_with_pooled_output_first_uses_the_token_states(tiny_encoder
     torch_enc = TorchTextEncoder(tiny_encoder_dir, cache=False, precision="fp32")
     a, b = onnx_enc.encode(["blue jeans", "gold watch men"]), torch_enc.encode(["blue jeans", "gold watch men"])
     assert onnx_enc.dim == 32 and np.allclose(a, b, atol=1e-4)
+
+
+def test_blas_runs_on_one_thread_inside_ensemble_prediction() -> None:
+    from threadpoolctl import threadpool_info
+
+    from taxonomist.encoders.transformer import blas_single_thread
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with blas_single_thread():
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
