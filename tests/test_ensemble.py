@@ -283,3 +283,46 @@ def test_cascade_skips_the_encoder_for_sure_products(tiny_ensemble, tmp_path, mo
     assert 0 < sum(calls) < len(titles) and len(preds) == len(titles)
     again = tx.load(clf.save(tmp_path / "m2"))
     assert again.cascade_ == clf.cascade_
+
+
+def test_staged_prediction_equals_predict_products(tiny_ensemble, tmp_path, monkeypatch) -> None:
+    from scipy.special import softmax
+
+    clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
+    titles = [t for t, _ in TINY]
+    sure = softmax(clf.model_.logs((titles, [""] * len(titles)), None, {"sparse"})["sparse"], axis=1).max(axis=1)
+    calls: list[int] = []
+    real = clf.encoder_.encode
+    monkeypatch.setattr(clf.encoder_, "encode", lambda texts, **k: calls.append(len(texts)) or real(texts, **k))
+    half = float(np.median(sure))
+    for t, answered_first in ((0.0, len(titles)), (1.01, 0), (half, int((sure >= half).sum())), (None, 0)):
+        clf.cascade_ = t
+        want = clf.predict_products(titles, top_k=2)
+        calls.clear()
+        # two calls (another request's products, with other options), their leftovers predicted together
+        first_a, left_a = clf.predict_products_staged(titles, top_k=2)
+        first_b, left_b = clf.predict_products_staged(titles[:3], top_k=1, min_confidence=0.99)
+        assert calls == []  # the first stage never encodes
+        assert sum(p is not None for p in first_a) == answered_first
+        assert (left_a is None) == (answered_first == len(titles))
+        pending = [x for x in (left_a, left_b) if x is not None]
+        later = clf.predict_pending(pending)
+        assert len(later) == len(pending)
+        if t is not None and t < 1:  # the cascade's leftovers of both calls went through the encoder at once
+            assert len(calls) <= 1
+        rest_a = iter(later[0] if left_a is not None else [])
+        got = [p if p is not None else next(rest_a) for p in first_a]
+        same_predictions(got, want)
+        rest_b = iter(later[-1] if left_b is not None else [])
+        got_b = [p if p is not None else next(rest_b) for p in first_b]
+        want_b = clf.predict_products(titles[:3], top_k=1, min_confidence=0.99)
+        same_predictions(got_b, want_b)
+
+
+def same_predictions(got, want) -> None:
+    """Same paths and alternatives; scores equal up to float noise (a batch of other size can encode in another
+    precision)."""
+    assert [(p.category, [c for c, _ in p.alternatives]) for p in got] == \
+        [(p.category, [c for c, _ in p.alternatives]) for p in want]
+    np.testing.assert_allclose([s for p in got for _, s in p.alternatives],
+                               [s for p in want for _, s in p.alternatives], atol=1e-4)

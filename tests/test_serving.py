@@ -348,3 +348,47 @@ def test_retrain_from_the_api_adds_a_version(store_dir: Path, tmp_path: Path) ->
         assert job["version"] == "v0002" and job["feedback"]["added"] == 1
         assert job["new"]["macro_f1"] > 0.5
         assert c.post("/v1/admin/reload", json={}, headers=AUTH).json()["version"] == "v0002"
+
+
+def test_micro_batcher_answers_the_first_stage_at_once_and_the_rest_from_a_thread() -> None:
+    import asyncio
+
+    from taxonomist.serving.batcher import MicroBatcher
+
+    threads: list[str] = []
+    seconds: list[list[list[int]]] = []
+    release = threading.Event()
+
+    def first(items: list[int]) -> tuple[list[int | None], Any]:
+        results = [i * 10 if i % 2 == 0 else None for i in items]
+        return results, ([i for i in items if i % 2] or None)
+
+    def second(lefts: list[list[int]]) -> list[list[int]]:
+        threads.append(threading.current_thread().name)
+        seconds.append(lefts)
+        release.wait(5)
+        if any(i < 0 for left in lefts for i in left):
+            raise ValueError("bad item")
+        return [[i * 10 for i in left] for left in lefts]
+
+    async def main() -> None:
+        b = MicroBatcher(first, second, window_s=0.02, max_items=2)
+        await b.start()
+        even = asyncio.create_task(b.submit([2, 4]))
+        mixed = asyncio.create_task(b.submit([1, 6]))  # needs the second stage
+        done, _ = await asyncio.wait({even, mixed}, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {even} and even.result() == [20, 40]  # not held back by the slow second stage
+        # requests arriving while the second stage works wait for the next batch
+        more = [asyncio.create_task(b.submit([3])), asyncio.create_task(b.submit([5, 7]))]
+        await asyncio.sleep(0.2)
+        assert not any(m.done() for m in more) and len(seconds) == 1
+        release.set()
+        assert await mixed == [10, 60]
+        assert [await m for m in more] == [[30], [50, 70]]
+        assert seconds == [[[1]], [[3]], [[5, 7]]]
+        assert threading.main_thread().name not in threads
+        with pytest.raises(ValueError, match="bad item"):
+            await b.submit([-1])
+        await b.stop()
+
+    asyncio.run(main())

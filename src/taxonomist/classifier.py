@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,18 @@ DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed",
                    "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
 """Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
 _NUMERIC_SHARE = 0.9
+
+
+@dataclass
+class Pending:
+    """Products :meth:`TaxonomyClassifier.predict_products_staged` left to its second stage."""
+
+    X: Any  # the products as given (when the whole call is left: photos are read from them)
+    titles: list[str]
+    contexts: list[str]
+    sparse_log: np.ndarray | None  # the sparse member's log-probabilities, when the cascade computed them
+    top_k: int
+    min_confidence: float | None
 
 
 def _frame(X: Any) -> pd.DataFrame:
@@ -471,6 +484,13 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         with their fitted weights (per-modality evaluation)."""
         if isinstance(self.model_, SparseClassifier):
             return self.model_.predict_proba((titles, contexts)), None
+        from .encoders.transformer import blas_single_thread
+
+        with blas_single_thread():
+            return self._proba_members(titles, contexts, img, modality, sparse_log)
+
+    def _proba_members(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None,
+                       modality: str, sparse_log: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         from .models.ensemble import IMAGE_MEMBERS, finish, pool, prior_shift
 
         weights = dict(self.weights_)
@@ -487,22 +507,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
         # to the sparse member alone predicts at the sparse tier's speed and never encodes)
         active = {k for k, w in weights.items() if w > 0}
-        threshold = getattr(self, "cascade_", None) if sparse_log is None else None
-        # only while the sparse member knows every class: a category added after fitting (add_category) is
-        # unknown to it, and a sure sparse answer would never let the other members name the new category
-        knows_all = self.model_.sparse is not None and len(self.model_._sparse_cols) == len(self.classes_)
-        if (threshold is not None and knows_all and modality == "all" and "sparse" in active
-                and not active & set(IMAGE_MEMBERS)):
-            from scipy.special import softmax
-
-            sparse_log = self.model_.logs((titles, contexts), None, {"sparse"})["sparse"]
-            sure = softmax(sparse_log, axis=1)
-            easy = sure.max(axis=1) >= threshold
+        split = self._cascade_split(titles, contexts) if sparse_log is None and modality == "all" else None
+        if split is not None:
+            sure, easy, sparse_log = split
             if easy.any():
                 hard = np.flatnonzero(~easy)
                 if len(hard):
-                    sure[hard] = self._proba([titles[i] for i in hard], [contexts[i] for i in hard],
-                                             sparse_log=sparse_log[hard])[0]
+                    sure[hard] = self._proba_members([titles[i] for i in hard], [contexts[i] for i in hard], None,
+                                                     "all", sparse_log[hard])[0]
                 return sure, None
         emb = self._embed(titles) if active & {"knn", "zeroshot", "embed", "fused"} else None
         if img is None and active & set(IMAGE_MEMBERS):
@@ -520,6 +532,25 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         pooled = pool(logs, weights)
         rank = pooled if getattr(self, "rank_unshifted_", False) else None
         return finish(pooled + shift, self.temperature_, self.top_label_, rank), emb
+
+    def _cascade_split(self, titles: list[str], contexts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(sparse member's probabilities, where they reach the cascade threshold, its log-probabilities), or
+        ``None`` where the cascade does not apply (no threshold, photos in the pool, or a category the sparse
+        member does not know)."""
+        from .models.ensemble import IMAGE_MEMBERS
+
+        threshold = getattr(self, "cascade_", None)
+        active = {k for k, w in self.weights_.items() if w > 0}
+        # only while the sparse member knows every class: a category added after fitting (add_category) is
+        # unknown to it, and a sure sparse answer would never let the other members name the new category
+        knows_all = self.model_.sparse is not None and len(self.model_._sparse_cols) == len(self.classes_)
+        if threshold is None or not knows_all or "sparse" not in active or active & set(IMAGE_MEMBERS):
+            return None
+        from scipy.special import softmax
+
+        sparse_log = self.model_.logs((titles, contexts), None, {"sparse"})["sparse"]
+        sure = softmax(sparse_log, axis=1)
+        return sure, sure.max(axis=1) >= threshold, sparse_log
 
     def predict_proba(self, X: Any, modality: str = "all") -> np.ndarray:
         """Leaf probabilities, shape (n, n_classes), columns in ``classes_`` order.
@@ -584,6 +615,66 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     p.neighbours = [(self.neighbour_titles_[i], str(self.classes_[knn.labels_[i]]), round(float(v), 4))
                                     for v, i in zip(srow, irow, strict=True)]
         return preds
+
+    def predict_products_staged(
+        self, X: Any, top_k: int = 3, min_confidence: float | None = None
+    ) -> tuple[list[Prediction | None], Pending | None]:
+        """:meth:`predict_products` in the cascade's two stages, for a server that answers the products the
+        sparse member is sure of at once and sends the others on to a worker thread.
+
+        Returns the predictions of the first stage (``None`` for each product left to the second) and what is
+        left (``None`` when nothing is), for :meth:`predict_pending` -- which takes the leftovers of many calls at
+        once, so the encoders see them as one batch. The sparse tier answers everything in the first stage; an
+        ensemble without a cascade (or one that reads photos) leaves everything to the second. Both stages
+        together give what :meth:`predict_products` gives.
+        """
+        self._check()
+        if isinstance(X, (str, Mapping)):
+            X = [X]
+        mc = self.min_confidence if min_confidence is None else min_confidence
+        if isinstance(self.model_, SparseClassifier):
+            return list(self.predict_products(X, top_k=top_k, min_confidence=mc)), None
+        titles, contexts = self._texts_of(X)
+        split = self._cascade_split(titles, contexts)
+        if split is None:
+            return [None] * len(titles), Pending(X, titles, contexts, None, top_k, mc)
+        sure, easy, sparse_log = split
+        first: list[Prediction | None] = [None] * len(titles)
+        easy_idx, hard = np.flatnonzero(easy), np.flatnonzero(~easy)
+        for i, p in zip(easy_idx, decode(sure[easy_idx], self.levels_, top_k=top_k, min_confidence=mc), strict=True):
+            first[i] = p
+        if not len(hard):
+            return first, None
+        return first, Pending(None, [titles[i] for i in hard], [contexts[i] for i in hard], sparse_log[hard], top_k, mc)
+
+    def predict_pending(self, pending: Sequence[Pending]) -> list[list[Prediction]]:
+        """The second stage of :meth:`predict_products_staged`, for the leftovers of several calls together: the
+        predictions of each one's products, in order."""
+        self._check()
+        out: list[list[Prediction]] = [[] for _ in pending]
+        cascaded = [i for i, p in enumerate(pending) if p.sparse_log is not None]
+        # whole calls (no cascade) given as lists of products pool too; anything else (a frame) goes alone
+        whole = [i for i, p in enumerate(pending) if p.sparse_log is None and isinstance(p.X, list)]
+        for group in (cascaded, whole):
+            if not group:
+                continue
+            parts = [pending[i] for i in group]
+            titles = [t for p in parts for t in p.titles]
+            contexts = [c for p in parts for c in p.contexts]
+            if group is cascaded:  # one pass through the encoders for all of them
+                logs = np.vstack([p.sparse_log for p in parts if p.sparse_log is not None])
+                proba = self._proba(titles, contexts, sparse_log=logs)[0]
+            else:
+                proba = self._proba(titles, contexts, img=self._images([r for p in parts for r in p.X]))[0]
+            start = 0
+            for i, p in zip(group, parts, strict=True):
+                out[i] = decode(proba[start:start + len(p.titles)], self.levels_, top_k=p.top_k,
+                                min_confidence=p.min_confidence)
+                start += len(p.titles)
+        for i, p in enumerate(pending):
+            if i not in cascaded and i not in whole:
+                out[i] = self.predict_products(p.X, top_k=p.top_k, min_confidence=p.min_confidence)
+        return out
 
     def predict_frame(
         self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None, explain: bool = False

@@ -35,7 +35,7 @@ from ..images import ImageError, decode_image_base64, is_image_file, resolve_ima
 from ..models.hierarchy import decode
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, Stage
 from .metrics import ServiceMetrics, TimingMiddleware
 from .registry import ModelRegistry, ServedModel
 from .schemas import (
@@ -133,26 +133,47 @@ class Service:
         self.metrics = ServiceMetrics()
         self.store: ReviewStore | None = None
         self.rng = random.Random(settings.audit_seed)
-        self.batcher = MicroBatcher(self._predict_batch, settings.microbatch_window_ms / 1000.0, settings.microbatch_max,
-                                    on_batch=self.metrics.model_batch.observe,
-                                    inline=lambda: self.registry.current.classifier.tier == "sparse")
+        self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
+                                    settings.microbatch_max,
+                                    on_batch=self.metrics.model_batch.observe)
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
         self._query_models: dict[str, Any] = {}
         self._resources: dict[str, Any] = {}
 
-    # -- model calls (run by the micro-batcher: on the event loop or in a worker thread) ---------------------
-    def _predict_batch(self, items: list[tuple[dict[str, Any], int, float | None]]) -> list[tuple[Any, str]]:
+    # -- model calls (run by the micro-batcher: first stage on the event loop, second in its worker thread) -----
+    def _predict_first(self, items: list[tuple[dict[str, Any], int, float | None]]) -> Stage:
+        """What the model answers at once (the sparse tier: everything; the cascade: the sure products); what it
+        leaves is (model version, [(positions in the batch, Pending)]) for :meth:`_predict_second`."""
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
-        out: list[tuple[int, Any]] = []
+        results: list[tuple[Any, str] | None] = [None] * len(items)
+        left: list[tuple[list[int], Any]] = []
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
             idx = [i for i, (_, _, m) in enumerate(items) if m == mc]
             k = max(max(items[i][1] for i in idx), 2)
-            preds = model.classifier.predict_products([items[i][0] for i in idx], top_k=k, min_confidence=mc)
-            out.extend((i, p) for i, p in zip(idx, preds, strict=True))
-        ordered = sorted(out, key=lambda t: t[0])
-        return [(p, model.version) for _, p in ordered]
+            first, pending = model.classifier.predict_products_staged([items[i][0] for i in idx], top_k=k,
+                                                                      min_confidence=mc)
+            for i, p in zip(idx, first, strict=True):
+                if p is not None:
+                    results[i] = (p, model.version)
+            if pending is not None:
+                left.append(([i for i, p in zip(idx, first, strict=True) if p is None], pending))
+        return results, ((model, left) if left else None)
+
+    @staticmethod
+    def _predict_second(lefts: list[tuple[ServedModel, list[tuple[list[int], Any]]]]) -> list[list[Any]]:
+        """The leftovers of several micro-batches, one encoder pass per model version."""
+        pooled: dict[int, tuple[ServedModel, list[Any]]] = {}
+        for model, left in lefts:
+            pooled.setdefault(id(model), (model, []))[1].extend(p for _, p in left)
+        answered = {key: iter(m.classifier.predict_pending(pending)) for key, (m, pending) in pooled.items()}
+        out: list[list[Any]] = []
+        for model, left in lefts:
+            answers = {i: (p, model.version) for positions, _ in left
+                       for i, p in zip(positions, next(answered[id(model)]), strict=True)}
+            out.append([answers[i] for i in sorted(answers)])
+        return out
 
     @property
     def model(self) -> ServedModel:

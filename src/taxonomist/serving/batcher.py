@@ -1,11 +1,14 @@
-"""Micro-batching: concurrent requests are pooled into one model call.
+"""Micro-batching: concurrent requests are pooled into one model call, in two stages.
 
 The first waiting request opens a window (a few milliseconds, configurable); requests arriving meanwhile join
-its batch until it holds ``max_items`` products. One worker runs batches one after another, so the encoders see
-batches rather than single products: in a thread when the model spends its time in code that releases the GIL
-(torch), so the event loop keeps accepting requests meanwhile; on the event loop itself when ``inline()`` says
-so (the sparse tier: short numpy/scipy calls that hold the GIL, where a thread only adds GIL hand-over waits --
-measured with 32 clients: 110 req/s in a thread, 176 req/s inline).
+its batch until it holds ``max_items`` products. ``first(batch)`` runs on the event loop itself and answers what
+it can at once -- the sparse tier everything, an ensemble's cascade the products its sparse member is sure of:
+short numpy/scipy calls that hold the GIL, where a thread only adds GIL hand-over waits (measured with 32
+clients, the sparse tier: 110 req/s in a thread, 176 req/s inline). Those requests are answered there and then.
+What it leaves goes to ``second`` in a worker thread (the encoders: torch, which releases the GIL), so the event
+loop keeps accepting requests meanwhile; the next batch starts when the second stage is done. (Running first
+stages on while the second stage works was measured too: more products/s, but the first stages starve the
+encoder thread of the GIL and the tail doubles -- p99 378 vs 146 ms with 32 clients, ensemble.)
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ class _Job:
     future: asyncio.Future[list[Any]]
 
 
-class MicroBatcher:
-    """``await batcher.submit(items)`` → ``fn(pooled items)`` sliced back to this request's items."""
+Stage = tuple[list[Any], Any]
+"""What ``first`` returns: each item's result (``None`` where the second stage answers it) and what it leaves to
+the second stage (anything ``second`` understands; ``None`` when nothing is left)."""
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], window_s: float = 0.003, max_items: int = 64,
-                 on_batch: Callable[[int], None] | None = None, inline: Callable[[], bool] | None = None) -> None:
-        self.fn = fn
-        self.inline = inline
+
+class MicroBatcher:
+    """``await batcher.submit(items)`` → this request's slice of ``first(pooled items)``, the ``None`` items
+    answered by ``second([what first left])`` (one list per leftover: the results of its ``None`` items, in
+    order)."""
+
+    def __init__(self, first: Callable[[list[Any]], Stage], second: Callable[[list[Any]], list[list[Any]]] | None = None,
+                 window_s: float = 0.003, max_items: int = 64, on_batch: Callable[[int], None] | None = None) -> None:
+        self.first = first
+        self.second = second
         self.window_s = window_s
         self.max_items = max_items
         self.on_batch = on_batch
@@ -82,19 +92,29 @@ class MicroBatcher:
                 n += len(job.items)
             items = [it for j in jobs for it in j.items]
             try:
-                if self.inline is not None and self.inline():
-                    results = self.fn(items)
-                else:
-                    results = await asyncio.to_thread(self.fn, items)
+                results, left = self.first(items)
+                if self.on_batch is not None:
+                    self.on_batch(len(items))
+                if left is not None:
+                    if self.second is None:
+                        raise RuntimeError("the first stage left items but this batcher has no second stage")
+                    _answer(jobs, results, only_complete=True)
+                    todo = iter((await asyncio.to_thread(self.second, [left]))[0])
+                    results = [next(todo) if r is None else r for r in results]
             except Exception as e:  # every waiting request gets the error
                 for j in jobs:
                     if not j.future.done():
                         j.future.set_exception(e)
                 continue
-            if self.on_batch is not None:
-                self.on_batch(len(items))
-            start = 0
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_result(results[start:start + len(j.items)])
-                start += len(j.items)
+            _answer(jobs, results)
+
+
+def _answer(jobs: list[_Job], results: list[Any], only_complete: bool = False) -> None:
+    """Give each job its slice of ``results`` (the pooled items' results, in job order); with ``only_complete``,
+    only the jobs whose items all have a result."""
+    start = 0
+    for j in jobs:
+        part = results[start:start + len(j.items)]
+        start += len(j.items)
+        if not j.future.done() and not (only_complete and any(r is None for r in part)):
+            j.future.set_result(part)
