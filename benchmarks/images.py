@@ -5,7 +5,8 @@
 The 9,583 fashion products with a photo (``images/<id>.jpg``, 224x224 px), titles from ``styles_text.csv``,
 3-level paths (masterCategory > subCategory > articleType); one grouped split (``split_catalog(test_size=0.2,
 seed=0)``) shared by every row. Rows: the text ensemble (sparse + neighbours + zero-shot over MiniLM), the image
-tier alone (EfficientNet-Lite features -> logistic head), late fusion (the image head pooled with the text
+tier alone (EfficientNet-Lite features -> logistic head), the oracle bound of any fusion of those two (the
+image's answer exactly where the text's is wrong and the image's right), late fusion (the image head pooled with the text
 members, weights fitted on validation) and early fusion (one head on text embedding + image features, pooled
 with the text members). Prints macro-F1 / accuracy per row, image encoding speed (ONNX Runtime, empty cache) and
 the peak RSS of this process.
@@ -20,6 +21,8 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 import taxonomist as tx
 from taxonomist.encoders.image import load_image_encoder
@@ -107,7 +110,18 @@ def fashion_part(args: argparse.Namespace) -> None:
         return model
 
     text = run("text (sparse + knn + zeroshot)")
-    run("image only (EfficientNet-Lite head)", members=["image"], image_encoder=args.image_encoder)
+    image = run("image only (EfficientNet-Lite head)", members=["image"], image_encoder=args.image_encoder)
+    # the most any fusion of these two models' answers could give: the image's answer exactly where the text's is
+    # wrong and the image's right (an upper bound for choosing between them; it needs the true labels)
+    from sklearn.metrics import accuracy_score, f1_score
+
+    truth = test.frame["category"].astype(str).to_numpy()
+    pt, pi = (np.asarray(m.predict(test)).astype(str) for m in (text, image))
+    fix = (pt != truth) & (pi == truth)
+    oracle = np.where(fix, pi, pt)
+    print(f"{'oracle bound (image where only it is right)':32s} macro-F1 {f1_score(truth, oracle, average='macro'):.4f}  "
+          f"accuracy {accuracy_score(truth, oracle):.4f}  ({int(fix.sum())} of the text's {int((pt != truth).sum())} "
+          "errors the image gets right)", flush=True)
     late = run("late fusion (text members + image)", image_encoder=args.image_encoder, fusion="late")
     # where photos should matter: poor titles. The same test products with the title cut to its first word
     # (usually the brand: "Nike", "Puma"), the same models
