@@ -131,6 +131,37 @@ def test_cached_char_wb_transform_equals_scikit_learn(sample_catalog) -> None:
             assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
 
 
+def test_word_index_and_whole_encoder_equal_scikit_learn(sample_catalog) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxonomist.encoders.sparse import SparseTextEncoder, _WordIndex
+    from taxonomist.text import normalize_for_sparse, tokenize
+
+    docs = [normalize_for_sparse(t) for t in sample_catalog.titles[:1500]] + ["a", "  x  y ", "", "连衣裙 红色 夏季"]
+    for kw in ({}, {"tokenizer": tokenize, "token_pattern": None}):  # the Latin and the CJK word analyzers
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=False, dtype=np.float32, **kw)
+        vec.fit(docs[:1000])
+        got, want = _WordIndex(vec).transform(docs), vec.transform(docs)
+        np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
+    # the encoder as a whole (repeated titles, contexts) against scikit-learn's own transforms
+    enc = SparseTextEncoder().fit(sample_catalog.titles[:800], sample_catalog.frame["description"].fillna("")[:800])
+    titles = list(sample_catalog.titles[800:900]) * 2
+    contexts = list(sample_catalog.frame["description"].fillna("")[800:900]) * 2
+    fast = enc.transform(titles, contexts)
+    slow_blocks = []
+    for vec in (enc.word_, enc.char_):
+        t = vec.transform([normalize_for_sparse(x) for x in titles]) * enc.title_weight
+        c = vec.transform([normalize_for_sparse(x) for x in contexts]) * enc.context_weight
+        slow_blocks.append(l2_rows(t + c))
+    np.testing.assert_allclose(fast.toarray(), np.hstack([b.toarray() for b in slow_blocks]), rtol=1e-5, atol=1e-6)
+
+
+def l2_rows(x):
+    from sklearn.preprocessing import normalize
+
+    return normalize(x)
+
+
 def test_top_label_calibration_keeps_argmax_and_sums(global_seed: int = 0) -> None:
     from taxonomist.models.calibration import apply_top_label, fit_top_label
 
@@ -173,3 +204,17 @@ def test_training_is_reproducible_with_parallel_one_vs_rest(sample_catalog) -> N
     a = tx.TaxonomyClassifier(tier="sparse", calibration="none").fit(subset).model_.coef_.toarray()
     b = tx.TaxonomyClassifier(tier="sparse", calibration="none").fit(subset).model_.coef_.toarray()
     assert np.array_equal(a, b)
+
+
+def test_sparse_l2_normalize_equals_scikit_learn() -> None:
+    import scipy.sparse as sp
+    from sklearn.preprocessing import normalize
+
+    from taxonomist.encoders.sparse import l2_normalize
+
+    dense = sp.random(30, 50, density=0.1, random_state=0, dtype=np.float32).toarray()
+    dense[3] = 0  # an all-zero row stays zero
+    x = sp.csr_matrix(dense)
+    got = l2_normalize(x)
+    np.testing.assert_allclose(got.toarray(), normalize(x).toarray(), rtol=1e-6)
+    assert got.dtype == np.float32 and x.data is not got.data  # a copy unless copy=False
