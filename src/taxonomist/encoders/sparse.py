@@ -228,7 +228,7 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         blocks = []
         for vec in self._indexes():
             x = _rows(vec.transform(t_norm), t_codes) * self.title_weight
-            if has_context:
+            if has_context and c_codes is not None:
                 x = l2_normalize(x + _rows(vec.transform(c_norm), c_codes) * self.context_weight)
             blocks.append(x)
         return sp.hstack(blocks, format="csr")
