@@ -120,6 +120,8 @@ def test_blas_runs_on_one_thread_inside_ensemble_prediction() -> None:
     from taxonomist.encoders.transformer import blas_single_thread
 
     before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    with blas_single_thread():
+    with blas_single_thread(16):
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    with blas_single_thread(10_000):  # large batches keep their BLAS threads
+        assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before

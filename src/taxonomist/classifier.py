@@ -486,7 +486,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return self.model_.predict_proba((titles, contexts)), None
         from .encoders.transformer import blas_single_thread
 
-        with blas_single_thread():
+        with blas_single_thread(len(titles)):
             return self._proba_members(titles, contexts, img, modality, sparse_log)
 
     def _proba_members(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None,

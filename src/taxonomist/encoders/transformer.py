@@ -100,15 +100,24 @@ def autocast(device: str, precision: str) -> Any:
 _BLAS: Any = None
 
 
-def blas_single_thread() -> Any:
-    """Context: BLAS (OpenBLAS / MKL, i.e. numpy and scipy) on one thread.
+BLAS_SINGLE_THREAD_BELOW = 512
+"""Ensemble predictions of fewer products than this run with BLAS on one thread (see ``blas_single_thread``)."""
+
+
+def blas_single_thread(n_rows: int = 0) -> Any:
+    """Context: BLAS (OpenBLAS / MKL, i.e. numpy and scipy) on one thread, for a prediction of ``n_rows``
+    products; a no-op from ``BLAS_SINGLE_THREAD_BELOW`` products on.
 
     For code that alternates torch calls with numpy BLAS calls (the ensemble: encode, then neighbour and
     zero-shot scores): OpenBLAS threads keep spinning after each call and take the cores torch's threads need.
-    Measured on 2 cores, ensemble prediction of novel titles: batches of 16 143 -> 327 rows/s, one batch of
-    3,000 460 -> 576 rows/s; a server's second stage (2 products) 51 -> 22 ms.
+    Measured in one process on 2 cores (an ensemble of the bundled sample, novel titles, cascade off / on):
+    batches of 16 111 -> 248 / 254 -> 625 rows/s, of 64 281 -> 350, of 256 366 -> 410; batches of 800 and 3,000
+    showed no consistent difference (±15 % between repeats), so large ones keep BLAS's threads for their larger
+    neighbour and zero-shot products.
     """
     global _BLAS
+    if n_rows >= BLAS_SINGLE_THREAD_BELOW:
+        return contextlib.nullcontext()
     if _BLAS is None:  # made at first use, once numpy, scipy and torch have loaded their libraries
         from threadpoolctl import ThreadpoolController
 
