@@ -317,6 +317,15 @@ def test_staged_prediction_equals_predict_products(tiny_ensemble, tmp_path, monk
         got_b = [p if p is not None else next(rest_b) for p in first_b]
         want_b = clf.predict_products(titles[:3], top_k=1, min_confidence=0.99)
         same_predictions(got_b, want_b)
+    # no cascade, products as dicts (as the server sends them): two calls' products go through the encoder at once
+    clf.cascade_ = None
+    calls.clear()
+    a, b = [{"title": t} for t in titles[:4]], [{"title": t} for t in titles[4:7]]
+    (_, left_a), (_, left_b) = clf.predict_products_staged(a, top_k=2), clf.predict_products_staged(b, top_k=1)
+    got_a, got_b = clf.predict_pending([left_a, left_b])
+    assert len(calls) == 1
+    same_predictions(got_a, clf.predict_products(a, top_k=2))
+    same_predictions(got_b, clf.predict_products(b, top_k=1))
 
 
 def same_predictions(got, want) -> None:

@@ -27,7 +27,7 @@ from .models.sparse import SparseClassifier
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import normalize_for_sparse, scrub_pii
 
-__all__ = ["TaxonomyClassifier", "load"]
+__all__ = ["Pending", "TaxonomyClassifier", "load"]
 
 logger = logging.getLogger(__name__)
 
@@ -653,8 +653,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         out: list[list[Prediction]] = [[] for _ in pending]
         cascaded = [i for i, p in enumerate(pending) if p.sparse_log is not None]
-        # whole calls (no cascade) given as lists of products pool too; anything else (a frame) goes alone
-        whole = [i for i, p in enumerate(pending) if p.sparse_log is None and isinstance(p.X, list)]
+        # whole calls (no cascade) given as lists of product dicts pool too (their photos read together); anything
+        # else (a frame, a list of titles) goes alone
+        whole = [i for i, p in enumerate(pending) if p.sparse_log is None and isinstance(p.X, list)
+                 and all(isinstance(r, Mapping) for r in p.X)]
         for group in (cascaded, whole):
             if not group:
                 continue
