@@ -121,6 +121,12 @@ class SearchIndex:
         self.titles = [r[1] for r in rows]
         self.categories = [r[2] for r in rows]
         self._paths = [parse_path(c) if c else () for c in self.categories]
+        # each product's path as a code into the distinct paths: a category filter tests a few hundred paths, not
+        # every product
+        distinct: dict[tuple[str, ...], int] = {}
+        self._path_codes = np.fromiter((distinct.setdefault(q, len(distinct)) for q in self._paths), dtype=np.int64,
+                                       count=len(self._paths))
+        self._distinct_paths = list(distinct)
         emb = self.folder / "embeddings.npy"
         self.embeddings: np.ndarray | None = np.load(emb, allow_pickle=False) if emb.is_file() else None
         if self.embeddings is not None and len(self.embeddings) != len(self.ids):
@@ -212,7 +218,8 @@ class SearchIndex:
     # -- searching --------------------------------------------------------------------------------------
     def _in_subtree(self, category: str) -> np.ndarray:
         want = parse_path(category)
-        return np.array([p[: len(want)] == want for p in self._paths], dtype=bool)
+        inside = [j for j, q in enumerate(self._distinct_paths) if q[: len(want)] == want]
+        return np.isin(self._path_codes, np.asarray(inside, dtype=np.int64))
 
     def _bm25(self, query: str, n: int, allowed: np.ndarray | None) -> list[int]:
         expr = _match_expression(query)
