@@ -356,20 +356,20 @@ def test_micro_batcher_answers_the_first_stage_at_once_and_the_rest_from_a_threa
     from taxonomist.serving.batcher import MicroBatcher
 
     threads: list[str] = []
-    seconds: list[list[list[int]]] = []
+    seconds: list[list[int]] = []
     release = threading.Event()
 
     def first(items: list[int]) -> tuple[list[int | None], Any]:
         results = [i * 10 if i % 2 == 0 else None for i in items]
         return results, ([i for i in items if i % 2] or None)
 
-    def second(lefts: list[list[int]]) -> list[list[int]]:
+    def second(left: list[int]) -> list[int]:
         threads.append(threading.current_thread().name)
-        seconds.append(lefts)
+        seconds.append(left)
         release.wait(5)
-        if any(i < 0 for left in lefts for i in left):
+        if any(i < 0 for i in left):
             raise ValueError("bad item")
-        return [[i * 10 for i in left] for left in lefts]
+        return [i * 10 for i in left]
 
     async def main() -> None:
         b = MicroBatcher(first, second, window_s=0.02, max_items=2)
@@ -385,7 +385,7 @@ def test_micro_batcher_answers_the_first_stage_at_once_and_the_rest_from_a_threa
         release.set()
         assert await mixed == [10, 60]
         assert [await m for m in more] == [[30], [50, 70]]
-        assert seconds == [[[1]], [[3]], [[5, 7]]]
+        assert seconds == [[1], [3], [5, 7]]
         assert threading.main_thread().name not in threads
         with pytest.raises(ValueError, match="bad item"):
             await b.submit([-1])

@@ -97,11 +97,9 @@ def autocast(device: str, precision: str) -> Any:
                           enabled=precision == "bf16")
 
 
-_BLAS: Any = None
-
-
 BLAS_SINGLE_THREAD_BELOW = 512
 """Ensemble predictions of fewer products than this run with BLAS on one thread (see ``blas_single_thread``)."""
+_BLAS: Any = None  # the threadpoolctl controller, made at first use
 
 
 def blas_single_thread(n_rows: int = 0) -> Any:

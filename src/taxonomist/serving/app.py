@@ -144,7 +144,7 @@ class Service:
     # -- model calls (run by the micro-batcher: first stage on the event loop, second in its worker thread) -----
     def _predict_first(self, items: list[tuple[dict[str, Any], int, float | None]]) -> Stage:
         """What the model answers at once (the sparse tier: everything; the cascade: the sure products); what it
-        leaves is (model version, [(positions in the batch, Pending)]) for :meth:`_predict_second`."""
+        leaves is (the served model, [(positions in the batch, Pending)]) for :meth:`_predict_second`."""
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
         results: list[tuple[Any, str] | None] = [None] * len(items)
         left: list[tuple[list[int], Any]] = []
@@ -162,18 +162,13 @@ class Service:
         return results, ((model, left) if left else None)
 
     @staticmethod
-    def _predict_second(lefts: list[tuple[ServedModel, list[tuple[list[int], Any]]]]) -> list[list[Any]]:
-        """The leftovers of several micro-batches, one encoder pass per model version."""
-        pooled: dict[int, tuple[ServedModel, list[Any]]] = {}
-        for model, left in lefts:
-            pooled.setdefault(id(model), (model, []))[1].extend(p for _, p in left)
-        answered = {key: iter(m.classifier.predict_pending(pending)) for key, (m, pending) in pooled.items()}
-        out: list[list[Any]] = []
-        for model, left in lefts:
-            answers = {i: (p, model.version) for positions, _ in left
-                       for i, p in zip(positions, next(answered[id(model)]), strict=True)}
-            out.append([answers[i] for i in sorted(answers)])
-        return out
+    def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]]]) -> list[Any]:
+        """What :meth:`_predict_first` left, in one encoder pass: the results of its positions, in batch order."""
+        model, parts = left
+        later = model.classifier.predict_pending([pending for _, pending in parts])
+        answers = {i: (p, model.version) for (positions, _), preds in zip(parts, later, strict=True)
+                   for i, p in zip(positions, preds, strict=True)}
+        return [answers[i] for i in sorted(answers)]
 
     @property
     def model(self) -> ServedModel:

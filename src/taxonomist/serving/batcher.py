@@ -37,10 +37,9 @@ the second stage (anything ``second`` understands; ``None`` when nothing is left
 
 class MicroBatcher:
     """``await batcher.submit(items)`` → this request's slice of ``first(pooled items)``, the ``None`` items
-    answered by ``second([what first left])`` (one list per leftover: the results of its ``None`` items, in
-    order)."""
+    answered by ``second(what first left)`` (the results of the ``None`` items, in order)."""
 
-    def __init__(self, first: Callable[[list[Any]], Stage], second: Callable[[list[Any]], list[list[Any]]] | None = None,
+    def __init__(self, first: Callable[[list[Any]], Stage], second: Callable[[Any], list[Any]] | None = None,
                  window_s: float = 0.003, max_items: int = 64, on_batch: Callable[[int], None] | None = None) -> None:
         self.first = first
         self.second = second
@@ -99,7 +98,7 @@ class MicroBatcher:
                     if self.second is None:
                         raise RuntimeError("the first stage left items but this batcher has no second stage")
                     _answer(jobs, results, only_complete=True)
-                    todo = iter((await asyncio.to_thread(self.second, [left]))[0])
+                    todo = iter(await asyncio.to_thread(self.second, left))
                     results = [next(todo) if r is None else r for r in results]
             except Exception as e:  # every waiting request gets the error
                 for j in jobs:
