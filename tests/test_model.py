@@ -133,6 +133,7 @@ def test_cached_char_wb_transform_equals_scikit_learn(sample_catalog) -> None:
 
 def test_word_index_and_whole_encoder_equal_scikit_learn(sample_catalog) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
 
     from taxonomist.encoders.sparse import SparseTextEncoder, _WordIndex
     from taxonomist.text import normalize_for_sparse, tokenize
@@ -152,14 +153,8 @@ def test_word_index_and_whole_encoder_equal_scikit_learn(sample_catalog) -> None
     for vec in (enc.word_, enc.char_):
         t = vec.transform([normalize_for_sparse(x) for x in titles]) * enc.title_weight
         c = vec.transform([normalize_for_sparse(x) for x in contexts]) * enc.context_weight
-        slow_blocks.append(l2_rows(t + c))
+        slow_blocks.append(normalize(t + c))
     np.testing.assert_allclose(fast.toarray(), np.hstack([b.toarray() for b in slow_blocks]), rtol=1e-5, atol=1e-6)
-
-
-def l2_rows(x):
-    from sklearn.preprocessing import normalize
-
-    return normalize(x)
 
 
 def test_top_label_calibration_keeps_argmax_and_sums(global_seed: int = 0) -> None:
