@@ -50,6 +50,28 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
     assert code == 0 and "Footwear" in out
 
 
+def test_train_refits_on_every_row_after_the_held_out_evaluation(tmp_path, capsys, monkeypatch) -> None:
+    """The saved model must see every labelled product: the held-out part is for the figures, not lost."""
+    cat = pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(600)
+    f = tmp_path / "cat.csv"
+    cat.to_csv(f, index=False)
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m"), "--tier", "sparse", "--report",
+                         str(tmp_path / "r.html")], capsys, monkeypatch)
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["training_data"]["n_rows"] == 600
+    split = manifest["metrics"]["split"]
+    assert split["refit"] is True and split["n_train"] + split["n_test"] == 600 and split["n_test"] > 0
+    assert "refitted on all 600 products" in out
+    assert "refitted on all 600 products" in (tmp_path / "r.html").read_text()
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "kept"), "--tier", "sparse", "--no-refit"],
+                        capsys, monkeypatch)
+    assert code == 0, out
+    kept = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert kept["training_data"]["n_rows"] == kept["metrics"]["split"]["n_train"] < 600
+    assert kept["metrics"]["macro_f1"] == manifest["metrics"]["macro_f1"]  # the same evaluation either way
+
+
 def test_taxonomy_show_and_check(tmp_path, capsys, monkeypatch) -> None:
     tax = tmp_path / "categories.txt"
     tax.write_text("gid://shopify/TaxonomyCategory/aa : Apparel & Accessories\n"

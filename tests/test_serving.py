@@ -311,6 +311,8 @@ def test_retrain_from_feedback(client: TestClient, store_dir: Path, tmp_path: Pa
     new = tx.load(store_dir / "v0002")
     assert new.metrics_["retrained_from"]["feedback"]["added"] == 3
     assert new.n_train_ > tx.load(store_dir / "v0001").n_train_
+    # compared on the held-out part, then refitted on every product: none of the corrections is left out
+    assert new.n_train_ == len(sample_catalog) + 3 and new.metrics_["split"]["refit"] is True
     r = client.post("/v1/admin/reload", json={}, headers=AUTH)
     assert r.json()["version"] == "v0002"
 

@@ -277,8 +277,9 @@ def train(
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
     pseudo_queries: Annotated[bool, typer.Option("--pseudo-queries", help="Also train on query-shaped parts of the titles (last words, title without brand), for search-query classification.")] = False,
+    refit: Annotated[bool, typer.Option(help="After the held-out evaluation, fit the saved model on every product (--no-refit saves the evaluated model, trained without the held-out part).")] = True,
 ) -> None:
-    """Train a model bundle on a labelled catalogue (held-out evaluation included)."""
+    """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
     if register and not track:
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
     if tier not in ("sparse", "ensemble", "embed", "finetune"):
@@ -304,6 +305,8 @@ def train(
         n = len(train_cat)
         train_cat = with_pseudo_queries(train_cat, seed=seed)
         console.print(f"+ {len(train_cat) - n:,} pseudo-queries from the training titles")
+        if test_cat is not None and refit:
+            cat = with_pseudo_queries(cat, seed=seed)
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
                              encoder=encoder, image_encoder=image_encoder, fusion=fusion,  # type: ignore[arg-type]
                              image_root=str(image_root) if image_root else None)
@@ -320,13 +323,18 @@ def train(
         if test_cat is not None:
             with _spinner("evaluating on the held-out products"):
                 ev = evaluate(clf, test_cat)
-            metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat)}}
+            metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat),
+                                               "n_train": len(train_cat), "refit": refit}}
             out.print(_metrics_table(ev, f"held-out evaluation ({len(test_cat):,} products)"))
+            note = (f" — the saved model was then refitted on all {len(cat):,} products" if refit else "")
             if report:
-                ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out)")
+                ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out{note})")
                 out.print(f"report: {report}")
             if json_out:
                 ev.to_json(json_out)
+            if refit:
+                clf = _refit(clf, cat, tax)
+        _say_stacking(clf)
         path = clf.save(output, metrics=metrics)
         out.print(f"model saved to {path}")
         if tracker is not None:
@@ -340,6 +348,25 @@ def train(
                 tracker.log_artifact(path, "bundle")
                 if register:
                     out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
+
+
+def _refit(clf: Any, cat: Any, tax: Any, what: str = "the held-out") -> Any:
+    """The same configuration fitted on every product: the held-out figures were measured, now no label is lost."""
+    from sklearn.base import clone
+
+    with _spinner(f"refitting on all {len(cat):,} products ({what} products included)"):
+        full = clone(clf).fit(cat, taxonomy=tax)
+    console.print(f"refitted on all {len(cat):,} products; the stored metrics are those of the evaluation above "
+                  "(the saved model saw more data)", highlight=False)
+    return full
+
+
+def _say_stacking(clf: Any) -> None:
+    """What cross-validation decided about the ensemble's members (one line)."""
+    stack = getattr(clf, "stacking_", None)
+    if not stack:
+        return
+    console.print(stack["summary"], highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -547,8 +574,9 @@ def tune(
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
+    refit: Annotated[bool, typer.Option(help="After evaluating the best configuration, fit the saved model on every product (--no-refit: on the training part only).")] = True,
 ) -> None:
-    """Search hyper-parameters with Optuna, then train, evaluate and save the best model."""
+    """Search hyper-parameters with Optuna, then train, evaluate and save the best model (refitted on all rows)."""
     from .evaluation import evaluate as run_evaluation
     from .tuning import tune as run_tuning
 
@@ -598,7 +626,10 @@ def tune(
             clf = result.model(random_state=seed).fit(train_cat)
             ev = run_evaluation(clf, valid_cat)
         out.print(_metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
-        path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict()})
+        if refit:
+            clf = _refit(clf, cat, None, "the validation")
+        path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict(),
+                                         "split": {"n_train": len(train_cat), "n_test": len(valid_cat), "refit": refit}})
         out.print(f"model saved to {path}")
         if tracker is not None:
             tracker.log_params({"catalog": catalog.name, "tier": tier, "trials": trials, "metric": metric, "seed": seed,
@@ -1065,6 +1096,7 @@ def retrain(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store).")],
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    refit: Annotated[bool, typer.Option(help="After the comparison, fit the new version on every product (--no-refit: on the training part only).")] = True,
 ) -> None:
     """Train a new version from the original data + the corrections people made; compare it with the old one."""
     from .retrain import retrain as run_retrain
@@ -1080,7 +1112,7 @@ def retrain(
     finally:
         store.close()
     with _spinner(f"retraining with {len(items)} corrections"):
-        result = run_retrain(model_dir, items, cat, output)
+        result = run_retrain(model_dir, items, cat, output, refit=refit)
     s = result.stats
     out.print(f"feedback: {s['feedback']} corrections of {s['distinct_products']} products → "
               f"{s['relabelled']} catalogue rows relabelled, {s['added']} products added")
@@ -1092,6 +1124,8 @@ def retrain(
         o, n = result.old_metrics.get(k), result.new_metrics.get(k)
         table.add_row(k, f"{o:.4f}" if isinstance(o, float) else str(o), f"{n:.4f}" if isinstance(n, float) else str(n))
     out.print(table)
+    if refit:
+        out.print("the new version was then refitted on every product; the figures above are of the compared one")
     out.print(f"new model saved to {result.output}")
 
 

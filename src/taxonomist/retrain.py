@@ -4,7 +4,8 @@ Feedback (from the review queue or ``POST /v1/feedback``) is labelled data. A co
 products it names (same ``id``, else same normalised title); a correction of a product the catalogue does not
 have adds it. When one product was corrected several times, the latest correction wins. The combined catalogue is
 split exactly as the old model's training was (its bundle records ``test_size`` and ``seed``), the new model is
-trained with the old one's configuration on the training part, and both are evaluated on the same held-out part.
+trained with the old one's configuration on the training part, and both are evaluated on the same held-out part;
+then the new model is refitted on every product (``refit=False`` keeps the evaluated one).
 """
 
 from __future__ import annotations
@@ -81,13 +82,16 @@ def apply_feedback(catalog: Catalog, feedback: Sequence[Mapping[str, Any]]) -> t
 
 
 def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: str | Path | Catalog,
-            output: str | Path, test_size: float | None = None, seed: int | None = None) -> RetrainResult:
+            output: str | Path, test_size: float | None = None, seed: int | None = None,
+            refit: bool = True) -> RetrainResult:
     """Train a new version of the bundle at ``model_dir`` from ``data`` + ``feedback`` into ``output``.
 
     Args:
         data: the original labelled catalogue (a canonical file: title / description / category columns, or a
             Catalog read with your own column mapping).
         test_size, seed: the held-out split (default: as recorded in the old bundle; else 0.2 and 0).
+        refit: after both models are compared on the held-out part, fit the saved one on every product (the
+            stored metrics stay those of the comparison); ``False`` saves the evaluated model.
     """
     from .classifier import TaxonomyClassifier
     from .evaluation import evaluate
@@ -103,7 +107,10 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
     train, test = split_catalog(combined, test_size=test_size, seed=seed)
     new = TaxonomyClassifier(**old.get_params()).fit(train, taxonomy=old.taxonomy_)
     ev_old, ev_new = evaluate(old, test), evaluate(new, test)
-    metrics = {**ev_new.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test)},
+    if refit:
+        new = TaxonomyClassifier(**old.get_params()).fit(combined, taxonomy=old.taxonomy_)
+    metrics = {**ev_new.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test),
+                                           "n_train": len(train), "refit": refit},
                "retrained_from": {"bundle": str(model_dir), "fingerprint": old.fingerprint_, "feedback": stats,
                                   "old_model_on_this_split": {k: ev_old.metrics.get(k) for k in
                                                               ("accuracy", "macro_f1", "hierarchical_f1")}}}
