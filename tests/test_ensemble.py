@@ -10,7 +10,14 @@ import pytest
 import taxonomist as tx
 from taxonomist.exceptions import TaxonomistError
 from taxonomist.models.embed import NeighbourIndex
-from taxonomist.models.ensemble import fit_log_linear, pool, select_cascade, select_weights
+from taxonomist.models.ensemble import (
+    fit_log_linear,
+    group_folds,
+    macro_f1_accuracy,
+    pool,
+    select_cascade,
+    select_stack,
+)
 from taxonomist.models.zeroshot import TaxonomyScorer
 
 from .conftest import TINY
@@ -60,19 +67,71 @@ def test_log_linear_weights_follow_the_informative_member() -> None:
     np.testing.assert_allclose(np.exp(pooled).sum(axis=1), 1.0)
 
 
-def test_weight_selection_keeps_the_anchor_when_the_others_only_hurt_decisions() -> None:
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 4, 300)
-    sparse = np.full((300, 4), 0.1)
-    sparse[np.arange(300), y] = 0.7
-    wrong = np.full((300, 4), 0.01)
-    wrong[np.arange(300), (y + 1) % 4] = 0.97  # confidently wrong
-    logs = {"sparse": np.log(sparse), "knn": np.log(wrong)}
-    weights, scores = select_weights(logs, y, {"sparse": 1.0, "knn": 1.0})
-    assert set(scores) == {"fitted", "others x0.5", "others x0.25", "sparse only"}
-    assert scores["sparse only"] == pytest.approx(1.0) and weights["knn"] < 1.0
-    kept, _ = select_weights(logs, y, {"sparse": 1.0, "knn": 0.0})
-    assert kept == {"sparse": 1.0, "knn": 0.0}
+def _member_logs(n: int, k: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels, a sparse member right on 70 % of products, and two others: one confidently wrong everywhere,
+    one right exactly where the sparse member is wrong (it adds information)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    right = rng.random(n) < 0.7
+    sparse = np.full((n, k), 0.1)
+    sparse[right, y[right]] = 0.6
+    sparse[~right, (y[~right] + 1) % k] = 0.45
+    wrong = np.full((n, k), 0.01)
+    wrong[np.arange(n), (y + 1) % k] = 0.97
+    fixer = np.full((n, k), 0.2)
+    fixer[~right, y[~right]] = 0.9
+    return y, {"sparse": np.log(sparse), "wrong": np.log(wrong), "fixer": np.log(fixer)}
+
+
+def test_stacking_keeps_the_sparse_member_alone_when_the_others_only_hurt() -> None:
+    y, logs = _member_logs(600, 4, 1)
+    weights, tau, report = select_stack({"sparse": logs["sparse"], "knn": logs["wrong"]}, y, np.bincount(y))
+    assert weights["knn"] == 0 and weights["sparse"] > 0 and tau == 0.0
+    assert report["sparse_only"] and report["chosen"] == "sparse only"
+    assert report["macro_f1"] == pytest.approx(report["floor_macro_f1"])
+
+
+def test_stacking_takes_a_member_that_adds_information() -> None:
+    y, logs = _member_logs(600, 4, 2)
+    weights, _, report = select_stack(logs, y, np.bincount(y), prior_shift=0.0)
+    assert weights["fixer"] > 0 and weights["wrong"] == 0 and not report["sparse_only"]
+    assert report["accuracy"] > report["floor_accuracy"] + 0.2 and report["gain_interval_80"][0] > 0
+    assert set(report["fitted_weights"]) == {"sparse", "wrong", "fixer"}
+
+
+def test_stacking_refuses_a_gain_within_noise() -> None:
+    y, logs = _member_logs(60, 4, 3)
+    rng = np.random.default_rng(3)
+    # a member that changes a single decision: out-of-fold scores that close are noise, not a gain
+    nudge = np.zeros_like(logs["sparse"])
+    i = int(np.flatnonzero(logs["sparse"].argmax(axis=1) != y)[0])
+    nudge[i, y[i]] = 5.0
+    noisy = {"sparse": logs["sparse"], "knn": logs["sparse"] + nudge + rng.normal(0, 1e-3, nudge.shape)}
+    weights, _, report = select_stack(noisy, y, np.bincount(y), prior_shift=0.0)
+    assert report["sparse_only"] and weights["knn"] == 0
+
+
+def test_fast_macro_f1_matches_scikit_learn() -> None:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    y, pred = rng.integers(0, 30, 500), rng.integers(0, 35, 500)
+    f1, acc = macro_f1_accuracy(y, pred, 35)
+    assert f1 == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    assert acc == pytest.approx(accuracy_score(y, pred))
+
+
+def test_group_folds_keep_groups_together_and_spread_each_category() -> None:
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 300, 1000)
+    y = groups % 37  # a group has one category
+    folds = group_folds(groups, y, 5, seed=0)
+    for g in np.unique(groups):
+        assert len(set(folds[groups == g])) == 1
+    for c in np.unique(y):  # a category's groups go round the folds: no fold holds two before all hold one
+        per_fold = [len(np.unique(groups[(y == c) & (folds == f)])) for f in range(5)]
+        assert max(per_fold) - min(per_fold) <= 1, (c, per_fold)
+    assert np.bincount(folds).min() > 150
 
 
 def test_neighbour_index_votes_and_roundtrips() -> None:
@@ -141,6 +200,7 @@ def test_cli_train_ensemble_add_category_and_classify(tiny_encoder_dir, tmp_path
     code, out = run_cli(["train", str(f), "-o", str(model), "--tier", "ensemble", "--encoder", str(tiny_encoder_dir),
                          "--test-size", "0"], capsys, monkeypatch)
     assert code == 0, out
+    assert "too few products (24 out of fold) to cross-validate" in out  # train says what the stacking did
     code, out = run_cli(["add-category", str(model), "Accessories > Games > Chess Sets", "--example",
                          "Wooden chess set"], capsys, monkeypatch)
     assert code == 0 and "7 categories" in out, out
@@ -213,6 +273,29 @@ def test_scorer_builds_from_an_encoder_and_grows(tiny_encoder_dir, decoding: str
     params, arrays = s.get_state()
     again = TaxonomyScorer.from_state(params, arrays)
     np.testing.assert_allclose(again.predict_proba(q), s.predict_proba(q), atol=1e-2)
+
+
+def test_when_cross_validation_finds_no_help_the_ensemble_is_the_sparse_tier(tiny_encoder_dir, monkeypatch) -> None:
+    """The random tiny encoder's neighbours and zero-shot scores are noise: stacking must keep the sparse member
+    alone, say so, and the model must then predict exactly as that member, without encoding anything."""
+    rng = np.random.default_rng(0)
+    words = {c: c.split(" > ")[-1].lower() for _, c in TINY}
+    rows = [(f"{w} {rng.choice(['red', 'blue', 'soft', 'big', 'new'])} {i}", c)
+            for i in range(40) for c, w in words.items()]
+    df = pd.DataFrame(rows, columns=["title", "category"])
+    clf = tx.TaxonomyClassifier(encoder=str(tiny_encoder_dir)).fit(df)
+    assert clf.stacking_["sparse_only"] and "do not help" in clf.stacking_["summary"]
+    assert clf.stacking_["folds"] == 3 and clf.stacking_["oof_products"] == len(df)
+    assert {k for k, w in clf.weights_.items() if w > 0} == {"sparse"} and clf.prior_shift_ == 0.0
+    assert clf.model_.head is None  # members switched off are not refitted (but for knn and zeroshot)
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003
+        raise AssertionError("encoded although cross-validation kept the sparse member alone")
+
+    monkeypatch.setattr(clf.encoder_, "encode", boom)
+    titles = [f"{w} green" for w in words.values()]
+    sparse = clf.model_.sparse.predict_proba((titles, [""] * len(titles)))
+    assert (clf.predict_proba(titles).argmax(axis=1) == sparse.argmax(axis=1)).all()
 
 
 def test_members_switched_off_by_the_weights_are_not_run(tiny_ensemble, tmp_path, monkeypatch) -> None:

@@ -60,7 +60,7 @@ def test_tune_cli_saves_the_best_model(small_catalog, tmp_path, capsys, monkeypa
 
 def test_tune_an_embedding_tier_searches_its_pooling_knobs(small_catalog, tiny_encoder_dir) -> None:
     result = tune(small_catalog, n_trials=3, seed=0, tier="ensemble", encoder=str(tiny_encoder_dir))
-    assert result.tier == "ensemble" and result.trials[0]["prior_shift"] == 0.5 and result.trials[0]["knn_k"] == 10
+    assert result.tier == "ensemble" and result.trials[0]["prior_shift"] == "auto" and result.trials[0]["knn_k"] == 10
     assert {"prior_shift", "knn_k", "C"} <= set(result.best_params)
     model = result.model(encoder=str(tiny_encoder_dir))
     assert model.tier == "ensemble" and model.knn_k == result.best_params["knn_k"]

@@ -107,12 +107,35 @@ def title_hashes(titles: Iterable[str]) -> np.ndarray:
     )
 
 
+def _stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
+    """The stacking report with a one-line ``summary`` for people (``taxonomist train`` prints it)."""
+    folds, n = report.get("folds", 0), report.get("oof_products", 0)
+    if report.get("too_few"):
+        return {**report, "summary": f"too few products ({n} out of fold) to cross-validate the ensemble: its "
+                                     "members are pooled with equal weights"}
+    if not report.get("chosen"):
+        return dict(report)
+    head = f"cross-validation ({folds} folds, {n:,} out-of-fold products)"
+    f, a, f0, a0 = (report[k] for k in ("macro_f1", "accuracy", "floor_macro_f1", "floor_accuracy"))
+    if report.get("sparse_only"):
+        extra = f", with a prior shift of {report['prior_shift']:g}" if report["prior_shift"] else ""
+        text = (f"{head}: the other members do not help on this catalogue beyond noise; the model predicts as "
+                f"the sparse tier{extra}, without the encoder (macro-F1 {f:.4f}, accuracy {a:.4f} out of fold)")
+    else:
+        used = ", ".join(f"{k} {w:.2f}" for k, w in weights.items() if w > 0)
+        text = (f"{head}: members {used}, prior shift {report['prior_shift']:g} -- macro-F1 {f:.4f}, accuracy "
+                f"{a:.4f} out of fold, against {f0:.4f} / {a0:.4f} for the sparse member alone")
+    return {**report, "summary": text}
+
+
 class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Classify products into a category taxonomy.
 
     Args:
         tier: ``"ensemble"`` (the default: sparse + nearest neighbours + zero-shot prior over a pretrained text
-            encoder, weights fitted on validation data, the encoder run only where the sparse member is unsure),
+            encoder, which members take part and their weights decided by cross-validation on the training data
+            -- the sparse tier alone when the others do not help --, the encoder run only where the sparse member
+            is unsure),
             ``"sparse"`` (TF-IDF + linear SVM: fastest, no transformer), ``"embed"`` (a logistic head and
             nearest neighbours on frozen embeddings), ``"finetune"`` (the transformer fine-tuned end to end,
             pooled with the sparse tier) or ``"zeroshot"`` (no training data: see :meth:`from_taxonomy`).
@@ -130,12 +153,17 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         max_length: tokens per text for the encoder.
         members: ensemble members (default per tier, from ``sparse``, ``knn``, ``zeroshot``, ``embed``).
         knn_k: neighbours that vote in the ``knn`` member.
-        validation_size: share of title groups held out to fit the ensemble weights and calibration.
+        validation_size: share of title groups held out to fit the ensemble when one split is used (``cv < 2``,
+            or a fine-tuned transformer).
+        cv: grouped folds of the out-of-fold predictions on which the ensemble decides its member weights, prior
+            shift, calibration and cascade (stacking); a configuration that does worse than the sparse member
+            alone beyond noise is never chosen, and when no other member helps the model predicts as the sparse
+            tier (``stacking_`` says what was chosen and why).
         epochs: fine-tuning epochs (the best on validation macro-F1 is kept).
         finetune_max_length: tokens per text while fine-tuning.
         prior_shift: logit adjustment of the embedding tiers against the class prior (``-tau * log prior``),
-            which raises recall on rare leaves; ``"auto"`` picks it on the validation part (noisy with few
-            examples per rare leaf). See :func:`taxonomist.models.ensemble.prior_shift`.
+            which raises recall on rare leaves; ``"auto"`` (default) chooses it with the members, out of fold, or
+            a number fixes it. See :func:`taxonomist.models.ensemble.prior_shift`.
         image_encoder: use product photos (the ``image`` field) in the embedding tiers: ``"effnet-lite0"``,
             ``"effnet-lite2"`` or a local ``.onnx`` feature extractor; ``None`` (default): text only.
         fusion: how photos join the text members: ``"late"`` (an image head pooled with the text members,
@@ -145,8 +173,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         allow_remote_images: fetch ``http(s)://`` image references (off by default: a server must not become a
             fetcher of arbitrary addresses; with it on, downloads are size-limited and time out after 10 s).
         cascade: text-only ensembles answer with their sparse member alone where it is sure enough, and encode
-            only the other products; the threshold is the lowest at which the validation macro-F1 and accuracy are
-            no lower than the full ensemble's (none found: the cascade stays off).
+            only the other products; the threshold is the lowest at which the out-of-fold macro-F1 and accuracy
+            are no lower than the full ensemble's (none found: the cascade stays off).
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -175,12 +203,13 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         validation_size: float = 0.15,
         epochs: int = 3,
         finetune_max_length: int = 48,
-        prior_shift: float | Literal["auto"] = 0.5,
+        prior_shift: float | Literal["auto"] = "auto",
         image_encoder: str | None = None,
         fusion: Literal["late", "early"] = "late",
         image_root: str | None = None,
         allow_remote_images: bool = False,
         cascade: bool = True,
+        cv: int = 3,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -205,6 +234,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.image_root = image_root
         self.allow_remote_images = allow_remote_images
         self.cascade = cascade
+        self.cv = cv
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -370,7 +400,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             (titles, contexts), labels, self._embed(titles), title_groups(titles), self._members(), self.encoder_,
             lambda: self._sparse("none"), knn_k=self.knn_k, validation_size=self.validation_size,
             calibration=self.calibration, epochs=self.epochs, finetune_max_length=self.finetune_max_length,
-            random_state=self.random_state, prior_shift=self.prior_shift, img=img, cascade=self.cascade,
+            random_state=self.random_state, prior_shift=self.prior_shift, img=img, cascade=self.cascade, cv=self.cv,
         )
         self.model_ = fitted.members
         self.classes_ = np.asarray(fitted.members.classes, dtype=object)
@@ -381,6 +411,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.prior_shift_ = fitted.prior_shift
         self.rank_unshifted_ = fitted.rank_unshifted
         self.cascade_ = fitted.cascade
+        self.stacking_ = _stacking_summary(fitted.stacking, fitted.weights)
         self.neighbour_titles_ = [scrub_pii(t) for t in titles] if fitted.members.knn is not None else []
 
     # -- no training data / new categories ---------------------------------------------------------------
@@ -454,6 +485,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         m = self.model_
         if m.zeroshot is None and not (m.knn is not None and examples):
             raise TaxonomistError("this model has no zero-shot member; give example titles of the new category")
+        reach = {k for k in ("zeroshot", "knn") if getattr(m, k) is not None and (k != "knn" or examples)}
+        if not any(self.weights_.get(k, 0) > 0 for k in reach):
+            # cross-validation switched off the members that can name a new category: they come back with the
+            # weights fitted for all members out of fold (this also changes other products' scores a little)
+            fitted = getattr(self, "stacking_", {}).get("fitted_weights") or {k: 1.0 for k in self.weights_}
+            self.weights_ = {k: float(fitted.get(k, 0.0)) for k in {*self.weights_, *reach}}
+            logger.warning("the members that can score a new category were switched off by cross-validation; "
+                           "they take part again with weights %s", self.weights_)
         m.classes.append(name)
         m.class_counts = np.append(m.class_counts, 0)  # no training examples: no prior shift
         n = len(m.classes)
@@ -733,7 +772,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                           cascade=getattr(self, "cascade_", None),
                           image_encoder=self.image_encoder_.describe() if self._uses_images() else None,
                           image_stats=getattr(self, "image_stats_", {}),
-                          validation_macro_f1=getattr(self, "validation_scores_", {}))
+                          validation_macro_f1=getattr(self, "validation_scores_", {}),
+                          stacking=getattr(self, "stacking_", {}))
             if self.top_label_ is not None:
                 arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label_
             objects["neighbour_titles"] = self.neighbour_titles_
@@ -804,6 +844,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.prior_shift_ = float(params.get("prior_shift", 0.0))
         self.rank_unshifted_ = bool(params.get("rank_unshifted", False))  # older bundles: the shifted top
         self.cascade_ = None if params.get("cascade") is None else float(params["cascade"])  # older bundles: none
+        self.stacking_ = dict(params.get("stacking") or {})  # older bundles: one validation split, no report
         self.top_label_ = (arrays["ens_top_label_x"], arrays["ens_top_label_y"]) if "ens_top_label_x" in arrays else None
         self.neighbour_titles_ = list(objects.get("neighbour_titles", []))
         self.image_encoder_ = None

@@ -31,8 +31,8 @@ DEFAULTS: dict[str, Any] = {"C": 0.5, "context_weight": 0.5, "class_weight": "no
 TIER_DEFAULTS: dict[str, dict[str, Any]] = {
     "sparse": DEFAULTS,
     # the embedding tiers add the knobs of their pooling: prior shift (logit adjustment) and neighbours per vote
-    "ensemble": {**DEFAULTS, "prior_shift": 0.5, "knn_k": 10},
-    "embed": {**DEFAULTS, "prior_shift": 0.5, "knn_k": 10},
+    "ensemble": {**DEFAULTS, "prior_shift": "auto", "knn_k": 10},
+    "embed": {**DEFAULTS, "prior_shift": "auto", "knn_k": 10},
 }
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "hierarchical_f1", "top_level_accuracy")
 
@@ -57,7 +57,8 @@ def _suggest(trial: optuna.Trial, tier: str) -> dict[str, Any]:
         "use_attributes": trial.suggest_categorical("use_attributes", [True, False]),
     }
     if tier != "sparse":
-        params["prior_shift"] = trial.suggest_float("prior_shift", 0.0, 1.0)
+        # "auto": chosen out of fold with the members (the default); a number fixes it
+        params["prior_shift"] = trial.suggest_categorical("prior_shift", ["auto", 0.0, 0.25, 0.5, 0.75, 1.0])
         params["knn_k"] = trial.suggest_int("knn_k", 3, 30, log=True)
     return params
 

@@ -1,11 +1,13 @@
 """The default ensemble: sparse tier + nearest neighbours + zero-shot prior (+ embedding head), log-linear.
 
 ``log P(c) ∝ Σ_t w_t · log P_t(c)``: each member's calibrated probabilities are pooled geometrically with
-non-negative weights fitted by minimising the negative log-likelihood on a grouped validation split (a convex
-problem; the weights' sum plays the part of a temperature), then the top probability gets the same isotonic
-map as the sparse tier. The members are fitted on the remaining 85 % for that, and refitted on everything
-afterwards. A member that does not know a category (one added to the bundle later) abstains on it: it gives the
-category its own best log-probability, so only the members that know the category decide for or against it.
+non-negative weights, then the top probability gets the same isotonic map as the sparse tier. Everything is
+decided on the user's own data by cross-validation (stacking): the members are fitted on k - 1 grouped folds and
+predict the k-th, and on these out-of-fold predictions of every product the temperatures, which members take
+part with which weights, the prior shift, the calibration and the cascade threshold are chosen -- never a
+configuration that does worse than the sparse member alone beyond noise (:func:`select_stack`). Then the members
+are refitted on everything. A member that does not know a category (one added to the bundle later) abstains on
+it: it gives the category its own best log-probability, so only the members that know the category decide.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from .embed import EmbedHead, NeighbourIndex
 from .sparse import SparseClassifier
 from .zeroshot import TaxonomyScorer
 
-__all__ = ["MEMBERS", "EnsembleMembers", "FittedEnsemble", "fit_ensemble", "fit_log_linear", "pool", "prior_shift",
-           "select_prior_shift", "select_weights"]
+__all__ = ["MEMBERS", "EnsembleMembers", "FittedEnsemble", "fit_ensemble", "fit_log_linear", "group_folds",
+           "macro_f1_accuracy", "pool", "prior_shift", "select_cascade", "select_stack"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,33 +83,115 @@ def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str
     return weights
 
 
-def select_weights(logs: dict[str, np.ndarray], y_index: np.ndarray, weights: dict[str, float],
-                   anchor: str = "sparse", margin: float = 0.002,
-                   shift: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """Guard the NLL-fitted weights with the validation macro-F1.
+def macro_f1_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int,
+                      weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(macro-F1, accuracy) of label indices, as scikit-learn computes them (macro over the classes that are true
+    or predicted at least once, F1 0 where undefined), optionally with row ``weights`` (a bootstrap resample)."""
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    hit = pred == y
+    tp = np.bincount(y[hit], weights=w[hit], minlength=n_classes)
+    true = np.bincount(y, weights=w, minlength=n_classes)
+    said = np.bincount(pred, weights=w, minlength=n_classes)
+    seen = (true > 0) | (said > 0)
+    f1 = 2 * tp[seen] / (true[seen] + said[seen])
+    return float(f1.mean()) if seen.any() else 0.0, float(w[hit].sum() / max(w.sum(), 1e-12))
 
-    The NLL optimum is the best *probabilities*, not always the best decisions for rare leaves (measured on
-    fashion: lower macro-F1 than the sparse tier alone). Candidates: the NLL weights, the same with the other
-    members' weights scaled by 1/2 and 1/4, and ``anchor`` alone, each scored with ``shift`` (the prior shift)
-    added; the NLL weights are kept unless a candidate beats their validation macro-F1 by more than ``margin``.
-    Returns (weights, macro-F1 of each candidate).
+
+STACK_TOLERANCE = 0.002
+"""How much out-of-fold macro-F1 or accuracy a configuration may lose against the sparse member alone and still
+be chosen (when its sum of both is higher)."""
+_NLL_ROWS = 5000  # out-of-fold rows the log-linear weights are fitted on (the fit is over rows x classes)
+
+
+def _candidates(logs: dict[str, np.ndarray], y: np.ndarray, anchor: str, seed: int) -> dict[str, dict[str, float]]:
+    """Weightings to score: ``anchor`` alone, and for each set of other members the NLL-fitted log-linear
+    weights with the others' weights as fitted, halved and quartered."""
+    from itertools import combinations
+
+    rows = _sample(len(y), _NLL_ROWS, seed)
+    others = [k for k in logs if k != anchor]
+    zero = dict.fromkeys(logs, 0.0)
+    fitted = fit_log_linear({anchor: logs[anchor][rows]}, y[rows])
+    out = {f"{anchor} only": {**zero, **fitted}}
+    for r in range(1, len(others) + 1):
+        for subset in combinations(others, r):
+            names = (anchor, *subset)
+            w = fit_log_linear({k: logs[k][rows] for k in names}, y[rows])
+            if all(w[k] == 0 for k in subset):
+                continue
+            for scale in (1.0, 0.5, 0.25):
+                label = " + ".join(names) + ("" if scale == 1.0 else f" (others x{scale})")
+                out[label] = {**zero, **{k: (v if k == anchor else v * scale) for k, v in w.items()}}
+    return out
+
+
+def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
+                 prior_shift: float | str = "auto", anchor: str = "sparse", tolerance: float = STACK_TOLERANCE,
+                 n_boot: int = 200, seed: int = 0) -> tuple[dict[str, float], float, dict[str, Any]]:
+    """Member weights and prior shift chosen on out-of-fold predictions (stacking).
+
+    Every weighting of :func:`_candidates`, with every prior shift (``"auto"``: each of :data:`PRIOR_SHIFTS`;
+    a number: that one), is scored by out-of-fold macro-F1 and accuracy. The floor is ``anchor`` (the sparse
+    member) alone without shift: the sparse tier. A configuration is admissible when neither score is below the
+    floor's by more than ``tolerance``; the admissible one with the highest macro-F1 + accuracy is chosen, and
+    kept only when a paired bootstrap over the out-of-fold products (``n_boot`` Poisson resamples) puts its
+    gain in macro-F1 + accuracy above zero in 90 % of them -- otherwise the floor (a gain within noise is not
+    a gain). Returns (weights, prior shift, report); ``report["fitted_weights"]`` is the NLL weighting of all
+    members (what :meth:`~taxonomist.TaxonomyClassifier.add_category` falls back to).
     """
-    from sklearn.metrics import f1_score
+    if anchor not in logs:
+        raise ValueError(f"the stacking floor needs the {anchor!r} member")
+    n_classes = logs[anchor].shape[1]
+    taus = PRIOR_SHIFTS if prior_shift == "auto" else (0.0, float(prior_shift))
+    cands = _candidates(logs, y, anchor, seed)
+    scores: dict[tuple[str, float], tuple[float, float]] = {}
+    preds: dict[tuple[str, float], np.ndarray] = {}
+    for name, w in cands.items():
+        total = np.zeros(logs[anchor].shape, dtype=np.float32)
+        for k in logs:
+            if w[k] > 0:
+                total += np.float32(w[k]) * logs[k]
+        for tau in dict.fromkeys(taus):
+            pred = np.asarray((total + _shift(counts, tau).astype(np.float32) if tau else total).argmax(axis=1))
+            scores[name, tau] = macro_f1_accuracy(y, pred, n_classes)
+            preds[name, tau] = pred
+    floor = (f"{anchor} only", 0.0)
+    f0, a0 = scores[floor]
+    ok = [k for k, (f, a) in scores.items() if f >= f0 - tolerance and a >= a0 - tolerance]
+    best = max(ok, key=lambda k: (round(sum(scores[k]), 10), k == floor))
+    lo = hi = 0.0
+    if best != floor:
+        rng = np.random.default_rng(seed)
+        gains = []
+        for _ in range(n_boot):
+            wts = rng.poisson(1.0, len(y)).astype(np.float64)
+            gains.append(sum(macro_f1_accuracy(y, preds[best], n_classes, wts))
+                         - sum(macro_f1_accuracy(y, preds[floor], n_classes, wts)))
+        lo, hi = (float(v) for v in np.quantile(gains, [0.1, 0.9]))
+        if lo <= 0:
+            logger.info("stacking: %s with prior shift %s gains %.4f (80%% interval %.4f..%.4f): within noise",
+                        best[0], best[1], sum(scores[best]) - f0 - a0, lo, hi)
+            best = floor
+    weights, tau = cands[best[0]], best[1]
+    full = cands.get(" + ".join(logs), weights)  # all members, NLL-fitted
+    top = sorted(scores, key=lambda k: -sum(scores[k]))[:5]
+    report: dict[str, Any] = {
+        "chosen": best[0], "prior_shift": tau, "macro_f1": scores[best][0], "accuracy": scores[best][1],
+        "floor_macro_f1": f0, "floor_accuracy": a0, "gain_interval_80": [lo, hi],
+        "sparse_only": [k for k, v in weights.items() if v > 0] == [anchor],
+        "fitted_weights": full,
+        "top": [{"members": k[0], "prior_shift": k[1], "macro_f1": scores[k][0], "accuracy": scores[k][1]} for k in top],
+    }
+    logger.info("stacking: %d configurations scored out of fold; chosen %s, prior shift %s (macro-F1 %.4f, accuracy "
+                "%.4f; the sparse member alone %.4f / %.4f)", len(scores), best[0], tau, *scores[best], f0, a0)
+    return weights, tau, report
 
-    if anchor not in logs or len(logs) == 1:
-        return weights, {}
-    cands: dict[str, dict[str, float]] = {"fitted": weights}
-    for scale in (0.5, 0.25):
-        cands[f"others x{scale}"] = {k: (v if k == anchor else v * scale) for k, v in weights.items()}
-    cands[f"{anchor} only"] = {k: (v if k == anchor else 0.0) for k, v in weights.items()}
-    add = 0.0 if shift is None else shift
-    scores = {name: float(f1_score(y_index, (pool(logs, w) + add).argmax(axis=1), average="macro", zero_division=0))
-              for name, w in cands.items()}
-    best = max(scores, key=lambda k: scores[k])
-    choice = best if scores[best] > scores["fitted"] + margin else "fitted"
-    logger.info("ensemble weights on validation (macro-F1): %s -> %s",
-                ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), choice)
-    return cands[choice], scores
+
+def _sample(n: int, cap: int, seed: int) -> np.ndarray:
+    """At most ``cap`` of ``n`` positions, sorted (all of them when ``n <= cap``)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
 CASCADE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
@@ -165,22 +249,6 @@ def prior_shift(counts: np.ndarray, tau: float) -> np.ndarray:
     log_prior = np.log(floored / floored.sum())
     out[has] = -tau * (log_prior - log_prior.mean())
     return out
-
-
-def select_prior_shift(logp: np.ndarray, y_index: np.ndarray, counts: np.ndarray,
-                       margin: float = 0.002) -> tuple[float, dict[str, float]]:
-    """The logit-adjustment strength (of :data:`PRIOR_SHIFTS`) with the best validation macro-F1; 0 unless
-    another beats it by more than ``margin``. With a few validation examples per rare leaf this choice is
-    noisy (it picks less shift than the held-out test prefers), hence the fixed default of the classifier."""
-    from sklearn.metrics import f1_score
-
-    scores = {f"prior shift {t}": float(f1_score(y_index, (logp + prior_shift(counts, t)).argmax(axis=1),
-                                                 average="macro", zero_division=0)) for t in PRIOR_SHIFTS}
-    best = max(PRIOR_SHIFTS, key=lambda t: scores[f"prior shift {t}"])
-    tau = best if scores[f"prior shift {best}"] > scores["prior shift 0.0"] + margin else 0.0
-    logger.info("prior shift on validation (macro-F1): %s -> %s",
-                ", ".join(f"{t} {scores[f'prior shift {t}']:.4f}" for t in PRIOR_SHIFTS), tau)
-    return tau, scores
 
 
 _shift = prior_shift  # the function, where a parameter shadows its name
@@ -311,6 +379,17 @@ def split_for_validation(groups: np.ndarray, y: np.ndarray, size: float, seed: i
     return fit_idx, val_idx
 
 
+def group_folds(groups: np.ndarray, y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """The fold (0 .. n_folds - 1) of each product: title groups never straddle two folds, and each category's
+    groups are dealt round the folds in turn (in a random order), so a category with two groups has one in
+    the training part of every fold and rare categories are spread as evenly as they can be."""
+    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.lexsort((np.random.default_rng(seed).random(len(uniq)), np.asarray(y)[first]))
+    fold_of_group = np.empty(len(uniq), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(uniq)) % n_folds
+    return fold_of_group[inverse.ravel()]
+
+
 def _rank_score(p: np.ndarray, rank_logp: np.ndarray | None, temperature: float) -> np.ndarray | None:
     """The unshifted probability of each row's chosen class (``None`` without unshifted scores)."""
     if rank_logp is None:
@@ -318,14 +397,16 @@ def _rank_score(p: np.ndarray, rank_logp: np.ndarray | None, temperature: float)
     return np.asarray(softmax_with_temperature(rank_logp, temperature)[np.arange(len(p)), p.argmax(axis=1)])
 
 
-def calibrate(logp: np.ndarray, y: np.ndarray,
-              rank_logp: np.ndarray | None = None) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = None,
+              seed: int = 0) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
     """A final temperature and top-label map for pooled log-probabilities on validation data.
 
     ``rank_logp``: the pooled scores before the prior shift. The shift picks better leaves for rare classes
     but its top probabilities rank products worse (measured on BigBasket: coverage at 95 % precision 0.28
-    against 0.62); with ``rank_logp`` the top-label map reads the unshifted probability of the chosen leaf."""
-    t = fit_temperature(logp, y)
+    against 0.62); with ``rank_logp`` the top-label map reads the unshifted probability of the chosen leaf. The
+    temperature is fitted on at most ``_TEMPERATURE_ROWS`` products (drawn with ``seed``), the map on all."""
+    rows = _sample(len(y), _TEMPERATURE_ROWS, seed)
+    t = fit_temperature(logp[rows], y[rows])
     p = softmax_with_temperature(logp, t)
     score = _rank_score(p, rank_logp, t)
     return t, fit_top_label(p.max(axis=1) if score is None else score, p.argmax(axis=1) == y)
@@ -420,9 +501,25 @@ class FittedEnsemble:
     prior_shift: float = 0.0  # logit-adjustment strength (see :func:`prior_shift`)
     rank_unshifted: bool = False  # the top-label map reads the unshifted probability (see :func:`calibrate`)
     cascade: float | None = None  # sparse member alone where its confidence reaches this (see select_cascade)
+    stacking: dict[str, Any] = field(default_factory=dict)  # what cross-validation chose, and why (select_stack)
 
 
 _MIN_VALIDATION = 50
+_TEMPERATURE_ROWS = 10_000  # out-of-fold rows each temperature is fitted on
+_UNSEEN = float(np.log(_EPS)) - 20.0  # out of fold: a class the fold's members never saw cannot win
+
+
+def _splits(groups: np.ndarray, y: np.ndarray, members: Sequence[str], cv: int, validation_size: float,
+            seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) positions: ``cv`` grouped folds, or one grouped split when ``cv < 2`` or a transformer is
+    fine-tuned (trained once, with early stopping on the held-out part)."""
+    n_groups = len(np.unique(groups))
+    if cv >= 2 and "finetune" not in members and n_groups >= cv:
+        folds = group_folds(groups, y, cv, seed)
+        out = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(cv)]
+    else:
+        out = [split_for_validation(groups, y, validation_size, seed)]
+    return [(a, b) for a, b in out if len(b) and len(np.unique(y[a])) >= 2]
 
 
 def fit_ensemble(
@@ -439,108 +536,154 @@ def fit_ensemble(
     epochs: int = 3,
     finetune_max_length: int = 48,
     random_state: int = 0,
-    prior_shift: float | str = 0.5,
+    prior_shift: float | str = "auto",
     img: Images | None = None,
     cascade: bool = True,
+    cv: int = 3,
 ) -> FittedEnsemble:
-    """Fit the members on a grouped fit part, fit temperatures, pooling weights and calibration on the held-out
-    part, then refit the members on everything (the fine-tuned transformer is trained once, on the fit part).
+    """Decide everything on out-of-fold predictions (stacking), then refit the members on everything.
+
+    The members are fitted ``cv`` times, each time on the products outside one grouped fold, and predict that
+    fold; on these out-of-fold predictions of (nearly) every product: each member's temperature, then which
+    members take part with which log-linear weights and the prior shift (:func:`select_stack`: never worse than
+    the sparse member alone beyond noise), the final calibration and the cascade threshold. With a fine-tuned
+    transformer (trained once, on the fit part) or ``cv < 2`` one grouped split of ``validation_size`` is used.
 
     Args:
         pairs: (titles, contexts) of the training products; ``emb`` their title embeddings.
-        groups: title groups (identical titles stay on one side of the split).
+        groups: title groups (identical titles stay on one side of a split).
         make_sparse: a new, unfitted sparse member (calibration ``"none"``: the ensemble calibrates).
-        prior_shift: logit-adjustment strength (:func:`prior_shift`), or ``"auto"`` to pick it on validation.
+        prior_shift: logit-adjustment strength (:func:`prior_shift`), or ``"auto"`` to choose it out of fold.
         img: image features and mask of the training products (for the ``image`` / ``fused`` members).
         cascade: pick a sparse-confidence threshold above which prediction skips the encoder
             (:func:`select_cascade`; text-only ensembles).
+        cv: folds of the out-of-fold predictions.
     """
+    from tqdm.auto import tqdm
+
     from .calibration import fit_temperature
 
     titles, contexts = pairs
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    n_classes = len(classes)
     weights = {m: 1.0 for m in members}
     scores: dict[str, float] = {}
+    stacking: dict[str, Any] = {}
     if prior_shift != "auto" and not (isinstance(prior_shift, (int, float)) and prior_shift >= 0):
         raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
     tau = 0.0 if prior_shift == "auto" else float(prior_shift)
     temperature, top_label, sparse_t, head_t, ft_t, img_t, fused_t = 1.0, None, 1.0, 1.0, 1.0, 1.0, 1.0
     cascade_t: float | None = None
-    fit_idx, val_idx = split_for_validation(groups, y, validation_size, random_state)
-    validate = len(val_idx) >= _MIN_VALIDATION and len(set(y[fit_idx].tolist())) >= 2
-    sub = ([titles[i] for i in fit_idx], [contexts[i] for i in fit_idx])
-    val = ([titles[i] for i in val_idx], [contexts[i] for i in val_idx])
+    splits = _splits(groups, y, members, cv, validation_size, random_state)
+    validate = sum(len(v) for _, v in splits) >= _MIN_VALIDATION
+
+    def texts(idx: np.ndarray) -> tuple[list[str], list[str]]:
+        return [titles[i] for i in idx], [contexts[i] for i in idx]
+
+    def rows(idx: np.ndarray) -> Images | None:
+        return None if img is None else (img[0][idx], img[1][idx])
+
     finetuned = None
     if "finetune" in members:
         from .finetune import FineTuner
 
-        # fine-tuned once, on the fit part, with early stopping on the validation part; the final model
-        # reuses it (refitting a transformer on everything would double the dominant cost)
+        # fine-tuned once, on the fit part, with early stopping on the held-out part; the final model reuses it
+        # (refitting a transformer on everything would double the dominant cost)
         tuner = FineTuner(epochs=epochs, max_length=finetune_max_length, seed=random_state)
         if validate:
-            finetuned = tuner.fit(encoder, finetune_texts(sub), y[fit_idx], len(classes), finetune_texts(val), y[val_idx])
+            (fit_idx, val_idx), = splits
+            finetuned = tuner.fit(encoder, finetune_texts(texts(fit_idx)), y[fit_idx], n_classes,
+                                  finetune_texts(texts(val_idx)), y[val_idx])
         else:
-            finetuned = tuner.fit(encoder, finetune_texts(pairs), y, len(classes))
-    def rows(idx: np.ndarray) -> Images | None:
-        return None if img is None else (img[0][idx], img[1][idx])
-
+            finetuned = tuner.fit(encoder, finetune_texts(pairs), y, n_classes)
+    # the zero-shot scorer depends on the class list only: built once, for every fold and the final model
+    zeroshot = TaxonomyScorer().build(paths(list(classes)), encoder) if "zeroshot" in members else None
     if validate:
-        part = EnsembleMembers(list(classes), members, knn_k).fit(sub, emb[fit_idx], y[fit_idx], make_sparse(),
-                                                                  encoder, finetuned=finetuned, img=rows(fit_idx))
-        if part.sparse is not None:
-            s = part.sparse.decision_function(val)
-            seen = np.isin(y[val_idx], part._sparse_cols)
-            col = {c: j for j, c in enumerate(part._sparse_cols)}
-            sparse_t = part.sparse.temperature_ = fit_temperature(s[seen], np.array([col[v] for v in y[val_idx][seen]]))
-        if part.zeroshot is not None:
-            part.zeroshot.fit_temperature(emb[val_idx], y[val_idx])
-        if part.head is not None:
-            head_t = part.head_temperature = fit_temperature(part.head.decision_function(emb[val_idx]), y[val_idx])
-        if part.finetune is not None:
-            ft_t = part.finetune_temperature = fit_temperature(part.finetune.logits(finetune_texts(val)), y[val_idx])
-        val_img = rows(val_idx)
-        if part.image is not None and val_img is not None and val_img[1].sum() >= 2:
-            has = val_img[1]
-            img_t = part.image_temperature = fit_temperature(part.image.decision_function(val_img[0][has]),
-                                                             y[val_idx][has])
-        if part.fused is not None and val_img is not None:
-            fused_t = part.fused_temperature = fit_temperature(
-                part.fused.decision_function(fused_features(emb[val_idx], val_img)), y[val_idx])
-        # Weights and calibration are fitted as the final model will be used: on classes with training data.
-        # Validation products of a class the fit part lacks (a rare leaf whose only examples were held out)
-        # are left out, and so are such classes' columns; otherwise the weights learn to favour the members
-        # that can name a class without examples (measured on BigBasket: validation macro-F1 0.469 with the
-        # zero-shot member over-weighted, against 0.594 for the sparse member alone).
-        known = np.unique(y[fit_idx])
-        keep = np.isin(y[val_idx], known)
-        remap = np.full(len(classes), -1)
-        remap[known] = np.arange(len(known))
-        y_val = remap[y[val_idx][keep]]
-        logs = {k: v[keep][:, known] for k, v in part.logs(val, emb[val_idx], img=val_img).items()}
-        counts = part.class_counts[known]
-        weights, scores = select_weights(logs, y_val, fit_log_linear(logs, y_val), shift=_shift(counts, tau))
+        parts = [EnsembleMembers(list(classes), members, knn_k).fit(texts(a), emb[a], y[a], make_sparse(), encoder,
+                                                                   finetuned=finetuned, zeroshot=zeroshot, img=rows(a))
+                 for a, _ in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
+                                  disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO))]
+        # each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw
+        held = np.concatenate([b[np.isin(y[b], y[a])] for a, b in splits])
+        sample = set(held[_sample(len(held), _TEMPERATURE_ROWS, random_state)].tolist())
+        picks = [np.array([i for i in b if i in sample], dtype=np.int64) for _, b in splits]
+        y_t = np.concatenate([y[p] for p in picks])
+
+        def oof_scores(score: Callable[[EnsembleMembers, np.ndarray], np.ndarray]) -> np.ndarray:
+            return np.vstack([score(part, p) for part, p in zip(parts, picks, strict=True)])
+
+        if parts[0].sparse is not None:
+            def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
+                full = np.full((len(p), n_classes), -1e4)
+                full[:, part._sparse_cols] = part.sparse.decision_function(texts(p))  # type: ignore[union-attr]
+                return full
+            sparse_t = fit_temperature(oof_scores(sparse_scores), y_t)
+        if zeroshot is not None:
+            zeroshot.fit_temperature(emb[np.sort(list(sample))], y[np.sort(list(sample))])
+        if parts[0].head is not None:
+            head_t = fit_temperature(oof_scores(lambda m, p: m.head.decision_function(emb[p])), y_t)  # type: ignore[union-attr]
+        if parts[0].finetune is not None:
+            ft_t = fit_temperature(oof_scores(lambda m, p: m.finetune.logits(finetune_texts(texts(p)))), y_t)
+        if parts[0].image is not None and img is not None:
+            has = np.concatenate([img[1][p] for p in picks])
+            if has.sum() >= 2:
+                img_t = fit_temperature(oof_scores(lambda m, p: m.image.decision_function(img[0][p]))[has], y_t[has])  # type: ignore[union-attr]
+        if parts[0].fused is not None and img is not None:
+            fused_t = fit_temperature(oof_scores(lambda m, p: m.fused.decision_function(  # type: ignore[union-attr]
+                fused_features(emb[p], (img[0][p], img[1][p])))), y_t)
+        # out-of-fold log-probabilities of every member. Decisions are made as the final model is used: on
+        # classes with training data. A product whose class its fold never saw (a rare leaf whose only examples
+        # are in that fold) is left out, and in each fold the classes it never saw cannot win; otherwise the
+        # weights learn to favour the members that can name a class without examples (measured on BigBasket:
+        # validation macro-F1 0.469 with the zero-shot member over-weighted, against 0.594 for the sparse member).
+        oof: dict[str, list[np.ndarray]] = {}
+        y_parts = []
+        for part, (a, b) in zip(parts, splits, strict=True):
+            if part.sparse is not None:
+                part.sparse.temperature_ = sparse_t
+            part.head_temperature, part.finetune_temperature = head_t, ft_t
+            part.image_temperature, part.fused_temperature = img_t, fused_t
+            keep = b[np.isin(y[b], y[a])]
+            unseen = ~np.isin(np.arange(n_classes), y[a])
+            for k, v in part.logs(texts(keep), emb[keep], img=rows(keep)).items():
+                v[:, unseen] = _UNSEEN
+                oof.setdefault(k, []).append(v.astype(np.float32))
+            y_parts.append(y[keep])
+        logs = {k: np.vstack(v) for k, v in oof.items()}
+        y_oof = np.concatenate(y_parts)
+        counts = np.bincount(y, minlength=n_classes)
+        if "sparse" in logs and len(logs) > 1:
+            weights, tau, stacking = select_stack(logs, y_oof, counts, prior_shift, seed=random_state)
+        else:
+            rows_nll = _sample(len(y_oof), _NLL_ROWS, random_state)
+            weights = fit_log_linear({k: v[rows_nll] for k, v in logs.items()}, y_oof[rows_nll])
+        stacking.update(folds=len(splits), oof_products=len(y_oof))
+        scores = {k: v for k, v in stacking.items() if isinstance(v, float)}
         pooled = pool(logs, weights)
-        if prior_shift == "auto":
-            tau, shift_scores = select_prior_shift(pooled, y_val, counts)
-            scores.update(shift_scores)
         shifted = pooled + _shift(counts, tau)
         rank = pooled if tau > 0 else None
         if calibration != "none":
-            temperature, top_label = calibrate(shifted, y_val, rank)
+            temperature, top_label = calibrate(shifted, y_oof, rank, seed=random_state)
             if calibration == "temperature":
                 top_label = None
-        if cascade and "sparse" in logs and img is None and weights.get("sparse", 0) > 0 and len(weights) > 1:
-            cascade_t, cascade_scores = select_cascade(logs["sparse"], shifted, y_val)
+        if cascade and "sparse" in logs and img is None and weights.get("sparse", 0) > 0 and \
+                any(w > 0 for k, w in weights.items() if k != "sparse"):
+            cascade_t, cascade_scores = select_cascade(logs["sparse"], shifted, y_oof)
             scores.update(cascade_scores)
+        del logs, parts
     else:
-        logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", len(val_idx))
-    # the zero-shot scorer depends on the class list only: the one built (and temperature-fitted) above serves
-    full = EnsembleMembers(list(classes), members, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
-                                                              sparse_temperature=sparse_t, finetuned=finetuned,
-                                                              zeroshot=part.zeroshot if validate else None, img=img)
+        held_out = sum(len(v) for _, v in splits)
+        stacking = {"folds": len(splits), "oof_products": held_out, "too_few": True}
+        logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", held_out)
+    # members the stacking switched off are not refitted, but for the neighbour index and the zero-shot scorer
+    # (cheap, and what explanations and add_category use)
+    final = [m for m in members if weights.get(m, 0) > 0 or m in ("knn", "zeroshot")]
+    full = EnsembleMembers(list(classes), final, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
+                                                            sparse_temperature=sparse_t, finetuned=finetuned,
+                                                            zeroshot=zeroshot, img=img)
     full.finetune_temperature = ft_t
     full.head_temperature = head_t
     full.image_temperature = img_t
     full.fused_temperature = fused_t
     return FittedEnsemble(full, weights, temperature, top_label, scores, tau, rank_unshifted=tau > 0,
-                          cascade=cascade_t)
+                          cascade=cascade_t, stacking=stacking)
