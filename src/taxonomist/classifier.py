@@ -119,12 +119,14 @@ def _stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) -
     f, a, f0, a0 = (report[k] for k in ("macro_f1", "accuracy", "floor_macro_f1", "floor_accuracy"))
     if report.get("sparse_only"):
         extra = f", with a prior shift of {report['prior_shift']:g}" if report["prior_shift"] else ""
-        text = (f"{head}: the other members do not help on this catalogue beyond noise; the model predicts as "
-                f"the sparse tier{extra}, without the encoder (macro-F1 {f:.4f}, accuracy {a:.4f} out of fold)")
+        anchor = report.get("anchor", "sparse")
+        alone = "as the sparse tier" + extra + ", without the encoder" if anchor == "sparse" else f"with its {anchor} member alone{extra}"
+        text = (f"{head}: the other members do not help on this catalogue beyond noise; the model predicts {alone} "
+                f"(macro-F1 {f:.4f}, accuracy {a:.4f} out of fold)")
     else:
         used = ", ".join(f"{k} {w:.2f}" for k, w in weights.items() if w > 0)
         text = (f"{head}: members {used}, prior shift {report['prior_shift']:g} -- macro-F1 {f:.4f}, accuracy "
-                f"{a:.4f} out of fold, against {f0:.4f} / {a0:.4f} for the sparse member alone")
+                f"{a:.4f} out of fold, against {f0:.4f} / {a0:.4f} for the {report.get('anchor', 'sparse')} member alone")
     return {**report, "summary": text}
 
 

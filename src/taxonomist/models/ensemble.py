@@ -176,7 +176,7 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
     full = cands.get(" + ".join(logs), weights)  # all members, NLL-fitted
     top = sorted(scores, key=lambda k: -sum(scores[k]))[:5]
     report: dict[str, Any] = {
-        "chosen": best[0], "prior_shift": tau, "macro_f1": scores[best][0], "accuracy": scores[best][1],
+        "anchor": anchor, "chosen": best[0], "prior_shift": tau, "macro_f1": scores[best][0], "accuracy": scores[best][1],
         "floor_macro_f1": f0, "floor_accuracy": a0, "gain_interval_80": [lo, hi],
         "sparse_only": [k for k, v in weights.items() if v > 0] == [anchor],
         "fitted_weights": full,
@@ -652,11 +652,9 @@ def fit_ensemble(
         logs = {k: np.vstack(v) for k, v in oof.items()}
         y_oof = np.concatenate(y_parts)
         counts = np.bincount(y, minlength=n_classes)
-        if "sparse" in logs and len(logs) > 1:
-            weights, tau, stacking = select_stack(logs, y_oof, counts, prior_shift, seed=random_state)
-        else:
-            rows_nll = _sample(len(y_oof), _NLL_ROWS, random_state)
-            weights = fit_log_linear({k: v[rows_nll] for k, v in logs.items()}, y_oof[rows_nll])
+        # the floor: the sparse member alone (tiers without one: their first member)
+        anchor = "sparse" if "sparse" in logs else next(iter(logs))
+        weights, tau, stacking = select_stack(logs, y_oof, counts, prior_shift, anchor=anchor, seed=random_state)
         stacking.update(folds=len(splits), oof_products=len(y_oof))
         scores = {k: v for k, v in stacking.items() if isinstance(v, float)}
         pooled = pool(logs, weights)
