@@ -528,7 +528,17 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         from .encoders.transformer import blas_single_thread
 
         with blas_single_thread(len(titles)):
-            return self._proba_members(titles, contexts, img, modality, sparse_log)
+            proba, emb = self._proba_members(titles, contexts, img, modality, sparse_log)
+            if modality == "all" and img is not None and getattr(self.model_, "image", None) is not None:
+                # a product with a usable photo and no text at all is classified from its photo: the pooled
+                # weights (chosen for products that have text) may give the photo little or no say
+                photo_only = np.flatnonzero(img[1] & np.array([not (t or "").strip() and not (c or "").strip()
+                                                               for t, c in zip(titles, contexts, strict=True)]))
+                if len(photo_only):
+                    proba[photo_only] = self._proba_members(
+                        [titles[i] for i in photo_only], [contexts[i] for i in photo_only],
+                        (img[0][photo_only], img[1][photo_only]), "image", None)[0]
+            return proba, emb
 
     def _proba_members(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None,
                        modality: str, sparse_log: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -543,6 +553,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             # one modality's members, scaled to the model's total weight: the pooled scores keep the scale the
             # prior shift and the calibration were fitted for (a lightly weighted member alone would otherwise
             # be swamped by the prior shift)
+            if part == 0:  # the stacking switched the modality off: its members with the weights fitted for all
+                fitted = getattr(self, "stacking_", {}).get("fitted_weights") or {}
+                weights = {k: float(fitted.get(k, 0.0)) or 1.0 if k in keep else v for k, v in weights.items()}
+                part = sum(weights[k] for k in keep)
             scale = sum(weights.values()) / part if part > 0 else 0.0
             weights = {k: (w * scale if k in keep else 0.0) for k, w in weights.items()}
         # members the fitted weights switched off are not run at all (e.g. an ensemble whose validation fell back
@@ -611,11 +625,13 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     @property
     def modalities(self) -> tuple[str, ...]:
         """What the model reads, among ``"text"`` and ``"image"`` (members with a weight: the ``fused`` member
-        counts as text, since it also reads the text embedding)."""
+        counts as text, since it also reads the text embedding; an image head reads the photos of products without
+        text even when cross-validation gave it no weight in the pool)."""
         if isinstance(getattr(self, "model_", None), SparseClassifier) or not hasattr(self, "weights_"):
             return ("text",)
         active = {k for k, w in self.weights_.items() if w > 0}
-        return tuple(m for m, on in (("text", bool(active - {"image"})), ("image", "image" in active)) if on)
+        photos = "image" in active or getattr(self.model_, "image", None) is not None
+        return tuple(m for m, on in (("text", bool(active - {"image"})), ("image", photos)) if on)
 
     def predict_products(
         self,

@@ -673,9 +673,9 @@ def fit_ensemble(
         held_out = sum(len(v) for _, v in splits)
         stacking = {"folds": len(splits), "oof_products": held_out, "too_few": True}
         logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", held_out)
-    # members the stacking switched off are not refitted, but for the neighbour index and the zero-shot scorer
-    # (cheap, and what explanations and add_category use)
-    final = [m for m in members if weights.get(m, 0) > 0 or m in ("knn", "zeroshot")]
+    # members the stacking switched off are not refitted, but for the neighbour index, the zero-shot scorer and
+    # the image head (cheap; what explanations, add_category and products with a photo but no text use)
+    final = [m for m in members if weights.get(m, 0) > 0 or m in ("knn", "zeroshot", "image")]
     full = EnsembleMembers(list(classes), final, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
                                                             sparse_temperature=sparse_t, finetuned=finetuned,
                                                             zeroshot=zeroshot, img=img)
