@@ -144,17 +144,18 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
     n_classes = logs[anchor].shape[1]
     taus = PRIOR_SHIFTS if prior_shift == "auto" else (0.0, float(prior_shift))
     cands = _candidates(logs, y, anchor, seed)
-    scores: dict[tuple[str, float], tuple[float, float]] = {}
-    preds: dict[tuple[str, float], np.ndarray] = {}
-    for name, w in cands.items():
+    shifts = {tau: _shift(counts, tau).astype(np.float32) for tau in dict.fromkeys(taus)}
+
+    def predict(name: str) -> dict[float, np.ndarray]:
+        """The arg-max of one weighting under each prior shift."""
         total = np.zeros(logs[anchor].shape, dtype=np.float32)
-        for k in logs:
-            if w[k] > 0:
-                total += np.float32(w[k]) * logs[k]
-        for tau in dict.fromkeys(taus):
-            pred = np.asarray((total + _shift(counts, tau).astype(np.float32) if tau else total).argmax(axis=1))
-            scores[name, tau] = macro_f1_accuracy(y, pred, n_classes)
-            preds[name, tau] = pred
+        for k, v in cands[name].items():
+            if v > 0:
+                total += np.float32(v) * logs[k]
+        return {tau: np.asarray((total + s if tau else total).argmax(axis=1)) for tau, s in shifts.items()}
+
+    scores = {(name, tau): macro_f1_accuracy(y, pred, n_classes)
+              for name in cands for tau, pred in predict(name).items()}
     floor = (f"{anchor} only", 0.0)
     f0, a0 = scores[floor]
     ok = [k for k, (f, a) in scores.items() if f >= f0 - tolerance and a >= a0 - tolerance]
@@ -162,11 +163,12 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
     lo = hi = 0.0
     if best != floor:
         rng = np.random.default_rng(seed)
+        chosen, base = predict(best[0])[best[1]], predict(floor[0])[floor[1]]
         gains = []
         for _ in range(n_boot):
             wts = rng.poisson(1.0, len(y)).astype(np.float64)
-            gains.append(sum(macro_f1_accuracy(y, preds[best], n_classes, wts))
-                         - sum(macro_f1_accuracy(y, preds[floor], n_classes, wts)))
+            gains.append(sum(macro_f1_accuracy(y, chosen, n_classes, wts))
+                         - sum(macro_f1_accuracy(y, base, n_classes, wts)))
         lo, hi = (float(v) for v in np.quantile(gains, [0.1, 0.9]))
         if lo <= 0:
             logger.info("stacking: %s with prior shift %s gains %.4f (80%% interval %.4f..%.4f): within noise",
@@ -208,18 +210,17 @@ def select_cascade(sparse_log: np.ndarray, final: np.ndarray, y_index: np.ndarra
     Returns (threshold, {"cascade_share": share of validation products the sparse member answers at it}).
     """
     from scipy.special import softmax
-    from sklearn.metrics import f1_score
 
     conf = softmax(sparse_log, axis=1).max(axis=1)
     sparse_pred, ens_pred = sparse_log.argmax(axis=1), final.argmax(axis=1)
-    base_f1 = f1_score(y_index, ens_pred, average="macro", zero_division=0)
-    base_acc = float((ens_pred == y_index).mean())
+    n_classes = final.shape[1]
+    base_f1, base_acc = macro_f1_accuracy(y_index, ens_pred, n_classes)
     for t in CASCADE_THRESHOLDS:
         if not (conf >= t).any():
             break  # a cascade that never answers is no cascade
         pred = np.where(conf >= t, sparse_pred, ens_pred)
-        f1 = f1_score(y_index, pred, average="macro", zero_division=0)
-        if f1 >= base_f1 - margin and float((pred == y_index).mean()) >= base_acc - margin:
+        f1, acc = macro_f1_accuracy(y_index, pred, n_classes)
+        if f1 >= base_f1 - margin and acc >= base_acc - margin:
             share = float((conf >= t).mean())
             logger.info("cascade: the sparse member answers alone at confidence >= %.2f (%.0f%% of validation "
                         "products; macro-F1 %.4f vs %.4f for the full ensemble)", t, 100 * share, f1, base_f1)
@@ -605,8 +606,8 @@ def fit_ensemble(
                                   disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO))]
         # each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw
         held = np.concatenate([b[np.isin(y[b], y[a])] for a, b in splits])
-        sample = set(held[_sample(len(held), _TEMPERATURE_ROWS, random_state)].tolist())
-        picks = [np.array([i for i in b if i in sample], dtype=np.int64) for _, b in splits]
+        sample = np.sort(held[_sample(len(held), _TEMPERATURE_ROWS, random_state)])
+        picks = [b[np.isin(b, sample)] for _, b in splits]
         y_t = np.concatenate([y[p] for p in picks])
 
         def oof_scores(score: Callable[[EnsembleMembers, np.ndarray], np.ndarray]) -> np.ndarray:
@@ -619,7 +620,7 @@ def fit_ensemble(
                 return full
             sparse_t = fit_temperature(oof_scores(sparse_scores), y_t)
         if zeroshot is not None:
-            zeroshot.fit_temperature(emb[np.sort(list(sample))], y[np.sort(list(sample))])
+            zeroshot.fit_temperature(emb[sample], y[sample])
         if parts[0].head is not None:
             head_t = fit_temperature(oof_scores(lambda m, p: m.head.decision_function(emb[p])), y_t)  # type: ignore[union-attr]
         if parts[0].finetune is not None:
