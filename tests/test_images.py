@@ -142,6 +142,54 @@ def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir
         assert again.modalities == ("text", "image")
 
 
+def test_image_member_with_products_lacking_a_photo_matches_a_plain_logistic_head(tiny_encoder_dir) -> None:
+    """Regression: when some training products had no usable photo, a class could be known to a fold (from a
+    photo-less product) while its image head saw no photo of it; its held-out photos then scored -1e3 for the
+    true class, the image temperature ran to its bound (54.6) and the image member fell to chance inside the
+    model (0.054 accuracy on an unseen marketplace catalogue against 0.624 for a logistic head on the same
+    features)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from taxonomist.datasets import sample_path
+    from taxonomist.encoders.image import load_image_encoder
+
+    root = sample_path().parent
+    df = pd.read_csv(sample_path(), keep_default_na=False)
+    df = df[df["image"] != ""].reset_index(drop=True)
+    train, test = train_test_split(df, test_size=0.25, random_state=0)
+    train = train.copy()
+    train.loc[np.random.default_rng(1).random(len(train)) < 0.2, "image"] = ""  # a fifth without a photo
+    enc = load_image_encoder("effnet-lite0")
+    a, b = enc.encode(train["image"].tolist(), root), enc.encode(test["image"].tolist(), root)
+    head = LogisticRegression(C=1.0, max_iter=1000).fit(a.vectors[a.mask], train["category"].to_numpy()[a.mask])
+    plain = float((head.predict(b.vectors) == test["category"].to_numpy()).mean())
+    model = tx.TaxonomyClassifier(tier="ensemble", members=["sparse", "image"], encoder=str(tiny_encoder_dir),
+                                  image_encoder="effnet-lite0", image_root=str(root)).fit(train)
+    proba = model.predict_proba(test, modality="image")
+    member = float((model.classes_[proba.argmax(axis=1)] == test["category"].to_numpy()).mean())
+    assert member >= plain - 0.02, (member, plain)
+    assert model.model_.image_temperature < 10.0
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_other_bombs_are_still_refused() -> None:
+    """A legitimate photo over the pixel limit: JPEGs decode at 1/2 .. 1/8 scale (Pillow's draft) under the
+    limit; formats that cannot be decoded reduced are still refused."""
+    big = Image.new("RGB", (1200, 1000), (10, 120, 200))
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG")
+    im = open_image_bytes(buf.getvalue(), "big.jpg", max_pixels=400_000)
+    assert im.mode == "RGB" and im.size[0] * im.size[1] <= 400_000 and im.size[0] >= 224
+    assert abs(im.size[0] / im.size[1] - 1.2) < 0.01
+    png = io.BytesIO()
+    big.save(png, format="PNG")
+    with pytest.raises(ImageError, match="over the limit"):
+        open_image_bytes(png.getvalue(), "big.png", max_pixels=400_000)
+    with pytest.raises(ImageError, match="over the limit"):  # beyond what 1/8 scale brings under the limit
+        open_image_bytes(buf.getvalue(), "big.jpg", max_pixels=10_000)
+
+
 def test_photos_need_an_embedding_tier() -> None:
     with pytest.raises(ValueError, match="photos are used by the ensemble"):
         tx.TaxonomyClassifier(tier="sparse", image_encoder="effnet-lite0").fit(

@@ -581,7 +581,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if modality == "image" and "image" in logs and self.model_.image is not None and img is not None:
             # alone, the image member chooses among the classes it has photos of (it abstains on the others,
             # which in the fused pool leaves them to the text members)
-            unknown = self.model_.image.intercept_[: logs["image"].shape[1]] <= -1e3 + 1
+            unknown = ~self.model_.image.known[: logs["image"].shape[1]]
             logs["image"] = np.where(unknown[None, :] & img[1][:, None], np.log(1e-4), logs["image"])
         shift = prior_shift(self.model_.class_counts, self.prior_shift_)
         pooled = pool(logs, weights)

@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = ["EmbedHead", "NeighbourIndex"]
 
+_UNKNOWN = -1e3  # the intercept (and so, near enough, the score) of a class the head saw no example of
 _CHUNK = 512  # queries per similarity block: 512 × 40k training products is 80 MB
 
 
@@ -100,7 +101,7 @@ class EmbedHead:
         lr = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)
         lr.fit(np.asarray(embeddings, np.float32), y_index)
         self.coef_ = np.zeros((n_classes, embeddings.shape[1]), np.float32)
-        self.intercept_ = np.full(n_classes, -1e3, np.float32)
+        self.intercept_ = np.full(n_classes, _UNKNOWN, np.float32)
         present = lr.classes_
         if len(present) == 2:  # scikit-learn stores one row for two classes
             self.coef_[present[1]], self.intercept_[present[1]] = lr.coef_[0], lr.intercept_[0]
@@ -111,6 +112,11 @@ class EmbedHead:
 
     def decision_function(self, embeddings: np.ndarray) -> np.ndarray:
         return np.asarray(embeddings, np.float32) @ self.coef_.T + self.intercept_
+
+    @property
+    def known(self) -> np.ndarray:
+        """(n_classes,) bool: the classes the head saw examples of (the others never win)."""
+        return np.asarray(self.intercept_ > _UNKNOWN + 1)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return ({"C": self.C, "max_iter": self.max_iter, "class_weight": self.class_weight},

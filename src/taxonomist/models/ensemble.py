@@ -352,7 +352,7 @@ class EnsembleMembers:
         if self.image is not None and use("image"):
             assert img is not None, "the image member needs image features"
             p = padded_log(softmax_with_temperature(self.image.decision_function(img[0]), self.image_temperature))
-            p[:, self.image.intercept_[: p.shape[1]] <= -1e3 + 1] = np.nan  # classes it saw no photo of
+            p[:, ~self.image.known[: p.shape[1]]] = np.nan  # classes it saw no photo of
             p[~img[1]] = 0.0  # no usable image: a constant row abstains
             out["image"] = p
         if self.fused is not None and use("fused"):
@@ -626,9 +626,14 @@ def fit_ensemble(
         if parts[0].finetune is not None:
             ft_t = fit_temperature(oof_scores(lambda m, p: m.finetune.logits(finetune_texts(texts(p)))), y_t)
         if parts[0].image is not None and img is not None:
-            has = np.concatenate([img[1][p] for p in picks])
+            s = oof_scores(lambda m, p: m.image.decision_function(img[0][p]))  # type: ignore[union-attr]
+            # on the products with a photo whose class the fold's image head saw a photo of: a class can be known
+            # to a fold only from products without a photo, and the true-class score of its photos is then the
+            # -1e3 of an unknown class, which drove the temperature to its bound (a flat, near-chance member)
+            has = np.concatenate([img[1][p] & part.image.known[y[p]]  # type: ignore[union-attr]
+                                  for part, p in zip(parts, picks, strict=True)])
             if has.sum() >= 2:
-                img_t = fit_temperature(oof_scores(lambda m, p: m.image.decision_function(img[0][p]))[has], y_t[has])  # type: ignore[union-attr]
+                img_t = fit_temperature(s[has], y_t[has])
         if parts[0].fused is not None and img is not None:
             fused_t = fit_temperature(oof_scores(lambda m, p: m.fused.decision_function(  # type: ignore[union-attr]
                 fused_features(emb[p], (img[0][p], img[1][p])))), y_t)
