@@ -1,55 +1,78 @@
-"""Text-only vs image-only vs text + image fusion on the fashion products that have a photo.
+"""Text vs image vs fused, with the oracle bound, on catalogues whose text is good, weak or missing.
 
-    python benchmarks/images.py --data ../shared/data [--image-encoder effnet-lite0] [--skip-early]
+    python benchmarks/images.py --data ../shared/data [--seeds 0 1] [--variants fashion,fashion-brand,...]
+                                [--image-encoder effnet-lite0] [--views 1] [--out benchmarks/out/images.json]
 
-The 9,583 fashion products with a photo (``images/<id>.jpg``, 224x224 px), titles from ``styles_text.csv``,
-3-level paths (masterCategory > subCategory > articleType); one grouped split (``split_catalog(test_size=0.2,
-seed=0)``) shared by every row. Rows: the text ensemble (sparse + neighbours + zero-shot over MiniLM), the image
-tier alone (EfficientNet-Lite features -> logistic head), the oracle bound of any fusion of those two (the
-image's answer exactly where the text's is wrong and the image's right), late fusion (the image head pooled with the text
-members, weights fitted on validation) and early fusion (one head on text embedding + image features, pooled
-with the text members). Prints macro-F1 / accuracy per row, image encoding speed (ONNX Runtime, empty cache) and
-the peak RSS of this process.
+Variants (each split by ``split_catalog(test_size=0.2, seed=s)``, the same split for every model):
+
+* ``fashion``: the 9,583 fashion products with a photo (224 px product shots on white), 3-level paths
+  (masterCategory > subCategory > articleType), titles from ``styles_text.csv``;
+* ``fashion-brand``: the same products with every title (training and test) cut to its first word, usually the
+  brand ("Nike", "Puma"): a catalogue whose text is weak;
+* ``fashion-no-title``: the same products, half of them (seeded) with no title at all;
+* ``fashion-photo-gaps``: full titles, a third of the products (seeded) without a photo;
+* ``sample``: the bundled sample catalogue (3,176 products, 320 with a photo);
+* ``grocery``: the Grocery Store photos (natural phone photos, no text; the dataset's own train + val / test
+  split, the same for every seed): image only.
+
+Rows per variant and seed: ``text`` (the default ensemble: sparse + neighbours + zero-shot over MiniLM), ``image``
+(the image member alone: EfficientNet-Lite features -> logistic head), ``fused`` (the default ensemble with the
+photos: cross-validation decides the image member's weight) and ``oracle`` (the text model's answers with the
+image model's put in exactly where the text is wrong and the image right: the most any choice between the two
+answers could give). Prints one line per fit and a markdown table; writes every figure to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import taxonomist as tx
-from taxonomist.encoders.image import load_image_encoder
+
+VARIANTS = ("fashion", "fashion-brand", "fashion-no-title", "fashion-photo-gaps", "sample", "grocery")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--image-encoder", default="effnet-lite0")
-    ap.add_argument("--skip-early", action="store_true")
-    ap.add_argument("--only", choices=["fashion", "grocery"], default=None, help="Run one of the two parts.")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TAXONOMIST_CACHE_DIR", tempfile.mkdtemp(prefix="taxonomist-bench-"))
-    if args.only != "grocery":
-        fashion_part(args)
-    if args.only != "fashion":
-        grocery_part(args)
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+def fashion(data: Path, variant: str, seed: int) -> tuple[tx.Catalog, tx.Catalog, Path]:
+    folder = data / "fashion"
+    images = folder / "images"
+    cat = tx.read_catalog(folder / "styles.csv", with_columns=[folder / "styles_text.csv"],
+                          mapping={"title": "productDisplayName"},
+                          label_columns=["masterCategory", "subCategory", "articleType"], require_labels=True)
+    have = {p.stem for p in images.glob("*.jpg")}
+    cat = cat.subset([i for i, v in enumerate(cat.frame["id"]) if v in have])
+    cat.frame = cat.frame[["id", "title", "category"]].copy()  # the title is the text (no attribute columns)
+    cat.frame["image"] = cat.frame["id"] + ".jpg"
+    rng = np.random.default_rng(1000 + seed)
+    if variant == "fashion-brand":
+        cat.frame["title"] = [t.split()[0] if t.split() else t for t in cat.frame["title"]]
+    elif variant == "fashion-no-title":
+        cat.frame.loc[rng.random(len(cat)) < 0.5, "title"] = ""
+    elif variant == "fashion-photo-gaps":
+        cat.frame.loc[rng.random(len(cat)) < 1 / 3, "image"] = ""
+    train, test = tx.split_catalog(cat, test_size=0.2, seed=seed)
+    return train, test, images
 
 
-def grocery_part(args: argparse.Namespace) -> None:
-    """Grocery Store dataset: natural phone photos, no titles; its own train/val/test split; path group > coarse >
-    fine. Image-only (the only modality the products have); accuracy at the fine (81) and coarse (43) level."""
-    import pandas as pd
+def sample(seed: int) -> tuple[tx.Catalog, tx.Catalog, Path]:
+    from taxonomist.datasets import sample_path
 
-    root = args.data / "grocery" / "dataset"
+    cat = tx.read_catalog(sample_path(), require_labels=True)
+    train, test = tx.split_catalog(cat, test_size=0.2, seed=seed)
+    return train, test, sample_path().parent
+
+
+def grocery(data: Path) -> tuple[tx.Catalog, tx.Catalog, Path]:
+    root = data / "grocery" / "dataset"
 
     def part(name: str) -> pd.DataFrame:
         rows = [line.split(",")[0].strip() for line in (root / f"{name}.txt").read_text().splitlines() if line.strip()]
@@ -59,89 +82,94 @@ def grocery_part(args: argparse.Namespace) -> None:
         return pd.DataFrame({"id": rows, "title": "", "image": rows,
                              "category": [" > ".join(p if len(p) == 3 else [*p, p[-1]]) for p in paths]})
 
-    train = tx.Catalog.from_frame(pd.concat([part("train"), part("val")], ignore_index=True), require_labels=True)
-    test = tx.Catalog.from_frame(part("test"), require_labels=True)
-    print(f"\ngrocery: train+val {len(train):,} photos, test {len(test):,}; "
-          f"{train.frame['category'].nunique()} fine classes")
-    t = time.perf_counter()
-    model = tx.TaxonomyClassifier(tier="ensemble", members=["image"], image_encoder=args.image_encoder,
-                                  image_root=str(root)).fit(train)
-    ev = tx.evaluate(model, test)
-    levels = {lv["level"]: lv for lv in ev.metrics["levels"]}
-    print(f"grocery image-only ({args.image_encoder}): fine (81) accuracy {levels[3]['accuracy']:.4f} macro-F1 "
-          f"{levels[3]['macro_f1']:.4f}; coarse (43) accuracy {levels[2]['accuracy']:.4f}; group (3) accuracy "
-          f"{levels[1]['accuracy']:.4f}  ({time.perf_counter() - t:.0f} s incl. encoding)")
+    train = pd.concat([part("train"), part("val")], ignore_index=True)
+    return tx.Catalog(train), tx.Catalog(part("test")), root
 
 
-def fashion_part(args: argparse.Namespace) -> None:
-    fashion = args.data / "fashion"
-    images = fashion / "images"
-    cat = tx.read_catalog(fashion / "styles.csv", with_columns=[fashion / "styles_text.csv"],
-                          mapping={"title": "productDisplayName"},
-                          label_columns=["masterCategory", "subCategory", "articleType"], require_labels=True)
-    have = {p.stem for p in images.glob("*.jpg")}
-    keep = [i for i, v in enumerate(cat.frame["id"]) if v in have]
-    cat = cat.subset(keep)
-    cat.frame["image"] = cat.frame["id"] + ".jpg"
-    train, test = tx.split_catalog(cat, test_size=0.2, seed=0)
-    print(f"fashion with photos: {len(cat):,} products, {cat.frame['category'].nunique()} leaves; "
-          f"train {len(train):,} / test {len(test):,}")
-
-    # image encoding speed on an empty cache (the models below then reuse the cached vectors)
-    enc = load_image_encoder(args.image_encoder)
-    refs = cat.frame["image"].tolist()
-    t0 = time.perf_counter()
-    batch = enc.encode(refs, images)
-    dt = time.perf_counter() - t0
-    print(f"image encoding ({args.image_encoder}, ONNX Runtime, {os.cpu_count()} cores): {len(refs) / dt:.1f} images/s "
-          f"({len(refs):,} photos in {dt:.1f} s, {int(batch.mask.sum()):,} usable)")
-
-    rows = []
-
-    def run(name: str, **kw: object) -> tx.TaxonomyClassifier:
-        """Fit on the training part, score on the test part, print and keep the row."""
-        t = time.perf_counter()
-        model = tx.TaxonomyClassifier(tier="ensemble", image_root=str(images), **kw).fit(train)  # type: ignore[arg-type]
-        fit_s = time.perf_counter() - t
-        ev = tx.evaluate(model, test)
-        rows.append((name, ev.metrics["macro_f1"], ev.metrics["accuracy"], fit_s, model.weights_))
-        print(f"{name:32s} macro-F1 {ev.metrics['macro_f1']:.4f}  accuracy {ev.metrics['accuracy']:.4f}  "
-              f"fit {fit_s:.0f} s  weights {({k: round(v, 2) for k, v in model.weights_.items()})}", flush=True)
-        return model
-
-    text = run("text (sparse + knn + zeroshot)")
-    image = run("image only (EfficientNet-Lite head)", members=["image"], image_encoder=args.image_encoder)
-    # the most any fusion of these two models' answers could give: the image's answer exactly where the text's is
-    # wrong and the image's right (an upper bound for choosing between them; it needs the true labels)
+def scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
+    return {"macro_f1": float(f1_score(truth, pred, average="macro")), "accuracy": float(accuracy_score(truth, pred))}
+
+
+def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    if variant == "grocery":
+        train, test, root = grocery(args.data)
+    elif variant == "sample":
+        train, test, root = sample(seed)
+    else:
+        train, test, root = fashion(args.data, variant, seed)
     truth = test.frame["category"].astype(str).to_numpy()
-    pt, pi = (np.asarray(m.predict(test)).astype(str) for m in (text, image))
-    fix = (pt != truth) & (pi == truth)
-    oracle = np.where(fix, pi, pt)
-    print(f"{'oracle bound (image where only it is right)':32s} macro-F1 {f1_score(truth, oracle, average='macro'):.4f}  "
-          f"accuracy {accuracy_score(truth, oracle):.4f}  ({int(fix.sum())} of the text's {int((pt != truth).sum())} "
-          "errors the image gets right)", flush=True)
-    late = run("late fusion (text members + image)", image_encoder=args.image_encoder, fusion="late")
-    # where photos should matter: poor titles. The same test products with the title cut to its first word
-    # (usually the brand: "Nike", "Puma"), the same models
-    poor = test.subset(range(len(test)))
-    poor.frame["title"] = [t.split()[0] if t.split() else t for t in poor.frame["title"]]
-    for name, model in (("text", text), ("late fusion", late)):
-        ev = tx.evaluate(model, poor)
-        print(f"poor titles (first word only), {name:11s}: macro-F1 {ev.metrics['macro_f1']:.4f} "
-              f"accuracy {ev.metrics['accuracy']:.4f}")
-    if not args.skip_early:
-        run("early fusion (text members + fused)", image_encoder=args.image_encoder, fusion="early")
-    per = tx.evaluate(late, test).metrics["modalities"]
-    print("late-fusion model by modality (taxonomist evaluate reports the same):",
-          {k: ({m: round(x, 4) for m, x in v.items()} if isinstance(v, dict) else v) for k, v in per.items()})
-    best_single = max(r[1] for r in rows[:2])
-    print("\n| model | macro-F1 | accuracy | fit (s) |\n|---|---|---|---|")
-    for name, f1, acc, fit_s, _ in rows:
-        print(f"| {name} | {f1:.4f} | {acc:.4f} | {fit_s:.0f} |")
-    print(f"\nbest single modality macro-F1 {best_single:.4f}; fusion gain: "
-          + ", ".join(f"{r[0].split(' (')[0]} {r[1] - best_single:+.4f}" for r in rows[2:]))
+    out: dict[str, Any] = {"variant": variant, "seed": seed, "train": len(train), "test": len(test),
+                           "leaves": int(train.frame["category"].nunique())}
+    print(f"\n{variant} seed {seed}: train {len(train):,} / test {len(test):,}, {out['leaves']} leaves", flush=True)
+    preds: dict[str, np.ndarray] = {}
+    configs: dict[str, dict[str, Any]] = {"image": {"members": ["image"]}}
+    if variant != "grocery":  # the grocery photos have no text
+        configs = {"text": {}, **configs, "fused": {}}
+    for name, kw in configs.items():
+        if name != "text":
+            kw = {**kw, "image_encoder": args.image_encoder, "image_views": args.views}
+        t = time.perf_counter()
+        model = tx.TaxonomyClassifier(tier="ensemble", image_root=str(root), random_state=seed, **kw).fit(train)
+        fit_s = time.perf_counter() - t
+        preds[name] = np.asarray(model.predict(test)).astype(str)
+        out[name] = {**scores(truth, preds[name]), "fit_s": round(fit_s, 1),
+                     "weights": {k: round(v, 3) for k, v in model.weights_.items()},
+                     "prior_shift": model.prior_shift_}
+        print(f"  {name:6s} macro-F1 {out[name]['macro_f1']:.4f}  accuracy {out[name]['accuracy']:.4f}  "
+              f"fit {fit_s:.0f} s  weights {out[name]['weights']}", flush=True)
+    if "text" in preds:
+        fix = (preds["text"] != truth) & (preds["image"] == truth)
+        out["oracle"] = {**scores(truth, np.where(fix, preds["image"], preds["text"])), "image_fixes": int(fix.sum()),
+                         "text_errors": int((preds["text"] != truth).sum())}
+        print(f"  oracle macro-F1 {out['oracle']['macro_f1']:.4f}  accuracy {out['oracle']['accuracy']:.4f}  "
+              f"(the image is right on {out['oracle']['image_fixes']} of the text's {out['oracle']['text_errors']} "
+              "errors)", flush=True)
+    return out
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = ["| variant | seeds | text | image | fused | oracle | fused − text |", "|---|---|---|---|---|---|---|"]
+    for variant in dict.fromkeys(r["variant"] for r in results):
+        rs = [r for r in results if r["variant"] == variant]
+
+        def cell(name: str, rs: list[dict[str, Any]] = rs) -> str:
+            if name not in rs[0]:
+                return "–"
+            return " / ".join(f"{np.mean([r[name][k] for r in rs]):.4f}" for k in ("macro_f1", "accuracy"))
+
+        delta = "–" if "text" not in rs[0] else " / ".join(
+            f"{np.mean([r['fused'][k] - r['text'][k] for r in rs]):+.4f}" for k in ("macro_f1", "accuracy"))
+        lines.append(f"| {variant} | {len(rs)} | {cell('text')} | {cell('image')} | {cell('fused')} | "
+                     f"{cell('oracle')} | {delta} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--image-encoder", default="effnet-lite0")
+    ap.add_argument("--views", type=int, default=1, help="Photo views averaged per product (test-time augmentation).")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/images.json"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TAXONOMIST_CACHE_DIR", tempfile.mkdtemp(prefix="taxonomist-bench-"))
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    results = []
+    for variant in variants:
+        for seed in ([0] if variant == "grocery" else args.seeds):
+            results.append(run(variant, seed, args))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))
+    print("\nmacro-F1 / accuracy on the test part, mean over seeds\n")
+    print(table(results))
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,29 @@ def test_effnet_lite0_onnx_matches_torch_and_reports_bad_files(image_encoder, ph
     assert np.array_equal(again.vectors[0], batch.vectors[0])
 
 
+def test_views_average_mirror_and_centre_crop_features_and_cache_apart(image_encoder, photos) -> None:
+    from taxonomist.encoders.image import load_image_encoder
+
+    four = load_image_encoder("effnet-lite0", views=4)
+    assert four.identity == image_encoder.identity + ":views4" and four.describe()["views"] == 4
+    im = Image.new("RGB", (80, 60), (255, 255, 255))
+    im.paste((200, 30, 30), (5, 10, 30, 50))  # an off-centre red block: its mirror image differs
+    (photos / "block.jpg").write_bytes(_to_jpeg(im))
+    one, avg = image_encoder.encode(["block.jpg"], photos), four.encode(["block.jpg"], photos)
+    assert np.allclose(np.linalg.norm(avg.vectors[0]), 1.0, atol=1e-5)
+    assert float(one.vectors[0] @ avg.vectors[0]) < 0.9999  # not the single view's vector (nor its cached one)
+    views = [four.pixels([load_image("block.jpg", photos)], v) for v in ("full", "mirror")]
+    np.testing.assert_allclose(views[1][0], views[0][0][:, :, ::-1], atol=0.05)
+    with pytest.raises(ValueError, match="views must be 1 to 4"):
+        load_image_encoder("effnet-lite0", views=5)
+
+
+def _to_jpeg(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
 def _catalog(root) -> pd.DataFrame:
     """TINY products, each with a photo whose colour depends on its category (so photos carry the label)."""
     colours = {}
@@ -118,7 +141,8 @@ def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir
     df.loc[0, "image"] = "../../etc/passwd"  # refused, classified from its text
     df.loc[1, "image"] = ""  # no photo
     model = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), image_encoder="effnet-lite0",
-                                  fusion=fusion, image_root=str(root), validation_size=0.3).fit(df)
+                                  fusion=fusion, image_root=str(root), validation_size=0.3,
+                                  image_views=2 if fusion == "late" else 1).fit(df)
     member = "image" if fusion == "late" else "fused"
     assert member in model.weights_
     assert model.image_stats_ == {"with_image": len(df) - 2, "without_image": 1, "unusable_image": 1}
@@ -134,6 +158,7 @@ def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir
         assert set(ev.metrics["modalities"]) >= {"text", "image", "fused", "with_image"}
     model.save(tmp_path / "m")
     again = tx.load(tmp_path / "m")
+    assert again.image_encoder_.views == model.image_encoder_.views
     # (the neighbour index is stored as float16 in the bundle)
     np.testing.assert_allclose(again.predict_proba(df), model.predict_proba(df), atol=1e-3)
     if fusion == "late":  # cross-validation may give the photos no weight: a product with only a photo still uses it

@@ -168,6 +168,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             a number fixes it. See :func:`taxonomist.models.ensemble.prior_shift`.
         image_encoder: use product photos (the ``image`` field) in the embedding tiers: ``"effnet-lite0"``,
             ``"effnet-lite2"`` or a local ``.onnx`` feature extractor; ``None`` (default): text only.
+        image_views: views of each photo whose features are averaged (test-time augmentation, the same at
+            training): 1 the photo as it is (default), 2 with its mirror image, 3 and its central 80 %, 4 and that
+            mirrored; each view costs one more pass of the image network.
         fusion: how photos join the text members: ``"late"`` (an image head pooled with the text members,
             weights fitted on validation) or ``"early"`` (one head on text embedding + image features).
         image_root: folder that relative image paths resolve against and that no path may leave (default: the
@@ -207,6 +210,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         finetune_max_length: int = 48,
         prior_shift: float | Literal["auto"] = "auto",
         image_encoder: str | None = None,
+        image_views: int = 1,
         fusion: Literal["late", "early"] = "late",
         image_root: str | None = None,
         allow_remote_images: bool = False,
@@ -232,6 +236,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.finetune_max_length = finetune_max_length
         self.prior_shift = prior_shift
         self.image_encoder = image_encoder
+        self.image_views = image_views
         self.fusion = fusion
         self.image_root = image_root
         self.allow_remote_images = allow_remote_images
@@ -390,7 +395,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if set(self._members()) & set(IMAGE_MEMBERS):
             from .encoders.image import load_image_encoder
 
-            self.image_encoder_ = load_image_encoder(self.image_encoder or "effnet-lite0")
+            self.image_encoder_ = load_image_encoder(self.image_encoder or "effnet-lite0", views=self.image_views)
             refs, root = self._image_refs(X, df)
             batch = self.image_encoder_.encode(refs, root, allow_remote=self.allow_remote_images)
             img = (batch.vectors, batch.mask)
@@ -871,7 +876,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if img_enc:
             from .encoders.image import load_image_encoder
 
-            self.image_encoder_ = load_image_encoder(img_enc["name"])
+            self.image_encoder_ = load_image_encoder(img_enc["name"], views=int(img_enc.get("views", 1)))
             if self.image_encoder_.identity != img_enc["identity"]:
                 logger.warning("the bundle was trained with the image encoder %s but %s is installed",
                                img_enc["identity"], self.image_encoder_.identity)

