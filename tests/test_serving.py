@@ -239,6 +239,24 @@ def test_no_configured_key_refuses_every_write(store_dir: Path, tmp_path: Path) 
         assert r.status_code == 401 and "TAXONOMIST_API_KEYS" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("keys", [[""], ["  "], ["good-key", ""]])
+def test_an_empty_api_key_is_refused_at_start_up(keys: list[str], store_dir: Path, tmp_path: Path) -> None:
+    """Regression: `taxonomist serve --api-key "$KEY"` with KEY unset passed [""], which counted as a configured
+    key and matched a request without a header (b"" == b""): writes open to anyone."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="empty API key"):
+        ServeSettings(model_dir=store_dir, review_db=tmp_path / "r.db", api_keys=keys)
+
+
+def test_serve_refuses_an_empty_api_key(store_dir: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from .test_bad_inputs import run_cli
+
+    code, out = run_cli(["serve", str(store_dir), "--api-key", ""], capsys, monkeypatch)
+    assert code != 0 and "empty API key" in out and "Traceback" not in out
+
+
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TAXONOMIST_API_KEYS", "a, b")
     monkeypatch.setenv("TAXONOMIST_MAX_BATCH", "7")

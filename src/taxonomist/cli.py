@@ -1063,6 +1063,7 @@ def serve(
 
     try:
         import uvicorn
+        from pydantic import ValidationError
 
         from .serving import ServeSettings, create_app
     except ImportError as e:
@@ -1074,7 +1075,11 @@ def serve(
         overrides["image_root"] = image_root
     if api_key:
         overrides["api_keys"] = list(api_key)
-    settings = ServeSettings(**overrides)
+    try:
+        settings = ServeSettings(**overrides)
+    except ValidationError as e:  # a setting out of range, an empty key
+        raise CliError("invalid server settings: " + "; ".join(
+            f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}" for x in e.errors())) from None
     if not settings.api_keys:
         settings.api_keys = [secrets.token_urlsafe(24)]
         console.print(f"no API key configured (TAXONOMIST_API_KEYS / --api-key): this run's key is {settings.api_keys[0]}",

@@ -251,7 +251,7 @@ _BEARER = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_A
 
 def _auth(service: Service, write: bool) -> Any:
     def check(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
-        keys = service.settings.api_keys
+        keys = [k for k in service.settings.api_keys if k.strip()]  # (settings refuse empty keys; never match one)
         if not write and not service.settings.read_requires_key:
             return
         if not keys:

@@ -46,3 +46,12 @@ class ServeSettings(BaseSettings):
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_key(cls, v: list[str]) -> list[str]:
+        # an empty key would match a request that sends none (a shell variable left unset: --api-key "$KEY")
+        if any(not k.strip() for k in v):
+            raise ValueError("an empty API key was given (was a shell variable unset?); give a non-empty key, or none "
+                             "to get a random one for this run")
+        return v
