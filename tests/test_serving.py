@@ -4,6 +4,7 @@ versions and hot reload, metrics, retraining from feedback."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -282,6 +283,23 @@ def test_serve_refuses_an_empty_api_key(store_dir: Path, capsys: pytest.CaptureF
 
     code, out = run_cli(["serve", str(store_dir), "--api-key", ""], capsys, monkeypatch)
     assert code != 0 and "empty API key" in out and "Traceback" not in out
+
+
+def test_a_restart_serves_the_newest_version_that_loads(store_dir: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: with a damaged newest version the service failed to start ("Application startup failed")
+    although hot reload refuses the same bundle and keeps serving."""
+    shutil.copytree(store_dir / "v0001", store_dir / "v0002")
+    weights = store_dir / "v0002" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with caplog.at_level(logging.WARNING, logger="taxonomist"), make_client(store_dir, tmp_path) as c:
+        info = c.get("/v1/model").json()
+        assert info["version"] == "v0001" and info["skipped_versions"] == ["v0002"]
+        assert c.get("/readyz").status_code == 200
+    assert any("v0002" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+    # a version asked for by name is not replaced by another
+    with pytest.raises(Exception, match="SHA-256"), make_client(store_dir, tmp_path, model_version="v0002"):
+        pass
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

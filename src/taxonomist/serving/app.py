@@ -282,7 +282,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.store = ReviewStore(settings.review_db, settings.review_db_sync)
         svc.metrics.track_queue(svc.store.depth)
-        served = await asyncio.to_thread(svc.registry.reload, settings.model_version)
+        served = await asyncio.to_thread(svc.registry.start, settings.model_version)
         svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
         await svc.batcher.start()
         try:
@@ -344,7 +344,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             "version": m.version, "tier": m.classifier.tier, "created": man.get("created"),
             "taxonomist_version": man.get("taxonomist_version"), "n_categories": len(m.classifier.classes_),
             "training_data": man.get("training_data"), "metrics": man.get("metrics", {}),
-            "versions": svc.registry.versions(), "review_threshold": settings.review_threshold,
+            "versions": svc.registry.versions(), "skipped_versions": svc.registry.skipped,
+            "review_threshold": settings.review_threshold,
         }
 
     @app.get("/v1/taxonomy", tags=["model"], dependencies=[read])

@@ -42,6 +42,7 @@ class ModelRegistry:
         self.image_root = image_root  # where image paths in requests resolve, for models that use photos
         self._current: ServedModel | None = None
         self._reload_lock = threading.Lock()  # one reload at a time; serving never waits on it
+        self.skipped: list[str] = []  # versions that did not load when the service started
 
     @property
     def is_store(self) -> bool:
@@ -86,6 +87,20 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         return self._current is not None
+
+    def start(self, version: str | None = None) -> ServedModel:
+        """The first load: ``version``, or else the newest version that loads -- a damaged or unreadable newer
+        one is skipped with a warning (and listed in :attr:`skipped`) rather than keeping the service down."""
+        if version is not None or not self.is_store:
+            return self.reload(version)
+        versions = self.versions()
+        for v in reversed(versions[1:]):
+            try:
+                return self.reload(v)
+            except Exception as e:  # noqa: BLE001 -- any failure to load a bundle: try the previous version
+                self.skipped.append(v)
+                logger.warning("model version %s skipped: it does not load (%s)", v, e)
+        return self.reload(versions[0] if versions else None)  # the oldest: its error stops the start
 
     def reload(self, version: str | None = None) -> ServedModel:
         """Load, verify and switch to ``version`` (default: the newest); on any error the served model stays."""
