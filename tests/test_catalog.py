@@ -98,6 +98,35 @@ def test_long_title_is_truncated_and_reported(tmp_path) -> None:
     assert len(cat.frame["title"][0]) == MAX_TITLE_CHARS and cat.report.issues["long_text"].count == 1
 
 
+def test_one_non_utf8_line_is_repaired_and_reported_not_the_whole_file_garbled(tmp_path) -> None:
+    """Regression: a UTF-8 CSV with one cp1252 line was decoded whole as iso8859_10 ("男士 修身 T恤" became
+    mojibake) while the CLI said "skipped 0"."""
+    rows = [f"{i},男士 修身 T恤 {i},Apparel > Tops" for i in range(30)]
+    raw = ("id,title,category\n" + "\n".join(rows) + "\n").encode("utf-8")
+    raw += "30,Café crème mug,Home > Mugs\n".encode("cp1252")
+    (tmp_path / "mixed.csv").write_bytes(raw)
+    cat = tx.read_catalog(tmp_path / "mixed.csv")
+    assert cat.frame["title"].iloc[0] == "男士 修身 T恤 0"
+    assert cat.frame["title"].iloc[-1] == "Café crème mug" and len(cat) == 31
+    assert cat.report.issues["not_utf8"].count == 1 and cat.report.issues["not_utf8"].examples[0][0] == 31
+    assert any("not UTF-8" in line for line in cat.report.lines())
+    with pytest.raises(CatalogError, match="not UTF-8"):
+        tx.read_catalog(tmp_path / "mixed.csv", strict=True)
+
+
+def test_an_unclosed_quote_does_not_swallow_the_next_products(tmp_path) -> None:
+    """Regression: an unclosed quote made the next product part of a description: "read 40 rows ... skipped 0"
+    for 41 products."""
+    lines = ["id,title,description,category", '1,Nike shoe,"size 9 running,Shoes', "2,Puma shirt,cotton,Tops",
+             '3,Adidas cap,"a cap, "",Caps', "4,Levis jeans,denim,Jeans", '5,Mug,"two\nlines",Home']
+    (tmp_path / "q.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cat = tx.read_catalog(tmp_path / "q.csv")
+    assert set(cat.frame["id"]) >= {"2", "4", "5"}  # the rows after the bad quotes are products again
+    assert cat.frame.set_index("id").loc["5", "description"] == "two\nlines"  # a real multi-line field stays
+    assert cat.report.n_read == 3 and cat.report.issues["malformed_line"].count == 2  # (counted apart)
+    assert "unclosed quote" in cat.report.summary()
+
+
 def test_unknown_labels_against_taxonomy(tmp_path) -> None:
     f = tmp_path / "p.csv"
     f.write_text("title,category\nJeans,A > J\nHat,A > H\n", encoding="utf-8")

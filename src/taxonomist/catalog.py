@@ -71,10 +71,12 @@ _ISSUE_TEXT = {
     "missing_user_item": "events without a user or an item",
     "unknown_event": "events whose type is not view / fav / cart / buy (or pv, click, purchase, ...)",
     "bad_timestamp": "events whose timestamp is neither Unix seconds nor a date",
+    "not_utf8": "lines that were not UTF-8 in a UTF-8 file (decoded as cp1252, kept; check them)",
     "long_text": f"rows whose title was longer than {MAX_TITLE_CHARS:,} or description longer than "
     f"{MAX_TEXT_CHARS:,} characters (truncated, kept)",
 }
-_KEPT_ISSUES = {"duplicate_id", "long_text", "image_only"}
+_KEPT_ISSUES = {"duplicate_id", "long_text", "image_only", "not_utf8"}
+_STRICT_ISSUES = {"not_utf8"}  # kept, but --strict rejects them: the repair is a guess
 
 
 @dataclass
@@ -226,7 +228,7 @@ class Catalog:
         frame, attrs = _canonicalise(df, mapping or {}, label_columns, sep, require_labels, source)
         frame = _validate(frame, attrs, report, require_labels, taxonomy)
         if strict:
-            bad = [i for i in report.issues.values() if i.count and i.skipped]
+            bad = [i for i in report.issues.values() if i.count and (i.skipped or i.kind in _STRICT_ISSUES)]
             if bad:
                 raise CatalogError(
                     "strict mode: the catalogue has problems, and --strict rejects it instead of skipping rows:\n"
@@ -369,7 +371,34 @@ def _validate(
 
 
 # -- reading files ---------------------------------------------------------------------------------------------
-def _decode(raw: bytes, path: Path, encoding: str | None) -> str:
+def _repair_utf8_lines(raw: bytes, path: Path, report: ValidationReport | None, header: bool) -> str | None:
+    """A UTF-8 file with a few lines in another encoding (a row pasted from a cp1252 spreadsheet): each such line
+    decoded as cp1252 (latin-1 where cp1252 has no character) and reported; ``None`` when the file is not UTF-8
+    (no line holds a UTF-8 multi-byte character: its non-ASCII bytes are all in the other encoding)."""
+    lines = raw.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    out, bad, utf8_seen = [], [], False
+    for i, line in enumerate(lines):
+        try:
+            out.append(line.decode("utf-8"))
+            utf8_seen = utf8_seen or not line.isascii()
+        except UnicodeDecodeError:
+            try:
+                out.append(line.decode("cp1252"))
+            except UnicodeDecodeError:
+                out.append(line.decode("latin-1"))
+            bad.append(i)
+    if not utf8_seen or len(bad) > max(10, len(lines) // 10):
+        return None
+    for i in bad:
+        row = i + (0 if header else 1)  # data rows count from 1 after the header line
+        if report is not None:
+            report.issue("not_utf8").add(row, out[i])
+        logger.warning("%s: line %d is not UTF-8; decoded it as cp1252 (check it)", path.name, i + 1)
+    return "\n".join(out)
+
+
+def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationReport | None = None,
+            header: bool = True) -> str:
     if encoding:
         try:
             return raw.decode(encoding)
@@ -385,6 +414,9 @@ def _decode(raw: bytes, path: Path, encoding: str | None) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as utf8_error:
+        repaired = _repair_utf8_lines(raw, path, report, header)
+        if repaired is not None:
+            return repaired
         from charset_normalizer import from_bytes
 
         best = from_bytes(raw[: 1 << 20]).best()
@@ -409,11 +441,11 @@ def _read_delimited(
 ) -> pd.DataFrame:
     csv.field_size_limit(1 << 28)  # a 1 MB title is reported and truncated later, not a parser crash
     try:
-        numbered = list(enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)))
+        records = _records(text, delimiter, len(columns) if columns else None if not header else -1)
     except csv.Error as e:
         raise CatalogError(f"{path.name} could not be parsed as delimited text: {e}") from None
     # a blank line is not a product; csv gives it as an empty list
-    numbered = [(n, r) for n, r in numbered if any(cell.strip() for cell in r)]
+    numbered = [(n, r) for n, r in enumerate(records) if r is None or any(cell.strip() for cell in r)]
     if not numbered:
         raise CatalogError(f"{path.name} is empty: expected a header row and at least one product row")
     if columns:
@@ -432,7 +464,10 @@ def _read_delimited(
     offset = 0 if header and not columns else 1  # data rows count from 1 after the header
     for n0, r in numbered:
         n = n0 + offset
-        if len(r) == width:
+        if r is None:
+            report.issue("malformed_line").add(n, "an unclosed quote (it swallowed the lines after it; they are read "
+                                                  "on their own)")
+        elif len(r) == width:
             good.append(r)
             numbers.append(n)
         elif len(r) < width and not header and not columns:
@@ -443,6 +478,37 @@ def _read_delimited(
     frame = pd.DataFrame(good, columns=names, dtype=object) if good else pd.DataFrame(columns=names)
     frame["row"] = numbers
     return frame
+
+
+def _records(text: str, delimiter: str, width: int | None) -> list[list[str] | None]:
+    """The records of delimited text; ``None`` for a line whose unclosed quote swallowed whole rows after it.
+
+    A quoted field may hold line breaks, so an unclosed quote makes the parser read the next products into one
+    field. A record spanning several lines, one of whose later lines is a complete row on its own (``width``
+    fields; ``-1``: as many as the first record, the header), is taken for that: its first line is reported
+    (``None``) and parsing restarts on the line after it. ``width`` ``None``: no check.
+    """
+    lines = io.StringIO(text, newline="").readlines()
+    out: list[list[str] | None] = []
+    pos = 0
+    while pos < len(lines):
+        reader = csv.reader(iter(lines[pos:]), delimiter=delimiter)
+        start, restart = pos, None
+        for rec in reader:
+            end = pos + reader.line_num
+            if width == -1:
+                width = len(rec)
+            elif width is not None and end - start > 1 and any(
+                    len(next(csv.reader([line], delimiter=delimiter), [])) == width for line in lines[start + 1:end]):
+                out.append(None)
+                restart = start + 1
+                break
+            out.append(rec)
+            start = end
+        if restart is None:
+            break
+        pos = restart
+    return out
 
 
 def _read_jsonl(text: str, path: Path, report: ValidationReport) -> pd.DataFrame:
@@ -515,7 +581,7 @@ def load_table(
         raise CatalogError(
             f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
         )
-    text = _decode(raw, path, encoding)
+    text = _decode(raw, path, encoding, report, header)
     if ext in {".jsonl", ".ndjson", ".json"}:
         return _to_str_frame(_read_jsonl(text, path, report))
     if ext in {".tsv", ".tab"}:
