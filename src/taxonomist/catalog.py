@@ -451,13 +451,13 @@ def _read_delimited(
     if columns:
         names = [c.strip() for c in columns]
     elif header:
-        names = [c.strip().lstrip("\ufeff") for c in numbered[0][1]]
+        names = [c.strip().lstrip("\ufeff") for c in numbered[0][1] or []]  # (the header is never None)
         numbered = numbered[1:]
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise CatalogError(f"{path.name}: the header repeats the column names {dupes}; column names must be unique")
     else:
-        names = [str(i) for i in range(max(len(r) for _, r in numbered))]
+        names = [str(i) for i in range(max(len(r or []) for _, r in numbered))]
     width = len(names)
     good: list[list[str]] = []
     numbers: list[int] = []
