@@ -76,6 +76,11 @@ _IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"
                 b"GIF89a": "image/gif"}
 
 
+def _text_chars(items: list[Any]) -> int:
+    """Characters of text in a batch of (record, top_k, min_confidence) items: what the first stage costs."""
+    return sum(len(v) for record, *_ in items for v in record.values() if isinstance(v, str))
+
+
 def _raster_type(data: bytes) -> str | None:
     """The media type of a JPEG, PNG, GIF or WebP file from its first bytes; ``None`` for anything else."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -141,8 +146,8 @@ class Service:
         self.store: ReviewStore | None = None
         self.rng = random.Random(settings.audit_seed)
         self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
-                                    settings.microbatch_max,
-                                    on_batch=self.metrics.model_batch.observe)
+                                    settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
+                                    cost=_text_chars, inline_max_cost=settings.inline_max_chars)
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
         self._query_models: dict[str, Any] = {}

@@ -8,7 +8,9 @@ clients, the sparse tier: 110 req/s in a thread, 176 req/s inline). Those reques
 What it leaves goes to ``second`` in a worker thread (the encoders: torch, which releases the GIL), so the event
 loop keeps accepting requests meanwhile; the next batch starts when the second stage is done. (Running first
 stages on while the second stage works was measured too: more products/s, but the first stages starve the
-encoder thread of the GIL and the tail doubles -- p99 378 vs 146 ms with 32 clients, ensemble.)
+encoder thread of the GIL and the tail doubles -- p99 378 vs 146 ms with 32 clients, ensemble.) A batch whose
+first stage would be long (``cost`` over ``inline_max_cost``: many long texts) runs it in a thread too, so that
+one large request cannot stall health probes and every other request.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ class MicroBatcher:
     answered by ``second(what first left)`` (the results of the ``None`` items, in order)."""
 
     def __init__(self, first: Callable[[list[Any]], Stage], second: Callable[[Any], list[Any]] | None = None,
-                 window_s: float = 0.003, max_items: int = 64, on_batch: Callable[[int], None] | None = None) -> None:
+                 window_s: float = 0.003, max_items: int = 64, on_batch: Callable[[int], None] | None = None,
+                 cost: Callable[[list[Any]], int] | None = None, inline_max_cost: int = 20_000) -> None:
         self.first = first
+        self.cost = cost  # what a batch costs the first stage (e.g. its characters of text)
+        self.inline_max_cost = inline_max_cost  # above it the first stage runs in a thread, not on the loop
         self.second = second
         self.window_s = window_s
         self.max_items = max_items
@@ -91,7 +96,12 @@ class MicroBatcher:
                 n += len(job.items)
             items = [it for j in jobs for it in j.items]
             try:
-                results, left = self.first(items)
+                if self.cost is not None and self.cost(items) > self.inline_max_cost:
+                    # a large batch (long texts) would hold the loop for its whole first stage: health probes and
+                    # other requests would wait; in a thread the loop gets the GIL back between its bytecodes
+                    results, left = await asyncio.to_thread(self.first, items)
+                else:
+                    results, left = self.first(items)
                 if self.on_batch is not None:
                     self.on_batch(len(items))
                 if left is not None:

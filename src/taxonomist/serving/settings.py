@@ -31,6 +31,9 @@ class ServeSettings(BaseSettings):
     image_root: Path | None = Field(None, description="Image paths in requests must resolve inside this folder.")
     microbatch_window_ms: float = Field(3.0, ge=0.0, description="How long the first request of a micro-batch waits for others.")
     microbatch_max: int = Field(64, ge=1, description="Most products the encoders see in one micro-batch.")
+    inline_max_chars: int = Field(10_000, ge=0, description="A micro-batch with more characters of text runs its "
+                                  "sparse stage in a thread instead of on the event loop (health probes and other "
+                                  "requests are not held up by one large request).")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Bearer keys for write/admin endpoints (comma-separated); none = writes refused.")
     read_requires_key: bool = Field(False, description="Also require a key for classify / read endpoints.")

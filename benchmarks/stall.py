@@ -1,0 +1,115 @@
+"""Does one large request stall the server? /healthz latency while clients send 1.3 MB requests.
+
+    python benchmarks/stall.py [--clients 4] [--seconds 10]
+
+Trains a sparse bundle on the bundled sample, then serves it twice, one after the other: with the sparse stage
+of every micro-batch on the event loop (``TAXONOMIST_INLINE_MAX_CHARS`` very large: how the service worked
+before) and with the default (batches over 10,000 characters run that stage in a thread). In each, ``--clients``
+clients send requests of 256 titles of 5,000 characters (within the default body and text limits) for
+``--seconds`` while a probe GETs /healthz every 20 ms; prints the probe's p50 / p99 / max latency and the
+large requests' throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from load import free_port  # type: ignore[import-not-found]
+
+import taxonomist as tx
+from taxonomist.datasets import sample_path
+
+
+async def probe_under_load(url: str, clients: int, seconds: float) -> dict[str, float]:
+    import aiohttp
+
+    words = " ".join(tx.read_catalog(sample_path("products")).titles[:2000]).split()
+    rnd = np.random.default_rng(0)
+
+    def title() -> str:
+        return " ".join(rnd.choice(words, 900))[:5000]
+
+    body = {"products": [{"title": title()} for _ in range(256)]}
+    probes: list[float] = []
+    big = [0]
+    stop_at = time.perf_counter() + seconds
+
+    async def client(c: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < stop_at:
+            async with c.post("/v1/classify", json=body) as r:
+                await r.read()
+                big[0] += r.status == 200
+
+    async def probe(c: aiohttp.ClientSession) -> None:
+        await asyncio.sleep(0.5)
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            async with c.get("/healthz") as r:
+                await r.read()
+            probes.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.02)
+
+    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60)) as c:
+        await asyncio.gather(*(client(c) for _ in range(clients)), probe(c))
+    ms = np.asarray(probes) * 1000
+    return {"probes": len(ms), "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "max": float(ms.max()), "large_req_s": big[0] / seconds}
+
+
+def serve(model: Path, work: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TAXONOMIST_AUDIT_RATE": "0", "TAXONOMIST_REVIEW_THRESHOLD": "0", **env_extra}
+    server = subprocess.Popen([sys.executable, "-m", "taxonomist.cli", "serve", str(model), "--port", str(port),
+                               "--review-db", str(work / f"review-{port}.db"), "--log-level", "warning"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("the server did not start")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="taxonomist-stall-"))
+    try:
+        model = work / "model"
+        tx.TaxonomyClassifier(tier="sparse").fit(tx.read_catalog(sample_path("products"), require_labels=True)).save(model)
+        print(f"{args.clients} clients x 256 titles of 5,000 characters, {args.seconds:.0f} s, /healthz every 20 ms, "
+              f"{os.cpu_count()} CPUs shared by server and clients\n")
+        print("| sparse stage of a large batch | /healthz p50 ms | p99 ms | max ms | large requests/s |\n|---|---|---|---|---|")
+        for name, extra in (("on the event loop", {"TAXONOMIST_INLINE_MAX_CHARS": str(10**12)}),
+                            ("in a thread (default)", {})):
+            server, url = serve(model, work, extra)
+            try:
+                r = asyncio.run(probe_under_load(url, args.clients, args.seconds))
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(15)
+            print(f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['large_req_s']:.2f} |", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
