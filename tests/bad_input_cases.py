@@ -149,4 +149,7 @@ CASES = [
     Case("bad_output_type", "predict to an unsupported output type",
          lambda t: ["predict", str(_model(t)), "--text", "jeans", "-o", str(t / "out.xlsx")],
          1, "unsupported output type '.xlsx'; use .csv, .jsonl or .parquet"),
+    *(Case(f"min_confidence_{name}", f"a back-off threshold of {value} (not a probability)",
+           lambda t, value=value: ["predict", str(_model(t)), "--text", "jeans", "--min-confidence", value],
+           2, "expected a confidence from 0 to 1") for name, value in (("inf", "inf"), ("nan", "nan"), ("negative", "-1"))),
 ]

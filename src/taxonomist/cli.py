@@ -68,6 +68,15 @@ NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The file has no 
 ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Names for a header-less file: id,title,category.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject the catalogue if any row is bad, instead of skipping it.")]
+
+
+def _probability(value: float | None) -> float | None:
+    """An option that is a probability: a number from 0 to 1 (inf, nan and negatives were accepted)."""
+    if value is not None and not 0.0 <= value <= 1.0:  # (False for nan too)
+        raise typer.BadParameter(f"expected a confidence from 0 to 1, got {value}")
+    return value
+
+
 ImageRootOpt = Annotated[Path | None, typer.Option("--image-root", help="Folder relative image paths resolve against (default: the catalogue's folder); no path may leave it.")]
 TrackOpt = Annotated[bool, typer.Option("--track", help="Log parameters, metrics, report and bundle to MLflow.")]
 TrackUriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")]
@@ -263,7 +272,7 @@ def train(
     test_size: Annotated[float, typer.Option(help="Share held out (grouped by title) for evaluation; 0 trains on all.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file; labels not in it are skipped.")] = None,
-    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)] = None,
     c: Annotated[float, typer.Option("--C", help="Regularisation of the sparse tier.")] = 0.5,
     report: Annotated[Path | None, typer.Option(help="Write the held-out HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
@@ -376,7 +385,7 @@ def evaluate(
     catalog: Annotated[Path, typer.Argument(help="Labelled catalogue to evaluate on.")],
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
-    min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.", callback=_probability)] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     image_root: ImageRootOpt = None,
@@ -425,7 +434,7 @@ def predict(
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; or a folder (a resumable sharded job).")] = None,
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
-    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)] = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
@@ -653,7 +662,7 @@ def classify(
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
     tax_format: FormatOpt = "auto",
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
-    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)] = None,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
@@ -702,7 +711,7 @@ def query(
     taxonomy: Annotated[Path | None, typer.Option(help="Classify into this taxonomy (zero-shot) instead of / besides the model's.")] = None,
     tax_format: Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")] = "auto",
     top_k: Annotated[int, typer.Option(help="Leaves shown per query.")] = 3,
-    min_confidence: Annotated[float, typer.Option(help="Back off to a parent below this confidence (vague queries).")] = 0.5,
+    min_confidence: Annotated[float, typer.Option(help="Back off to a parent below this confidence (vague queries).", callback=_probability)] = 0.5,
     no_zero_shot: Annotated[bool, typer.Option("--no-zero-shot", help="Use the product model alone.")] = False,
     query_log: Annotated[Path | None, typer.Option("--query-log", help="Labelled queries (columns query, category; categories may stop at any level): a query model trained on them joins the pool.")] = None,
 ) -> None:
