@@ -126,6 +126,9 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
     corrected = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts",
                                                                "reviewer": "ana"}, headers=AUTH).json()
     assert corrected["status"] == "corrected"
+    # a second decision on the same item revises it: still one feedback row per item (it made 2 more rows)
+    again = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts"}, headers=AUTH)
+    assert again.status_code == 200 and again.json()["status"] == "corrected"
     assert {i["id"] for i in client.get("/v1/review").json()}.isdisjoint({first["id"], second["id"]})
     fb = client.post("/v1/feedback", json={"product": {"id": "p9", "title": "Red cotton tee"},
                                            "category": "Apparel > Topwear > Tshirts"}, headers=AUTH)
@@ -138,6 +141,12 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
         ("review", first["category"]), ("review", "Apparel > Topwear > Tshirts"), ("api", "Apparel > Topwear > Tshirts")]
     assert rows[2]["product"] == {"id": "p9", "title": "Red cotton tee"}
     assert client.get("/v1/review-stats").json() == {"accepted": 1, "corrected": 1, "feedback": 3}
+
+
+def test_the_review_page_cannot_be_framed(client: TestClient) -> None:
+    csp = client.get("/review").headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert client.get("/review").headers["x-frame-options"] == "DENY"
 
 
 def test_limits_answer_413_and_422(store_dir: Path, tmp_path: Path) -> None:

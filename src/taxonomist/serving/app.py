@@ -586,8 +586,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.get("/review", include_in_schema=False, response_class=HTMLResponse)
     def review_page() -> HTMLResponse:
         html = resources.files("taxonomist.serving").joinpath("static/review.html").read_text(encoding="utf-8")
+        # frame-ancestors / X-Frame-Options: no other site may frame the page (clickjacking a reviewer)
         return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                                                                      "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+                                           "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+                                           "frame-ancestors 'none'", "X-Frame-Options": "DENY"})
 
     return app
 

@@ -128,8 +128,12 @@ class ReviewStore:
             status = "accepted" if final == row["category"] else "corrected"
             db.execute("UPDATE review SET status = ?, decided_category = ?, decided_at = ?, reviewer = ? WHERE id = ?",
                        (status, final, now, reviewer, review_id))
-            db.execute("INSERT INTO feedback (created, product, category, source, review_id, model_version)"
-                       " VALUES (?, ?, ?, 'review', ?, ?)", (now, row["product"], final, review_id, row["model_version"]))
+            # a second decision on the same item revises the first: one feedback row per review item
+            revised = db.execute("UPDATE feedback SET created = ?, category = ? WHERE review_id = ? AND source = 'review'",
+                                 (now, final, review_id)).rowcount
+            if not revised:
+                db.execute("INSERT INTO feedback (created, product, category, source, review_id, model_version)"
+                           " VALUES (?, ?, ?, 'review', ?, ?)", (now, row["product"], final, review_id, row["model_version"]))
             row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
         return _review_row(row)
 
