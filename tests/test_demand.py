@@ -92,3 +92,6 @@ def test_cli_and_api(tmp_path, capsys, monkeypatch, saved_sample_model) -> None:
         assert bad.status_code == 422 and "unknown_event" not in bad.text and "not view / fav / cart / buy" in bad.text
         assert c.post("/v1/demand/forecast", json={"events": []}).status_code == 422
         assert c.post("/v1/demand/forecast", json={"events": events[:3], "freq": "Y"}).status_code == 422
+        for ts in (1e30, 10**15, -5, "9999999-01-01"):  # not an order date: refused, not guessed
+            r = c.post("/v1/demand/forecast", json={"events": [*events[:5], {"category": "x", "timestamp": ts}]})
+            assert r.status_code == 422, (ts, r.status_code)

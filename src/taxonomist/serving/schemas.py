@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -240,7 +240,8 @@ class RecommendationsResponse(BaseModel):
 class DemandEvent(_Body):
     category: str = Field(..., min_length=1, max_length=1000, description="The item's category (a path or an id).")
     event: str = Field("buy", max_length=32, description="buy / cart / fav / view (or purchase, add_to_cart, pv, ...).")
-    timestamp: int | str = Field(..., description="Unix seconds (or milliseconds), or an ISO date.")
+    # bounded: 10^13 ms is the year 2286; larger or negative numbers are not order dates
+    timestamp: Annotated[int, Field(ge=0, le=10**13)] | str = Field(..., description="Unix seconds (or milliseconds), or an ISO date.")
     item: str = Field("", max_length=256)
     user: str = Field("", max_length=256)
 
