@@ -76,6 +76,22 @@ _IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"
                 b"GIF89a": "image/gif"}
 
 
+_CHUNK_CHARS = 20_000
+
+
+def _chunks(positions: list[int], sizes: list[int], limit: int) -> list[list[int]]:
+    """``positions`` cut into consecutive runs whose ``sizes`` add up to about ``limit`` (at least one each)."""
+    out: list[list[int]] = [[]]
+    total = 0
+    for p, n in zip(positions, sizes, strict=True):
+        if out[-1] and total + n > limit:
+            out.append([])
+            total = 0
+        out[-1].append(p)
+        total += n
+    return out
+
+
 def _text_chars(items: list[Any]) -> int:
     """Characters of text in a batch of (record, top_k, min_confidence) items: what the first stage costs."""
     return sum(len(v) for record, *_ in items for v in record.values() if isinstance(v, str))
@@ -162,15 +178,18 @@ class Service:
         left: list[tuple[list[int], Any]] = []
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
-            idx = [i for i, (_, _, m) in enumerate(items) if m == mc]
-            k = max(max(items[i][1] for i in idx), 2)
-            first, pending = model.classifier.predict_products_staged([items[i][0] for i in idx], top_k=k,
-                                                                      min_confidence=mc)
-            for i, p in zip(idx, first, strict=True):
-                if p is not None:
-                    results[i] = (p, model.version)
-            if pending is not None:
-                left.append(([i for i, p in zip(idx, first, strict=True) if p is None], pending))
+            group = [i for i, (_, _, m) in enumerate(items) if m == mc]
+            k = max(max(items[i][1] for i in group), 2)
+            # long texts in calls of about _CHUNK_CHARS: one model call (a sparse matrix product that holds the
+            # GIL) on 1 MB of text would keep the event loop from the GIL for its whole length
+            for idx in _chunks(group, [_text_chars([items[i]]) for i in group], _CHUNK_CHARS):
+                first, pending = model.classifier.predict_products_staged([items[i][0] for i in idx], top_k=k,
+                                                                          min_confidence=mc)
+                for i, p in zip(idx, first, strict=True):
+                    if p is not None:
+                        results[i] = (p, model.version)
+                if pending is not None:
+                    left.append(([i for i, p in zip(idx, first, strict=True) if p is None], pending))
         return results, ((model, left) if left else None)
 
     @staticmethod
