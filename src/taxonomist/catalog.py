@@ -374,20 +374,22 @@ def _validate(
 def _repair_utf8_lines(raw: bytes, path: Path, report: ValidationReport | None, header: bool) -> str | None:
     """A UTF-8 file with a few lines in another encoding (a row pasted from a cp1252 spreadsheet): each such line
     decoded as cp1252 (latin-1 where cp1252 has no character) and reported; ``None`` when the file is not UTF-8
-    (no line holds a UTF-8 multi-byte character: its non-ASCII bytes are all in the other encoding)."""
+    with a few bad lines (more than a tenth of the lines bad, or no more lines with UTF-8 multi-byte characters
+    than bad ones): it is then decoded whole in the encoding detected."""
     lines = raw.removeprefix(codecs.BOM_UTF8).split(b"\n")
-    out, bad, utf8_seen = [], [], False
+    out, bad, utf8_lines = [], [], 0
     for i, line in enumerate(lines):
         try:
             out.append(line.decode("utf-8"))
-            utf8_seen = utf8_seen or not line.isascii()
+            utf8_lines += not line.isascii()
         except UnicodeDecodeError:
             try:
                 out.append(line.decode("cp1252"))
             except UnicodeDecodeError:
                 out.append(line.decode("latin-1"))
             bad.append(i)
-    if not utf8_seen or len(bad) > max(10, len(lines) // 10):
+    # a few bad lines among many UTF-8 ones (a GBK line can be valid UTF-8 by chance: one is not enough)
+    if utf8_lines <= len(bad) or len(bad) > len(lines) // 10:
         return None
     for i in bad:
         row = i + (0 if header else 1)  # data rows count from 1 after the header line

@@ -51,7 +51,7 @@ def open_image_bytes(data: bytes, name: str = "image", max_pixels: int = MAX_IMA
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             w, h = im.size
-            if w * h > max_pixels and im.format == "JPEG":
+            if w * h > max_pixels and im.format in ("JPEG", "MPO"):  # (MPO: phone cameras' multi-picture JPEG)
                 scale = next((k for k in (2, 4, 8) if (w // k) * (h // k) <= max_pixels), 8)
                 im.draft("RGB", (-(-w // scale), -(-h // scale)))
                 w, h = im.size
