@@ -93,7 +93,7 @@ def test_low_confidence_goes_to_review_ordered_by_margin(client: TestClient) -> 
     queued = [r for r in out["results"] if r["needs_review"]]
     assert queued and all(r["review_id"] for r in queued)
     assert all(r["leaf_confidence"] < 0.9 for r in queued)
-    items = client.get("/v1/review").json()
+    items = client.get("/v1/review", headers=AUTH).json()
     assert {i["id"] for i in items} == {r["review_id"] for r in queued}
     margins = [i["margin"] for i in items]
     assert margins == sorted(margins)
@@ -104,12 +104,53 @@ def test_audit_sample_of_confident_predictions(store_dir: Path, tmp_path: Path) 
     with make_client(store_dir, tmp_path, review_threshold=0.0, audit_rate=1.0) as c:
         out = classify(c, "Nike Men Running Shoes")
         assert out["results"][0]["needs_review"]
-        assert c.get("/v1/review").json()[0]["reason"] == "audit"
+        assert c.get("/v1/review", headers=AUTH).json()[0]["reason"] == "audit"
+
+
+def test_the_review_queue_is_read_with_a_key_and_cannot_be_flooded(store_dir: Path, tmp_path: Path) -> None:
+    """Regression: /v1/classify needs no key by default yet queued every low-confidence product (with up to 1 MB
+    of photo each; 148 MB in 5 s from one client), and anyone could read the queue. Now: reads need a key,
+    identical products are queued once, each client queues at most a quota per minute, the queue has a size
+    cap, and large photos are not stored."""
+    import base64
+
+    big_photo = base64.b64encode(b"\xff\xd8\xff\xe0" + b"0" * 150_000).decode()
+    with make_client(store_dir, tmp_path, review_threshold=1.0, review_quota_per_minute=4, review_max_pending=6,
+                     review_max_image_bytes=100_000) as c:
+        r1 = classify(c, "blue thing")["results"][0]
+        r2 = classify(c, "blue thing")["results"][0]
+        assert r1["needs_review"] and r1["review_id"] == r2["review_id"]  # one item for one product
+        for path in ("/v1/review", f"/v1/review/{r1['review_id']}", "/v1/review-stats"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers=AUTH).status_code == 200, path
+        out = classify(c, *[f"thing {i}" for i in range(6)])["results"]
+        assert [r.get("review_id") is not None for r in out] == [True] * 3 + [False] * 3  # 4 per minute per client
+        assert all(r["needs_review"] for r in out)  # still flagged, only not stored
+        photo = c.post("/v1/classify", json={"product": {"title": "x", "image_base64": big_photo}},
+                       headers={"X-Forwarded-For": "10.0.0.9"})  # (not trusted: the same client)
+        assert photo.json()["results"][0].get("review_id") is None
+        stats = c.get("/v1/review-stats", headers=AUTH).json()
+        assert stats["pending"] == 4
+        assert "taxonomist_review_not_queued_total" in c.get("/metrics").text
+    with make_client(store_dir, tmp_path / "2", review_threshold=1.0, review_max_pending=2,
+                     review_max_image_bytes=100_000) as c:
+        stored = c.post("/v1/classify", json={"product": {"title": "a thing", "image_base64": big_photo}}).json()["results"][0]
+        item = c.get(f"/v1/review/{stored['review_id']}", headers=AUTH).json()
+        assert "image_base64" not in item["product"] and item["product"]["image_dropped"] == "over 100,000 bytes"
+        out = classify(c, "b thing", "c thing")["results"]
+        assert out[0].get("review_id") is not None and out[1].get("review_id") is None  # the cap of 2 pending
+
+
+def test_read_requires_key_also_covers_metrics(store_dir: Path, tmp_path: Path) -> None:
+    with make_client(store_dir, tmp_path, read_requires_key=True) as c:
+        assert c.get("/metrics").status_code == 401  # (it stayed open)
+        assert c.get("/metrics", headers=AUTH).status_code == 200
+        assert c.get("/healthz").status_code == 200  # probes need no key
 
 
 def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_path: Path) -> None:
     classify(client, "blue thing", "gift")
-    first, second = client.get("/v1/review").json()[:2]
+    first, second = client.get("/v1/review", headers=AUTH).json()[:2]
     assert client.post(f"/v1/review/{first['id']}", json={}).status_code == 401
     assert client.post(f"/v1/review/{first['id']}", json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
     bad = client.post(f"/v1/review/{first['id']}", json={"category": "Apparel > Nope"}, headers=AUTH)
@@ -118,9 +159,9 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
     assert inner.status_code == 422 and "not a leaf" in inner.json()["detail"]
     assert client.post("/v1/review/999999", json={}, headers=AUTH).status_code == 404
     # found by schemathesis: an id beyond SQLite's integers was a 500
-    assert client.get(f"/v1/review/{2**70}/image").status_code == 422
-    assert client.get("/v1/review/0").status_code == 422
-    assert client.get("/v1/review", params={"offset": 2**64}).status_code == 422  # also found by schemathesis
+    assert client.get(f"/v1/review/{2**70}/image", headers=AUTH).status_code == 422
+    assert client.get("/v1/review/0", headers=AUTH).status_code == 422
+    assert client.get("/v1/review", params={"offset": 2**64}, headers=AUTH).status_code == 422  # also found by schemathesis
     accepted = client.post(f"/v1/review/{first['id']}", json={}, headers=AUTH).json()
     assert accepted["status"] == "accepted" and accepted["decided_category"] == first["category"]
     corrected = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts",
@@ -129,7 +170,7 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
     # a second decision on the same item revises it: still one feedback row per item (it made 2 more rows)
     again = client.post(f"/v1/review/{second['id']}", json={"category": "Apparel > Topwear > Tshirts"}, headers=AUTH)
     assert again.status_code == 200 and again.json()["status"] == "corrected"
-    assert {i["id"] for i in client.get("/v1/review").json()}.isdisjoint({first["id"], second["id"]})
+    assert {i["id"] for i in client.get("/v1/review", headers=AUTH).json()}.isdisjoint({first["id"], second["id"]})
     fb = client.post("/v1/feedback", json={"product": {"id": "p9", "title": "Red cotton tee"},
                                            "category": "Apparel > Topwear > Tshirts"}, headers=AUTH)
     assert fb.status_code == 201
@@ -140,7 +181,7 @@ def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_pat
     assert [(r["source"], r["category"]) for r in rows] == [
         ("review", first["category"]), ("review", "Apparel > Topwear > Tshirts"), ("api", "Apparel > Topwear > Tshirts")]
     assert rows[2]["product"] == {"id": "p9", "title": "Red cotton tee"}
-    assert client.get("/v1/review-stats").json() == {"accepted": 1, "corrected": 1, "feedback": 3}
+    assert client.get("/v1/review-stats", headers=AUTH).json() == {"accepted": 1, "corrected": 1, "feedback": 3}
 
 
 def test_the_review_page_cannot_be_framed(client: TestClient) -> None:
@@ -187,7 +228,7 @@ def test_image_paths_cannot_leave_the_image_root(store_dir: Path, tmp_path: Path
         ok = c.post("/v1/classify", json={"product": {"title": "Nike shoes", "image": "shoe.jpg"}})
         assert ok.status_code == 200
         rid = ok.json()["results"][0]["review_id"]
-        img = c.get(f"/v1/review/{rid}/image")
+        img = c.get(f"/v1/review/{rid}/image", headers=AUTH)
         assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
         for bad in ("../secret.jpg", str(tmp_path / "secret.jpg"), "link.jpg", "a/../../secret.jpg"):
             r = c.post("/v1/classify", json={"product": {"title": "Nike shoes", "image": bad}})
@@ -219,10 +260,10 @@ def test_review_images_are_only_sniffed_raster_types_never_svg(store_dir: Path, 
             if r.status_code != 200:  # refused at the door is as good
                 continue
             rid = r.json()["results"][0]["review_id"]
-            img = c.get(f"/v1/review/{rid}/image")
+            img = c.get(f"/v1/review/{rid}/image", headers=AUTH)
             assert img.status_code == 415 and "svg" not in img.headers.get("content-type", "")
         ok = c.post("/v1/classify", json={"product": {"title": "Nike shoes", "image": "shoe.jpg"}})
-        img = c.get(f"/v1/review/{ok.json()['results'][0]['review_id']}/image")
+        img = c.get(f"/v1/review/{ok.json()['results'][0]['review_id']}/image", headers=AUTH)
         assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
         assert img.headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in img.headers["content-security-policy"] and "default-src 'none'" in img.headers["content-security-policy"]

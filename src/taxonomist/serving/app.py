@@ -9,12 +9,14 @@ before the answer) → JSON with the path, confidences, alternatives, ``needs_re
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import json
 import logging
 import random
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,7 +64,7 @@ from .schemas import (
     UserProfileResponse,
 )
 from .settings import ServeSettings
-from .store import ReviewStore
+from .store import ReviewStore, fingerprint
 
 __all__ = ["create_app"]
 
@@ -77,6 +79,28 @@ _IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"
 
 
 _CHUNK_CHARS = 20_000
+
+
+class _Quota:
+    """At most ``n`` events per client in any 60 s (a sliding window of timestamps, per client)."""
+
+    def __init__(self, window_s: float = 60.0, max_clients: int = 100_000) -> None:
+        self.window_s, self.max_clients = window_s, max_clients
+        self._seen: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str, wanted: int, n: int) -> int:
+        """How many of ``wanted`` events ``client`` may have now (they are counted)."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > self.max_clients:  # forget idle clients
+                self._seen = {c: q for c, q in self._seen.items() if q and q[-1] > now - self.window_s}
+            q = self._seen.setdefault(client, collections.deque())
+            while q and q[0] <= now - self.window_s:
+                q.popleft()
+            granted = max(0, min(wanted, n - len(q)))
+            q.extend([now] * granted)
+            return granted
 
 
 def _chunks(positions: list[int], sizes: list[int], limit: int) -> list[list[int]]:
@@ -161,6 +185,7 @@ class Service:
         self.metrics = ServiceMetrics()
         self.store: ReviewStore | None = None
         self.rng = random.Random(settings.audit_seed)
+        self._quota = _Quota()  # review items per client per minute
         self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
                                     settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
                                     cost=_text_chars, inline_max_cost=settings.inline_max_chars)
@@ -258,6 +283,34 @@ class Service:
         if texts is not None and any(len(t) > s.max_text_chars for t in texts):
             raise HTTPException(422, f"a text of {what} is over the limit of {s.max_text_chars} characters")
 
+    def queue_for_review(self, client: str, items: list[dict[str, Any]]) -> list[int | None]:
+        """Queue predictions for review, within the limits: a product already pending is not queued again (its
+        item's id is returned), each client adds at most ``review_quota_per_minute`` new items, the queue holds
+        at most ``review_max_pending``, and a photo over ``review_max_image_bytes`` is not stored. ``None``:
+        not queued (counted in ``taxonomist_review_not_queued_total``)."""
+        s = self.settings
+        keys = [fingerprint(it["product"]) for it in items]
+        for it in items:
+            photo = it["product"].get("image_base64")
+            if photo and len(photo) * 3 // 4 > s.review_max_image_bytes:
+                it["product"] = {k: v for k, v in it["product"].items() if k != "image_base64"}
+                it["product"]["image_dropped"] = f"over {s.review_max_image_bytes:,} bytes"
+        store = self.review_store()
+        out = store.pending_ids(keys)
+        new = [i for i, rid in enumerate(out) if rid is None]
+        allowed = self._quota.take(client, len(new), s.review_quota_per_minute)
+        if allowed < len(new):
+            self.metrics.not_queued.labels(why="quota").inc(len(new) - allowed)
+        todo = new[:allowed]
+        ids = store.enqueue([{**items[i], "fingerprint": keys[i]} for i in todo], s.review_max_pending)
+        for i, rid in zip(todo, ids, strict=True):
+            out[i] = rid
+        if any(rid is None for rid in ids):
+            self.metrics.not_queued.labels(why="full").inc(sum(rid is None for rid in ids))
+            logger.warning("the review queue is full (%d pending items): predictions needing review are not queued",
+                           s.review_max_pending)
+        return out
+
     def check_product(self, p: Product) -> None:
         s = self.settings
         texts = [("title", p.title), ("description", p.description or "")]
@@ -326,6 +379,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware, metrics=svc.metrics)
     read, write = _auth(svc, write=False), _auth(svc, write=True)
+    # the review queue holds products as customers and sellers sent them: reading it needs a key by default
+    review_read = write if settings.review_read_requires_key else read
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -356,7 +411,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ready", "model_version": svc.model.version})
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get("/metrics", tags=["ops"], response_class=Response, dependencies=[read])
     def metrics() -> Response:
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -387,7 +442,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     # -- classify --------------------------------------------------------------------------------------------
     @app.post("/v1/classify", tags=["classify"], response_model=ClassifyResponse, response_model_exclude_none=True,
               dependencies=[read])
-    async def classify(req: ClassifyRequest) -> ClassifyResponse:
+    async def classify(req: ClassifyRequest, request: Request) -> ClassifyResponse:
         items = req.items()
         svc.check_batch(len(items), "products")
         for p in items:
@@ -426,27 +481,29 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                     "model_version": version}))
         svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
         if queue:
-            ids = await asyncio.to_thread(svc.review_store().enqueue, [q for _, q in queue])
+            client = request.client.host if request.client is not None else "-"
+            ids = await asyncio.to_thread(svc.queue_for_review, client, [q for _, q in queue])
             for (i, q), rid in zip(queue, ids, strict=True):
                 out[i].review_id = rid
-                svc.metrics.queued.labels(reason=q["reason"]).inc()
+                if rid is not None:
+                    svc.metrics.queued.labels(reason=q["reason"]).inc()
         return ClassifyResponse(model_version=out[0].model_version if out else svc.model.version, results=out)
 
     # -- review queue and feedback ---------------------------------------------------------------------------
-    @app.get("/v1/review", tags=["review"], response_model=list[ReviewItem], dependencies=[read])
+    @app.get("/v1/review", tags=["review"], response_model=list[ReviewItem], dependencies=[review_read])
     def review_list(limit: Annotated[int, Query(ge=1, le=500)] = 50,
                     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> list[dict[str, Any]]:
         """Pending items, most uncertain (smallest top-1 / top-2 margin) first."""
         return svc.review_store().pending(limit, offset)
 
-    @app.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[read])
+    @app.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[review_read])
     def review_get(review_id: ReviewId) -> dict[str, Any]:
         item = svc.review_store().get(review_id)
         if item is None:
             raise HTTPException(404, f"no review item {review_id}")
         return item
 
-    @app.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[read], response_class=Response)
+    @app.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[review_read], response_class=Response)
     def review_image(review_id: ReviewId) -> Response:
         item = svc.review_store().get(review_id)
         if item is None:
@@ -553,7 +610,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         svc.metrics.feedback.labels(source="api").inc()
         return {"id": fid, "category": category}
 
-    @app.get("/v1/review-stats", tags=["review"], dependencies=[read])
+    @app.get("/v1/review-stats", tags=["review"], dependencies=[review_read])
     def review_stats() -> dict[str, int]:
         return svc.review_store().counts()
 
@@ -606,7 +663,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     def review_page() -> HTMLResponse:
         html = resources.files("taxonomist.serving").joinpath("static/review.html").read_text(encoding="utf-8")
         # frame-ancestors / X-Frame-Options: no other site may frame the page (clickjacking a reviewer)
-        return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+        return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
                                            "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
                                            "frame-ancestors 'none'", "X-Frame-Options": "DENY"})
 

@@ -30,6 +30,8 @@ class ServiceMetrics:
         self.low_confidence_ratio = Gauge("taxonomist_low_confidence_ratio",
                                           "Share of predictions below the review threshold since start.", registry=r)
         self.queued = Counter("taxonomist_review_queued", "Predictions queued for review, by reason.", ["reason"], registry=r)
+        self.not_queued = Counter("taxonomist_review_not_queued", "Predictions that needed review but were not queued: "
+                                  "the client's quota (quota) or the queue's size cap (full).", ["why"], registry=r)
         self.queue_depth = Gauge("taxonomist_review_queue_depth", "Pending items in the review queue.", registry=r)
         self.feedback = Counter("taxonomist_feedback", "Corrections recorded, by source.", ["source"], registry=r)
         self.model_info = Info("taxonomist_model", "The model version being served.", registry=r)

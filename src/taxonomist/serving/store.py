@@ -11,6 +11,7 @@ Products are kept as JSON as they were posted; corrections are labelled data for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ReviewStore"]
+__all__ = ["ReviewStore", "fingerprint"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS review (
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS review (
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | accepted | corrected
     decided_category TEXT,
     decided_at REAL,
-    reviewer TEXT
+    reviewer TEXT,
+    fingerprint TEXT                 -- SHA-256 of the product's content: identical products are queued once
 );
 CREATE INDEX IF NOT EXISTS review_pending ON review(status, margin);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -66,6 +68,10 @@ class ReviewStore:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        # stores written before products were fingerprinted: add the column (old items never match a new one)
+        if "fingerprint" not in {r[1] for r in self._db.execute("PRAGMA table_info(review)")}:
+            self._db.execute("ALTER TABLE review ADD COLUMN fingerprint TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS review_fingerprint ON review(fingerprint, status)")
 
     def close(self) -> None:
         with self._lock:
@@ -83,21 +89,40 @@ class ReviewStore:
             self._db.execute("COMMIT")
 
     # -- review queue --------------------------------------------------------------------------------------
-    def enqueue(self, items: list[Mapping[str, Any]]) -> list[int]:
+    def enqueue(self, items: list[Mapping[str, Any]], max_pending: int | None = None) -> list[int | None]:
         """Add predictions to the queue; each item has product, prediction, category, confidence, margin,
-        reason, model_version. Returns their ids."""
-        ids = []
+        reason, model_version (and may have its product's ``fingerprint``, else computed from the product as
+        stored). Returns their ids: an item whose product (its content, whatever its id) is
+        already pending gets that item's id; ``None`` where the queue already holds ``max_pending`` items."""
+        ids: list[int | None] = []
         now = time.time()
         with self._tx() as db:
+            depth = int(db.execute("SELECT count(*) FROM review WHERE status = 'pending'").fetchone()[0])
             for it in items:
+                key = it.get("fingerprint") or fingerprint(it["product"])
+                same = db.execute("SELECT id FROM review WHERE fingerprint = ? AND status = 'pending'", (key,)).fetchone()
+                if same is not None:
+                    ids.append(int(same[0]))
+                    continue
+                if max_pending is not None and depth >= max_pending:
+                    ids.append(None)
+                    continue
                 cur = db.execute(
-                    "INSERT INTO review (created, product, prediction, category, confidence, margin, reason, model_version)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO review (created, product, prediction, category, confidence, margin, reason, model_version,"
+                    " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (now, json.dumps(it["product"], ensure_ascii=False), json.dumps(it["prediction"], ensure_ascii=False),
-                     it["category"], float(it["confidence"]), float(it["margin"]), it["reason"], it["model_version"]),
+                     it["category"], float(it["confidence"]), float(it["margin"]), it["reason"], it["model_version"], key),
                 )
                 ids.append(int(cur.lastrowid or 0))
+                depth += 1
         return ids
+
+    def pending_ids(self, fingerprints: list[str]) -> list[int | None]:
+        """The pending item with each product fingerprint (:func:`fingerprint`), or ``None``."""
+        with self._lock:
+            return [None if (r := self._db.execute("SELECT id FROM review WHERE fingerprint = ? AND status = 'pending'",
+                                                   (f,)).fetchone()) is None else int(r[0])
+                    for f in fingerprints]
 
     def pending(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Pending items, most uncertain (smallest margin) first."""
@@ -156,6 +181,12 @@ class ReviewStore:
             rows = self._db.execute("SELECT status, count(*) FROM review GROUP BY status").fetchall()
             n_fb = int(self._db.execute("SELECT count(*) FROM feedback").fetchone()[0])
         return {**{str(s): int(n) for s, n in rows}, "feedback": n_fb}
+
+
+def fingerprint(product: Mapping[str, Any]) -> str:
+    """SHA-256 of a product's content (every field but its id): identical products share it."""
+    content = {k: v for k, v in product.items() if k != "id"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def _review_row(r: sqlite3.Row) -> dict[str, Any]:
