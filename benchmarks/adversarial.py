@@ -13,7 +13,9 @@ is trained on the training part; every attack is applied to each held-out produc
 * ``stuffing``: eight frequent title words of another top-level category appended;
 * ``brand``: the first word replaced by the most frequent first word (brand) of another top-level category.
 
-Prints the success rate per attack and the clean accuracy; writes them to ``--out`` (JSON).
+Prints the success rate per attack, the accuracy under attack, the share of titles the model flags as keyword
+stuffing (``TaxonomyClassifier.stuffing_flags``: queued for review by the service), and the clean accuracy;
+writes them to ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def run(name: str, cat: tx.Catalog, args: argparse.Namespace) -> dict[str, objec
         words[t_name] = [w for w, _ in counts.most_common(8)]
         brands[t_name] = Counter(str(s).split()[0] for s in titles if str(s).split()).most_common(1)[0][0]
     tops = sorted(words)
+    if hasattr(model, "stuffing_flags"):
+        print(f"  clean titles flagged as stuffing: {np.mean(model.stuffing_flags(frame['title'].astype(str).tolist())):.3f}")
     out: dict[str, object] = {"catalogue": name, "tier": args.tier, "train": len(train), "test": len(test),
                               "clean_accuracy": float((clean == truth).mean()), "fit_s": round(fit_s, 1)}
     print(f"\n{name}: {len(train):,} train / {len(test):,} test, {args.tier} tier, clean accuracy "
@@ -117,8 +121,10 @@ def run(name: str, cat: tx.Catalog, args: argparse.Namespace) -> dict[str, objec
         pred = np.asarray(model.predict(attacked)).astype(str)
         changed = float((pred != clean).mean())
         acc = float((pred == truth).mean())
-        out[attack] = {"success": changed, "accuracy": acc}
-        print(f"  {attack:12s} success {changed:.3f}  accuracy under attack {acc:.4f}", flush=True)
+        flagged = float(np.mean(model.stuffing_flags(titles))) if hasattr(model, "stuffing_flags") else float("nan")
+        out[attack] = {"success": changed, "accuracy": acc, "flagged": flagged}
+        print(f"  {attack:12s} success {changed:.3f}  accuracy under attack {acc:.4f}  flagged as stuffing "
+              f"{flagged:.3f}", flush=True)
     return out
 
 

@@ -213,3 +213,15 @@ def test_sparse_l2_normalize_equals_scikit_learn() -> None:
     got = l2_normalize(x)
     np.testing.assert_allclose(got.toarray(), normalize(x).toarray(), rtol=1e-6)
     assert got.dtype == np.float32 and x.data is not got.data  # a copy unless copy=False
+
+
+def test_keyword_stuffing_is_flagged_for_review(sample_model: tx.TaxonomyClassifier, sample_split) -> None:
+    """A title whose halves point to different top-level categories (another category's keywords appended) is
+    flagged; ordinary titles, long or short, are not."""
+    stuffed = ["Puma Men Coupe Black Sandal watch wallet handbag belt sunglasses",
+               "Titan Men Black Analog Watch tshirt jeans shirt kurta shorts"]
+    flags = sample_model.stuffing_flags(stuffed)
+    assert flags == [True, True]
+    clean = sample_split[1].frame["title"].tolist()
+    assert sum(sample_model.stuffing_flags(clean)) <= 0.02 * len(clean)
+    assert sample_model.stuffing_flags(["Nike shoes", ""]) == [False, False]

@@ -148,6 +148,15 @@ def test_read_requires_key_also_covers_metrics(store_dir: Path, tmp_path: Path) 
         assert c.get("/healthz").status_code == 200  # probes need no key
 
 
+def test_keyword_stuffed_titles_go_to_review_with_their_reason(store_dir: Path, tmp_path: Path) -> None:
+    with make_client(store_dir, tmp_path, review_threshold=0.0) as c:
+        out = classify(c, "Puma Men Coupe Black Sandal watch wallet handbag belt sunglasses",
+                       "Nike Men Running Shoes")["results"]
+        assert out[0]["needs_review"] and out[0]["review_reason"] == "keyword_stuffing" and out[0]["review_id"]
+        assert not out[1]["needs_review"] and "review_reason" not in out[1]
+        assert c.get(f"/v1/review/{out[0]['review_id']}", headers=AUTH).json()["reason"] == "keyword_stuffing"
+
+
 def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_path: Path) -> None:
     classify(client, "blue thing", "gift")
     first, second = client.get("/v1/review", headers=AUTH).json()[:2]

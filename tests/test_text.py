@@ -15,6 +15,18 @@ def test_clean_text_html_nfkc_fullwidth_whitespace() -> None:
     assert clean_text("AT&amp;T &lt;3") == "AT&T <3"  # only a closed tag is stripped
 
 
+def test_sellers_tricks_are_undone_but_real_cyrillic_and_greek_text_is_kept() -> None:
+    """Adversarial titles: invisible characters (zero-width, bidi controls, soft hyphen) removed; Cyrillic /
+    Greek look-alikes inside Latin words, or whole look-alike words in a Latin title, mapped to Latin."""
+    assert clean_text("Ni\u200bke run\u00adning \u202eshoes\u202c") == "Nike running shoes"
+    assert clean_text("Nіkе Running Shоеs") == "Nike Running Shoes"  # Cyrillic і е о е
+    assert clean_text("Puma сосо Tee") == "Puma coco Tee"  # a whole look-alike word in a Latin title
+    assert clean_text("Кроссовки Nike для бега") == "Кроссовки Nike для бега"  # Russian words stay Russian
+    assert clean_text("Смартфон Apple") == "Смартфон Apple"
+    assert clean_text("ΑΒΓ φίλτρο") == "ΑΒΓ φίλτρο"  # Greek text stays Greek
+    assert normalize_for_sparse("Nіkе") == normalize_for_sparse("Nike") == "nike"
+
+
 def test_normalize_joins_units_and_lowercases() -> None:
     assert normalize_for_sparse("Apple iPhone 8 Plus 64 GB Silver") == "apple iphone 8 plus 64gb silver"
     assert normalize_for_sparse("Garlic Oil - Vegetarian Capsule 500 mg") == "garlic oil - vegetarian capsule 500mg"

@@ -25,7 +25,7 @@ from .exceptions import BundleError, NotFittedError, TaxonomistError
 from .models.hierarchy import LevelIndex, Prediction, decode
 from .models.sparse import SparseClassifier
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
-from .text import normalize_for_sparse, scrub_pii
+from .text import clean_text, normalize_for_sparse, scrub_pii
 
 __all__ = ["Pending", "TaxonomyClassifier", "load"]
 
@@ -516,6 +516,30 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if new not in self.taxonomy_:
             self.taxonomy_.add(new)
         logger.info("added the category %s (%d examples)", name, len(examples))
+
+    def stuffing_flags(self, titles: Sequence[str], min_words: int = 8, min_confidence: float = 0.6) -> list[bool]:
+        """Which titles look keyword-stuffed: with at least ``min_words`` words, whose first and second halves
+        the sparse member places, each with top-level confidence ``min_confidence`` or more, under two
+        different top-level categories ("sandal ... watch wallet handbag belt"). Such products are queued for
+        review rather than trusted; an ordinary title's halves agree."""
+        self._check()
+        sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+        words = [clean_text(t).split() for t in titles]
+        long = [i for i, w in enumerate(words) if len(w) >= min_words]
+        out = [False] * len(titles)
+        if sparse is None or not long:
+            return out
+        tops = sorted({parse_path(str(c))[0] for c in sparse.classes_})
+        member = np.zeros((len(sparse.classes_), len(tops)))
+        member[np.arange(len(sparse.classes_)), [tops.index(parse_path(str(c))[0]) for c in sparse.classes_]] = 1.0
+        halves = [" ".join(words[i][: len(words[i]) // 2]) for i in long] + \
+                 [" ".join(words[i][len(words[i]) // 2:]) for i in long]
+        top = sparse.predict_proba((halves, [""] * len(halves))) @ member
+        first, second = top[: len(long)], top[len(long):]
+        for j, i in enumerate(long):
+            a, b = int(first[j].argmax()), int(second[j].argmax())
+            out[i] = a != b and first[j, a] >= min_confidence and second[j, b] >= min_confidence
+        return out
 
     # -- predict ------------------------------------------------------------------------------------------
     def _proba(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None = None,

@@ -3,8 +3,10 @@
 Two levels:
 
 * :func:`clean_text` keeps the text readable (for display, explanations, encoders): HTML unescaped and tags
-  stripped, Unicode NFKC (which also turns full-width ``ＡＢＣ１２３`` into ``ABC123`` and the ideographic
-  space into a space), whitespace collapsed.
+  stripped, invisible characters (zero-width, bidi controls, soft hyphens) removed, Unicode NFKC (which also
+  turns full-width ``ＡＢＣ１２３`` into ``ABC123`` and the ideographic space into a space), Cyrillic / Greek
+  look-alike letters inside Latin words mapped to Latin (``Nіkе`` with Cyrillic і е is ``Nike``), whitespace
+  collapsed. The last three undo the usual tricks sellers use to game category placement.
 * :func:`normalize_for_sparse` adds what sparse features want: lower-case, numbers joined to their units
   (``64 GB`` → ``64gb``, ``500 克`` → ``500克``) so a size is one token.
 
@@ -59,8 +61,44 @@ _PHONE_RE = re.compile(
 )
 
 
+# invisible characters a seller can slip into a word to split it for the model and not for the reader: zero-width
+# spaces, word joiners, bidi controls, the soft hyphen, BOMs (ZWNJ / ZWJ only between Latin letters: elsewhere
+# they are orthography or emoji sequences)
+_INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+                           "|(?<=[A-Za-z])[\u200c\u200d](?=[A-Za-z])")
+# Cyrillic and Greek letters that Unicode's confusables (TR39) map to one Latin letter
+_LOOKALIKES = {
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d",
+    "ԛ": "q", "ԝ": "w", "һ": "h", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
+    "С": "C", "Т": "T", "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P",
+    "Τ": "T", "Υ": "Y", "Χ": "X", "ο": "o", "ν": "v",
+}
+_LOOKALIKE_MAP = str.maketrans(_LOOKALIKES)
+_WORD_RE = re.compile(r"\w+")
+_ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
+
+
+def _unconfuse(s: str) -> str:
+    """Look-alike Cyrillic / Greek letters mapped to Latin inside words that mix them with Latin letters, and in
+    words made only of look-alikes when the text has Latin words (a homoglyph attack); Cyrillic and Greek words
+    with letters that look like nothing Latin are left alone."""
+    latin_text = any(w.isascii() and _ASCII_LETTER_RE.search(w) for w in _WORD_RE.findall(s))
+
+    def fix(m: re.Match[str]) -> str:
+        w = m.group(0)
+        if w.isascii() or not any(c in _LOOKALIKES for c in w):
+            return w
+        if _ASCII_LETTER_RE.search(w) or (latin_text and all(c in _LOOKALIKES or not c.isalpha() for c in w)):
+            return w.translate(_LOOKALIKE_MAP)
+        return w
+
+    return _WORD_RE.sub(fix, s)
+
+
 def clean_text(text: object) -> str:
-    """Readable cleaning: HTML unescape, tags stripped, NFKC, whitespace collapsed.
+    """Readable cleaning: HTML unescape, tags stripped, invisible characters removed, NFKC, look-alike letters
+    inside Latin words mapped to Latin, whitespace collapsed.
 
     Example:
         >>> clean_text("<b>Ｎｉｋｅ</b>&amp;Co  Shoes ")
@@ -75,7 +113,10 @@ def clean_text(text: object) -> str:
         s = html.unescape(s)
     if "<" in s:
         s = _TAG_RE.sub(" ", s)
-    s = unicodedata.normalize("NFKC", s)
+    if not s.isascii():
+        s = _INVISIBLE_RE.sub("", s)
+        s = unicodedata.normalize("NFKC", s)
+        s = _unconfuse(s)
     return _WS_RE.sub(" ", s).strip()
 
 

@@ -458,25 +458,30 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
         out, queue = [], []
         low = 0
-        for p, (pred, version) in zip(items, results, strict=True):
+        # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure
+        stuffed = await asyncio.to_thread(svc.model.classifier.stuffing_flags, [p.title for p in items])
+        for p, (pred, version), stuffing in zip(items, results, stuffed, strict=True):
             alts = pred.alternatives
             margin = alts[0][1] - alts[1][1] if len(alts) > 1 else (alts[0][1] if alts else 0.0)
             reason = None
             if pred.leaf_confidence < settings.review_threshold:
                 reason, low = "low_confidence", low + 1
+            elif stuffing:
+                reason = "keyword_stuffing"
             elif settings.audit_rate > 0 and svc.rng.random() < settings.audit_rate:
                 reason = "audit"
             d = pred.to_dict()
             res = ClassifyResult(
                 id=p.id, category=d["category"], path=d["path"], confidence=d["confidence"], leaf=d["leaf"],
                 leaf_confidence=d["leaf_confidence"], alternatives=d["alternatives"][: req.top_k],
-                backed_off=d["backed_off"], needs_review=reason is not None, explanation=d.get("explanation"),
+                backed_off=d["backed_off"], needs_review=reason is not None, review_reason=reason,
+                explanation=d.get("explanation"),
                 neighbours=d.get("neighbours"), model_version=version)
             out.append(res)
             if reason is not None:
                 queue.append((len(out) - 1, {
                     "product": p.model_dump(exclude_none=True),
-                    "prediction": res.model_dump(exclude_none=True, exclude={"needs_review", "review_id"}),
+                    "prediction": res.model_dump(exclude_none=True, exclude={"needs_review", "review_id", "review_reason"}),
                     "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
                     "model_version": version}))
         svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
