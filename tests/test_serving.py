@@ -157,6 +157,46 @@ def test_keyword_stuffed_titles_go_to_review_with_their_reason(store_dir: Path, 
         assert c.get(f"/v1/review/{out[0]['review_id']}", headers=AUTH).json()["reason"] == "keyword_stuffing"
 
 
+def test_personal_data_never_reaches_the_review_store(store_dir: Path, tmp_path: Path) -> None:
+    with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
+        r = c.post("/v1/classify", json={"product": {"title": "blue thing call 13812345678",
+                                                     "description": "mail jo@example.com, order #A1234567",
+                                                     "attributes": {"ship": "221B Baker Street"}}})
+        item = c.get(f"/v1/review/{r.json()['results'][0]['review_id']}", headers=AUTH).json()["product"]
+        assert item["title"] == "blue thing call <phone>"
+        assert item["description"] == "mail <email>, order <order>" and item["attributes"]["ship"] == "<address>"
+        fb = c.post("/v1/feedback", json={"product": {"title": "tee for jo@example.com"},
+                                          "category": "Apparel > Topwear > Tshirts"}, headers=AUTH)
+        assert fb.status_code == 201
+    store = ReviewStore(tmp_path / "review.db")
+    assert store.feedback()[-1]["product"]["title"] == "tee for <email>"
+    store.close()
+
+
+def test_review_purge_deletes_what_is_older_than_an_age(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from .test_bad_inputs import run_cli
+
+    store = ReviewStore(tmp_path / "r.db")
+    item = {"product": {"title": "old"}, "prediction": {}, "category": "A > B", "confidence": 0.1, "margin": 0.0,
+            "reason": "low_confidence", "model_version": "v0001"}
+    old_id, = store.enqueue([item])
+    store.decide(old_id, None)
+    store.add_feedback({"title": "old api"}, "A > B")
+    with store._tx() as db:  # a hundred days ago
+        db.execute("UPDATE review SET created = created - 8640000")
+        db.execute("UPDATE feedback SET created = created - 8640000")
+    store.enqueue([{**item, "product": {"title": "new"}}])
+    store.close()
+    code, out = run_cli(["review", "purge", str(tmp_path / "r.db"), "--older-than", "90d"], capsys, monkeypatch)
+    assert code == 0 and "deleted 1 review items and 2 feedback rows" in out
+    store = ReviewStore(tmp_path / "r.db")
+    assert [i["product"]["title"] for i in store.pending()] == ["new"] and store.feedback() == []
+    store.close()
+    code, out = run_cli(["review", "purge", str(tmp_path / "r.db"), "--older-than", "soon"], capsys, monkeypatch)
+    assert code == 1 and "expected an age like 90d" in out
+
+
 def test_review_decisions_need_a_key_and_a_real_leaf(client: TestClient, tmp_path: Path) -> None:
     classify(client, "blue thing", "gift")
     first, second = client.get("/v1/review", headers=AUTH).json()[:2]

@@ -64,6 +64,14 @@ def test_scrub_pii() -> None:
     assert scrub_pii("客服电话13812345678") == "客服电话<phone>"
     # product numbers are not phones
     assert scrub_pii("Samsung 55 inch 4K TV UA55AU7700 EAN 8801643") == "Samsung 55 inch 4K TV UA55AU7700 EAN 8801643"
+    # order numbers and street addresses (after-sales messages)
+    assert scrub_pii("my order #A1234567 never came") == "my order <order> never came"
+    assert scrub_pii("Order number: 1234-5678-90 is late") == "Order <order> is late"
+    assert scrub_pii("订单号：202311290001 还没到") == "订单<order> 还没到"
+    assert scrub_pii("send it to 221B Baker Street, London") == "send it to <address>, London"
+    assert scrub_pii("寄到北京市朝阳区建国路88号") == "寄到<address>"
+    assert scrub_pii("Nike Air Max 270 Running Shoes") == "Nike Air Max 270 Running Shoes"
+    assert scrub_pii("Order a 3 Street Light pack") == "Order a 3 Street Light pack"
 
 
 @given(st.text(alphabet=st.characters(exclude_characters="&<"), max_size=200))

@@ -47,6 +47,8 @@ app.add_typer(search_app, name="search")
 users_app = typer.Typer(help="Shopper profiles and recommendations from behaviour events (view/fav/cart/buy).",
                         no_args_is_help=True)
 app.add_typer(users_app, name="users")
+review_app = typer.Typer(help="The service's review queue and feedback store (a SQLite file).", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 console = Console(stderr=True)
 out = Console()
@@ -1190,6 +1192,31 @@ def demo(
     out.print(f"\nHTML report: {report.resolve()}\nmetrics JSON: {metrics.resolve()}\nmodel bundle: {model_dir.resolve()}"
               f"\nwith photos: {photo_report.resolve()} (text / image / fused scores, misclassified photos)")
 
+
+@review_app.command("purge")
+def review_purge(
+    review_db: Annotated[Path, typer.Argument(help="The review store (TAXONOMIST_REVIEW_DB of the service).")],
+    older_than: Annotated[str, typer.Option("--older-than", help="Age: 90d, 12w, 36h.")],
+) -> None:
+    """Delete review items and feedback older than an age (products as customers and sellers sent them)."""
+    import re
+    import time
+
+    from .serving.store import ReviewStore
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hdw])\s*", older_than)
+    if m is None:
+        raise CliError(f"--older-than: expected an age like 90d, 12w or 36h, got {older_than!r}")
+    seconds = float(m.group(1)) * {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+    if not review_db.is_file():
+        raise CliError(f"expected a review store at {review_db}, but there is no such file")
+    store = ReviewStore(review_db)
+    try:
+        n_review, n_feedback = store.purge(time.time() - seconds)
+    finally:
+        store.close()
+    console.print(f"deleted {n_review:,} review items and {n_feedback:,} feedback rows older than {older_than.strip()}",
+                  highlight=False)
 
 def main() -> None:
     """Entry point: taxonomist errors become one clear line and exit code 1 (``--debug`` shows the traceback).

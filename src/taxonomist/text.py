@@ -179,8 +179,19 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
+# order numbers: "order #A12345", "order number: 1234-5678", "订单号：2023112900" (an id with a digit, 5+ long)
+_ORDER_RE = re.compile(r"(?i)\b(order)\s*(?:(?:no\.?|number|num|id)\s*[:#]?\s*|#\s*)(?=[a-z0-9-]*\d)[a-z0-9][a-z0-9-]{4,}")
+_ORDER_ZH_RE = re.compile(r"订单(?:号|编号)?[:：\s]*[A-Za-z0-9-]*\d{5,}")
+# street addresses: "221B Baker Street", "12 Via Roma" is not caught; Chinese "北京市朝阳区建国路88号"
+_ADDRESS_RE = re.compile(r"\b\d{1,5}[A-Za-z]?\s+(?:[A-Z][a-z]+\s+){1,3}"
+                         r"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl)\b\.?")
+_ADDRESS_ZH_RE = re.compile(r"(?:[\u4e00-\u9fff]{2}(?:省|市))?(?:[\u4e00-\u9fff]{2,3}(?:区|县))?"
+                            r"[\u4e00-\u9fff]{1,6}(?:路|街|道|巷)\d+号")
+
+
 def scrub_pii(text: str) -> str:
-    """Replace e-mail addresses with ``<email>`` and phone numbers with ``<phone>``.
+    """Replace e-mail addresses with ``<email>``, phone numbers with ``<phone>``, order numbers with ``<order>``
+    and street addresses with ``<address>``.
 
     Example:
         >>> scrub_pii("mail jo@example.com or call +44 20 7946 0958, 13812345678")
@@ -191,5 +202,9 @@ def scrub_pii(text: str) -> str:
     if "@" in text:
         text = _EMAIL_RE.sub("<email>", text)
     if _DIGIT_RE.search(text):
+        text = _ORDER_RE.sub(r"\1 <order>", text)
+        text = _ORDER_ZH_RE.sub("订单<order>", text)
+        text = _ADDRESS_RE.sub("<address>", text)
+        text = _ADDRESS_ZH_RE.sub("<address>", text)
         text = _PHONE_RE.sub("<phone>", text)
     return text

@@ -116,6 +116,17 @@ def _chunks(positions: list[int], sizes: list[int], limit: int) -> list[list[int
     return out
 
 
+def _scrubbed(product: dict[str, Any]) -> dict[str, Any]:
+    """The product with personal data (e-mails, phones, order numbers, addresses) replaced in its texts."""
+    out = dict(product)
+    for k in ("title", "description"):
+        if isinstance(out.get(k), str):
+            out[k] = scrub_pii(out[k])
+    if isinstance(out.get("attributes"), dict):
+        out["attributes"] = {a: scrub_pii(v) if isinstance(v, str) else v for a, v in out["attributes"].items()}
+    return out
+
+
 def _text_chars(items: list[Any]) -> int:
     """Characters of text in a batch of (record, top_k, min_confidence) items: what the first stage costs."""
     return sum(len(v) for record, *_ in items for v in record.values() if isinstance(v, str))
@@ -291,6 +302,7 @@ class Service:
         s = self.settings
         keys = [fingerprint(it["product"]) for it in items]
         for it in items:
+            it["product"] = _scrubbed(it["product"])  # no e-mail, phone, order number or address is stored
             photo = it["product"].get("image_base64")
             if photo and len(photo) * 3 // 4 > s.review_max_image_bytes:
                 it["product"] = {k: v for k, v in it["product"].items() if k != "image_base64"}
@@ -611,7 +623,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
         svc.check_product(fb.product)
         category = svc.check_category(fb.category)
-        fid = svc.review_store().add_feedback(fb.product.model_dump(exclude_none=True), category, svc.model.version)
+        fid = svc.review_store().add_feedback(_scrubbed(fb.product.model_dump(exclude_none=True)), category,
+                                              svc.model.version)
         svc.metrics.feedback.labels(source="api").inc()
         return {"id": fid, "category": category}
 

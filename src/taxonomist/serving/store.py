@@ -176,6 +176,18 @@ class ReviewStore:
             rows = self._db.execute("SELECT * FROM feedback ORDER BY id").fetchall()
         return [{**dict(r), "product": json.loads(r["product"])} for r in rows]
 
+    def purge(self, before: float) -> tuple[int, int]:
+        """Delete review items and feedback created before ``before`` (Unix seconds): (items, feedback rows)."""
+        with self._tx() as db:
+            n_feedback = db.execute("DELETE FROM feedback WHERE created < ?", (before,)).rowcount
+            # feedback kept from a purged item loses its link, not its label
+            db.execute("UPDATE feedback SET review_id = NULL WHERE review_id IN (SELECT id FROM review WHERE created < ?)",
+                       (before,))
+            n_review = db.execute("DELETE FROM review WHERE created < ?", (before,)).rowcount
+        with self._lock:
+            self._db.execute("VACUUM")  # the deleted rows' bytes leave the file too
+        return n_review, n_feedback
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT status, count(*) FROM review GROUP BY status").fetchall()
