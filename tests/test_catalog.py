@@ -127,6 +127,18 @@ def test_an_unclosed_quote_does_not_swallow_the_next_products(tmp_path) -> None:
     assert "unclosed quote" in cat.report.summary()
 
 
+def test_parquet_list_binary_and_struct_columns_become_text(tmp_path) -> None:
+    """Regression: Parquet list / binary / struct columns were read as Python reprs ("['Apparel' 'Innerwear']"
+    as a label: accuracy 0.0 and no warning)."""
+    pd.DataFrame({"title": [b"Levis jeans", b"Casio watch"], "category": [["Apparel", "Jeans"], ["Accessories", "Watches"]],
+                  "tags": [["blue", "denim"], []], "specs": [{"size": "32"}, {"size": None}]}).to_parquet(tmp_path / "n.parquet")
+    cat = tx.read_catalog(tmp_path / "n.parquet")
+    assert cat.frame["title"].tolist() == ["Levis jeans", "Casio watch"]
+    assert cat.frame["category"].tolist() == ["Apparel > Jeans", "Accessories > Watches"]
+    assert cat.frame["tags"].tolist() == ["blue, denim", ""]
+    assert cat.frame["specs"].iloc[0] == '{"size": "32"}'
+
+
 def test_unknown_labels_against_taxonomy(tmp_path) -> None:
     f = tmp_path / "p.csv"
     f.write_text("title,category\nJeans,A > J\nHat,A > H\n", encoding="utf-8")

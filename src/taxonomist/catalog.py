@@ -533,7 +533,7 @@ def _read_jsonl(text: str, path: Path, report: ValidationReport) -> pd.DataFrame
     good = []
     for n, r in records:
         if isinstance(r, dict):
-            flat = {k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
+            flat = dict(r)  # lists and objects become text in _to_str_frame (a list under "category" is a path)
             flat["row"] = n
             good.append(flat)
         else:
@@ -547,9 +547,24 @@ def _to_str_frame(df: pd.DataFrame) -> pd.DataFrame:
         if c == "row":
             out[c] = df[c]
             continue
-        col = df[c]
-        out[str(c)] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in col]
+        # a list column (Parquet / JSON arrays) is a category path under a category name, else a list of values
+        joiner = " > " if str(c).strip().lower() in ALIASES["category"] else ", "
+        out[str(c)] = [_cell_text(v, joiner) for v in df[c]]
     return out
+
+
+def _cell_text(v: Any, joiner: str) -> str:
+    """One cell as text: bytes decoded as UTF-8, lists / arrays joined, mappings as JSON, missing as ""."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return joiner.join(t for t in (_cell_text(x, joiner) for x in v) if t)
+    if isinstance(v, dict):
+        return json.dumps({k: x.decode("utf-8", "replace") if isinstance(x, bytes) else x for k, x in v.items()},
+                          ensure_ascii=False, default=str)
+    return str(v)
 
 
 def load_table(
