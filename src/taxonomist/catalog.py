@@ -482,6 +482,25 @@ def _read_delimited(
     return frame
 
 
+_TABLE_EXTS = {".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
+
+
+def _unzip(path: Path) -> tuple[bytes, str]:
+    """The one table in a ``.zip`` (its bytes and extension); an error naming them when there are several."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+            tables = [n for n in names if Path(n).suffix.lower() in _TABLE_EXTS] or names
+            if len(tables) != 1:
+                raise CatalogError(f"{path.name} holds {len(tables)} tables ({', '.join(tables[:5])}); expected one "
+                                   "CSV, TSV, JSONL or Parquet file -- unzip it and give the file to read")
+            return z.read(tables[0]), Path(tables[0]).suffix.lower()
+    except zipfile.BadZipFile as e:
+        raise CatalogError(f"{path.name} is not a readable .zip file ({e}); copy or download it again") from None
+
+
 def _records(text: str, delimiter: str, width: int | None) -> list[list[str] | None]:
     """The records of delimited text; ``None`` for a line whose unclosed quote swallowed whole rows after it.
 
@@ -578,22 +597,32 @@ def load_table(
         raise CatalogError(f"expected a catalogue file, but {str(path)!r} is a folder")
     suffixes = [s.lower() for s in path.suffixes if s.lower() not in {".gz", ".bz2", ".zip", ".xz"}]
     ext = suffixes[-1] if suffixes else ""
+    source: Path | io.BytesIO = path
+    raw: bytes | None = None
+    if path.suffix.lower() == ".zip":
+        raw, ext = _unzip(path)
+        source = io.BytesIO(raw)
     if ext in {".parquet", ".pq"}:
         try:
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(source)
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise CatalogError(f"{path.name} could not be read as Parquet: {e}") from None
         df = _to_str_frame(df)
         df["row"] = np.arange(1, len(df) + 1)
         return df
-    raw = path.read_bytes()
-    if ext in {".gz", ".bz2", ".xz", ".zip"} or path.suffix.lower() in {".gz", ".bz2", ".xz"}:
+    if raw is None:
+        raw = path.read_bytes()
+    if path.suffix.lower() in {".gz", ".bz2", ".xz"}:
         import bz2
         import gzip
         import lzma
 
         opener = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}[path.suffix.lower()]
-        raw = opener(raw)
+        try:
+            raw = opener(raw)
+        except (EOFError, OSError, ValueError, lzma.LZMAError) as e:  # cut short in a copy or a download
+            raise CatalogError(f"{path.name} is a truncated or damaged {path.suffix} file ({type(e).__name__}: "
+                               f"{str(e)[:120]}); copy or download it again") from None
     if b"\x00" in raw[:4096] and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise CatalogError(
             f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"

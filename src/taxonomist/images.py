@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,10 @@ def read_image_bytes(ref: str | Path, root: str | Path | None, *, max_bytes: int
         return _fetch(ref_s, max_bytes), ref_s[:200]
     path = resolve_image_path(ref_s, root)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block the read or never end
+            raise ImageError(f"{path.name}: not a regular file (a pipe, a device or a folder); give a photo file")
+        size = st.st_size
         if size > max_bytes:
             raise ImageError(f"{path.name}: {size:,} bytes is over the limit of {max_bytes:,}; resize the photo")
         return path.read_bytes(), path.name

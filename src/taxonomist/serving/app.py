@@ -32,7 +32,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..exceptions import BundleError, TaxonomistError
-from ..images import ImageError, decode_image_base64, is_image_file, resolve_image_path
+from ..images import (
+    MAX_IMAGE_BYTES,
+    ImageError,
+    decode_image_base64,
+    is_image_file,
+    read_image_bytes,
+    resolve_image_path,
+)
 from ..models.hierarchy import decode
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii
@@ -533,7 +540,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 path = resolve_image_path(product["image"], settings.image_root)
                 if not is_image_file(path):
                     raise HTTPException(404, "the product's image file is gone")
-                data = path.read_bytes()
+                # within the size limit, and never a pipe or a device (the file may have changed since)
+                data = read_image_bytes(product["image"], settings.image_root, max_bytes=MAX_IMAGE_BYTES)[0]
             else:
                 raise HTTPException(404, "this product has no image")
         except ImageError as e:
