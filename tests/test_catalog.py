@@ -157,6 +157,13 @@ def test_zip_is_read_and_a_truncated_gzip_says_so(tmp_path) -> None:
         tx.read_catalog(tmp_path / "t.csv.gz")
 
 
+def test_utf16_without_a_bom_is_read(tmp_path) -> None:
+    text = "title,category\nLevis jeans,A > J\n男士 T恤,A > T\n"
+    for enc in ("utf-16-le", "utf-16-be"):
+        (tmp_path / "u.csv").write_bytes(text.encode(enc))
+        assert tx.read_catalog(tmp_path / "u.csv").frame["title"].tolist() == ["Levis jeans", "男士 T恤"], enc
+
+
 def test_unknown_labels_against_taxonomy(tmp_path) -> None:
     f = tmp_path / "p.csv"
     f.write_text("title,category\nJeans,A > J\nHat,A > H\n", encoding="utf-8")

@@ -623,7 +623,15 @@ def load_table(
         except (EOFError, OSError, ValueError, lzma.LZMAError) as e:  # cut short in a copy or a download
             raise CatalogError(f"{path.name} is a truncated or damaged {path.suffix} file ({type(e).__name__}: "
                                f"{str(e)[:120]}); copy or download it again") from None
-    if b"\x00" in raw[:4096] and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    head = raw[:4096]
+    if encoding is None and b"\x00" in head and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # UTF-16 without a byte-order mark (some Windows exports): mostly-Latin text has a NUL in every other byte
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        if odd > len(head) // 4 and even == 0:
+            encoding = "utf-16-le"
+        elif even > len(head) // 4 and odd == 0:
+            encoding = "utf-16-be"
+    if encoding is None and b"\x00" in head and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise CatalogError(
             f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
         )
