@@ -225,3 +225,12 @@ def test_keyword_stuffing_is_flagged_for_review(sample_model: tx.TaxonomyClassif
     clean = sample_split[1].frame["title"].tolist()
     assert sum(sample_model.stuffing_flags(clean)) <= 0.02 * len(clean)
     assert sample_model.stuffing_flags(["Nike shoes", ""]) == [False, False]
+
+
+def test_calibrated_probabilities_sum_to_one_and_level_confidences_stay_in_range(sample_model, sample_split) -> None:
+    """Regression: rows of predict_proba summed to 0.9989-1.0016 (the top-label map rescaled float32 softmax
+    outputs by 1 - top) and level confidences above 1.0 reached the API."""
+    proba = sample_model.predict_proba(sample_split[1])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    preds = sample_model.predict_products(sample_split[1].frame.head(300).to_dict("records"))
+    assert all(0.0 <= c <= 1.0 for p in preds for c in p.confidence)

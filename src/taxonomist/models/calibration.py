@@ -60,6 +60,9 @@ def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
     if n == 0 or proba.shape[1] < 2:
         return proba
     rows = np.arange(n)
+    # rows renormalised in float64 first: a float32 softmax sums to 1 only within ~1e-7, and rescaling the others
+    # by 1 - top magnified that into sums of 0.999-1.002 when the top was near 1
+    proba = proba / proba.sum(axis=1, keepdims=True)
     order = np.argsort(-proba, axis=1)[:, :2]
     top, second = proba[rows, order[:, 0]], proba[rows, order[:, 1]]
     # isotonic maps are flat in places; a sliver of the original confidence keeps the map strictly increasing,
@@ -69,7 +72,9 @@ def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
     # keep the winner: new_top >= second * (1 - new_top) / (1 - top)  <=>  new_top >= second / (1 - top + second)
     floor = second / np.maximum(1.0 - top + second, 1e-12)
     new_top = np.clip(np.maximum(new_top, floor + 1e-9), 0.0, 1.0)  # strictly above: no tie can flip the arg-max
-    rest = np.where(top < 1.0, (1.0 - new_top) / np.maximum(1.0 - top, 1e-12), 0.0)
+    others = proba.sum(axis=1) - top  # (not 1 - top: exact however the row was rounded)
+    new_top = np.where(others > 0, new_top, 1.0)  # nothing to give the rest to: the row stays one-hot
+    rest = np.where(others > 0, (1.0 - new_top) / np.maximum(others, 1e-300), 0.0)
     out = proba * rest[:, None]
     out[rows, order[:, 0]] = new_top
     return out
