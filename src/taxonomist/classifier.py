@@ -130,6 +130,9 @@ def _stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) -
     return {**report, "summary": text}
 
 
+STUFFING_MIN_WORDS = 8
+"""Titles shorter than this are never flagged as keyword stuffing (:meth:`TaxonomyClassifier.stuffing_flags`)."""
+
 class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Classify products into a category taxonomy.
 
@@ -517,7 +520,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             self.taxonomy_.add(new)
         logger.info("added the category %s (%d examples)", name, len(examples))
 
-    def stuffing_flags(self, titles: Sequence[str], min_words: int = 8, min_confidence: float = 0.6) -> list[bool]:
+    def stuffing_flags(self, titles: Sequence[str], min_words: int = STUFFING_MIN_WORDS,
+                       min_confidence: float = 0.6) -> list[bool]:
         """Which titles look keyword-stuffed: with at least ``min_words`` words, whose first and second halves
         the sparse member places, each with top-level confidence ``min_confidence`` or more, under two
         different top-level categories ("sandal ... watch wallet handbag belt"). Such products are queued for

@@ -31,6 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
+from ..classifier import STUFFING_MIN_WORDS
 from ..exceptions import BundleError, TaxonomistError
 from ..images import (
     MAX_IMAGE_BYTES,
@@ -478,7 +479,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         out, queue = [], []
         low = 0
         # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure
-        stuffed = await asyncio.to_thread(svc.model.classifier.stuffing_flags, [p.title for p in items])
+        titles = [p.title for p in items]
+        stuffed = (await asyncio.to_thread(svc.model.classifier.stuffing_flags, titles)
+                   if any(len(t.split()) >= STUFFING_MIN_WORDS for t in titles) else [False] * len(items))
         for p, (pred, version), stuffing in zip(items, results, stuffed, strict=True):
             alts = pred.alternatives
             margin = alts[0][1] - alts[1][1] if len(alts) > 1 else (alts[0][1] if alts else 0.0)
