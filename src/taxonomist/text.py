@@ -64,8 +64,9 @@ _PHONE_RE = re.compile(
 # invisible characters a seller can slip into a word to split it for the model and not for the reader: zero-width
 # spaces, word joiners, bidi controls, the soft hyphen, BOMs (ZWNJ / ZWJ only between Latin letters: elsewhere
 # they are orthography or emoji sequences)
-_INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-                           "|(?<=[A-Za-z])[\u200c\u200d](?=[A-Za-z])")
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                  "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"))
+_JOINER_RE = re.compile("(?<=[A-Za-z])[\u200c\u200d](?=[A-Za-z])")
 # Cyrillic and Greek letters that Unicode's confusables (TR39) map to one Latin letter
 _LOOKALIKES = {
     "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d",
@@ -75,6 +76,7 @@ _LOOKALIKES = {
     "Τ": "T", "Υ": "Y", "Χ": "X", "ο": "o", "ν": "v",
 }
 _LOOKALIKE_MAP = str.maketrans(_LOOKALIKES)
+_LOOKALIKE_RE = re.compile(f"[{''.join(_LOOKALIKES)}]")
 _WORD_RE = re.compile(r"\w+")
 _ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
 
@@ -114,9 +116,12 @@ def clean_text(text: object) -> str:
     if "<" in s:
         s = _TAG_RE.sub(" ", s)
     if not s.isascii():
-        s = _INVISIBLE_RE.sub("", s)
+        s = s.translate(_INVISIBLE)
+        if "\u200c" in s or "\u200d" in s:
+            s = _JOINER_RE.sub("", s)
         s = unicodedata.normalize("NFKC", s)
-        s = _unconfuse(s)
+        if _LOOKALIKE_RE.search(s):
+            s = _unconfuse(s)
     return _WS_RE.sub(" ", s).strip()
 
 
