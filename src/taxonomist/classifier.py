@@ -130,7 +130,7 @@ def _stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) -
     return {**report, "summary": text}
 
 
-STUFFING_MIN_WORDS = 8
+STUFFING_MIN_WORDS = 10
 """Titles shorter than this are never flagged as keyword stuffing (:meth:`TaxonomyClassifier.stuffing_flags`)."""
 
 class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]

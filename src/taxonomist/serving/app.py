@@ -135,6 +135,16 @@ def _scrubbed(product: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _stuffing(model: ServedModel, titles: list[str]) -> list[bool]:
+    """The served model's keyword-stuffing flags for these titles (only long titles are checked)."""
+    long = [i for i, t in enumerate(titles) if len(t.split()) >= STUFFING_MIN_WORDS]
+    out = [False] * len(titles)
+    if long:
+        for i, flag in zip(long, model.classifier.stuffing_flags([titles[i] for i in long]), strict=True):
+            out[i] = flag
+    return out
+
+
 def _text_chars(items: list[Any]) -> int:
     """Characters of text in a batch of (record, top_k, min_confidence) items: what the first stage costs."""
     return sum(len(v) for record, *_ in items for v in record.values() if isinstance(v, str))
@@ -218,8 +228,10 @@ class Service:
         """What the model answers at once (the sparse tier: everything; the cascade: the sure products); what it
         leaves is (the served model, [(positions in the batch, Pending)]) for :meth:`_predict_second`."""
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
-        results: list[tuple[Any, str] | None] = [None] * len(items)
+        results: list[tuple[Any, str, bool] | None] = [None] * len(items)
         left: list[tuple[list[int], Any]] = []
+        # keyword stuffing, for the whole micro-batch at once (titles too short to be flagged cost nothing)
+        stuffed = _stuffing(model, [r.get("title") or "" for r, _, _ in items])
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
             group = [i for i, (_, _, m) in enumerate(items) if m == mc]
@@ -231,17 +243,17 @@ class Service:
                                                                           min_confidence=mc)
                 for i, p in zip(idx, first, strict=True):
                     if p is not None:
-                        results[i] = (p, model.version)
+                        results[i] = (p, model.version, stuffed[i])
                 if pending is not None:
                     left.append(([i for i, p in zip(idx, first, strict=True) if p is None], pending))
-        return results, ((model, left) if left else None)
+        return results, ((model, left, stuffed) if left else None)
 
     @staticmethod
-    def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]]]) -> list[Any]:
+    def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]], list[bool]]) -> list[Any]:
         """What :meth:`_predict_first` left, in one encoder pass: the results of its positions, in batch order."""
-        model, parts = left
+        model, parts, stuffed = left
         later = model.classifier.predict_pending([pending for _, pending in parts])
-        answers = {i: (p, model.version) for (positions, _), preds in zip(parts, later, strict=True)
+        answers = {i: (p, model.version, stuffed[i]) for (positions, _), preds in zip(parts, later, strict=True)
                    for i, p in zip(positions, preds, strict=True)}
         return [answers[i] for i in sorted(answers)]
 
@@ -322,6 +334,8 @@ class Service:
         if allowed < len(new):
             self.metrics.not_queued.labels(why="quota").inc(len(new) - allowed)
         todo = new[:allowed]
+        if not todo:  # (no write transaction for nothing)
+            return out
         ids = store.enqueue([{**items[i], "fingerprint": keys[i]} for i in todo], s.review_max_pending)
         for i, rid in zip(todo, ids, strict=True):
             out[i] = rid
@@ -473,16 +487,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             model = svc.model
             preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),
                                             req.min_confidence, True)
-            results = [(p, model.version) for p in preds]
+            stuffed = await asyncio.to_thread(_stuffing, model, [r["title"] for r in records])
+            results = [(p, model.version, f) for p, f in zip(preds, stuffed, strict=True)]
         else:
             results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
         out, queue = [], []
         low = 0
         # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure
-        titles = [p.title for p in items]
-        stuffed = (await asyncio.to_thread(svc.model.classifier.stuffing_flags, titles)
-                   if any(len(t.split()) >= STUFFING_MIN_WORDS for t in titles) else [False] * len(items))
-        for p, (pred, version), stuffing in zip(items, results, stuffed, strict=True):
+        for p, (pred, version, stuffing) in zip(items, results, strict=True):
             alts = pred.alternatives
             margin = alts[0][1] - alts[1][1] if len(alts) > 1 else (alts[0][1] if alts else 0.0)
             reason = None
