@@ -391,11 +391,11 @@ def _repair_utf8_lines(raw: bytes, path: Path, report: ValidationReport | None, 
     # a few bad lines among many UTF-8 ones (a GBK line can be valid UTF-8 by chance: one is not enough)
     if utf8_lines <= len(bad) or len(bad) > len(lines) // 10:
         return None
-    for i in bad:
-        row = i + (0 if header else 1)  # data rows count from 1 after the header line
+    for i in bad:  # (the report's lines are logged with the others when the catalogue is built)
         if report is not None:
-            report.issue("not_utf8").add(row, out[i])
-        logger.warning("%s: line %d is not UTF-8; decoded it as cp1252 (check it)", path.name, i + 1)
+            report.issue("not_utf8").add(i + (0 if header else 1), out[i])  # data rows count from 1 after the header
+        else:
+            logger.warning("%s: line %d is not UTF-8; decoded it as cp1252 (check it)", path.name, i + 1)
     return "\n".join(out)
 
 
@@ -624,17 +624,17 @@ def load_table(
             raise CatalogError(f"{path.name} is a truncated or damaged {path.suffix} file ({type(e).__name__}: "
                                f"{str(e)[:120]}); copy or download it again") from None
     head = raw[:4096]
-    if encoding is None and b"\x00" in head and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        # UTF-16 without a byte-order mark (some Windows exports): mostly-Latin text has a NUL in every other byte
-        odd, even = head[1::2].count(0), head[0::2].count(0)
-        if odd > len(head) // 4 and even == 0:
-            encoding = "utf-16-le"
-        elif even > len(head) // 4 and odd == 0:
-            encoding = "utf-16-be"
-    if encoding is None and b"\x00" in head and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CatalogError(
-            f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
-        )
+    if b"\x00" in head and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if encoding is None:
+            # UTF-16 without a byte-order mark (some Windows exports): mostly-Latin text has a NUL in every other
+            # byte
+            odd, even = head[1::2].count(0), head[0::2].count(0)
+            encoding = ("utf-16-le" if odd > len(head) // 4 and even == 0 else
+                        "utf-16-be" if even > len(head) // 4 and odd == 0 else None)
+        if encoding is None or not encoding.lower().replace("_", "-").startswith(("utf-16", "utf16", "utf-32", "utf32")):
+            raise CatalogError(
+                f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
+            )
     text = _decode(raw, path, encoding, report, header)
     if ext in {".jsonl", ".ndjson", ".json"}:
         return _to_str_frame(_read_jsonl(text, path, report))

@@ -22,7 +22,7 @@ from . import __version__
 from .bundle import read_bundle, write_bundle
 from .catalog import CANONICAL_FIELDS, Catalog, title_groups
 from .exceptions import BundleError, NotFittedError, TaxonomistError
-from .models.hierarchy import LevelIndex, Prediction, decode
+from .models.hierarchy import LevelIndex, Prediction, decode, level_probabilities
 from .models.sparse import SparseClassifier
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse, scrub_pii
@@ -533,12 +533,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         out = [False] * len(titles)
         if sparse is None or not long:
             return out
-        tops = sorted({parse_path(str(c))[0] for c in sparse.classes_})
-        member = np.zeros((len(sparse.classes_), len(tops)))
-        member[np.arange(len(sparse.classes_)), [tops.index(parse_path(str(c))[0]) for c in sparse.classes_]] = 1.0
         halves = [" ".join(words[i][: len(words[i]) // 2]) for i in long] + \
                  [" ".join(words[i][len(words[i]) // 2:]) for i in long]
-        top = sparse.predict_proba((halves, [""] * len(halves))) @ member
+        top = level_probabilities(sparse.predict_proba((halves, [""] * len(halves))),
+                                  LevelIndex.build(list(sparse.classes_)))[0]
         first, second = top[: len(long)], top[len(long):]
         for j, i in enumerate(long):
             a, b = int(first[j].argmax()), int(second[j].argmax())

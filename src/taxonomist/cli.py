@@ -79,6 +79,7 @@ def _probability(value: float | None) -> float | None:
     return value
 
 
+MinConfOpt = Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)]
 ImageRootOpt = Annotated[Path | None, typer.Option("--image-root", help="Folder relative image paths resolve against (default: the catalogue's folder); no path may leave it.")]
 TrackOpt = Annotated[bool, typer.Option("--track", help="Log parameters, metrics, report and bundle to MLflow.")]
 TrackUriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")]
@@ -274,7 +275,7 @@ def train(
     test_size: Annotated[float, typer.Option(help="Share held out (grouped by title) for evaluation; 0 trains on all.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file; labels not in it are skipped.")] = None,
-    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)] = None,
+    min_confidence: MinConfOpt = None,
     c: Annotated[float, typer.Option("--C", help="Regularisation of the sparse tier.")] = 0.5,
     report: Annotated[Path | None, typer.Option(help="Write the held-out HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
@@ -436,7 +437,7 @@ def predict(
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; or a folder (a resumable sharded job).")] = None,
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
-    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)] = None,
+    min_confidence: MinConfOpt = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
@@ -664,7 +665,7 @@ def classify(
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
     tax_format: FormatOpt = "auto",
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
-    min_confidence: Annotated[float | None, typer.Option(help="Back off to a parent below this confidence.", callback=_probability)] = None,
+    min_confidence: MinConfOpt = None,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,

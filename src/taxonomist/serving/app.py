@@ -31,7 +31,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from ..classifier import STUFFING_MIN_WORDS
 from ..exceptions import BundleError, TaxonomistError
 from ..images import (
     MAX_IMAGE_BYTES,
@@ -135,16 +134,6 @@ def _scrubbed(product: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stuffing(model: ServedModel, titles: list[str]) -> list[bool]:
-    """The served model's keyword-stuffing flags for these titles (only long titles are checked)."""
-    long = [i for i, t in enumerate(titles) if len(t.split()) >= STUFFING_MIN_WORDS]
-    out = [False] * len(titles)
-    if long:
-        for i, flag in zip(long, model.classifier.stuffing_flags([titles[i] for i in long]), strict=True):
-            out[i] = flag
-    return out
-
-
 def _text_chars(items: list[Any]) -> int:
     """Characters of text in a batch of (record, top_k, min_confidence) items: what the first stage costs."""
     return sum(len(v) for record, *_ in items for v in record.values() if isinstance(v, str))
@@ -230,8 +219,8 @@ class Service:
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
         results: list[tuple[Any, str, bool] | None] = [None] * len(items)
         left: list[tuple[list[int], Any]] = []
-        # keyword stuffing, for the whole micro-batch at once (titles too short to be flagged cost nothing)
-        stuffed = _stuffing(model, [r.get("title") or "" for r, _, _ in items])
+        # keyword stuffing, for the whole micro-batch at once (titles too short to be flagged are only counted)
+        stuffed = model.classifier.stuffing_flags([r.get("title") or "" for r, _, _ in items])
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
             group = [i for i, (_, _, m) in enumerate(items) if m == mc]
@@ -487,7 +476,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             model = svc.model
             preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),
                                             req.min_confidence, True)
-            stuffed = await asyncio.to_thread(_stuffing, model, [r["title"] for r in records])
+            stuffed = await asyncio.to_thread(model.classifier.stuffing_flags, [r["title"] for r in records])
             results = [(p, model.version, f) for p, f in zip(preds, stuffed, strict=True)]
         else:
             results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
