@@ -183,6 +183,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         cascade: text-only ensembles answer with their sparse member alone where it is sure enough, and encode
             only the other products; the threshold is the lowest at which the out-of-fold macro-F1 and accuracy
             are no lower than the full ensemble's (none found: the cascade stays off).
+        dp_epsilon: train the sparse tier with (ε, δ)-differential privacy per training row
+            (:class:`~taxonomist.models.private.PrivateLinearClassifier`: DP-SGD on hashed n-grams, no
+            calibration; the bundle keeps no fingerprint, title hashes or row count of the data). For models of
+            personal text such as customer messages; ``None`` (the default) trains without.
+        dp_delta: δ of that guarantee.
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -219,6 +224,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         allow_remote_images: bool = False,
         cascade: bool = True,
         cv: int = 3,
+        dp_epsilon: float | None = None,
+        dp_delta: float = 1e-6,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -245,6 +252,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.allow_remote_images = allow_remote_images
         self.cascade = cascade
         self.cv = cv
+        self.dp_epsilon = dp_epsilon
+        self.dp_delta = dp_delta
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -320,6 +329,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                              "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
         if self.fusion not in ("late", "early"):
             raise ValueError(f"fusion must be 'late' or 'early', got {self.fusion!r}")
+        if self.dp_epsilon is not None and not (0 < self.dp_epsilon < float("inf")):
+            raise ValueError(f"dp_epsilon must be a finite number > 0, got {self.dp_epsilon}; leave it unset "
+                             "(None) to train without differential privacy")
+        if self.dp_epsilon is not None and self.tier != "sparse":
+            raise ValueError(f"differentially private training (dp_epsilon) is offered for the sparse tier, not "
+                             f"{self.tier!r}; use tier='sparse'")
         df = _frame(X)
         if y is None:
             if "category" not in df.columns:
@@ -352,15 +367,23 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             self._fit_ensemble(titles, contexts, labels, X, df)
         self.taxonomy_ = taxonomy if taxonomy is not None else Taxonomy.from_paths(self.classes_)
         self.levels_ = LevelIndex.build(list(self.classes_))
-        self.fingerprint_ = fingerprint(titles, labels)
-        self.train_title_hashes_ = np.unique(title_hashes(titles))
-        self.n_train_ = len(df)
+        private = self.dp_epsilon is not None  # nothing computed from the rows outside the DP mechanism is kept
+        self.fingerprint_ = "" if private else fingerprint(titles, labels)
+        self.train_title_hashes_ = np.zeros(0, dtype=np.int64) if private else np.unique(title_hashes(titles))
+        self.n_train_ = 0 if private else len(df)
         self.metrics_: dict[str, Any] = {}
         return self
 
     def _sparse(self, calibration: str) -> SparseClassifier:
         from .encoders.sparse import SparseTextEncoder
 
+        if self.dp_epsilon is not None:
+            from .models.private import N_FEATURES, PrivateLinearClassifier
+
+            hashed = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight,
+                                       n_features=N_FEATURES, cjk=True)
+            # no seed: DP-SGD's batches and noise must come from fresh entropy, not from a seed others know
+            return PrivateLinearClassifier(epsilon=self.dp_epsilon, delta=self.dp_delta, encoder=hashed)
         encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
         return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder,
                                 calibration=calibration, random_state=self.random_state)  # type: ignore[arg-type]
@@ -854,7 +877,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 raise BundleError(f"{directory} uses the tier {clf.tier!r}, which this taxonomist does not have; upgrade taxonomist")
             arrays = bundle.arrays("weights")
             objects = {name: bundle.json(name) for name in m.get("objects", ("vocabulary", "classes"))}
-            if clf.tier == "sparse":
+            if clf.tier == "sparse" and m["tier_params"].get("kind") == "private":
+                from .models.private import PrivateLinearClassifier
+
+                clf.model_ = PrivateLinearClassifier.from_state(m["tier_params"], arrays, objects)
+                clf.classes_ = clf.model_.classes_
+            elif clf.tier == "sparse":
                 clf.model_ = SparseClassifier.from_state(m["tier_params"], arrays, objects)
                 clf.classes_ = clf.model_.classes_
             else:

@@ -762,6 +762,8 @@ def messages_train(
     tier: Annotated[str, typer.Option(help="Tier of the models (sparse, ensemble, ...).")] = "sparse",
     test_size: Annotated[float, typer.Option(help="Share held out (grouped by text) for evaluation; 0 trains on all.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    dp_epsilon: Annotated[float | None, typer.Option(help="Train with differential privacy per message: the router's total budget epsilon (e.g. 3; sparse tier only; split over its models).", min=1e-3, max=1e3)] = None,
+    dp_delta: Annotated[float, typer.Option(help="Delta of the differential-privacy guarantee; keep it well below 1 / the number of messages.", min=1e-12, max=0.1)] = 1e-6,
 ) -> None:
     """Train a message router and report category / sentiment / issue-type scores on held-out messages."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -769,6 +771,8 @@ def messages_train(
     from .apps.routing import MessageRouter, load_rules, sentiment_label
     from .catalog import split_catalog
 
+    if dp_epsilon is not None and tier != "sparse":
+        raise CliError(f"--dp-epsilon trains the sparse tier only, got --tier {tier}; use --tier sparse")
     mapping = {"title": text_column, "category": category_column}
     cat = _read(data, [f"{k}={v}" for k, v in mapping.items()], None, " > ", None, None, False, None, False, True)
     for col in (sentiment_column, issue_column):
@@ -782,7 +786,13 @@ def messages_train(
     with _spinner(f"training the router on {len(train_cat):,} messages"):
         router = MessageRouter.fit(train_cat.frame["title"].tolist(), train_cat.frame["category"].tolist(),
                                    labels(train_cat, sentiment_column), labels(train_cat, issue_column),
-                                   load_rules(rules) if rules else (), tier=tier, default_queue=default_queue)
+                                   load_rules(rules) if rules else (), tier=tier, default_queue=default_queue,
+                                   dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+    if router.privacy:
+        p = router.privacy
+        parts = ", ".join(f"{k} {v['epsilon']:.3f}" for k, v in p["models"].items())
+        out.print(f"differential privacy per message: epsilon {p['epsilon']:.3f}, delta {p['delta']:.1e} for the "
+                  f"router ({parts})")
     if test_cat is not None:
         with _spinner("evaluating on the held-out messages"):
             routes = router.route(test_cat.frame["title"].tolist())

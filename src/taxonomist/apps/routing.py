@@ -9,6 +9,11 @@ Rules (CSV with a header, or a JSON list of objects) have the fields ``category`
 ``sentiment`` and ``queue``; ``*`` (or empty) matches anything, a category matches itself and its descendants
 (``Electronics`` matches ``Electronics > Phones``); the first matching rule wins, else ``default_queue``.
 
+With ``dp_epsilon`` every model is trained with differential privacy per message
+(:class:`~taxonomist.models.private.PrivateLinearClassifier`); the budget is split evenly over the models trained
+on the same messages, so the router as a whole is (ε, δ)-private by basic composition, and ``router.json`` records
+what each model spent.
+
 Example rules.csv::
 
     category,issue_type,sentiment,queue
@@ -113,7 +118,9 @@ class MessageRouter:
     """Route customer messages with a category model, optional sentiment and issue-type models, and rules."""
 
     def __init__(self, category_model: Any, sentiment_model: Any = None, issue_model: Any = None,
-                 rules: Sequence[RoutingRule] = (), default_queue: str = "general") -> None:
+                 rules: Sequence[RoutingRule] = (), default_queue: str = "general",
+                 privacy: Mapping[str, Any] | None = None) -> None:
+        self.privacy = dict(privacy) if privacy else None
         self.category_model = category_model
         self.sentiment_model = sentiment_model
         self.issue_model = issue_model
@@ -140,12 +147,18 @@ class MessageRouter:
     @classmethod
     def fit(cls, messages: Sequence[str], categories: Sequence[str], sentiments: Sequence[Any] | None = None,
             issue_types: Sequence[str] | None = None, rules: Sequence[RoutingRule] = (), tier: str = "sparse",
-            default_queue: str = "general", **params: Any) -> MessageRouter:
+            default_queue: str = "general", dp_epsilon: float | None = None, dp_delta: float = 1e-6,
+            **params: Any) -> MessageRouter:
         """Train the models on labelled messages (sentiment labels 1/0, pos/neg or words; issue types any
-        strings) with the given tier and classifier parameters."""
+        strings) with the given tier and classifier parameters; with ``dp_epsilon``, (ε, δ)-differentially
+        private per message for the router as a whole (sparse tier only)."""
         import pandas as pd
 
         from ..classifier import TaxonomyClassifier
+
+        n_models = 1 + (sentiments is not None) + (issue_types is not None)
+        if dp_epsilon is not None:  # basic composition: the models see the same messages
+            params.update(dp_epsilon=dp_epsilon / n_models, dp_delta=dp_delta / n_models)
 
         def model(labels: Sequence[Any]) -> TaxonomyClassifier:
             frame = pd.DataFrame({"title": [str(m) for m in messages], "category": [str(v) for v in labels]})
@@ -154,8 +167,16 @@ class MessageRouter:
         senti = None
         if sentiments is not None:
             senti = model([sentiment_label(s) for s in sentiments])
-        return cls(model(categories), senti, model(issue_types) if issue_types is not None else None, rules,
-                   default_queue)
+        cat = model(categories)
+        issue = model(issue_types) if issue_types is not None else None
+        privacy = None
+        if dp_epsilon is not None:
+            spent = {name: m.model_.privacy() for name, m in (("category", cat), ("sentiment", senti), ("issue", issue))
+                     if m is not None}
+            privacy = {"epsilon": sum(p["epsilon"] for p in spent.values()), "delta": dp_delta, "unit": "message",
+                       "composition": "basic (sum over the models)", "models": spent}
+            logger.info("router trained with differential privacy: epsilon %.3f, delta %.2g", privacy["epsilon"], dp_delta)
+        return cls(cat, senti, issue, rules, default_queue, privacy)
 
     def route(self, messages: Sequence[str]) -> list[Route]:
         if isinstance(messages, str):
@@ -185,7 +206,8 @@ class MessageRouter:
             if m is not None:
                 m.save(d / name)
         meta = {"format": "taxonomist-router", "models": [k for k, m in models.items() if m is not None],
-                "rules": [asdict(r) for r in self.rules], "default_queue": self.default_queue}
+                "rules": [asdict(r) for r in self.rules], "default_queue": self.default_queue,
+                "privacy": self.privacy}
         (d / "router.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         return d
 
@@ -203,4 +225,5 @@ class MessageRouter:
         if "category" not in models:
             raise TaxonomistError(f"{d}/router.json lists no category model")
         return cls(models["category"], models.get("sentiment"), models.get("issue"),
-                   [RoutingRule(**r) for r in meta.get("rules", [])], str(meta.get("default_queue", "general")))
+                   [RoutingRule(**r) for r in meta.get("rules", [])], str(meta.get("default_queue", "general")),
+                   meta.get("privacy"))

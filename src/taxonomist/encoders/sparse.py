@@ -1,5 +1,9 @@
 """Sparse TF-IDF features of product text: word 1–2-grams + char_wb 2–5-grams, CJK-aware.
 
+With ``n_features`` set the same n-grams are hashed into a fixed number of columns per block (term frequency,
+no idf, no vocabulary): the features then depend on nothing learned from the data, which differentially
+private training needs, and the memory is bounded whatever the catalogue's vocabulary.
+
 A product gives two texts: its title and its context (description + text attributes). Both go through the same
 vocabulary; the title block is weighted higher (``title_weight`` vs ``context_weight``) so a long description
 cannot drown the title. Chinese/Japanese catalogues (``cjk="auto"`` decides from the share of CJK characters)
@@ -15,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.utils.validation import check_is_fitted
 
 from ..text import cjk_share, normalize_for_sparse, tokenize
@@ -150,6 +154,21 @@ class _CharWbIndex(_TfidfIndex):
         return out
 
 
+class _HashIndex:
+    """Hashed n-grams: counts (sublinear when asked), no idf, each row L2-normalised."""
+
+    def __init__(self, vec: HashingVectorizer, sublinear: bool) -> None:
+        self.vec = vec
+        self.sublinear = sublinear
+
+    def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
+        x = sp.csr_matrix(self.vec.transform(docs), dtype=np.float32)
+        if self.sublinear:
+            np.log(x.data, out=x.data)
+            x.data += 1.0
+        return l2_normalize(x, copy=False)
+
+
 class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """TF-IDF encoder over (title, context) pairs.
 
@@ -159,6 +178,8 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         title_weight, context_weight: weights of the title and context blocks before the row is L2-normalised.
         min_df: minimum document frequency of a feature.
         cjk: ``"auto"`` (on when ≥ 10 % of title characters are CJK), ``True`` or ``False``.
+        n_features: hash the n-grams into this many columns per block (word, char) instead of learning a
+            vocabulary with idf weights; ``None`` (the default) learns the vocabulary.
 
     Example:
         >>> enc = SparseTextEncoder().fit(["red cotton shirt", "blue denim jeans"], ["", ""])
@@ -176,6 +197,7 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         min_df: int = 1,
         sublinear_tf: bool = True,
         cjk: bool | Literal["auto"] = "auto",
+        n_features: int | None = None,
     ) -> None:
         self.word_ngram_range = word_ngram_range
         self.char_ngram_range = char_ngram_range
@@ -185,17 +207,25 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.min_df = min_df
         self.sublinear_tf = sublinear_tf
         self.cjk = cjk
+        self.n_features = n_features
 
-    def _vectorizers(self, cjk: bool) -> tuple[TfidfVectorizer, TfidfVectorizer]:
-        common: dict[str, Any] = {
-            "lowercase": False, "preprocessor": _identity, "sublinear_tf": self.sublinear_tf, "dtype": np.float32,
-        }
-        if cjk:
-            word = TfidfVectorizer(tokenizer=tokenize, token_pattern=None, ngram_range=tuple(self.word_ngram_range), **common)
-            char = TfidfVectorizer(analyzer="char", ngram_range=tuple(self.cjk_char_ngram_range), **common)
+    def _vectorizers(self, cjk: bool) -> tuple[Any, Any]:
+        """(word, char) vectorizers: TF-IDF, or hashing when ``n_features`` is set."""
+        common: dict[str, Any] = {"lowercase": False, "preprocessor": _identity, "dtype": np.float32}
+        if self.n_features is not None:
+            if int(self.n_features) < 2:
+                raise ValueError(f"n_features must be at least 2, got {self.n_features}")
+            kind: Any = HashingVectorizer
+            common.update(n_features=int(self.n_features), alternate_sign=False, norm=None)
         else:
-            word = TfidfVectorizer(ngram_range=tuple(self.word_ngram_range), **common)
-            char = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngram_range), **common)
+            kind = TfidfVectorizer
+            common["sublinear_tf"] = self.sublinear_tf
+        if cjk:
+            word = kind(tokenizer=tokenize, token_pattern=None, ngram_range=tuple(self.word_ngram_range), **common)
+            char = kind(analyzer="char", ngram_range=tuple(self.cjk_char_ngram_range), **common)
+        else:
+            word = kind(ngram_range=tuple(self.word_ngram_range), **common)
+            char = kind(analyzer="char_wb", ngram_range=tuple(self.char_ngram_range), **common)
         return word, char
 
     def fit(self, titles: Sequence[str], contexts: Sequence[str] | None = None, y: Any = None) -> SparseTextEncoder:
@@ -203,6 +233,11 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         c = [normalize_for_sparse(x) for x in contexts] if contexts is not None else [""] * len(t)
         self.cjk_ = bool(cjk_share(t) >= CJK_THRESHOLD) if self.cjk == "auto" else bool(self.cjk)
         word, char = self._vectorizers(self.cjk_)
+        if self.n_features is not None:  # nothing to learn: the columns are fixed by the hash
+            self.word_, self.char_ = word, char
+            self.n_features_out_ = 2 * int(self.n_features)
+            logger.info("sparse features: 2 x %d hashed (cjk=%s)", self.n_features, self.cjk_)
+            return self
         docs = [a + " " + b if b else a for a, b in zip(t, c, strict=True)]
         min_df = self.min_df if len(docs) > 5 * self.min_df else 1
         word.set_params(min_df=min_df)
@@ -233,9 +268,14 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             blocks.append(x)
         return sp.hstack(blocks, format="csr")
 
-    def _indexes(self) -> tuple[TfidfVectorizer | _TfidfIndex, TfidfVectorizer | _TfidfIndex]:
+    def _indexes(self) -> tuple[Any, Any]:
         """The word and char transforms: scikit-learn's vectorizers, or the same computation without its input
         checks (word n-grams; char_wb with a per-word cache); built once per fitted vocabulary."""
+        if isinstance(self.word_, HashingVectorizer):
+            hashed = getattr(self, "_hashed", None)
+            if hashed is None or hashed[0].vec is not self.word_:
+                hashed = self._hashed = (_HashIndex(self.word_, self.sublinear_tf), _HashIndex(self.char_, self.sublinear_tf))
+            return hashed
         index = getattr(self, "_index", None)
         if index is None or index[0] is not self.word_.vocabulary_:
             word = self.word_
@@ -249,11 +289,30 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self.fit(titles, contexts).transform(titles, contexts)
 
     def feature_names(self) -> np.ndarray:
-        """Feature names in column order: ``w:word n-gram`` or ``c:"char n-gram"``."""
+        """Feature names in column order: ``w:word n-gram`` or ``c:"char n-gram"`` (a hashed encoder has no
+        names of its own: see :meth:`names_of`)."""
         check_is_fitted(self, "word_")
+        if self.n_features is not None:
+            raise ValueError("a hashed encoder has no vocabulary to name its columns; use names_of(title, context)")
         words = ["w:" + f for f in self.word_.get_feature_names_out()]
         chars = [f"c:\"{f}\"" for f in self.char_.get_feature_names_out()]  # quoted: edge n-grams carry spaces
         return np.asarray(words + chars, dtype=object)
+
+    def names_of(self, title: str, context: str = "") -> dict[int, str]:
+        """Names of the columns one product's text fills in a hashed encoder: the n-grams that hash to them,
+        written as in :meth:`feature_names` (the first n-gram wins a shared column)."""
+        check_is_fitted(self, "word_")
+        if self.n_features is None:
+            raise ValueError("names_of is for hashed encoders; a vocabulary encoder names all columns with feature_names()")
+        doc = " ".join(normalize_for_sparse(v) for v in (title, context) if v)
+        one = HashingVectorizer(analyzer=list, n_features=int(self.n_features), alternate_sign=False)
+        out: dict[int, str] = {}
+        for offset, vec, fmt in ((0, self.word_, "w:{}"), (int(self.n_features), self.char_, 'c:"{}"')):
+            grams = vec.build_analyzer()(doc)
+            if grams:  # one n-gram per row: the row's one column is where it hashes
+                for g, j in zip(grams, one.transform([[g] for g in grams]).indices, strict=True):
+                    out.setdefault(offset + int(j), fmt.format(g))
+        return out
 
     # -- safe persistence: JSON vocabularies + float arrays, no pickle -----------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
@@ -261,6 +320,8 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "word_")
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         params["cjk_"] = self.cjk_
+        if self.n_features is not None:
+            return params, {}, {}
         arrays = {"word_idf": self.word_.idf_.astype(np.float32), "char_idf": self.char_.idf_.astype(np.float32)}
         vocab = {
             "word": sorted(self.word_.vocabulary_, key=self.word_.vocabulary_.__getitem__),
@@ -277,6 +338,10 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         enc = cls(**p)
         enc.cjk_ = cjk
         word, char = enc._vectorizers(cjk)
+        if enc.n_features is not None:
+            enc.word_, enc.char_ = word, char
+            enc.n_features_out_ = 2 * int(enc.n_features)
+            return enc
         for vec, name in ((word, "word"), (char, "char")):
             vec.vocabulary_ = {term: i for i, term in enumerate(vocab[name])}
             vec.idf_ = np.asarray(arrays[f"{name}_idf"], dtype=np.float64)

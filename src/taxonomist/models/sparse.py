@@ -200,7 +200,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         w = self.coef_[[class_index]].toarray().ravel()
         contrib = x.data * w[x.indices]
         order = np.argsort(-contrib)[:top]
-        names = self._feature_names()
+        names: Any = self.encoder_.names_of(title, context) if self.encoder_.n_features is not None else self._feature_names()
         return [(str(names[x.indices[i]]), float(contrib[i])) for i in order if contrib[i] > 0]
 
     def _feature_names(self) -> np.ndarray:
