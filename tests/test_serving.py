@@ -157,6 +157,19 @@ def test_keyword_stuffed_titles_go_to_review_with_their_reason(store_dir: Path, 
         assert c.get(f"/v1/review/{out[0]['review_id']}", headers=AUTH).json()["reason"] == "keyword_stuffing"
 
 
+def test_nonsense_titles_queue_behind_real_products(store_dir: Path, tmp_path: Path) -> None:
+    """A title with no word the model knows has a margin of ~0, so it sorted first and pushed real uncertain
+    products off the reviewers' page; it is queued as unrecognised, after them."""
+    with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
+        junk = classify(c, "xqzv wrrk plmf", "zzkq vvbn")["results"]
+        real = classify(c, "Nike Men Running Shoes")["results"]
+        assert [r["review_reason"] for r in junk] == ["unrecognised", "unrecognised"]
+        assert real[0]["review_reason"] == "low_confidence"
+        page = c.get("/v1/review", headers=AUTH).json()
+        assert [i["product"]["title"] for i in page][0] == "Nike Men Running Shoes"
+        assert [i["reason"] for i in page][-2:] == ["unrecognised", "unrecognised"]
+
+
 def test_personal_data_never_reaches_the_review_store(store_dir: Path, tmp_path: Path) -> None:
     with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
         r = c.post("/v1/classify", json={"product": {"title": "blue thing call 13812345678",

@@ -566,6 +566,17 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             out[i] = a != b and first[j, a] >= min_confidence and second[j, b] >= min_confidence
         return out
 
+    def review_flags(self, titles: Sequence[str]) -> list[str | None]:
+        """Why a person should look at each product whatever the model's confidence: ``"keyword_stuffing"``
+        (:meth:`stuffing_flags`), ``"unrecognised"`` (no word of the title is in the sparse member's vocabulary:
+        gibberish or another language; its near-zero margin must not put it first in the review queue), or
+        ``None``."""
+        stuffed = self.stuffing_flags(titles)
+        sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+        known = sparse.encoder_.known_words(titles) if sparse is not None else np.ones(len(titles), dtype=bool)
+        return ["keyword_stuffing" if s else ("unrecognised" if not k and str(t or "").strip() else None)
+                for s, k, t in zip(stuffed, known, titles, strict=True)]
+
     # -- predict ------------------------------------------------------------------------------------------
     def _proba(self, titles: list[str], contexts: list[str], img: tuple[np.ndarray, np.ndarray] | None = None,
                modality: str = "all", sparse_log: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:

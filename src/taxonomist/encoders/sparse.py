@@ -298,6 +298,16 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         chars = [f"c:\"{f}\"" for f in self.char_.get_feature_names_out()]  # quoted: edge n-grams carry spaces
         return np.asarray(words + chars, dtype=object)
 
+    def known_words(self, titles: Sequence[str]) -> np.ndarray:
+        """Whether each title has at least one word in the vocabulary (a title of none, "xqzv wrrk", gives the
+        model nothing to go on); always true for a hashed encoder, which has no vocabulary."""
+        check_is_fitted(self, "word_")
+        if self.n_features is not None:
+            return np.ones(len(titles), dtype=bool)
+        vocab = self.word_.vocabulary_
+        tokens = self.word_.build_tokenizer() if self.word_.tokenizer is None else self.word_.tokenizer
+        return np.asarray([any(w in vocab for w in tokens(normalize_for_sparse(t or ""))) for t in titles], dtype=bool)
+
     def names_of(self, title: str, context: str = "") -> dict[int, str]:
         """Names of the columns one product's text fills in a hashed encoder: the n-grams that hash to them,
         written as in :meth:`feature_names` (the first n-gram wins a shared column)."""

@@ -219,8 +219,8 @@ class Service:
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
         results: list[tuple[Any, str, bool] | None] = [None] * len(items)
         left: list[tuple[list[int], Any]] = []
-        # keyword stuffing, for the whole micro-batch at once (titles too short to be flagged are only counted)
-        stuffed = model.classifier.stuffing_flags([r.get("title") or "" for r, _, _ in items])
+        # keyword stuffing and unrecognised titles, for the whole micro-batch at once
+        flags = model.classifier.review_flags([r.get("title") or "" for r, _, _ in items])
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
             group = [i for i, (_, _, m) in enumerate(items) if m == mc]
@@ -232,17 +232,17 @@ class Service:
                                                                           min_confidence=mc)
                 for i, p in zip(idx, first, strict=True):
                     if p is not None:
-                        results[i] = (p, model.version, stuffed[i])
+                        results[i] = (p, model.version, flags[i])
                 if pending is not None:
                     left.append(([i for i, p in zip(idx, first, strict=True) if p is None], pending))
-        return results, ((model, left, stuffed) if left else None)
+        return results, ((model, left, flags) if left else None)
 
     @staticmethod
     def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]], list[bool]]) -> list[Any]:
         """What :meth:`_predict_first` left, in one encoder pass: the results of its positions, in batch order."""
-        model, parts, stuffed = left
+        model, parts, flags = left
         later = model.classifier.predict_pending([pending for _, pending in parts])
-        answers = {i: (p, model.version, stuffed[i]) for (positions, _), preds in zip(parts, later, strict=True)
+        answers = {i: (p, model.version, flags[i]) for (positions, _), preds in zip(parts, later, strict=True)
                    for i, p in zip(positions, preds, strict=True)}
         return [answers[i] for i in sorted(answers)]
 
@@ -476,21 +476,26 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             model = svc.model
             preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),
                                             req.min_confidence, True)
-            stuffed = await asyncio.to_thread(model.classifier.stuffing_flags, [r["title"] for r in records])
-            results = [(p, model.version, f) for p, f in zip(preds, stuffed, strict=True)]
+            flags = await asyncio.to_thread(model.classifier.review_flags, [r["title"] for r in records])
+            results = [(p, model.version, f) for p, f in zip(preds, flags, strict=True)]
         else:
             results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
         out, queue = [], []
         low = 0
-        # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure
-        for p, (pred, version, stuffing) in zip(items, results, strict=True):
+        # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure;
+        # titles of no known word go too, queued behind the real uncertain products (ReviewStore.pending)
+        for p, (pred, version, flag) in zip(items, results, strict=True):
             alts = pred.alternatives
             margin = alts[0][1] - alts[1][1] if len(alts) > 1 else (alts[0][1] if alts else 0.0)
             reason = None
             if pred.leaf_confidence < settings.review_threshold:
-                reason, low = "low_confidence", low + 1
-            elif stuffing:
-                reason = "keyword_stuffing"
+                low += 1
+            if flag == "unrecognised":
+                reason = flag
+            elif pred.leaf_confidence < settings.review_threshold:
+                reason = "low_confidence"
+            elif flag == "keyword_stuffing":
+                reason = flag
             elif settings.audit_rate > 0 and svc.rng.random() < settings.audit_rate:
                 reason = "audit"
             d = pred.to_dict()

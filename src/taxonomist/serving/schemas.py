@@ -95,8 +95,8 @@ class ClassifyResult(BaseModel):
     leaf_confidence: float
     alternatives: list[Alternative]
     backed_off: bool
-    needs_review: bool = Field(description="Queued for a person to check (low confidence, keyword stuffing or audit sample).")
-    review_reason: Literal["low_confidence", "keyword_stuffing", "audit"] | None = Field(
+    needs_review: bool = Field(description="Queued for a person to check (low confidence, keyword stuffing, a title of no known word, or the audit sample).")
+    review_reason: Literal["low_confidence", "keyword_stuffing", "unrecognised", "audit"] | None = Field(
         None, description="Why the product needs review.")
     review_id: int | None = None
     explanation: list[dict[str, Any]] | None = None

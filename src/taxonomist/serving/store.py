@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS review (
     category TEXT NOT NULL,          -- the suggested path
     confidence REAL NOT NULL,
     margin REAL NOT NULL,            -- top-1 minus top-2 leaf probability: smaller = more uncertain
-    reason TEXT NOT NULL,            -- low_confidence | audit
+    reason TEXT NOT NULL,            -- low_confidence | keyword_stuffing | unrecognised | audit
     model_version TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | accepted | corrected
     decided_category TEXT,
@@ -125,10 +125,12 @@ class ReviewStore:
                     for f in fingerprints]
 
     def pending(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Pending items, most uncertain (smallest margin) first."""
+        """Pending items, most uncertain (smallest margin) first; unrecognised titles (no word the model knows:
+        gibberish has a margin of ~0 too) after all the others."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM review WHERE status = 'pending' ORDER BY margin ASC, id ASC LIMIT ? OFFSET ?",
+                "SELECT * FROM review WHERE status = 'pending' ORDER BY reason = 'unrecognised', margin ASC, id ASC "
+                "LIMIT ? OFFSET ?",
                 (limit, offset)).fetchall()
         return [_review_row(r) for r in rows]
 
