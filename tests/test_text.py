@@ -15,6 +15,16 @@ def test_clean_text_html_nfkc_fullwidth_whitespace() -> None:
     assert clean_text("AT&amp;T &lt;3") == "AT&T <3"  # only a closed tag is stripped
 
 
+def test_html_descriptions_are_parsed_not_cut_by_a_regex() -> None:
+    """Shopify bodies carry <style>/<script> blocks and escaped literal text: a tag regex kept the CSS and ate
+    '5 &lt; 6 ... 7 &gt; 3' (unescaped first, then read as a tag)."""
+    body = '<p>5 &lt; 6 and 7 &gt; 3</p><style>p{color:red}</style><script>var a=1;</script><ul><li>Cotton</li><li>Warm</li></ul>'
+    assert clean_text(body) == "5 < 6 and 7 > 3 Cotton Warm"
+    assert clean_text("a < b and c > d") == "a < b and c > d"
+    assert clean_text("Kids shoes <5 years> <!-- note -->blue") == "Kids shoes <5 years> blue"
+    assert clean_text("Tom &amp; Jerry<br>Mug") == "Tom & Jerry Mug"
+
+
 def test_sellers_tricks_are_undone_but_real_cyrillic_and_greek_text_is_kept() -> None:
     """Adversarial titles: invisible characters (zero-width, bidi controls, soft hyphen) removed; Cyrillic /
     Greek look-alikes inside Latin words, or whole look-alike words in a Latin title, mapped to Latin."""

@@ -21,17 +21,56 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
+from html.parser import HTMLParser
 
 __all__ = [
     "clean_text",
     "cjk_share",
     "has_cjk",
+    "html_to_text",
     "normalize_for_sparse",
     "scrub_pii",
     "tokenize",
 ]
 
-_TAG_RE = re.compile(r"<[^<>]{0,2000}>")
+_MARKUP_RE = re.compile(r"<(?:[A-Za-z!/?])")  # where a tag, comment or declaration could start
+
+
+class _HtmlText(HTMLParser):
+    """Text of an HTML fragment: tags become spaces, entities are decoded once, the contents of script, style
+    and other non-text elements and comments are dropped; text that only looks like markup ("a < b") is kept."""
+
+    SKIP = frozenset({"script", "style", "template", "noscript", "head", "title", "svg", "math", "iframe", "object"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.skipping += 1
+        self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self.skipping:
+            self.skipping -= 1
+        self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def html_to_text(s: str) -> str:
+    """The readable text of an HTML fragment (a product description): see :class:`_HtmlText`."""
+    parser = _HtmlText()
+    parser.feed(s)
+    parser.close()
+    return "".join(parser.parts)
 _WS_RE = re.compile(r"\s+")
 # CJK Unified Ideographs (+ extension A, compatibility ideographs), kana and hangul: scripts with no spaces
 _CJK_CHAR = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
@@ -111,10 +150,10 @@ def clean_text(text: object) -> str:
     s = text if isinstance(text, str) else str(text)
     if not s:
         return ""
-    if "&" in s:
+    if "<" in s and _MARKUP_RE.search(s):
+        s = html_to_text(s)
+    elif "&" in s:
         s = html.unescape(s)
-    if "<" in s:
-        s = _TAG_RE.sub(" ", s)
     if not s.isascii():
         s = s.translate(_INVISIBLE)
         if "\u200c" in s or "\u200d" in s:
