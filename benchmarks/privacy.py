@@ -10,8 +10,10 @@ router: the product category a review is about (10 classes) and its sentiment (2
   DP-SGD, Opacus's accountant) -- what ``messages train --dp-epsilon`` trains; ``ε=inf`` is the same recipe
   without noise;
 * ``objective perturbation ε=…``: diffprivlib's ``LogisticRegression`` (ε-DP by objective perturbation, one-vs-rest
-  with the budget split over the classes) on the same hashed features at ``--objective-features`` columns per
-  block (its noise grows with the dimension), rows scaled to norm ≤ 1.
+  with the budget split over the classes) on the same kind of hashed features at ``--objective-features`` columns
+  per block (its noise grows with the dimension, and it takes dense arrays only), rows scaled to norm ≤ 1.
+  diffprivlib 0.6 imports three constants scikit-learn 1.8 no longer has (for its decision trees);
+  :func:`_import_diffprivlib` sets them before importing it.
 
 ``--sweep`` instead searches the DP-SGD hyperparameters (hashed columns, learning rate, epochs, batch size) at
 ε = 1, 3, 8 on a validation part of the first seed's training messages (never its test part): the defaults of
@@ -51,7 +53,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0, math.inf])
-    ap.add_argument("--objective-features", type=int, default=2**12)
+    ap.add_argument("--objective-features", type=int, default=2**11)
     ap.add_argument("--no-objective", action="store_true", help="skip diffprivlib's objective perturbation")
     ap.add_argument("--sweep", action="store_true", help="search DP-SGD's hyperparameters on a validation part")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy.json"))
@@ -71,8 +73,8 @@ def main() -> None:
         Xtr, Xte = hashed.transform(tr["review"].tolist()), hashed.transform(te["review"].tolist())
         enc_s = time.perf_counter() - t0
         if not args.no_objective:  # rows of norm <= 1, the data_norm diffprivlib's guarantee assumes
-            Str = l2_normalize(small.transform(tr["review"].tolist()))
-            Ste = l2_normalize(small.transform(te["review"].tolist()))
+            Str = l2_normalize(small.transform(tr["review"].tolist())).toarray().astype(np.float64)
+            Ste = l2_normalize(small.transform(te["review"].tolist())).toarray().astype(np.float64)
         for task, col in (("category", "cat"), ("sentiment", "label")):
             ytr, yte = tr[col].to_numpy(), te[col].to_numpy()
 
@@ -97,8 +99,7 @@ def main() -> None:
                        noise_multiplier=clf.noise_multiplier_)
                 if args.no_objective or math.isinf(eps):
                     continue
-                from diffprivlib.models import LogisticRegression
-
+                LogisticRegression = _import_diffprivlib()
                 t = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -109,6 +110,17 @@ def main() -> None:
     args.out.write_text(json.dumps(runs, indent=1))
     table = pd.DataFrame(runs).groupby(["task", "method", "epsilon"], sort=False)[["accuracy", "macro_f1", "train_s"]].mean()
     print(table.round(4).to_string())
+
+
+def _import_diffprivlib() -> type:
+    import sklearn.tree._tree as tree
+
+    for name, value in (("DOUBLE", np.float64), ("DTYPE", np.float32)):  # gone from scikit-learn 1.8
+        if not hasattr(tree, name):
+            setattr(tree, name, value)
+    from diffprivlib.models import LogisticRegression
+
+    return LogisticRegression
 
 
 def sweep(df: pd.DataFrame, seed: int, out: Path) -> None:

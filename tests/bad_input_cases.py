@@ -115,7 +115,7 @@ CASES = [
          1, "nope.csv' does not exist"),
     Case("unsupported_type", "an Excel file",
          _train("PK", name="c.xlsx"),
-         1, "unsupported file type '.xlsx'; expected .csv, .tsv, .jsonl (.ndjson/.json) or .parquet"),
+         1, "unsupported file type '.xlsx'; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or a Merchant Center .xml feed"),
     Case("duplicate_header", "a header that repeats a column name",
          _train("title,title,category\na,b,C > D\n"),
          1, "the header repeats the column names ['title']"),

@@ -54,7 +54,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "description": ("description", "desc", "body", "body_html", "details", "product_description", "描述", "商品描述"),
     "category": (
-        "category", "category_path", "categories", "label", "path", "product_type", "google_product_category",
+        "category", "category_path", "categories", "label", "path", "google_product_category", "product_type",
         "类目", "类别", "分类",
     ),
     "image": ("image", "image_path", "image_url", "img", "picture", "photo", "图片"),
@@ -75,6 +75,7 @@ _ISSUE_TEXT = {
     "long_text": f"rows whose title was longer than {MAX_TITLE_CHARS:,} or description longer than "
     f"{MAX_TEXT_CHARS:,} characters (truncated, kept)",
 }
+_FEED_NAMES = {"shopify": "Shopify products", "merchant": "Google Merchant Center", "woocommerce": "WooCommerce products"}
 _KEPT_ISSUES = {"duplicate_id", "long_text", "image_only", "not_utf8"}
 _STRICT_ISSUES = {"not_utf8"}  # kept, but --strict rejects them: the repair is a guess
 
@@ -105,6 +106,8 @@ class ValidationReport:
     n_read: int = 0
     n_kept: int = 0
     issues: dict[str, ValidationIssue] = field(default_factory=dict)
+    feed: str | None = None  # the shop export recognised by its header (taxonomist.feeds), if any
+    n_folded: int = 0  # its variant / image rows folded into their product
 
     def issue(self, kind: str) -> ValidationIssue:
         return self.issues.setdefault(kind, ValidationIssue(kind))
@@ -119,6 +122,9 @@ class ValidationReport:
 
     def lines(self) -> list[str]:
         out = [f"{self.source}: read {self.n_read:,} rows, kept {self.n_kept:,}, skipped {self.n_skipped:,}"]
+        if self.feed:
+            out[0] += f" (a {_FEED_NAMES.get(self.feed, self.feed)} export" + (
+                f"; {self.n_folded:,} variant / image rows folded into their product)" if self.n_folded else ")")
         for issue in self.issues.values():
             if not issue.count:
                 continue
@@ -135,6 +141,8 @@ class ValidationReport:
             "source": self.source,
             "n_read": self.n_read,
             "n_kept": self.n_kept,
+            "feed": self.feed,
+            "n_folded": self.n_folded,
             "issues": {
                 k: {"count": v.count, "examples": [list(e) for e in v.examples]}
                 for k, v in self.issues.items()
@@ -341,6 +349,11 @@ def _validate(
                 keep[i] = False
                 report.issue("missing_label").add(int(rows[i]), titles[i])
     if taxonomy is not None:
+        cats = frame["category"].tolist()
+        for i, c in enumerate(cats):  # a numeric category is a node id (Merchant Center's google_product_category)
+            node = taxonomy.path_of_id(c) if keep[i] and c.isdigit() and parse_path(c) not in taxonomy else None
+            if node is not None:
+                frame.at[i, "category"] = format_path(node)
         for i, c in enumerate(frame["category"]):
             if keep[i] and c and parse_path(c) not in taxonomy:
                 keep[i] = False
@@ -635,21 +648,44 @@ def load_table(
             raise CatalogError(
                 f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
             )
+    if ext in {".xml", ".rss", ".atom"}:
+        from .feeds import read_xml_feed
+
+        return read_xml_feed(raw, path)
     text = _decode(raw, path, encoding, report, header)
     if ext in {".jsonl", ".ndjson", ".json"}:
         return _to_str_frame(_read_jsonl(text, path, report))
     if ext in {".tsv", ".tab"}:
         delimiter = "\t"
     elif ext in {".csv", ".txt", ""}:
-        sample = text[:20000]
-        delimiter = ","
-        if ext != ".csv" or sample.count("\t") > sample.count(","):
-            delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+        delimiter = sniff_delimiter(text)
     else:
         raise CatalogError(
-            f"{path.name}: unsupported file type {ext!r}; expected .csv, .tsv, .jsonl (.ndjson/.json) or .parquet"
+            f"{path.name}: unsupported file type {ext!r}; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or "
+            "a Merchant Center .xml feed"
         )
     return _read_delimited(text, path, delimiter, header, columns, report)
+
+
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def sniff_delimiter(text: str, lines: int = 50) -> str:
+    """The field delimiter of a delimited text (``,`` tab ``;`` or ``|``): the one that splits the first lines
+    into the same number of fields, most of them; ``,`` when none does. European spreadsheets write ``;``."""
+    head = text[:200_000].splitlines()[:lines]
+    best, best_key = ",", (-1.0, 0)
+    for d in _DELIMITERS:
+        if not any(d in line for line in head[:5]):
+            continue
+        widths = [len(r) for r in csv.reader(head, delimiter=d)][: max(1, len(head) - 1)]  # the last line may be cut
+        if not widths or widths[0] < 2:
+            continue
+        share = sum(w == widths[0] for w in widths) / len(widths)
+        key = (share, widths[0])
+        if key > best_key:
+            best, best_key = d, key
+    return best
 
 
 def read_catalog(
@@ -706,6 +742,13 @@ def read_catalog(
         if clash:
             raise CatalogError(f"--with-columns {ep.name}: the columns {clash} exist in {p.name} too; rename them")
         df = df.join(other, on="row")
+    if not mapping and not label_columns:  # a shop export read by its own field names
+        from .feeds import adapt, detect
+
+        feed = detect([c for c in df.columns if c != "row"])
+        if feed is not None:
+            df, mapping, report.n_folded = adapt(df, feed)
+            report.feed = feed
     if report.issue("malformed_line").count and strict:
         raise CatalogError(
             "strict mode: the file has malformed lines:\n" + report.summary() + "\nFix them or drop --strict to skip them."

@@ -268,6 +268,10 @@ class Taxonomy:
     def id_of(self, path: str | Iterable[str]) -> str | None:
         return self._ids.get(self._key(path))
 
+    def path_of_id(self, node_id: str | int) -> CategoryPath | None:
+        """The path of a node id, or ``None`` when no node has it."""
+        return self._by_id.get(str(node_id))
+
     def by_id(self, node_id: str | int) -> CategoryPath:
         try:
             return self._by_id[str(node_id)]

@@ -1,0 +1,159 @@
+"""Shop exports read as they are (fixtures written from the formats' public specifications)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taxonomist.catalog import read_catalog
+from taxonomist.exceptions import CatalogError
+from taxonomist.taxonomy import Taxonomy
+from taxonomist.text import clean_text
+
+SHOPIFY = '''Handle,Title,Body (HTML),Vendor,Product Category,Type,Tags,Published,Option1 Name,Option1 Value,Variant SKU,Variant Price,Image Src,Image Position,Status
+harbour-fountain-pen,Harbour Fountain Pen,"<style>.x{color:red}</style><p>Steel nib, 5 &lt; 6 grams of ink</p>",Harbour,Office Supplies > Office Instruments > Writing & Drawing Instruments > Pens,Pens,"pen, gift",TRUE,Nib,Fine,HP-F,25.00,https://cdn.example.com/pen1.jpg,1,active
+harbour-fountain-pen,,,,,,,,,Medium,HP-M,25.00,https://cdn.example.com/pen2.jpg,2,
+harbour-fountain-pen,,,,,,,,,,,,https://cdn.example.com/pen3.jpg,3,
+tide-mini-speaker,Tide Mini Speaker,<p>Waterproof Bluetooth speaker</p>,Tide,Electronics > Audio > Audio Components > Speakers,Speakers,audio,TRUE,Title,Default Title,TS-1,39.00,,,active
+tide-mini-speaker,,,,,,,,,,,,https://cdn.example.com/speaker.jpg,1,
+catnip-mice,Catnip Mice (3 pack),<p>Toys for cats</p>,Whisker,Animals & Pet Supplies > Pet Supplies > Cat Supplies > Cat Toys,Cat toys,,TRUE,Title,Default Title,CM-3,6.50,https://cdn.example.com/mice.jpg,1,active
+'''
+
+GOOGLE_TAXONOMY = '''# Google_Product_Taxonomy_Version: 2021-09-21
+166 - Apparel & Accessories
+1604 - Apparel & Accessories > Clothing
+212 - Apparel & Accessories > Clothing > Shirts & Tops
+222 - Electronics
+2165 - Electronics > Audio
+'''
+
+MERCHANT_RSS = '''<?xml version="1.0"?>
+<rss xmlns:g="http://base.google.com/ns/1.0" version="2.0">
+<channel>
+<title>Example shop</title>
+<link>https://www.example.com</link>
+<description>Products</description>
+<item>
+<g:id>TS-001</g:id>
+<g:title>Linen Shirt &amp; Pocket</g:title>
+<g:description>A light linen shirt.</g:description>
+<g:link>https://www.example.com/shirt</g:link>
+<g:image_link>https://www.example.com/shirt.jpg</g:image_link>
+<g:google_product_category>212</g:google_product_category>
+<g:product_type>Men &gt; Shirts</g:product_type>
+<g:brand>Harbour</g:brand>
+<g:price>30.00 USD</g:price>
+<g:shipping><g:country>US</g:country><g:price>5.00 USD</g:price></g:shipping>
+</item>
+<item>
+<g:id>SP-002</g:id>
+<g:title>Tide Mini Speaker</g:title>
+<g:description>Waterproof speaker.</g:description>
+<g:link>https://www.example.com/speaker</g:link>
+<g:google_product_category>Electronics &gt; Audio</g:google_product_category>
+<g:product_type>Audio</g:product_type>
+</item>
+</channel>
+</rss>
+'''
+
+MERCHANT_ATOM = '''<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:g="http://base.google.com/ns/1.0">
+<title>Example shop</title>
+<entry>
+<g:id>TS-001</g:id>
+<title>Linen Shirt</title>
+<g:google_product_category>1604</g:google_product_category>
+<link href="https://www.example.com/shirt"/>
+</entry>
+</feed>
+'''
+
+
+def test_a_shopify_export_is_read_by_its_own_fields(tmp_path: Path) -> None:
+    f = tmp_path / "products_export.csv"
+    f.write_text(SHOPIFY, encoding="utf-8")
+    cat = read_catalog(f, require_labels=True)
+    frame = cat.frame
+    assert frame["id"].tolist() == ["harbour-fountain-pen", "tide-mini-speaker", "catnip-mice"]
+    assert frame["category"].tolist()[2] == "Animals & Pet Supplies > Pet Supplies > Cat Supplies > Cat Toys"
+    assert clean_text(frame["description"][0]) == "Steel nib, 5 < 6 grams of ink"
+    assert frame["image"].tolist() == ["https://cdn.example.com/pen1.jpg", "https://cdn.example.com/speaker.jpg",
+                                       "https://cdn.example.com/mice.jpg"]
+    assert frame["Option1 Value"].tolist() == ["Fine, Medium", "", ""]
+    assert "Type" in cat.attribute_columns and "Tags" in cat.attribute_columns
+    assert not {"Variant Price", "Published", "Status", "Image Position"} & set(frame.columns)
+    first = cat.report.lines()[0]
+    assert "read 3 rows, kept 3, skipped 0 (a Shopify products export; 3 variant / image rows folded" in first
+    assert cat.report.ok
+
+
+def test_a_merchant_center_xml_feed_with_numeric_google_ids(tmp_path: Path) -> None:
+    tax_file = tmp_path / "taxonomy-with-ids.en-US.txt"
+    tax_file.write_text(GOOGLE_TAXONOMY, encoding="utf-8")
+    tax = Taxonomy.load(tax_file)
+    f = tmp_path / "feed.xml"
+    f.write_text(MERCHANT_RSS, encoding="utf-8")
+    cat = read_catalog(f, require_labels=True, taxonomy=tax)
+    frame = cat.frame
+    assert frame["id"].tolist() == ["TS-001", "SP-002"]
+    assert frame["title"][0] == "Linen Shirt & Pocket"
+    assert frame["category"].tolist() == ["Apparel & Accessories > Clothing > Shirts & Tops", "Electronics > Audio"]
+    assert frame["product_type"][0] == "Men > Shirts" and frame["brand"][0] == "Harbour"
+    assert "shipping.country" not in frame.columns and "price" not in frame.columns
+    assert "Google Merchant Center export" in cat.report.lines()[0]
+    atom = tmp_path / "feed.atom.xml"
+    atom.write_text(MERCHANT_ATOM, encoding="utf-8")
+    assert read_catalog(atom, taxonomy=tax, require_labels=True).frame["category"].tolist() == [
+        "Apparel & Accessories > Clothing"]
+
+
+def test_a_merchant_center_tsv_takes_the_google_category_not_the_product_type(tmp_path: Path) -> None:
+    f = tmp_path / "feed.tsv"
+    f.write_text("id\ttitle\tdescription\tlink\tproduct_type\tgoogle_product_category\n"
+                 "1\tLinen Shirt\tlight\thttps://x/1\tMen > Shirts\tApparel & Accessories > Clothing\n", encoding="utf-8")
+    assert read_catalog(f, require_labels=True).frame["category"].tolist() == ["Apparel & Accessories > Clothing"]
+
+
+def test_hostile_or_broken_xml_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+                    '<rss><channel><item><title>&lol2;</title></item></channel></rss>', encoding="utf-8")
+    with pytest.raises(CatalogError, match="refused an XML feed that uses entities"):
+        read_catalog(bomb)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<rss><channel><item><title>x</item>", encoding="utf-8")
+    with pytest.raises(CatalogError, match="not well-formed XML"):
+        read_catalog(broken)
+    empty = tmp_path / "empty.xml"
+    empty.write_text("<rss><channel><title>x</title></channel></rss>", encoding="utf-8")
+    with pytest.raises(CatalogError, match="no <item>"):
+        read_catalog(empty)
+
+
+def test_a_semicolon_csv_from_european_excel(tmp_path: Path) -> None:
+    f = tmp_path / "export.csv"
+    f.write_text("title;category;price\nChemise lin;Vêtements > Chemises;29,90\nPull laine;Vêtements > Pulls;49,00\n",
+                 encoding="utf-8")
+    cat = read_catalog(f, require_labels=True)
+    assert cat.frame["title"].tolist() == ["Chemise lin", "Pull laine"]
+    assert cat.frame["price"].tolist() == ["29,90", "49,00"]
+    f.write_text("title|category\nChemise lin|Vêtements\nPull|Vêtements\n", encoding="utf-8")
+    assert read_catalog(f).frame["category"].tolist() == ["Vêtements", "Vêtements"]
+
+
+def test_a_woocommerce_export_folds_variations_and_picks_the_deepest_category(tmp_path: Path) -> None:
+    f = tmp_path / "wc-product-export.csv"
+    f.write_text(
+        "ID,Type,SKU,Name,Published,Short description,Description,Regular price,Categories,Tags,Images,Parent\n"
+        '10,variable,HOOD,Hoodie,1,Warm,"<p>Cotton hoodie</p>",,"Clothing, Clothing > Hoodies",winter,'
+        '"https://x/h1.jpg, https://x/h2.jpg",\n'
+        "11,variation,HOOD-S,Hoodie - S,1,,,40,,,,id:10\n"
+        "12,variation,HOOD-M,Hoodie - M,1,,,40,,,,id:10\n"
+        '13,simple,CAP,Cap,1,Sunny,<p>Cap</p>,15,"Accessories > Hats",,https://x/c.jpg,\n', encoding="utf-8")
+    cat = read_catalog(f, require_labels=True)
+    assert cat.frame["id"].tolist() == ["10", "13"]
+    assert cat.frame["category"].tolist() == ["Clothing > Hoodies", "Accessories > Hats"]
+    assert cat.frame["image"].tolist() == ["https://x/h1.jpg", "https://x/c.jpg"]
+    assert "2 variant / image rows folded" in cat.report.lines()[0]
