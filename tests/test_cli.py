@@ -24,6 +24,13 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
     assert held["seen_in_training_share"] == 0.0
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["metrics"]["macro_f1"] == held["macro_f1"]
+    # back-off is on by default: the threshold at 90 % held-out precision is stored and shown
+    threshold = held["threshold_at_90_precision"]
+    assert 0 < threshold <= 1 and manifest["config"]["min_confidence"] == threshold
+    assert f"back off to the parent below confidence {threshold:.2f}" in out
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m0"), "--tier", "sparse", "--min-confidence", "0"],
+                        capsys, monkeypatch)
+    assert code == 0 and json.loads((tmp_path / "m0" / "manifest.json").read_text())["config"]["min_confidence"] == 0
 
     code, out = run_cli(["evaluate", str(model), str(f), "--json", str(tmp_path / "m.json"),
                          "--report", str(tmp_path / "r.html")], capsys, monkeypatch)

@@ -345,6 +345,8 @@ def train(
                 out.print(f"report: {report}")
             if json_out:
                 ev.to_json(json_out)
+            if min_confidence is None:  # back-off on by default, at the held-out 90 %-precision threshold
+                _default_back_off(clf, ev)
             if refit:
                 clf = _refit(clf, cat, tax)
         _say_stacking(clf)
@@ -361,6 +363,20 @@ def train(
                 tracker.log_artifact(path, "bundle")
                 if register:
                     out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
+
+
+def _default_back_off(clf: Any, ev: Any) -> None:
+    """Set the model's back-off threshold to the held-out confidence above which leaves are 90 % precise, and
+    say so; ``--min-confidence`` overrides it (0: never back off)."""
+    threshold = float(ev.metrics["threshold_at_90_precision"])
+    if threshold > 1.0:
+        console.print("back-off: no confidence reaches 90 % precision on the held-out products, so the model always "
+                      "answers with a leaf; set one with --min-confidence", style="yellow", highlight=False)
+        return
+    clf.min_confidence = threshold
+    console.print(f"back-off: answers back off to the parent below confidence {threshold:.2f} (held-out: leaves at "
+                  f"or above it are 90 % precise, {ev.metrics['coverage_at_90_precision']:.0%} of products); "
+                  "change it with --min-confidence (0: never)", highlight=False)
 
 
 def _refit(clf: Any, cat: Any, tax: Any, what: str = "the held-out") -> Any:
