@@ -655,6 +655,7 @@ def tune(
             clf = result.model(random_state=seed).fit(train_cat)
             ev = run_evaluation(clf, valid_cat)
         out.print(_metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
+        _default_back_off(clf, ev)
         if refit:
             clf = _refit(clf, cat, None, "the validation")
         path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict(),
