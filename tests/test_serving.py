@@ -66,6 +66,18 @@ def test_classify_one_and_batch(client: TestClient) -> None:
     assert alone["leaf_confidence"] == pytest.approx(batch["results"][0]["leaf_confidence"])
 
 
+def test_the_api_docs_work_offline(client: TestClient) -> None:
+    """/docs loaded Swagger UI from a CDN: blank without internet. Its assets come from an installed package."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn.jsdelivr.net" not in page.text and "unpkg.com" not in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        url = next(u for u in page.text.split('"') if u.endswith(asset))
+        r = client.get(url)
+        assert r.status_code == 200 and len(r.content) > 10_000, url
+    assert client.get("/redoc").status_code == 404  # ReDoc has no offline assets: not offered
+
+
 def test_concurrent_requests_are_micro_batched(store_dir: Path, tmp_path: Path) -> None:
     titles = ["Nike Men Running Shoes", "Titan Women Gold Analog Watch", "Lakme Absolute Matte Lipstick",
               "Wildcraft Unisex Blue Backpack"] * 8
