@@ -409,6 +409,26 @@ def test_serve_refuses_an_empty_api_key(store_dir: Path, capsys: pytest.CaptureF
     assert code != 0 and "empty API key" in out and "Traceback" not in out
 
 
+def test_serve_on_a_taken_port_fails_with_exit_code_1_before_its_banner(store_dir: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from .test_bad_inputs import run_cli
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        code, out = run_cli(["serve", str(store_dir), "--port", str(port), "--api-key", "k",
+                             "--review-db", str(tmp_path / "r.db")], capsys, monkeypatch)
+    finally:
+        taken.close()
+    assert code == 1, out
+    assert f"cannot listen on 127.0.0.1:{port}" in out and "review page" not in out
+
+
 def test_a_restart_serves_the_newest_version_that_loads(store_dir: Path, tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     """Regression: with a damaged newest version the service failed to start ("Application startup failed")
