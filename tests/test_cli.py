@@ -57,6 +57,23 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
     assert code == 0 and "Footwear" in out
 
 
+def test_predict_to_stdout_is_machine_readable(saved_sample_model, capsys, monkeypatch) -> None:
+    """`-o -` writes JSON Lines to stdout and nothing else there (messages go to stderr), for pipes."""
+    import sys
+
+    from taxonomist import cli
+
+    monkeypatch.setattr(sys, "argv", ["taxonomist", "predict", str(saved_sample_model), "--text", "Nike Men Running Shoes",
+                                      "--text", "Levis Blue Jeans", "-o", "-"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert not e.value.code
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["title"] for r in rows] == ["Nike Men Running Shoes", "Levis Blue Jeans"]
+    assert "Footwear" in rows[0]["category"]
+
+
 def test_train_refits_on_every_row_after_the_held_out_evaluation(tmp_path, capsys, monkeypatch) -> None:
     """The saved model must see every labelled product: the held-out part is for the figures, not lost."""
     cat = pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(600)

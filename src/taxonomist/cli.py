@@ -451,7 +451,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
     catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (labels not needed): a file, or a folder of shards.")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; or a folder (a resumable sharded job).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; - for JSON Lines on stdout; or a folder (a resumable sharded job).")] = None,
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: MinConfOpt = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
@@ -473,8 +473,9 @@ def predict(
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
     if top_k < 1:
         raise CliError(f"--top-k must be at least 1, got {top_k}")
-    job = catalog is not None and (engine != "local" or catalog.is_dir()
-                                   or (output is not None and output.suffix.lower() not in _FILE_OUTPUTS))
+    to_stdout = output is not None and str(output) == "-"
+    job = catalog is not None and not to_stdout and (engine != "local" or catalog.is_dir()
+                                                     or (output is not None and output.suffix.lower() not in _FILE_OUTPUTS))
     if job:
         assert catalog is not None
         if output is None or output.suffix.lower() in _FILE_OUTPUTS:
@@ -496,6 +497,10 @@ def predict(
         frame = cat.frame
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
+    if to_stdout:  # JSON Lines and nothing else on stdout (the reading report went to stderr)
+        sys.stdout.write(result.to_json(orient="records", lines=True, force_ascii=False))
+        sys.stdout.flush()
+        return
     if output:
         _write_predictions(result, output)
         out.print(f"{len(result):,} predictions written to {output}")
