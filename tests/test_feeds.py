@@ -114,6 +114,9 @@ def test_a_merchant_center_tsv_takes_the_google_category_not_the_product_type(tm
     f.write_text("id\ttitle\tdescription\tlink\tproduct_type\tgoogle_product_category\n"
                  "1\tLinen Shirt\tlight\thttps://x/1\tMen > Shirts\tApparel & Accessories > Clothing\n", encoding="utf-8")
     assert read_catalog(f, require_labels=True).frame["category"].tolist() == ["Apparel & Accessories > Clothing"]
+    f.write_text("id\ttitle\tlink\tproduct_type\n1\tLinen Shirt\thttps://x/1\tMen > Shirts\n", encoding="utf-8")
+    unlabelled = read_catalog(f).frame  # a feed without google_product_category has no label yet
+    assert unlabelled["category"].tolist() == [""] and unlabelled["product_type"].tolist() == ["Men > Shirts"]
 
 
 def test_hostile_or_broken_xml_is_refused_with_a_clear_message(tmp_path: Path) -> None:

@@ -230,10 +230,12 @@ class Catalog:
         taxonomy: Taxonomy | None = None,
         source: str = "<frame>",
         report: ValidationReport | None = None,
+        guess: bool = True,
     ) -> Catalog:
-        """Map, validate and clean a frame (see :func:`read_catalog` for the arguments)."""
+        """Map, validate and clean a frame (see :func:`read_catalog` for the arguments; ``guess=False``: the
+        mapping is complete, no other column is taken for a canonical field by its name)."""
         report = report or ValidationReport(source=source)
-        frame, attrs = _canonicalise(df, mapping or {}, label_columns, sep, require_labels, source)
+        frame, attrs = _canonicalise(df, mapping or {}, label_columns, sep, require_labels, source, guess)
         frame = _validate(frame, attrs, report, require_labels, taxonomy)
         if strict:
             bad = [i for i in report.issues.values() if i.count and (i.skipped or i.kind in _STRICT_ISSUES)]
@@ -259,6 +261,7 @@ def _canonicalise(
     sep: str,
     require_labels: bool,
     source: str,
+    guess: bool = True,
 ) -> tuple[pd.DataFrame, list[str]]:
     df = df.copy()
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
@@ -284,7 +287,7 @@ def _canonicalise(
     chosen: dict[str, str] = dict(mapping)
     by_norm = {_norm_name(c): c for c in reversed(cols)}
     for fld in CANONICAL_FIELDS:
-        if fld in chosen or (fld == "category" and label_columns):
+        if fld in chosen or (fld == "category" and label_columns) or not guess:
             continue
         for alias in ALIASES[fld]:
             found = by_norm.get(alias)
@@ -755,7 +758,7 @@ def read_catalog(
         )
     cat = Catalog.from_frame(
         df, mapping=mapping, label_columns=label_columns, sep=sep, require_labels=require_labels, strict=strict,
-        taxonomy=taxonomy, source=p.name, report=report,
+        taxonomy=taxonomy, source=p.name, report=report, guess=report.feed is None,
     )
     cat.base_dir = p.resolve().parent
     return cat

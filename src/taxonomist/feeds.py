@@ -40,7 +40,7 @@ FORMATS = ("shopify", "merchant", "woocommerce")
 
 _SHOPIFY_KEEP = ("Vendor", "Type", "Tags", "Option1 Name", "Option1 Value", "Option2 Name", "Option2 Value",
                  "Option3 Name", "Option3 Value", "Google Shopping / Gender", "Google Shopping / Age Group",
-                 "Google Shopping / Condition", "Image Alt Text")
+                 "Google Shopping / Condition")
 _MERCHANT_KEEP = ("product_type", "brand", "color", "gender", "age_group", "material", "pattern", "size",
                   "size_type", "item_group_id", "condition", "product_detail", "product_highlight")
 _WOO_KEEP = ("Short description", "Tags", "Attribute 1 name", "Attribute 1 value(s)", "Attribute 2 name",
