@@ -8,6 +8,7 @@ import pytest
 
 from taxonomist.catalog import read_catalog
 from taxonomist.exceptions import CatalogError
+from taxonomist.feeds import write_back
 from taxonomist.taxonomy import Taxonomy
 from taxonomist.text import clean_text
 
@@ -160,3 +161,45 @@ def test_a_woocommerce_export_folds_variations_and_picks_the_deepest_category(tm
     assert cat.frame["category"].tolist() == ["Clothing > Hoodies", "Accessories > Hats"]
     assert cat.frame["image"].tolist() == ["https://x/h1.jpg", "https://x/c.jpg"]
     assert "2 variant / image rows folded" in cat.report.lines()[0]
+
+
+def test_a_feed_is_written_back_in_its_own_format_with_the_category_filled(tmp_path: Path) -> None:
+    shop = tmp_path / "products_export.csv"
+    shop.write_text(SHOPIFY.replace("Office Supplies > Office Instruments > Writing & Drawing Instruments > Pens", ""),
+                    encoding="utf-8")
+    cat = read_catalog(shop)
+    column = write_back(shop, cat.frame["row"].tolist(), ["Office > Pens", "", "Pets > Cat Toys"], tmp_path / "up.csv")
+    assert column == "Product Category"
+    again = (tmp_path / "up.csv").read_text(encoding="utf-8").splitlines()
+    original = shop.read_text(encoding="utf-8").splitlines()
+    assert len(again) == len(original) and again[0] == original[0]
+    back = read_catalog(tmp_path / "up.csv").frame
+    # the pen filled; the speaker (empty prediction) kept its own category; the mice overwritten
+    assert back["category"].tolist() == ["Office > Pens", "Electronics > Audio > Audio Components > Speakers",
+                                         "Pets > Cat Toys"]
+    assert back["description"].tolist() == cat.frame["description"].tolist()
+    feed = tmp_path / "feed.xml"
+    feed.write_text(MERCHANT_RSS.replace("<g:google_product_category>212</g:google_product_category>", ""),
+                    encoding="utf-8")
+    rows = read_catalog(feed).frame["row"].tolist()
+    assert write_back(feed, rows, ["Apparel & Accessories > Clothing", "Electronics"], tmp_path / "feed-up.xml") \
+        == "g:google_product_category"
+    text = (tmp_path / "feed-up.xml").read_text(encoding="utf-8")
+    assert 'xmlns:g="http://base.google.com/ns/1.0"' in text and "<g:brand>Harbour</g:brand>" in text
+    assert read_catalog(tmp_path / "feed-up.xml").frame["category"].tolist() == [
+        "Apparel & Accessories > Clothing", "Electronics"]
+
+
+def test_classify_fills_a_shop_export_for_upload(tmp_path: Path, capsys, monkeypatch) -> None:
+    from .test_bad_inputs import run_cli
+
+    shop = tmp_path / "products_export.csv"
+    shop.write_text(SHOPIFY, encoding="utf-8")
+    tax = tmp_path / "taxonomy.txt"
+    tax.write_text("Office Supplies > Pens\nElectronics > Speakers\nAnimals & Pet Supplies > Cat Toys\n", encoding="utf-8")
+    code, out = run_cli(["classify", str(shop), "--taxonomy", str(tax), "--encoder", "minilm-en", "--fill",
+                         str(tmp_path / "up.csv")], capsys, monkeypatch)
+    assert code == 0, out
+    assert "'Product Category' filled for 3 of 3 products" in " ".join(out.split())
+    assert read_catalog(tmp_path / "up.csv").frame["category"].tolist() == [
+        "Office Supplies > Pens", "Electronics > Speakers", "Animals & Pet Supplies > Cat Toys"]

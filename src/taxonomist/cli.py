@@ -182,6 +182,18 @@ def _track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle
 DEFAULT_TIER = "ensemble"
 
 
+def _fill(catalog: Path | None, frame: Any, result: Any, fill: Path) -> None:
+    """``--fill``: the catalogue file written back in its own format with the predicted categories."""
+    if catalog is None:
+        raise CliError("--fill writes a catalogue file back with its categories: give the catalogue, not --text")
+    from .feeds import write_back
+
+    column = write_back(catalog, frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill)
+    filled = int((result["category"].fillna("") != "").sum())
+    console.print(f"{catalog.name} written to {fill} with {column!r} filled for {filled:,} of {len(result):,} products "
+                  "(a product backed off to no category keeps its cell)", highlight=False)
+
+
 def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None = None, **kwargs: Any) -> Any:
     """:func:`~taxonomist.batch.predict_batch` over ``frame`` in batches (bounded memory: n × categories per
     batch), with a progress bar."""
@@ -452,6 +464,7 @@ def predict(
     catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (labels not needed): a file, or a folder of shards.")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; - for JSON Lines on stdout; or a folder (a resumable sharded job).")] = None,
+    fill: Annotated[Path | None, typer.Option("--fill", help="Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV) with the predicted category filled in, ready to upload again.")] = None,
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: MinConfOpt = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
@@ -497,6 +510,8 @@ def predict(
         frame = cat.frame
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
+    if fill is not None:
+        _fill(catalog, frame, result, fill)
     if to_stdout:  # JSON Lines and nothing else on stdout (the reading report went to stderr)
         sys.stdout.write(result.to_json(orient="records", lines=True, force_ascii=False))
         sys.stdout.flush()
@@ -683,6 +698,7 @@ def classify(
     taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file (Google, Shopify, Best Buy, plain paths).")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
+    fill: Annotated[Path | None, typer.Option("--fill", help="Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV) with the category filled in, ready to upload again.")] = None,
     save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
     tax_format: FormatOpt = "auto",
@@ -708,11 +724,16 @@ def classify(
     else:
         assert catalog is not None
         frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
-    with _spinner(f"embedding {len(tax.leaves()):,} categories of {taxonomy.name}"):
-        clf = TaxonomyClassifier.from_taxonomy(tax, encoder=encoder, sample_texts=frame["title"].head(2000).tolist(),
-                                               min_confidence=min_confidence)
+    # the label embeddings show their own progress bar (a first run over Google's 5,595 nodes takes minutes on a
+    # CPU; they are cached after it)
+    console.print(f"embedding the {len(tax.leaves()):,} categories of {taxonomy.name} (cached after the first run)",
+                  highlight=False)
+    clf = TaxonomyClassifier.from_taxonomy(tax, encoder=encoder, sample_texts=frame["title"].head(2000).tolist(),
+                                           min_confidence=min_confidence)
     console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
     result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
+    if fill is not None:
+        _fill(catalog, frame, result, fill)
     if save:
         clf.save(save)
         out.print(f"zero-shot model saved to {save}")
