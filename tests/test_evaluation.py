@@ -69,6 +69,49 @@ def test_report_and_json(sample_model, sample_split, tmp_path) -> None:
     assert "macro F1" in ev.table()
 
 
+def test_report_reads_as_a_catalogue_manager_needs(sample_model, sample_split, tmp_path) -> None:
+    """The reliability diagram had 4 points from an isotonic map's 22 confidences, the worst-categories table was
+    25 rows of support 1, the back-off threshold was not shown: now one point per distinct confidence, a
+    threshold table marking the model's, sibling errors, look-alike categories, every class's F1."""
+    from taxonomist.report import reliability_points
+
+    model = sample_model
+    model.min_confidence = 0.5
+    ev = tx.evaluate(model, sample_split[1])
+    distinct = len(np.unique(ev.confidence))
+    points = reliability_points(ev.confidence, ev.correct)
+    assert len(points) == (distinct if distinct <= 30 else sum(1 for p in points if p[2]))
+    assert sum(p[2] for p in points) == len(ev.confidence)
+    html = ev.write_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    for heading in ("Confidence thresholds", "Errors among siblings", "Categories that look like duplicates",
+                    "Every category: support, precision, recall, F1"):
+        assert heading in html
+    assert "backs off to a parent below confidence 0.50" in html and "<tr class=mark><td>0.50</td>" in html
+    worst = html.split("Worst categories")[1].split("</table>")[0]
+    supports = [int(c.split("</td>")[0]) for c in worst.split("<tr><td>")[1:] for c in [c.split("</td><td>", 1)[1]]]
+    assert supports and min(supports) >= 2
+    model.min_confidence = None
+
+
+def test_look_alike_categories_siblings_and_thresholds() -> None:
+    from taxonomist.report import look_alike_categories, sibling_confusion, threshold_table
+
+    classes = ["Accessories > Wallets > Wallets", "Bags > Wallets", "Personal Care > Skin", "Personal Care > Skin Care",
+               "Apparel > Topwear > Tshirts", "Apparel > Topwear > Shirts"]
+    y_true = ["Bags > Wallets", "Personal Care > Skin", "Apparel > Topwear > Tshirts", "Apparel > Topwear > Tshirts"]
+    y_pred = ["Accessories > Wallets > Wallets", "Personal Care > Skin Care", "Apparel > Topwear > Shirts",
+              "Apparel > Topwear > Tshirts"]
+    pairs = {(r["a"], r["b"]): r["confused"] for r in look_alike_categories(classes, y_true, y_pred)}
+    assert pairs == {("Accessories > Wallets > Wallets", "Bags > Wallets"): 1,
+                     ("Personal Care > Skin", "Personal Care > Skin Care"): 1}
+    sib = {r["parent"]: r for r in sibling_confusion(y_true, y_pred)}
+    assert sib["Apparel > Topwear"] == {"parent": "Apparel > Topwear", "products": 2, "errors": 1, "among_siblings": 1}
+    assert sib["Bags"]["among_siblings"] == 0
+    rows = threshold_table(np.array([0.2, 0.6, 0.9, 0.95]), np.array([False, True, True, False]), (0.5, 0.9))
+    assert rows == [{"threshold": 0.5, "coverage": 0.75, "precision": pytest.approx(2 / 3)},
+                    {"threshold": 0.9, "coverage": 0.5, "precision": 0.5}]
+
+
 def test_report_escapes_and_scrubs_titles(tiny_model, tmp_path) -> None:
     evil = [{"title": "<script>alert(1)</script> call +44 20 7946 0958", "category": "Apparel > Topwear > Shirts"},
             {"title": "Casio watch", "category": "Accessories > Watches > Watches"}]

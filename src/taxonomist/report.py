@@ -18,7 +18,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .evaluation import Evaluation
 
-__all__ = ["render_report"]
+__all__ = ["look_alike_categories", "reliability_points", "render_report", "sibling_confusion", "threshold_table"]
 
 
 def _png(fig: Any) -> str:
@@ -31,7 +31,85 @@ def _png(fig: Any) -> str:
 
 
 def _short(label: str, n: int = 38) -> str:
-    return label if len(label) <= n else "…" + label[-(n - 1):]
+    """A category path cut to ``n`` characters in the middle: its top level and its leaf stay readable."""
+    if len(label) <= n:
+        return label
+    parts = label.split(" > ")
+    if len(parts) > 1:
+        head, leaf = parts[0], parts[-1]
+        if len(head) + len(leaf) + 5 <= n:
+            return f"{head} > … > {leaf}"
+        leaf = leaf if len(leaf) <= n - 2 else leaf[: n - 3] + "…"
+        return "… > " + leaf if len(leaf) + 4 <= n else leaf
+    return label[: n - 1] + "…"
+
+
+def reliability_points(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, products) per point of the reliability diagram: one point per distinct
+    confidence when there are few (an isotonic map gives a handful), else ``bins`` equal-width bins -- the bins
+    of the ECE."""
+    values = np.unique(confidence)
+    if len(values) <= 2 * bins:
+        groups = [confidence == v for v in values]
+    else:
+        idx = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+        groups = [idx == b for b in range(bins)]
+    return [(float(confidence[g].mean()), float(correct[g].mean()), int(g.sum())) for g in groups if g.any()]
+
+
+def threshold_table(confidence: np.ndarray, correct: np.ndarray,
+                    thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)) -> list[dict[str, float]]:
+    """For each confidence threshold: the share of products answered with their leaf at or above it, and the
+    precision of those answers."""
+    rows = []
+    for t in thresholds:
+        kept = confidence >= t
+        rows.append({"threshold": t, "coverage": float(kept.mean()) if len(kept) else 0.0,
+                     "precision": float(correct[kept].mean()) if kept.any() else float("nan")})
+    return rows
+
+
+def sibling_confusion(y_true: list[str], y_pred: list[str]) -> list[dict[str, Any]]:
+    """Per parent node of the true leaves: products, errors, and how many errors stay among its children (a
+    sibling was predicted) -- the parents whose children the model cannot tell apart."""
+    stats: dict[str, list[int]] = {}
+    for t, p in zip(y_true, y_pred, strict=True):
+        parent = t.rsplit(" > ", 1)[0] if " > " in t else "(top level)"
+        row = stats.setdefault(parent, [0, 0, 0])
+        row[0] += 1
+        if t != p:
+            row[1] += 1
+            same = (p.rsplit(" > ", 1)[0] if " > " in p else "(top level)") == parent
+            row[2] += same
+    out = [{"parent": k, "products": v[0], "errors": v[1], "among_siblings": v[2]} for k, v in stats.items() if v[1]]
+    return sorted(out, key=lambda r: (-r["among_siblings"], -r["errors"]))
+
+
+def look_alike_categories(classes: list[str], y_true: list[str], y_pred: list[str]) -> list[dict[str, Any]]:
+    """Pairs of categories whose names look like duplicates -- the same leaf name under two parents ("Wallets >
+    Wallets" and "Bags > Wallets"), or one leaf name the start of the other ("Skin" and "Skin Care") -- with how
+    often the model confused them either way."""
+    import re
+    from collections import Counter
+
+    def words(c: str) -> list[str]:
+        return re.findall(r"\w+", c.rsplit(" > ", 1)[-1].lower())
+
+    confused = Counter((t, p) for t, p in zip(y_true, y_pred, strict=True) if t != p)
+    by_first: dict[str, list[str]] = {}
+    for c in sorted(set(classes)):
+        w = words(c)
+        if w:
+            by_first.setdefault(w[0], []).append(c)
+    out = []
+    for group in by_first.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                wa, wb = words(a), words(b)
+                short, long = (wa, wb) if len(wa) <= len(wb) else (wb, wa)
+                if long[: len(short)] == short:
+                    out.append({"a": a, "b": b, "confused": confused[(a, b)] + confused[(b, a)]})
+    return sorted(out, key=lambda r: -r["confused"])
 
 
 def _plots(ev: Evaluation) -> dict[str, str]:
@@ -57,24 +135,20 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     ax.set_title("Scores per level")
     out["levels"] = _png(fig)
-    # reliability diagram
-    fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    bins = np.linspace(0, 1, 11)
-    idx = np.clip(np.digitize(ev.confidence, bins[1:-1]), 0, 9)
-    centers, accs, counts = [], [], []
-    for b in range(10):
-        sel = idx == b
-        if sel.any():
-            centers.append(float(ev.confidence[sel].mean()))
-            accs.append(float(ev.correct[sel].mean()))
-            counts.append(int(sel.sum()))
+    # reliability diagram, with the confidence histogram under it
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    points = reliability_points(ev.confidence, ev.correct)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    ax.plot(centers, accs, "o-")
-    for c, a, n in zip(centers, accs, counts, strict=True):
-        ax.annotate(str(n), (c, a), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    ax.set_xlabel("confidence")
+    if points:
+        cs, accs, ns = (list(v) for v in zip(*points, strict=True))
+        sizes = 12 + 180 * np.sqrt(np.asarray(ns) / max(ns))
+        ax.scatter(cs, accs, s=sizes, alpha=0.7, zorder=3)
+        ax.plot(cs, accs, "-", lw=1, alpha=0.6)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (ECE {m['ece']:.3f})")
+    ax.set_title(f"Reliability (ECE {m['ece']:.3f}; {len(points)} points, size = products)")
+    hx.hist(ev.confidence, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
+    hx.set_xlabel("confidence")
+    hx.set_ylabel("products")
     out["reliability"] = _png(fig)
     # precision-coverage curve
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
@@ -87,6 +161,12 @@ def _plots(ev: Evaluation) -> dict[str, str]:
         c, _ = coverage_at_precision(ev.confidence, ev.correct, target)
         ax.axhline(target, ls=style, color="grey", lw=1)
         ax.axvline(c, ls=style, color="tab:red", lw=1)
+    threshold = m.get("min_confidence")
+    if threshold is not None:  # the back-off threshold the model answers with
+        c = float((ev.confidence >= threshold).mean())
+        ax.axvline(c, color="black", lw=1.5)
+        ax.annotate(f"back-off at {threshold:.2f}", (c, float(prec.min())), fontsize=8, rotation=90,
+                    xytext=(3, 4), textcoords="offset points")
     ax.set_xlabel("coverage (most confident first)")
     ax.set_ylabel("precision")
     ax.set_ylim(max(0.0, float(prec.min()) - 0.05), 1.01)
@@ -97,28 +177,34 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     for t, p, n in ev.confused_pairs:
         involved[t] = involved.get(t, 0) + n
         involved[p] = involved.get(p, 0) + n
-    top = [c for c, _ in sorted(involved.items(), key=lambda kv: -kv[1])[:14]]
+    top = sorted(c for c, _ in sorted(involved.items(), key=lambda kv: -kv[1])[:14])  # siblings side by side
     if len(top) >= 2:
+        from matplotlib.colors import LogNorm
+
         pos = {c: i for i, c in enumerate(top)}
         mat = np.zeros((len(top), len(top)))
         for t, p in zip(ev.y_true, ev.y_pred, strict=True):
             if t in pos and p in pos:
                 mat[pos[t], pos[p]] += 1
-        rowsum = mat.sum(axis=1, keepdims=True)
-        norm = np.divide(mat, rowsum, out=np.zeros_like(mat), where=rowsum > 0)
         fig, ax = plt.subplots(figsize=(7.5, 6.5))
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        labels = [_short(c, 34) for c in top]
+        shown = np.where(mat > 0, mat, np.nan)
+        im = ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2.0, float(mat.max()))))
+        labels = [_short(c, 40) for c in top]
         ax.set_xticks(range(len(top)), labels, rotation=75, ha="right", fontsize=7)
         ax.set_yticks(range(len(top)), labels, fontsize=7)
+        parents = [c.rsplit(" > ", 1)[0] for c in top]
+        for i in range(1, len(top)):  # lines between parents
+            if parents[i] != parents[i - 1]:
+                ax.axhline(i - 0.5, color="grey", lw=0.6)
+                ax.axvline(i - 0.5, color="grey", lw=0.6)
         for i in range(len(top)):
             for j in range(len(top)):
                 if mat[i, j]:
                     ax.text(j, i, str(int(mat[i, j])), ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                            color="white" if mat[i, j] > mat.max() ** 0.5 else "black")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title("Confusion among the most-confused categories (row-normalised)")
+        ax.set_title("Most-confused categories: products (log colour scale; grouped by parent)")
         fig.colorbar(im, ax=ax, fraction=0.04)
         out["confusion"] = _png(fig)
     return out
@@ -133,7 +219,8 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
         f"<td>{lv['macro_recall']:.4f}</td><td>{lv['macro_f1']:.4f}</td><td>{lv['micro_f1']:.4f}</td><td>{lv['weighted_f1']:.4f}</td></tr>"
         for lv in ev.metrics["levels"]
     )
-    worst = ev.per_class[ev.per_class["support"] > 0].head(25)
+    min_support = max(2, int(np.median(ev.per_class["support"]))) if len(ev.per_class) else 2
+    worst = ev.per_class[ev.per_class["support"] >= min_support].head(25)
     worst_rows = []
     for r in worst.itertuples():
         ex = ev.errors[ev.errors["true"] == r.category].head(3)
@@ -146,6 +233,22 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
             f"<td>{r.f1:.3f}</td><td class=ex>{examples}</td></tr>"
         )
     pairs = "".join(f"<tr><td>{e(t)}</td><td>{e(p)}</td><td>{n}</td></tr>" for t, p, n in ev.confused_pairs)
+    thresholds = "".join(
+        f"<tr{' class=mark' if ev.metrics.get('min_confidence') is not None and abs(r['threshold'] - ev.metrics['min_confidence']) < 0.05 else ''}>"
+        f"<td>{r['threshold']:.2f}</td><td>{r['coverage']:.1%}</td><td>{r['precision']:.1%}</td></tr>"
+        for r in threshold_table(ev.confidence, ev.correct))
+    siblings = "".join(
+        f"<tr><td>{e(r['parent'])}</td><td>{r['products']}</td><td>{r['errors']}</td><td>{r['among_siblings']}</td></tr>"
+        for r in sibling_confusion(ev.y_true, ev.y_pred)[:20])
+    alike = look_alike_categories(list(ev.per_class["category"]) + list(set(ev.y_pred)), ev.y_true, ev.y_pred)
+    alike_rows = "".join(f"<tr><td>{e(r['a'])}</td><td>{e(r['b'])}</td><td>{r['confused']}</td></tr>" for r in alike[:20])
+    per_class = "".join(
+        f"<tr><td>{e(str(r.category))}</td><td>{r.support}</td><td>{r.precision:.3f}</td><td>{r.recall:.3f}</td>"
+        f"<td>{r.f1:.3f}</td></tr>"
+        for r in ev.per_class.sort_values(["support", "category"], ascending=[False, True]).itertuples())
+    mc = ev.metrics.get("min_confidence")
+    threshold_note = (f"The model backs off to a parent below confidence {mc:.2f} (highlighted)." if mc is not None
+                      else "The model always answers with a leaf (no back-off threshold).")
     img = "".join(
         f'<figure><img alt="{k}" src="{v}"></figure>' for k, v in plots.items() if k != "confusion"
     )
@@ -164,7 +267,7 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
 body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0;font-size:14px}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
 th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}} td.ex{{font-size:12px;color:#555}}
-.grid{{display:flex;flex-wrap:wrap}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
+.grid{{display:flex;flex-wrap:wrap}} tr.mark td{{background:#fff3c4;font-weight:600}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
 </style></head><body>
 <h1>{e(title)}</h1>
 <p>taxonomist {e(__version__)} · {e(created)} · {ev.metrics['n']:,} products</p>
@@ -174,8 +277,21 @@ th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-wi
 {img}
 <h2>Most-confused categories</h2>{confusion}
 <table><tr><th>true</th><th>predicted</th><th>count</th></tr>{pairs}</table>
+<h2>Confidence thresholds</h2>
+<p>{e(threshold_note)} Leaves answered at or above each threshold, and how often they are right:</p>
+<table><tr><th>threshold</th><th>products answered with their leaf</th><th>precision</th></tr>{thresholds}</table>
+<h2>Errors among siblings</h2>
+<p>Per parent of the true category: errors where the model picked another child of the same parent.</p>
+<table><tr><th>parent</th><th>products</th><th>errors</th><th>among its children</th></tr>{siblings}</table>
+<h2>Categories that look like duplicates</h2>
+{"<p>None: no two leaf names repeat or extend each other.</p>" if not alike_rows else
+ "<p>Same leaf name under two parents, or one name the start of the other; merge or rename them if products fit both.</p>"
+ "<table><tr><th>category</th><th>looks like</th><th>confused (either way)</th></tr>" + alike_rows + "</table>"}
 <h2>Worst categories, with example errors</h2>
+<p>Categories with at least {min_support} test products (the median support), lowest F1 first.</p>
 <table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th><th>errors (title → predicted, confidence)</th></tr>{''.join(worst_rows)}</table>
+<details><summary>Every category: support, precision, recall, F1</summary>
+<table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th></tr>{per_class}</table></details>
 {photo_section}
 </body></html>
 """
