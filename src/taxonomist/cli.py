@@ -351,14 +351,14 @@ def train(
             metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat),
                                                "n_train": len(train_cat), "refit": refit}}
             out.print(_metrics_table(ev, f"held-out evaluation ({len(test_cat):,} products)"))
+            if min_confidence is None:  # back-off on by default, at the held-out 90 %-precision threshold
+                _default_back_off(clf, ev)
             note = (f" — the saved model was then refitted on all {len(cat):,} products" if refit else "")
             if report:
                 ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out{note})")
                 out.print(f"report: {report}")
             if json_out:
                 ev.to_json(json_out)
-            if min_confidence is None:  # back-off on by default, at the held-out 90 %-precision threshold
-                _default_back_off(clf, ev)
             if refit:
                 clf = _refit(clf, cat, tax)
         _say_stacking(clf)
@@ -386,6 +386,7 @@ def _default_back_off(clf: Any, ev: Any) -> None:
                       "answers with a leaf; set one with --min-confidence", style="yellow", highlight=False)
         return
     clf.min_confidence = threshold
+    ev.metrics["back_off_threshold"] = threshold  # shown by the report; the scores above are without back-off
     console.print(f"back-off: answers back off to the parent below confidence {threshold:.2f} (held-out: leaves at "
                   f"or above it are 90 % precise, {ev.metrics['coverage_at_90_precision']:.0%} of products); "
                   "change it with --min-confidence (0: never)", highlight=False)

@@ -161,7 +161,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
         c, _ = coverage_at_precision(ev.confidence, ev.correct, target)
         ax.axhline(target, ls=style, color="grey", lw=1)
         ax.axvline(c, ls=style, color="tab:red", lw=1)
-    threshold = m.get("min_confidence")
+    threshold = m.get("min_confidence", m.get("back_off_threshold"))
     if threshold is not None:  # the back-off threshold the model answers with
         c = float((ev.confidence >= threshold).mean())
         ax.axvline(c, color="black", lw=1.5)
@@ -233,10 +233,12 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
             f"<td>{r.f1:.3f}</td><td class=ex>{examples}</td></tr>"
         )
     pairs = "".join(f"<tr><td>{e(t)}</td><td>{e(p)}</td><td>{n}</td></tr>" for t, p, n in ev.confused_pairs)
-    thresholds = "".join(
-        f"<tr{' class=mark' if ev.metrics.get('min_confidence') is not None and abs(r['threshold'] - ev.metrics['min_confidence']) < 0.05 else ''}>"
+    mc = ev.metrics.get("min_confidence", ev.metrics.get("back_off_threshold"))
+    levels = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+    thresholds = "".join(  # the model's own threshold gets a row of its own, highlighted
+        f"<tr{' class=mark' if mc is not None and r['threshold'] == mc else ''}>"
         f"<td>{r['threshold']:.2f}</td><td>{r['coverage']:.1%}</td><td>{r['precision']:.1%}</td></tr>"
-        for r in threshold_table(ev.confidence, ev.correct))
+        for r in threshold_table(ev.confidence, ev.correct, tuple(sorted({*levels, *([mc] if mc is not None else [])}))))
     siblings = "".join(
         f"<tr><td>{e(r['parent'])}</td><td>{r['products']}</td><td>{r['errors']}</td><td>{r['among_siblings']}</td></tr>"
         for r in sibling_confusion(ev.y_true, ev.y_pred)[:20])
@@ -246,7 +248,6 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
         f"<tr><td>{e(str(r.category))}</td><td>{r.support}</td><td>{r.precision:.3f}</td><td>{r.recall:.3f}</td>"
         f"<td>{r.f1:.3f}</td></tr>"
         for r in ev.per_class.sort_values(["support", "category"], ascending=[False, True]).itertuples())
-    mc = ev.metrics.get("min_confidence")
     threshold_note = (f"The model backs off to a parent below confidence {mc:.2f} (highlighted)." if mc is not None
                       else "The model always answers with a leaf (no back-off threshold).")
     img = "".join(

@@ -373,22 +373,6 @@ def _auth(service: Service, write: bool) -> Any:
     return Depends(check)
 
 
-def _offline_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI from the installed swagger-ui-bundle package, not a CDN (the service runs offline)."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
-
-
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The service for ``settings`` (default: from ``TAXONOMIST_*`` environment variables / ``.env``)."""
     settings = settings or ServeSettings()
@@ -407,10 +391,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             await svc.batcher.stop()
             svc.store.close()
 
-    app = FastAPI(title="taxonomist", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+    from fastapi_offline import FastAPIOffline
+
+    # /docs and /redoc with Swagger UI and ReDoc served from the installed fastapi-offline package, not a CDN
+    app = FastAPIOffline(title="taxonomist", version=__version__, lifespan=lifespan,
                   description="Product categorisation with a human review queue. Write endpoints need an API key.")
     app.state.service = svc
-    _offline_docs(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
