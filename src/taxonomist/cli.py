@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -180,6 +180,37 @@ def _track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle
 
 # -- commands -----------------------------------------------------------------------------------------------
 DEFAULT_TIER = "ensemble"
+
+
+def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, version: str) -> None:
+    """Products answered with a leaf confidence under ``below`` go to the review queue (personal data scrubbed,
+    a product already pending not queued twice), as the service queues them."""
+    from .serving.store import ReviewStore
+    from .text import scrub_pii
+
+    canonical = ("id", "title", "description", "image", "category", "row")
+    attrs = [c for c in frame.columns if c not in canonical]
+    items: list[Mapping[str, Any]] = []
+    for (_, row), (_, pred) in zip(frame.iterrows(), result.iterrows(), strict=True):
+        if float(pred["leaf_confidence"]) >= below:
+            continue
+        product = {"id": str(row["id"]), "title": scrub_pii(str(row["title"])),
+                   "description": scrub_pii(str(row.get("description", "") or "")),
+                   "attributes": {a: scrub_pii(str(row[a])) for a in attrs if str(row[a])}}
+        alts = [float(a["confidence"]) for a in pred["alternatives"]]
+        margin = alts[0] - alts[1] if len(alts) > 1 else float(pred["leaf_confidence"])
+        items.append({"product": product, "prediction": {"category": pred["category"], "leaf": pred["leaf"],
+                                                         "leaf_confidence": float(pred["leaf_confidence"])},
+                      "category": pred["leaf"], "confidence": float(pred["leaf_confidence"]), "margin": margin,
+                      "reason": "low_confidence", "model_version": version})
+    store = ReviewStore(review_db)
+    try:
+        ids = store.enqueue(items)
+    finally:
+        store.close()
+    queued = sum(i is not None for i in ids)
+    console.print(f"{queued:,} of {len(result):,} products answered below {below:.2f} queued for review in {review_db} "
+                  "(review them with taxonomist serve ... --review-db, then taxonomist retrain)", highlight=False)
 
 
 def _fill(catalog: Path | None, frame: Any, result: Any, fill: Path) -> None:
@@ -701,6 +732,8 @@ def classify(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
     fill: Annotated[Path | None, typer.Option("--fill", help="Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV) with the category filled in, ready to upload again.")] = None,
     save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
+    review_db: Annotated[Path | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database; review them at /review, then taxonomist retrain).")] = None,
+    review_below: Annotated[float, typer.Option(help="With --review-db: the leaf confidence under which a product is queued.", callback=_probability)] = 0.9,
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
     tax_format: FormatOpt = "auto",
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
@@ -735,6 +768,8 @@ def classify(
     result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
     if fill is not None:
         _fill(catalog, frame, result, fill)
+    if review_db is not None:
+        _queue_unsure(frame, result, review_db, review_below, f"zero-shot:{taxonomy.name}")
     if save:
         clf.save(save)
         out.print(f"zero-shot model saved to {save}")
@@ -1192,25 +1227,41 @@ def retrain(
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     refit: Annotated[bool, typer.Option(help="After the comparison, fit the new version on every product (--no-refit: on the training part only).")] = True,
+    accept_above: Annotated[float, typer.Option(help="From a zero-shot model: its answers at or above this confidence label the products nobody reviewed.", callback=_probability)] = 0.9,
+    tier: Annotated[str, typer.Option(help="From a zero-shot model: the tier to train (ensemble, sparse, ...).")] = "ensemble",
 ) -> None:
-    """Train a new version from the original data + the corrections people made; compare it with the old one."""
+    """Train a new version from the original data + the corrections people made; compare it with the old one.
+    From a zero-shot model (your own taxonomy, `classify --save`), the catalogue need not be labelled: reviewed
+    products and the zero-shot model's sure answers become the training labels."""
     from .retrain import retrain as run_retrain
     from .serving.store import ReviewStore
 
     if not feedback.is_file():
         raise CliError(f"expected the feedback database at {feedback}, but there is no such file "
                        "(it is the service's TAXONOMIST_REVIEW_DB)")
-    cat = _read(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+    try:
+        base_tier = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))["tier"]
+    except (OSError, ValueError, KeyError):
+        raise CliError(f"{model_dir} is not a model bundle (no readable manifest.json)") from None
+    zero_shot = base_tier == "zeroshot"  # a shop's own taxonomy: the catalogue need not be labelled
+    cat = _read(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, not zero_shot)
     store = ReviewStore(feedback)
     try:
         items = store.feedback()
     finally:
         store.close()
     with _spinner(f"retraining with {len(items)} corrections"):
-        result = run_retrain(model_dir, items, cat, output, refit=refit)
+        result = run_retrain(model_dir, items, cat, output, refit=refit, accept_above=accept_above, tier=tier)
     s = result.stats
     out.print(f"feedback: {s['feedback']} corrections of {s['distinct_products']} products → "
               f"{s['relabelled']} catalogue rows relabelled, {s['added']} products added")
+    if zero_shot:
+        out.print(f"from the zero-shot model: {s['human_labelled']:,} products labelled by people, "
+                  f"{s['accepted_from_zero_shot']:,} of its answers accepted (confidence ≥ {accept_above:.2f}), "
+                  f"{s['unlabelled_left']:,} left out; the comparison below holds out reviewed products only")
+        if not result.new_metrics:
+            console.print("fewer than 10 reviewed products: the new model was not compared with the zero-shot one",
+                          style="yellow")
     table = Table(title=f"same held-out products ({result.new_metrics.get('n', '?')})")
     table.add_column("metric")
     table.add_column("old", justify="right")

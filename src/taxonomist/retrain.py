@@ -6,6 +6,12 @@ have adds it. When one product was corrected several times, the latest correctio
 split exactly as the old model's training was (its bundle records ``test_size`` and ``seed``), the new model is
 trained with the old one's configuration on the training part, and both are evaluated on the same held-out part;
 then the new model is refitted on every product (``refit=False`` keeps the evaluated one).
+
+From a zero-shot model (a shop's own taxonomy, no labelled data yet: ``taxonomist classify --save``), the
+catalogue may be unlabelled: the products people reviewed are labelled by their decisions, the others by the
+zero-shot model where it is at least ``accept_above`` sure (its confident answers accepted); a trained tier
+(``tier``, default the ensemble) learns from both. Only the people's labels are held out to compare the two
+models, since the accepted answers are the old model's own.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pandas as pd
 
 from .catalog import Catalog, read_catalog, split_catalog
 from .exceptions import TaxonomistError
+from .taxonomy import format_path
 from .text import normalize_for_sparse
 
 __all__ = ["RetrainResult", "apply_feedback", "retrain"]
@@ -83,7 +90,7 @@ def apply_feedback(catalog: Catalog, feedback: Sequence[Mapping[str, Any]]) -> t
 
 def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: str | Path | Catalog,
             output: str | Path, test_size: float | None = None, seed: int | None = None,
-            refit: bool = True) -> RetrainResult:
+            refit: bool = True, accept_above: float = 0.9, tier: str | None = None) -> RetrainResult:
     """Train a new version of the bundle at ``model_dir`` from ``data`` + ``feedback`` into ``output``.
 
     Args:
@@ -92,11 +99,16 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
         test_size, seed: the held-out split (default: as recorded in the old bundle; else 0.2 and 0).
         refit: after both models are compared on the held-out part, fit the saved one on every product (the
             stored metrics stay those of the comparison); ``False`` saves the evaluated model.
+        accept_above, tier: for a zero-shot ``model_dir`` only: the confidence from which its answers on
+            unreviewed products become labels, and the tier to train (default ``"ensemble"``).
     """
     from .classifier import TaxonomyClassifier
     from .evaluation import evaluate
 
     old = TaxonomyClassifier.load(model_dir)
+    if old.tier == "zeroshot":
+        return _retrain_zero_shot(old, model_dir, feedback, data, output, test_size, seed, refit, accept_above,
+                                  tier or "ensemble")
     catalog = data if isinstance(data, Catalog) else read_catalog(data, require_labels=True)
     if not feedback:
         raise TaxonomistError("there is no feedback to retrain with; review some predictions or POST /v1/feedback first")
@@ -116,3 +128,66 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
                                                               ("accuracy", "macro_f1", "hierarchical_f1")}}}
     path = new.save(output, metrics=metrics)
     return RetrainResult(path, stats, ev_old.metrics, ev_new.metrics)
+
+
+def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: str | Path | Catalog,
+                       output: str | Path, test_size: float | None, seed: int | None, refit: bool,
+                       accept_above: float, tier: str) -> RetrainResult:
+    """The first trained model of a shop's own taxonomy: people's decisions + the zero-shot model's sure answers."""
+    import numpy as np
+
+    from .classifier import TaxonomyClassifier
+    from .evaluation import evaluate
+
+    if not 0.0 < accept_above <= 1.0:
+        raise ValueError(f"accept_above must be in (0, 1], got {accept_above}")
+    catalog = data if isinstance(data, Catalog) else read_catalog(data)
+    if not feedback:
+        raise TaxonomistError("there is no feedback to retrain with; review some predictions or POST /v1/feedback first")
+    combined, stats = apply_feedback(catalog, feedback)
+    frame = combined.frame.copy()
+    human = (frame["category"].astype(str) != "").to_numpy()
+    unlabelled = np.flatnonzero(~human)
+    accepted = 0
+    if len(unlabelled):
+        preds = old.predict_products(combined.subset(unlabelled).records(), top_k=1)
+        col = int(frame.columns.get_loc("category"))  # type: ignore[arg-type]
+        for i, p in zip(unlabelled, preds, strict=True):
+            if p.leaf_confidence >= accept_above:
+                frame.iat[int(i), col] = format_path(p.leaf)
+                accepted += 1
+    stats.update(human_labelled=int(human.sum()), accepted_from_zero_shot=accepted,
+                 unlabelled_left=int(len(unlabelled) - accepted))
+    logger.info("retraining a zero-shot model: %d products labelled by people, %d zero-shot answers accepted "
+                "(confidence >= %.2f), %d left unlabelled", stats["human_labelled"], accepted, accept_above,
+                stats["unlabelled_left"])
+    keep = (frame["category"].astype(str) != "").to_numpy()
+    labelled = Catalog(frame[keep].reset_index(drop=True), combined.attribute_columns, None, combined.sep)
+    people = np.flatnonzero(human[keep])  # positions in `labelled` of the products people labelled
+    test_size = 0.2 if test_size is None else test_size
+    seed = 0 if seed is None else seed
+    params = {"tier": tier, "min_confidence": old.min_confidence}
+    ev_old = ev_new = None
+    if len(people) >= 10 and test_size > 0:
+        marked = labelled.subset(people)
+        marked.frame = marked.frame.assign(row=people)  # the split keeps this column: where each held-out product sits in `labelled`
+        _, test = split_catalog(marked, test_size=test_size, seed=seed)
+        held = set(test.frame["row"].astype(int))
+        train = labelled.subset([i for i in range(len(labelled)) if i not in held])
+        test = labelled.subset(sorted(held))
+        new = TaxonomyClassifier(**params).fit(train, taxonomy=old.taxonomy_)
+        ev_old, ev_new = evaluate(old, test), evaluate(new, test)
+        if refit:
+            new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
+    else:
+        logger.warning("fewer than 10 reviewed products: the new model is not compared with the zero-shot one")
+        new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
+    metrics = {**(ev_new.metrics if ev_new is not None else {}),
+               "split": {"test_size": test_size, "seed": seed, "n_test": ev_new.metrics["n"] if ev_new else 0,
+                         "refit": refit, "held_out": "reviewed products only"},
+               "retrained_from": {"bundle": str(model_dir), "zero_shot": True, "feedback": stats,
+                                  "old_model_on_this_split": {k: ev_old.metrics.get(k) for k in
+                                                              ("accuracy", "macro_f1", "hierarchical_f1")}
+                                  if ev_old is not None else None}}
+    path = new.save(output, metrics=metrics)
+    return RetrainResult(path, stats, ev_old.metrics if ev_old else {}, ev_new.metrics if ev_new else {})
