@@ -74,6 +74,18 @@ def test_predict_to_stdout_is_machine_readable(saved_sample_model, capsys, monke
     assert "Footwear" in rows[0]["category"]
 
 
+def test_long_work_prints_progress_lines_where_there_is_no_terminal(saved_sample_model, tmp_path, capsys,
+                                                                   monkeypatch) -> None:
+    """In a CI log or under nohup a progress bar shows nothing: lines say what runs and how far it got."""
+    cat = pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(300)
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    code, out = run_cli(["predict", str(saved_sample_model), str(tmp_path / "cat.csv"), "-o", str(tmp_path / "p.csv"),
+                         "--batch-size", "100"], capsys, monkeypatch)
+    assert code == 0, out
+    assert "reading cat.csv ..." in out and "reading cat.csv: done in" in out
+    assert "classifying: 300 / 300" in out
+
+
 def test_train_refits_on_every_row_after_the_held_out_evaluation(tmp_path, capsys, monkeypatch) -> None:
     """The saved model must see every labelled product: the held-out part is for the figures, not lost."""
     cat = pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(600)

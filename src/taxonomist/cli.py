@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,9 +120,65 @@ def _read(
 
 @contextmanager
 def _spinner(text: str) -> Iterator[None]:
+    """A spinner on a terminal; elsewhere (CI logs, nohup, a pipe) a line when the work starts and when it ends."""
+    if not console.is_terminal:
+        start = time.perf_counter()
+        console.print(f"{text} ...", highlight=False, markup=False, soft_wrap=True)
+        yield
+        console.print(f"{text}: done in {time.perf_counter() - start:,.1f} s", highlight=False, markup=False,
+                      soft_wrap=True)
+        return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as p:
         p.add_task(text, total=None)
         yield
+
+
+class _LineProgress:
+    """Rich's ``Progress`` interface for a console that is not a terminal: a line per task at most every
+    ``every`` seconds and when it completes, instead of a bar that only a terminal can show."""
+
+    def __init__(self, label: str, every: float = 10.0, disable: bool = False) -> None:
+        self.label, self.every, self.disable = label, every, disable
+        self.tasks: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
+        tid = len(self.tasks)
+        now = time.perf_counter()
+        self.tasks[tid] = {"total": total, "done": 0.0, "fields": fields, "start": now, "said": now}
+        return tid
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
+    def update(self, task: int, advance: float = 0, **fields: Any) -> None:
+        t = self.tasks[task]
+        t["done"] += advance
+        t["fields"].update(fields)
+        now = time.perf_counter()
+        finished = t["total"] is not None and t["done"] >= t["total"]
+        if self.disable or not (finished or now - t["said"] >= self.every):
+            return
+        t["said"] = now
+        of = f" / {t['total']:,.0f}" if t["total"] is not None else ""
+        extra = "".join(f", {k} {v}" for k, v in t["fields"].items())
+        console.print(f"{self.label}: {t['done']:,.0f}{of}{extra} ({now - t['start']:,.0f} s)", highlight=False,
+                      markup=False)
+
+
+def _progress(label: str, *columns: Any, disable: bool = False) -> Any:
+    """A progress bar (label, then ``columns``) on a terminal, progress lines elsewhere."""
+    if not console.is_terminal:
+        return _LineProgress(label, disable=disable)
+    return Progress(TextColumn(label), *columns, console=console, transient=True, disable=disable)
 
 
 def _metrics_table(ev: Any, title: str) -> Table:
@@ -236,8 +293,8 @@ def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None =
         raise CliError(f"--batch-size must be at least 1, got {batch_size}")
     version = model_version(model) if model is not None else ""
     parts = []
-    with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True, disable=len(frame) <= batch_size) as progress:
+    with _progress("classifying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   disable=len(frame) <= batch_size) as progress:
         task = progress.add_task("predict", total=len(frame))
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start:start + batch_size]
@@ -252,8 +309,8 @@ def _run_batch_job(kind: str, model: str, source: Path, output: Path, engine: st
     from .batch import list_shards, run_job
 
     n = len(list_shards(source))
-    with Progress(TextColumn(f"{kind} ({engine})"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rows]} rows"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with _progress(f"{kind} ({engine})", BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rows]} rows"),
+                   TimeElapsedColumn()) as progress:
         task = progress.add_task(kind, total=n, rows="0")
         rows = [0]
 
@@ -665,8 +722,8 @@ def tune(
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
     cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
     with _tracking(track, tracking_uri, experiment, "tune", f"tune {catalog.name}") as tracker, \
-            Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-                     TimeElapsedColumn(), console=console, transient=True) as progress:
+            _progress("tuning", BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+                      TimeElapsedColumn()) as progress:
         task = progress.add_task("tune", total=trials, best="-")
 
         def on_trial(st: Any, trial: Any) -> None:
