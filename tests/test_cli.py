@@ -28,9 +28,10 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
     threshold = held["threshold_at_90_precision"]
     assert 0 < threshold <= 1 and manifest["config"]["min_confidence"] == threshold
     assert f"back off to the parent below confidence {threshold:.2f}" in out
-    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m0"), "--tier", "sparse", "--min-confidence", "0"],
-                        capsys, monkeypatch)
-    assert code == 0 and json.loads((tmp_path / "m0" / "manifest.json").read_text())["config"]["min_confidence"] == 0
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m0"), "--tier", "sparse", "--min-confidence", "0",
+                         "--n-jobs", "1"], capsys, monkeypatch)
+    config = json.loads((tmp_path / "m0" / "manifest.json").read_text())["config"]
+    assert code == 0 and config["min_confidence"] == 0 and config["n_jobs"] == 1
 
     code, out = run_cli(["evaluate", str(model), str(f), "--json", str(tmp_path / "m.json"),
                          "--report", str(tmp_path / "r.html")], capsys, monkeypatch)

@@ -212,6 +212,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             calibration; the bundle keeps no fingerprint, title hashes or row count of the data). For models of
             personal text such as customer messages; ``None`` (the default) trains without.
         dp_delta: δ of that guarantee.
+        n_jobs: worker processes of the sparse member's one-vs-rest fits (``None``: all cores, at most 2; each
+            worker holds a copy of the features, so more workers need more memory).
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -250,6 +252,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         cv: int = 3,
         dp_epsilon: float | None = None,
         dp_delta: float = 1e-6,
+        n_jobs: int | None = None,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -278,6 +281,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.cv = cv
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
+        self.n_jobs = n_jobs
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -415,7 +419,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             # no seed: DP-SGD's batches and noise must come from fresh entropy, not from a seed others know
             return PrivateLinearClassifier(epsilon=self.dp_epsilon, delta=self.dp_delta, encoder=hashed)
         encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
-        return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder,
+        return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder, n_jobs=self.n_jobs,
                                 calibration=calibration, random_state=self.random_state)  # type: ignore[arg-type]
 
     def _members(self) -> tuple[str, ...]:

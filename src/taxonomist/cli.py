@@ -391,6 +391,7 @@ def train(
     register: RegisterOpt = None,
     pseudo_queries: Annotated[bool, typer.Option("--pseudo-queries", help="Also train on query-shaped parts of the titles (last words, title without brand), for search-query classification.")] = False,
     refit: Annotated[bool, typer.Option(help="After the held-out evaluation, fit the saved model on every product (--no-refit saves the evaluated model, trained without the held-out part).")] = True,
+    n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Worker processes of the sparse member's fits (default: all cores, at most 2; each holds a copy of the features).")] = None,
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
     if register and not track:
@@ -420,7 +421,7 @@ def train(
         console.print(f"+ {len(train_cat) - n:,} pseudo-queries from the training titles")
         if test_cat is not None and refit:
             cat = with_pseudo_queries(cat, seed=seed)
-    clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed,  # type: ignore[arg-type]
+    clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed, n_jobs=n_jobs,  # type: ignore[arg-type]
                              encoder=encoder, image_encoder=image_encoder, fusion=fusion,  # type: ignore[arg-type]
                              image_views=image_views, image_root=str(image_root) if image_root else None)
     with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
