@@ -203,3 +203,32 @@ def test_classify_fills_a_shop_export_for_upload(tmp_path: Path, capsys, monkeyp
     assert "'Product Category' filled for 3 of 3 products" in " ".join(out.split())
     assert read_catalog(tmp_path / "up.csv").frame["category"].tolist() == [
         "Office Supplies > Pens", "Electronics > Speakers", "Animals & Pet Supplies > Cat Toys"]
+
+
+def test_map_taxonomy_proposes_a_crosswalk_by_name_and_by_products(tmp_path: Path, capsys, monkeypatch) -> None:
+    from .test_bad_inputs import run_cli
+
+    ours = tmp_path / "ours.txt"
+    ours.write_text("Clothing > T-Shirts\nFootwear > Sneakers\nKitchen > Mugs\n", encoding="utf-8")
+    google = tmp_path / "google.txt"
+    google.write_text(GOOGLE_TAXONOMY + "187 - Apparel & Accessories > Shoes\n"
+                      "2169 - Home & Garden > Kitchen & Dining > Tableware > Drinkware > Mugs\n", encoding="utf-8")
+    code, out = run_cli(["map-taxonomy", str(ours), str(google), "-o", str(tmp_path / "cw.csv")], capsys, monkeypatch)
+    assert code == 0, out
+    import csv
+
+    rows = {r["source"]: r for r in csv.DictReader((tmp_path / "cw.csv").read_text(encoding="utf-8").splitlines())}
+    assert rows["Footwear > Sneakers"]["target"] == "Apparel & Accessories > Shoes"
+    assert rows["Kitchen > Mugs"]["target"].endswith("Drinkware > Mugs")
+    assert rows["Clothing > T-Shirts"]["target"] == "Apparel & Accessories > Clothing > Shirts & Tops"
+    assert all(r["by"] == "name" for r in rows.values())
+    shop = tmp_path / "shop.csv"  # products labelled in our taxonomy: where they land decides
+    shop.write_text("title,category\n" + "".join(f"{t},Footwear > Sneakers\n" for t in
+                    ("Nike Air running shoes", "Adidas trainers white", "Puma sneakers men", "canvas shoes")),
+                    encoding="utf-8")
+    code, out = run_cli(["map-taxonomy", str(ours), str(google), "--catalog", str(shop), "-o", str(tmp_path / "cw2.csv")],
+                        capsys, monkeypatch)
+    assert code == 0, out
+    rows = {r["source"]: r for r in csv.DictReader((tmp_path / "cw2.csv").read_text(encoding="utf-8").splitlines())}
+    assert rows["Footwear > Sneakers"]["by"] == "products" and rows["Footwear > Sneakers"]["products"] == "4"
+    assert rows["Footwear > Sneakers"]["target"] == "Apparel & Accessories > Shoes"

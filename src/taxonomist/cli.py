@@ -782,6 +782,55 @@ def tune(
             _track_result(tracker, ev, None, f"taxonomist: tuned on {catalog.name}", path, register)
 
 
+@app.command("map-taxonomy")
+def map_taxonomy(
+    source: Annotated[Path, typer.Argument(help="Your taxonomy (plain paths, Google, Shopify or Best Buy file).")],
+    target: Annotated[Path, typer.Argument(help="The taxonomy to map into (e.g. Google's taxonomy-with-ids file).")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the crosswalk as CSV.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Products labelled in YOUR taxonomy: where they land in the target decides, when they agree.")] = None,
+    encoder: Annotated[str, typer.Option(help="minilm-en, e5-multilingual (Chinese names), or a local model.")] = "minilm-en",
+    top_k: Annotated[int, typer.Option(help="Alternatives by name per category.", min=1, max=20)] = 3,
+) -> None:
+    """Propose a crosswalk from your taxonomy into another one (e.g. Google's, for Merchant Center feeds): by the
+    categories' names and, with --catalog, by where your labelled products land in it."""
+    import csv
+
+    from .classifier import TaxonomyClassifier
+    from .models.zeroshot import crosswalk
+    from .taxonomy import Taxonomy
+
+    src, tgt = Taxonomy.load(source), Taxonomy.load(target)
+    console.print(f"embedding {len(src.leaves()):,} + {len(tgt.leaves()):,} categories (cached after the first run)",
+                  highlight=False)
+    model = TaxonomyClassifier.from_taxonomy(tgt, encoder=encoder) if catalog is not None else None
+    cat = _read(catalog, None, None, " > ", None, None, False, None, False, True) if catalog is not None else None
+    if model is not None:
+        enc = model.encoder_
+    else:
+        from .encoders.transformer import load_text_encoder
+
+        enc = load_text_encoder(encoder)
+    rows = crosswalk(src, tgt, enc, top_k=top_k, catalog=cat, target_model=model)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["source", "target", "by", "name_similarity", "products", "product_share", "alternatives"])
+            for r in rows:
+                w.writerow([r["source"], r["target"], r["by"], r["name_similarity"], r["products"],
+                            "" if r["product_share"] is None else r["product_share"],
+                            " | ".join(f"{t} ({v:.2f})" for t, v in r["alternatives"])])
+        out.print(f"crosswalk of {len(rows):,} categories written to {output}")
+        return
+    table = Table(title=f"{source.name} → {target.name} ({len(rows):,} categories)")
+    for col in ("your category", "proposed", "by", "similarity / share"):
+        table.add_column(col)
+    for r in rows[:50]:
+        how = f"{r['product_share']:.0%} of {r['products']}" if r["by"] == "products" else f"{r['name_similarity']:.2f}"
+        table.add_row(r["source"], r["target"], r["by"], how)
+    out.print(table)
+
+
 @app.command()
 def classify(
     catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (no labels needed).")] = None,

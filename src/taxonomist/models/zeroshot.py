@@ -25,9 +25,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from ..encoders.transformer import l2_normalize
-from ..taxonomy import CategoryPath, format_path
+from ..taxonomy import CategoryPath, format_path, parse_path
 
-__all__ = ["TaxonomyScorer", "label_text"]
+__all__ = ["TaxonomyScorer", "crosswalk", "label_text"]
 
 
 def label_text(path: CategoryPath, description: str | None = None) -> str:
@@ -193,3 +193,48 @@ class TaxonomyScorer:
             raise ValueError(f"{len(nodes)} taxonomy nodes but {len(vecs)} label vectors")
         s._set_nodes(nodes, vecs)
         return s
+
+
+def crosswalk(source: Any, target: Any, encoder: Any, top_k: int = 3, catalog: Any = None,
+              target_model: Any = None) -> list[dict[str, Any]]:
+    """Propose where each category of ``source`` goes in ``target`` (both :class:`~taxonomist.Taxonomy`).
+
+    By name: the cosine similarity of the categories' label embeddings (:func:`embed_labels`: full path, own
+    name, name in its parent's context), the ``top_k`` target leaves per source category. With ``catalog``
+    (products labelled in the source taxonomy) and ``target_model`` (a zero-shot classifier into the target), also
+    by products: where the category's products land, the most frequent target leaf and its share. The proposal is
+    the products' leaf when at least half of at least 3 products agree, else the nearest name.
+
+    Returns one row per source category: ``source``, ``target``, ``by`` (``"products"`` or ``"name"``),
+    ``name_similarity``, ``alternatives`` (top-k by name, with similarities), ``products``, ``product_share``.
+    """
+    src = [tuple(p) for p in source.leaves()]
+    tgt = [tuple(p) for p in target.leaves()]
+    if not src or not tgt:
+        raise ValueError("expected two taxonomies with at least one category each")
+    sims = embed_labels(src, encoder) @ embed_labels(tgt, encoder).T
+    landed: dict[CategoryPath, list[CategoryPath]] = {}
+    if catalog is not None and target_model is not None:
+        labelled = catalog.frame[catalog.frame["category"].astype(str) != ""]
+        preds = target_model.predict_products(labelled.drop(columns=["row"], errors="ignore").to_dict(orient="records"),
+                                              top_k=1)
+        for c, p in zip(labelled["category"], preds, strict=True):
+            landed.setdefault(parse_path(str(c)), []).append(tuple(p.leaf))
+    rows = []
+    for i, s in enumerate(src):
+        order = np.argsort(-sims[i])[:top_k]
+        best_name = tgt[int(order[0])]
+        row: dict[str, Any] = {"source": format_path(s), "target": format_path(best_name), "by": "name",
+                               "name_similarity": round(float(sims[i, order[0]]), 4),
+                               "alternatives": [(format_path(tgt[int(j)]), round(float(sims[i, j]), 4)) for j in order],
+                               "products": 0, "product_share": None}
+        hits = landed.get(s, [])
+        if hits:
+            from collections import Counter
+
+            leaf, n = Counter(hits).most_common(1)[0]
+            row.update(products=len(hits), product_share=round(n / len(hits), 4))
+            if len(hits) >= 3 and n / len(hits) >= 0.5:
+                row.update(target=format_path(leaf), by="products")
+        rows.append(row)
+    return rows
