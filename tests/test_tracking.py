@@ -70,6 +70,16 @@ def test_train_and_evaluate_track_metrics_report_bundle_and_tags(catalog_csv, tm
     assert "bundle/manifest.json" in bundle_files
     version = client.get_model_version("tiny", "1")
     assert version.run_id == train.info.run_id
+    # the registered version is an MLflow pyfunc model (models from code: nothing pickled), so `mlflow models
+    # serve -m models:/tiny/1` and mlflow.pyfunc.load_model work on it
+    import mlflow
+
+    assert "model" in names
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model("models:/tiny/1")
+    answer = pyfunc.predict(pd.DataFrame({"title": ["red cotton shirt", "blue denim jeans"]}))
+    assert list(answer["category"]) == list(tx.load(tmp_path / "m").predict(["red cotton shirt", "blue denim jeans"]))
+    assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "mlruns").rglob("*"))
     ev = runs["evaluate"]
     assert ev.data.tags["model.fingerprint"] == manifest["training_data"]["fingerprint"]
     assert 0 < ev.data.metrics["accuracy"] <= 1

@@ -231,6 +231,7 @@ def _track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle
         tracker.log_artifact(html)
     if bundle is not None:
         tracker.log_artifact(bundle, "bundle")
+        tracker.log_pyfunc(bundle)
         if register:
             out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
 
@@ -462,6 +463,7 @@ def train(
                 _track_result(tracker, ev, report, f"taxonomist: {catalog.name} (held-out)", path, register)
             else:
                 tracker.log_artifact(path, "bundle")
+                tracker.log_pyfunc(path)
                 if register:
                     out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
 

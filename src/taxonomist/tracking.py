@@ -133,9 +133,26 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
-    def register_bundle(self, name: str, artifact_path: str = "bundle") -> str:
-        """Register the bundle logged under ``artifact_path`` as a new version of model ``name`` in the MLflow
-        model registry; returns the version number."""
+    def log_pyfunc(self, bundle: str | Path, artifact_path: str = "model") -> None:
+        """Log ``bundle`` as an MLflow pyfunc model (``taxonomist/mlflow_model.py``, logged as code with the bundle
+        as its artifact: nothing is pickled), so ``mlflow models serve`` and ``mlflow.pyfunc.load_model`` work."""
+        import tempfile
+        import warnings
+
+        with warnings.catch_warnings():  # mlflow.pyfunc warns about its own chat-agent types when imported
+            warnings.simplefilter("ignore", UserWarning)
+            import mlflow.pyfunc
+
+        code = Path(__file__).with_name("mlflow_model.py")
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / artifact_path
+            mlflow.pyfunc.save_model(str(target), python_model=str(code), artifacts={"bundle": str(bundle)},
+                                     pip_requirements=[f"taxonomist=={__version__}"])
+            self.client.log_artifacts(self.run_id, str(target), artifact_path)
+
+    def register_bundle(self, name: str, artifact_path: str = "model") -> str:
+        """Register the pyfunc model logged under ``artifact_path`` (:meth:`log_pyfunc`) as a new version of model
+        ``name`` in the MLflow model registry; returns the version number."""
         from mlflow.exceptions import MlflowException
 
         try:
