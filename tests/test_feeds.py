@@ -203,6 +203,11 @@ def test_classify_fills_a_shop_export_for_upload(tmp_path: Path, capsys, monkeyp
     assert "'Product Category' filled for 3 of 3 products" in " ".join(out.split())
     assert read_catalog(tmp_path / "up.csv").frame["category"].tolist() == [
         "Office Supplies > Pens", "Electronics > Speakers", "Animals & Pet Supplies > Cat Toys"]
+    broken = tmp_path / "broken.csv"  # a malformed line: its rows would not line up with the file's records
+    broken.write_text("title,category\nPen,\nSpeaker,x,extra\nMice,\n", encoding="utf-8")
+    code, out = run_cli(["classify", str(broken), "--taxonomy", str(tax), "--encoder", "minilm-en", "--fill",
+                         str(tmp_path / "b.csv")], capsys, monkeypatch)
+    assert code == 1 and "has malformed lines" in out and not (tmp_path / "b.csv").exists()
 
 
 def test_map_taxonomy_proposes_a_crosswalk_by_name_and_by_products(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -275,6 +275,8 @@ def _fill(catalog: Path | None, frame: Any, result: Any, fill: Path) -> None:
     """``--fill``: the catalogue file written back in its own format with the predicted categories."""
     if catalog is None:
         raise CliError("--fill writes a catalogue file back with its categories: give the catalogue, not --text")
+    if frame.attrs.get("malformed"):  # its rows would not line up with the file's records
+        raise CliError(f"--fill: {catalog.name} has malformed lines (listed above); fix them before writing the file back")
     from .feeds import write_back
 
     column = write_back(catalog, frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill)
@@ -600,6 +602,7 @@ def predict(
         assert catalog is not None
         cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
         frame = cat.frame
+        frame.attrs["malformed"] = cat.report.issue("malformed_line").count
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if fill is not None:
@@ -866,7 +869,9 @@ def classify(
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
-        frame = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False).frame
+        read = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+        frame = read.frame
+        frame.attrs["malformed"] = read.report.issue("malformed_line").count
     # the label embeddings show their own progress bar (a first run over Google's 5,595 nodes takes minutes on a
     # CPU; they are cached after it)
     console.print(f"embedding the {len(tax.leaves()):,} categories of {taxonomy.name} (cached after the first run)",
