@@ -116,6 +116,10 @@ CASES = [
     Case("unsupported_type", "an Excel file",
          _train("PK", name="c.xlsx"),
          1, "unsupported file type '.xlsx'; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or a Merchant Center .xml feed"),
+    Case("xml_entities", "a Merchant Center XML feed that declares entities (an XML bomb)",
+         _train('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+                '<rss><channel><item><title>&b;</title></item></channel></rss>', name="feed.xml"),
+         1, "refused an XML feed that uses entities or DTDs"),
     Case("duplicate_header", "a header that repeats a column name",
          _train("title,title,category\na,b,C > D\n"),
          1, "the header repeats the column names ['title']"),
