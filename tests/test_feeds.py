@@ -118,6 +118,8 @@ def test_a_merchant_center_tsv_takes_the_google_category_not_the_product_type(tm
     f.write_text("id\ttitle\tlink\tproduct_type\n1\tLinen Shirt\thttps://x/1\tMen > Shirts\n", encoding="utf-8")
     unlabelled = read_catalog(f).frame  # a feed without google_product_category has no label yet
     assert unlabelled["category"].tolist() == [""] and unlabelled["product_type"].tolist() == ["Men > Shirts"]
+    f.write_text("id\ttitle\tlink\tcategory\n1\tLinen Shirt\thttps://x/1\tShirts\n", encoding="utf-8")
+    assert read_catalog(f, require_labels=True).frame["category"].tolist() == ["Shirts"]  # a plain file, not a feed
 
 
 def test_hostile_or_broken_xml_is_refused_with_a_clear_message(tmp_path: Path) -> None:

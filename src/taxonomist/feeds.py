@@ -44,6 +44,7 @@ _SHOPIFY_KEEP = ("Vendor", "Type", "Tags", "Option1 Name", "Option1 Value", "Opt
                  "Google Shopping / Condition")
 _MERCHANT_KEEP = ("product_type", "brand", "color", "gender", "age_group", "material", "pattern", "size",
                   "size_type", "item_group_id", "condition", "product_detail", "product_highlight")
+_MERCHANT_ONLY = {"image_link", "product_type", "availability", "condition", "gtin", "mpn", "item_group_id"}
 _WOO_KEEP = ("Short description", "Tags", "Attribute 1 name", "Attribute 1 value(s)", "Attribute 2 name",
              "Attribute 2 value(s)", "Brands")
 
@@ -56,7 +57,7 @@ def detect(columns: list[str]) -> str | None:
         return "shopify"
     if {"ID", "Type", "Name", "Categories"} <= cols and ({"Short description", "Description"} & cols):
         return "woocommerce"
-    if {"id", "title"} <= plain and ({"google_product_category", "image_link", "link"} & plain):
+    if {"id", "title"} <= plain and ("google_product_category" in plain or ("link" in plain and _MERCHANT_ONLY & plain)):
         return "merchant"
     return None
 
@@ -102,9 +103,11 @@ def _shopify(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], int]:
 def _merchant(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], int]:
     df = df.rename(columns={c: str(c).removeprefix("g:") for c in df.columns if str(c).startswith("g:")})
     mapping = {"id": "id", "title": "title"}
-    for fld, col in (("description", "description"), ("category", "google_product_category"), ("image", "image_link")):
-        if col in df.columns:
-            mapping[fld] = col
+    for fld, cols in (("description", ("description",)), ("category", ("google_product_category", "category")),
+                      ("image", ("image_link", "image"))):
+        found = next((c for c in cols if c in df.columns), None)
+        if found is not None:
+            mapping[fld] = found
     return _keep(df, mapping, _MERCHANT_KEEP), mapping, 0
 
 
