@@ -32,6 +32,7 @@ from .text import clean_text, normalize_for_sparse, scrub_pii
 __all__ = [
     "CANONICAL_FIELDS",
     "Catalog",
+    "column_key",
     "ValidationIssue",
     "ValidationReport",
     "read_catalog",
@@ -250,7 +251,8 @@ class Catalog:
         return cls(frame, attrs, report, sep)
 
 
-def _norm_name(name: str) -> str:
+def column_key(name: str) -> str:
+    """A column name as it is matched against known names: trimmed, lower case, spaces and ``-`` as ``_``."""
     return str(name).strip().lower().replace(" ", "_").replace("-", "_")
 
 
@@ -285,7 +287,7 @@ def _canonicalise(
             )
     used: set[str] = set(mapping.values()) | set(label_columns or ())
     chosen: dict[str, str] = dict(mapping)
-    by_norm = {_norm_name(c): c for c in reversed(cols)}
+    by_norm = {column_key(c): c for c in reversed(cols)}
     for fld in CANONICAL_FIELDS:
         if fld in chosen or (fld == "category" and label_columns) or not guess:
             continue

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from . import __version__
 from .bundle import read_bundle, write_bundle
-from .catalog import CANONICAL_FIELDS, Catalog, title_groups
+from .catalog import CANONICAL_FIELDS, Catalog, column_key, title_groups
 from .exceptions import BundleError, NotFittedError, TaxonomistError
 from .models.hierarchy import LevelIndex, Prediction, decode, level_probabilities
 from .models.sparse import SparseClassifier
@@ -95,7 +95,7 @@ def _kind_of_product(column: object) -> bool:
     """Whether an attribute column says what kind of product it is (type, tags, ...), which a zero-shot model
     reads with the title; colours, sizes, gender or season mislead it (measured: the fashion sample's leaf
     accuracy fell from 0.658 to 0.564 with them)."""
-    return str(column).strip().lower().replace(" ", "_").replace("-", "_") in _KIND_FIELDS
+    return column_key(str(column)) in _KIND_FIELDS
 
 
 def zero_shot_queries(titles: Sequence[str], contexts: Sequence[str]) -> list[str]:
@@ -577,6 +577,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             self.taxonomy_.add(new)
         logger.info("added the category %s (%d examples)", name, len(examples))
 
+    def _sparse_member(self) -> SparseClassifier | None:
+        """The sparse model: the sparse tier's model, or the ensemble's sparse member (``None`` without one)."""
+        return self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+
     def stuffing_flags(self, titles: Sequence[str], min_words: int = STUFFING_MIN_WORDS,
                        min_confidence: float = 0.6) -> list[bool]:
         """Which titles look keyword-stuffed: with at least ``min_words`` words, whose first and second halves
@@ -584,7 +588,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         different top-level categories ("sandal ... watch wallet handbag belt"). Such products are queued for
         review rather than trusted; an ordinary title's halves agree."""
         self._check()
-        sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+        sparse = self._sparse_member()
         words = [clean_text(t).split() for t in titles]
         long = [i for i, w in enumerate(words) if len(w) >= min_words]
         out = [False] * len(titles)
@@ -606,7 +610,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         gibberish or another language; its near-zero margin must not put it first in the review queue), or
         ``None``."""
         stuffed = self.stuffing_flags(titles)
-        sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+        sparse = self._sparse_member()
         known = sparse.encoder_.known_words(titles) if sparse is not None else np.ones(len(titles), dtype=bool)
         return ["keyword_stuffing" if s else ("unrecognised" if not k and str(t or "").strip() else None)
                 for s, k, t in zip(stuffed, known, titles, strict=True)]
@@ -758,7 +762,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         mc = self.min_confidence if min_confidence is None else min_confidence
         preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
-            sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
+            sparse = self._sparse_member()
             if sparse is not None:
                 pos = {str(c): i for i, c in enumerate(sparse.classes_)}
                 for p, t, c in zip(preds, titles, contexts, strict=True):
@@ -924,13 +928,13 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 raise BundleError(f"{directory} uses the tier {clf.tier!r}, which this taxonomist does not have; upgrade taxonomist")
             arrays = bundle.arrays("weights")
             objects = {name: bundle.json(name) for name in m.get("objects", ("vocabulary", "classes"))}
-            if clf.tier == "sparse" and m["tier_params"].get("kind") == "private":
-                from .models.private import PrivateLinearClassifier
+            if clf.tier == "sparse":
+                kind: type[SparseClassifier] = SparseClassifier
+                if m["tier_params"].get("kind") == "private":
+                    from .models.private import PrivateLinearClassifier
 
-                clf.model_ = PrivateLinearClassifier.from_state(m["tier_params"], arrays, objects)
-                clf.classes_ = clf.model_.classes_
-            elif clf.tier == "sparse":
-                clf.model_ = SparseClassifier.from_state(m["tier_params"], arrays, objects)
+                    kind = PrivateLinearClassifier
+                clf.model_ = kind.from_state(m["tier_params"], arrays, objects)
                 clf.classes_ = clf.model_.classes_
             else:
                 blob = bundle.raw("finetune.safetensors") if "finetune.safetensors" in m["files"] else None

@@ -204,9 +204,9 @@ def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out
     if column in plain:
         j = plain.index(column)
     else:
-        from .catalog import ALIASES, _norm_name
+        from .catalog import ALIASES, column_key
 
-        named = [i for i, h in enumerate(header) if _norm_name(h) in ALIASES["category"]] if fmt is None else []
+        named = [i for i, h in enumerate(header) if column_key(h) in ALIASES["category"]] if fmt is None else []
         if named:
             j = named[0]
         else:
