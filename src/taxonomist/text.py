@@ -19,9 +19,10 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from html.parser import HTMLParser
+from typing import Any
 
 __all__ = [
     "clean_text",
@@ -30,6 +31,7 @@ __all__ = [
     "html_to_text",
     "normalize_for_sparse",
     "scrub_pii",
+    "scrub_product",
     "tokenize",
 ]
 
@@ -252,3 +254,15 @@ def scrub_pii(text: str) -> str:
         text = _ADDRESS_ZH_RE.sub("<address>", text)
         text = _PHONE_RE.sub("<phone>", text)
     return text
+
+
+def scrub_product(product: Mapping[str, Any]) -> dict[str, Any]:
+    """A product (a dict with ``title``, ``description``, ``attributes``) with personal data replaced in its
+    texts by :func:`scrub_pii`, before it is stored for review or as feedback."""
+    out = dict(product)
+    for k in ("title", "description"):
+        if isinstance(out.get(k), str):
+            out[k] = scrub_pii(out[k])
+    if isinstance(out.get("attributes"), dict):
+        out["attributes"] = {a: scrub_pii(v) if isinstance(v, str) else v for a, v in out["attributes"].items()}
+    return out

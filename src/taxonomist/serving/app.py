@@ -42,7 +42,7 @@ from ..images import (
 )
 from ..models.hierarchy import decode
 from ..taxonomy import format_path, parse_path
-from ..text import scrub_pii
+from ..text import scrub_pii, scrub_product
 from .batcher import MicroBatcher, Stage
 from .metrics import ServiceMetrics, TimingMiddleware
 from .registry import ModelRegistry, ServedModel
@@ -120,17 +120,6 @@ def _chunks(positions: list[int], sizes: list[int], limit: int) -> list[list[int
             total = 0
         out[-1].append(p)
         total += n
-    return out
-
-
-def _scrubbed(product: dict[str, Any]) -> dict[str, Any]:
-    """The product with personal data (e-mails, phones, order numbers, addresses) replaced in its texts."""
-    out = dict(product)
-    for k in ("title", "description"):
-        if isinstance(out.get(k), str):
-            out[k] = scrub_pii(out[k])
-    if isinstance(out.get("attributes"), dict):
-        out["attributes"] = {a: scrub_pii(v) if isinstance(v, str) else v for a, v in out["attributes"].items()}
     return out
 
 
@@ -217,7 +206,7 @@ class Service:
         """What the model answers at once (the sparse tier: everything; the cascade: the sure products); what it
         leaves is (the served model, [(positions in the batch, Pending)]) for :meth:`_predict_second`."""
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
-        results: list[tuple[Any, str, bool] | None] = [None] * len(items)
+        results: list[tuple[Any, str, str | None] | None] = [None] * len(items)
         left: list[tuple[list[int], Any]] = []
         # keyword stuffing and unrecognised titles, for the whole micro-batch at once
         flags = model.classifier.review_flags([r.get("title") or "" for r, _, _ in items])
@@ -238,7 +227,7 @@ class Service:
         return results, ((model, left, flags) if left else None)
 
     @staticmethod
-    def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]], list[bool]]) -> list[Any]:
+    def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]], list[str | None]]) -> list[Any]:
         """What :meth:`_predict_first` left, in one encoder pass: the results of its positions, in batch order."""
         model, parts, flags = left
         later = model.classifier.predict_pending([pending for _, pending in parts])
@@ -311,7 +300,7 @@ class Service:
         s = self.settings
         keys = [fingerprint(it["product"]) for it in items]
         for it in items:
-            it["product"] = _scrubbed(it["product"])  # no e-mail, phone, order number or address is stored
+            it["product"] = scrub_product(it["product"])  # no e-mail, phone, order number or address is stored
             photo = it["product"].get("image_base64")
             if photo and len(photo) * 3 // 4 > s.review_max_image_bytes:
                 it["product"] = {k: v for k, v in it["product"].items() if k != "image_base64"}
@@ -643,7 +632,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
         svc.check_product(fb.product)
         category = svc.check_category(fb.category)
-        fid = svc.review_store().add_feedback(_scrubbed(fb.product.model_dump(exclude_none=True)), category,
+        fid = svc.review_store().add_feedback(scrub_product(fb.product.model_dump(exclude_none=True)), category,
                                               svc.model.version)
         svc.metrics.feedback.labels(source="api").inc()
         return {"id": fid, "category": category}
