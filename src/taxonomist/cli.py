@@ -244,7 +244,7 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
     """Products answered with a leaf confidence under ``below`` go to the review queue (personal data scrubbed,
     a product already pending not queued twice), as the service queues them."""
     from .serving.store import ReviewStore
-    from .text import scrub_pii
+    from .text import scrub_product
 
     canonical = ("id", "title", "description", "image", "category", "row")
     attrs = [c for c in frame.columns if c not in canonical]
@@ -252,9 +252,9 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
     for (_, row), (_, pred) in zip(frame.iterrows(), result.iterrows(), strict=True):
         if float(pred["leaf_confidence"]) >= below:
             continue
-        product = {"id": str(row["id"]), "title": scrub_pii(str(row["title"])),
-                   "description": scrub_pii(str(row.get("description", "") or "")),
-                   "attributes": {a: scrub_pii(str(row[a])) for a in attrs if str(row[a])}}
+        product = scrub_product({"id": str(row["id"]), "title": str(row["title"]),
+                                 "description": str(row.get("description", "") or ""),
+                                 "attributes": {a: str(row[a]) for a in attrs if str(row[a])}})
         alts = [float(a["confidence"]) for a in pred["alternatives"]]
         margin = alts[0] - alts[1] if len(alts) > 1 else float(pred["leaf_confidence"])
         items.append({"product": product, "prediction": {"category": pred["category"], "leaf": pred["leaf"],
@@ -271,15 +271,16 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
                   "(review them with taxonomist serve ... --review-db, then taxonomist retrain)", highlight=False)
 
 
-def _fill(catalog: Path | None, frame: Any, result: Any, fill: Path) -> None:
-    """``--fill``: the catalogue file written back in its own format with the predicted categories."""
-    if catalog is None:
+def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path) -> None:
+    """``--fill``: the catalogue file written back in its own format with the predicted categories (``cat``: the
+    Catalog read from it, ``None`` for --text)."""
+    if catalog is None or cat is None:
         raise CliError("--fill writes a catalogue file back with its categories: give the catalogue, not --text")
-    if frame.attrs.get("malformed"):  # its rows would not line up with the file's records
+    if cat.report.issue("malformed_line").count:  # its rows would not line up with the file's records
         raise CliError(f"--fill: {catalog.name} has malformed lines (listed above); fix them before writing the file back")
     from .feeds import write_back
 
-    column = write_back(catalog, frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill)
+    column = write_back(catalog, cat.frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill)
     filled = int((result["category"].fillna("") != "").sum())
     console.print(f"{catalog.name} written to {fill} with {column!r} filled for {filled:,} of {len(result):,} products "
                   "(a product backed off to no category keeps its cell)", highlight=False)
@@ -596,17 +597,17 @@ def predict(
                        image_root=str(image_root.resolve()) if image_root else None)
         return
     clf = load(model)
+    cat = None
     if text:
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
         cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
         frame = cat.frame
-        frame.attrs["malformed"] = cat.report.issue("malformed_line").count
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if fill is not None:
-        _fill(catalog, frame, result, fill)
+        _fill(catalog, cat, result, fill)
     if to_stdout:  # JSON Lines and nothing else on stdout (the reading report went to stderr)
         sys.stdout.write(result.to_json(orient="records", lines=True, force_ascii=False))
         sys.stdout.flush()
@@ -865,13 +866,13 @@ def classify(
     if (catalog is None) == (not text):
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
     tax = Taxonomy.load(taxonomy, format=tax_format)  # type: ignore[arg-type]
+    cat = None
     if text:
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
-        read = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
-        frame = read.frame
-        frame.attrs["malformed"] = read.report.issue("malformed_line").count
+        cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+        frame = cat.frame
     # the label embeddings show their own progress bar (a first run over Google's 5,595 nodes takes minutes on a
     # CPU; they are cached after it)
     console.print(f"embedding the {len(tax.leaves()):,} categories of {taxonomy.name} (cached after the first run)",
@@ -881,7 +882,7 @@ def classify(
     console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
     result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
     if fill is not None:
-        _fill(catalog, frame, result, fill)
+        _fill(catalog, cat, result, fill)
     if review_db is not None:
         _queue_unsure(frame, result, review_db, review_below, f"zero-shot:{taxonomy.name}")
     if save:

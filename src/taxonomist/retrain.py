@@ -105,13 +105,13 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
     from .classifier import TaxonomyClassifier
     from .evaluation import evaluate
 
+    if not feedback:
+        raise TaxonomistError("there is no feedback to retrain with; review some predictions or POST /v1/feedback first")
     old = TaxonomyClassifier.load(model_dir)
     if old.tier == "zeroshot":
         return _retrain_zero_shot(old, model_dir, feedback, data, output, test_size, seed, refit, accept_above,
                                   tier or "ensemble")
     catalog = data if isinstance(data, Catalog) else read_catalog(data, require_labels=True)
-    if not feedback:
-        raise TaxonomistError("there is no feedback to retrain with; review some predictions or POST /v1/feedback first")
     combined, stats = apply_feedback(catalog, feedback)
     split = old.metrics_.get("split", {})
     test_size = float(split.get("test_size", 0.2)) if test_size is None else test_size
@@ -142,8 +142,6 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
     if not 0.0 < accept_above <= 1.0:
         raise ValueError(f"accept_above must be in (0, 1], got {accept_above}")
     catalog = data if isinstance(data, Catalog) else read_catalog(data)
-    if not feedback:
-        raise TaxonomistError("there is no feedback to retrain with; review some predictions or POST /v1/feedback first")
     combined, stats = apply_feedback(catalog, feedback)
     frame = combined.frame.copy()
     human = (frame["category"].astype(str) != "").to_numpy()
