@@ -354,13 +354,14 @@ def _validate(
                 keep[i] = False
                 report.issue("missing_label").add(int(rows[i]), titles[i])
     if taxonomy is not None:
-        cats = frame["category"].tolist()
-        for i, c in enumerate(cats):  # a numeric category is a node id (Merchant Center's google_product_category)
-            node = taxonomy.path_of_id(c) if keep[i] and c.isdigit() and parse_path(c) not in taxonomy else None
+        for i, c in enumerate(frame["category"].tolist()):
+            if not keep[i] or not c or parse_path(c) in taxonomy:
+                continue
+            # a numeric category is a node id (Merchant Center's google_product_category)
+            node = taxonomy.path_of_id(c) if c.isdigit() else None
             if node is not None:
                 frame.at[i, "category"] = format_path(node)
-        for i, c in enumerate(frame["category"]):
-            if keep[i] and c and parse_path(c) not in taxonomy:
+            else:
                 keep[i] = False
                 report.issue("unknown_label").add(int(rows[i]), c)
     content_cols = [c for c in frame.columns if c != "row"]

@@ -17,6 +17,7 @@ probability mass, and a category added to a trained bundle is scored at once.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -230,8 +231,6 @@ def crosswalk(source: Any, target: Any, encoder: Any, top_k: int = 3, catalog: A
                                "products": 0, "product_share": None}
         hits = landed.get(s, [])
         if hits:
-            from collections import Counter
-
             leaf, n = Counter(hits).most_common(1)[0]
             row.update(products=len(hits), product_share=round(n / len(hits), 4))
             if len(hits) >= 3 and n / len(hits) >= 0.5:
