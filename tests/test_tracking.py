@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -115,12 +117,14 @@ def test_an_interrupted_tune_resumes_from_its_storage(catalog_csv, tmp_path) -> 
     cmd = [sys.executable, "-m", "taxonomist.cli", "tune", str(catalog_csv), "--trials", "200",
            "-o", str(tmp_path / "t"), "--storage", storage]
 
-    def finished() -> int:
+    def finished() -> int:  # read-only: opening the storage with Optuna would race tune to create its schema
         if not db.exists():
             return 0
         try:
-            return sum(t.state.is_finished() for t in optuna.load_study(study_name="taxonomist", storage=storage).trials)
-        except Exception:  # the study is not created yet
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+                (n,) = con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
+            return int(n)
+        except sqlite3.Error:  # the schema is not created yet, or the file is locked for a moment
             return 0
 
     run_and_kill(cmd, finished, at=2, interval=0.2)
@@ -135,3 +139,26 @@ def test_an_interrupted_tune_resumes_from_its_storage(catalog_csv, tmp_path) -> 
     assert len(finished_after) == len(done_before) + 2  # the earlier trials kept, two new ones run
     assert [t.params for t in finished_after[: len(done_before)]] == [t.params for t in done_before]
     assert (tmp_path / "t" / "manifest.json").is_file()
+
+
+def test_tune_survives_another_process_creating_the_same_storage(catalog_csv, tmp_path, monkeypatch) -> None:
+    """Two workers (or a watcher) opening one fresh SQLite storage race to create its schema; the loser used to
+    fail with ``UNIQUE constraint failed: alembic_version``. The study is opened again instead."""
+    optuna = pytest.importorskip("optuna")
+    import sqlalchemy.exc
+
+    from taxonomist import tuning
+
+    real = optuna.create_study
+    calls = {"n": 0}
+
+    def racing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", racing)
+    data = tx.read_catalog(catalog_csv)
+    result = tuning.tune(data, n_trials=1, storage=f"sqlite:///{tmp_path / 'race.db'}")
+    assert calls["n"] == 2 and len(result.trials) == 1

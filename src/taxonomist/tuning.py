@@ -9,6 +9,7 @@ median pruner can stop a hopeless configuration before its full fit.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,27 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
     "embed": {**DEFAULTS, "prior_shift": "auto", "knn_k": 10},
 }
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "hierarchical_f1", "top_level_accuracy")
+
+
+def _open_study(attempts: int = 5, **kwargs: Any) -> optuna.Study:
+    """``optuna.create_study``, tried again when another process is creating the same storage at that moment.
+
+    Several workers started on one fresh SQLite (or other RDB) storage race to create its schema; the losers get
+    an ``IntegrityError`` (``alembic_version``) or "database is locked". Once the winner is done the storage opens.
+    """
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(**kwargs)
+        except (IntegrityError, OperationalError) as err:
+            if attempt == attempts - 1:
+                raise
+            logger.info("the tuning storage is being created by another process (%s); opening it again",
+                        type(err).__name__)
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def is_optuna_available() -> bool:
@@ -155,7 +177,7 @@ def tune(
         return score(params, train)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
+    study = _open_study(
         study_name=study_name, storage=storage, load_if_exists=True, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
