@@ -214,6 +214,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         dp_delta: δ of that guarantee.
         n_jobs: worker processes of the sparse member's one-vs-rest fits (``None``: all cores, at most 2; each
             worker holds a copy of the features, so more workers need more memory).
+        hierarchy: how the sparse member learns the taxonomy: ``"flat"`` (one-vs-rest over all leaves) or
+            ``"top-down"`` (one problem per inner node, each product against its siblings only; see
+            :class:`~taxonomist.models.SparseClassifier`).
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -253,6 +256,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         dp_epsilon: float | None = None,
         dp_delta: float = 1e-6,
         n_jobs: int | None = None,
+        hierarchy: Literal["flat", "top-down"] = "flat",
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -282,6 +286,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
         self.n_jobs = n_jobs
+        self.hierarchy = hierarchy
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -420,7 +425,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return PrivateLinearClassifier(epsilon=self.dp_epsilon, delta=self.dp_delta, encoder=hashed)
         encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
         return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder, n_jobs=self.n_jobs,
-                                calibration=calibration, random_state=self.random_state)  # type: ignore[arg-type]
+                                calibration=calibration, random_state=self.random_state,  # type: ignore[arg-type]
+                                hierarchy=self.hierarchy)
 
     def _members(self) -> tuple[str, ...]:
         from .models.ensemble import MEMBERS

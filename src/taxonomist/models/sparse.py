@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +20,6 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupShuffleSplit
-from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
@@ -57,6 +57,177 @@ def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> n
     return scores
 
 
+@dataclass
+class _Task:
+    """Some one-vs-rest columns of one local problem: ``rows`` of X with local labels ``y``; ``columns`` to fit
+    (``mirror``: a two-class problem fitted once, the second column the negated first)."""
+
+    problem: int
+    rows: np.ndarray
+    y: np.ndarray
+    columns: np.ndarray
+    mirror: bool = False
+
+
+MAX_COLUMNS_PER_TASK = 32
+
+
+def _local_tasks(rows: np.ndarray, y: np.ndarray, problem: int = 0, n_chunks: int = 2) -> list[_Task]:
+    """The tasks of one local problem: its present labels split into chunks of at most ``MAX_COLUMNS_PER_TASK``
+    columns (at least ``n_chunks`` when it has enough), so that workers share a large problem and the dense
+    weights in flight stay small."""
+    present = np.unique(y)
+    if len(present) <= 2:
+        return [_Task(problem, rows, y, present, mirror=len(present) == 2)]
+    k = max(n_chunks, -(-len(present) // MAX_COLUMNS_PER_TASK))
+    return [_Task(problem, rows, y, c) for c in np.array_split(present, k) if len(c)]
+
+
+def _fit_task(X: sp.csr_matrix, task: _Task, params: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, int, int]:
+    """Fit a task's columns: (pruned weights CSR, intercepts, columns, problems not converged, problems fitted)."""
+    cols = task.columns
+    n = X.shape[1]
+    if len(cols) == 1:  # the only label of the problem: it always wins there
+        return sp.csr_matrix((1, n), dtype=np.float32), np.zeros(1, np.float32), cols, 0, 0
+    Xt = X if len(task.rows) == X.shape[0] and (np.diff(task.rows) == 1).all() else X[task.rows]
+    prune = params["prune"]
+    svc_params = {k: params[k] for k in ("C", "class_weight", "random_state")}
+    weights, intercepts = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        if task.mirror:
+            m = LinearSVC(**svc_params).fit(Xt, (task.y == cols[1]).astype(np.int8))
+            w, b = m.coef_[0], m.intercept_[0]
+            fitted = [(-w, -b), (w, b)]
+        else:
+            fitted = []
+            for c in cols:
+                m = LinearSVC(**svc_params).fit(Xt, (task.y == c).astype(np.int8))
+                fitted.append((m.coef_[0], m.intercept_[0]))
+    for w, b in fitted:
+        w = w.astype(np.float32)
+        w[np.abs(w) < prune] = 0.0
+        weights.append(sp.csr_matrix(w))
+        intercepts.append(b)
+    not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    for wn in caught:
+        if not issubclass(wn.category, ConvergenceWarning):
+            warnings.warn_explicit(wn.message, wn.category, wn.filename, wn.lineno)
+    n_fits = 1 if task.mirror else len(cols)
+    return sp.vstack(weights, format="csr"), np.asarray(intercepts, np.float32), cols, not_converged, n_fits
+
+
+
+STOP = "\x00"
+"""The child that ends a path at an inner node which is itself a class (``A > B`` beside ``A > B > C``)."""
+
+
+class LocalTree:
+    """The local problems of top-down training, built from the class paths alone (so a bundle stores none of it).
+
+    Every inner node of the taxonomy the classes span is one problem: its children are its edges, numbered so
+    that each node's edges are contiguous (``starts``, ``sizes``). ``paths`` (classes × edges) marks the edges
+    on each class's path, so a class's log-probability is the sum of its edges' local log-probabilities.
+    """
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        from ..taxonomy import parse_path
+
+        paths = [parse_path(c) for c in classes]
+        if any(not p for p in paths):
+            raise ValueError("top-down training needs a non-empty category path for every class")
+        children: dict[tuple[str, ...], set[str]] = {}
+        for p in paths:
+            for k in range(len(p)):
+                children.setdefault(p[:k], set()).add(p[k])
+        for p in paths:
+            if p in children:
+                children[p].add(STOP)
+        nodes = sorted(children, key=lambda n: (len(n), n))
+        edge: dict[tuple[tuple[str, ...], str], int] = {}
+        starts, sizes, level = [], [], []
+        for node in nodes:
+            starts.append(len(edge))
+            sizes.append(len(children[node]))
+            for child in sorted(children[node]):
+                edge[(node, child)] = len(edge)
+                level.append(len(node))
+        self.nodes = nodes
+        self.starts = np.asarray(starts, dtype=np.intp)
+        self.sizes = np.asarray(sizes, dtype=np.intp)
+        self.level = np.asarray(level, dtype=np.intp)
+        self.n_edges = len(edge)
+        self.n_levels = int(self.level.max()) + 1
+        self.edge_node = np.repeat(np.arange(len(nodes)), self.sizes)
+        class_edges = [[edge[(p[:k], p[k])] for k in range(len(p))] + ([edge[(p, STOP)]] if p in children else [])
+                       for p in paths]
+        self.class_edges = class_edges
+        indptr = np.cumsum([0] + [len(e) for e in class_edges])
+        self.paths = sp.csr_matrix((np.ones(indptr[-1]), np.concatenate(class_edges), indptr),
+                                   shape=(len(paths), self.n_edges))
+
+    def problems(self, y: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(node, rows, local labels) of each node with at least two children, for class indices ``y``."""
+        edge_class = self.paths.tocsc()
+        out = []
+        for n, (start, size) in enumerate(zip(self.starts, self.sizes, strict=True)):
+            if size < 2:
+                continue
+            local = np.full(self.paths.shape[0], -1, dtype=np.intp)
+            for j in range(size):
+                local[edge_class[:, start + j].indices] = j
+            rows = np.flatnonzero(local[y] >= 0)
+            if len(rows):
+                out.append((n, rows, local[y[rows]]))
+        return out
+
+    def local_log_proba(self, margins: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+        """Each node's margins to log-probabilities of its children (softmax at the edge's level temperature)."""
+        m = np.asarray(margins, dtype=np.float64) / temperatures[self.level]
+        m -= np.repeat(np.maximum.reduceat(m, self.starts, axis=1), self.sizes, axis=1)
+        m -= np.repeat(np.log(np.add.reduceat(np.exp(m), self.starts, axis=1)), self.sizes, axis=1)
+        return m
+
+    def log_proba(self, margins: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+        """Class log-probabilities: the sum of the local log-probabilities along each class's path."""
+        return np.asarray((self.paths @ self.local_log_proba(margins, temperatures).T).T)
+
+    def fit_temperatures(self, margins: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """One temperature per level minimising the NLL of the true child at each node on the path of ``y``."""
+        from scipy.optimize import minimize_scalar
+
+        temps = np.full(self.n_levels, DEFAULT_LOCAL_TEMPERATURE)
+        rows = np.arange(len(y))
+        for lvl in range(self.n_levels):
+            true = np.asarray([next((e for e in self.class_edges[c] if self.level[e] == lvl), -1) for c in y])
+            keep = (true >= 0) & (self.sizes[self.edge_node[np.maximum(true, 0)]] >= 2)
+            if keep.sum() < 20:
+                continue
+            r, e = rows[keep], true[keep]
+            node = self.edge_node[e]
+            cols = np.flatnonzero(self.level == lvl)
+            sub = np.asarray(margins, dtype=np.float64)[np.ix_(r, cols)]
+            seg = self.starts[self.level[self.starts] == lvl] - cols[0]
+            first = self.starts[node] - cols[0]
+            pos = np.searchsorted(seg, first)
+
+            def nll(log_t: float, sub: np.ndarray = sub, seg: np.ndarray = seg, pos: np.ndarray = pos,
+                    e: np.ndarray = e, cols: np.ndarray = cols) -> float:
+                z = sub / np.exp(log_t)
+                mx = np.maximum.reduceat(z, seg, axis=1)
+                lse = np.log(np.add.reduceat(np.exp(z - np.repeat(mx, np.diff(np.append(seg, z.shape[1])), axis=1)),
+                                             seg, axis=1)) + mx
+                k = np.arange(len(z))
+                return float((lse[k, pos] - z[k, e - cols[0]]).mean())
+
+            temps[lvl] = float(np.exp(minimize_scalar(nll, bounds=(-6.0, 4.0), method="bounded",
+                                                      options={"xatol": 1e-3}).x))
+        return temps
+
+
+DEFAULT_LOCAL_TEMPERATURE = 0.1
+
+
 class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Calibrated linear classifier over :class:`SparseTextEncoder` features.
 
@@ -72,6 +243,11 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder: a :class:`SparseTextEncoder` to clone (default settings when ``None``).
         n_jobs: parallel one-vs-rest fits (``None``: all cores, at most 2).
         random_state: seed of the calibration split.
+        hierarchy: ``"flat"``: one-vs-rest over all classes (each problem sees every product); ``"top-down"``:
+            one local problem per inner node of the class paths (each product trains only against its siblings,
+            so the cost grows with the tree's depth and branching instead of the number of leaves), decoded
+            softly -- a class's probability is the product of its path's local probabilities, each level's
+            softmax temperature fitted on the calibration split.
 
     Example:
         >>> clf = SparseClassifier().fit(["red shirt", "blue jeans", "green shirt", "black jeans"] * 3,
@@ -90,6 +266,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder: SparseTextEncoder | None = None,
         n_jobs: int | None = None,
         random_state: int = 0,
+        hierarchy: Literal["flat", "top-down"] = "flat",
     ) -> None:
         self.C = C
         self.class_weight = class_weight
@@ -99,43 +276,57 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.encoder = encoder
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.hierarchy = hierarchy
 
     def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit one-vs-rest SVMs on label indices ``y``; returns (coef, intercept) for all ``n_classes`` rows."""
+        tasks = _local_tasks(np.arange(len(y)), y)
+        (coef, intercept), = self._run_tasks(X, tasks, [n_classes])
+        return coef, intercept
+
+    def _run_tasks(self, X: sp.csr_matrix, tasks: list[_Task], sizes: list[int]) -> list[tuple[sp.csr_matrix, np.ndarray]]:
+        """Fit every task (a set of one-vs-rest columns of one local problem) and assemble each problem's
+        (coef CSR ``sizes[p]`` × features, intercept): in worker processes when there are several tasks."""
         import os
 
-        present = np.unique(y)
-        coef = np.zeros((n_classes, X.shape[1]), dtype=np.float32)
-        intercept = np.full(n_classes, -1e3, dtype=np.float32)  # classes absent from y never win
-        svc = LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state)
+        from joblib import Parallel, delayed
+
+        X = sp.csr_matrix(X, dtype=np.float64)  # liblinear's type, converted once instead of once per column
+        n_jobs = self.n_jobs if self.n_jobs is not None else min(2, os.cpu_count() or 1)
+        params = {"C": self.C, "class_weight": self.class_weight, "random_state": self.random_state, "prune": self.prune}
         # Worker processes, not threads: liblinear seeds the C library's global rand() at each fit, so two
-        # fits sharing one process interleave their shuffles and the weights stop being reproducible (measured:
-        # BigBasket macro-F1 0.5795 -> 0.5793 run to run on threads). Convergence warnings of in-process fits are
-        # counted here and logged once; worker processes print their own.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            if len(present) == 2:
-                m = svc.fit(X, y)
-                w, b = m.coef_[0], m.intercept_[0]
-                coef[present[0]], coef[present[1]] = -w, w
-                intercept[present[0]], intercept[present[1]] = -b, b
-            else:
-                n_jobs = self.n_jobs if self.n_jobs is not None else min(2, os.cpu_count() or 1)
-                ovr = OneVsRestClassifier(svc, n_jobs=n_jobs if len(present) >= 8 else 1).fit(X, y)
-                coef[present] = np.vstack([e.coef_.ravel() for e in ovr.estimators_])
-                intercept[present] = np.array([e.intercept_[0] for e in ovr.estimators_])
-        not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-        for w in caught:
-            if not issubclass(w.category, ConvergenceWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        # fits sharing one process interleave their shuffles and the weights stop being reproducible.
+        if n_jobs == 1 or len(tasks) == 1 or sum(len(t.columns) for t in tasks) < 8:
+            results = [_fit_task(X, t, params) for t in tasks]
+        else:
+            results = Parallel(n_jobs=n_jobs)(delayed(_fit_task)(X, t, params) for t in tasks)
+        not_converged = sum(r[3] for r in results)
         if not_converged:
-            n_problems = 1 if len(present) == 2 else len(present)
             logger.warning(
                 "the linear SVM stopped before converging on %d of %d one-vs-rest problems (C=%s); its predictions "
-                "are usable, and a smaller C converges faster", not_converged, n_problems, self.C,
+                "are usable, and a smaller C converges faster", not_converged, sum(r[4] for r in results), self.C,
             )
-        coef[np.abs(coef) < self.prune] = 0.0
-        return sp.csr_matrix(coef), intercept
+        out = []
+        for p, size in enumerate(sizes):
+            mine = [(t, r) for t, r in zip(tasks, results, strict=True) if t.problem == p]
+            intercept = np.full(size, -1e3, dtype=np.float32)  # classes absent from the problem's rows never win
+            blocks, cols = [], []
+            for _t, (w, b, c, _nc, _n) in mine:
+                blocks.append(w)
+                cols.append(c)
+                intercept[c] = b
+            if blocks:  # each fitted row scattered into its class's place; absent classes keep an all-zero row
+                cols_all = np.concatenate(cols)
+                order = np.argsort(cols_all)
+                stacked = sp.vstack(blocks, format="csr")[order]
+                indptr = np.zeros(size + 1, dtype=np.int64)
+                indptr[cols_all[order] + 1] = np.diff(stacked.indptr)
+                full = sp.csr_matrix((stacked.data.astype(np.float32), stacked.indices, np.cumsum(indptr)),
+                                     shape=(size, X.shape[1]))
+            else:
+                full = sp.csr_matrix((size, X.shape[1]), dtype=np.float32)
+            out.append((full, intercept))
+        return out
 
     def fit(self, X: Any, y: Sequence[str], groups: Sequence[int] | np.ndarray | None = None) -> SparseClassifier:
         """Fit on texts ``X`` and labels ``y``; ``groups`` (e.g. title groups) keep duplicates together in the
@@ -147,6 +338,11 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.classes_, y_idx = np.unique(y_arr, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
+        if self.hierarchy not in ("flat", "top-down"):
+            raise ValueError(f"hierarchy must be 'flat' or 'top-down', got {self.hierarchy!r}")
+        self.tree_ = LocalTree(self.classes_) if self.hierarchy == "top-down" else None
+        self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
+                                    if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
         Xs = self.encoder_.fit_transform(titles, contexts)
         self.temperature_ = 1.0
@@ -157,18 +353,47 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             g = np.asarray(groups) if groups is not None else np.arange(len(titles))
             split = GroupShuffleSplit(n_splits=1, test_size=self.calibration_size, random_state=self.random_state)
             fit_idx, cal_idx = next(split.split(Xs, y_idx, g))
-            coef, intercept = self._fit_linear(Xs[fit_idx], y_idx[fit_idx], len(self.classes_))
+            coef, intercept = self._fit_model(Xs[fit_idx], y_idx[fit_idx])
             scores = _scores(Xs[cal_idx], coef.T.tocsr(), intercept)
             seen = np.isin(y_idx[cal_idx], np.unique(y_idx[fit_idx]))
-            self.temperature_ = fit_temperature(scores[seen], y_idx[cal_idx][seen])
-            logger.info("calibration: temperature %.4f fitted on %d held-out products", self.temperature_, int(seen.sum()))
+            y_seen = y_idx[cal_idx][seen]
+            if self.tree_ is not None:
+                self.level_temperatures_ = self.tree_.fit_temperatures(scores[seen], y_seen)
+                logger.info("calibration: level temperatures %s fitted on %d held-out products",
+                            np.round(self.level_temperatures_, 4).tolist(), int(seen.sum()))
+                scores = self.tree_.log_proba(scores, self.level_temperatures_)
+            else:
+                self.temperature_ = fit_temperature(scores[seen], y_seen)
+                logger.info("calibration: temperature %.4f fitted on %d held-out products", self.temperature_, int(seen.sum()))
             if self.calibration == "temperature+isotonic":
                 p = softmax_with_temperature(scores[seen], self.temperature_)
-                self.top_label_ = fit_top_label(p.max(axis=1), p.argmax(axis=1) == y_idx[cal_idx][seen])
-        self.coef_, self.intercept_ = self._fit_linear(Xs, y_idx, len(self.classes_))
+                self.top_label_ = fit_top_label(p.max(axis=1), p.argmax(axis=1) == y_seen)
+        self.coef_, self.intercept_ = self._fit_model(Xs, y_idx)
         self._coef_t = self.coef_.T.tocsr()
         self.n_features_in_ = Xs.shape[1]
         return self
+
+    def _fit_model(self, X: sp.csr_matrix, y: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(coef, intercept): one row per class (flat) or per edge of the local tree (top-down)."""
+        if self.tree_ is None:
+            return self._fit_linear(X, y, len(self.classes_))
+        tree = self.tree_
+        problems = tree.problems(y)
+        tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in _local_tasks(rows, local, problem=p)]
+        fitted = self._run_tasks(X, tasks, [int(tree.sizes[node]) for node, _r, _l in problems])
+        blocks: list[sp.csr_matrix] = []
+        intercept = np.zeros(tree.n_edges, dtype=np.float32)  # a node's only child: log-probability 0
+        by_node = {node: f for (node, _r, _l), f in zip(problems, fitted, strict=True)}
+        for n, (start, size) in enumerate(zip(tree.starts, tree.sizes, strict=True)):
+            if n in by_node:
+                w, b = by_node[n]
+                blocks.append(w)
+                intercept[start:start + size] = b
+            else:  # one child, or no training row under the node (its classes are all unseen here)
+                blocks.append(sp.csr_matrix((int(size), X.shape[1]), dtype=np.float32))
+                if size > 1:
+                    intercept[start:start + size] = -1e3
+        return sp.vstack(blocks, format="csr"), intercept
 
     def _check(self) -> None:
         try:
@@ -183,7 +408,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         titles, contexts = _as_pairs(X)
         if getattr(self, "_coef_t", None) is None:
             self._coef_t = self.coef_.T.tocsr()
-        return _scores(self.encoder_.transform(titles, contexts), self._coef_t, self.intercept_)
+        scores = _scores(self.encoder_.transform(titles, contexts), self._coef_t, self.intercept_)
+        tree = getattr(self, "tree_", None)
+        return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Calibrated probabilities, shape (n, n_classes), columns in ``classes_`` order."""
@@ -197,11 +424,21 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """The features that pushed one product towards one class, with their contribution to the score."""
         self._check()
         x = self.encoder_.transform([title], [context]).tocsr()
-        w = self.coef_[[class_index]].toarray().ravel()
+        w = self._class_weights(class_index)
         contrib = x.data * w[x.indices]
         order = np.argsort(-contrib)[:top]
         names: Any = self.encoder_.names_of(title, context) if self.encoder_.n_features is not None else self._feature_names()
         return [(str(names[x.indices[i]]), float(contrib[i])) for i in order if contrib[i] > 0]
+
+    def _class_weights(self, class_index: int) -> np.ndarray:
+        """The weight of each feature towards one class: its row of ``coef_`` (flat), or the sum of the rows of
+        the edges on its path, each divided by its level's temperature (top-down)."""
+        tree = getattr(self, "tree_", None)
+        if tree is None:
+            return np.asarray(self.coef_[[class_index]].toarray()).ravel()
+        edges = tree.class_edges[class_index]
+        scale = 1.0 / self.level_temperatures_[tree.level[edges]]
+        return np.asarray(self.coef_[edges].T @ scale).ravel()
 
     def _feature_names(self) -> np.ndarray:
         if getattr(self, "_names_cache", None) is None:
@@ -226,6 +463,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         }
         if self.top_label_ is not None:
             arrays["top_label_x"], arrays["top_label_y"] = self.top_label_
+        if getattr(self, "tree_", None) is not None:
+            arrays["level_temperatures"] = np.asarray(self.level_temperatures_, dtype=np.float64)
         return params, arrays, {"vocabulary": vocab, "classes": [str(c) for c in self.classes_]}
 
     @classmethod
@@ -245,6 +484,15 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.temperature_ = temperature
         clf.top_label_ = (arrays["top_label_x"], arrays["top_label_y"]) if "top_label_x" in arrays else None
         clf.n_features_in_ = shape[1]
-        if shape[0] != len(clf.classes_) or shape[1] != encoder.n_features_out_:
-            raise ValueError(f"weights of shape {shape} do not match {len(clf.classes_)} classes and {encoder.n_features_out_} features")
+        clf.tree_ = LocalTree(clf.classes_) if clf.hierarchy == "top-down" else None
+        clf.level_temperatures_ = None
+        rows = len(clf.classes_)
+        if clf.tree_ is not None:  # the tree is rebuilt from the class paths; the bundle keeps its temperatures
+            rows = clf.tree_.n_edges
+            clf.level_temperatures_ = np.asarray(arrays["level_temperatures"], dtype=np.float64)
+            if len(clf.level_temperatures_) != clf.tree_.n_levels:
+                raise ValueError(f"{len(clf.level_temperatures_)} level temperatures for a tree of {clf.tree_.n_levels} levels")
+        if shape[0] != rows or shape[1] != encoder.n_features_out_:
+            what = "edges of the class tree" if clf.tree_ is not None else "classes"
+            raise ValueError(f"weights of shape {shape} do not match {rows} {what} and {encoder.n_features_out_} features")
         return clf

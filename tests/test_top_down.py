@@ -1,0 +1,64 @@
+"""Top-down training of the sparse member: one local problem per inner node, decoded softly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import taxonomist as tx
+from taxonomist.models import SparseClassifier
+from taxonomist.models.sparse import STOP, LocalTree
+
+
+def test_local_tree_has_one_problem_per_inner_node_and_paths_of_edges() -> None:
+    classes = ["A > B > C", "A > B > D", "A > E", "F", "F > G"]
+    tree = LocalTree(classes)
+    assert tree.nodes == [(), ("A",), ("F",), ("A", "B")]
+    assert tree.sizes.tolist() == [2, 2, 2, 2]  # root: A, F; A: B, E; F: itself (STOP), G; A > B: C, D
+    assert tree.n_levels == 3
+    edges = {(tree.nodes[tree.edge_node[e]], e) for e in range(tree.n_edges)}
+    assert len(edges) == 8
+    assert tree.paths.sum(axis=1).A1.tolist() == [3, 3, 2, 2, 2]  # "F" is root -> F, then F -> STOP
+    assert STOP == "\x00"
+    rng = np.random.default_rng(0)
+    logp = tree.log_proba(rng.normal(size=(4, tree.n_edges)), np.array([0.5, 1.0, 2.0]))
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-9)  # a distribution over the classes
+
+
+def test_a_node_with_one_child_costs_nothing() -> None:
+    tree = LocalTree(["A > B > C", "A > B > D"])
+    assert tree.sizes.tolist() == [1, 1, 2]
+    problems = tree.problems(np.array([0, 1, 0, 1]))
+    assert [node for node, _rows, _y in problems] == [2]
+
+
+def test_top_down_learns_predicts_calibrates_explains_and_round_trips(sample_catalog, tmp_path) -> None:
+    train, test = tx.split_catalog(sample_catalog, test_size=0.2, seed=0)
+    flat = tx.TaxonomyClassifier(tier="sparse").fit(train)
+    top = tx.TaxonomyClassifier(tier="sparse", hierarchy="top-down").fit(train)
+    assert top.model_.tree_ is not None and top.model_.level_temperatures_.shape == (top.model_.tree_.n_levels,)
+    y = test.frame["category"].to_numpy()
+    acc_top, acc_flat = (np.mean(m.predict(test) == y) for m in (top, flat))
+    assert acc_top >= acc_flat - 0.05, (acc_top, acc_flat)
+    proba = top.predict_proba(test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert list(top.classes_[proba.argmax(axis=1)]) == list(top.predict(test))
+    [p] = top.predict_products(test.frame.iloc[:1], explain=True)
+    assert p.explanation and all(w > 0 for _f, w in p.explanation)
+    top.save(tmp_path / "m")
+    back = tx.TaxonomyClassifier.load(tmp_path / "m")
+    assert back.get_params()["hierarchy"] == "top-down"
+    np.testing.assert_allclose(back.predict_proba(test), proba, rtol=1e-5, atol=1e-7)
+
+
+def test_top_down_without_calibration_uses_the_default_level_temperature() -> None:
+    titles = ["red cotton shirt", "blue denim jeans", "steel kitchen knife", "wooden cutting board"] * 5
+    labels = ["Apparel > Shirts", "Apparel > Jeans", "Home > Knives", "Home > Boards"] * 5
+    m = SparseClassifier(hierarchy="top-down", calibration="none").fit(titles, labels)
+    assert m.predict(["green shirt", "chef knife"]).tolist() == ["Apparel > Shirts", "Home > Knives"]
+    assert np.all(m.level_temperatures_ > 0)
+
+
+def test_unknown_hierarchy_is_refused() -> None:
+    with pytest.raises(ValueError, match="hierarchy must be 'flat' or 'top-down'"):
+        SparseClassifier(hierarchy="sideways").fit(["a", "b"], ["x", "y"])  # type: ignore[arg-type]
