@@ -62,3 +62,41 @@ def test_top_down_without_calibration_uses_the_default_level_temperature() -> No
 def test_unknown_hierarchy_is_refused() -> None:
     with pytest.raises(ValueError, match="hierarchy must be 'flat' or 'top-down'"):
         SparseClassifier(hierarchy="sideways").fit(["a", "b"], ["x", "y"])  # type: ignore[arg-type]
+
+
+def _fit(sample_catalog, **kw) -> SparseClassifier:
+    f = sample_catalog.frame
+    return SparseClassifier(hierarchy="top-down", calibration="none", **kw).fit(
+        (f["title"].tolist(), f["description"].tolist()), f["category"].tolist())
+
+
+def _same(a: SparseClassifier, b: SparseClassifier) -> None:
+    assert (a.coef_ != b.coef_).nnz == 0
+    np.testing.assert_array_equal(a.intercept_, b.intercept_)
+
+
+def test_ray_training_equals_the_local_fit(sample_catalog, ray_local) -> None:
+    _same(_fit(sample_catalog, engine="ray"), _fit(sample_catalog, n_jobs=2))
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint(sample_catalog, tmp_path, monkeypatch) -> None:
+    from taxonomist.models import ovr
+
+    whole = _fit(sample_catalog, n_jobs=1)
+    real, calls = ovr.fit_task, {"n": 0}
+
+    def dies_after_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ovr, "fit_task", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(sample_catalog, n_jobs=1, checkpoint=str(tmp_path / "ck"))
+    assert len(list((tmp_path / "ck").glob("*.npz"))) == 5
+    calls["n"] = -10_000  # counts the fits of the second run
+    resumed = _fit(sample_catalog, n_jobs=1, checkpoint=str(tmp_path / "ck"))
+    n_tasks = len(list((tmp_path / "ck").glob("*.npz")))
+    assert calls["n"] == -10_000 + n_tasks - 5  # only the missing tasks were fitted
+    _same(resumed, whole)

@@ -10,22 +10,19 @@ text classifier on product titles. Its margins become probabilities by temperatu
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupShuffleSplit
-from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import NotFittedError
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
+from .ovr import Task, local_tasks, run_tasks
 
 __all__ = ["SparseClassifier", "TextPairs"]
 
@@ -55,67 +52,6 @@ def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> n
     compact = sp.csr_matrix((X.data, inverse.astype(np.int32), X.indptr), shape=(X.shape[0], len(cols)))
     scores: np.ndarray = np.asarray(compact @ coef_t[cols].toarray()) + intercept
     return scores
-
-
-@dataclass
-class _Task:
-    """Some one-vs-rest columns of one local problem: ``rows`` of X with local labels ``y``; ``columns`` to fit
-    (``mirror``: a two-class problem fitted once, the second column the negated first)."""
-
-    problem: int
-    rows: np.ndarray
-    y: np.ndarray
-    columns: np.ndarray
-    mirror: bool = False
-
-
-MAX_COLUMNS_PER_TASK = 32
-
-
-def _local_tasks(rows: np.ndarray, y: np.ndarray, problem: int = 0, n_chunks: int = 2) -> list[_Task]:
-    """The tasks of one local problem: its present labels split into chunks of at most ``MAX_COLUMNS_PER_TASK``
-    columns (at least ``n_chunks`` when it has enough), so that workers share a large problem and the dense
-    weights in flight stay small."""
-    present = np.unique(y)
-    if len(present) <= 2:
-        return [_Task(problem, rows, y, present, mirror=len(present) == 2)]
-    k = max(n_chunks, -(-len(present) // MAX_COLUMNS_PER_TASK))
-    return [_Task(problem, rows, y, c) for c in np.array_split(present, k) if len(c)]
-
-
-def _fit_task(X: sp.csr_matrix, task: _Task, params: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, int, int]:
-    """Fit a task's columns: (pruned weights CSR, intercepts, columns, problems not converged, problems fitted)."""
-    cols = task.columns
-    n = X.shape[1]
-    if len(cols) == 1:  # the only label of the problem: it always wins there
-        return sp.csr_matrix((1, n), dtype=np.float32), np.zeros(1, np.float32), cols, 0, 0
-    Xt = X if len(task.rows) == X.shape[0] and (np.diff(task.rows) == 1).all() else X[task.rows]
-    prune = params["prune"]
-    svc_params = {k: params[k] for k in ("C", "class_weight", "random_state")}
-    weights, intercepts = [], []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        if task.mirror:
-            m = LinearSVC(**svc_params).fit(Xt, (task.y == cols[1]).astype(np.int8))
-            w, b = m.coef_[0], m.intercept_[0]
-            fitted = [(-w, -b), (w, b)]
-        else:
-            fitted = []
-            for c in cols:
-                m = LinearSVC(**svc_params).fit(Xt, (task.y == c).astype(np.int8))
-                fitted.append((m.coef_[0], m.intercept_[0]))
-    for w, b in fitted:
-        w = w.astype(np.float32)
-        w[np.abs(w) < prune] = 0.0
-        weights.append(sp.csr_matrix(w))
-        intercepts.append(b)
-    not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    for wn in caught:
-        if not issubclass(wn.category, ConvergenceWarning):
-            warnings.warn_explicit(wn.message, wn.category, wn.filename, wn.lineno)
-    n_fits = 1 if task.mirror else len(cols)
-    return sp.vstack(weights, format="csr"), np.asarray(intercepts, np.float32), cols, not_converged, n_fits
-
 
 
 STOP = "\x00"
@@ -186,7 +122,7 @@ class LocalTree:
         m = np.asarray(margins, dtype=np.float64) / temperatures[self.level]
         m -= np.repeat(np.maximum.reduceat(m, self.starts, axis=1), self.sizes, axis=1)
         m -= np.repeat(np.log(np.add.reduceat(np.exp(m), self.starts, axis=1)), self.sizes, axis=1)
-        return m
+        return np.asarray(m)
 
     def log_proba(self, margins: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
         """Class log-probabilities: the sum of the local log-probabilities along each class's path."""
@@ -248,6 +184,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             so the cost grows with the tree's depth and branching instead of the number of leaves), decoded
             softly -- a class's probability is the product of its path's local probabilities, each level's
             softmax temperature fitted on the calibration split.
+        engine: where the one-vs-rest columns are fitted: ``"local"`` (worker processes) or ``"ray"`` (Ray tasks;
+            the same model). See :func:`taxonomist.models.ovr.run_tasks`.
+        checkpoint: a folder that keeps each finished part of the fit, so an interrupted fit resumes.
 
     Example:
         >>> clf = SparseClassifier().fit(["red shirt", "blue jeans", "green shirt", "black jeans"] * 3,
@@ -267,6 +206,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_jobs: int | None = None,
         random_state: int = 0,
         hierarchy: Literal["flat", "top-down"] = "flat",
+        engine: Literal["local", "ray"] = "local",
+        checkpoint: str | None = None,
     ) -> None:
         self.C = C
         self.class_weight = class_weight
@@ -277,56 +218,18 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.hierarchy = hierarchy
+        self.engine = engine
+        self.checkpoint = checkpoint
 
     def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit one-vs-rest SVMs on label indices ``y``; returns (coef, intercept) for all ``n_classes`` rows."""
-        tasks = _local_tasks(np.arange(len(y)), y)
+        tasks = local_tasks(np.arange(len(y)), y)
         (coef, intercept), = self._run_tasks(X, tasks, [n_classes])
         return coef, intercept
 
-    def _run_tasks(self, X: sp.csr_matrix, tasks: list[_Task], sizes: list[int]) -> list[tuple[sp.csr_matrix, np.ndarray]]:
-        """Fit every task (a set of one-vs-rest columns of one local problem) and assemble each problem's
-        (coef CSR ``sizes[p]`` × features, intercept): in worker processes when there are several tasks."""
-        import os
-
-        from joblib import Parallel, delayed
-
-        X = sp.csr_matrix(X, dtype=np.float64)  # liblinear's type, converted once instead of once per column
-        n_jobs = self.n_jobs if self.n_jobs is not None else min(2, os.cpu_count() or 1)
+    def _run_tasks(self, X: sp.csr_matrix, tasks: list[Task], sizes: list[int]) -> list[tuple[sp.csr_matrix, np.ndarray]]:
         params = {"C": self.C, "class_weight": self.class_weight, "random_state": self.random_state, "prune": self.prune}
-        # Worker processes, not threads: liblinear seeds the C library's global rand() at each fit, so two
-        # fits sharing one process interleave their shuffles and the weights stop being reproducible.
-        if n_jobs == 1 or len(tasks) == 1 or sum(len(t.columns) for t in tasks) < 8:
-            results = [_fit_task(X, t, params) for t in tasks]
-        else:
-            results = Parallel(n_jobs=n_jobs)(delayed(_fit_task)(X, t, params) for t in tasks)
-        not_converged = sum(r[3] for r in results)
-        if not_converged:
-            logger.warning(
-                "the linear SVM stopped before converging on %d of %d one-vs-rest problems (C=%s); its predictions "
-                "are usable, and a smaller C converges faster", not_converged, sum(r[4] for r in results), self.C,
-            )
-        out = []
-        for p, size in enumerate(sizes):
-            mine = [(t, r) for t, r in zip(tasks, results, strict=True) if t.problem == p]
-            intercept = np.full(size, -1e3, dtype=np.float32)  # classes absent from the problem's rows never win
-            blocks, cols = [], []
-            for _t, (w, b, c, _nc, _n) in mine:
-                blocks.append(w)
-                cols.append(c)
-                intercept[c] = b
-            if blocks:  # each fitted row scattered into its class's place; absent classes keep an all-zero row
-                cols_all = np.concatenate(cols)
-                order = np.argsort(cols_all)
-                stacked = sp.vstack(blocks, format="csr")[order]
-                indptr = np.zeros(size + 1, dtype=np.int64)
-                indptr[cols_all[order] + 1] = np.diff(stacked.indptr)
-                full = sp.csr_matrix((stacked.data.astype(np.float32), stacked.indices, np.cumsum(indptr)),
-                                     shape=(size, X.shape[1]))
-            else:
-                full = sp.csr_matrix((size, X.shape[1]), dtype=np.float32)
-            out.append((full, intercept))
-        return out
+        return run_tasks(X, tasks, sizes, params, n_jobs=self.n_jobs, engine=self.engine, checkpoint=self.checkpoint)
 
     def fit(self, X: Any, y: Sequence[str], groups: Sequence[int] | np.ndarray | None = None) -> SparseClassifier:
         """Fit on texts ``X`` and labels ``y``; ``groups`` (e.g. title groups) keep duplicates together in the
@@ -340,7 +243,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
         if self.hierarchy not in ("flat", "top-down"):
             raise ValueError(f"hierarchy must be 'flat' or 'top-down', got {self.hierarchy!r}")
-        self.tree_ = LocalTree(self.classes_) if self.hierarchy == "top-down" else None
+        self.tree_ = LocalTree(list(self.classes_)) if self.hierarchy == "top-down" else None
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
@@ -379,7 +282,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return self._fit_linear(X, y, len(self.classes_))
         tree = self.tree_
         problems = tree.problems(y)
-        tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in _local_tasks(rows, local, problem=p)]
+        tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
         fitted = self._run_tasks(X, tasks, [int(tree.sizes[node]) for node, _r, _l in problems])
         blocks: list[sp.csr_matrix] = []
         intercept = np.zeros(tree.n_edges, dtype=np.float32)  # a node's only child: log-probability 0
@@ -437,6 +340,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if tree is None:
             return np.asarray(self.coef_[[class_index]].toarray()).ravel()
         edges = tree.class_edges[class_index]
+        assert self.level_temperatures_ is not None
         scale = 1.0 / self.level_temperatures_[tree.level[edges]]
         return np.asarray(self.coef_[edges].T @ scale).ravel()
 
@@ -484,7 +388,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.temperature_ = temperature
         clf.top_label_ = (arrays["top_label_x"], arrays["top_label_y"]) if "top_label_x" in arrays else None
         clf.n_features_in_ = shape[1]
-        clf.tree_ = LocalTree(clf.classes_) if clf.hierarchy == "top-down" else None
+        clf.tree_ = LocalTree(list(clf.classes_)) if clf.hierarchy == "top-down" else None
         clf.level_temperatures_ = None
         rows = len(clf.classes_)
         if clf.tree_ is not None:  # the tree is rebuilt from the class paths; the bundle keeps its temperatures
