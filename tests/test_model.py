@@ -176,19 +176,16 @@ def test_top_label_calibration_keeps_argmax_and_sums(global_seed: int = 0) -> No
     assert fit_top_label(conf[:50], correct[:50]) is None  # too few points: temperature only
 
 
-def test_convergence_warnings_are_counted_and_logged_once(tiny_frame, caplog) -> None:
+def test_convergence_warnings_are_counted_and_logged_once(tiny_frame, caplog, monkeypatch) -> None:
     import logging
 
-    caplog.set_level(logging.WARNING, logger="taxonomist")
-    model = SparseClassifier(C=1e4, calibration="none")
-    import taxonomist.models.sparse as sparse_mod
+    import taxonomist.models.ovr as ovr
 
-    monkey = sparse_mod.LinearSVC
-    try:
-        sparse_mod.LinearSVC = lambda **kw: monkey(max_iter=1, **kw)  # type: ignore[assignment]
-        model.fit(tiny_frame["title"].tolist(), tiny_frame["category"].tolist())
-    finally:
-        sparse_mod.LinearSVC = monkey
+    caplog.set_level(logging.WARNING, logger="taxonomist")
+    model = SparseClassifier(C=1e4, calibration="none", n_jobs=1)
+    real = ovr.LinearSVC
+    monkeypatch.setattr(ovr, "LinearSVC", lambda **kw: real(max_iter=1, **kw))
+    model.fit(tiny_frame["title"].tolist(), tiny_frame["category"].tolist())
     msgs = [r.getMessage() for r in caplog.records if "stopped before converging" in r.getMessage()]
     assert len(msgs) == 1 and "of 6 one-vs-rest problems" in msgs[0]
 

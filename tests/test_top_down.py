@@ -60,7 +60,7 @@ def test_top_down_without_calibration_uses_the_default_level_temperature() -> No
 
 
 def test_unknown_hierarchy_is_refused() -> None:
-    with pytest.raises(ValueError, match="hierarchy must be 'flat' or 'top-down'"):
+    with pytest.raises(ValueError, match="hierarchy must be 'flat', 'top-down' or 'auto'"):
         SparseClassifier(hierarchy="sideways").fit(["a", "b"], ["x", "y"])  # type: ignore[arg-type]
 
 

@@ -216,7 +216,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             worker holds a copy of the features, so more workers need more memory).
         hierarchy: how the sparse member learns the taxonomy: ``"flat"`` (one-vs-rest over all leaves) or
             ``"top-down"`` (one problem per inner node, each product against its siblings only; see
-            :class:`~taxonomist.models.SparseClassifier`).
+            :class:`~taxonomist.models.SparseClassifier`), or ``"auto"`` (top-down for large problems).
+        engine: where the sparse member's one-vs-rest columns are fitted: ``"local"`` or ``"ray"`` (Ray tasks on
+            the cluster named by ``RAY_ADDRESS``, or a local Ray; the same model).
+        checkpoint: a folder (shared storage on a cluster) that keeps the finished parts of the sparse member's
+            fit, so an interrupted training resumes where it stopped.
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -256,7 +260,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         dp_epsilon: float | None = None,
         dp_delta: float = 1e-6,
         n_jobs: int | None = None,
-        hierarchy: Literal["flat", "top-down"] = "flat",
+        hierarchy: Literal["flat", "top-down", "auto"] = "flat",
+        engine: Literal["local", "ray"] = "local",
+        checkpoint: str | None = None,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -287,6 +293,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.dp_delta = dp_delta
         self.n_jobs = n_jobs
         self.hierarchy = hierarchy
+        self.engine = engine
+        self.checkpoint = checkpoint
 
     # -- inputs -------------------------------------------------------------------------------------------
     def _texts(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -426,7 +434,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
         return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder, n_jobs=self.n_jobs,
                                 calibration=calibration, random_state=self.random_state,  # type: ignore[arg-type]
-                                hierarchy=self.hierarchy)
+                                hierarchy=self.hierarchy, engine=self.engine, checkpoint=self.checkpoint)
 
     def _members(self) -> tuple[str, ...]:
         from .models.ensemble import MEMBERS

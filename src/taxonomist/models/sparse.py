@@ -164,6 +164,23 @@ class LocalTree:
 DEFAULT_LOCAL_TEMPERATURE = 0.1
 
 
+TOP_DOWN_ABOVE = 10_000_000
+"""``hierarchy="auto"`` trains top-down when classes × training products exceed this (benchmarks/RESULTS.md,
+"Marketplace scale")."""
+
+
+def resolve_hierarchy(hierarchy: str, classes: Sequence[str], n_rows: int) -> str:
+    """``"flat"`` or ``"top-down"``: what ``hierarchy`` means for these classes and this many products."""
+    from ..taxonomy import parse_path
+
+    if hierarchy not in ("flat", "top-down", "auto"):
+        raise ValueError(f"hierarchy must be 'flat', 'top-down' or 'auto', got {hierarchy!r}")
+    if hierarchy != "auto":
+        return hierarchy
+    deep = any(len(parse_path(c)) > 1 for c in classes)
+    return "top-down" if deep and len(classes) * n_rows > TOP_DOWN_ABOVE else "flat"
+
+
 class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Calibrated linear classifier over :class:`SparseTextEncoder` features.
 
@@ -183,7 +200,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             one local problem per inner node of the class paths (each product trains only against its siblings,
             so the cost grows with the tree's depth and branching instead of the number of leaves), decoded
             softly -- a class's probability is the product of its path's local probabilities, each level's
-            softmax temperature fitted on the calibration split.
+            softmax temperature fitted on the calibration split. ``"auto"``: top-down when the flat fit would be
+            large (classes × products above ``TOP_DOWN_ABOVE``) and the classes have more than one level, else
+            flat (``hierarchy_`` says which was used).
         engine: where the one-vs-rest columns are fitted: ``"local"`` (worker processes) or ``"ray"`` (Ray tasks;
             the same model). See :func:`taxonomist.models.ovr.run_tasks`.
         checkpoint: a folder that keeps each finished part of the fit, so an interrupted fit resumes.
@@ -205,7 +224,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder: SparseTextEncoder | None = None,
         n_jobs: int | None = None,
         random_state: int = 0,
-        hierarchy: Literal["flat", "top-down"] = "flat",
+        hierarchy: Literal["flat", "top-down", "auto"] = "flat",
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
     ) -> None:
@@ -241,9 +260,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.classes_, y_idx = np.unique(y_arr, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
-        if self.hierarchy not in ("flat", "top-down"):
-            raise ValueError(f"hierarchy must be 'flat' or 'top-down', got {self.hierarchy!r}")
-        self.tree_ = LocalTree(list(self.classes_)) if self.hierarchy == "top-down" else None
+        self.hierarchy_ = resolve_hierarchy(self.hierarchy, list(self.classes_), len(titles))
+        self.tree_ = LocalTree(list(self.classes_)) if self.hierarchy_ == "top-down" else None
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
@@ -354,7 +372,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         enc_params, enc_arrays, vocab = self.encoder_.get_state()
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "encoder"}
-        params.update(temperature_=self.temperature_, encoder=enc_params)
+        params.update(temperature_=self.temperature_, encoder=enc_params, hierarchy_=self.hierarchy_)
         # stored transposed (features × classes, CSR): the layout scoring uses, so loading converts nothing
         coef_t = self._coef_t if getattr(self, "_coef_t", None) is not None else self.coef_.T.tocsr()
         arrays = {
@@ -375,6 +393,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any]) -> SparseClassifier:
         p = dict(params)
         temperature = float(p.pop("temperature_"))
+        p.pop("hierarchy_", None)
         encoder = SparseTextEncoder.from_state(p.pop("encoder"), arrays, objects["vocabulary"])
         clf = cls(**p)
         clf.encoder_ = encoder
@@ -388,7 +407,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.temperature_ = temperature
         clf.top_label_ = (arrays["top_label_x"], arrays["top_label_y"]) if "top_label_x" in arrays else None
         clf.n_features_in_ = shape[1]
-        clf.tree_ = LocalTree(list(clf.classes_)) if clf.hierarchy == "top-down" else None
+        clf.hierarchy_ = str(params.get("hierarchy_", clf.hierarchy))
+        clf.tree_ = LocalTree(list(clf.classes_)) if clf.hierarchy_ == "top-down" else None
         clf.level_temperatures_ = None
         rows = len(clf.classes_)
         if clf.tree_ is not None:  # the tree is rebuilt from the class paths; the bundle keeps its temperatures
