@@ -100,3 +100,25 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint(sample_catalog, tmp_path
     n_tasks = len(list((tmp_path / "ck").glob("*.npz")))
     assert calls["n"] == -10_000 + n_tasks - 5  # only the missing tasks were fitted
     _same(resumed, whole)
+
+
+def test_train_cli_top_down_with_a_checkpoint(tmp_path, capsys, monkeypatch) -> None:
+    import json
+
+    import pandas as pd
+
+    from taxonomist.datasets import sample_path
+
+    from .test_bad_inputs import run_cli
+
+    f = tmp_path / "cat.csv"
+    pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(600).to_csv(f, index=False)
+    args = ["train", str(f), "-o", str(tmp_path / "m"), "--tier", "sparse", "--hierarchy", "top-down",
+            "--checkpoint", str(tmp_path / "ck"), "--no-refit"]
+    code, out = run_cli(args, capsys, monkeypatch)
+    assert code == 0, out
+    assert "sparse member: top-down" in out and "local problems" in out
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["config"]["hierarchy"] == "top-down"
+    assert list((tmp_path / "ck").glob("*.npz"))
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "x"), "--hierarchy", "sideways"], capsys, monkeypatch)
+    assert code == 1 and "--hierarchy must be flat, top-down or auto" in out

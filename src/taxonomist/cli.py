@@ -396,8 +396,15 @@ def train(
     pseudo_queries: Annotated[bool, typer.Option("--pseudo-queries", help="Also train on query-shaped parts of the titles (last words, title without brand), for search-query classification.")] = False,
     refit: Annotated[bool, typer.Option(help="After the held-out evaluation, fit the saved model on every product (--no-refit saves the evaluated model, trained without the held-out part).")] = True,
     n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Worker processes of the sparse member's fits (default: all cores, at most 2; each holds a copy of the features).")] = None,
+    hierarchy: Annotated[str, typer.Option(help="How the sparse member learns the taxonomy: flat (one-vs-rest over all leaves), top-down (one problem per inner node: each product against its siblings; for thousands of leaves), or auto (top-down for large catalogues).")] = "flat",
+    engine: Annotated[str, typer.Option(help="Where the sparse member's fits run: local (worker processes) or ray (Ray tasks on the cluster in RAY_ADDRESS, or a local Ray; the same model).")] = "local",
+    checkpoint: Annotated[Path | None, typer.Option(help="Folder (shared storage on a cluster) keeping the finished parts of the sparse member's fit: the same command resumes an interrupted training.")] = None,
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
+    if hierarchy not in ("flat", "top-down", "auto"):
+        raise CliError(f"--hierarchy must be flat, top-down or auto, got {hierarchy!r}")
+    if engine not in ("local", "ray"):
+        raise CliError(f"--engine must be local or ray, got {engine!r}")
     if register and not track:
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
     if tier not in ("sparse", "ensemble", "embed", "finetune"):
@@ -426,11 +433,18 @@ def train(
         if test_cat is not None and refit:
             cat = with_pseudo_queries(cat, seed=seed)
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed, n_jobs=n_jobs,  # type: ignore[arg-type]
+                             hierarchy=hierarchy, engine=engine,  # type: ignore[arg-type]
+                             checkpoint=str(checkpoint) if checkpoint else None,
                              encoder=encoder, image_encoder=image_encoder, fusion=fusion,  # type: ignore[arg-type]
                              image_views=image_views, image_root=str(image_root) if image_root else None)
     with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
         with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
             clf.fit(train_cat, taxonomy=tax)
+        sparse_member = clf._sparse_member()
+        if getattr(sparse_member, "tree_", None) is not None:
+            tree = sparse_member.tree_
+            console.print(f"sparse member: top-down, {int((tree.sizes > 1).sum()):,} local problems over "
+                          f"{len(clf.classes_):,} leaves", highlight=False)
         if image_encoder:
             st = clf.image_stats_
             console.print(f"photos: {st['with_image']:,} used, {st['without_image']:,} products without one, "
