@@ -23,7 +23,7 @@ from .bundle import read_bundle, write_bundle
 from .catalog import CANONICAL_FIELDS, Catalog, column_key, title_groups
 from .exceptions import BundleError, NotFittedError, TaxonomistError
 from .models.hierarchy import LevelIndex, Prediction, decode, level_probabilities
-from .models.sparse import SparseClassifier
+from .models.sparse import SparseClassifier, resolve_hierarchy
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse, scrub_pii
 
@@ -403,6 +403,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.text_attributes_ = [c for c in extra if not _is_numeric(df[c].astype(str))] if self.use_attributes else []
         titles, contexts = self._texts(df)
         logger.info("fitting the %s tier on %d products, %d categories", self.tier, len(df), len(set(labels)))
+        # decided once, on the whole training set: the ensemble's fold fits and its final fit learn the same way
+        self.hierarchy_ = resolve_hierarchy(self.hierarchy, sorted(set(labels)), len(df))
         if self.tier == "sparse":
             self.model_ = self._sparse(self.calibration)
             self.model_.fit((titles, contexts), labels, groups=title_groups(titles))
@@ -434,7 +436,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
         return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder, n_jobs=self.n_jobs,
                                 calibration=calibration, random_state=self.random_state,  # type: ignore[arg-type]
-                                hierarchy=self.hierarchy, engine=self.engine, checkpoint=self.checkpoint)
+                                hierarchy=getattr(self, "hierarchy_", self.hierarchy),
+                                engine=self.engine, checkpoint=self.checkpoint)
 
     def _members(self) -> tuple[str, ...]:
         from .models.ensemble import MEMBERS
@@ -953,6 +956,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             else:
                 blob = bundle.raw("finetune.safetensors") if "finetune.safetensors" in m["files"] else None
                 clf._load_members(m["tier_params"], arrays, objects, blob)
+            member = clf._sparse_member() if clf.tier != "zeroshot" else None
+            clf.hierarchy_ = getattr(member, "hierarchy_", "flat")
             clf.text_attributes_ = list(m["text_attributes"])
             clf.taxonomy_ = Taxonomy.from_dict(m["taxonomy"])
             clf.levels_ = LevelIndex.build(list(clf.classes_))

@@ -440,9 +440,8 @@ def train(
     with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
         with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
             clf.fit(train_cat, taxonomy=tax)
-        sparse_member = clf._sparse_member()
-        if getattr(sparse_member, "tree_", None) is not None:
-            tree = sparse_member.tree_
+        tree = getattr(clf._sparse_member(), "tree_", None)
+        if tree is not None:
             console.print(f"sparse member: top-down, {int((tree.sizes > 1).sum()):,} local problems over "
                           f"{len(clf.classes_):,} leaves", highlight=False)
         if image_encoder:
