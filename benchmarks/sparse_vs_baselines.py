@@ -51,7 +51,12 @@ DATASETS: dict[str, dict[str, Any]] = {
 
 
 class PeakRSS:
-    """Samples this process's resident set size every 20 ms; ``peak - start`` is the method's footprint."""
+    """Samples this process's resident set size every 20 ms; ``peak - start`` is the method's footprint.
+
+    ``tree=True`` sums the RSS of this process and all its descendants (worker processes), with psutil."""
+
+    def __init__(self, tree: bool = False) -> None:
+        self.tree = tree
 
     def __enter__(self) -> PeakRSS:
         self.start = self.peak = self._rss()
@@ -60,8 +65,18 @@ class PeakRSS:
         self._t.start()
         return self
 
-    @staticmethod
-    def _rss() -> int:
+    def _rss(self) -> int:
+        if self.tree:
+            import psutil
+
+            me = psutil.Process()
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:  # a worker that ended between listing and reading
+                    pass
+            return total
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 

@@ -25,6 +25,23 @@ def test_local_tree_has_one_problem_per_inner_node_and_paths_of_edges() -> None:
     np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-9)  # a distribution over the classes
 
 
+def test_two_level_merges_the_levels_below_the_top_into_one_problem_per_top_category() -> None:
+    tree = LocalTree(["A > B > C", "A > B > D", "A > E", "F"], depth=1)
+    assert tree.nodes == [(), ("A",)]
+    assert tree.sizes.tolist() == [2, 3]  # root: A, F; A: "B > C", "B > D", E
+    assert tree.paths.sum(axis=1).A1.tolist() == [2, 2, 2, 1]
+
+
+def test_auto_is_flat_for_small_problems_and_two_level_for_large_ones() -> None:
+    from taxonomist.models.sparse import TOP_DOWN_ABOVE, resolve_hierarchy
+
+    deep = [f"A{i % 7} > B{i}" for i in range(100)]
+    assert resolve_hierarchy("auto", deep, 1000) == "flat"
+    assert resolve_hierarchy("auto", deep, TOP_DOWN_ABOVE // 100 + 1) == "two-level"
+    assert resolve_hierarchy("auto", [f"B{i}" for i in range(100)], 10**9) == "flat"  # one level: nothing to split
+    assert resolve_hierarchy("top-down", deep, 10) == "top-down"
+
+
 def test_a_node_with_one_child_costs_nothing() -> None:
     tree = LocalTree(["A > B > C", "A > B > D"])
     assert tree.sizes.tolist() == [1, 1, 2]
@@ -60,7 +77,7 @@ def test_top_down_without_calibration_uses_the_default_level_temperature() -> No
 
 
 def test_unknown_hierarchy_is_refused() -> None:
-    with pytest.raises(ValueError, match="hierarchy must be 'flat', 'top-down' or 'auto'"):
+    with pytest.raises(ValueError, match="hierarchy must be 'flat', 'two-level', 'top-down' or 'auto'"):
         SparseClassifier(hierarchy="sideways").fit(["a", "b"], ["x", "y"])  # type: ignore[arg-type]
 
 
@@ -121,4 +138,4 @@ def test_train_cli_top_down_with_a_checkpoint(tmp_path, capsys, monkeypatch) -> 
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["config"]["hierarchy"] == "top-down"
     assert list((tmp_path / "ck").glob("*.npz"))
     code, out = run_cli(["train", str(f), "-o", str(tmp_path / "x"), "--hierarchy", "sideways"], capsys, monkeypatch)
-    assert code == 1 and "--hierarchy must be flat, top-down or auto" in out
+    assert code == 1 and "--hierarchy must be flat, two-level, top-down or auto" in out

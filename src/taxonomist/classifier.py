@@ -214,9 +214,10 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         dp_delta: δ of that guarantee.
         n_jobs: worker processes of the sparse member's one-vs-rest fits (``None``: all cores, at most 2; each
             worker holds a copy of the features, so more workers need more memory).
-        hierarchy: how the sparse member learns the taxonomy: ``"flat"`` (one-vs-rest over all leaves) or
-            ``"top-down"`` (one problem per inner node, each product against its siblings only; see
-            :class:`~taxonomist.models.SparseClassifier`), or ``"auto"`` (top-down for large problems).
+        hierarchy: how the sparse member learns the taxonomy: ``"flat"`` (one-vs-rest over all leaves),
+            ``"two-level"`` (the top-level categories, then the leaves within each), ``"top-down"`` (one problem
+            per inner node, each product against its siblings only), or ``"auto"`` (two-level for large
+            problems, else flat; see :class:`~taxonomist.models.SparseClassifier`).
         engine: where the sparse member's one-vs-rest columns are fitted: ``"local"`` or ``"ray"`` (Ray tasks on
             the cluster named by ``RAY_ADDRESS``, or a local Ray; the same model).
         checkpoint: a folder (shared storage on a cluster) that keeps the finished parts of the sparse member's
@@ -260,7 +261,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         dp_epsilon: float | None = None,
         dp_delta: float = 1e-6,
         n_jobs: int | None = None,
-        hierarchy: Literal["flat", "top-down", "auto"] = "flat",
+        hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "flat",
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
     ) -> None:

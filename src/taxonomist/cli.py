@@ -396,13 +396,13 @@ def train(
     pseudo_queries: Annotated[bool, typer.Option("--pseudo-queries", help="Also train on query-shaped parts of the titles (last words, title without brand), for search-query classification.")] = False,
     refit: Annotated[bool, typer.Option(help="After the held-out evaluation, fit the saved model on every product (--no-refit saves the evaluated model, trained without the held-out part).")] = True,
     n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Worker processes of the sparse member's fits (default: all cores, at most 2; each holds a copy of the features).")] = None,
-    hierarchy: Annotated[str, typer.Option(help="How the sparse member learns the taxonomy: flat (one-vs-rest over all leaves), top-down (one problem per inner node: each product against its siblings; for thousands of leaves), or auto (top-down for large catalogues).")] = "flat",
+    hierarchy: Annotated[str, typer.Option(help="How the sparse member learns the taxonomy: flat (one-vs-rest over all leaves), two-level (top-level categories, then the leaves within each), top-down (one problem per inner node: each product against its siblings only), or auto (two-level for large catalogues, else flat).")] = "auto",
     engine: Annotated[str, typer.Option(help="Where the sparse member's fits run: local (worker processes) or ray (Ray tasks on the cluster in RAY_ADDRESS, or a local Ray; the same model).")] = "local",
     checkpoint: Annotated[Path | None, typer.Option(help="Folder (shared storage on a cluster) keeping the finished parts of the sparse member's fit: the same command resumes an interrupted training.")] = None,
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
-    if hierarchy not in ("flat", "top-down", "auto"):
-        raise CliError(f"--hierarchy must be flat, top-down or auto, got {hierarchy!r}")
+    if hierarchy not in ("flat", "two-level", "top-down", "auto"):
+        raise CliError(f"--hierarchy must be flat, two-level, top-down or auto, got {hierarchy!r}")
     if engine not in ("local", "ray"):
         raise CliError(f"--engine must be local or ray, got {engine!r}")
     if register and not track:
@@ -442,7 +442,7 @@ def train(
             clf.fit(train_cat, taxonomy=tax)
         tree = getattr(clf._sparse_member(), "tree_", None)
         if tree is not None:
-            console.print(f"sparse member: top-down, {int((tree.sizes > 1).sum()):,} local problems over "
+            console.print(f"sparse member: {clf.hierarchy_}, {int((tree.sizes > 1).sum()):,} local problems over "
                           f"{len(clf.classes_):,} leaves", highlight=False)
         if image_encoder:
             st = clf.image_stats_

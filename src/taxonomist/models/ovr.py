@@ -134,7 +134,9 @@ def _run_ray(X: sp.csr_matrix, tasks: list[Task], params: dict[str, Any], n_jobs
         raise TaxonomistError("engine 'ray' needs Ray: pip install 'taxonomist[distributed]'") from None
     started = False
     if not ray.is_initialized():  # RAY_ADDRESS (or ray.init before fit) joins a cluster; else a local one
-        ray.init(num_cpus=n_jobs, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, num_cpus=None if address else n_jobs, include_dashboard=False,
+                 logging_level=logging.WARNING, configure_logging=False)
         started = True
     try:
         remote = ray.remote(num_cpus=1)(fit_task)

@@ -66,12 +66,14 @@ class LocalTree:
     on each class's path, so a class's log-probability is the sum of its edges' local log-probabilities.
     """
 
-    def __init__(self, classes: Sequence[str]) -> None:
-        from ..taxonomy import parse_path
+    def __init__(self, classes: Sequence[str], depth: int | None = None) -> None:
+        from ..taxonomy import format_path, parse_path
 
         paths = [parse_path(c) for c in classes]
         if any(not p for p in paths):
             raise ValueError("top-down training needs a non-empty category path for every class")
+        if depth is not None:  # levels below ``depth`` merged into one: one flat problem per node at that depth
+            paths = [p[:depth] + (format_path(p[depth:]),) if len(p) > depth + 1 else p for p in paths]
         children: dict[tuple[str, ...], set[str]] = {}
         for p in paths:
             for k in range(len(p)):
@@ -165,20 +167,26 @@ DEFAULT_LOCAL_TEMPERATURE = 0.1
 
 
 TOP_DOWN_ABOVE = 10_000_000
-"""``hierarchy="auto"`` trains top-down when classes × training products exceed this (benchmarks/RESULTS.md,
-"Marketplace scale")."""
+"""``hierarchy="auto"`` trains two-level when classes × training products exceed this (benchmarks/RESULTS.md,
+"Thousands of leaves")."""
+
+
+def _tree(hierarchy: str, classes: list[str]) -> LocalTree | None:
+    if hierarchy == "flat":
+        return None
+    return LocalTree(classes, depth=1 if hierarchy == "two-level" else None)
 
 
 def resolve_hierarchy(hierarchy: str, classes: Sequence[str], n_rows: int) -> str:
-    """``"flat"`` or ``"top-down"``: what ``hierarchy`` means for these classes and this many products."""
+    """``"flat"``, ``"two-level"`` or ``"top-down"``: what ``hierarchy`` means for these classes and products."""
     from ..taxonomy import parse_path
 
-    if hierarchy not in ("flat", "top-down", "auto"):
-        raise ValueError(f"hierarchy must be 'flat', 'top-down' or 'auto', got {hierarchy!r}")
+    if hierarchy not in ("flat", "top-down", "two-level", "auto"):
+        raise ValueError(f"hierarchy must be 'flat', 'two-level', 'top-down' or 'auto', got {hierarchy!r}")
     if hierarchy != "auto":
         return hierarchy
     deep = any(len(parse_path(c)) > 1 for c in classes)
-    return "top-down" if deep and len(classes) * n_rows > TOP_DOWN_ABOVE else "flat"
+    return "two-level" if deep and len(classes) * n_rows > TOP_DOWN_ABOVE else "flat"
 
 
 class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -200,9 +208,10 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             one local problem per inner node of the class paths (each product trains only against its siblings,
             so the cost grows with the tree's depth and branching instead of the number of leaves), decoded
             softly -- a class's probability is the product of its path's local probabilities, each level's
-            softmax temperature fitted on the calibration split. ``"auto"``: top-down when the flat fit would be
-            large (classes × products above ``TOP_DOWN_ABOVE``) and the classes have more than one level, else
-            flat (``hierarchy_`` says which was used).
+            softmax temperature fitted on the calibration split; ``"two-level"``: the same with the levels below
+            the top merged -- one problem over the top-level categories, then one flat problem over the leaves
+            of each; ``"auto"``: two-level when the flat fit would be large (classes × products above
+            ``TOP_DOWN_ABOVE``) and the classes have more than one level, else flat (``hierarchy_`` says which).
         engine: where the one-vs-rest columns are fitted: ``"local"`` (worker processes) or ``"ray"`` (Ray tasks;
             the same model). See :func:`taxonomist.models.ovr.run_tasks`.
         checkpoint: a folder that keeps each finished part of the fit, so an interrupted fit resumes.
@@ -224,7 +233,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder: SparseTextEncoder | None = None,
         n_jobs: int | None = None,
         random_state: int = 0,
-        hierarchy: Literal["flat", "top-down", "auto"] = "flat",
+        hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "flat",
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
     ) -> None:
@@ -261,7 +270,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if len(self.classes_) < 2:
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
         self.hierarchy_ = resolve_hierarchy(self.hierarchy, list(self.classes_), len(titles))
-        self.tree_ = LocalTree(list(self.classes_)) if self.hierarchy_ == "top-down" else None
+        self.tree_ = _tree(self.hierarchy_, list(self.classes_))
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
@@ -408,7 +417,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.top_label_ = (arrays["top_label_x"], arrays["top_label_y"]) if "top_label_x" in arrays else None
         clf.n_features_in_ = shape[1]
         clf.hierarchy_ = str(params.get("hierarchy_", clf.hierarchy))
-        clf.tree_ = LocalTree(list(clf.classes_)) if clf.hierarchy_ == "top-down" else None
+        clf.tree_ = _tree(clf.hierarchy_, list(clf.classes_))
         clf.level_temperatures_ = None
         rows = len(clf.classes_)
         if clf.tree_ is not None:  # the tree is rebuilt from the class paths; the bundle keeps its temperatures
