@@ -261,7 +261,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         dp_epsilon: float | None = None,
         dp_delta: float = 1e-6,
         n_jobs: int | None = None,
-        hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "flat",
+        hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "auto",
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
     ) -> None:
