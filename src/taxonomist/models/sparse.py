@@ -24,7 +24,7 @@ from ..exceptions import NotFittedError
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
 from .ovr import Task, local_tasks, run_tasks
 
-__all__ = ["SparseClassifier", "TextPairs"]
+__all__ = ["LocalTree", "SparseClassifier", "TextPairs", "local_tree", "resolve_hierarchy"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ TOP_DOWN_ABOVE = 10_000_000
 "Thousands of leaves")."""
 
 
-def _tree(hierarchy: str, classes: list[str]) -> LocalTree | None:
+def local_tree(hierarchy: str, classes: list[str]) -> LocalTree | None:
+    """The local problems of a resolved ``hierarchy`` (``None`` for flat)."""
     if hierarchy == "flat":
         return None
     return LocalTree(classes, depth=1 if hierarchy == "two-level" else None)
@@ -270,7 +271,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if len(self.classes_) < 2:
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
         self.hierarchy_ = resolve_hierarchy(self.hierarchy, list(self.classes_), len(titles))
-        self.tree_ = _tree(self.hierarchy_, list(self.classes_))
+        self.tree_ = local_tree(self.hierarchy_, list(self.classes_))
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
@@ -417,7 +418,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.top_label_ = (arrays["top_label_x"], arrays["top_label_y"]) if "top_label_x" in arrays else None
         clf.n_features_in_ = shape[1]
         clf.hierarchy_ = str(params.get("hierarchy_", clf.hierarchy))
-        clf.tree_ = _tree(clf.hierarchy_, list(clf.classes_))
+        clf.tree_ = local_tree(clf.hierarchy_, list(clf.classes_))
         clf.level_temperatures_ = None
         rows = len(clf.classes_)
         if clf.tree_ is not None:  # the tree is rebuilt from the class paths; the bundle keeps its temperatures
