@@ -32,6 +32,19 @@ def test_two_level_merges_the_levels_below_the_top_into_one_problem_per_top_cate
     assert tree.paths.sum(axis=1).A1.tolist() == [2, 2, 2, 1]
 
 
+def test_two_level_splits_where_its_two_stages_cost_least() -> None:
+    from taxonomist.models.sparse import split_depth
+
+    # many departments under the root: split at the top level
+    shop = [f"D{d} > S{s} > L{j}" for d in range(20) for s in range(3) for j in range(4)]
+    assert split_depth(shop, np.full(len(shop), 10)) == 1
+    # two sources under the root, each with many departments: one level deeper
+    sources = [f"Shop{k} > D{d} > L{j}" for k in range(2) for d in range(30) for j in range(5)]
+    assert split_depth(sources, np.full(len(sources), 10)) == 2
+    tree = LocalTree(sources, depth=2)
+    assert tree.sizes[0] == 60 and len(tree.nodes) == 61  # the root over the 60 departments, then each one
+
+
 def test_auto_is_flat_for_small_problems_and_two_level_for_large_ones() -> None:
     from taxonomist.models.sparse import TOP_DOWN_ABOVE, resolve_hierarchy
 

@@ -228,7 +228,7 @@ class PrivateLinearClassifier(SparseClassifier):
         self.epsilon_ = spent_epsilon(sigma, float(self.delta), q, steps)
         self.temperature_ = 1.0
         self.top_label_ = None
-        self.hierarchy_, self.tree_, self.level_temperatures_ = "flat", None, None
+        self.hierarchy_, self.split_depth_, self.tree_, self.level_temperatures_ = "flat", 1, None, None
         self.coef_ = sp.csr_matrix(W)
         self.intercept_ = b
         self._coef_t = self.coef_.T.tocsr()

@@ -24,7 +24,7 @@ from ..exceptions import NotFittedError
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
 from .ovr import Task, local_tasks, run_tasks
 
-__all__ = ["LocalTree", "SparseClassifier", "TextPairs", "local_tree", "resolve_hierarchy"]
+__all__ = ["LocalTree", "SparseClassifier", "TextPairs", "local_tree", "resolve_hierarchy", "split_depth"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ class LocalTree:
         paths = [parse_path(c) for c in classes]
         if any(not p for p in paths):
             raise ValueError("top-down training needs a non-empty category path for every class")
-        if depth is not None:  # levels below ``depth`` merged into one: one flat problem per node at that depth
-            paths = [p[:depth] + (format_path(p[depth:]),) if len(p) > depth + 1 else p for p in paths]
+        if depth is not None:  # two stages: the depth-``depth`` prefixes, then the rest of the path under each
+            paths = [(format_path(p[:depth]), format_path(p[depth:])) if len(p) > depth else (format_path(p),)
+                     for p in paths]
         children: dict[tuple[str, ...], set[str]] = {}
         for p in paths:
             for k in range(len(p)):
@@ -171,11 +172,38 @@ TOP_DOWN_ABOVE = 10_000_000
 "Thousands of leaves")."""
 
 
-def local_tree(hierarchy: str, classes: list[str]) -> LocalTree | None:
-    """The local problems of a resolved ``hierarchy`` (``None`` for flat)."""
+def local_tree(hierarchy: str, classes: list[str], split_depth: int = 1) -> LocalTree | None:
+    """The local problems of a resolved ``hierarchy`` (``None`` for flat); ``split_depth``: where two-level splits."""
     if hierarchy == "flat":
         return None
-    return LocalTree(classes, depth=1 if hierarchy == "two-level" else None)
+    return LocalTree(classes, depth=split_depth if hierarchy == "two-level" else None)
+
+
+def split_depth(classes: Sequence[str], counts: np.ndarray) -> int:
+    """The depth at which a two-level model splits: the one whose two stages cost least to fit.
+
+    Splitting at depth ``d``, the first stage learns the ``d``-level prefixes over every product and the second
+    the leaves under each prefix over its own products; one-vs-rest cost is columns × rows, so the cost is
+    ``n × first-stage classes + sum over prefixes of (their products × their leaves)``. A catalogue whose top
+    level only names a few sources (one root per shop) splits one level deeper than one with dozens of
+    departments. ``counts``: training products per class.
+    """
+    from ..taxonomy import parse_path
+
+    paths = [parse_path(c) for c in classes]
+    n = int(np.sum(counts))
+    best, best_cost = 1, None
+    for d in range(1, max(len(p) for p in paths)):
+        rows: dict[tuple[str, ...], int] = {}
+        leaves: dict[tuple[str, ...], int] = {}
+        for p, c in zip(paths, counts, strict=True):
+            key = p[:d] if len(p) > d else p  # a class no deeper than d is a leaf of the first stage
+            rows[key] = rows.get(key, 0) + int(c)
+            leaves[key] = leaves.get(key, 0) + 1
+        cost = n * len(rows) + sum(rows[k] * leaves[k] for k in rows if leaves[k] > 1)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = d, cost
+    return best
 
 
 def resolve_hierarchy(hierarchy: str, classes: Sequence[str], n_rows: int) -> str:
@@ -209,9 +237,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             one local problem per inner node of the class paths (each product trains only against its siblings,
             so the cost grows with the tree's depth and branching instead of the number of leaves), decoded
             softly -- a class's probability is the product of its path's local probabilities, each level's
-            softmax temperature fitted on the calibration split; ``"two-level"``: the same with the levels below
-            the top merged -- one problem over the top-level categories, then one flat problem over the leaves
-            of each; ``"auto"``: two-level when the flat fit would be large (classes × products above
+            softmax temperature fitted on the calibration split; ``"two-level"``: the same with two stages -- one
+            problem over the categories at one depth (the top level, or deeper where that costs less to fit:
+            :func:`split_depth`), then one flat problem over the leaves under each; ``"auto"``: two-level when the flat fit would be large (classes × products above
             ``TOP_DOWN_ABOVE``) and the classes have more than one level, else flat (``hierarchy_`` says which).
         engine: where the one-vs-rest columns are fitted: ``"local"`` (worker processes) or ``"ray"`` (Ray tasks;
             the same model). See :func:`taxonomist.models.ovr.run_tasks`.
@@ -271,7 +299,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if len(self.classes_) < 2:
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
         self.hierarchy_ = resolve_hierarchy(self.hierarchy, list(self.classes_), len(titles))
-        self.tree_ = local_tree(self.hierarchy_, list(self.classes_))
+        self.split_depth_ = split_depth(list(self.classes_), np.bincount(y_idx)) if self.hierarchy_ == "two-level" else 1
+        self.tree_ = local_tree(self.hierarchy_, list(self.classes_), self.split_depth_)
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
@@ -382,7 +411,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         enc_params, enc_arrays, vocab = self.encoder_.get_state()
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "encoder"}
-        params.update(temperature_=self.temperature_, encoder=enc_params, hierarchy_=self.hierarchy_)
+        params.update(temperature_=self.temperature_, encoder=enc_params, hierarchy_=self.hierarchy_,
+                      split_depth_=self.split_depth_)
         # stored transposed (features × classes, CSR): the layout scoring uses, so loading converts nothing
         coef_t = self._coef_t if getattr(self, "_coef_t", None) is not None else self.coef_.T.tocsr()
         arrays = {
@@ -404,6 +434,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         p = dict(params)
         temperature = float(p.pop("temperature_"))
         p.pop("hierarchy_", None)
+        p.pop("split_depth_", None)
         encoder = SparseTextEncoder.from_state(p.pop("encoder"), arrays, objects["vocabulary"])
         clf = cls(**p)
         clf.encoder_ = encoder
@@ -418,7 +449,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.top_label_ = (arrays["top_label_x"], arrays["top_label_y"]) if "top_label_x" in arrays else None
         clf.n_features_in_ = shape[1]
         clf.hierarchy_ = str(params.get("hierarchy_", clf.hierarchy))
-        clf.tree_ = local_tree(clf.hierarchy_, list(clf.classes_))
+        clf.split_depth_ = int(params.get("split_depth_", 1))
+        clf.tree_ = local_tree(clf.hierarchy_, list(clf.classes_), clf.split_depth_)
         clf.level_temperatures_ = None
         rows = len(clf.classes_)
         if clf.tree_ is not None:  # the tree is rebuilt from the class paths; the bundle keeps its temperatures
