@@ -152,3 +152,23 @@ def test_train_cli_top_down_with_a_checkpoint(tmp_path, capsys, monkeypatch) -> 
     assert list((tmp_path / "ck").glob("*.npz"))
     code, out = run_cli(["train", str(f), "-o", str(tmp_path / "x"), "--hierarchy", "sideways"], capsys, monkeypatch)
     assert code == 1 and "--hierarchy must be flat, two-level, top-down or auto" in out
+
+
+def test_beam_descent_is_a_distribution_and_equals_exact_scoring_when_wide(sample_catalog, monkeypatch) -> None:
+    from taxonomist.models import sparse as sparse_mod
+
+    f = sample_catalog.frame
+    X = (f["title"].tolist(), f["description"].tolist())
+    m = SparseClassifier(hierarchy="top-down").fit(X, f["category"].tolist())
+    probe = (X[0][:200], X[1][:200])
+    exact = m.decision_function(probe)  # a small tree: every edge scored
+    assert m._beam_width() == 0
+    m.beam = 10_000
+    np.testing.assert_allclose(m.decision_function(probe), exact, rtol=1e-6, atol=1e-6)
+    m.beam = 1
+    greedy = m.decision_function(probe)
+    np.testing.assert_allclose(np.exp(greedy).sum(axis=1), 1.0, rtol=1e-9)
+    assert (greedy.argmax(axis=1) == exact.argmax(axis=1)).mean() >= 0.95
+    m.beam = "auto"
+    monkeypatch.setattr(sparse_mod, "BEAM_ABOVE", 0)
+    assert m._beam_width() == sparse_mod.BEAM_WIDTH

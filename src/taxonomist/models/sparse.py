@@ -10,7 +10,7 @@ text classifier on product titles. Its margins become probabilities by temperatu
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -104,6 +104,21 @@ class LocalTree:
         indptr = np.cumsum([0] + [len(e) for e in class_edges])
         self.paths = sp.csr_matrix((np.ones(indptr[-1]), np.concatenate(class_edges), indptr),
                                    shape=(len(paths), self.n_edges))
+        # for beam decoding: what each edge leads to (a class, or an inner node) and the classes under each node
+        index = {node: i for i, node in enumerate(nodes)}
+        self.edge_class = np.full(self.n_edges, -1, dtype=np.intp)
+        self.edge_child = np.full(self.n_edges, -1, dtype=np.intp)
+        for c, path_edges in enumerate(class_edges):
+            self.edge_class[path_edges[-1]] = c
+        for (node, child), e in edge.items():
+            if child != STOP:
+                self.edge_child[e] = index.get((*node, child), -1)
+        under: list[list[int]] = [[] for _ in nodes]
+        for c, p in enumerate(paths):
+            for k in range(len(p) + 1):
+                if p[:k] in index:
+                    under[index[p[:k]]].append(c)
+        self.node_classes = [np.asarray(u, dtype=np.intp) for u in under]
 
     def problems(self, y: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(node, rows, local labels) of each node with at least two children, for class indices ``y``."""
@@ -130,6 +145,59 @@ class LocalTree:
     def log_proba(self, margins: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
         """Class log-probabilities: the sum of the local log-probabilities along each class's path."""
         return np.asarray((self.paths @ self.local_log_proba(margins, temperatures).T).T)
+
+    def beam_log_proba(self, X: sp.csr_matrix, margins_of: Callable[[int, sp.csr_matrix], np.ndarray],
+                       temperatures: np.ndarray, beam: int) -> np.ndarray:
+        """Class log-probabilities by a beam descent: level by level, each product's ``beam`` most probable
+        inner nodes are scored further; under every node it did not score, the node's probability is shared
+        evenly among its classes (so each row is still a distribution). The work per product grows with the
+        depth and the branching along the beam, not with the number of classes.
+
+        ``margins_of(node, X_rows)``: the margins of the node's edges for those products.
+        """
+        n, n_classes = X.shape[0], self.paths.shape[0]
+        out = np.empty((n, n_classes), dtype=np.float64)
+        X = sp.csr_matrix(X)
+        rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
+        while len(rows):
+            cand_rows, cand_nodes, cand_logp = [], [], []
+            order = np.argsort(nodes, kind="stable")
+            bounds = np.flatnonzero(np.diff(nodes[order])) + 1
+            for group in np.split(order, bounds):
+                node = int(nodes[group[0]])
+                r, lp = rows[group], logp[group]
+                start, size = int(self.starts[node]), int(self.sizes[node])
+                edges = np.arange(start, start + size)
+                if size == 1:
+                    child = lp[:, None]
+                else:
+                    z = margins_of(node, X[r]) / temperatures[self.level[start]]
+                    z -= z.max(axis=1, keepdims=True)
+                    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+                    child = lp[:, None] + z
+                ends = self.edge_class[edges] >= 0
+                if ends.any():
+                    out[np.ix_(r, self.edge_class[edges[ends]])] = child[:, ends]
+                if not ends.all():
+                    inner = ~ends
+                    cand_rows.append(np.repeat(r, int(inner.sum())))
+                    cand_nodes.append(np.tile(self.edge_child[edges[inner]], len(r)))
+                    cand_logp.append(child[:, inner].ravel())
+            if not cand_rows:
+                break
+            cr, cn, cl = np.concatenate(cand_rows), np.concatenate(cand_nodes), np.concatenate(cand_logp)
+            by = np.lexsort((-cl, cr))  # by row, most probable first
+            cr, cn, cl = cr[by], cn[by], cl[by]
+            first = np.r_[0, np.flatnonzero(np.diff(cr)) + 1]
+            rank = np.arange(len(cr)) - np.repeat(first, np.diff(np.r_[first, len(cr)]))
+            keep = rank < beam
+            dr, dn, dl = cr[~keep], cn[~keep], cl[~keep]
+            by_node = np.argsort(dn, kind="stable")
+            for group in np.split(by_node, np.flatnonzero(np.diff(dn[by_node])) + 1) if len(dn) else []:
+                classes = self.node_classes[int(dn[group[0]])]  # not descended: its mass shared by its classes
+                out[np.ix_(dr[group], classes)] = (dl[group] - np.log(len(classes)))[:, None]
+            rows, nodes, logp = cr[keep], cn[keep], cl[keep]
+        return out
 
     def fit_temperatures(self, margins: np.ndarray, y: np.ndarray) -> np.ndarray:
         """One temperature per level minimising the NLL of the true child at each node on the path of ``y``."""
@@ -165,6 +233,9 @@ class LocalTree:
 
 
 DEFAULT_LOCAL_TEMPERATURE = 0.1
+BEAM_ABOVE = 2_000
+"""Tree models with more edges than this predict by beam descent (``beam="auto"``)."""
+BEAM_WIDTH = 5
 
 
 TOP_DOWN_ABOVE = 10_000_000
@@ -244,6 +315,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         engine: where the one-vs-rest columns are fitted: ``"local"`` (worker processes) or ``"ray"`` (Ray tasks;
             the same model). See :func:`taxonomist.models.ovr.run_tasks`.
         checkpoint: a folder that keeps each finished part of the fit, so an interrupted fit resumes.
+        beam: how a tree model predicts: ``0`` scores every edge (exact); ``k`` descends level by level into
+            each product's ``k`` most probable nodes only (:meth:`LocalTree.beam_log_proba`; cost grows with
+            depth, not classes); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else ``BEAM_WIDTH``.
 
     Example:
         >>> clf = SparseClassifier().fit(["red shirt", "blue jeans", "green shirt", "black jeans"] * 3,
@@ -265,6 +339,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "flat",
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
+        beam: int | Literal["auto"] = "auto",
     ) -> None:
         self.C = C
         self.class_weight = class_weight
@@ -277,6 +352,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.hierarchy = hierarchy
         self.engine = engine
         self.checkpoint = checkpoint
+        self.beam = beam
 
     def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit one-vs-rest SVMs on label indices ``y``; returns (coef, intercept) for all ``n_classes`` rows."""
@@ -368,9 +444,34 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         titles, contexts = _as_pairs(X)
         if getattr(self, "_coef_t", None) is None:
             self._coef_t = self.coef_.T.tocsr()
-        scores = _scores(self.encoder_.transform(titles, contexts), self._coef_t, self.intercept_)
+        X = self.encoder_.transform(titles, contexts)
         tree = getattr(self, "tree_", None)
+        width = self._beam_width()
+        if tree is not None and width:
+            return np.asarray(tree.beam_log_proba(X, self._node_margins, self.level_temperatures_, width))
+        scores = _scores(X, self._coef_t, self.intercept_)
         return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
+
+    def _node_margins(self, node: int, X: sp.csr_matrix) -> np.ndarray:
+        """The margins of one node's edges (its block of the weights, cut out once and kept)."""
+        tree = self.tree_
+        assert tree is not None
+        blocks: list[sp.csr_matrix] | None = getattr(self, "_node_blocks", None)
+        if blocks is None:  # each node's weights as features × its edges, cut from the edge rows in one pass
+            rows = sp.csr_matrix(self.coef_)
+            blocks = self._node_blocks = [rows[a:a + k].T.tocsr() for a, k in zip(tree.starts, tree.sizes, strict=True)]
+        start, size = int(tree.starts[node]), int(tree.sizes[node])
+        return _scores(X, blocks[node], self.intercept_[start:start + size])
+
+    def _beam_width(self) -> int:
+        """The beam of :meth:`decision_function` (0: every edge scored)."""
+        tree = getattr(self, "tree_", None)
+        beam = getattr(self, "beam", "auto")
+        if tree is None:
+            return 0
+        if beam == "auto":
+            return BEAM_WIDTH if tree.n_edges > BEAM_ABOVE else 0
+        return int(beam)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Calibrated probabilities, shape (n, n_classes), columns in ``classes_`` order."""
