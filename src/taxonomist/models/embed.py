@@ -11,14 +11,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EmbedHead", "NeighbourIndex"]
+__all__ = ["ANN_ABOVE", "EmbedHead", "NeighbourIndex"]
+
+logger = logging.getLogger(__name__)
 
 _UNKNOWN = -1e3  # the intercept (and so, near enough, the score) of a class the head saw no example of
 _CHUNK = 512  # queries per similarity block: 512 × 40k training products is 80 MB
+
+
+ANN_ABOVE = 100_000
+"""``search="auto"`` uses an approximate (HNSW) index from this many labelled vectors on, when FAISS is installed."""
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 
 
 class NeighbourIndex:
@@ -27,11 +35,16 @@ class NeighbourIndex:
     Args:
         k: neighbours that vote.
         temperature: sharpness of the vote (``exp(similarity / T)``).
+        search: ``"exact"`` (every stored vector compared: a matrix product per block of queries), ``"hnsw"``
+            (FAISS's HNSW graph over inner products, ``pip install 'taxonomist[ann]'``; built from the stored
+            vectors at the first query, never stored in a bundle), or ``"auto"``: HNSW from ``ANN_ABOVE``
+            vectors on when FAISS is installed, else exact. Recall against exact search: benchmarks/ann.py.
     """
 
-    def __init__(self, k: int = 10, temperature: float = 0.05) -> None:
+    def __init__(self, k: int = 10, temperature: float = 0.05, search: str = "auto") -> None:
         self.k = k
         self.temperature = temperature
+        self.search = search
 
     def fit(self, embeddings: np.ndarray, y_index: np.ndarray, n_classes: int) -> NeighbourIndex:
         self.vectors_ = np.asarray(embeddings, dtype=np.float16)
@@ -49,6 +62,10 @@ class NeighbourIndex:
         """(similarities, indices) of the ``k`` most similar stored vectors, best first."""
         k = min(k or self.k, len(self.labels_))
         q = np.asarray(queries, dtype=np.float32)
+        hnsw = self._hnsw()
+        if hnsw is not None:
+            sims, idx = hnsw.search(np.ascontiguousarray(q), k)
+            return sims.astype(np.float32), idx.astype(np.int64)
         sims = np.zeros((len(q), k), np.float32)
         idx = np.zeros((len(q), k), np.int64)
         base: np.ndarray | None = getattr(self, "_base", None)
@@ -62,6 +79,30 @@ class NeighbourIndex:
             idx[s:s + _CHUNK] = np.take_along_axis(part, order, 1)
             sims[s:s + _CHUNK] = np.take_along_axis(ps, order, 1)
         return sims, idx
+
+    def _hnsw(self) -> Any:
+        """The approximate index when the search mode asks for one (built once per set of stored vectors)."""
+        search = getattr(self, "search", "auto")
+        if search not in ("auto", "exact", "hnsw"):
+            raise ValueError(f"search must be 'auto', 'exact' or 'hnsw', got {search!r}")
+        if search == "exact" or (search == "auto" and len(self.labels_) < ANN_ABOVE):
+            return None
+        try:
+            import faiss
+        except ImportError:
+            if search == "hnsw":
+                raise ImportError("search='hnsw' needs FAISS: pip install 'taxonomist[ann]'") from None
+            return None
+        built = getattr(self, "_index", None)
+        if built is not None and built.ntotal == len(self.labels_):
+            return built
+        logger.info("building an HNSW index over %d labelled vectors", len(self.labels_))
+        index = faiss.IndexHNSWFlat(self.vectors_.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        index.add(np.ascontiguousarray(self.vectors_, dtype=np.float32))
+        self._index = index
+        return index
 
     def predict_proba(self, queries: np.ndarray) -> np.ndarray:
         sims, idx = self.kneighbors(queries)
