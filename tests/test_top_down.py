@@ -172,3 +172,18 @@ def test_beam_descent_is_a_distribution_and_equals_exact_scoring_when_wide(sampl
     m.beam = "auto"
     monkeypatch.setattr(sparse_mod, "BEAM_ABOVE", 0)
     assert m._beam_width() == sparse_mod.BEAM_WIDTH
+
+
+def test_scores_in_bounded_blocks_equal_one_block(monkeypatch) -> None:
+    import scipy.sparse as sp
+
+    from taxonomist.models import sparse as sparse_mod
+
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 2_000, density=0.01, format="csr", random_state=1, dtype=np.float32)
+    coef_t = sp.random(2_000, 40, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    b = rng.normal(size=40).astype(np.float32)
+    whole = sparse_mod._scores(X, coef_t, b)
+    monkeypatch.setattr(sparse_mod, "_DENSE_BUDGET", 40 * 25)  # blocks of about 25 feature occurrences
+    np.testing.assert_allclose(sparse_mod._scores(X, coef_t, b), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole, X @ coef_t.toarray() + b, rtol=1e-5, atol=1e-5)
