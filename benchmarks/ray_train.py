@@ -31,7 +31,7 @@ from generalise import read  # noqa: E402
 import taxonomist as tx  # noqa: E402
 from taxonomist.encoders.sparse import SparseTextEncoder  # noqa: E402
 from taxonomist.models.ovr import local_tasks, run_tasks  # noqa: E402
-from taxonomist.models.sparse import local_tree, resolve_hierarchy  # noqa: E402
+from taxonomist.models.tree import local_tree, resolve_hierarchy  # noqa: E402
 
 
 def main() -> None:

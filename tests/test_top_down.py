@@ -7,7 +7,7 @@ import pytest
 
 import taxonomist as tx
 from taxonomist.models import SparseClassifier
-from taxonomist.models.sparse import STOP, LocalTree
+from taxonomist.models.tree import STOP, LocalTree
 
 
 def test_local_tree_has_one_problem_per_inner_node_and_paths_of_edges() -> None:
@@ -33,7 +33,7 @@ def test_two_level_merges_the_levels_below_the_top_into_one_problem_per_top_cate
 
 
 def test_two_level_splits_where_its_two_stages_cost_least() -> None:
-    from taxonomist.models.sparse import split_depth
+    from taxonomist.models.tree import split_depth
 
     # many departments under the root: split at the top level
     shop = [f"D{d} > S{s} > L{j}" for d in range(20) for s in range(3) for j in range(4)]
@@ -46,7 +46,7 @@ def test_two_level_splits_where_its_two_stages_cost_least() -> None:
 
 
 def test_auto_is_flat_for_small_problems_and_two_level_for_large_ones() -> None:
-    from taxonomist.models.sparse import TOP_DOWN_ABOVE, resolve_hierarchy
+    from taxonomist.models.tree import TOP_DOWN_ABOVE, resolve_hierarchy
 
     deep = [f"A{i % 7} > B{i}" for i in range(100)]
     assert resolve_hierarchy("auto", deep, 1000) == "flat"

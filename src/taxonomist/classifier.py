@@ -23,7 +23,8 @@ from .bundle import read_bundle, write_bundle
 from .catalog import CANONICAL_FIELDS, Catalog, column_key, title_groups
 from .exceptions import BundleError, NotFittedError, TaxonomistError
 from .models.hierarchy import LevelIndex, Prediction, decode, level_probabilities
-from .models.sparse import SparseClassifier, resolve_hierarchy
+from .models.sparse import SparseClassifier
+from .models.tree import resolve_hierarchy
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse, scrub_pii
 
