@@ -69,22 +69,23 @@ def fit_task(X: sp.csr_matrix, task: Task, params: dict[str, Any]) -> tuple[sp.c
     prune = params["prune"]
     svc_params = {k: params[k] for k in ("C", "class_weight", "random_state")}
     weights, intercepts = [], []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        if task.mirror:
-            m = LinearSVC(**svc_params).fit(Xt, (task.y == cols[1]).astype(np.int8))
-            w, b = m.coef_[0], m.intercept_[0]
-            fitted = [(-w, -b), (w, b)]
-        else:
-            fitted = []
-            for c in cols:
-                m = LinearSVC(**svc_params).fit(Xt, (task.y == c).astype(np.int8))
-                fitted.append((m.coef_[0], m.intercept_[0]))
-    for w, b in fitted:
+
+    def keep(w: np.ndarray, b: float) -> None:  # pruned and sparse at once: one dense column in flight
         w = w.astype(np.float32)
         w[np.abs(w) < prune] = 0.0
         weights.append(sp.csr_matrix(w))
         intercepts.append(b)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        if task.mirror:
+            m = LinearSVC(**svc_params).fit(Xt, (task.y == cols[1]).astype(np.int8))
+            keep(-m.coef_[0], -m.intercept_[0])
+            keep(m.coef_[0], m.intercept_[0])
+        else:
+            for c in cols:
+                m = LinearSVC(**svc_params).fit(Xt, (task.y == c).astype(np.int8))
+                keep(m.coef_[0], m.intercept_[0])
     not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     for wn in caught:
         if not issubclass(wn.category, ConvergenceWarning):
