@@ -187,3 +187,18 @@ def test_scores_in_bounded_blocks_equal_one_block(monkeypatch) -> None:
     monkeypatch.setattr(sparse_mod, "_DENSE_BUDGET", 40 * 25)  # blocks of about 25 feature occurrences
     np.testing.assert_allclose(sparse_mod._scores(X, coef_t, b), whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(whole, X @ coef_t.toarray() + b, rtol=1e-5, atol=1e-5)
+
+
+def test_calibration_scores_a_bounded_number_of_held_out_products(sample_catalog, monkeypatch, caplog) -> None:
+    import logging
+
+    from taxonomist.models import sparse as sparse_mod
+
+    monkeypatch.setattr(sparse_mod, "MAX_CALIBRATION_ROWS", 50)
+    caplog.set_level(logging.INFO, logger="taxonomist")
+    f = sample_catalog.frame
+    m = SparseClassifier(hierarchy="two-level").fit((f["title"].tolist(), f["description"].tolist()),
+                                                    f["category"].tolist())
+    fitted = [r.getMessage() for r in caplog.records if "level temperatures" in r.getMessage()]
+    assert fitted and "fitted on" in fitted[0] and int(fitted[0].rsplit("fitted on ", 1)[1].split()[0]) <= 50
+    assert m.predict(f["title"].tolist()[:5]).shape == (5,)

@@ -72,6 +72,8 @@ _DENSE_BUDGET = 2**25
 """Cells (features present × classes) of the weight block :func:`_scores` densifies at once: 128 MB of float32."""
 
 
+MAX_CALIBRATION_ROWS = 20_000
+"""Held-out products scored to fit the calibration (a random subset when the split holds more)."""
 BEAM_ABOVE = 2_000
 """Tree models with more edges than this predict by beam descent (``beam="auto"``)."""
 BEAM_WIDTH = 5
@@ -178,6 +180,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             split = GroupShuffleSplit(n_splits=1, test_size=self.calibration_size, random_state=self.random_state)
             fit_idx, cal_idx = next(split.split(Xs, y_idx, g))
             coef, intercept = self._fit_model(Xs[fit_idx], y_idx[fit_idx])
+            if len(cal_idx) > MAX_CALIBRATION_ROWS:  # enough to fit a temperature and a monotone map; bounded memory
+                rng = np.random.default_rng(self.random_state)
+                cal_idx = np.sort(rng.choice(cal_idx, MAX_CALIBRATION_ROWS, replace=False))
             scores = _scores(Xs[cal_idx], coef.T.tocsr(), intercept)
             seen = np.isin(y_idx[cal_idx], np.unique(y_idx[fit_idx]))
             y_seen = y_idx[cal_idx][seen]
