@@ -202,3 +202,13 @@ def test_calibration_scores_a_bounded_number_of_held_out_products(sample_catalog
     fitted = [r.getMessage() for r in caplog.records if "level temperatures" in r.getMessage()]
     assert fitted and "fitted on" in fitted[0] and int(fitted[0].rsplit("fitted on ", 1)[1].split()[0]) <= 50
     assert m.predict(f["title"].tolist()[:5]).shape == (5,)
+
+
+def test_a_refit_model_beams_with_its_new_weights() -> None:
+    titles = ["red cotton shirt", "blue denim jeans", "steel kitchen knife", "wooden cutting board"] * 5
+    labels = ["Apparel > Shirts", "Apparel > Jeans", "Home > Knives", "Home > Boards"] * 5
+    m = SparseClassifier(hierarchy="top-down", calibration="none", beam=1).fit(titles, labels)
+    assert m.predict(["green shirt"]).tolist() == ["Apparel > Shirts"]
+    swapped = ["Home > Knives", "Home > Boards", "Apparel > Shirts", "Apparel > Jeans"] * 5
+    m.fit(titles, swapped)
+    assert m.predict(["green shirt"]).tolist() == ["Home > Knives"]
