@@ -199,7 +199,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 self.top_label_ = fit_top_label(p.max(axis=1), p.argmax(axis=1) == y_seen)
         self.coef_, self.intercept_ = self._fit_model(Xs, y_idx)
         self._coef_t = self.coef_.T.tocsr()
-        self._node_blocks = None  # the beam's per-node weights are cut again from these
+        self._node_blocks: list[sp.csr_matrix] | None = None  # the beam's per-node weights are cut again from these
         self.n_features_in_ = Xs.shape[1]
         return self
 
