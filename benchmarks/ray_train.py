@@ -30,8 +30,9 @@ from generalise import read  # noqa: E402
 
 import taxonomist as tx  # noqa: E402
 from taxonomist.encoders.sparse import SparseTextEncoder  # noqa: E402
-from taxonomist.models.ovr import local_tasks, run_tasks  # noqa: E402
-from taxonomist.models.tree import local_tree, resolve_hierarchy  # noqa: E402
+from taxonomist.models.ovr import run_tasks  # noqa: E402
+from taxonomist.models.sparse import plan_tasks  # noqa: E402
+from taxonomist.models.tree import local_tree, resolve_hierarchy, split_depth  # noqa: E402
 
 
 def main() -> None:
@@ -51,14 +52,9 @@ def main() -> None:
     labels = train.frame["category"].tolist()
     X = SparseTextEncoder().fit_transform(titles, contexts)
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
-    tree = local_tree(resolve_hierarchy(args.hierarchy, list(classes), len(y)), list(classes))
-    if tree is None:
-        problems = [(0, np.arange(len(y)), y)]
-        sizes = [len(classes)]
-    else:
-        problems = tree.problems(y)
-        sizes = [int(tree.sizes[node]) for node, _r, _l in problems]
-    tasks = [t for p, (_n, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
+    hierarchy = resolve_hierarchy(args.hierarchy, list(classes), len(y))
+    depth = split_depth(list(classes), np.bincount(y)) if hierarchy == "two-level" else 1  # as SparseClassifier.fit
+    problems, tasks, sizes = plan_tasks(local_tree(hierarchy, list(classes), depth), y, len(classes))
     params = {"C": 0.5, "class_weight": None, "random_state": 0, "prune": 1e-3}
     print(f"{args.dataset}: {len(y):,} products, {len(classes):,} leaves, {X.shape[1]:,} features, hierarchy "
           f"{args.hierarchy}: {len(problems):,} problems, {len(tasks):,} tasks")

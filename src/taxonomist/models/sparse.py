@@ -23,7 +23,7 @@ from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import NotFittedError
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
 from .ovr import Task, local_tasks, run_tasks
-from .tree import DEFAULT_LOCAL_TEMPERATURE, local_tree, resolve_hierarchy, split_depth
+from .tree import DEFAULT_LOCAL_TEMPERATURE, LocalTree, local_tree, resolve_hierarchy, split_depth
 
 __all__ = ["SparseClassifier", "TextPairs"]
 
@@ -77,6 +77,20 @@ MAX_CALIBRATION_ROWS = 20_000
 BEAM_ABOVE = 2_000
 """Tree models with more edges than this predict by beam descent (``beam="auto"``)."""
 BEAM_WIDTH = 5
+
+
+def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int
+               ) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], list[Task], list[int]]:
+    """The fit of label indices ``y`` as one-vs-rest tasks: (problems as (node, rows, local labels), tasks, each
+    problem's number of columns) -- one problem over all classes when flat (``tree`` None), else one per node."""
+    if tree is None:
+        problems = [(0, np.arange(len(y)), y)]
+        sizes = [n_classes]
+    else:
+        problems = tree.problems(y)
+        sizes = [int(tree.sizes[node]) for node, _r, _l in problems]
+    tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
+    return problems, tasks, sizes
 
 
 class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -146,8 +160,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit one-vs-rest SVMs on label indices ``y``; returns (coef, intercept) for all ``n_classes`` rows."""
-        tasks = local_tasks(np.arange(len(y)), y)
-        (coef, intercept), = self._run_tasks(X, tasks, [n_classes])
+        _problems, tasks, sizes = plan_tasks(None, y, n_classes)
+        (coef, intercept), = self._run_tasks(X, tasks, sizes)
         return coef, intercept
 
     def _run_tasks(self, X: sp.csr_matrix, tasks: list[Task], sizes: list[int]) -> list[tuple[sp.csr_matrix, np.ndarray]]:
@@ -208,9 +222,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if self.tree_ is None:
             return self._fit_linear(X, y, len(self.classes_))
         tree = self.tree_
-        problems = tree.problems(y)
-        tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
-        fitted = self._run_tasks(X, tasks, [int(tree.sizes[node]) for node, _r, _l in problems])
+        problems, tasks, sizes = plan_tasks(tree, y, len(self.classes_))
+        fitted = self._run_tasks(X, tasks, sizes)
         blocks: list[sp.csr_matrix] = []
         intercept = np.zeros(tree.n_edges, dtype=np.float32)  # a node's only child: log-probability 0
         by_node = {node: f for (node, _r, _l), f in zip(problems, fitted, strict=True)}
