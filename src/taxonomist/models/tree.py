@@ -125,8 +125,10 @@ class LocalTree:
         while len(rows):
             cand_rows, cand_nodes, cand_logp = [], [], []
             order = np.argsort(nodes, kind="stable")
-            bounds = np.flatnonzero(np.diff(nodes[order])) + 1
-            for group in np.split(order, bounds):
+            bounds = np.r_[0, np.flatnonzero(np.diff(nodes[order])) + 1, len(order)]
+            X_level = X[rows[order]]  # the level's products gathered once, each node's a contiguous slice
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                group = order[a:b]
                 node = int(nodes[group[0]])
                 r, lp = rows[group], logp[group]
                 start, size = int(self.starts[node]), int(self.sizes[node])
@@ -134,7 +136,7 @@ class LocalTree:
                 if size == 1:
                     child = lp[:, None]
                 else:
-                    z = margins_of(node, X[r]) / temperatures[self.level[start]]
+                    z = margins_of(node, X_level[a:b]) / temperatures[self.level[start]]
                     z -= z.max(axis=1, keepdims=True)
                     z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
                     child = lp[:, None] + z
