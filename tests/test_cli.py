@@ -101,6 +101,9 @@ def test_train_refits_on_every_row_after_the_held_out_evaluation(tmp_path, capsy
     assert split["refit"] is True and split["n_train"] + split["n_test"] == 600 and split["n_test"] > 0
     assert "refitted on all 600 products" in out
     assert "refitted on all 600 products" in (tmp_path / "r.html").read_text()
+    # the drift reference (GET /v1/monitor compares served answers with it) is the held-out products'
+    reference = manifest["drift_reference"]
+    assert reference["source"] == "held-out" and reference["summary"]["n"] == split["n_test"]
     code, out = run_cli(["train", str(f), "-o", str(tmp_path / "kept"), "--tier", "sparse", "--no-refit"],
                         capsys, monkeypatch)
     assert code == 0, out

@@ -25,6 +25,7 @@ from .exceptions import BundleError, NotFittedError, TaxonomistError
 from .models.hierarchy import LevelIndex, Prediction, decode, level_probabilities
 from .models.sparse import SparseClassifier
 from .models.tree import resolve_hierarchy
+from .monitoring import DriftReference
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse, scrub_pii
 
@@ -423,6 +424,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.train_title_hashes_ = np.zeros(0, dtype=np.int64) if private else np.unique(title_hashes(titles))
         self.n_train_ = 0 if private else len(df)
         self.metrics_: dict[str, Any] = {}
+        self.drift_reference_: DriftReference | None = None  # set by whoever has held-out products (train does)
         return self
 
     def _sparse(self, calibration: str) -> SparseClassifier:
@@ -548,6 +550,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         clf.n_train_ = 0
         clf.train_title_hashes_ = np.zeros(0, dtype=np.int64)
         clf.metrics_ = {}
+        clf.drift_reference_ = None
         return clf
 
     def add_category(
@@ -934,6 +937,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "training_data": {"fingerprint": self.fingerprint_, "n_rows": self.n_train_},
             "metrics": self.metrics_,
         }
+        reference = getattr(self, "drift_reference_", None)
+        if reference is not None:
+            manifest["drift_reference"] = reference.to_dict()
         return write_bundle(directory, manifest, {"weights": arrays}, objects, raw=raw)
 
     @classmethod
@@ -967,6 +973,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             clf.n_train_ = int(m["training_data"]["n_rows"])
             clf.train_title_hashes_ = arrays["train_title_hashes"]
             clf.metrics_ = dict(m.get("metrics", {}))
+            clf.drift_reference_ = DriftReference.from_dict(m["drift_reference"]) if m.get("drift_reference") else None
             clf.manifest_ = m
         except BundleError:
             raise

@@ -465,8 +465,10 @@ def train(
                 out.print(f"report: {report}")
             if json_out:
                 ev.to_json(json_out)
-            if refit:
-                clf = _refit(clf, cat, tax)
+        reference = _drift_reference(clf, test_cat, train_cat)
+        if test_cat is not None and refit:
+            clf = _refit(clf, cat, tax)
+        clf.drift_reference_ = reference
         _say_stacking(clf)
         path = clf.save(output, metrics=metrics)
         out.print(f"model saved to {path}")
@@ -482,6 +484,20 @@ def train(
                 tracker.log_pyfunc(path)
                 if register:
                     out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
+
+
+def _drift_reference(clf: Any, test_cat: Any, train_cat: Any) -> Any:
+    """What the model's answers look like on products it did not train on (the held-out split; without one, a
+    sample of the training products, whose confidences are optimistic), kept in the bundle for ``serve`` to
+    compare served predictions with (GET /v1/monitor)."""
+    from .monitoring import DriftReference, brands
+
+    if getattr(clf, "dp_epsilon", None) is not None:  # a private model keeps nothing computed from the rows
+        return None
+    source = "held-out" if test_cat is not None else "training sample"
+    with _spinner(f"drift reference: the model's answers on the {source} products"):
+        return DriftReference.of(clf, (test_cat if test_cat is not None else train_cat).frame.to_dict("records"),
+                                 source=source, brands=brands(train_cat.frame.to_dict("records")))
 
 
 def _default_back_off(clf: Any, ev: Any) -> None:

@@ -304,9 +304,23 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "word_")
         if self.n_features is not None:
             return np.ones(len(titles), dtype=bool)
+        return np.asarray(self.unknown_word_share(titles) < 1.0)
+
+    def unknown_word_share(self, titles: Sequence[str]) -> np.ndarray:
+        """The share of each title's words that are not in the vocabulary (NaN for a title of no word, and for
+        a hashed encoder, which has no vocabulary): a catalogue drifting away from the training one shows here
+        first."""
+        check_is_fitted(self, "word_")
+        if self.n_features is not None:
+            return np.full(len(titles), np.nan)
         vocab = self.word_.vocabulary_
         tokens = self.word_.build_tokenizer() if self.word_.tokenizer is None else self.word_.tokenizer
-        return np.asarray([any(w in vocab for w in tokens(normalize_for_sparse(t or ""))) for t in titles], dtype=bool)
+        out = np.full(len(titles), np.nan)
+        for i, t in enumerate(titles):
+            words = tokens(normalize_for_sparse(t or ""))
+            if words:
+                out[i] = sum(w not in vocab for w in words) / len(words)
+        return out
 
     def names_of(self, title: str, context: str = "") -> dict[int, str]:
         """Names of the columns one product's text fills in a hashed encoder: the n-grams that hash to them,

@@ -41,6 +41,7 @@ from ..images import (
     resolve_image_path,
 )
 from ..models.hierarchy import decode
+from ..monitoring import DriftMonitor, live_accuracy, observations
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii, scrub_product
 from .batcher import MicroBatcher, Stage
@@ -196,6 +197,8 @@ class Service:
         self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
                                     settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
                                     cost=_text_chars, inline_max_cost=settings.inline_max_chars)
+        self.monitor = DriftMonitor(None, settings.monitor_window)
+        self.metrics.track_drift(self.monitor.signals)
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
         self._query_models: dict[str, Any] = {}
@@ -238,6 +241,20 @@ class Service:
     @property
     def model(self) -> ServedModel:
         return self.registry.current
+
+    def observe_drift(self, records: list[dict[str, Any]], results: list[tuple[Any, str, Any]]) -> None:
+        """Add the answers of the served version to the drift monitor (a new version starts a new window)."""
+        served = self.model
+        self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
+        keep = [i for i, (_, version, _) in enumerate(results) if version == served.version]
+        self.monitor.observe(observations(served.classifier, [records[i] for i in keep], [results[i][0] for i in keep]))
+
+    def monitor_report(self) -> dict[str, Any]:
+        """GET /v1/monitor: the drift signals of the window and the live accuracy from reviewers' decisions."""
+        served = self.model
+        self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
+        return {"model_version": served.version, **self.monitor.signals(),
+                "live_accuracy": live_accuracy(self.review_store().decided())}
 
     def resource(self, kind: str) -> Any:
         """An optional part of the server (``router``, ``search``, ``profiles``) from the folder its setting names,
@@ -505,6 +522,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                     "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
                     "model_version": version}))
         svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
+        svc.observe_drift(records, results)
         if queue:
             client = request.client.host if request.client is not None else "-"
             ids = await asyncio.to_thread(svc.queue_for_review, client, [q for _, q in queue])
@@ -636,6 +654,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                               svc.model.version)
         svc.metrics.feedback.labels(source="api").inc()
         return {"id": fid, "category": category}
+
+    @app.get("/v1/monitor", tags=["ops"], dependencies=[read])
+    def monitor() -> dict[str, Any]:
+        """Drift of the served predictions against the model's reference (the last ``monitor_window`` answers):
+        PSI and Jensen-Shannon divergence of the categories per level, confidence, back-off, unknown title words,
+        new brands, the alerts firing; and the live accuracy per week from reviewers' decisions."""
+        return svc.monitor_report()
 
     @app.get("/v1/review-stats", tags=["review"], dependencies=[review_read])
     def review_stats() -> dict[str, int]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
 
 __all__ = ["ServiceMetrics", "TimingMiddleware"]
 
@@ -49,6 +50,51 @@ class ServiceMetrics:
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
+
+    def track_drift(self, signals: Callable[[], dict[str, Any]]) -> None:
+        """Export the drift monitor's signals (computed when Prometheus scrapes; NaN until the window is full
+        enough)."""
+        self.registry.register(_DriftCollector(signals))
+
+
+class _DriftCollector:
+    """The drift signals of :class:`taxonomist.monitoring.DriftMonitor` as gauges, computed at scrape time."""
+
+    def __init__(self, signals: Callable[[], dict[str, Any]]) -> None:
+        self.signals = signals
+
+    def describe(self) -> list[Any]:
+        return []  # computed at scrape time; nothing to check at registration
+
+    def collect(self) -> Any:
+        s = self.signals()
+
+        def gauge(name: str, doc: str, value: Any, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=list(labels) if labels else None)
+            g.add_metric(list(labels.values()) if labels else [], float("nan") if value is None else float(value))
+            return g
+
+        yield gauge("taxonomist_drift_window_predictions", "Predictions in the drift monitor's window.", s.get("n", 0))
+        yield gauge("taxonomist_drift_alerts", "Drift alerts firing now (see GET /v1/monitor).", len(s.get("alerts", [])))
+        for key, doc in (("psi", "Population stability index of the predicted categories against the bundle's "
+                          "reference, per level."),
+                         ("js", "Jensen-Shannon divergence (bits) of the predicted categories, per level.")):
+            g = GaugeMetricFamily(f"taxonomist_drift_{key}", doc, labels=["level"])
+            for level, value in (s.get(key) or {"level_1": None, "level_2": None}).items():
+                g.add_metric([level.removeprefix("level_")], float("nan") if value is None else float(value))
+            yield g
+        yield gauge("taxonomist_drift_confidence_psi", "PSI of the leaf-confidence histogram.", s.get("confidence_psi"))
+        for key, doc in (("mean_confidence", "Mean leaf confidence"), ("back_off_share", "Share of answers backed off "
+                         "to a parent"), ("unknown_word_share", "Share of title words the sparse vocabulary lacks")):
+            pair = s.get(key) or {}
+            g = GaugeMetricFamily(f"taxonomist_drift_{key}", f"{doc}: in the window (current) and on the reference.",
+                                  labels=["window"])
+            for which in ("current", "reference"):
+                value = pair.get(which)
+                g.add_metric([which], float("nan") if value is None else float(value))
+            yield g
+        yield gauge("taxonomist_drift_new_brand_rate", "Share of branded products whose brand training never saw.",
+                    s.get("new_brand_rate"))
 
 
 class TimingMiddleware:

@@ -190,6 +190,15 @@ class ReviewStore:
             self._db.execute("VACUUM")  # the deleted rows' bytes leave the file too
         return n_review, n_feedback
 
+    def decided(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Decided review items (status, decided_at, reason, suggested category), oldest decision first: what
+        :func:`taxonomist.monitoring.live_accuracy` reads."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, decided_at, reason, category, model_version FROM review WHERE status != 'pending'"
+                " AND decided_at >= ? ORDER BY decided_at", (since or 0.0,)).fetchall()
+        return [dict(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT status, count(*) FROM review GROUP BY status").fetchall()

@@ -1,0 +1,156 @@
+"""Drift monitoring and live accuracy: the signals, the reference kept in a bundle, the service's window."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import taxonomist as tx
+from taxonomist.monitoring import (
+    MIN_WINDOW,
+    DriftMonitor,
+    DriftReference,
+    Observation,
+    drift_signals,
+    js_divergence,
+    live_accuracy,
+    psi,
+    wilson_interval,
+)
+
+
+def test_psi_and_js_of_known_distributions() -> None:
+    same = {"A": 0.5, "B": 0.5}
+    assert psi(same, same) == pytest.approx(0.0)
+    assert js_divergence(same, same) == pytest.approx(0.0)
+    # PSI = sum (q - p) ln(q / p): (0.2 - 0.5) ln(0.4) + (0.8 - 0.5) ln(1.6)
+    assert psi(same, {"A": 0.2, "B": 0.8}) == pytest.approx(-0.3 * math.log(0.4) + 0.3 * math.log(1.6))
+    assert js_divergence({"A": 1.0}, {"B": 1.0}) == pytest.approx(1.0, abs=1e-6)
+    assert psi({"A": 1.0}, {"B": 1.0}) > 10  # a category never seen before: a huge shift, still finite
+    assert math.isnan(psi({}, same))
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson_interval(81, 100)
+    assert lo == pytest.approx(0.7222, abs=1e-3) and hi == pytest.approx(0.8749, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def _obs(top: str, n: int, conf: float = 0.9, unknown: float = 0.1, brand: str | None = None) -> list[Observation]:
+    return [Observation((top, f"leaf{i % 3}"), conf, False, unknown, brand) for i in range(n)]
+
+
+def test_drift_signals_fire_on_a_shift_and_not_on_the_reference_mix() -> None:
+    ref = DriftReference.from_observations(_obs("Apparel", 300) + _obs("Footwear", 300), brands=["acme", "zenith"])
+    assert ref.summary["levels"]["1"] == {"Apparel": 0.5, "Footwear": 0.5}
+    calm = drift_signals(ref, _obs("Apparel", 150, brand="acme") + _obs("Footwear", 150, brand="Zenith"))
+    assert calm["alerts"] == [] and calm["psi"]["level_1"] == pytest.approx(0.0)
+    assert calm["new_brand_rate"] == 0.0
+    drifted = drift_signals(ref, _obs("Grocery", 200, conf=0.5, unknown=0.6, brand="newco") + _obs("Apparel", 100))
+    assert drifted["psi"]["level_1"] > 0.25 and drifted["js"]["level_1"] > 0.3
+    assert len(drifted["alerts"]) == 3  # level-1 PSI, unknown words, confidence
+    assert drifted["new_brand_rate"] == 1.0
+    assert drifted["grew"][0]["category"] == "Grocery" and drifted["shrank"][0]["category"] == "Footwear"
+    few = drift_signals(ref, _obs("Grocery", MIN_WINDOW - 1))
+    assert "psi" not in few and few["alerts"] == [] and "at least" in few["note"]
+
+
+def test_the_monitor_keeps_a_rolling_window() -> None:
+    ref = DriftReference.from_observations(_obs("Apparel", 300))
+    mon = DriftMonitor(ref, window=MIN_WINDOW)
+    mon.observe(_obs("Grocery", MIN_WINDOW))
+    assert mon.signals()["alerts"]
+    mon.observe(_obs("Apparel", MIN_WINDOW))  # the Grocery burst has left the window
+    assert mon.signals()["alerts"] == []
+    assert "no drift reference" in DriftMonitor(None).signals()["note"]
+
+
+def test_reference_round_trips_through_json() -> None:
+    ref = DriftReference.from_observations(_obs("Apparel", 10, unknown=float("nan")), source="training sample")
+    back = DriftReference.from_dict(ref.to_dict())
+    assert back.source == "training sample" and back.summary["levels"] == ref.summary["levels"]
+    assert math.isnan(back.summary["unknown_word_share"])
+
+
+def test_unknown_word_share(tiny_model: tx.TaxonomyClassifier) -> None:
+    enc = tiny_model._sparse_member().encoder_
+    shares = enc.unknown_word_share(["red cotton shirt", "xqzv wrrk", ""])
+    assert shares[0] < 0.5 and shares[1] == 1.0 and math.isnan(shares[2])
+    assert enc.known_words(["red cotton shirt", "xqzv wrrk", ""]).tolist() == [True, False, False]
+
+
+def test_live_accuracy_per_week_keeps_the_audit_sample_apart() -> None:
+    week1 = 1_700_000_000.0  # 2023-11-14 (ISO week 46)
+    items = ([{"status": "accepted", "decided_at": week1, "reason": "audit", "category": "A > x"}] * 9
+             + [{"status": "corrected", "decided_at": week1, "reason": "audit", "category": "A > x"}]
+             + [{"status": "corrected", "decided_at": week1, "reason": "low_confidence", "category": "B > y"}] * 3
+             + [{"status": "accepted", "decided_at": week1 + 7 * 86400, "reason": "audit", "category": "B > y"}]
+             + [{"status": "pending", "decided_at": None, "reason": "audit", "category": "A > x"}])
+    rows = live_accuracy(items)
+    assert [(r["week"], r["sample"], r["n"], r["accuracy"]) for r in rows] == [
+        ("2023-W46", "audit", 10, 0.9), ("2023-W46", "reviewed", 3, 0.0), ("2023-W47", "audit", 1, 1.0)]
+    assert rows[0]["low"] < 0.9 < rows[0]["high"]
+    by_top = live_accuracy(items, by_top_level=True)
+    assert {r["top_level"] for r in by_top} == {"A", "B"}
+
+
+def _with_reference(saved: Path, split: tuple[tx.Catalog, tx.Catalog], out: Path) -> Path:
+    clf = tx.load(saved)
+    clf.drift_reference_ = DriftReference.of(clf, split[1].frame.to_dict("records"))
+    return clf.save(out)
+
+
+def test_the_reference_is_kept_in_the_bundle(saved_sample_model: Path, sample_split, tmp_path: Path) -> None:
+    path = _with_reference(saved_sample_model, sample_split, tmp_path / "m")
+    back = tx.load(path).drift_reference_
+    assert back is not None and back.summary["n"] == len(sample_split[1])
+    assert sum(back.summary["levels"]["1"].values()) == pytest.approx(1.0)
+    assert tx.load(saved_sample_model).drift_reference_ is None  # older bundles load without one
+
+
+def test_the_service_reports_drift(saved_sample_model: Path, sample_split, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from taxonomist.serving import ServeSettings, create_app
+
+    store = tmp_path / "models"
+    _with_reference(saved_sample_model, sample_split, store / "v0001")
+    settings = ServeSettings(model_dir=store, review_db=tmp_path / "review.db", audit_rate=0.0)
+    test = sample_split[1].frame
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/monitor").json()["n"] == 0
+        rng = np.random.default_rng(0)
+        rows = test.iloc[rng.choice(len(test), MIN_WINDOW, replace=False)]
+        products = [{"id": str(i), "title": t} for i, t in enumerate(rows["title"])]
+        for k in range(0, len(products), 50):
+            assert c.post("/v1/classify", json={"products": products[k:k + 50]}).status_code == 200
+        calm = c.get("/v1/monitor").json()
+        assert calm["n"] == MIN_WINDOW and calm["alerts"] == [] and calm["psi"]["level_1"] < 0.1
+        metrics = c.get("/metrics").text
+        assert 'taxonomist_drift_psi{level="1"}' in metrics and "taxonomist_drift_alerts 0.0" in metrics
+        groceries = pd.Series(["basmati rice 5kg", "organic garam masala powder", "toor dal 1 kg",
+                               "cold pressed groundnut oil", "instant noodles masala"])
+        gibberish = [{"id": f"g{i}", "title": f"{groceries[i % 5]} pack {i}"} for i in range(MIN_WINDOW)]
+        for k in range(0, len(gibberish), 50):
+            assert c.post("/v1/classify", json={"products": gibberish[k:k + 50]}).status_code == 200
+        drifted = c.get("/v1/monitor").json()
+        assert drifted["alerts"], drifted
+        assert "taxonomist_drift_alerts 0.0" not in c.get("/metrics").text
+
+
+def test_a_served_model_without_reference_says_so(saved_sample_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from taxonomist.serving import ServeSettings, create_app
+
+    store = tmp_path / "models"
+    shutil.copytree(saved_sample_model, store / "v0001")
+    with TestClient(create_app(ServeSettings(model_dir=store, review_db=tmp_path / "r.db"))) as c:
+        assert "retrain" in c.get("/v1/monitor").json()["note"]
