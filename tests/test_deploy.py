@@ -35,7 +35,10 @@ def test_the_alert_rules_use_the_libraries_thresholds() -> None:
     rules = _rules()
     assert rules["TaxonomistCategoryDrift"]["expr"].endswith(f"> {ALERTS['psi_level_1']}")
     assert rules["TaxonomistUnknownTitleWords"]["expr"].rstrip().endswith(f"> {ALERTS['unknown_word_share_increase']:.2f}")
-    assert rules["TaxonomistConfidenceDrop"]["expr"].rstrip().endswith(f"> {ALERTS['mean_confidence_drop']:.2f}")
+    assert f"> {ALERTS['mean_confidence_drop']:.2f})" in rules["TaxonomistConfidenceDrop"]["expr"]
+    assert f"taxonomist_drift_confidence_psi > {ALERTS['confidence_psi']}" in rules["TaxonomistConfidenceShift"]["expr"]
+    for name in ("TaxonomistConfidenceDrop", "TaxonomistConfidenceShift"):  # as the library: held-out references only
+        assert "taxonomist_drift_reference_held_out == 1" in rules[name]["expr"]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: apt-get install prometheus)")

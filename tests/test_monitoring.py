@@ -53,11 +53,18 @@ def test_drift_signals_fire_on_a_shift_and_not_on_the_reference_mix() -> None:
     assert calm["new_brand_rate"] == 0.0
     drifted = drift_signals(ref, _obs("Grocery", 200, conf=0.5, unknown=0.6, brand="newco") + _obs("Apparel", 100))
     assert drifted["psi"]["level_1"] > 0.25 and drifted["js"]["level_1"] > 0.3
-    assert len(drifted["alerts"]) == 3  # level-1 PSI, unknown words, confidence
+    assert len(drifted["alerts"]) == 4  # level-1 PSI, unknown words, mean confidence, confidence histogram
     assert drifted["new_brand_rate"] == 1.0
     assert drifted["grew"][0]["category"] == "Grocery" and drifted["shrank"][0]["category"] == "Footwear"
     few = drift_signals(ref, _obs("Grocery", MIN_WINDOW - 1))
     assert "psi" not in few and few["alerts"] == [] and "at least" in few["note"]
+
+
+def test_a_training_sample_reference_raises_no_confidence_alert() -> None:
+    """A model is surer of its own training products: against them, every served window would look unsure."""
+    ref = DriftReference.from_observations(_obs("Apparel", 300, conf=0.99), source="training sample")
+    s = drift_signals(ref, _obs("Apparel", 300, conf=0.6))
+    assert s["confidence_psi"] > 1 and s["alerts"] == [] and "training products" in s["note"]
 
 
 def test_the_monitor_keeps_a_rolling_window() -> None:

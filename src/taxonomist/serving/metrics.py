@@ -75,6 +75,9 @@ class _DriftCollector:
             return g
 
         yield gauge("taxonomist_drift_window_predictions", "Predictions in the drift monitor's window.", s.get("n", 0))
+        yield gauge("taxonomist_drift_reference_held_out", "1 when the model's drift reference is its answers on "
+                    "held-out products (confidence alerts apply), 0 when it is a training sample.",
+                    float(s.get("reference") == "held-out"))
         yield gauge("taxonomist_drift_alerts", "Drift alerts firing now (see GET /v1/monitor).", len(s.get("alerts", [])))
         for key, doc in (("psi", "Population stability index of the predicted categories against the bundle's "
                           "reference, per level."),
