@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -149,6 +150,64 @@ def test_the_service_reports_drift(saved_sample_model: Path, sample_split, tmp_p
         drifted = c.get("/v1/monitor").json()
         assert drifted["alerts"], drifted
         assert "taxonomist_drift_alerts 0.0" not in c.get("/metrics").text
+        c.post("/v1/classify", json={"product": {"title": "linen shirt, write to jo@example.com"}})
+    from taxonomist.serving import ReviewStore
+
+    store = ReviewStore(tmp_path / "review.db")  # every served prediction recorded (flushed at shutdown)
+    served = store.served()
+    store.close()
+    assert len(served) == 2 * MIN_WINDOW + 1 and {r["model_version"] for r in served} == {"v0001"}
+    assert served[-1]["title"] == "linen shirt, write to <email>" and served[-1]["leaf"]
+
+
+def test_monitor_reports_drift_and_live_accuracy(saved_sample_model: Path, sample_split, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two weeks of served predictions (the second drifted) and reviewers' decisions, through the CLI."""
+    import time
+
+    from taxonomist.serving import ReviewStore
+
+    from .test_bad_inputs import run_cli
+
+    model = _with_reference(saved_sample_model, sample_split, tmp_path / "models" / "v0001")
+    ref = tx.load(model).drift_reference_
+    def like_reference(shares: list[tuple[object, float]], n: int = 300) -> list:  # n draws in those proportions
+        out = [v for v, p in shares for _ in range(round(p * n))]
+        return (out + [shares[0][0]] * n)[:n]
+
+    leaves = like_reference(list(ref.summary["levels"]["2"].items()))
+    confidences = like_reference([(0.05 + 0.1 * b, h) for b, h in enumerate(ref.summary["confidence_hist"])])
+    now = time.time()
+    week = 7 * 86400
+    rows = []
+    for i in range(600):  # the reference's mix a fortnight ago; one category and unsure last week
+        drifted = i >= 300
+        rows.append({"created": now - 2 * week + (week if drifted else 0) + i, "model_version": "v0001",
+                     "title": f"product {i}", "leaf": (leaves[0] if drifted else leaves[i]) + " > x",
+                     "confidence": 0.4 if drifted else confidences[i], "backed_off": False,
+                     "unknown_share": 0.5 if drifted else 0.02, "brand": None})
+    store = ReviewStore(tmp_path / "review.db")
+    store.log_served(rows)
+    item = {"prediction": {}, "category": "Apparel > Topwear > Shirts", "confidence": 0.95, "margin": 0.5,
+            "reason": "audit", "model_version": "v0001"}
+    ids = store.enqueue([{**item, "product": {"title": f"audited {i}"}} for i in range(20)])
+    for k, rid in enumerate(ids):
+        store.decide(rid, None if k % 10 else "Apparel > Topwear > Tshirts")
+    store.close()
+    code, out = run_cli(["monitor", str(tmp_path / "models"), "--review-db", str(tmp_path / "review.db"), "--since",
+                         "30d", "-o", str(tmp_path / "m.html"), "--json", str(tmp_path / "m.json")], capsys, monkeypatch)
+    assert code == 0, out
+    assert "600 served predictions, 20 review decisions" in out and "retrain recommended" in out
+    summary = json.loads((tmp_path / "m.json").read_text())
+    assert [d["n"] for d in summary["daily"]] == [300, 300]
+    assert summary["daily"][0]["alerts"] == [] and summary["daily"][1]["alerts"]
+    assert summary["live_accuracy"][0]["accuracy"] == 0.9 and summary["live_accuracy"][0]["n"] == 20
+    assert summary["most_unknown_words"][0]["unknown_share"] == 0.5
+    page = (tmp_path / "m.html").read_text()
+    assert "retrain recommended" in page and "data:image/png;base64," in page and "Live accuracy" in page
+    code, out = run_cli(["monitor", str(tmp_path / "models"), "--review-db", str(tmp_path / "review.db"), "--since",
+                         "soon"], capsys, monkeypatch)
+    assert code == 1 and "expected an age like 28d or a date" in out
 
 
 def test_a_served_model_without_reference_says_so(saved_sample_model: Path, tmp_path: Path) -> None:

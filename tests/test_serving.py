@@ -214,9 +214,12 @@ def test_review_purge_deletes_what_is_older_than_an_age(tmp_path: Path, capsys: 
         db.execute("UPDATE review SET created = created - 8640000")
         db.execute("UPDATE feedback SET created = created - 8640000")
     store.enqueue([{**item, "product": {"title": "new"}}])
+    served = {"model_version": "v0001", "title": "old", "leaf": "A > B", "confidence": 0.9, "backed_off": False,
+              "unknown_share": 0.0, "brand": None}
+    store.log_served([{**served, "created": time.time() - 8640000}, {**served, "created": time.time()}])
     store.close()
     code, out = run_cli(["review", "purge", str(tmp_path / "r.db"), "--older-than", "90d"], capsys, monkeypatch)
-    assert code == 0 and "deleted 1 review items and 2 feedback rows" in out
+    assert code == 0 and "deleted 1 review items, 2 feedback rows and 1 served-prediction records" in out
     store = ReviewStore(tmp_path / "r.db")
     assert [i["product"]["title"] for i in store.pending()] == ["new"] and store.feedback() == []
     store.close()

@@ -1466,30 +1466,96 @@ def demo(
               f"\nwith photos: {photo_report.resolve()} (text / image / fused scores, misclassified photos)")
 
 
+def _age_seconds(value: str, option: str) -> float:
+    """``90d`` / ``12w`` / ``36h`` in seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hdw])\s*", value)
+    if m is None:
+        raise CliError(f"{option}: expected an age like 90d, 12w or 36h, got {value!r}")
+    return float(m.group(1)) * {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+
+
+def _moment(value: str, option: str) -> float:
+    """An age (``28d``: that long ago) or an ISO date / time (UTC when no zone is given) in Unix seconds."""
+    import datetime as dt
+
+    try:
+        return time.time() - _age_seconds(value, option)
+    except CliError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise CliError(f"{option}: expected an age like 28d or a date like 2026-11-01, got {value!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+@app.command()
+def monitor(
+    model: Annotated[Path, typer.Argument(help="The served model: a bundle, or a folder of versions (its latest).")],
+    review_db: Annotated[Path, typer.Option("--review-db", help="The service's store (TAXONOMIST_REVIEW_DB), which "
+                                            "keeps served predictions and reviewers' decisions.")],
+    since: Annotated[str, typer.Option("--since", help="Start: an age (28d, 12w) or a date (2026-11-01).")] = "28d",
+    until: Annotated[str | None, typer.Option("--until", help="End (default: now): an age or a date.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML report.")] = Path("monitor.html"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
+) -> None:
+    """Is the served model going stale? Drift of the served predictions against the model's held-out reference
+    (per day), the categories that grew or shrank, the products least like the training data, the live accuracy
+    per week from reviews, and a verdict (exit code 0 either way; the verdict is the last line)."""
+    from .classifier import load
+    from .monitor_report import render_monitor
+    from .monitoring import monitor_summary
+    from .serving.registry import ModelRegistry
+    from .serving.store import ReviewStore
+
+    start, end = _moment(since, "--since"), (_moment(until, "--until") if until else time.time())
+    if end <= start:
+        raise CliError(f"--until must be after --since (got {since!r} to {until!r})")
+    if not review_db.is_file():
+        raise CliError(f"expected the service's review store at {review_db}, but there is no such file")
+    path = ModelRegistry(model).path_of(None)
+    clf = load(path)
+    store = ReviewStore(review_db)
+    try:
+        served, decided = store.served(start, end), store.decided(start)
+    finally:
+        store.close()
+    decided = [d for d in decided if d["decided_at"] < end]
+    if not served:
+        console.print(f"no served predictions recorded in {review_db} in that period (the service records them "
+                      "unless TAXONOMIST_LOG_PREDICTIONS=false)", style="yellow", highlight=False)
+    summary = monitor_summary(clf.drift_reference_, served, decided)
+    fmt = "%Y-%m-%d %H:%M"
+    period = f"{time.strftime(fmt, time.gmtime(start))} to {time.strftime(fmt, time.gmtime(end))} UTC"
+    output.write_text(render_monitor(summary, title=f"taxonomist monitor: {path.name}", period=period), encoding="utf-8")
+    if json_out:
+        json_out.write_text(json.dumps({"period": period, "model": str(path), **summary}, indent=1), encoding="utf-8")
+    out.print(f"{summary['n']:,} served predictions, {len(decided):,} review decisions ({period})\nreport: {output}")
+    out.print(summary["verdict"], highlight=False)
+
+
 @review_app.command("purge")
 def review_purge(
     review_db: Annotated[Path, typer.Argument(help="The review store (TAXONOMIST_REVIEW_DB of the service).")],
     older_than: Annotated[str, typer.Option("--older-than", help="Age: 90d, 12w, 36h.")],
 ) -> None:
-    """Delete review items and feedback older than an age (products as customers and sellers sent them)."""
-    import re
-    import time
-
+    """Delete review items, feedback and served-prediction records older than an age (products as customers and
+    sellers sent them)."""
     from .serving.store import ReviewStore
 
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hdw])\s*", older_than)
-    if m is None:
-        raise CliError(f"--older-than: expected an age like 90d, 12w or 36h, got {older_than!r}")
-    seconds = float(m.group(1)) * {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+    seconds = _age_seconds(older_than, "--older-than")
     if not review_db.is_file():
         raise CliError(f"expected a review store at {review_db}, but there is no such file")
     store = ReviewStore(review_db)
     try:
-        n_review, n_feedback = store.purge(time.time() - seconds)
+        n_review, n_feedback, n_served = store.purge(time.time() - seconds)
     finally:
         store.close()
-    console.print(f"deleted {n_review:,} review items and {n_feedback:,} feedback rows older than {older_than.strip()}",
-                  highlight=False)
+    console.print(f"deleted {n_review:,} review items, {n_feedback:,} feedback rows and {n_served:,} served-prediction "
+                  f"records older than {older_than.strip()}", highlight=False)
+
 
 def main() -> None:
     """Entry point: taxonomist errors become one clear line and exit code 1 (``--debug`` shows the traceback).

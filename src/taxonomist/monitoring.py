@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ALERTS", "BRAND_KEYS", "DriftMonitor", "DriftReference", "Observation", "drift_signals", "js_divergence",
+           "monitor_summary", "served_observations", "verdict",
            "brands", "live_accuracy", "observations", "psi", "wilson_interval"]
 
 LEVELS = (1, 2)
@@ -288,3 +289,51 @@ def live_accuracy(items: Iterable[Mapping[str, Any]], by_top_level: bool = False
             row["top_level"] = top
         rows.append(row)
     return rows
+
+
+def served_observations(rows: Iterable[Mapping[str, Any]]) -> list[Observation]:
+    """:class:`Observation` of served-prediction records (:meth:`ReviewStore.served`)."""
+    from .taxonomy import parse_path
+
+    return [Observation(tuple(parse_path(r["leaf"])) if r["leaf"] else (), float(r["confidence"]),
+                        bool(r["backed_off"]), float("nan") if r.get("unknown_share") is None else float(r["unknown_share"]),
+                        r.get("brand")) for r in rows]
+
+
+def monitor_summary(reference: DriftReference | None, served: Sequence[Mapping[str, Any]],
+                    decided: Sequence[Mapping[str, Any]] = (), examples: int = 10) -> dict[str, Any]:
+    """What ``taxonomist monitor`` reports over a time range: the drift signals of all served predictions and of
+    each day (days with fewer than :data:`MIN_WINDOW` have their volume only), the versions served, the products
+    least like the training data, the live accuracy per week, and a one-line verdict."""
+    obs = served_observations(served)
+    overall = drift_signals(reference, obs) if reference is not None else {"n": len(obs), "alerts": []}
+    days: dict[str, list[int]] = {}
+    for i, r in enumerate(served):
+        days.setdefault(dt.datetime.fromtimestamp(float(r["created"]), tz=dt.timezone.utc).strftime("%Y-%m-%d"), []).append(i)
+    daily = [{"day": d, **(drift_signals(reference, [obs[i] for i in idx]) if reference is not None else {"n": len(idx)})}
+             for d, idx in sorted(days.items())]
+    unknown = sorted((r for r in served if r.get("unknown_share") is not None), key=lambda r: -float(r["unknown_share"]))
+    unsure = sorted(served, key=lambda r: float(r["confidence"]))
+    keep = ("title", "leaf", "confidence", "unknown_share", "model_version")
+    weekly = live_accuracy(decided)
+    return {"n": len(obs), "signals": overall, "daily": daily,
+            "versions": dict(Counter(str(r["model_version"]) for r in served)),
+            "most_unknown_words": [{k: r.get(k) for k in keep} for r in unknown[:examples]],
+            "least_confident": [{k: r.get(k) for k in keep} for r in unsure[:examples]],
+            "live_accuracy": weekly, "live_accuracy_by_top_level": live_accuracy(decided, by_top_level=True),
+            "verdict": verdict(overall, weekly, reference is not None)}
+
+
+def verdict(signals: Mapping[str, Any], weekly: Sequence[Mapping[str, Any]], has_reference: bool = True) -> str:
+    """One line: retrain or not, and why (the alerts; the audit sample's accuracy, first week to last)."""
+    audit = [w for w in weekly if w["sample"] == "audit"]
+    trend = (f"live accuracy (audit sample) {audit[0]['accuracy']:.2f} -> {audit[-1]['accuracy']:.2f}"
+             if len(audit) >= 2 else "")
+    if not has_reference:
+        return "no drift reference in this model (retrain it with taxonomist train to monitor drift)" + (
+            f"; {trend}" if trend else "")
+    if signals.get("n", 0) < MIN_WINDOW:
+        return f"not enough served predictions to judge ({signals.get('n', 0)}; at least {MIN_WINDOW})"
+    if signals["alerts"]:
+        return "retrain recommended: " + "; ".join([*signals["alerts"], *([trend] if trend else [])])
+    return (f"no drift beyond the alert thresholds over {signals['n']:,} predictions" + (f"; {trend}" if trend else ""))

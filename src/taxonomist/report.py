@@ -18,10 +18,11 @@ from . import __version__
 if TYPE_CHECKING:
     from .evaluation import Evaluation
 
-__all__ = ["look_alike_categories", "reliability_points", "render_report", "sibling_confusion", "threshold_table"]
+__all__ = ["figure_uri", "look_alike_categories", "reliability_points", "render_report", "sibling_confusion", "threshold_table"]
 
 
-def _png(fig: Any) -> str:
+def figure_uri(fig: Any) -> str:
+    """A matplotlib figure as a PNG data URI (for self-contained HTML reports); closes the figure."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -134,7 +135,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     ax.set_title("Scores per level")
-    out["levels"] = _png(fig)
+    out["levels"] = figure_uri(fig)
     # reliability diagram, with the confidence histogram under it
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     points = reliability_points(ev.confidence, ev.correct)
@@ -149,7 +150,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     hx.hist(ev.confidence, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
     hx.set_xlabel("confidence")
     hx.set_ylabel("products")
-    out["reliability"] = _png(fig)
+    out["reliability"] = figure_uri(fig)
     # precision-coverage curve
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     order = np.argsort(-ev.confidence)
@@ -171,7 +172,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     ax.set_ylabel("precision")
     ax.set_ylim(max(0.0, float(prec.min()) - 0.05), 1.01)
     ax.set_title("Precision vs coverage")
-    out["coverage"] = _png(fig)
+    out["coverage"] = figure_uri(fig)
     # confusion heat-map of the classes most involved in errors
     involved: dict[str, int] = {}
     for t, p, n in ev.confused_pairs:
@@ -206,7 +207,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
         ax.set_ylabel("true")
         ax.set_title("Most-confused categories: products (log colour scale; grouped by parent)")
         fig.colorbar(im, ax=ax, fraction=0.04)
-        out["confusion"] = _png(fig)
+        out["confusion"] = figure_uri(fig)
     return out
 
 

@@ -205,7 +205,7 @@ class DemandReport:
     def to_html(self) -> str:
         import matplotlib
 
-        from ..report import _png
+        from ..report import figure_uri
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
@@ -223,7 +223,7 @@ class DemandReport:
                     color="#c0392b", linestyle="--")
             ax.set_title(f.category[-60:], fontsize=9)
             ax.legend(fontsize=7, frameon=False)
-            plots.append(f'<figure><img src="{_png(fig)}" alt="{esc(f.category)}"></figure>')
+            plots.append(f'<figure><img src="{figure_uri(fig)}" alt="{esc(f.category)}"></figure>')
         return f"""<!doctype html><html><head><meta charset="utf-8"><title>Category demand</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>

@@ -184,6 +184,11 @@ _RESOURCES = {
 }
 
 
+_SERVED_FLUSH_ROWS = 256
+_SERVED_FLUSH_S = 2.0
+"""The served-predictions log is written when this many records wait, or this many seconds passed."""
+
+
 class Service:
     """What the endpoints share: settings, the model registry, the review store, the batcher, metrics."""
 
@@ -198,6 +203,9 @@ class Service:
                                     settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
                                     cost=_text_chars, inline_max_cost=settings.inline_max_chars)
         self.monitor = DriftMonitor(None, settings.monitor_window)
+        self._served: list[dict[str, Any]] = []  # served-prediction records not yet written (flush_served)
+        self._served_at = time.monotonic()
+        self._served_lock = threading.Lock()
         self.metrics.track_drift(self.monitor.signals)
         self.jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
@@ -242,12 +250,32 @@ class Service:
     def model(self) -> ServedModel:
         return self.registry.current
 
-    def observe_drift(self, records: list[dict[str, Any]], results: list[tuple[Any, str, Any]]) -> None:
-        """Add the answers of the served version to the drift monitor (a new version starts a new window)."""
+    def observe_served(self, records: list[dict[str, Any]], results: list[tuple[Any, str, Any]]) -> bool:
+        """Add the answers of the served version to the drift monitor (a new version starts a new window) and to
+        the served-predictions log (``log_predictions``); True when the log's buffer is due to be written
+        (:meth:`flush_served`)."""
         served = self.model
         self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
         keep = [i for i, (_, version, _) in enumerate(results) if version == served.version]
-        self.monitor.observe(observations(served.classifier, [records[i] for i in keep], [results[i][0] for i in keep]))
+        obs = observations(served.classifier, [records[i] for i in keep], [results[i][0] for i in keep])
+        self.monitor.observe(obs)
+        if not self.settings.log_predictions:
+            return False
+        now = time.time()
+        rows = [{"created": now, "model_version": served.version, "title": scrub_pii(str(records[i].get("title") or "")),
+                 "leaf": format_path(o.leaf), "confidence": o.confidence, "backed_off": o.backed_off,
+                 "unknown_share": None if o.unknown_share != o.unknown_share else o.unknown_share, "brand": o.brand}
+                for i, o in zip(keep, obs, strict=True)]
+        with self._served_lock:
+            self._served.extend(rows)
+            return len(self._served) >= _SERVED_FLUSH_ROWS or time.monotonic() - self._served_at >= _SERVED_FLUSH_S
+
+    def flush_served(self) -> None:
+        """Write the buffered served-prediction records to the store (one transaction)."""
+        with self._served_lock:
+            rows, self._served, self._served_at = self._served, [], time.monotonic()
+        if rows and self.store is not None:
+            self.store.log_served(rows)
 
     def monitor_report(self) -> dict[str, Any]:
         """GET /v1/monitor: the drift signals of the window and the live accuracy from reviewers' decisions."""
@@ -395,6 +423,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             yield
         finally:
             await svc.batcher.stop()
+            svc.flush_served()
             svc.store.close()
 
     from fastapi_offline import FastAPIOffline
@@ -522,7 +551,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                     "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
                     "model_version": version}))
         svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
-        svc.observe_drift(records, results)
+        if svc.observe_served(records, results):
+            await asyncio.to_thread(svc.flush_served)
         if queue:
             client = request.client.host if request.client is not None else "-"
             ids = await asyncio.to_thread(svc.queue_for_review, client, [q for _, q in queue])

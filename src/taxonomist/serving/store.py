@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,18 @@ CREATE TABLE IF NOT EXISTS feedback (
     review_id INTEGER REFERENCES review(id),
     model_version TEXT
 );
+CREATE TABLE IF NOT EXISTS served (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    title TEXT NOT NULL,             -- scrubbed of e-mail addresses, phone numbers and links; at most 200 characters
+    leaf TEXT NOT NULL,              -- the most probable leaf
+    confidence REAL NOT NULL,
+    backed_off INTEGER NOT NULL,
+    unknown_share REAL,              -- share of title words the model's vocabulary lacks
+    brand TEXT
+);
+CREATE INDEX IF NOT EXISTS served_created ON served(created);
 """
 
 
@@ -178,9 +190,30 @@ class ReviewStore:
             rows = self._db.execute("SELECT * FROM feedback ORDER BY id").fetchall()
         return [{**dict(r), "product": json.loads(r["product"])} for r in rows]
 
-    def purge(self, before: float) -> tuple[int, int]:
-        """Delete review items and feedback created before ``before`` (Unix seconds): (items, feedback rows)."""
+    # -- served predictions (for taxonomist monitor) -----------------------------------------------------------
+    def log_served(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record served predictions: created, model_version, title (already scrubbed), leaf, confidence,
+        backed_off, unknown_share, brand."""
+        if not rows:
+            return
         with self._tx() as db:
+            db.executemany(
+                "INSERT INTO served (created, model_version, title, leaf, confidence, backed_off, unknown_share, brand)"
+                " VALUES (:created, :model_version, :title, :leaf, :confidence, :backed_off, :unknown_share, :brand)",
+                [{**r, "title": str(r["title"])[:200], "backed_off": int(bool(r["backed_off"]))} for r in rows])
+
+    def served(self, since: float = 0.0, until: float = float("inf")) -> list[dict[str, Any]]:
+        """Served predictions with ``since <= created < until``, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM served WHERE created >= ? AND created < ? ORDER BY created, id",
+                                    (since, until if until != float("inf") else 1e18)).fetchall()
+        return [dict(r) for r in rows]
+
+    def purge(self, before: float) -> tuple[int, int, int]:
+        """Delete review items, feedback and served-prediction records created before ``before`` (Unix seconds):
+        (items, feedback rows, served records)."""
+        with self._tx() as db:
+            n_served = db.execute("DELETE FROM served WHERE created < ?", (before,)).rowcount
             n_feedback = db.execute("DELETE FROM feedback WHERE created < ?", (before,)).rowcount
             # feedback kept from a purged item loses its link, not its label
             db.execute("UPDATE feedback SET review_id = NULL WHERE review_id IN (SELECT id FROM review WHERE created < ?)",
@@ -188,7 +221,7 @@ class ReviewStore:
             n_review = db.execute("DELETE FROM review WHERE created < ?", (before,)).rowcount
         with self._lock:
             self._db.execute("VACUUM")  # the deleted rows' bytes leave the file too
-        return n_review, n_feedback
+        return n_review, n_feedback, n_served
 
     def decided(self, since: float | None = None) -> list[dict[str, Any]]:
         """Decided review items (status, decided_at, reason, suggested category), oldest decision first: what
