@@ -1364,25 +1364,39 @@ def _listen(host: str, port: int) -> Any:
 
 @app.command()
 def retrain(
-    model_dir: Annotated[Path, typer.Argument(help="The model bundle to improve.")],
+    model_dir: Annotated[Path, typer.Argument(help="The model bundle to improve (with --auto: the model store the service serves).")],
     feedback: Annotated[Path, typer.Option("--feedback", help="The review/feedback SQLite file of the service.")],
     data: Annotated[Path, typer.Option("--data", help="The original labelled training catalogue.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store).")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store); not with --auto.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     refit: Annotated[bool, typer.Option(help="After the comparison, fit the new version on every product (--no-refit: on the training part only).")] = True,
     accept_above: Annotated[float, typer.Option(help="From a zero-shot model: its answers at or above this confidence label the products nobody reviewed.", callback=_probability)] = 0.9,
     tier: Annotated[str, typer.Option(help="From a zero-shot model: the tier to train (ensemble, sparse, ...).")] = "ensemble",
+    auto: Annotated[bool, typer.Option("--auto", help="The scheduled job: with enough new labels, retrain the store's serving version, gate the candidate against it and promote it to the next version folder only when it is not worse beyond noise.")] = False,
+    min_new_labels: Annotated[int, typer.Option("--min-new-labels", min=1, help="--auto: reviewer labels recorded since the serving version was trained that a retraining needs.")] = 200,
+    golden: Annotated[Path | None, typer.Option("--golden", help="--auto: a frozen labelled catalogue the gate also compares the two models on.")] = None,
+    gate_share: Annotated[float, typer.Option("--gate-share", help="--auto: share of the new labels held out of training for the gate.", callback=_probability)] = 0.2,
+    reload_url: Annotated[str | None, typer.Option("--reload-url", help="--auto: after a promotion, POST here (the service's /v1/admin/reload) with the key in $TAXONOMIST_API_KEY.")] = None,
 ) -> None:
     """Train a new version from the original data + the corrections people made; compare it with the old one.
     From a zero-shot model (your own taxonomy, `classify --save`), the catalogue need not be labelled: reviewed
-    products and the zero-shot model's sure answers become the training labels."""
+    products and the zero-shot model's sure answers become the training labels. With --auto, a champion /
+    challenger gate decides whether the new version serves."""
     from .retrain import retrain as run_retrain
     from .serving.store import ReviewStore
 
     if not feedback.is_file():
         raise CliError(f"expected the feedback database at {feedback}, but there is no such file "
                        "(it is the service's TAXONOMIST_REVIEW_DB)")
+    if auto:
+        def read_labelled(path: Path) -> Any:
+            return _read(path, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+
+        _auto_retrain(model_dir, feedback, data, golden, min_new_labels, gate_share, reload_url, read_labelled)
+        return
+    if output is None:
+        raise CliError("give the folder for the new bundle with -o (or use --auto with a model store)")
     try:
         base_tier = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))["tier"]
     except (OSError, ValueError, KeyError):
@@ -1417,6 +1431,45 @@ def retrain(
     if refit:
         out.print("the new version was then refitted on every product; the figures above are of the compared one")
     out.print(f"new model saved to {result.output}")
+
+
+def _auto_retrain(store: Path, feedback: Path, data: Path, golden: Path | None, min_new_labels: int, gate_share: float,
+                  reload_url: str | None, read: Any) -> None:
+    """``retrain --auto``: new labels -> candidate -> promotion gate -> next version (or kept aside)."""
+    import os
+    import urllib.request
+
+    from .promotion import auto_retrain
+    from .serving.store import ReviewStore
+
+    db = ReviewStore(feedback)
+    try:
+        items = db.feedback()
+    finally:
+        db.close()
+    cat = read(data)
+    gold = read(golden) if golden is not None else None
+    with _spinner(f"checking {len(items):,} labels; retraining and gating when enough are new"):
+        result = auto_retrain(store, items, cat, golden=gold, min_new_labels=min_new_labels, gate_share=gate_share)
+    if result.gate is not None:
+        g = result.gate
+        table = Table(title=f"promotion gate: {g.n:,} products ({', '.join(f'{k} {v:,}' for k, v in g.sources.items())})")
+        for col in ("metric", "serving", "candidate", "Δ (95 % interval)"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for m, d in g.delta.items():
+            table.add_row(m, f"{g.champion[m]:.4f}", f"{g.challenger[m]:.4f}",
+                          f"{d['delta']:+.4f} ({d['low']:+.4f} .. {d['high']:+.4f})")
+        out.print(table)
+    out.print(f"{result.action}: {result.message}", highlight=False)
+    if result.action == "promoted" and reload_url:
+        req = urllib.request.Request(reload_url, method="POST", data=b"{}", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get('TAXONOMIST_API_KEY', '')}"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 -- the operator's own service URL
+                out.print(f"reloaded: {resp.read().decode('utf-8', 'replace')}", highlight=False)
+        except OSError as e:
+            raise CliError(f"promoted {result.version}, but the reload request to {reload_url} failed ({e}); "
+                           "reload the service yourself (POST /v1/admin/reload)") from None
 
 
 @app.command()
