@@ -89,3 +89,38 @@ def test_a_refused_candidate_is_kept_aside(sample_model: tx.TaxonomyClassifier, 
     assert [p.name for p in store.iterdir() if not p.name.startswith(".")] == ["v0001"]
     kept, = (store / ".rejected").iterdir()
     assert json.loads((kept / "manifest.json").read_text())["metrics"]["promotion_gate"]["promote"] is False
+
+
+def test_a_shadow_model_answers_in_the_background_only(saved_sample_model: Path, sample_split, tmp_path: Path) -> None:
+    """Shadow mode: the served version answers; the candidate's agreement is counted, nothing of it returned."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from taxonomist.serving import ServeSettings, create_app
+
+    train, test = sample_split
+    store = tmp_path / "models"
+    import shutil
+
+    shutil.copytree(saved_sample_model, store / "v0001")
+    candidate = tx.TaxonomyClassifier(tier="sparse").fit(train.subset(np.arange(0, len(train), 12)))
+    candidate.save(tmp_path / "candidate")
+    settings = ServeSettings(model_dir=store, review_db=tmp_path / "r.db", shadow_model=tmp_path / "candidate",
+                             audit_rate=0.0)
+    titles = test.frame["title"].tolist()[:120]
+    served = tx.load(saved_sample_model).predict(titles)
+    with TestClient(create_app(settings)) as c:
+        answers = []
+        for k in range(0, len(titles), 40):
+            r = c.post("/v1/classify", json={"products": [{"title": t} for t in titles[k:k + 40]]}).json()
+            assert r["model_version"] == "v0001"
+            answers += [a["leaf"] for a in r["results"]]
+        assert answers == list(served)  # what the client gets is the served model's
+        deadline = time.monotonic() + 60
+        while (shadow := c.get("/v1/monitor").json()["shadow"])["compared"] < len(titles) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        agree = float(np.mean(candidate.predict(titles) == served))
+        assert shadow["version"] == "candidate" and shadow["compared"] == len(titles)
+        assert shadow["agreement"] == pytest.approx(agree) and agree < 1.0
+        metrics = c.get("/metrics").text
+        assert "taxonomist_shadow_predictions_total 120.0" in metrics

@@ -1296,6 +1296,7 @@ def serve(
     review_db: Annotated[Path | None, typer.Option(help="SQLite file of the review queue and feedback.")] = None,
     image_root: Annotated[Path | None, typer.Option(help="Image paths in requests must resolve inside this folder.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Bearer key for write/admin endpoints (repeatable).")] = None,
+    shadow: Annotated[Path | None, typer.Option("--shadow", help="A candidate bundle that answers every classified product in the background; its agreement is in GET /v1/monitor, nothing of it is returned.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve a model over HTTP: /v1/classify, the review queue and page (/review), /metrics, /docs.
@@ -1318,6 +1319,8 @@ def serve(
         overrides["review_db"] = review_db
     if image_root is not None:
         overrides["image_root"] = image_root
+    if shadow is not None:
+        overrides["shadow_model"] = shadow
     if api_key:
         overrides["api_keys"] = list(api_key)
     try:

@@ -72,6 +72,7 @@ from .schemas import (
     UserProfileResponse,
 )
 from .settings import ServeSettings
+from .shadow import Shadow
 from .store import ReviewStore, fingerprint
 
 __all__ = ["create_app"]
@@ -202,6 +203,7 @@ class Service:
         self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
                                     settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
                                     cost=_text_chars, inline_max_cost=settings.inline_max_chars)
+        self.shadow: Shadow | None = None  # a candidate answering in the background (settings.shadow_model)
         self.monitor = DriftMonitor(None, settings.monitor_window)
         self._served: list[dict[str, Any]] = []  # served-prediction records not yet written (flush_served)
         self._served_at = time.monotonic()
@@ -281,8 +283,11 @@ class Service:
         """GET /v1/monitor: the drift signals of the window and the live accuracy from reviewers' decisions."""
         served = self.model
         self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
-        return {"model_version": served.version, **self.monitor.signals(),
-                "live_accuracy": live_accuracy(self.review_store().decided())}
+        report = {"model_version": served.version, **self.monitor.signals(),
+                  "live_accuracy": live_accuracy(self.review_store().decided())}
+        if self.shadow is not None:
+            report["shadow"] = self.shadow.stats()
+        return report
 
     def resource(self, kind: str) -> Any:
         """An optional part of the server (``router``, ``search``, ``profiles``) from the folder its setting names,
@@ -418,11 +423,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         svc.metrics.track_queue(svc.store.depth)
         served = await asyncio.to_thread(svc.registry.start, settings.model_version)
         svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
+        if settings.shadow_model is not None:
+            svc.shadow = await asyncio.to_thread(Shadow, settings.shadow_model, svc.metrics)
         await svc.batcher.start()
         try:
             yield
         finally:
             await svc.batcher.stop()
+            if svc.shadow is not None:
+                svc.shadow.close()
             svc.flush_served()
             svc.store.close()
 
@@ -551,6 +560,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                     "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
                     "model_version": version}))
         svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
+        if svc.shadow is not None:
+            svc.shadow.submit(records, [pred.leaf for pred, _, _ in results])
         if svc.observe_served(records, results):
             await asyncio.to_thread(svc.flush_served)
         if queue:

@@ -37,6 +37,12 @@ class ServiceMetrics:
         self.feedback = Counter("taxonomist_feedback", "Corrections recorded, by source.", ["source"], registry=r)
         self.model_info = Info("taxonomist_model", "The model version being served.", registry=r)
         self.reloads = Counter("taxonomist_model_reloads", "Model reloads, by outcome.", ["outcome"], registry=r)
+        self.shadow_predictions = Counter("taxonomist_shadow_predictions", "Served products the shadow model also "
+                                          "answered (in the background).", registry=r)
+        self.shadow_agreements = Counter("taxonomist_shadow_agreements", "Of those, the ones where its leaf is the "
+                                         "served leaf.", registry=r)
+        self.shadow_dropped = Counter("taxonomist_shadow_dropped", "Served products left out of the shadow comparison "
+                                      "(its queue was full).", registry=r)
         self._n = 0
         self._low = 0
 
