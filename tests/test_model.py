@@ -231,3 +231,32 @@ def test_calibrated_probabilities_sum_to_one_and_level_confidences_stay_in_range
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
     preds = sample_model.predict_products(sample_split[1].frame.head(300).to_dict("records"))
     assert all(0.0 <= c <= 1.0 for p in preds for c in p.confidence)
+
+
+def test_a_large_catalogue_is_fitted_once(sample_catalog, monkeypatch) -> None:
+    """Calibration holds out at most MAX_CALIBRATION_ROWS products; when that is a small share of the catalogue,
+    the model fitted on the rest is kept (one fit) instead of being fitted again on everything."""
+    import taxonomist.models.sparse as sparse
+
+    frame = sample_catalog.frame
+    X, y = (frame["title"].tolist(), [""] * len(frame)), frame["category"].tolist()
+    fits: list[int] = []
+    real = SparseClassifier._fit_model
+
+    def counting(self, Xs, y_idx):  # type: ignore[no-untyped-def]
+        fits.append(Xs.shape[0])
+        return real(self, Xs, y_idx)
+
+    monkeypatch.setattr(SparseClassifier, "_fit_model", counting)
+    monkeypatch.setattr(sparse, "MAX_CALIBRATION_ROWS", 100)  # 100 of ~3,170 products: about 3 %
+    once = SparseClassifier().fit(X, y)
+    assert len(fits) == 1 and len(frame) - 110 <= fits[0] <= len(frame) - 90
+    assert once.refitted_ is False and once.predict(["navy blue men brief"]).shape == (1,)
+    fits.clear()
+    monkeypatch.setattr(sparse, "MAX_CALIBRATION_ROWS", 20_000)  # 15 % held out: refitted on everything
+    twice = SparseClassifier().fit(X, y)
+    assert fits[-1] == len(frame) and len(fits) == 2 and twice.refitted_ is True
+    fits.clear()
+    monkeypatch.setattr(sparse, "MAX_CALIBRATION_ROWS", 100)
+    SparseClassifier(refit=True).fit(X, y)  # asked for: refitted however small the held-out share
+    assert fits[-1] == len(frame) and len(fits) == 2

@@ -73,7 +73,11 @@ _DENSE_BUDGET = 2**25
 
 
 MAX_CALIBRATION_ROWS = 20_000
-"""Held-out products scored to fit the calibration (a random subset when the split holds more)."""
+"""Most products held out to fit the calibration (the split holds ``calibration_size`` of them up to this)."""
+REFIT_ABOVE_SHARE = 0.05
+"""``refit="auto"``: the model is fitted again on every product only when the calibration split held out more
+than this share of them; below it (catalogues of 400k products and more) the model fitted on the rest is kept:
+one fit instead of two."""
 BEAM_ABOVE = 2_000
 """Tree models with more edges than this predict by beam descent (``beam="auto"``)."""
 BEAM_WIDTH = 5
@@ -119,6 +123,10 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         engine: where the one-vs-rest columns are fitted: ``"local"`` (worker processes) or ``"ray"`` (Ray tasks;
             the same model). See :func:`taxonomist.models.ovr.run_tasks`.
         checkpoint: a folder that keeps each finished part of the fit, so an interrupted fit resumes.
+        refit: after calibrating on the held-out split, fit again on every product (``True``), keep the model
+            fitted on the rest (``False``), or ``"auto"``: refit unless the split was at most
+            ``REFIT_ABOVE_SHARE`` of the products (the split holds at most ``MAX_CALIBRATION_ROWS``, so a large
+            catalogue is fitted once). ``refitted_`` says which.
         beam: how a tree model predicts: ``0`` scores every edge (exact); ``k`` descends level by level into
             each product's ``k`` most probable nodes only (:meth:`LocalTree.beam_log_proba`; cost grows with
             depth, not classes); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else ``BEAM_WIDTH``.
@@ -144,6 +152,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
         beam: int | Literal["auto"] = "auto",
+        refit: bool | Literal["auto"] = "auto",
     ) -> None:
         self.C = C
         self.class_weight = class_weight
@@ -157,6 +166,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.engine = engine
         self.checkpoint = checkpoint
         self.beam = beam
+        self.refit = refit
 
     def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit one-vs-rest SVMs on label indices ``y``; returns (coef, intercept) for all ``n_classes`` rows."""
@@ -189,11 +199,16 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.top_label_: tuple[np.ndarray, np.ndarray] | None = None
         if self.calibration not in ("temperature", "temperature+isotonic", "none"):
             raise ValueError(f"calibration must be 'temperature', 'temperature+isotonic' or 'none', got {self.calibration!r}")
+        self.refitted_ = True
+        fitted: tuple[sp.csr_matrix, np.ndarray] | None = None
         if self.calibration != "none" and len(titles) >= 20:
             g = np.asarray(groups) if groups is not None else np.arange(len(titles))
-            split = GroupShuffleSplit(n_splits=1, test_size=self.calibration_size, random_state=self.random_state)
+            share = min(self.calibration_size, MAX_CALIBRATION_ROWS / len(np.unique(g)))
+            split = GroupShuffleSplit(n_splits=1, test_size=share, random_state=self.random_state)
             fit_idx, cal_idx = next(split.split(Xs, y_idx, g))
             coef, intercept = self._fit_model(Xs[fit_idx], y_idx[fit_idx])
+            if self.refit is False or (self.refit == "auto" and len(cal_idx) <= REFIT_ABOVE_SHARE * len(titles)):
+                fitted, self.refitted_ = (coef, intercept), False
             if len(cal_idx) > MAX_CALIBRATION_ROWS:  # enough to fit a temperature and a monotone map; bounded memory
                 rng = np.random.default_rng(self.random_state)
                 cal_idx = np.sort(rng.choice(cal_idx, MAX_CALIBRATION_ROWS, replace=False))
@@ -211,7 +226,12 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if self.calibration == "temperature+isotonic":
                 p = softmax_with_temperature(scores[seen], self.temperature_)
                 self.top_label_ = fit_top_label(p.max(axis=1), p.argmax(axis=1) == y_seen)
-        self.coef_, self.intercept_ = self._fit_model(Xs, y_idx)
+        if fitted is None:
+            fitted = self._fit_model(Xs, y_idx)
+        else:
+            logger.info("kept the model fitted on %d products (%d held out for calibration: one fit)",
+                        len(titles) - len(cal_idx), len(cal_idx))
+        self.coef_, self.intercept_ = fitted
         self._coef_t = self.coef_.T.tocsr()
         self._node_blocks: list[sp.csr_matrix] | None = None  # the beam's per-node weights are cut again from these
         self.n_features_in_ = Xs.shape[1]
