@@ -220,3 +220,23 @@ def test_a_served_model_without_reference_says_so(saved_sample_model: Path, tmp_
     shutil.copytree(saved_sample_model, store / "v0001")
     with TestClient(create_app(ServeSettings(model_dir=store, review_db=tmp_path / "r.db"))) as c:
         assert "retrain" in c.get("/v1/monitor").json()["note"]
+
+
+def test_an_ensemble_reference_measures_similarity_to_the_category_centroids(tiny_encoder_dir, tiny_frame,
+                                                                             tiny_model) -> None:
+    from taxonomist.monitoring import monitor_summary
+
+    df = pd.concat([tiny_frame] * 3, ignore_index=True)
+    clf = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir)).fit(df)
+    ref = DriftReference.of(clf, tiny_frame.to_dict("records"))
+    assert 0.5 < ref.summary["centroid_similarity"] <= 1.0
+    assert DriftReference.of(tiny_model, tiny_frame.to_dict("records")).summary["centroid_similarity"] is None
+    rng = np.random.default_rng(0)
+    gibberish = ["".join(rng.choice(list("qxzvkjw"), 12)) for _ in range(MIN_WINDOW)]
+    preds = clf.predict_products(gibberish, top_k=1)
+    served = [{"created": 1.7e9, "model_version": "v1", "title": t, "leaf": " > ".join(p.leaf),
+               "confidence": p.leaf_confidence, "backed_off": False, "unknown_share": 1.0, "brand": None}
+              for t, p in zip(gibberish, preds, strict=True)]
+    sim = monitor_summary(ref, served, classifier=clf)["signals"]["centroid_similarity"]
+    assert sim["n"] == MIN_WINDOW and sim["current"] < sim["reference"] - 0.1
+    assert "centroid_similarity" not in monitor_summary(ref, served)["signals"]  # no classifier given: not computed

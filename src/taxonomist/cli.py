@@ -1582,7 +1582,7 @@ def monitor(
     if not served:
         console.print(f"no served predictions recorded in {review_db} in that period (the service records them "
                       "unless TAXONOMIST_LOG_PREDICTIONS=false)", style="yellow", highlight=False)
-    summary = monitor_summary(clf.drift_reference_, served, decided)
+    summary = monitor_summary(clf.drift_reference_, served, decided, classifier=clf)
     fmt = "%Y-%m-%d %H:%M"
     period = f"{time.strftime(fmt, time.gmtime(start))} to {time.strftime(fmt, time.gmtime(end))} UTC"
     output.write_text(render_monitor(summary, title=f"taxonomist monitor: {path.name}", period=period), encoding="utf-8")

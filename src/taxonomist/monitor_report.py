@@ -85,6 +85,10 @@ def render_monitor(summary: Mapping[str, Any], title: str = "taxonomist monitor"
                            ("unknown_word_share", "unknown title words")):
             rows.append((label, f"{_f(s[key]['current'])} (reference {_f(s[key]['reference'])})", ""))
         rows.append(("brands training never saw", _f(s.get("new_brand_rate")), "share of branded products"))
+        if s.get("centroid_similarity"):
+            c = s["centroid_similarity"]
+            rows.append(("similarity to the category's training centroid (embeddings)",
+                         f"{_f(c['current'])} (reference {_f(c['reference'])})", f"{c['n']:,} titles embedded; no alert"))
     signal_rows = "".join(f"<tr><th>{e(a)}</th><td>{e(b)}</td><td>{e(c)}</td></tr>" for a, b, c in rows)
 
     def movers(items: list[dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ALERTS", "BRAND_KEYS", "DriftMonitor", "DriftReference", "Observation", "drift_signals", "js_divergence",
-           "monitor_summary", "served_observations", "verdict",
+           "centroid_similarity", "monitor_summary", "served_observations", "verdict",
            "brands", "live_accuracy", "observations", "psi", "wilson_interval"]
 
 LEVELS = (1, 2)
@@ -118,13 +118,18 @@ class DriftReference:
     @classmethod
     def of(cls, classifier: Any, records: Sequence[Mapping[str, Any]], source: str = "held-out",
            brands: Iterable[str] = (), max_products: int = 5_000, seed: int = 0) -> DriftReference:
-        """The reference of ``classifier`` on ``records`` (a random ``max_products`` of them at most)."""
+        """The reference of ``classifier`` on ``records`` (a random ``max_products`` of them at most); for a
+        model with an embedding index, also the products' mean similarity to their predicted category's
+        training centroid (:func:`centroid_similarity`)."""
         records = list(records)
         if len(records) > max_products:
             pick = np.random.default_rng(seed).choice(len(records), max_products, replace=False)
             records = [records[i] for i in np.sort(pick)]
         preds = classifier.predict_products(records, top_k=2)
-        return cls.from_observations(observations(classifier, records, preds), source, brands)
+        ref = cls.from_observations(observations(classifier, records, preds), source, brands)
+        sims = centroid_similarity(classifier, [str(r.get("title") or "") for r in records], [p.leaf for p in preds])
+        ref.summary["centroid_similarity"] = float(np.mean(sims)) if sims is not None and len(sims) else None
+        return ref
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": _json_safe(self.summary), "brands": list(self.brands), "source": self.source}
@@ -133,6 +138,30 @@ class DriftReference:
     def from_dict(cls, d: Mapping[str, Any]) -> DriftReference:
         summary = {k: (float("nan") if v is None and k != "levels" else v) for k, v in dict(d["summary"]).items()}
         return cls(summary, [str(b) for b in d.get("brands", [])], str(d.get("source", "held-out")))
+
+
+def centroid_similarity(classifier: Any, titles: Sequence[str], leaves: Sequence[Sequence[str]]) -> np.ndarray | None:
+    """Cosine similarity of each title's embedding to the centroid of its (predicted) leaf's training
+    embeddings, for a model whose ensemble keeps them (the neighbour member); ``None`` for other models. Products
+    unlike anything the model was trained on sit far from every centroid."""
+    knn = getattr(getattr(classifier, "model_", None), "knn", None)
+    encoder = getattr(classifier, "encoder_", None)
+    if knn is None or encoder is None or not len(titles):
+        return None
+    from .taxonomy import format_path
+
+    vectors = np.asarray(knn.vectors_, dtype=np.float32)
+    centroids = np.zeros((int(knn.n_classes_), vectors.shape[1]), dtype=np.float32)
+    np.add.at(centroids, knn.labels_, vectors)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    index = {str(c): i for i, c in enumerate(classifier.classes_)}
+    emb = np.asarray(encoder.encode(list(titles)), dtype=np.float32)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    rows = np.asarray([index.get(format_path(tuple(leaf)), -1) for leaf in leaves])
+    sims = np.full(len(titles), np.nan, dtype=np.float32)
+    ok = rows >= 0
+    sims[ok] = (emb[ok] * centroids[rows[ok]]).sum(axis=1)
+    return sims[ok]
 
 
 def _json_safe(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,12 +330,23 @@ def served_observations(rows: Iterable[Mapping[str, Any]]) -> list[Observation]:
 
 
 def monitor_summary(reference: DriftReference | None, served: Sequence[Mapping[str, Any]],
-                    decided: Sequence[Mapping[str, Any]] = (), examples: int = 10) -> dict[str, Any]:
+                    decided: Sequence[Mapping[str, Any]] = (), examples: int = 10, classifier: Any = None,
+                    max_embedded: int = 2_000) -> dict[str, Any]:
     """What ``taxonomist monitor`` reports over a time range: the drift signals of all served predictions and of
     each day (days with fewer than :data:`MIN_WINDOW` have their volume only), the versions served, the products
-    least like the training data, the live accuracy per week, and a one-line verdict."""
+    least like the training data, the live accuracy per week, and a one-line verdict. With the served
+    ``classifier`` and a reference that has it, also the similarity of (at most ``max_embedded``) served titles
+    to their category's training centroid (reported, no alert: no threshold has been measured for it)."""
     obs = served_observations(served)
     overall = drift_signals(reference, obs) if reference is not None else {"n": len(obs), "alerts": []}
+    ref_sim = reference.summary.get("centroid_similarity") if reference is not None else None
+    if ref_sim is not None and not math.isnan(ref_sim) and classifier is not None and len(obs) >= MIN_WINDOW:
+        pick = np.sort(np.random.default_rng(0).choice(len(served), min(len(served), max_embedded), replace=False))
+        sims = centroid_similarity(classifier, [str(served[i]["title"]) for i in pick], [obs[i].leaf for i in pick])
+        if sims is not None and len(sims):
+            overall["centroid_similarity"] = {"current": float(np.mean(sims)),
+                                              "reference": float(ref_sim),
+                                              "n": int(len(sims))}
     days: dict[str, list[int]] = {}
     for i, r in enumerate(served):
         days.setdefault(dt.datetime.fromtimestamp(float(r["created"]), tz=dt.timezone.utc).strftime("%Y-%m-%d"), []).append(i)
