@@ -185,6 +185,8 @@ _RESOURCES = {
 }
 
 
+_LIVE_ACCURACY_WEEKS = 12
+"""GET /v1/monitor's live accuracy covers the decisions of the last this many weeks."""
 _SERVED_FLUSH_ROWS = 256
 _SERVED_FLUSH_S = 2.0
 """The served-predictions log is written when this many records wait, or this many seconds passed."""
@@ -283,8 +285,9 @@ class Service:
         """GET /v1/monitor: the drift signals of the window and the live accuracy from reviewers' decisions."""
         served = self.model
         self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
+        recent = time.time() - _LIVE_ACCURACY_WEEKS * 7 * 86400
         report = {"model_version": served.version, **self.monitor.signals(),
-                  "live_accuracy": live_accuracy(self.review_store().decided())}
+                  "live_accuracy": live_accuracy(self.review_store().decided(since=recent))}
         if self.shadow is not None:
             report["shadow"] = self.shadow.stats()
         return report
