@@ -235,7 +235,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def __init__(
         self,
-        tier: Literal["sparse", "ensemble", "embed", "zeroshot"] = "ensemble",
+        tier: Literal["sparse", "ensemble", "embed", "finetune", "zeroshot"] = "ensemble",
         min_confidence: float | None = None,
         C: float = 0.5,
         title_weight: float = 1.0,
