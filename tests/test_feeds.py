@@ -239,3 +239,23 @@ def test_map_taxonomy_proposes_a_crosswalk_by_name_and_by_products(tmp_path: Pat
     rows = {r["source"]: r for r in csv.DictReader((tmp_path / "cw2.csv").read_text(encoding="utf-8").splitlines())}
     assert rows["Footwear > Sneakers"]["by"] == "products" and rows["Footwear > Sneakers"]["products"] == "4"
     assert rows["Footwear > Sneakers"]["target"] == "Apparel & Accessories > Shoes"
+
+
+def test_the_field_delimiter_can_be_given(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Sniffing picks ``,`` for a semicolon file whose every line has the same commas; --delimiter says ';'."""
+    from .test_bad_inputs import run_cli
+
+    f = tmp_path / "export.csv"
+    f.write_text("title, short;category, path\nShirt, blue;Tops, Shirts\nPants, red;Bottoms, Pants\n"
+                 "Socks, grey;Bottoms, Socks\n", encoding="utf-8")
+    assert list(read_catalog(f).frame.columns[:2]) != ["title", "category"]  # sniffed: ','
+    cat = read_catalog(f, delimiter=";", mapping={"title": "title, short", "category": "category, path"})
+    assert cat.frame["title"].tolist() == ["Shirt, blue", "Pants, red", "Socks, grey"]
+    with pytest.raises(CatalogError, match="expected one character"):
+        read_catalog(f, delimiter=";;")
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m"), "--tier", "sparse", "--delimiter", ";", "--map",
+                         "title=title, short", "--map", "category=category, path", "--test-size", "0"],
+                        capsys, monkeypatch)
+    assert code == 0 and "read 3 rows, kept 3" in out, out
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m"), "--delimiter", "tab,"], capsys, monkeypatch)
+    assert code == 1 and "--delimiter" in out

@@ -606,10 +606,14 @@ def _cell_text(v: Any, joiner: str) -> str:
 
 
 def load_table(
-    path: Path, encoding: str | None, header: bool, columns: Sequence[str] | None, report: ValidationReport
+    path: Path, encoding: str | None, header: bool, columns: Sequence[str] | None, report: ValidationReport,
+    delimiter: str | None = None,
 ) -> pd.DataFrame:
     """A table file (CSV/TSV/JSONL/Parquet, compressed too, encoding detected) as a frame of strings plus ``row``
-    (its row number); malformed lines go to ``report``. Shared by catalogues and behaviour events."""
+    (its row number); malformed lines go to ``report``. ``delimiter``: the field delimiter of a delimited text
+    (default: tab for ``.tsv``, else sniffed). Shared by catalogues and behaviour events."""
+    if delimiter is not None and len(delimiter) != 1:
+        raise CatalogError(f"the field delimiter: expected one character (',', ';', tab, '|'), got {delimiter!r}")
     if not path.exists():
         raise CatalogError(f"expected a catalogue file, but {str(path)!r} does not exist")
     if path.is_dir():
@@ -661,10 +665,9 @@ def load_table(
     text = _decode(raw, path, encoding, report, header)
     if ext in {".jsonl", ".ndjson", ".json"}:
         return _to_str_frame(_read_jsonl(text, path, report))
-    if ext in {".tsv", ".tab"}:
-        delimiter = "\t"
-    elif ext in {".csv", ".txt", ""}:
-        delimiter = sniff_delimiter(text)
+    if ext in {".tsv", ".tab", ".csv", ".txt", ""}:
+        if delimiter is None:
+            delimiter = "\t" if ext in {".tsv", ".tab"} else sniff_delimiter(text)
     else:
         raise CatalogError(
             f"{path.name}: unsupported file type {ext!r}; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or "
@@ -707,6 +710,7 @@ def read_catalog(
     require_labels: bool = False,
     strict: bool = False,
     taxonomy: Taxonomy | None = None,
+    delimiter: str | None = None,
 ) -> Catalog:
     """Read and validate a catalogue file.
 
@@ -725,13 +729,15 @@ def read_catalog(
         require_labels: rows without a category are reported and skipped (training / evaluation).
         strict: fail with a :class:`CatalogError` instead of skipping bad rows.
         taxonomy: when given, labels not in it are reported and skipped.
+        delimiter: the field delimiter of a CSV / TXT / TSV file (one character); default: tab for ``.tsv``,
+            else sniffed among ``,`` ``;`` tab ``|``.
 
     Example:
         >>> cat = read_catalog("products.csv", label_columns=["masterCategory", "subCategory"])  # doctest: +SKIP
     """
     p = Path(path)
     report = ValidationReport(source=p.name)
-    df = load_table(p, encoding, header, columns, report)
+    df = load_table(p, encoding, header, columns, report, delimiter)
     for extra in with_columns:
         ep = Path(extra)
         extra_report = ValidationReport(source=ep.name)

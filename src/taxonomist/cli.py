@@ -67,6 +67,7 @@ LabelColsOpt = Annotated[str | None, typer.Option("--label-columns", help="Build
 SepOpt = Annotated[str, typer.Option("--sep", help="Path separator in the category column ('>' also matches ' > ').")]
 WithOpt = Annotated[list[Path] | None, typer.Option("--with-columns", help="Add the columns of another file, row by row (repeatable).")]
 EncOpt = Annotated[str | None, typer.Option("--encoding", help="Force the file encoding (default: detected).")]
+DelimOpt = Annotated[str | None, typer.Option("--delimiter", help="Field delimiter of a CSV / TXT / TSV file: one character, or 'tab' (default: sniffed among , ; tab |).")]
 NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The file has no header row; columns are 0, 1, 2, ...")]
 ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Names for a header-less file: id,title,category.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Taxonomy format: auto, google, shopify, bestbuy, paths.")]
@@ -101,12 +102,13 @@ def _parse_map(items: list[str] | None) -> dict[str, str]:
 def _read(
     path: Path, mapping: list[str] | None, label_columns: str | None, sep: str, with_columns: list[Path] | None,
     encoding: str | None, no_header: bool, columns: str | None, strict: bool, require_labels: bool,
-    taxonomy: Any = None,
+    taxonomy: Any = None, delimiter: str | None = None,
 ) -> Any:
     from .catalog import read_catalog
 
+    options = _read_options(mapping, label_columns, sep, encoding, no_header, columns, strict, delimiter)
     with _spinner(f"reading {path.name}"):
-        cat = read_catalog(path, **_read_options(mapping, label_columns, sep, encoding, no_header, columns, strict),
+        cat = read_catalog(path, **options,
                            with_columns=with_columns or (), require_labels=require_labels, taxonomy=taxonomy)
     rep = cat.report
     style = "green" if rep.ok else "yellow"
@@ -341,9 +343,13 @@ def _run_batch_job(kind: str, model: str, source: Path, output: Path, engine: st
 
 
 def _read_options(map_: list[str] | None, label_columns: str | None, sep: str, encoding: str | None, no_header: bool,
-                  columns: str | None, strict: bool) -> dict[str, Any]:
+                  columns: str | None, strict: bool, delimiter: str | None = None) -> dict[str, Any]:
     """``read_catalog`` keyword arguments from the shared reading options (for jobs that read in workers)."""
-    return {"mapping": _parse_map(map_),
+    if delimiter is not None:
+        delimiter = "\t" if delimiter.strip().lower() in ("tab", "\\t") else delimiter
+        if len(delimiter) != 1:
+            raise CliError(f"--delimiter: expected one character (, ; | ...) or 'tab', got {delimiter!r}")
+    return {"delimiter": delimiter, "mapping": _parse_map(map_),
             "label_columns": [c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
             "sep": sep, "encoding": encoding, "header": not no_header,
             "columns": [c.strip() for c in columns.split(",")] if columns else None, "strict": strict}
@@ -384,7 +390,7 @@ def train(
     report: Annotated[Path | None, typer.Option(help="Write the held-out HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     tier: Annotated[str, typer.Option(help="ensemble (default: sparse + neighbours + zero-shot prior, encoder only where sparse is unsure), sparse (fastest, no transformer), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
     image_encoder: Annotated[str | None, typer.Option("--image-encoder", help="Also learn from product photos (the image column): effnet-lite0, effnet-lite2 or a local .onnx file; needs an embedding tier.")] = None,
@@ -415,7 +421,7 @@ def train(
     from .taxonomy import Taxonomy
 
     tax = Taxonomy.load(taxonomy) if taxonomy else None
-    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax, delimiter=delimiter)
     if test_size > 0:
         with _spinner("splitting (grouped by title, stratified by category)"):
             train_cat, test_cat = split_catalog(cat, test_size=test_size, seed=seed)
@@ -495,7 +501,8 @@ def _drift_reference(clf: Any, test_cat: Any, train_cat: Any) -> Any:
     if getattr(clf, "dp_epsilon", None) is not None:  # a private model keeps nothing computed from the rows
         return None
     source = "held-out" if test_cat is not None else "training sample"
-    with _spinner(f"drift reference: the model's answers on the {source} products"):
+    what = "the held-out products" if test_cat is not None else "a sample of the training products"
+    with _spinner(f"drift reference: the model's answers on {what}"):
         return DriftReference.of(clf, (test_cat if test_cat is not None else train_cat).frame.to_dict("records"),
                                  source=source, brands=brands(train_cat.frame.to_dict("records")))
 
@@ -542,7 +549,7 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.", callback=_probability)] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     image_root: ImageRootOpt = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
 ) -> None:
@@ -553,7 +560,7 @@ def evaluate(
     clf = load(model)
     if image_root:
         clf.image_root = str(image_root)
-    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter)
     with _spinner(f"evaluating on {len(cat):,} products"):
         ev = run_evaluation(clf, cat, min_confidence=min_confidence)
     out.print(_metrics_table(ev, f"evaluation on {catalog.name}"))
@@ -596,7 +603,7 @@ def predict(
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
     image_root: ImageRootOpt = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Classify a catalogue, a folder of shards or --text titles with a model bundle.
 
@@ -621,7 +628,7 @@ def predict(
         if explain or with_columns:
             raise CliError("--explain and --with-columns work on a single catalogue file with a file -o, not in batch jobs")
         _run_batch_job("predict", str(model), catalog, output, engine, num_workers, address,
-                       _read_options(map_, label_columns, sep, encoding, no_header, columns, strict), batch_size,
+                       _read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter), batch_size,
                        overwrite, top_k=top_k, min_confidence=min_confidence,
                        image_root=str(image_root.resolve()) if image_root else None)
         return
@@ -631,7 +638,7 @@ def predict(
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
-        cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+        cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter)
         frame = cat.frame
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
@@ -671,13 +678,13 @@ def embed(
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ",
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Embed the titles of a catalogue (L2-normalised vectors) as a resumable batch job."""
     if output.suffix.lower() in _FILE_OUTPUTS:
         raise CliError(f"-o {output}: embed writes a folder of Parquet parts; give a folder name without a file suffix")
     _run_batch_job("embed", model, catalog, output, engine, num_workers, address,
-                   _read_options(map_, label_columns, sep, encoding, no_header, columns, strict), batch_size, overwrite)
+                   _read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter), batch_size, overwrite)
 
 
 @taxonomy_app.command("show")
@@ -706,13 +713,13 @@ def taxonomy_check(
     file: Annotated[Path, typer.Argument(help="Taxonomy file.")],
     catalog: Annotated[Path, typer.Argument(help="Catalogue whose labels to check.")],
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, fmt: FormatOpt = "auto",
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, fmt: FormatOpt = "auto",
 ) -> None:
     """Report catalogue labels that are not in the taxonomy (exit code 1 when there are any)."""
     from .taxonomy import Taxonomy
 
     tax = Taxonomy.load(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
-    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True, delimiter=delimiter)
     unknown = tax.check(cat.frame["category"])
     if not unknown:
         out.print(f"all {len(cat):,} labels are categories of {file.name}")
@@ -745,7 +752,7 @@ def tune(
     tier: Annotated[str, typer.Option(help="sparse, ensemble or embed (these also search the prior shift and neighbours per vote).")] = "sparse",
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers.")] = "auto",
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
     refit: Annotated[bool, typer.Option(help="After evaluating the best configuration, fit the saved model on every product (--no-refit: on the training part only).")] = True,
@@ -756,7 +763,7 @@ def tune(
 
     if register and not track:
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
-    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter)
     with _tracking(track, tracking_uri, experiment, "tune", f"tune {catalog.name}") as tracker, \
             _progress("tuning", BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
                       TimeElapsedColumn()) as progress:
@@ -882,7 +889,7 @@ def classify(
     min_confidence: MinConfOpt = None,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Zero-shot: classify products into a taxonomy from its category names alone, with no training data."""
     import pandas as pd
@@ -900,7 +907,7 @@ def classify(
         frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
     else:
         assert catalog is not None
-        cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+        cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter)
         frame = cat.frame
     # the label embeddings show their own progress bar (a first run over Google's 5,595 nodes takes minutes on a
     # CPU; they are cached after it)
@@ -1061,14 +1068,14 @@ def search_build(
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding side: auto, minilm-en, e5-multilingual, a folder, or none (full text only).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Rebuild an existing index in that folder.")] = False,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Build a search index (full text + title embeddings) over a catalogue, for taxonomist search query and
     POST /v1/search (TAXONOMIST_SEARCH_DIR)."""
     from .apps.search import SearchIndex
     from .classifier import load
 
-    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False)
+    cat = _read(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter)
     with _spinner(f"indexing {len(cat):,} products"):
         idx = SearchIndex.build(cat, output, model=load(model) if model else None,
                                 encoder=None if encoder == "none" else encoder, overwrite=overwrite)
@@ -1372,7 +1379,7 @@ def retrain(
     data: Annotated[Path, typer.Option("--data", help="The original labelled training catalogue.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store); not with --auto.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     refit: Annotated[bool, typer.Option(help="After the comparison, fit the new version on every product (--no-refit: on the training part only).")] = True,
     accept_above: Annotated[float, typer.Option(help="From a zero-shot model: its answers at or above this confidence label the products nobody reviewed.", callback=_probability)] = 0.9,
     tier: Annotated[str, typer.Option(help="From a zero-shot model: the tier to train (ensemble, sparse, ...).")] = "ensemble",
@@ -1394,7 +1401,7 @@ def retrain(
                        "(it is the service's TAXONOMIST_REVIEW_DB)")
     if auto:
         def read_labelled(path: Path) -> Any:
-            return _read(path, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True)
+            return _read(path, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter)
 
         _auto_retrain(model_dir, feedback, data, golden, min_new_labels, gate_share, reload_url, read_labelled)
         return
@@ -1405,7 +1412,7 @@ def retrain(
     except (OSError, ValueError, KeyError):
         raise CliError(f"{model_dir} is not a model bundle (no readable manifest.json)") from None
     zero_shot = base_tier == "zeroshot"  # a shop's own taxonomy: the catalogue need not be labelled
-    cat = _read(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, not zero_shot)
+    cat = _read(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, not zero_shot, delimiter=delimiter)
     store = ReviewStore(feedback)
     try:
         items = store.feedback()
