@@ -109,6 +109,38 @@ def test_ray_training_equals_the_local_fit(sample_catalog, ray_local) -> None:
     _same(_fit(sample_catalog, engine="ray"), _fit(sample_catalog, n_jobs=2))
 
 
+def test_tasks_too_large_for_every_worker_at_once_run_one_at_a_time(sample_catalog, monkeypatch, caplog) -> None:
+    """A 1,000,000-product fit was killed for memory: each worker held liblinear's copy of the all-products
+    problem. Tasks whose copies would not fit side by side in the available memory now run one at a time in
+    this process; the others still run in parallel, and the model is the same."""
+    import logging
+
+    from taxonomist.models import ovr
+
+    parallel = _fit(sample_catalog, n_jobs=2)
+    X_nnz = parallel.encoder_.transform(sample_catalog.frame["title"].tolist(),
+                                        sample_catalog.frame["description"].tolist()).nnz
+    # room for the shared features and one all-products copy, not two
+    monkeypatch.setattr(ovr, "_available_bytes", lambda: int((12 * X_nnz + 1.5 * 16 * X_nnz) / 0.8))
+    in_process: list[int] = []
+    real = ovr.fit_task
+
+    def counting(X, task, params):  # type: ignore[no-untyped-def]
+        in_process.append(len(task.rows))  # only calls made in this process are seen here
+        return real(X, task, params)
+
+    monkeypatch.setattr(ovr, "fit_task", counting)
+    _fit(sample_catalog, n_jobs=1)
+    n_tasks = len(in_process)  # a serial fit runs every task here
+    in_process.clear()
+    with caplog.at_level(logging.INFO, logger="taxonomist.models.ovr"):
+        bounded = _fit(sample_catalog, n_jobs=2)
+    # the root problem's tasks (every product) and any other too large to run two at once: here; the rest in workers
+    assert len(sample_catalog) in in_process and 0 < len(in_process) < n_tasks
+    assert "one at a time in this process" in caplog.text
+    _same(bounded, parallel)
+
+
 def test_an_interrupted_fit_resumes_from_its_checkpoint(sample_catalog, tmp_path, monkeypatch) -> None:
     from taxonomist.models import ovr
 

@@ -203,8 +203,16 @@ def run_tasks(X: sp.csr_matrix, tasks: list[Task], sizes: list[int], params: dic
         else:
             from joblib import Parallel, delayed
 
+            alone = _too_large_for(workers, X, [tasks[i] for i in todo])
+            if alone:
+                logger.info("%d of %d tasks would need more memory than is available with %d workers at once "
+                            "(liblinear copies a task's rows); they run one at a time in this process",
+                            len(alone), len(todo), workers)
+            for j in alone:
+                done(todo[j], fit_task(X, tasks[todo[j]], params))
+            rest = [i for j, i in enumerate(todo) if j not in set(alone)] if alone else todo
             parallel = Parallel(n_jobs=workers, return_as="generator")
-            for i, r in zip(todo, parallel(delayed(fit_task)(X, tasks[i], params) for i in todo), strict=True):
+            for i, r in zip(rest, parallel(delayed(fit_task)(X, tasks[i], params) for i in rest), strict=True):
                 done(i, r)
     finished = [r for r in results if r is not None]
     not_converged = sum(r[3] for r in finished)
@@ -215,6 +223,44 @@ def run_tasks(X: sp.csr_matrix, tasks: list[Task], sizes: list[int], params: dic
         )
     return [_assemble([r for t, r in zip(tasks, finished, strict=True) if t.problem == p], size, X.shape[1])
             for p, size in enumerate(sizes)]
+
+
+_LIBLINEAR_BYTES_PER_VALUE = 16
+"""liblinear's copy of a problem: one (index, value) node of 16 bytes per stored value, one more per row."""
+_CSR_BYTES_PER_VALUE = 12
+"""A float64 CSR matrix: 8 bytes of value and 4 of column index per stored value."""
+
+
+def _available_bytes() -> int | None:
+    """The memory the kernel says is available (Linux ``MemAvailable``); ``None`` where it is not known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _task_bytes(X: sp.csr_matrix, task: Task) -> int:
+    """What a worker allocates to fit a task: liblinear's copy of its rows, and first a CSR copy of them when
+    they are not all the rows (the all-rows problem reads the features joblib shares with the workers)."""
+    rows = len(task.rows)
+    if rows == X.shape[0]:
+        return _LIBLINEAR_BYTES_PER_VALUE * (int(X.nnz) + rows)
+    nnz = int(np.diff(X.indptr)[task.rows].sum())
+    return (_LIBLINEAR_BYTES_PER_VALUE + _CSR_BYTES_PER_VALUE) * nnz + _LIBLINEAR_BYTES_PER_VALUE * rows
+
+
+def _too_large_for(workers: int, X: sp.csr_matrix, tasks: list[Task]) -> list[int]:
+    """Positions of the tasks that ``workers`` processes could not fit side by side in the available memory
+    (80 % of it, after the copy of the features joblib shares with them); they run one at a time instead."""
+    available = _available_bytes()
+    if available is None:
+        return []
+    budget = 0.8 * available - _CSR_BYTES_PER_VALUE * X.nnz
+    return [j for j, t in enumerate(tasks) if workers * _task_bytes(X, t) > budget]
 
 
 def _assemble(parts: list[FitResult], size: int, n_features: int) -> tuple[sp.csr_matrix, np.ndarray]:
