@@ -1400,8 +1400,9 @@ def retrain(
         raise CliError(f"expected the feedback database at {feedback}, but there is no such file "
                        "(it is the service's TAXONOMIST_REVIEW_DB)")
     if auto:
-        def read_labelled(path: Path) -> Any:
-            return _read(path, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter)
+        def read_labelled(path: Path) -> Any:  # --with-columns belongs to the catalogue, not to the golden file
+            extra = with_columns if path == data else None
+            return _read(path, map_, label_columns, sep, extra, encoding, no_header, columns, strict, True, delimiter=delimiter)
 
         _auto_retrain(model_dir, feedback, data, golden, min_new_labels, gate_share, reload_url, read_labelled)
         return
