@@ -243,9 +243,9 @@ def test_a_large_catalogue_is_fitted_once(sample_catalog, monkeypatch) -> None:
     fits: list[int] = []
     real = SparseClassifier._fit_model
 
-    def counting(self, Xs, y_idx):  # type: ignore[no-untyped-def]
-        fits.append(Xs.shape[0])
-        return real(self, Xs, y_idx)
+    def counting(self, Xs, y_idx, rows=None):  # type: ignore[no-untyped-def]
+        fits.append(Xs.shape[0] if rows is None else len(rows))
+        return real(self, Xs, y_idx, rows)
 
     monkeypatch.setattr(SparseClassifier, "_fit_model", counting)
     monkeypatch.setattr(sparse, "MAX_CALIBRATION_ROWS", 100)  # 100 of ~3,170 products: about 3 %

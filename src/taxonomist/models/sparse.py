@@ -83,16 +83,19 @@ BEAM_ABOVE = 2_000
 BEAM_WIDTH = 5
 
 
-def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int
+def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int, rows: np.ndarray | None = None
                ) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], list[Task], list[int]]:
     """The fit of label indices ``y`` as one-vs-rest tasks: (problems as (node, rows, local labels), tasks, each
-    problem's number of columns) -- one problem over all classes when flat (``tree`` None), else one per node."""
+    problem's number of columns) -- one problem over all classes when flat (``tree`` None), else one per node.
+    ``rows``: the rows of X that ``y`` labels (default: all of them, in order)."""
     if tree is None:
         problems = [(0, np.arange(len(y)), y)]
         sizes = [n_classes]
     else:
         problems = tree.problems(y)
         sizes = [int(tree.sizes[node]) for node, _r, _l in problems]
+    if rows is not None:
+        problems = [(node, rows[r], local) for node, r, local in problems]
     tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
     return problems, tasks, sizes
 
@@ -168,9 +171,11 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.beam = beam
         self.refit = refit
 
-    def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Fit one-vs-rest SVMs on label indices ``y``; returns (coef, intercept) for all ``n_classes`` rows."""
-        _problems, tasks, sizes = plan_tasks(None, y, n_classes)
+    def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int,
+                    rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Fit one-vs-rest SVMs on label indices ``y`` of ``rows`` of X; returns (coef, intercept) for all
+        ``n_classes`` rows."""
+        _problems, tasks, sizes = plan_tasks(None, y, n_classes, rows)
         (coef, intercept), = self._run_tasks(X, tasks, sizes)
         return coef, intercept
 
@@ -194,7 +199,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
-        Xs = self.encoder_.fit_transform(titles, contexts)
+        # liblinear's type, made once: the fits below index its rows instead of holding copies of them
+        Xs = sp.csr_matrix(self.encoder_.fit_transform(titles, contexts), dtype=np.float64)
         self.temperature_ = 1.0
         self.top_label_: tuple[np.ndarray, np.ndarray] | None = None
         if self.calibration not in ("temperature", "temperature+isotonic", "none"):
@@ -206,13 +212,13 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             share = min(self.calibration_size, MAX_CALIBRATION_ROWS / len(np.unique(g)))
             split = GroupShuffleSplit(n_splits=1, test_size=share, random_state=self.random_state)
             fit_idx, cal_idx = next(split.split(Xs, y_idx, g))
-            coef, intercept = self._fit_model(Xs[fit_idx], y_idx[fit_idx])
+            coef, intercept = self._fit_model(Xs, y_idx[fit_idx], rows=fit_idx)
             if self.refit is False or (self.refit == "auto" and len(cal_idx) <= REFIT_ABOVE_SHARE * len(titles)):
                 fitted, self.refitted_ = (coef, intercept), False
             if len(cal_idx) > MAX_CALIBRATION_ROWS:  # enough to fit a temperature and a monotone map; bounded memory
                 rng = np.random.default_rng(self.random_state)
                 cal_idx = np.sort(rng.choice(cal_idx, MAX_CALIBRATION_ROWS, replace=False))
-            scores = _scores(Xs[cal_idx], coef.T.tocsr(), intercept)
+            scores = _scores(Xs[cal_idx].astype(np.float32), coef.T.tocsr(), intercept)  # as predict scores
             seen = np.isin(y_idx[cal_idx], np.unique(y_idx[fit_idx]))
             y_seen = y_idx[cal_idx][seen]
             if self.tree_ is not None:
@@ -237,12 +243,13 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.n_features_in_ = Xs.shape[1]
         return self
 
-    def _fit_model(self, X: sp.csr_matrix, y: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
-        """(coef, intercept): one row per class (flat) or per edge of the local tree (top-down)."""
+    def _fit_model(self, X: sp.csr_matrix, y: np.ndarray, rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(coef, intercept): one row per class (flat) or per edge of the local tree (top-down), fitted on
+        ``rows`` of X (default: all) with labels ``y``."""
         if self.tree_ is None:
-            return self._fit_linear(X, y, len(self.classes_))
+            return self._fit_linear(X, y, len(self.classes_), rows)
         tree = self.tree_
-        problems, tasks, sizes = plan_tasks(tree, y, len(self.classes_))
+        problems, tasks, sizes = plan_tasks(tree, y, len(self.classes_), rows)
         fitted = self._run_tasks(X, tasks, sizes)
         blocks: list[sp.csr_matrix] = []
         intercept = np.zeros(tree.n_edges, dtype=np.float32)  # a node's only child: log-probability 0
