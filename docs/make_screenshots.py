@@ -39,18 +39,8 @@ def main() -> None:
         sample = ROOT / "src" / "taxonomist" / "datasets" / "products.csv"
         subprocess.run([*exe, "train", str(sample), "-o", str(work / "models" / "v0001"), "--tier", "sparse",
                         "--report", str(work / "report.html")], check=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen([*exe, "serve", str(work / "models"), "--port", str(port), "--api-key", "k",
-                                   "--review-db", str(work / "review.db")], env={**os.environ, "TAXONOMIST_LOG": "warning"})
+        server, port = _serve(exe, work / "models", work / "review.db", {})
         try:
-            for _ in range(120):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.5)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium)
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
@@ -78,6 +68,22 @@ def main() -> None:
         monitor_screenshot(work, exe, sample, chromium)
 
 
+def _serve(exe: list[str], models: Path, review_db: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """``taxonomist serve`` on a free loopback port with key ``k``, once it answers /healthz: (process, port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = subprocess.Popen([*exe, "serve", str(models), "--port", str(port), "--api-key", "k",
+                               "--review-db", str(review_db)], env={**os.environ, "TAXONOMIST_LOG": "warning", **env})
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    return server, port
+
+
 GROCERIES = ["basmati rice 5 kg", "organic toor dal", "cold pressed groundnut oil 1 l", "garam masala powder",
              "instant noodles masala pack", "green tea bags", "jaggery powder", "ragi flour", "almonds 500 g",
              "dishwash liquid lemon", "toilet cleaner", "tomato ketchup", "whole wheat atta 10 kg", "cashew nuts",
@@ -100,14 +106,10 @@ def monitor_screenshot(work: Path, exe: list[str], sample: Path, chromium: str |
         writer.writerows(train)
     store = work / "monitored"
     subprocess.run([*exe, "train", str(work / "train70.csv"), "-o", str(store / "v0001"), "--tier", "sparse"], check=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     db = work / "monitored.db"
-    env = {**os.environ, "TAXONOMIST_LOG": "warning", "TAXONOMIST_AUDIT_RATE": "0.2", "TAXONOMIST_AUDIT_SEED": "0",
-           "TAXONOMIST_REVIEW_THRESHOLD": "0", "TAXONOMIST_REVIEW_QUOTA_PER_MINUTE": "100000"}
-    server = subprocess.Popen([*exe, "serve", str(store), "--port", str(port), "--api-key", "k", "--review-db", str(db)],
-                              env=env)
+    server, port = _serve(exe, store, db, {"TAXONOMIST_AUDIT_RATE": "0.2", "TAXONOMIST_AUDIT_SEED": "0",
+                                           "TAXONOMIST_REVIEW_THRESHOLD": "0",
+                                           "TAXONOMIST_REVIEW_QUOTA_PER_MINUTE": "100000"})
     url = f"http://127.0.0.1:{port}"
 
     def post(path: str, body: dict, key: bool = False) -> dict:
@@ -121,12 +123,6 @@ def monitor_screenshot(work: Path, exe: list[str], sample: Path, chromium: str |
             raise RuntimeError(f"{path}: {e.code} {e.read().decode()[:500]}") from None
 
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
         truth = {}
         stream = [(r["title"], r["category"]) for r in served]
         stream += [(f"{GROCERIES[i % len(GROCERIES)]} {i // len(GROCERIES) + 1}", FALLBACK) for i in range(400)]
