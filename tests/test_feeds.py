@@ -8,9 +8,9 @@ import pytest
 
 from taxonomist.catalog import read_catalog
 from taxonomist.exceptions import CatalogError
-from taxonomist.feeds import write_back
 from taxonomist.taxonomy import Taxonomy
 from taxonomist.text import clean_text
+from taxonomist.writeback import write_back
 
 SHOPIFY = '''Handle,Title,Body (HTML),Vendor,Product Category,Type,Tags,Published,Option1 Name,Option1 Value,Variant SKU,Variant Price,Image Src,Image Position,Status
 harbour-fountain-pen,Harbour Fountain Pen,"<style>.x{color:red}</style><p>Steel nib, 5 &lt; 6 grams of ink</p>",Harbour,Office Supplies > Office Instruments > Writing & Drawing Instruments > Pens,Pens,"pen, gift",TRUE,Nib,Fine,HP-F,25.00,https://cdn.example.com/pen1.jpg,1,active

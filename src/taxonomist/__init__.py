@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .catalog import Catalog, ValidationReport, read_catalog, split_catalog  # noqa: E402
-from .classifier import TaxonomyClassifier, load  # noqa: E402
-from .evaluation import evaluate  # noqa: E402
-from .exceptions import BundleError, CatalogError, NotFittedError, TaxonomistError, TaxonomyError  # noqa: E402
-from .models.hierarchy import Prediction  # noqa: E402
-from .taxonomy import Taxonomy  # noqa: E402
+from .catalog import Catalog, ValidationReport, read_catalog, split_catalog
+from .classifier import TaxonomyClassifier, load
+from .evaluation import evaluate
+from .exceptions import BundleError, CatalogError, NotFittedError, TaxonomistError, TaxonomyError
+from .models.hierarchy import Prediction
+from .taxonomy import Taxonomy
+from .version import __version__
 
 __all__ = [
     "__version__",

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from . import __version__
 from .bundle import read_bundle, write_bundle
 from .catalog import CANONICAL_FIELDS, Catalog, column_key, title_groups
 from .exceptions import BundleError, NotFittedError, TaxonomistError
@@ -28,6 +27,7 @@ from .models.tree import resolve_hierarchy
 from .monitoring import DriftReference
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse, scrub_pii
+from .version import __version__
 
 __all__ = ["Pending", "TaxonomyClassifier", "load"]
 

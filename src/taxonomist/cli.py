@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__
 from .exceptions import TaxonomistError
+from .version import __version__
 
 app = typer.Typer(
     name="taxonomist",
@@ -280,7 +280,7 @@ def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path) -> None:
         raise CliError("--fill writes a catalogue file back with its categories: give the catalogue, not --text")
     if cat.report.issue("malformed_line").count:  # its rows would not line up with the file's records
         raise CliError(f"--fill: {catalog.name} has malformed lines (listed above); fix them before writing the file back")
-    from .feeds import write_back
+    from .writeback import write_back
 
     column = write_back(catalog, cat.frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill)
     filled = int((result["category"].fillna("") != "").sum())

@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
+from .metrics import coverage_at_precision, expected_calibration_error
 from .models.hierarchy import LevelIndex, decode
+from .report import render_report
 from .taxonomy import CategoryPath, format_path, parse_path
 from .text import clean_text, scrub_pii
 
@@ -39,40 +41,6 @@ def _prf(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = float(p), float(r), float(f)
     return out
-
-
-def coverage_at_precision(confidence: np.ndarray, correct: np.ndarray, precision: float) -> tuple[float, float]:
-    """Largest share of items that can be kept (most confident first) with at least ``precision``.
-
-    Returns:
-        (coverage, threshold): the share kept and the confidence a kept item must reach (1.01 when no
-        threshold reaches the precision).
-    """
-    if len(confidence) == 0:
-        return 0.0, 1.01
-    order = np.argsort(-confidence, kind="stable")
-    conf, corr = confidence[order], correct[order].astype(float)
-    prec = np.cumsum(corr) / np.arange(1, len(corr) + 1)
-    # a cut is only valid between distinct confidence values (ties are kept or dropped together)
-    last_of_tie = np.r_[conf[1:] != conf[:-1], True]
-    ok = np.flatnonzero((prec >= precision) & last_of_tie)
-    if len(ok) == 0:
-        return 0.0, 1.01
-    k = int(ok[-1])
-    return (k + 1) / len(conf), float(conf[k])
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    if len(confidence) == 0:
-        return 0.0
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            ece += m.mean() * abs(float(correct[m].mean()) - float(confidence[m].mean()))
-    return float(ece)
 
 
 def _hierarchical(true: list[CategoryPath], pred: list[CategoryPath]) -> dict[str, float]:
@@ -151,8 +119,6 @@ class Evaluation:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in self.summary_rows())
 
     def write_html(self, path: str | Path, title: str = "taxonomist evaluation") -> Path:
-        from .report import render_report
-
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_report(self, title), encoding="utf-8")

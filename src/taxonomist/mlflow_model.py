@@ -17,9 +17,9 @@ from mlflow.pyfunc.model import PythonModel
 
 class TaxonomistModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        import taxonomist
+        from taxonomist.classifier import load
 
-        self.classifier = taxonomist.load(context.artifacts["bundle"])
+        self.classifier = load(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -7,9 +7,9 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from . import __version__
 from .monitoring import ALERTS
 from .report import figure_uri
+from .version import __version__
 
 __all__ = ["render_monitor"]
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from .metrics import coverage_at_precision
+from .version import __version__
 
 if TYPE_CHECKING:
     from .evaluation import Evaluation
@@ -119,7 +120,6 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .evaluation import coverage_at_precision
 
     m = ev.metrics
     out: dict[str, str] = {}

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .exceptions import TaxonomistError
+from .version import __version__
 
 __all__ = ["DEFAULT_TRACKING_URI", "Tracker", "flatten_metrics", "is_mlflow_available", "start_run"]
 

@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..catalog import ValidationReport, load_table
 from ..exceptions import CatalogError, TaxonomistError
+from ..tables import load_table
+from ..validation import ValidationReport
 
 __all__ = [
     "EVENT_WEIGHTS", "Events", "ProfileStore", "Recommendation", "UserProfile", "catalog_categories",

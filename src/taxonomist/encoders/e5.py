@@ -121,7 +121,7 @@ def rebuild_e5(out_dir: str | Path) -> Path:
     hft = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=pieces[bos], eos_token=pieces[eos],
                                   unk_token=pieces[unk], pad_token=pieces[pad], cls_token=pieces[bos],
                                   sep_token=pieces[eos], mask_token="<mask>", model_max_length=512)  # type: ignore[no-untyped-call]
-    from .transformer import quiet_transformers
+    from .hf import quiet_transformers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

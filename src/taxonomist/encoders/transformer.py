@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ import numpy as np
 from ..exceptions import TaxonomistError
 from ..text import cjk_share, clean_text
 from .cache import EmbeddingCache
+from .hf import quiet_transformers
 
 __all__ = [
     "PRESETS",
@@ -64,22 +65,6 @@ def l2_normalize(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v, axis=1, keepdims=True)
     out: np.ndarray = (v / np.maximum(n, 1e-12)).astype(np.float32)
     return out
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' warning tables and progress bars (loading, saving) for the duration."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def resolve_precision(precision: str, device: str) -> str:

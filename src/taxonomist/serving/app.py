@@ -30,7 +30,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
 from ..exceptions import BundleError, TaxonomistError
 from ..images import (
     MAX_IMAGE_BYTES,
@@ -44,6 +43,7 @@ from ..models.hierarchy import decode
 from ..monitoring import DriftMonitor, live_accuracy, observations
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii, scrub_product
+from ..version import __version__
 from .batcher import MicroBatcher, Stage
 from .metrics import ServiceMetrics, TimingMiddleware
 from .registry import ModelRegistry, ServedModel

@@ -1,0 +1,352 @@
+"""Table files as frames of strings: CSV / TSV (delimiter sniffed), JSONL, Parquet and Merchant Center XML,
+compressed or not, with their encoding detected; malformed lines go to a :class:`ValidationReport`, never lost.
+
+:func:`load_table` is shared by catalogues (:func:`taxonomist.catalog.read_catalog`) and behaviour events.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import CatalogError
+from .feeds import read_xml_feed
+from .validation import ValidationReport
+
+__all__ = ["ALIASES", "column_key", "load_table", "sniff_delimiter"]
+
+logger = logging.getLogger(__name__)
+
+# Column names seen in the wild for each canonical field, matched case-insensitively when no --map is given.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "sku", "product_id", "productid", "item_id", "itemid", "index", "编号", "商品id"),
+    "title": (
+        "title", "name", "product", "product_name", "productname", "productdisplayname", "product_title",
+        "item_name", "标题", "商品名称", "名称", "商品标题",
+    ),
+    "description": ("description", "desc", "body", "body_html", "details", "product_description", "描述", "商品描述"),
+    "category": (
+        "category", "category_path", "categories", "label", "path", "google_product_category", "product_type",
+        "类目", "类别", "分类",
+    ),
+    "image": ("image", "image_path", "image_url", "img", "picture", "photo", "图片"),
+}
+
+
+def column_key(name: str) -> str:
+    """A column name as it is matched against known names: trimmed, lower case, spaces and ``-`` as ``_``."""
+    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def _repair_utf8_lines(raw: bytes, path: Path, report: ValidationReport | None, header: bool) -> str | None:
+    """A UTF-8 file with a few lines in another encoding (a row pasted from a cp1252 spreadsheet): each such line
+    decoded as cp1252 (latin-1 where cp1252 has no character) and reported; ``None`` when the file is not UTF-8
+    with a few bad lines (more than a tenth of the lines bad, or no more lines with UTF-8 multi-byte characters
+    than bad ones): it is then decoded whole in the encoding detected."""
+    lines = raw.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    out, bad, utf8_lines = [], [], 0
+    for i, line in enumerate(lines):
+        try:
+            out.append(line.decode("utf-8"))
+            utf8_lines += not line.isascii()
+        except UnicodeDecodeError:
+            try:
+                out.append(line.decode("cp1252"))
+            except UnicodeDecodeError:
+                out.append(line.decode("latin-1"))
+            bad.append(i)
+    # a few bad lines among many UTF-8 ones (a GBK line can be valid UTF-8 by chance: one is not enough)
+    if utf8_lines <= len(bad) or len(bad) > len(lines) // 10:
+        return None
+    for i in bad:  # (the report's lines are logged with the others when the catalogue is built)
+        if report is not None:
+            report.issue("not_utf8").add(i + (0 if header else 1), out[i])  # data rows count from 1 after the header
+        else:
+            logger.warning("%s: line %d is not UTF-8; decoded it as cp1252 (check it)", path.name, i + 1)
+    return "\n".join(out)
+
+
+def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationReport | None = None,
+            header: bool = True) -> str:
+    if encoding:
+        try:
+            return raw.decode(encoding)
+        except LookupError:
+            raise CatalogError(f"--encoding {encoding!r} is not an encoding Python knows (try utf-8, gb18030, cp1252)") from None
+        except UnicodeDecodeError as e:
+            raise CatalogError(
+                f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}); check the file's encoding "
+                "or leave --encoding out to detect it"
+            ) from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as utf8_error:
+        repaired = _repair_utf8_lines(raw, path, report, header)
+        if repaired is not None:
+            return repaired
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(raw[: 1 << 20]).best()
+        guess = best.encoding if best is not None else None
+        chinese = guess is not None and guess.replace("_", "").lower() in {"gb2312", "gbk", "gb18030", "hz"}
+        candidates = ([guess] if guess is not None and not chinese else []) + ["gb18030"]
+        for enc in candidates:
+            try:
+                text = raw.decode(enc)
+            except (UnicodeDecodeError, LookupError):
+                continue
+            logger.warning("%s is not UTF-8; decoded it as %s (pass --encoding to choose)", path.name, enc)
+            return text
+        raise CatalogError(
+            f"{path.name} is not UTF-8 ({utf8_error.reason} at byte {utf8_error.start}) and its encoding could not be "
+            "detected; pass --encoding (e.g. gb18030, cp1252, latin-1) or convert the file to UTF-8"
+        ) from None
+
+
+def _read_delimited(
+    text: str, path: Path, delimiter: str, header: bool, columns: Sequence[str] | None, report: ValidationReport
+) -> pd.DataFrame:
+    csv.field_size_limit(1 << 28)  # a 1 MB title is reported and truncated later, not a parser crash
+    try:
+        records = _records(text, delimiter, len(columns) if columns else None if not header else -1)
+    except csv.Error as e:
+        raise CatalogError(f"{path.name} could not be parsed as delimited text: {e}") from None
+    # a blank line is not a product; csv gives it as an empty list
+    numbered = [(n, r) for n, r in enumerate(records) if r is None or any(cell.strip() for cell in r)]
+    if not numbered:
+        raise CatalogError(f"{path.name} is empty: expected a header row and at least one product row")
+    if columns:
+        names = [c.strip() for c in columns]
+    elif header:
+        names = [c.strip().lstrip("\ufeff") for c in numbered[0][1] or []]  # (the header is never None)
+        numbered = numbered[1:]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise CatalogError(f"{path.name}: the header repeats the column names {dupes}; column names must be unique")
+    else:
+        names = [str(i) for i in range(max(len(r or []) for _, r in numbered))]
+    width = len(names)
+    good: list[list[str]] = []
+    numbers: list[int] = []
+    offset = 0 if header and not columns else 1  # data rows count from 1 after the header
+    for n0, r in numbered:
+        n = n0 + offset
+        if r is None:
+            report.issue("malformed_line").add(n, "an unclosed quote (it swallowed the lines after it; they are read "
+                                                  "on their own)")
+        elif len(r) == width:
+            good.append(r)
+            numbers.append(n)
+        elif len(r) < width and not header and not columns:
+            good.append(r + [""] * (width - len(r)))
+            numbers.append(n)
+        else:
+            report.issue("malformed_line").add(n, f"expected {width} fields, found {len(r)}: {delimiter.join(r)[:60]}")
+    frame = pd.DataFrame(good, columns=names, dtype=object) if good else pd.DataFrame(columns=names)
+    frame["row"] = numbers
+    return frame
+
+
+_TABLE_EXTS = {".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
+
+
+def _unzip(path: Path) -> tuple[bytes, str]:
+    """The one table in a ``.zip`` (its bytes and extension); an error naming them when there are several."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+            tables = [n for n in names if Path(n).suffix.lower() in _TABLE_EXTS] or names
+            if len(tables) != 1:
+                raise CatalogError(f"{path.name} holds {len(tables)} tables ({', '.join(tables[:5])}); expected one "
+                                   "CSV, TSV, JSONL or Parquet file -- unzip it and give the file to read")
+            return z.read(tables[0]), Path(tables[0]).suffix.lower()
+    except zipfile.BadZipFile as e:
+        raise CatalogError(f"{path.name} is not a readable .zip file ({e}); copy or download it again") from None
+
+
+def _records(text: str, delimiter: str, width: int | None) -> list[list[str] | None]:
+    """The records of delimited text; ``None`` for a line whose unclosed quote swallowed whole rows after it.
+
+    A quoted field may hold line breaks, so an unclosed quote makes the parser read the next products into one
+    field. A record spanning several lines, one of whose later lines is a complete row on its own (``width``
+    fields; ``-1``: as many as the first record, the header), is taken for that: its first line is reported
+    (``None``) and parsing restarts on the line after it. ``width`` ``None``: no check.
+    """
+    lines = io.StringIO(text, newline="").readlines()
+    out: list[list[str] | None] = []
+    pos = 0
+    while pos < len(lines):
+        reader = csv.reader(iter(lines[pos:]), delimiter=delimiter)
+        start, restart = pos, None
+        for rec in reader:
+            end = pos + reader.line_num
+            if width == -1:
+                width = len(rec)
+            elif width is not None and end - start > 1 and any(
+                    len(next(csv.reader([line], delimiter=delimiter), [])) == width for line in lines[start + 1:end]):
+                out.append(None)
+                restart = start + 1
+                break
+            out.append(rec)
+            start = end
+        if restart is None:
+            break
+        pos = restart
+    return out
+
+
+def _read_jsonl(text: str, path: Path, report: ValidationReport) -> pd.DataFrame:
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise CatalogError(f"{path.name} is not valid JSON ({e.msg} at line {e.lineno}); expected one object per line (JSONL) or a JSON array") from None
+        records = [(i, r) for i, r in enumerate(data, start=1)]
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                report.issue("malformed_line").add(n, f"invalid JSON ({e.msg}): {line[:60]}")
+    good = []
+    for n, r in records:
+        if isinstance(r, dict):
+            flat = dict(r)  # lists and objects become text in _to_str_frame (a list under "category" is a path)
+            flat["row"] = n
+            good.append(flat)
+        else:
+            report.issue("malformed_line").add(n, f"expected a JSON object, found {type(r).__name__}")
+    return pd.DataFrame(good)
+
+
+def _to_str_frame(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        if c == "row":
+            out[c] = df[c]
+            continue
+        # a list column (Parquet / JSON arrays) is a category path under a category name, else a list of values
+        joiner = " > " if str(c).strip().lower() in ALIASES["category"] else ", "
+        out[str(c)] = [_cell_text(v, joiner) for v in df[c]]
+    return out
+
+
+def _cell_text(v: Any, joiner: str) -> str:
+    """One cell as text: bytes decoded as UTF-8, lists / arrays joined, mappings as JSON, missing as ""."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return joiner.join(t for t in (_cell_text(x, joiner) for x in v) if t)
+    if isinstance(v, dict):
+        return json.dumps({k: x.decode("utf-8", "replace") if isinstance(x, bytes) else x for k, x in v.items()},
+                          ensure_ascii=False, default=str)
+    return str(v)
+
+
+def load_table(
+    path: Path, encoding: str | None, header: bool, columns: Sequence[str] | None, report: ValidationReport,
+    delimiter: str | None = None,
+) -> pd.DataFrame:
+    """A table file (CSV/TSV/JSONL/Parquet, compressed too, encoding detected) as a frame of strings plus ``row``
+    (its row number); malformed lines go to ``report``. ``delimiter``: the field delimiter of a delimited text
+    (default: tab for ``.tsv``, else sniffed). Shared by catalogues and behaviour events."""
+    if delimiter is not None and len(delimiter) != 1:
+        raise CatalogError(f"the field delimiter: expected one character (',', ';', tab, '|'), got {delimiter!r}")
+    if not path.exists():
+        raise CatalogError(f"expected a catalogue file, but {str(path)!r} does not exist")
+    if path.is_dir():
+        raise CatalogError(f"expected a catalogue file, but {str(path)!r} is a folder")
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in {".gz", ".bz2", ".zip", ".xz"}]
+    ext = suffixes[-1] if suffixes else ""
+    source: Path | io.BytesIO = path
+    raw: bytes | None = None
+    if path.suffix.lower() == ".zip":
+        raw, ext = _unzip(path)
+        source = io.BytesIO(raw)
+    if ext in {".parquet", ".pq"}:
+        try:
+            df = pd.read_parquet(source)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise CatalogError(f"{path.name} could not be read as Parquet: {e}") from None
+        df = _to_str_frame(df)
+        df["row"] = np.arange(1, len(df) + 1)
+        return df
+    if raw is None:
+        raw = path.read_bytes()
+    if path.suffix.lower() in {".gz", ".bz2", ".xz"}:
+        import bz2
+        import gzip
+        import lzma
+
+        opener = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}[path.suffix.lower()]
+        try:
+            raw = opener(raw)
+        except (EOFError, OSError, ValueError, lzma.LZMAError) as e:  # cut short in a copy or a download
+            raise CatalogError(f"{path.name} is a truncated or damaged {path.suffix} file ({type(e).__name__}: "
+                               f"{str(e)[:120]}); copy or download it again") from None
+    head = raw[:4096]
+    if b"\x00" in head and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if encoding is None:
+            # UTF-16 without a byte-order mark (some Windows exports): mostly-Latin text has a NUL in every other
+            # byte
+            odd, even = head[1::2].count(0), head[0::2].count(0)
+            encoding = ("utf-16-le" if odd > len(head) // 4 and even == 0 else
+                        "utf-16-be" if even > len(head) // 4 and odd == 0 else None)
+        if encoding is None or not encoding.lower().replace("_", "-").startswith(("utf-16", "utf16", "utf-32", "utf32")):
+            raise CatalogError(
+                f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
+            )
+    if ext in {".xml", ".rss", ".atom"}:
+        return read_xml_feed(raw, path)
+    text = _decode(raw, path, encoding, report, header)
+    if ext in {".jsonl", ".ndjson", ".json"}:
+        return _to_str_frame(_read_jsonl(text, path, report))
+    if ext in {".tsv", ".tab", ".csv", ".txt", ""}:
+        if delimiter is None:
+            delimiter = "\t" if ext in {".tsv", ".tab"} else sniff_delimiter(text)
+    else:
+        raise CatalogError(
+            f"{path.name}: unsupported file type {ext!r}; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or "
+            "a Merchant Center .xml feed"
+        )
+    return _read_delimited(text, path, delimiter, header, columns, report)
+
+
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def sniff_delimiter(text: str, lines: int = 50) -> str:
+    """The field delimiter of a delimited text (``,`` tab ``;`` or ``|``): the one that splits the first lines
+    into the same number of fields, most of them; ``,`` when none does. European spreadsheets write ``;``."""
+    head = text[:200_000].splitlines()[:lines]
+    best, best_key = ",", (-1.0, 0)
+    for d in _DELIMITERS:
+        if not any(d in line for line in head[:5]):
+            continue
+        widths = [len(r) for r in csv.reader(head, delimiter=d)][: max(1, len(head) - 1)]  # the last line may be cut
+        if not widths or widths[0] < 2:
+            continue
+        share = sum(w == widths[0] for w in widths) / len(widths)
+        key = (share, widths[0])
+        if key > best_key:
+            best, best_key = d, key
+    return best

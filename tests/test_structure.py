@@ -1,0 +1,88 @@
+"""The package's shape: no import cycles, no private names used across modules, no CLI flags in library errors,
+modules and functions of a size a reader can hold."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "taxonomist"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in sorted(ROOT.rglob("*.py")):
+        parts = list(p.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """Line numbers of imports inside ``if TYPE_CHECKING:`` blocks (never run: no import at run time)."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for sub in node.body:
+                lines.update(range(sub.lineno, (sub.end_lineno or sub.lineno) + 1))
+    return lines
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The package's modules ``name`` imports anywhere in its code (module level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _type_checking_only(tree)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", 0) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = (node.module or "") if node.level == 0 else ".".join(
+                package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                out.add(full if full in MODULES else base)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m in MODULES and m != name}
+
+
+def test_no_module_imports_the_package_root() -> None:
+    # the root (taxonomist/__init__) imports the public API; a module that imports the root closes a cycle
+    offenders = sorted(m for m, p in MODULES.items() if m != "taxonomist" and "taxonomist" in _imports(m, p))
+    assert offenders == []
+
+
+def test_no_import_cycles() -> None:
+    graph = {m: _imports(m, p) - {"taxonomist"} for m, p in MODULES.items()}
+    cycles = []
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    src = "def f():\n    from .catalog import read_catalog\n    return read_catalog\n"
+    p = tmp_path / "x.py"
+    p.write_text(src)
+    assert _imports("taxonomist.x", p) == {"taxonomist.catalog"}
