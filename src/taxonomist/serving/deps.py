@@ -1,0 +1,60 @@
+"""FastAPI dependencies of the routes: the service state, and the API-key checks of read and write endpoints."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .service import Service
+
+__all__ = ["READ", "REVIEW_READ", "WRITE", "ServiceDep", "get_service", "require_read", "require_review_read", "require_write"]
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+def get_service(request: Request) -> Service:
+    """The app's :class:`Service` (``create_app`` puts it on ``app.state``)."""
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def _check_key(service: Service, creds: HTTPAuthorizationCredentials | None, write: bool) -> None:
+    keys = [k for k in service.settings.api_keys if k.strip()]  # (settings refuse empty keys; never match one)
+    if not write and not service.settings.read_requires_key:
+        return
+    if not keys:
+        raise HTTPException(401, "this endpoint needs an API key, and the server has none configured; "
+                                 "set TAXONOMIST_API_KEYS", headers={"WWW-Authenticate": "Bearer"})
+    given = creds.credentials.encode() if creds is not None else b""
+    # constant time, and every key compared (no early exit that would tell which key was close)
+    if not any([secrets.compare_digest(given, k.encode()) for k in keys]):  # noqa: C419
+        raise HTTPException(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_read(service: ServiceDep, creds: Credentials) -> None:
+    """Read endpoints: a key when ``read_requires_key`` is set."""
+    _check_key(service, creds, write=False)
+
+
+def require_write(service: ServiceDep, creds: Credentials) -> None:
+    """Write endpoints (feedback, review decisions, admin): always a key."""
+    _check_key(service, creds, write=True)
+
+
+def require_review_read(service: ServiceDep, creds: Credentials) -> None:
+    """Reading the review queue, which holds products as customers and sellers sent them: a key by default
+    (``review_read_requires_key``)."""
+    _check_key(service, creds, write=service.settings.review_read_requires_key)
+
+
+READ = Depends(require_read)
+WRITE = Depends(require_write)
+REVIEW_READ = Depends(require_review_read)

@@ -1,0 +1,47 @@
+"""Admin: hot reload of the served version, retraining jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from ...exceptions import BundleError
+from ..deps import WRITE, ServiceDep
+from ..schemas import ReloadRequest
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+@router.post("/v1/admin/reload", tags=["admin"], dependencies=[WRITE])
+async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str, Any]:
+    """Switch the served version atomically (in-flight requests finish on the old one). A bundle that fails
+    its integrity check is refused (409) and the old version keeps serving."""
+    old = svc.model.version
+    try:
+        served = await asyncio.to_thread(svc.registry.reload, req.version if req else None)
+    except BundleError as e:
+        svc.metrics.reloads.labels(outcome="refused").inc()
+        logger.warning("reload refused, still serving %s: %s", old, e)
+        raise HTTPException(409, f"refused: {e}; still serving version {old}") from None
+    svc.metrics.reloads.labels(outcome="ok").inc()
+    svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
+    return {"previous_version": old, "version": served.version}
+
+
+@router.post("/v1/admin/retrain", tags=["admin"], status_code=202, dependencies=[WRITE])
+def retrain_start(svc: ServiceDep) -> dict[str, Any]:
+    """Train a new version from the original data (TAXONOMIST_RETRAIN_DATA) + all feedback into the model
+    store, in the background; GET /v1/admin/jobs/{id} follows it. The new version is served after a reload."""
+    return svc.start_retrain()
+
+
+@router.get("/v1/admin/jobs/{job_id}", tags=["admin"], dependencies=[WRITE])
+def job(svc: ServiceDep, job_id: str) -> dict[str, Any]:
+    if job_id not in svc.jobs:
+        raise HTTPException(404, f"no job {job_id}")
+    return svc.jobs[job_id]

@@ -1,0 +1,79 @@
+"""POST /v1/classify: products in, hierarchy-consistent categories out; uncertain answers queued for review."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+
+from ..deps import READ, ServiceDep
+from ..schemas import ClassifyRequest, ClassifyResponse, ClassifyResult
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+@router.post("/v1/classify", tags=["classify"], response_model=ClassifyResponse, response_model_exclude_none=True,
+          dependencies=[READ])
+async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request) -> ClassifyResponse:
+    items = req.items()
+    svc.check_batch(len(items), "products")
+    for p in items:
+        svc.check_product(p)
+    svc.metrics.request_products.observe(len(items))
+    records = [p.record() for p in items]
+    if req.explain:  # explanations are rare and slower: not micro-batched
+        model = svc.model
+        preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),
+                                        req.min_confidence, True)
+        flags = await asyncio.to_thread(model.classifier.review_flags, [r["title"] for r in records])
+        results = [(p, model.version, f) for p, f in zip(preds, flags, strict=True)]
+    else:
+        results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
+    out, queue = [], []
+    low = 0
+    # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure;
+    # titles of no known word go too, queued behind the real uncertain products (ReviewStore.pending)
+    for p, (pred, version, flag) in zip(items, results, strict=True):
+        alts = pred.alternatives
+        margin = alts[0][1] - alts[1][1] if len(alts) > 1 else (alts[0][1] if alts else 0.0)
+        reason = None
+        if pred.leaf_confidence < svc.settings.review_threshold:
+            low += 1
+        if flag == "unrecognised":
+            reason = flag
+        elif pred.leaf_confidence < svc.settings.review_threshold:
+            reason = "low_confidence"
+        elif flag == "keyword_stuffing":
+            reason = flag
+        elif svc.settings.audit_rate > 0 and svc.rng.random() < svc.settings.audit_rate:
+            reason = "audit"
+        d = pred.to_dict()
+        res = ClassifyResult(
+            id=p.id, category=d["category"], path=d["path"], confidence=d["confidence"], leaf=d["leaf"],
+            leaf_confidence=d["leaf_confidence"], alternatives=d["alternatives"][: req.top_k],
+            backed_off=d["backed_off"], needs_review=reason is not None, review_reason=reason,
+            explanation=d.get("explanation"),
+            neighbours=d.get("neighbours"), model_version=version)
+        out.append(res)
+        if reason is not None:
+            queue.append((len(out) - 1, {
+                "product": p.model_dump(exclude_none=True),
+                "prediction": res.model_dump(exclude_none=True, exclude={"needs_review", "review_id", "review_reason"}),
+                "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
+                "model_version": version}))
+    svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
+    if svc.shadow is not None:
+        svc.shadow.submit(records, [pred.leaf for pred, _, _ in results])
+    if svc.observe_served(records, results):
+        await asyncio.to_thread(svc.flush_served)
+    if queue:
+        client = request.client.host if request.client is not None else "-"
+        ids = await asyncio.to_thread(svc.queue_for_review, client, [q for _, q in queue])
+        for (i, q), rid in zip(queue, ids, strict=True):
+            out[i].review_id = rid
+            if rid is not None:
+                svc.metrics.queued.labels(reason=q["reason"]).inc()
+    return ClassifyResponse(model_version=out[0].model_version if out else svc.model.version, results=out)

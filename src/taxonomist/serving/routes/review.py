@@ -1,0 +1,125 @@
+"""The human review queue (list, read, decide, photos), feedback, and the review page."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from ...images import (
+    MAX_IMAGE_BYTES,
+    ImageError,
+    decode_image_base64,
+    is_image_file,
+    read_image_bytes,
+    resolve_image_path,
+)
+from ...text import scrub_product
+from ..deps import REVIEW_READ, WRITE, ServiceDep
+from ..schemas import FeedbackRequest, ReviewDecision, ReviewItem
+
+# review ids are SQLite integers: anything outside 1..2**63-1 is a 422, not an overflow in the driver
+ReviewId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A review item id.")]
+
+_IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png", b"GIF87a": "image/gif",
+                b"GIF89a": "image/gif"}
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+@router.get("/v1/review", tags=["review"], response_model=list[ReviewItem], dependencies=[REVIEW_READ])
+def review_list(svc: ServiceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> list[dict[str, Any]]:
+    """Pending items, most uncertain (smallest top-1 / top-2 margin) first."""
+    return svc.review_store().pending(limit, offset)
+
+
+@router.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[REVIEW_READ])
+def review_get(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+    item = svc.review_store().get(review_id)
+    if item is None:
+        raise HTTPException(404, f"no review item {review_id}")
+    return item
+
+
+@router.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[REVIEW_READ], response_class=Response)
+def review_image(svc: ServiceDep, review_id: ReviewId) -> Response:
+    item = svc.review_store().get(review_id)
+    if item is None:
+        raise HTTPException(404, f"no review item {review_id}")
+    product = item["product"]
+    try:
+        if product.get("image_base64"):
+            data = decode_image_base64(product["image_base64"], svc.settings.max_image_bytes)
+        elif product.get("image"):
+            path = resolve_image_path(product["image"], svc.settings.image_root)
+            if not is_image_file(path):
+                raise HTTPException(404, "the product's image file is gone")
+            # within the size limit, and never a pipe or a device (the file may have changed since)
+            data = read_image_bytes(product["image"], svc.settings.image_root, max_bytes=MAX_IMAGE_BYTES)[0]
+        else:
+            raise HTTPException(404, "this product has no image")
+    except ImageError as e:
+        raise HTTPException(400, str(e)) from None
+    # the type is sniffed from the bytes, never taken from the file name: only raster types are served (an
+    # SVG is a document that can run script in the reviewer's page), in a sandbox that allows nothing
+    media = _raster_type(data)
+    if media is None:
+        raise HTTPException(415, "the stored file is not a JPEG, PNG, GIF or WebP image")
+    return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                     "Content-Security-Policy": "sandbox; default-src 'none'"})
+
+
+@router.post("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
+def review_decide(svc: ServiceDep, review_id: ReviewId, decision: ReviewDecision) -> dict[str, Any]:
+    """Accept the suggestion (no category) or correct it; the decision is recorded as feedback."""
+    category = svc.check_category(decision.category) if decision.category else None
+    item = svc.review_store().decide(review_id, category, decision.reviewer)
+    if item is None:
+        raise HTTPException(404, f"no review item {review_id}")
+    svc.metrics.feedback.labels(source="review").inc()
+    return item
+
+
+@router.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[WRITE])
+def feedback(svc: ServiceDep, fb: FeedbackRequest) -> dict[str, Any]:
+    """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
+    svc.check_product(fb.product)
+    category = svc.check_category(fb.category)
+    fid = svc.review_store().add_feedback(scrub_product(fb.product.model_dump(exclude_none=True)), category,
+                                          svc.model.version)
+    svc.metrics.feedback.labels(source="api").inc()
+    return {"id": fid, "category": category}
+
+
+@router.get("/v1/review-stats", tags=["review"], dependencies=[REVIEW_READ])
+def review_stats(svc: ServiceDep) -> dict[str, int]:
+    return svc.review_store().counts()
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/review")
+
+
+@router.get("/review", include_in_schema=False, response_class=HTMLResponse)
+def review_page() -> HTMLResponse:
+    html = resources.files("taxonomist.serving").joinpath("static/review.html").read_text(encoding="utf-8")
+    # frame-ancestors / X-Frame-Options: no other site may frame the page (clickjacking a reviewer)
+    return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                       "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+                                       "frame-ancestors 'none'", "X-Frame-Options": "DENY"})
+
+
+def _raster_type(data: bytes) -> str | None:
+    """The media type of a JPEG, PNG, GIF or WebP file from its first bytes; ``None`` for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((t for magic, t in _IMAGE_TYPES.items() if data.startswith(magic)), None)
+
+
