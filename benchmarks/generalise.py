@@ -49,7 +49,7 @@ from sparse_vs_baselines import fasttext_baseline, sklearn_baseline, taxonomist_
 
 import taxonomist as tx  # noqa: E402
 from taxonomist.catalog import Catalog  # noqa: E402
-from taxonomist.models.ensemble import macro_f1_accuracy  # noqa: E402
+from taxonomist.metrics import macro_f1_accuracy  # noqa: E402
 
 SOURCES: dict[str, dict[str, Any]] = {
     "fashion": {"file": "fashion/styles.csv",

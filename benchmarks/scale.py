@@ -54,7 +54,7 @@ from sparse_vs_baselines import PeakRSS, fasttext_baseline, sklearn_baseline  # 
 
 import taxonomist as tx  # noqa: E402
 from taxonomist.catalog import Catalog  # noqa: E402
-from taxonomist.models.ensemble import macro_f1_accuracy  # noqa: E402
+from taxonomist.metrics import macro_f1_accuracy  # noqa: E402
 
 SOURCES = ("cdiscount", "bigbasket", "mwpd2020", "fashion")
 BRAND = {"cdiscount": "Marque", "bigbasket": "brand"}

@@ -9,16 +9,12 @@ import pytest
 
 import taxonomist as tx
 from taxonomist.exceptions import TaxonomistError
+from taxonomist.metrics import macro_f1_accuracy
 from taxonomist.models.embed import NeighbourIndex
-from taxonomist.models.ensemble import (
-    fit_log_linear,
-    group_folds,
-    macro_f1_accuracy,
-    pool,
-    select_cascade,
-    select_stack,
-)
+from taxonomist.models.ensemble import pool
+from taxonomist.models.stacking import fit_log_linear, group_folds, select_cascade, select_stack
 from taxonomist.models.zeroshot import TaxonomyScorer
+from taxonomist.serving.staged import first_stage, second_stage
 
 from .conftest import TINY
 from .test_bad_inputs import run_cli
@@ -170,7 +166,7 @@ def test_ensemble_fits_predicts_explains_and_roundtrips(tiny_ensemble, tmp_path)
 
 def test_add_category_without_retraining(tiny_ensemble, tmp_path) -> None:
     clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
-    clf.cascade_ = 0.0  # a cascade that would answer everything from the sparse member...
+    clf.model_.cascade = 0.0  # a cascade that would answer everything from the sparse member...
     examples = ["Wooden chess set folding board", "Magnetic travel chess set"]
     clf.add_category("Accessories > Games > Chess Sets", examples=examples)  # ...stands aside for a new category
     assert "Accessories > Games > Chess Sets" in clf.classes_
@@ -246,9 +242,9 @@ def test_zero_shot_reads_the_type_tags_and_description_not_only_the_title() -> N
     assert [p.category for p in zs.predict_products(products)] == expected
     frame = pd.DataFrame(products)
     assert list(zs.predict(frame)) == expected
-    from taxonomist.classifier import zero_shot_queries
+    from taxonomist.models.zeroshot import zero_shot_queries
 
-    queries = zero_shot_queries(*zs._texts(frame.fillna("")))
+    queries = zero_shot_queries(*zs.texts(frame.fillna("")))
     assert queries[0].startswith("Kalamata Estate EVOO 500 ml | Olive oil Cold-pressed") and "Green" not in queries[0]
 
 
@@ -267,7 +263,7 @@ def test_finetune_tier_trains_saves_safetensors_and_reloads(tiny_encoder_dir, tm
     df = pd.DataFrame({"title": [t for t, _ in TINY] * 3, "category": [c for _, c in TINY] * 3})
     clf = tx.TaxonomyClassifier(tier="finetune", encoder=str(tiny_encoder_dir), epochs=2).fit(df)
     assert set(clf.weights_) == {"sparse", "finetune"}
-    history = clf.model_.finetune.history_
+    history = clf.model_.members.finetune.history_
     assert len(history) == 2 and history[1]["loss"] < history[0]["loss"]
     path = clf.save(tmp_path / "m")
     assert (path / "finetune.safetensors").is_file()
@@ -275,7 +271,7 @@ def test_finetune_tier_trains_saves_safetensors_and_reloads(tiny_encoder_dir, tm
     titles = [t for t, _ in TINY]
     np.testing.assert_allclose(loaded.predict_proba(titles), clf.predict_proba(titles), atol=2e-3)
     # the fine-tuned weights are used, not the base encoder's: the logits differ from a fresh head's
-    assert loaded.model_.finetune.logits(titles[:2]).shape == (2, 6)
+    assert loaded.model_.members.finetune.logits(titles[:2]).shape == (2, 6)
 
 
 @pytest.mark.parametrize("decoding", ["flat", "top-down"])
@@ -307,7 +303,7 @@ def test_when_cross_validation_finds_no_help_the_ensemble_is_the_sparse_tier(tin
     assert clf.stacking_["sparse_only"] and "do not help" in clf.stacking_["summary"]
     assert clf.stacking_["folds"] == 3 and clf.stacking_["oof_products"] == len(df)
     assert {k for k, w in clf.weights_.items() if w > 0} == {"sparse"} and clf.prior_shift_ == 0.0
-    assert clf.model_.head is None  # members switched off are not refitted (but for knn and zeroshot)
+    assert clf.model_.members.head is None  # members switched off are not refitted (but for knn and zeroshot)
 
     def boom(*a, **k):  # noqa: ANN002, ANN003
         raise AssertionError("encoded although cross-validation kept the sparse member alone")
@@ -320,7 +316,7 @@ def test_when_cross_validation_finds_no_help_the_ensemble_is_the_sparse_tier(tin
 
 def test_members_switched_off_by_the_weights_are_not_run(tiny_ensemble, tmp_path, monkeypatch) -> None:
     clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
-    clf.weights_ = {"sparse": 1.0, "knn": 0.0, "zeroshot": 0.0}
+    clf.model_.weights = {"sparse": 1.0, "knn": 0.0, "zeroshot": 0.0}
 
     def boom(*a, **k):  # noqa: ANN002, ANN003
         raise AssertionError("encoded although no active member needs embeddings")
@@ -366,21 +362,21 @@ def test_cascade_skips_the_encoder_for_sure_products(tiny_ensemble, tmp_path, mo
     assert "cascade" in clf.get_params() and clf.cascade
     titles = [t for t, _ in TINY]
     full = tx.load(tmp_path / "m")
-    full.cascade_ = None
-    clf.cascade_ = 0.0  # every product is sure enough: the sparse member answers everything
+    full.model_.cascade = None
+    clf.model_.cascade = 0.0  # every product is sure enough: the sparse member answers everything
     calls: list[int] = []
     real = clf.encoder_.encode
     monkeypatch.setattr(clf.encoder_, "encode", lambda texts, **k: calls.append(len(texts)) or real(texts, **k))
     p = clf.predict_proba(titles)
     assert calls == [] and p.shape == full.predict_proba(titles).shape
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
-    clf.cascade_ = 1.01  # nobody is sure: the full ensemble for everything, as without a cascade
+    clf.model_.cascade = 1.01  # nobody is sure: the full ensemble for everything, as without a cascade
     np.testing.assert_allclose(clf.predict_proba(titles), full.predict_proba(titles), atol=1e-6)
     assert calls and sum(calls) == len(set(titles))
     from scipy.special import softmax
 
-    sure = softmax(clf.model_.logs((titles, [""] * len(titles)), None, {"sparse"})["sparse"], axis=1).max(axis=1)
-    clf.cascade_ = float(np.median(sure))  # some of each: only the unsure ones are encoded
+    sure = softmax(clf.model_.members.logs((titles, [""] * len(titles)), None, {"sparse"})["sparse"], axis=1).max(axis=1)
+    clf.model_.cascade = float(np.median(sure))  # some of each: only the unsure ones are encoded
     calls.clear()
     preds = clf.predict_products(titles, top_k=2)
     assert 0 < sum(calls) < len(titles) and len(preds) == len(titles)
@@ -393,23 +389,23 @@ def test_staged_prediction_equals_predict_products(tiny_ensemble, tmp_path, monk
 
     clf = tx.load(tiny_ensemble.save(tmp_path / "m"))
     titles = [t for t, _ in TINY]
-    sure = softmax(clf.model_.logs((titles, [""] * len(titles)), None, {"sparse"})["sparse"], axis=1).max(axis=1)
+    sure = softmax(clf.model_.members.logs((titles, [""] * len(titles)), None, {"sparse"})["sparse"], axis=1).max(axis=1)
     calls: list[int] = []
     real = clf.encoder_.encode
     monkeypatch.setattr(clf.encoder_, "encode", lambda texts, **k: calls.append(len(texts)) or real(texts, **k))
     half = float(np.median(sure))
     for t, answered_first in ((0.0, len(titles)), (1.01, 0), (half, int((sure >= half).sum())), (None, 0)):
-        clf.cascade_ = t
+        clf.model_.cascade = t
         want = clf.predict_products(titles, top_k=2)
         calls.clear()
         # two calls (another request's products, with other options), their leftovers predicted together
-        first_a, left_a = clf.predict_products_staged(titles, top_k=2)
-        first_b, left_b = clf.predict_products_staged(titles[:3], top_k=1, min_confidence=0.99)
+        first_a, left_a = first_stage(clf, titles, top_k=2)
+        first_b, left_b = first_stage(clf, titles[:3], top_k=1, min_confidence=0.99)
         assert calls == []  # the first stage never encodes
         assert sum(p is not None for p in first_a) == answered_first
         assert (left_a is None) == (answered_first == len(titles))
         pending = [x for x in (left_a, left_b) if x is not None]
-        later = clf.predict_pending(pending)
+        later = second_stage(clf, pending)
         assert len(later) == len(pending)
         if t is not None and t < 1:  # the cascade's leftovers of both calls went through the encoder at once
             assert len(calls) <= 1
@@ -421,11 +417,11 @@ def test_staged_prediction_equals_predict_products(tiny_ensemble, tmp_path, monk
         want_b = clf.predict_products(titles[:3], top_k=1, min_confidence=0.99)
         same_predictions(got_b, want_b)
     # no cascade, products as dicts (as the server sends them): two calls' products go through the encoder at once
-    clf.cascade_ = None
+    clf.model_.cascade = None
     calls.clear()
     a, b = [{"title": t} for t in titles[:4]], [{"title": t} for t in titles[4:7]]
-    (_, left_a), (_, left_b) = clf.predict_products_staged(a, top_k=2), clf.predict_products_staged(b, top_k=1)
-    got_a, got_b = clf.predict_pending([left_a, left_b])
+    (_, left_a), (_, left_b) = first_stage(clf, a, top_k=2), first_stage(clf, b, top_k=1)
+    got_a, got_b = second_stage(clf, [left_a, left_b])
     assert len(calls) == 1
     same_predictions(got_a, clf.predict_products(a, top_k=2))
     same_predictions(got_b, clf.predict_products(b, top_k=1))

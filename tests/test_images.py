@@ -169,7 +169,7 @@ def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir
     # (the neighbour index is stored as float16 in the bundle)
     np.testing.assert_allclose(again.predict_proba(df), model.predict_proba(df), atol=1e-3)
     if fusion == "late":  # cross-validation may give the photos no weight: a product with only a photo still uses it
-        again.weights_ = {**again.weights_, "image": 0.0}
+        again.model_.weights = {**again.weights_, "image": 0.0}
         assert again.predict_products([{"title": "", "image": colour_of_jeans}])[0].category == TINY[0][1]
         assert again.modalities == ("text", "image")
 
@@ -202,7 +202,7 @@ def test_image_member_with_products_lacking_a_photo_matches_a_plain_logistic_hea
     proba = model.predict_proba(test, modality="image")
     member = float((model.classes_[proba.argmax(axis=1)] == test["category"].to_numpy()).mean())
     assert member >= plain - 0.02, (member, plain)
-    assert model.model_.image_temperature < 10.0
+    assert model.model_.members.image_temperature < 10.0
 
 
 def test_a_large_jpeg_is_decoded_reduced_and_other_bombs_are_still_refused() -> None:

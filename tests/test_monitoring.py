@@ -86,7 +86,7 @@ def test_reference_round_trips_through_json() -> None:
 
 
 def test_unknown_word_share(tiny_model: tx.TaxonomyClassifier) -> None:
-    enc = tiny_model._sparse_member().encoder_
+    enc = tiny_model.sparse_member.encoder_
     shares = enc.unknown_word_share(["red cotton shirt", "xqzv wrrk", ""])
     assert shares[0] < 0.5 and shares[1] == 1.0 and math.isnan(shares[2])
     assert enc.known_words(["red cotton shirt", "xqzv wrrk", ""]).tolist() == [True, False, False]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .exceptions import CatalogError
 from .feeds import adapt, detect
+from .products import CANONICAL_FIELDS, groups_of
 from .tables import ALIASES, column_key, load_table
 from .taxonomy import DEFAULT_SEP, CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse
@@ -39,7 +40,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CANONICAL_FIELDS = ("id", "title", "description", "category", "image")
 
 
 class Catalog:
@@ -353,12 +353,7 @@ def read_catalog(
 def title_groups(titles: Iterable[str]) -> np.ndarray:
     """Integer group per title: identical normalised titles share a group; products without a title (photo-only
     rows) are each their own group."""
-    norm = [normalize_for_sparse(t) for t in titles]
-    codes, uniques = pd.factorize(pd.Series(norm))
-    codes = np.asarray(codes)
-    empty = np.flatnonzero(np.asarray([not t for t in norm], dtype=bool))
-    codes[empty] = len(uniques) + np.arange(len(empty))
-    return codes
+    return groups_of([normalize_for_sparse(t) for t in titles])
 
 
 def split_catalog(catalog: Catalog, test_size: float = 0.2, seed: int = 0) -> tuple[Catalog, Catalog]:

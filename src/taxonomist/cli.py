@@ -446,7 +446,7 @@ def train(
     with _tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
         with _spinner(f"training the {tier} tier on {len(train_cat):,} products"):
             clf.fit(train_cat, taxonomy=tax)
-        tree = getattr(clf._sparse_member(), "tree_", None)
+        tree = getattr(clf.sparse_member, "tree_", None)
         if tree is not None:
             console.print(f"sparse member: {clf.hierarchy_}, {int((tree.sizes > 1).sum()):,} local problems over "
                           f"{len(clf.classes_):,} leaves", highlight=False)
@@ -554,8 +554,9 @@ def evaluate(
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
 ) -> None:
     """Evaluate a model bundle on a labelled catalogue (text, image and fused scores when it uses photos)."""
-    from .classifier import fingerprint, load
+    from .classifier import load
     from .evaluation import evaluate as run_evaluation
+    from .products import fingerprint
 
     clf = load(model)
     if image_root:

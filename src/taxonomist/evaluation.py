@@ -22,6 +22,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from .metrics import coverage_at_precision, expected_calibration_error
 from .models.hierarchy import LevelIndex, decode
+from .products import ProductBatch
 from .report import render_report
 from .taxonomy import CategoryPath, format_path, parse_path
 from .text import clean_text, scrub_pii
@@ -125,7 +126,7 @@ class Evaluation:
         return out
 
 
-def _error_photos(model: Any, X: Any, df: Any, y: list[str], proba: np.ndarray, has: np.ndarray,
+def _error_photos(model: Any, batch: ProductBatch, y: list[str], proba: np.ndarray, has: np.ndarray,
                   limit: int = 24) -> list[dict[str, Any]]:
     """Thumbnails (JPEG data URIs, 96 px) of up to ``limit`` misclassified products that have a photo."""
     import base64
@@ -136,7 +137,7 @@ def _error_photos(model: Any, X: Any, df: Any, y: list[str], proba: np.ndarray, 
     classes = np.asarray(model.classes_, dtype=object)
     pred = classes[proba.argmax(axis=1)]
     wrong = np.flatnonzero((pred != np.asarray(y, dtype=object)) & has)
-    refs, root = model._image_refs(X, df)
+    refs, root = batch.images, Path(getattr(model, "image_root", None) or batch.root or Path.cwd())
     out: list[dict[str, Any]] = []
     for i in wrong[:limit]:
         try:
@@ -147,22 +148,20 @@ def _error_photos(model: Any, X: Any, df: Any, y: list[str], proba: np.ndarray, 
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=80)
         out.append({"src": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
-                    "title": str(df["title"].iat[i]), "true": y[i], "predicted": str(pred[i]),
+                    "title": batch.titles[i], "true": y[i], "predicted": str(pred[i]),
                     "confidence": float(proba[i].max())})
     return out
 
 
-def _by_modality(model: Any, img: tuple[np.ndarray, np.ndarray], df: Any, y: list[str],
+def _by_modality(model: Any, batch: ProductBatch, has: np.ndarray, y: list[str],
                  mc: float | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Fused probabilities, and macro-F1 / accuracy of the text members alone, the image member alone and the
     fused model, side by side (image-only and "fused, with a photo" on the products that have a usable photo)."""
-    texts = model._texts(df)
     classes = list(model.classes_)
-    has = img[1]
     out: dict[str, Any] = {"products": len(y), "with_image": int(has.sum())}
     fused = None
     for modality in (*model.modalities, "all"):
-        proba = model._proba(*texts, img=img, modality=modality)[0]
+        proba = model.predict_proba(batch, modality=modality)  # (the photos are read once, for all three)
         rows = has if modality == "image" else np.ones(len(y), bool)
         if rows.any():
             m = compute_metrics([y[i] for i in np.flatnonzero(rows)], proba[rows], classes, min_confidence=mc).metrics
@@ -259,24 +258,22 @@ def evaluate(
         >>> ev = evaluate(model, test_catalog)   # doctest: +SKIP
         >>> ev.metrics["macro_f1"]               # doctest: +SKIP
     """
-    from .classifier import _frame
-
-    df = _frame(X)
+    batch = ProductBatch.from_any(X)
     if y is None:
-        if "category" not in df.columns:
+        if batch.labels is None:
             raise ValueError("expected labelled products: a 'category' field or y=...")
-        y = df["category"].tolist()
+        y = batch.labels
     mc = model.min_confidence if min_confidence is None else min_confidence
-    img = model._images(X, df) if "image" in getattr(model, "modalities", ()) else None
+    img = model.photos(batch) if "image" in getattr(model, "modalities", ()) else None
     if img is not None:
-        proba, per_modality = _by_modality(model, img, df, list(y), mc)
+        proba, per_modality = _by_modality(model, batch, img[1], list(y), mc)
     else:
-        proba, per_modality = model.predict_proba(df), None
-    ev = compute_metrics(list(y), proba, list(model.classes_), min_confidence=mc, titles=df["title"].tolist())
+        proba, per_modality = model.predict_proba(batch), None
+    ev = compute_metrics(list(y), proba, list(model.classes_), min_confidence=mc, titles=batch.titles)
     if per_modality is not None and img is not None:
         ev.metrics["modalities"] = per_modality
-        ev.error_photos = _error_photos(model, X, df, list(y), proba, img[1])
-    seen = model.seen_in_training(df)
+        ev.error_photos = _error_photos(model, batch, list(y), proba, img[1])
+    seen = model.seen_in_training(batch)
     ev.metrics["seen_in_training_share"] = float(seen.mean())
     if seen.mean() > 0.05:
         logger.warning(

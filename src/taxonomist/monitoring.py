@@ -60,7 +60,7 @@ class Observation:
 def observations(classifier: Any, records: Sequence[Mapping[str, Any]], predictions: Sequence[Any]) -> list[Observation]:
     """:class:`Observation` of each (product record, :class:`~taxonomist.models.hierarchy.Prediction`) pair."""
     titles = [str(r.get("title") or "") for r in records]
-    sparse = classifier._sparse_member() if getattr(classifier, "tier", "") != "zeroshot" else None
+    sparse = classifier.sparse_member if getattr(classifier, "tier", "") != "zeroshot" else None
     unknown = (sparse.encoder_.unknown_word_share(titles) if sparse is not None
                else np.full(len(titles), np.nan))
     return [Observation(tuple(p.leaf), float(p.leaf_confidence), bool(p.backed_off), float(u), _brand(r))

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .catalog import Catalog, read_catalog
 from .exceptions import TaxonomistError
-from .models.ensemble import macro_f1_accuracy
+from .metrics import macro_f1_accuracy
 
 __all__ = ["AutoRetrainResult", "GateResult", "auto_retrain", "compare", "products_of_feedback"]
 

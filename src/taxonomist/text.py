@@ -25,6 +25,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 __all__ = [
+    "field_text",
     "clean_text",
     "cjk_share",
     "has_cjk",
@@ -266,3 +267,10 @@ def scrub_product(product: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("attributes"), dict):
         out["attributes"] = {a: scrub_pii(v) if isinstance(v, str) else v for a, v in out["attributes"].items()}
     return out
+
+
+def field_text(value: Any) -> str:
+    """A product field as text: missing or NaN is empty, anything else ``str``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from ..taxonomy import CategoryPath, format_path, parse_path
 
-__all__ = ["LevelIndex", "Prediction", "decode", "level_probabilities"]
+__all__ = ["LevelIndex", "Prediction", "decode", "level_probabilities", "predictions_frame"]
 
 
 @dataclass
@@ -137,4 +138,34 @@ def decode(
         conf = [float(levels[d - 1][i, node_pos[d - 1][path[:d]]]) for d in range(1, len(path) + 1)]
         alts = [(format_path(index.classes[j]), float(proba[i, j])) for j in top[i]]
         out.append(Prediction(path, conf, leaf, float(proba[i, best]), alts, backed_off))
+    return out
+
+
+def predictions_frame(preds: Sequence[Prediction], ids: Sequence[str], explain: bool = False) -> pd.DataFrame:
+    """Predictions as a table (the batch output): one row per product.
+
+    Columns: ``id``, ``category`` (the path, backed off when unsure; empty when unclassified), ``confidence`` (of
+    that path's deepest node), ``level_confidence``, ``leaf``, ``leaf_confidence``, ``backed_off``,
+    ``alternatives`` (top-k leaves), and ``explanation`` (and ``neighbours``, when the model keeps an embedding
+    index) when ``explain`` is set.
+    """
+    out = pd.DataFrame({
+        "id": list(ids),
+        "category": [p.category for p in preds],
+        "confidence": [round(p.score, 6) for p in preds],
+        "level_confidence": [[round(c, 6) for c in p.confidence] for p in preds],
+        "leaf": [format_path(p.leaf) for p in preds],
+        "leaf_confidence": [round(p.leaf_confidence, 6) for p in preds],
+        "backed_off": [p.backed_off for p in preds],
+        "alternatives": [[{"category": c, "confidence": round(s, 6)} for c, s in p.alternatives] for p in preds],
+    })
+    if explain:
+        explanations: list[list[dict[str, Any]]] = [
+            [{"feature": f, "weight": round(w, 4)} for f, w in (p.explanation or [])] for p in preds
+        ]
+        out["explanation"] = pd.Series(explanations, index=out.index, dtype=object)
+        if any(p.neighbours is not None for p in preds):
+            neighbours = [[{"title": t, "category": c, "similarity": v} for t, c, v in (p.neighbours or [])]
+                          for p in preds]
+            out["neighbours"] = pd.Series(neighbours, index=out.index, dtype=object)
     return out

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import TaxonomistError
-from .sparse import SparseClassifier, _as_pairs
+from .sparse import SparseClassifier, as_pairs
 
 __all__ = ["N_FEATURES", "PrivateLinearClassifier", "clipped_residuals", "noise_multiplier", "spent_epsilon"]
 
@@ -170,7 +170,7 @@ class PrivateLinearClassifier(SparseClassifier):
     def fit(self, X: Any, y: Sequence[str], groups: Any = None) -> PrivateLinearClassifier:
         """Train on texts ``X`` and labels ``y`` (``groups`` is accepted and ignored: there is no calibration
         split)."""
-        titles, contexts = _as_pairs(X)
+        titles, contexts = as_pairs(X)
         y_arr = np.asarray([str(v) for v in y], dtype=object)
         n = len(titles)
         if len(y_arr) != n:

@@ -33,7 +33,7 @@ TextPairs = tuple[Sequence[str], Sequence[str]]
 """(titles, contexts): the title and the description + attributes text of each product."""
 
 
-def _as_pairs(X: Any) -> TextPairs:
+def as_pairs(X: Any) -> TextPairs:
     if isinstance(X, tuple) and len(X) == 2:
         return X[0], X[1]
     if isinstance(X, str):
@@ -186,7 +186,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def fit(self, X: Any, y: Sequence[str], groups: Sequence[int] | np.ndarray | None = None) -> SparseClassifier:
         """Fit on texts ``X`` and labels ``y``; ``groups`` (e.g. title groups) keep duplicates together in the
         calibration split."""
-        titles, contexts = _as_pairs(X)
+        titles, contexts = as_pairs(X)
         y_arr = np.asarray([str(v) for v in y], dtype=object)
         if len(y_arr) != len(titles):
             raise ValueError(f"expected one label per product: {len(titles)} products, {len(y_arr)} labels")
@@ -275,7 +275,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def decision_function(self, X: Any) -> np.ndarray:
         self._check()
-        titles, contexts = _as_pairs(X)
+        titles, contexts = as_pairs(X)
         if getattr(self, "_coef_t", None) is None:
             self._coef_t = self.coef_.T.tocsr()
         X = self.encoder_.transform(titles, contexts)

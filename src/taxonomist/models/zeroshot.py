@@ -27,8 +27,12 @@ from scipy.special import log_softmax
 
 from ..encoders.transformer import l2_normalize
 from ..taxonomy import CategoryPath, format_path, parse_path
+from ..text import clean_text, field_text
 
-__all__ = ["TaxonomyScorer", "crosswalk", "label_text"]
+__all__ = ["TaxonomyScorer", "crosswalk", "label_text", "zero_shot_queries"]
+
+QUERY_CONTEXT_CHARS = 300
+"""Characters of a product's context (type, tags, description) a zero-shot query reads after its title."""
 
 
 def label_text(path: CategoryPath, description: str | None = None) -> str:
@@ -237,3 +241,14 @@ def crosswalk(source: Any, target: Any, encoder: Any, top_k: int = 3, catalog: A
                 row.update(target=format_path(leaf), by="products")
         rows.append(row)
     return rows
+
+
+def zero_shot_queries(titles: Sequence[str], contexts: Sequence[str]) -> list[str]:
+    """What a zero-shot model embeds for each product: the title, then what else the product says (type, tags,
+    brand, the beginning of the description), cleaned of markup -- a title alone ("Tide Mini Speaker") is too
+    little to place a product among thousands of categories."""
+    out = []
+    for t, c in zip(titles, contexts, strict=True):
+        extra = clean_text(c)[:QUERY_CONTEXT_CHARS].strip() if c else ""
+        out.append(f"{field_text(t)} | {extra}" if extra else field_text(t))
+    return out
