@@ -86,3 +86,56 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     p = tmp_path / "x.py"
     p.write_text(src)
     assert _imports("taxonomist.x", p) == {"taxonomist.catalog"}
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Private names of other modules this module uses: imported by name, or read as ``obj._name`` where no code
+    of this module defines ``_name`` (``self`` / ``cls``: the class's own, or inherited)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    own: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            own.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            own.add(node.id)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("taxonomist")):
+            out += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+              and node.attr not in own
+              and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+            out.append(ast.unparse(node))
+    return out
+
+
+def test_no_private_names_are_used_across_modules() -> None:
+    found = {m: _private_uses(p) for m, p in MODULES.items()}
+    assert {m: v for m, v in found.items() if v} == {}
+
+
+def test_the_private_name_check_sees_imports_and_attributes(tmp_path: Path) -> None:
+    p = tmp_path / "x.py"
+    p.write_text("from .classifier import _frame\n\ndef f(model):\n    return model._proba(1), model._mine\n\n"
+                 "class A:\n    def g(self, other):\n        self._mine = 1\n        return other._mine, self._check()\n")
+    assert _private_uses(p) == ["classifier._frame", "model._proba"]
+
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 100
+
+
+def test_modules_and_functions_stay_readable() -> None:
+    long_modules, long_functions = {}, {}
+    for m, p in MODULES.items():
+        text = p.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules[m] = text.count("\n")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n >= MAX_FUNCTION_LINES:
+                    long_functions[f"{m}.{node.name}"] = n
+    assert long_modules == {} and long_functions == {}
