@@ -50,7 +50,7 @@ def test_local_job_equals_the_direct_function_and_resumes(products, saved_sample
     assert set(got.columns) >= {"id", "category", "confidence", "level_confidence", "model_version"}
     again = run_job("predict", saved_sample_model, tmp_path / "in", tmp_path / "out", num_workers=2)
     assert again.n_done_before == 4 and again.n_processed == 0
-    with pytest.raises(tx.TaxonomistError, match="different job .*top_k.*--overwrite"):
+    with pytest.raises(tx.TaxonomistError, match="different job .*top_k.*overwrite=True"):
         run_job("predict", saved_sample_model, tmp_path / "in", tmp_path / "out", top_k=5)
     redo = run_job("predict", saved_sample_model, tmp_path / "in", tmp_path / "out", top_k=5, overwrite=True,
                    num_workers=1)
@@ -129,7 +129,7 @@ def test_cli_predict_job_and_its_errors(products, saved_sample_model, tmp_path, 
     assert code == 1 and "give -o a folder name" in out
     code, out = run_cli(["predict", str(saved_sample_model), str(tmp_path / "in"), "-o", str(tmp_path / "out"),
                          "--engine", "spark"], capsys, monkeypatch)
-    assert code == 1 and "--engine must be one of local, ray" in out
+    assert code == 1 and "engine must be one of local, ray, got 'spark' (command line: --engine local|ray)" in out
     code, out = run_cli(["predict", str(saved_sample_model), str(tmp_path / "in"), "-o", str(tmp_path / "out")],
                         capsys, monkeypatch)
     assert code == 0, out

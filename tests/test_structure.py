@@ -139,3 +139,29 @@ def test_modules_and_functions_stay_readable() -> None:
                 if n >= MAX_FUNCTION_LINES:
                     long_functions[f"{m}.{node.name}"] = n
     assert long_modules == {} and long_functions == {}
+
+
+def test_library_errors_name_parameters_not_command_line_flags() -> None:
+    # the library's messages speak of its Python API; the CLI adds its flags (cli.common.error_text)
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    found = []
+    for m, p in MODULES.items():
+        if m.startswith("taxonomist.cli"):
+            continue
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                found += [f"{m}:{node.lineno}" for c in ast.walk(node.exc)
+                          if isinstance(c, ast.Constant) and isinstance(c.value, str) and flag.search(c.value)]
+    assert found == []
+
+
+def test_the_command_line_adds_its_flags_to_library_errors() -> None:
+    from taxonomist.cli.common import error_text
+    from taxonomist.exceptions import CatalogError
+
+    e = CatalogError("expected a title column; name it with mapping={'title': 'COLUMN'}", options=("mapping",))
+    assert error_text(e) == ("expected a title column; name it with mapping={'title': 'COLUMN'} "
+                             "(command line: --map FIELD=COLUMN)")
+    assert error_text(CatalogError("plain")) == "plain"

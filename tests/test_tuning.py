@@ -64,5 +64,5 @@ def test_tune_an_embedding_tier_searches_its_pooling_knobs(small_catalog, tiny_e
     assert {"prior_shift", "knn_k", "C"} <= set(result.best_params)
     model = result.model(encoder=str(tiny_encoder_dir))
     assert model.tier == "ensemble" and model.knn_k == result.best_params["knn_k"]
-    with pytest.raises(tx.TaxonomistError, match="tune --tier must be one of"):
+    with pytest.raises(tx.TaxonomistError, match="tuning: tier must be one of"):
         tune(small_catalog, n_trials=1, tier="finetune")

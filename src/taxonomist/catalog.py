@@ -132,10 +132,9 @@ class Catalog:
             bad = [i for i in report.issues.values() if i.count and (i.skipped or i.kind in STRICT_ISSUES)]
             if bad:
                 raise CatalogError(
-                    "strict mode: the catalogue has problems, and --strict rejects it instead of skipping rows:\n"
+                    "strict mode: the catalogue has problems, and strict=True rejects it instead of skipping rows:\n"
                     + report.summary()
-                    + "\nFix these rows, or drop --strict to skip them."
-                )
+                    + "\nFix these rows, or read without strict=True to skip them.", options=("strict",))
         for line in report.lines()[1:]:
             logger.warning("%s", line.strip())
         return cls(frame, attrs, report, sep)
@@ -156,20 +155,20 @@ def _canonicalise(
     unknown_fields = set(mapping) - set(CANONICAL_FIELDS)
     if unknown_fields:
         raise CatalogError(
-            f"--map names canonical fields {sorted(unknown_fields)}, but the fields are {list(CANONICAL_FIELDS)}; "
-            "write --map FIELD=SOURCE_COLUMN, e.g. --map title=productDisplayName"
-        )
+            f"the mapping names canonical fields {sorted(unknown_fields)}, but the fields are "
+            f"{list(CANONICAL_FIELDS)}; map FIELD to SOURCE_COLUMN, e.g. mapping={{'title': 'productDisplayName'}}",
+            options=("mapping",))
     for fld, src in mapping.items():
         if src not in cols:
             raise CatalogError(
-                f"--map {fld}={src}: expected a column {src!r} in {source}, but the columns are {cols}"
-            )
+                f"mapping {fld} -> {src}: expected a column {src!r} in {source}, but the columns are {cols}",
+                options=("mapping",))
     if label_columns:
         missing = [c for c in label_columns if c not in cols]
         if missing:
             raise CatalogError(
-                f"--label-columns: expected columns {missing} in {source}, but the columns are {cols}"
-            )
+                f"label columns: expected columns {missing} in {source}, but the columns are {cols}",
+                options=("label_columns",))
     used: set[str] = set(mapping.values()) | set(label_columns or ())
     chosen: dict[str, str] = dict(mapping)
     by_norm = {column_key(c): c for c in reversed(cols)}
@@ -185,9 +184,8 @@ def _canonicalise(
     if "title" not in chosen:
         raise CatalogError(
             f"expected a title column (one of {list(ALIASES['title'][:8])}), but {source} has the columns "
-            f"{cols}; name it with --map title=COLUMN (Python: mapping={{'title': 'COLUMN'}}). A file without a "
-            "header row needs --no-header (columns become 0, 1, 2, ...) or --columns a,b,c"
-        )
+            f"{cols}; name it with mapping={{'title': 'COLUMN'}}. A file without a header row needs header=False "
+            "(columns become 0, 1, 2, ...) or columns=['a', 'b', 'c']", options=("mapping", "header", "columns"))
     out = pd.DataFrame(index=df.index)
     for fld in CANONICAL_FIELDS:
         if fld == "category" and label_columns:
@@ -205,9 +203,8 @@ def _canonicalise(
     if require_labels and "category" not in chosen and not label_columns:
         raise CatalogError(
             f"expected a category column (one of {list(ALIASES['category'][:6])}) to train or evaluate, but "
-            f"{source} has the columns {cols}; name it with --map category=COLUMN, or build the path from several "
-            "columns with --label-columns level1,level2,level3"
-        )
+            f"{source} has the columns {cols}; name it with mapping={{'category': 'COLUMN'}}, or build the path from "
+            "several columns with label_columns=['level1', 'level2', 'level3']", options=("mapping", "label_columns"))
     attrs = [c for c in cols if c not in used and c not in CANONICAL_FIELDS and c != "row"]
     for c in attrs:
         out[c] = df[c].fillna("").astype(str).str.strip()
@@ -322,15 +319,15 @@ def read_catalog(
         other = load_table(ep, encoding, True, None, extra_report)
         if extra_report.issues.get("malformed_line") or len(other) != len(df) + report.issue("malformed_line").count:
             raise CatalogError(
-                f"--with-columns {ep.name}: expected {len(df) + report.issue('malformed_line').count:,} rows to pair "
+                f"with_columns {ep.name}: expected {len(df) + report.issue('malformed_line').count:,} rows to pair "
                 f"row by row with {p.name}, but it has {len(other):,} readable rows"
                 + (f" and {extra_report.issue('malformed_line').count} malformed lines" if extra_report.issues.get("malformed_line") else "")
-                + "; both files must list the same products in the same order"
-            )
+                + "; both files must list the same products in the same order", options=("with_columns",))
         other = other.drop(columns=["row"]).set_index(other["row"])
         clash = [c for c in other.columns if c in df.columns]
         if clash:
-            raise CatalogError(f"--with-columns {ep.name}: the columns {clash} exist in {p.name} too; rename them")
+            raise CatalogError(f"with_columns {ep.name}: the columns {clash} exist in {p.name} too; rename them",
+                               options=("with_columns",))
         df = df.join(other, on="row")
     if not mapping and not label_columns:  # a shop export read by its own field names
         feed = detect([c for c in df.columns if c != "row"])
@@ -339,8 +336,8 @@ def read_catalog(
             report.feed = feed
     if report.issue("malformed_line").count and strict:
         raise CatalogError(
-            "strict mode: the file has malformed lines:\n" + report.summary() + "\nFix them or drop --strict to skip them."
-        )
+            "strict mode: the file has malformed lines:\n" + report.summary()
+            + "\nFix them, or read without strict=True to skip them.", options=("strict",))
     cat = Catalog.from_frame(
         df, mapping=mapping, label_columns=label_columns, sep=sep, require_labels=require_labels, strict=strict,
         taxonomy=taxonomy, source=p.name, report=report, guess=report.feed is None,

@@ -226,7 +226,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                              f"{self.tier!r}; use tier='sparse'")
         if self.tier == "zeroshot":
             raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
-                                  "TaxonomyClassifier.from_taxonomy(taxonomy) (CLI: taxonomist classify --taxonomy)")
+                                  "TaxonomyClassifier.from_taxonomy(taxonomy)", options=("taxonomy",))
 
     # -- fit ----------------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[str] | None = None, taxonomy: Taxonomy | None = None) -> TaxonomyClassifier:

@@ -19,7 +19,15 @@ __all__ = ["BundleError", "CatalogError", "NotFittedError", "TaxonomistError", "
 
 
 class TaxonomistError(Exception):
-    """Base class of the errors taxonomist raises on purpose."""
+    """Base class of the errors taxonomist raises on purpose.
+
+    ``options``: the parameters the message tells the user to set (Python names, e.g. ``"mapping"``); the message
+    speaks of the Python API, and a front end that names them otherwise (the CLI's ``--map``) adds its own names.
+    """
+
+    def __init__(self, *args: object, options: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.options = options
 
 
 class CatalogError(TaxonomistError, ValueError):

@@ -127,8 +127,8 @@ def resolve_image_path(path: str | Path, root: str | Path | None) -> Path:
     """``path`` resolved against ``root`` (relative paths) — refused when it lands outside ``root`` after
     resolving ``..`` and symbolic links."""
     if root is None:
-        raise ImageError(f"image paths need an image root (got {str(path)!r}); set --image-root / TAXONOMIST_IMAGE_ROOT, "
-                         "or send the image as base64")
+        raise ImageError(f"image paths need an image root (got {str(path)!r}); give image_root (a server: "
+                         "TAXONOMIST_IMAGE_ROOT), or send the image as base64", options=("image_root",))
     if "\x00" in str(path):
         raise ImageError(f"the image path {str(path)!r} contains a NUL character; give a file path")
     base = Path(root).resolve()

@@ -134,8 +134,8 @@ def auto_retrain(store: str | Path, feedback: Sequence[Mapping[str, Any]], data:
 
     registry = ModelRegistry(store)
     if not registry.is_store:
-        raise TaxonomistError(f"{store} is a single bundle; --auto needs a model store (a folder of versions "
-                              "v0001, v0002, ...) to add the promoted version to")
+        raise TaxonomistError(f"{store} is a single bundle; automatic retraining needs a model store (a folder of "
+                              "versions v0001, v0002, ...) to add the promoted version to", options=("auto",))
     champion_path = registry.path_of(None)
     champion = TaxonomyClassifier.load(champion_path)
     seen_until = float((champion.metrics_.get("retrained_from") or {}).get("feedback_until", 0.0))

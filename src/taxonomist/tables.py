@@ -81,12 +81,12 @@ def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationRepo
         try:
             return raw.decode(encoding)
         except LookupError:
-            raise CatalogError(f"--encoding {encoding!r} is not an encoding Python knows (try utf-8, gb18030, cp1252)") from None
+            raise CatalogError(f"encoding {encoding!r} is not an encoding Python knows (try utf-8, gb18030, cp1252)",
+                               options=("encoding",)) from None
         except UnicodeDecodeError as e:
             raise CatalogError(
                 f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}); check the file's encoding "
-                "or leave --encoding out to detect it"
-            ) from None
+                "or leave encoding out to detect it", options=("encoding",)) from None
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16")
     try:
@@ -110,8 +110,8 @@ def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationRepo
             return text
         raise CatalogError(
             f"{path.name} is not UTF-8 ({utf8_error.reason} at byte {utf8_error.start}) and its encoding could not be "
-            "detected; pass --encoding (e.g. gb18030, cp1252, latin-1) or convert the file to UTF-8"
-        ) from None
+            "detected; pass encoding= (e.g. gb18030, cp1252, latin-1) or convert the file to UTF-8",
+            options=("encoding",)) from None
 
 
 def _read_delimited(

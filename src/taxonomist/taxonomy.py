@@ -178,8 +178,8 @@ class Taxonomy:
                 example = "123 - A > B" if fmt == "google" else "gid://shopify/TaxonomyCategory/aa-1 : A > B"
                 raise TaxonomyError(
                     f"{path.name} line {lineno}: expected a {fmt} taxonomy line like {example!r}, but found "
-                    f"{line[:120]!r}; pass format='paths' (CLI: --format paths) if the file holds plain paths"
-                )
+                    f"{line[:120]!r}; pass format='paths' if the file holds plain paths",
+                    options=("format",))
             self.add(parse_path(m[1], DEFAULT_SEP), node_id=m[0])
 
     def _read_bestbuy(self, path: Path, text: str) -> None:

@@ -179,7 +179,7 @@ def start_run(
     ``tracking_uri``: ``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db``.
     """
     if not is_mlflow_available():
-        raise TaxonomistError("--track needs MLflow: pip install 'taxonomist[track]'")
+        raise TaxonomistError("tracking needs MLflow: pip install 'taxonomist[track]'", options=("track",))
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

@@ -149,7 +149,7 @@ def tune(
     if metric not in METRICS:
         raise TaxonomistError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
     if tier not in TIER_DEFAULTS:
-        raise TaxonomistError(f"tune --tier must be one of {list(TIER_DEFAULTS)}, got {tier!r}")
+        raise TaxonomistError(f"tuning: tier must be one of {list(TIER_DEFAULTS)}, got {tier!r}", options=("tier",))
     defaults = TIER_DEFAULTS[tier]
     extra: dict[str, Any] = {"tier": tier, "encoder": encoder} if tier != "sparse" else {}
     train, valid = split_catalog(catalog, test_size=valid_size, seed=seed)
@@ -187,7 +187,8 @@ def tune(
     study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks or [], gc_after_trial=True)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise TaxonomistError("no tuning trial completed; give more --trials or a longer --timeout")
+        raise TaxonomistError("no tuning trial completed; give more trials or a longer timeout",
+                              options=("trials", "timeout"))
     default = next((t for t in complete if t.params == defaults), None)
     trials = [
         {"number": t.number, "state": t.state.name.lower(), "value": t.value, **t.params,

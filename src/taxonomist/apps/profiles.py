@@ -119,7 +119,7 @@ def read_events(source: str | Path | pd.DataFrame, columns: Sequence[str] | None
     if missing:
         raise CatalogError(f"{report.source}: expected event columns user, item, event (+ category, timestamp); found "
                            f"{[c for c in df.columns if c != 'row']} with no column for {missing}. Rename them, or pass "
-                           "columns=... (--columns) for a file without a header")
+                           "columns=[...] for a file without a header", options=("columns",))
     report.n_read = len(df) + report.issue("malformed_line").count
     frame = pd.DataFrame({f: (df[cols[f]].astype(str).str.strip() if cols[f] else "") for f in FIELDS[:4]})
     frame["event"] = frame["event"].str.lower().map(_EVENTS)
@@ -135,7 +135,7 @@ def read_events(source: str | Path | pd.DataFrame, columns: Sequence[str] | None
         bad |= hit
     if strict and (bad.any() or report.issue("malformed_line").count):
         raise CatalogError("strict mode: the events have bad rows:\n" + report.summary()
-                           + "\nFix them or drop --strict to skip them.")
+                           + "\nFix them, or read without strict=True to skip them.", options=("strict",))
     frame = frame[~bad].copy()
     frame["timestamp"] = ts[~bad].astype(np.int64)
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)

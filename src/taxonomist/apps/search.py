@@ -173,7 +173,8 @@ class SearchIndex:
             if not (out / "search.json").is_file():
                 raise TaxonomistError(f"{out} exists and is not a search index; choose an empty or new folder")
             if not overwrite:
-                raise TaxonomistError(f"{out} already holds a search index; pass overwrite=True (--overwrite) to rebuild it")
+                raise TaxonomistError(f"{out} already holds a search index; pass overwrite=True to rebuild it",
+                                      options=("overwrite",))
             for name in _FILES:
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)

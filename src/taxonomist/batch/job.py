@@ -131,19 +131,20 @@ class _Manifest:
             if self.path.is_file() or not any(output.iterdir()):
                 shutil.rmtree(output)
             else:
-                raise TaxonomistError(f"--overwrite: {output} is not a taxonomist batch output (no {MANIFEST}); "
-                                      "refusing to delete it -- choose another folder")
+                raise TaxonomistError(f"overwrite: {output} is not a taxonomist batch output (no {MANIFEST}); "
+                                      "refusing to delete it -- choose another folder", options=("overwrite",))
         if self.path.is_file():
             try:
                 saved = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise TaxonomistError(f"{self.path} is unreadable ({e}); delete the output folder or use --overwrite") from None
+                raise TaxonomistError(f"{self.path} is unreadable ({e}); delete the output folder or pass overwrite=True",
+                                      options=("overwrite",)) from None
             if saved.get("job") != job:
                 diff = _differences(job, saved.get("job", {}))
                 raise TaxonomistError(
                     f"{output} holds the output of a different job (differs in: {', '.join(diff)}); resume with the "
-                    "same model, input and options, or write to a new folder, or pass --overwrite"
-                )
+                    "same model, input and options, or write to a new folder, or pass overwrite=True",
+                    options=("overwrite",))
             self.completed = {k: v for k, v in saved.get("completed", {}).items() if (output / v["part"]).is_file()}
         elif output.exists() and any(p for p in output.iterdir() if not p.name.startswith(".")):
             raise TaxonomistError(f"output folder {output} exists and is not empty; choose a new folder for the job")
@@ -184,8 +185,8 @@ def _run_local(spec: dict[str, Any], todo: list[tuple[int, str]], workers: int) 
         except BrokenProcessPool:
             raise TaxonomistError(
                 "a worker process died (out of memory, or the model failed to load in it); the finished shards are "
-                "kept -- run the same command again to resume, with fewer --num-workers if memory is short"
-            ) from None
+                "kept -- run the same job again to resume, with fewer num_workers if memory is short",
+                options=("num_workers",)) from None
 
 
 def _run_ray(spec: dict[str, Any], todo: list[tuple[int, str]], workers: int, address: str | None) -> Iterable[dict[str, Any]]:
@@ -193,7 +194,8 @@ def _run_ray(spec: dict[str, Any], todo: list[tuple[int, str]], workers: int, ad
         import ray
         import ray.data
     except ImportError:
-        raise TaxonomistError("--engine ray needs Ray Data: pip install 'taxonomist[distributed]'") from None
+        raise TaxonomistError("engine='ray' needs Ray Data: pip install 'taxonomist[distributed]'",
+                              options=("engine",)) from None
     from .work import ShardWorker
 
     started = False
@@ -257,7 +259,7 @@ def run_job(
         image_root: where relative image paths resolve (models that use photos); default: each shard's folder.
     """
     if engine not in ENGINES:
-        raise TaxonomistError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        raise TaxonomistError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}", options=("engine",))
     if kind not in ("predict", "embed"):
         raise TaxonomistError(f"unknown batch job kind {kind!r}; expected 'predict' or 'embed'")
     if batch_size < 1:

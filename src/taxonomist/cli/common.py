@@ -352,6 +352,23 @@ EventCatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Catalog
 EventEncoderOpt = Annotated[str, typer.Option(help="Title encoder for item similarity (needs --catalog): auto, minilm-en, e5-multilingual, a folder, or none (co-visitation).")]
 
 
+# how the command line spells the parameters library errors name (TaxonomistError.options)
+OPTION_FLAGS = {
+    "mapping": "--map FIELD=COLUMN", "label_columns": "--label-columns a,b,c", "with_columns": "--with-columns FILE",
+    "strict": "--strict", "encoding": "--encoding NAME", "columns": "--columns a,b,c", "header": "--no-header",
+    "overwrite": "--overwrite", "num_workers": "--num-workers N", "engine": "--engine local|ray",
+    "image_root": "--image-root DIR", "format": "--format paths", "track": "--track", "tier": "--tier",
+    "trials": "--trials N", "timeout": "--timeout SECONDS", "auto": "retrain --auto",
+    "taxonomy": "taxonomist classify --taxonomy FILE",
+}
+
+
+def error_text(e: TaxonomistError) -> str:
+    """A library error as the command line prints it: its message, then the flags of the parameters it names."""
+    flags = [OPTION_FLAGS[o] for o in getattr(e, "options", ()) if o in OPTION_FLAGS]
+    return str(e) + (f" (command line: {', '.join(flags)})" if flags else "")
+
+
 def main() -> None:
     """Entry point: taxonomist errors become one clear line and exit code 1 (``--debug`` shows the traceback).
 
@@ -362,7 +379,7 @@ def main() -> None:
     except TaxonomistError as e:
         if STATE["debug"]:
             raise
-        console.print("error:", str(e), style="bold red", highlight=False, markup=False, soft_wrap=True)
+        console.print("error:", error_text(e), style="bold red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted")

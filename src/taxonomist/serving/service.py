@@ -326,7 +326,7 @@ class Service:
         store, in a background thread; the job's record (``jobs``) follows it."""
         if self.settings.retrain_data is None:
             raise ServiceError(409, "retraining from the API needs the original training catalogue: set "
-                                    "TAXONOMIST_RETRAIN_DATA (or run: taxonomist retrain MODEL_DIR --feedback DB ...)")
+                                    "TAXONOMIST_RETRAIN_DATA (or retrain offline with the retrain command)")
         if not self.registry.is_store:
             raise ServiceError(409, "retraining from the API writes a new version into a model store; serve a folder "
                                     "of bundles (MODEL_DIR/v0001, ...) instead of a single bundle")
