@@ -638,3 +638,32 @@ def test_micro_batcher_answers_the_first_stage_at_once_and_the_rest_from_a_threa
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_one_length_policy_for_files_and_the_api(store_dir: Path, tmp_path: Path) -> None:
+    from taxonomist.products import MAX_TITLE_CHARS
+
+    long_title = "x" * (MAX_TITLE_CHARS + 1)
+    (tmp_path / "c.csv").write_text(f"title,category\n{long_title},A > B\nshort,A > C\n", encoding="utf-8")
+    cat = tx.read_catalog(tmp_path / "c.csv")
+    assert len(cat.titles[0]) == MAX_TITLE_CHARS and cat.report.issue("long_text").count == 1  # a file: truncated
+    with make_client(store_dir, tmp_path) as c:  # the API: refused at the same length (the default setting is higher)
+        r = c.post("/v1/classify", json={"product": {"title": long_title}})
+        assert r.status_code == 422 and f"over the limit of {MAX_TITLE_CHARS:,}" in r.json()["detail"]
+        assert c.post("/v1/classify", json={"product": {"title": long_title[:-1]}}).status_code == 200
+
+
+def test_a_photo_is_decoded_once_per_request(store_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import base64
+
+    import taxonomist.images as images
+
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    calls = []
+    real = base64.b64decode
+    monkeypatch.setattr(images.base64, "b64decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with make_client(store_dir, tmp_path) as c:
+        r = c.post("/v1/classify", json={"product": {"title": "Blue jeans",
+                                                     "image_base64": base64.b64encode(png).decode()}})
+        assert r.status_code == 200
+    assert len(calls) == 1

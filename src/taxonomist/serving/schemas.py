@@ -30,7 +30,8 @@ class _Body(BaseModel):
 
 
 class Product(_Body):
-    """A product to classify. Text lengths are limited by the server setting ``max_text_chars`` (422)."""
+    """A product to classify. Texts longer than catalogue files are read (title 2,000 characters, others 20,000) or
+    than the server setting ``max_text_chars`` are refused (422)."""
 
     id: str | None = Field(None, max_length=256, description="Your product id, echoed back.")
     title: str = Field("", description="Product title (required unless a photo is given).")
@@ -47,18 +48,14 @@ class Product(_Body):
             raise ValueError("give a non-empty 'title' (or, for models that use photos, an 'image' / 'image_base64')")
         return self
 
-    def record(self) -> dict[str, Any]:
-        """The row the classifier reads: id, title, description and the attribute columns."""
+    def record(self, image: str | bytes | None = None) -> dict[str, Any]:
+        """The row the classifier reads: id, title, description, the attribute columns, and ``image`` (the photo's
+        bytes or a path inside the server's image root, as the service checked it)."""
         row: dict[str, Any] = {k: v for k, v in (self.attributes or {}).items()
                                if k not in ("id", "title", "description", "category", "image")}
         row.update(id=self.id, title=self.title, description=self.description or "")
-        if self.image_base64:  # already validated by the endpoint; models that use photos read the bytes
-            import base64
-
-            data = self.image_base64.partition(",")[2] if self.image_base64.startswith("data:") else self.image_base64
-            row["image"] = base64.b64decode(data)
-        elif self.image:
-            row["image"] = self.image  # a path inside the server's image root
+        if image is not None:
+            row["image"] = image
         return row
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..images import ImageError, decode_image_base64, is_image_file, resolve_image_path
 from ..monitoring import DriftMonitor, live_accuracy, observations
+from ..products import MAX_TEXT_CHARS, MAX_TITLE_CHARS
 from ..taxonomy import format_path, parse_path
 from ..text import scrub_pii, scrub_product
 from .batcher import MicroBatcher, Stage
@@ -304,22 +305,29 @@ class Service:
                            s.review_max_pending)
         return out
 
-    def check_product(self, p: Product) -> None:
+    def product_record(self, p: Product) -> dict[str, Any]:
+        """The row the classifier reads for ``p``, checked once: text lengths (the limits catalogue files are
+        truncated at, or the lower ``max_text_chars``: 422), the image path inside the image root and an image
+        file, the base64 photo valid and within ``max_image_bytes`` (400) -- decoded here, once."""
         s = self.settings
-        texts = [("title", p.title), ("description", p.description or "")]
-        texts += [(f"attributes.{k}", v) for k, v in (p.attributes or {}).items()]
-        for name, value in texts:
-            if len(value) > s.max_text_chars:
-                raise ServiceError(422, f"{name} is {len(value):,} characters, over the limit of {s.max_text_chars:,}; "
-                                         "shorten it (the model reads the first few hundred characters anyway)")
+        texts = [("title", p.title, MAX_TITLE_CHARS), ("description", p.description or "", MAX_TEXT_CHARS)]
+        texts += [(f"attributes.{k}", v, MAX_TEXT_CHARS) for k, v in (p.attributes or {}).items()]
+        for name, value, most in texts:
+            limit = min(most, s.max_text_chars)
+            if len(value) > limit:
+                raise ServiceError(422, f"{name} is {len(value):,} characters, over the limit of {limit:,}; "
+                                        "shorten it (the model reads the first few hundred characters anyway)")
+        image: str | bytes | None = None
         try:
-            if p.image is not None:
+            if p.image_base64 is not None:
+                image = decode_image_base64(p.image_base64, s.max_image_bytes)
+            elif p.image is not None:
                 if not is_image_file(resolve_image_path(p.image, s.image_root)):
                     raise ServiceError(400, f"the image {p.image!r} does not exist under the image root")
-            if p.image_base64 is not None:
-                decode_image_base64(p.image_base64, s.max_image_bytes)
+                image = p.image  # (resolved again, inside the same root, when the photo is read)
         except ImageError as e:
             raise ServiceError(400, str(e)) from None
+        return p.record(image)
 
     def start_retrain(self) -> dict[str, Any]:
         """Start training a new version from the original data (``retrain_data``) + all feedback into the model

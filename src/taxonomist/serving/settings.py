@@ -33,7 +33,7 @@ class ServeSettings(BaseSettings):
     monitor_window: int = Field(5_000, ge=1, description="Served predictions the drift monitor compares with the model's reference (GET /v1/monitor).")
     max_batch: int = Field(256, ge=1, description="Most products in one /v1/classify request (more: 413).")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body (more: 413).")
-    max_text_chars: int = Field(5_000, ge=16, description="Longest title / description / attribute value (more: 422).")
+    max_text_chars: int = Field(5_000, ge=16, description="Longest query or message, and a lower limit for product texts than the one catalogue files are read with (title 2,000, others 20,000); more: 422.")
     max_image_bytes: int = Field(1_000_000, ge=1024, description="Largest base64-decoded image in a request.")
     image_root: Path | None = Field(None, description="Image paths in requests must resolve inside this folder.")
     microbatch_window_ms: float = Field(3.0, ge=0.0, description="How long the first request of a micro-batch waits for others.")

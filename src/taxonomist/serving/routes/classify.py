@@ -20,10 +20,8 @@ router = APIRouter()
 async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request) -> ClassifyResponse:
     items = req.items()
     svc.check_batch(len(items), "products")
-    for p in items:
-        svc.check_product(p)
+    records = [svc.product_record(p) for p in items]
     svc.metrics.request_products.observe(len(items))
-    records = [p.record() for p in items]
     if req.explain:  # explanations are rare and slower: not micro-batched
         model = svc.model
         preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),

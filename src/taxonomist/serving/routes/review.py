@@ -89,7 +89,7 @@ def review_decide(svc: ServiceDep, review_id: ReviewId, decision: ReviewDecision
 @router.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[WRITE])
 def feedback(svc: ServiceDep, fb: FeedbackRequest) -> dict[str, Any]:
     """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
-    svc.check_product(fb.product)
+    svc.product_record(fb.product)  # (checked as a product to classify is)
     category = svc.check_category(fb.category)
     fid = svc.review_store().add_feedback(scrub_product(fb.product.model_dump(exclude_none=True)), category,
                                           svc.model.version)
