@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..apps.routing import Route
+
 __all__ = [
     "Alternative", "ClassifyRequest", "ClassifyResponse", "ClassifyResult", "FeedbackRequest", "Product",
     "MessagesRequest", "MessagesResponse", "QueryRequest", "QueryResponse", "QueryResult", "ReloadRequest", "ReviewDecision", "ReviewItem",
@@ -162,19 +164,9 @@ class MessagesRequest(_Body):
     messages: list[str] = Field(..., min_length=1, description="Customer messages (reviews, tickets).")
 
 
-class MessageRoute(BaseModel):
-    category: str
-    category_confidence: float
-    sentiment: str | None
-    sentiment_confidence: float | None
-    issue_type: str | None
-    issue_confidence: float | None
-    queue: str
-    rule: int | None = Field(description="Number of the rule that matched (1-based); null: the default queue.")
-
-
 class MessagesResponse(BaseModel):
-    results: list[MessageRoute]
+    results: list[Route] = Field(description="Per message: category, sentiment, issue type (with confidences), the queue "
+                                               "and the number of the rule that matched (1-based; null: the default queue).")
 
 
 class SearchRequest(_Body):

@@ -16,7 +16,6 @@ from ..schemas import (
     Alternative,
     DemandRequest,
     DemandResponse,
-    MessageRoute,
     MessagesRequest,
     MessagesResponse,
     QueryRequest,
@@ -52,7 +51,7 @@ async def route_messages(svc: ServiceDep, req: MessagesRequest) -> MessagesRespo
     svc.check_batch(len(req.messages), "messages", req.messages)
     router = await asyncio.to_thread(svc.resource, "router")
     routes = await asyncio.to_thread(router.route, req.messages)
-    return MessagesResponse(results=[MessageRoute(**r.to_dict()) for r in routes])
+    return MessagesResponse(results=routes)
 
 
 @router.post("/v1/search", tags=["search"], response_model=SearchResponse, response_model_exclude_none=True,

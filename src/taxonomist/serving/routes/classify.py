@@ -48,13 +48,9 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request) -> C
             reason = flag
         elif svc.settings.audit_rate > 0 and svc.rng.random() < svc.settings.audit_rate:
             reason = "audit"
-        d = pred.to_dict()
-        res = ClassifyResult(
-            id=p.id, category=d["category"], path=d["path"], confidence=d["confidence"], leaf=d["leaf"],
-            leaf_confidence=d["leaf_confidence"], alternatives=d["alternatives"][: req.top_k],
-            backed_off=d["backed_off"], needs_review=reason is not None, review_reason=reason,
-            explanation=d.get("explanation"),
-            neighbours=d.get("neighbours"), model_version=version)
+        d = pred.to_dict()  # the Prediction's own shape, with what the service adds
+        res = ClassifyResult(**{**d, "alternatives": d["alternatives"][: req.top_k]}, id=p.id,
+                             needs_review=reason is not None, review_reason=reason, model_version=version)
         out.append(res)
         if reason is not None:
             queue.append((len(out) - 1, {
