@@ -18,7 +18,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .exceptions import NotFittedError, TaxonomistError
-from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble
+from .fitting import check_params, fit_ensemble_tier, labels_of, sparse_model
+from .models.ensemble import Ensemble
 from .models.hierarchy import LevelIndex, Prediction, decode, predictions_frame
 from .models.sparse import SparseClassifier
 from .models.tree import resolve_hierarchy
@@ -33,10 +34,6 @@ __all__ = ["TaxonomyClassifier", "load"]
 
 logger = logging.getLogger(__name__)
 
-TIERS = ("sparse", "ensemble", "embed", "finetune", "zeroshot")
-DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"),
-                   "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
-"""Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
 
 
 class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -208,26 +205,6 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 "this TaxonomyClassifier is not fitted yet; call fit(catalog) or taxonomist.load(MODEL_DIR)"
             )
 
-    def _check_params(self) -> None:
-        if self.tier not in TIERS:
-            raise ValueError(f"unknown tier {self.tier!r}; available tiers: {list(TIERS)}")
-        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be between 0 and 1, got {self.min_confidence}")
-        if self.image_encoder is not None and self.tier in ("sparse", "zeroshot"):
-            raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {self.tier!r}; use "
-                             "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
-        if self.fusion not in ("late", "early"):
-            raise ValueError(f"fusion must be 'late' or 'early', got {self.fusion!r}")
-        if self.dp_epsilon is not None and not (0 < self.dp_epsilon < float("inf")):
-            raise ValueError(f"dp_epsilon must be a finite number > 0, got {self.dp_epsilon}; leave it unset "
-                             "(None) to train without differential privacy")
-        if self.dp_epsilon is not None and self.tier != "sparse":
-            raise ValueError(f"differentially private training (dp_epsilon) is offered for the sparse tier, not "
-                             f"{self.tier!r}; use tier='sparse'")
-        if self.tier == "zeroshot":
-            raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
-                                  "TaxonomyClassifier.from_taxonomy(taxonomy)", options=("taxonomy",))
-
     # -- fit ----------------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[str] | None = None, taxonomy: Taxonomy | None = None) -> TaxonomyClassifier:
         """Fit on products ``X`` with category paths ``y`` (or the catalogue's ``category`` column).
@@ -238,9 +215,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             taxonomy: the full taxonomy, when the labels come from one (kept in the bundle for back-off and
                 browsing); otherwise the tree is built from the labels.
         """
-        self._check_params()
+        check_params(self)
         batch = ProductBatch.from_any(X)
-        labels = _labels(batch, y)
+        labels = labels_of(batch, y)
         self.text_attributes_ = batch.text_columns() if self.use_attributes else []
         titles, contexts = self.texts(batch)
         logger.info("fitting the %s tier on %d products, %d categories", self.tier, len(batch), len(set(labels)))
@@ -248,10 +225,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.hierarchy_ = resolve_hierarchy(self.hierarchy, sorted(set(labels)), len(batch))
         model: SparseClassifier | Ensemble
         if self.tier == "sparse":
-            model = self._sparse(self.calibration)
+            model = sparse_model(self, self.calibration)
             model.fit((titles, contexts), labels, groups=batch.title_groups())
         else:
-            model = self._fit_ensemble(batch, titles, contexts, labels)
+            fitted = fit_ensemble_tier(self, batch, titles, contexts, labels)
+            model, self.image_encoder_, self.neighbour_titles_ = fitted.ensemble, fitted.image_encoder, fitted.neighbour_titles
+            self.image_stats_ = fitted.image_stats
         private = self.dp_epsilon is not None  # nothing computed from the rows outside the DP mechanism is kept
         self.set_fitted(model, taxonomy, text_attributes=self.text_attributes_,
                      fingerprint="" if private else batch.fingerprint(labels),
@@ -276,62 +255,6 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.drift_reference_: DriftReference | None = drift_reference
         if not hasattr(self, "hierarchy_"):
             self.hierarchy_ = getattr(self.sparse_member, "hierarchy_", "flat")
-
-    def _sparse(self, calibration: str) -> SparseClassifier:
-        from .encoders.sparse import SparseTextEncoder
-
-        if self.dp_epsilon is not None:
-            from .models.private import N_FEATURES, PrivateLinearClassifier
-
-            hashed = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight,
-                                       n_features=N_FEATURES, cjk=True)
-            # no seed: DP-SGD's batches and noise must come from fresh entropy, not from a seed others know
-            return PrivateLinearClassifier(epsilon=self.dp_epsilon, delta=self.dp_delta, encoder=hashed)
-        encoder = SparseTextEncoder(title_weight=self.title_weight, context_weight=self.context_weight)
-        return SparseClassifier(C=self.C, class_weight=self.class_weight, encoder=encoder, n_jobs=self.n_jobs,
-                                calibration=calibration, random_state=self.random_state,  # type: ignore[arg-type]
-                                hierarchy=getattr(self, "hierarchy_", self.hierarchy),
-                                engine=self.engine, checkpoint=self.checkpoint)
-
-    def _members(self) -> tuple[str, ...]:
-        members = tuple(self.members) if self.members is not None else DEFAULT_MEMBERS[self.tier]
-        if self.members is None and self.image_encoder is not None:
-            members = (*members, "image" if self.fusion == "late" else "fused")
-        unknown = [m for m in members if m not in MEMBERS]
-        if unknown or not members:
-            raise ValueError(f"members must be a non-empty subset of {list(MEMBERS)}, got {list(members)}")
-        return members
-
-    def _fit_ensemble(self, batch: ProductBatch, titles: list[str], contexts: list[str], labels: list[str]) -> Ensemble:
-        from .encoders.transformer import load_text_encoder, pick_encoder
-        from .models.stacking import fit_ensemble
-
-        name = pick_encoder(titles) if self.encoder == "auto" else self.encoder
-        encoder = load_text_encoder(name, backend=self.encoder_backend, max_length=self.max_length)
-        logger.info("text encoder: %s (%s)", encoder.name, encoder.identity)
-        self.image_encoder_ = None
-        self.image_stats_: dict[str, int] = {}
-        img = None
-        if set(self._members()) & set(IMAGE_MEMBERS):
-            from .encoders.image import load_image_encoder
-
-            self.image_encoder_ = load_image_encoder(self.image_encoder or "effnet-lite0", views=self.image_views)
-            photos = self.image_encoder_.encode(batch.images, Path(self.image_root or batch.root or Path.cwd()),
-                                                allow_remote=self.allow_remote_images)
-            img = (photos.vectors, photos.mask)
-            self.image_stats_ = {"with_image": int(photos.mask.sum()), "without_image": photos.n_missing,
-                                 "unusable_image": len(photos.errors)}
-            logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
-                        *self.image_stats_.values())
-        ensemble = fit_ensemble(
-            (titles, contexts), labels, np.asarray(encoder.encode(list(titles)), dtype=np.float32),
-            batch.title_groups(), self._members(), encoder, lambda: self._sparse("none"), knn_k=self.knn_k,
-            validation_size=self.validation_size, calibration=self.calibration, epochs=self.epochs,
-            finetune_max_length=self.finetune_max_length, random_state=self.random_state,
-            prior_shift=self.prior_shift, img=img, cascade=self.cascade, cv=self.cv,
-        )
-        self.neighbour_titles_ = [scrub_pii(t) for t in titles] if ensemble.members.knn is not None else []
-        return ensemble
 
     # -- the fitted model's parts -------------------------------------------------------------------------
     @property
@@ -561,26 +484,6 @@ def _ensemble(clf: TaxonomyClassifier) -> Ensemble:
         raise AttributeError("only the embedding tiers (ensemble, embed, finetune, zeroshot) have an ensemble")
     return ens
 
-
-def _labels(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:
-    """The training products' category paths (``y``, or the batch's ``category`` column), checked."""
-    if y is None:
-        if batch.labels is None:
-            raise TaxonomistError("expected labels: pass y=... or products with a 'category' field")
-        y = batch.labels
-    labels = [format_path(parse_path(v) if isinstance(v, str) else tuple(v)) for v in y]
-    if len(labels) != len(batch):
-        raise ValueError(f"expected one label per product: {len(batch)} products, {len(labels)} labels")
-    missing = [i for i, v in enumerate(labels) if not v]
-    if missing:
-        raise TaxonomistError(f"{len(missing)} products have no category (first at position {missing[0]}); "
-                              "read the catalogue with read_catalog(..., require_labels=True) to skip them")
-    if len(set(labels)) < 2:
-        raise TaxonomistError(
-            f"expected at least 2 categories to learn, found {len(set(labels))}: {sorted(set(labels))}; "
-            "a classifier needs examples of several categories"
-        )
-    return labels
 
 
 def load(directory: str | Path) -> TaxonomyClassifier:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .bundle import read_bundle, write_bundle
 from .exceptions import BundleError
+from .fitting import TIERS
 from .models.ensemble import Ensemble
 from .models.sparse import SparseClassifier
 from .monitoring import DriftReference
@@ -65,7 +66,7 @@ def load_classifier(cls: type[TaxonomyClassifier], directory: str | Path) -> Tax
     m = bundle.manifest
     try:
         clf = cls(**m["config"])
-        if clf.tier not in ("sparse", "ensemble", "embed", "finetune", "zeroshot"):
+        if clf.tier not in TIERS:
             raise BundleError(f"{directory} uses the tier {clf.tier!r}, which this taxonomist does not have; "
                               "upgrade taxonomist")
         arrays = bundle.arrays("weights")

@@ -45,7 +45,8 @@ Images = tuple[np.ndarray, np.ndarray]
 
 def kind_of_product(column: object) -> bool:
     """Whether an attribute column says what kind of product it is (type, tags, ...), which a zero-shot model
-    reads with the title; colours, sizes, gender or season mislead it (see RESULTS.md, "zero-shot")."""
+    reads with the title; colours, sizes, gender or season mislead it (benchmarks/RESULTS.md, "Zero-shot into
+    Google's taxonomy from a shop's exports")."""
     return column_key(str(column)) in _KIND_FIELDS
 
 

@@ -60,10 +60,10 @@ def serve(
     sock = _listen(host, port)  # before the banner: a taken port is one clear line and exit code 1
     console.print(f"review page: http://{host}:{port}/review · API docs: http://{host}:{port}/docs", highlight=False)
     # the model runs in a worker thread while the event loop takes requests: hand the GIL over every 0.5 ms
-    # instead of 5 ms (measured: server-side p50 40 -> 25 ms under 32 clients)
+    # instead of 5 ms (a lower median latency under load: benchmarks/RESULTS.md, "Serving under load")
     sys.setswitchinterval(0.0005)
     # a served request allocates many short-lived objects beside a model of large dicts (vocabularies, caches):
-    # with the default thresholds full collections were the p99 (measured, sparse, 32 clients: p99 162 -> 49 ms)
+    # with the default thresholds full collections were the p99 latency (benchmarks/RESULTS.md, "Serving under load")
     gc.set_threshold(50_000, 50, 100)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level))
     server.run(sockets=[sock])

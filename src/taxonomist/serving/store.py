@@ -4,8 +4,8 @@ Every write is one transaction committed before the API answers. In WAL mode a c
 WAL file when the commit returns, so a write the server acknowledged survives the server process being killed
 (tests/test_serving_live.py kills it with SIGKILL mid-load) with ``synchronous=NORMAL`` (the default here); only
 an operating-system crash or power loss can lose the last commits, which ``synchronous="FULL"`` (an fsync per
-commit) also covers -- at a cost measured under load: the 1 % of requests that wrote a review item waited for
-the fsync and made the p99 latency.
+commit) also covers -- at a cost under load: the requests that write a review item wait for the fsync and make
+the tail latency (benchmarks/RESULTS.md, "Serving under load").
 Products are kept as JSON as they were posted; corrections are labelled data for ``taxonomist retrain``.
 """
 

@@ -1,0 +1,149 @@
+"""How a :class:`~taxonomist.TaxonomyClassifier`'s parameters become its models: the parameter checks, the
+training labels, the sparse model, the ensemble's members, and the fit of an embedding tier (photos included;
+the stacking itself is :mod:`taxonomist.models.stacking`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .exceptions import TaxonomistError
+from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble
+from .models.sparse import SparseClassifier
+from .products import ProductBatch
+from .taxonomy import format_path, parse_path
+from .text import scrub_pii
+
+if TYPE_CHECKING:
+    from .classifier import TaxonomyClassifier
+
+__all__ = ["DEFAULT_MEMBERS", "TIERS", "FittedTier", "check_params", "ensemble_members", "fit_ensemble_tier",
+           "labels_of", "sparse_model"]
+
+logger = logging.getLogger(__name__)
+
+TIERS = ("sparse", "ensemble", "embed", "finetune", "zeroshot")
+DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"),
+                   "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
+"""Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
+
+
+@dataclass
+class FittedTier:
+    """What fitting an embedding tier gives the classifier."""
+
+    ensemble: Ensemble
+    image_encoder: Any = None  # an ImageEncoder when the ensemble reads photos
+    image_stats: dict[str, int] = field(default_factory=dict)
+    neighbour_titles: list[str] = field(default_factory=list)  # the neighbour member's titles, PII scrubbed
+
+
+def check_params(clf: TaxonomyClassifier) -> None:
+    """Refuse parameters that cannot work together, before any data is read."""
+    if clf.tier not in TIERS:
+        raise ValueError(f"unknown tier {clf.tier!r}; available tiers: {list(TIERS)}")
+    if clf.min_confidence is not None and not 0.0 <= clf.min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be between 0 and 1, got {clf.min_confidence}")
+    if clf.image_encoder is not None and clf.tier in ("sparse", "zeroshot"):
+        raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {clf.tier!r}; use "
+                         "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
+    if clf.fusion not in ("late", "early"):
+        raise ValueError(f"fusion must be 'late' or 'early', got {clf.fusion!r}")
+    if clf.dp_epsilon is not None and not (0 < clf.dp_epsilon < float("inf")):
+        raise ValueError(f"dp_epsilon must be a finite number > 0, got {clf.dp_epsilon}; leave it unset "
+                         "(None) to train without differential privacy")
+    if clf.dp_epsilon is not None and clf.tier != "sparse":
+        raise ValueError(f"differentially private training (dp_epsilon) is offered for the sparse tier, not "
+                         f"{clf.tier!r}; use tier='sparse'")
+    if clf.tier == "zeroshot":
+        raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
+                              "TaxonomyClassifier.from_taxonomy(taxonomy)", options=("taxonomy",))
+
+
+def sparse_model(clf: TaxonomyClassifier, calibration: str) -> SparseClassifier:
+    """A new, unfitted sparse model with ``clf``'s parameters (a private one with ``dp_epsilon``)."""
+    from .encoders.sparse import SparseTextEncoder
+
+    if clf.dp_epsilon is not None:
+        from .models.private import N_FEATURES, PrivateLinearClassifier
+
+        hashed = SparseTextEncoder(title_weight=clf.title_weight, context_weight=clf.context_weight,
+                                   n_features=N_FEATURES, cjk=True)
+        # no seed: DP-SGD's batches and noise must come from fresh entropy, not from a seed others know
+        return PrivateLinearClassifier(epsilon=clf.dp_epsilon, delta=clf.dp_delta, encoder=hashed)
+    encoder = SparseTextEncoder(title_weight=clf.title_weight, context_weight=clf.context_weight)
+    return SparseClassifier(C=clf.C, class_weight=clf.class_weight, encoder=encoder, n_jobs=clf.n_jobs,
+                            calibration=calibration, random_state=clf.random_state,  # type: ignore[arg-type]
+                            hierarchy=getattr(clf, "hierarchy_", clf.hierarchy),
+                            engine=clf.engine, checkpoint=clf.checkpoint)
+
+
+def ensemble_members(clf: TaxonomyClassifier) -> tuple[str, ...]:
+    """The members of ``clf``'s ensemble: as given, or the tier's default (+ the photo member)."""
+    members = tuple(clf.members) if clf.members is not None else DEFAULT_MEMBERS[clf.tier]
+    if clf.members is None and clf.image_encoder is not None:
+        members = (*members, "image" if clf.fusion == "late" else "fused")
+    unknown = [m for m in members if m not in MEMBERS]
+    if unknown or not members:
+        raise ValueError(f"members must be a non-empty subset of {list(MEMBERS)}, got {list(members)}")
+    return members
+
+
+def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list[str], contexts: list[str],
+                      labels: list[str]) -> FittedTier:
+    """The ensemble of an embedding tier fitted on these products (with their photos when it reads them)."""
+    from .encoders.transformer import load_text_encoder, pick_encoder
+    from .models.stacking import fit_ensemble
+
+    name = pick_encoder(titles) if clf.encoder == "auto" else clf.encoder
+    encoder = load_text_encoder(name, backend=clf.encoder_backend, max_length=clf.max_length)
+    logger.info("text encoder: %s (%s)", encoder.name, encoder.identity)
+    image_encoder = None
+    image_stats: dict[str, int] = {}
+    img = None
+    if set(ensemble_members(clf)) & set(IMAGE_MEMBERS):
+        from .encoders.image import load_image_encoder
+
+        image_encoder = load_image_encoder(clf.image_encoder or "effnet-lite0", views=clf.image_views)
+        photos = image_encoder.encode(batch.images, Path(clf.image_root or batch.root or Path.cwd()),
+                                            allow_remote=clf.allow_remote_images)
+        img = (photos.vectors, photos.mask)
+        image_stats = {"with_image": int(photos.mask.sum()), "without_image": photos.n_missing,
+                             "unusable_image": len(photos.errors)}
+        logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
+                    *image_stats.values())
+    ensemble = fit_ensemble(
+        (titles, contexts), labels, np.asarray(encoder.encode(list(titles)), dtype=np.float32),
+        batch.title_groups(), ensemble_members(clf), encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
+        validation_size=clf.validation_size, calibration=clf.calibration, epochs=clf.epochs,
+        finetune_max_length=clf.finetune_max_length, random_state=clf.random_state,
+        prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv,
+    )
+    neighbours = [scrub_pii(t) for t in titles] if ensemble.members.knn is not None else []
+    return FittedTier(ensemble, image_encoder, image_stats, neighbours)
+
+
+def labels_of(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:
+    """The training products' category paths (``y``, or the batch's ``category`` column), checked."""
+    if y is None:
+        if batch.labels is None:
+            raise TaxonomistError("expected labels: pass y=... or products with a 'category' field")
+        y = batch.labels
+    labels = [format_path(parse_path(v) if isinstance(v, str) else tuple(v)) for v in y]
+    if len(labels) != len(batch):
+        raise ValueError(f"expected one label per product: {len(batch)} products, {len(labels)} labels")
+    missing = [i for i, v in enumerate(labels) if not v]
+    if missing:
+        raise TaxonomistError(f"{len(missing)} products have no category (first at position {missing[0]}); "
+                              "read the catalogue with read_catalog(..., require_labels=True) to skip them")
+    if len(set(labels)) < 2:
+        raise TaxonomistError(
+            f"expected at least 2 categories to learn, found {len(set(labels))}: {sorted(set(labels))}; "
+            "a classifier needs examples of several categories"
+        )
+    return labels
