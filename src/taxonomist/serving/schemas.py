@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..apps.profiles import Recommendation
 from ..apps.routing import Route
 
 __all__ = [
@@ -215,17 +216,10 @@ class UserProfileResponse(BaseModel):
     bought: list[str]
 
 
-class RecommendedItem(BaseModel):
-    item: str
-    score: float
-    category: str
-    reason: str = Field(description="The term that contributed most: category, similar or popular.")
-    title: str
-
-
 class RecommendationsResponse(BaseModel):
     user: str
-    results: list[RecommendedItem]
+    results: list[Recommendation] = Field(description="Items, best first; ``reason``: the term that contributed "
+                                                    "most (category, similar or popular).")
 
 
 class DemandEvent(_Body):

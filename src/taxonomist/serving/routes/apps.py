@@ -95,7 +95,7 @@ async def user_recommendations(svc: ServiceDep,
     """Items for a shopper: their categories, items like the recently seen ones, popularity; never bought ones."""
     store = await asyncio.to_thread(_shopper, svc, user_id)
     recs = await asyncio.to_thread(store.recommend, user_id, k, None, exclude_seen)
-    return RecommendationsResponse(user=user_id, results=[r.to_dict() for r in recs])
+    return RecommendationsResponse(user=user_id, results=recs)
 
 
 @router.post("/v1/demand/forecast", tags=["demand"], response_model=DemandResponse, dependencies=[READ])
