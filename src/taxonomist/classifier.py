@@ -18,7 +18,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .exceptions import NotFittedError, TaxonomistError
-from .fitting import check_params, fit_ensemble_tier, labels_of, sparse_model
+from .explain import explain_predictions
+from .fitting import check_params, fit_ensemble_tier, labels_of, sparse_model, zero_shot_ensemble
 from .models.ensemble import Ensemble
 from .models.hierarchy import LevelIndex, Prediction, decode, predictions_frame
 from .models.sparse import SparseClassifier
@@ -322,21 +323,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             examples: optional example titles per category (few-shot).
             temperature: softmax temperature over the categories' cosine similarities.
         """
-        from .encoders.transformer import load_text_encoder, pick_encoder
-        from .models.ensemble import EnsembleMembers
-        from .models.zeroshot import TaxonomyScorer
-
         leaves = taxonomy.leaves()
         if not leaves:
             raise TaxonomistError("expected a taxonomy with at least one category, found an empty one")
         clf = cls(tier="zeroshot", encoder=encoder, min_confidence=min_confidence, encoder_backend=encoder_backend,
                   max_length=max_length, use_attributes=False)
-        name = pick_encoder([*sample_texts, *(format_path(p) for p in leaves[:2000])]) if encoder == "auto" else encoder
-        text_encoder = load_text_encoder(name, backend=encoder_backend, max_length=max_length)
-        members = EnsembleMembers([format_path(p) for p in leaves], ("zeroshot",))
-        members.zeroshot = TaxonomyScorer(temperature).build(leaves, text_encoder, descriptions, examples)
         clf.neighbour_titles_ = []
-        clf.set_fitted(Ensemble(members, {"zeroshot": 1.0}, encoder=text_encoder, embed_context=True), taxonomy)
+        clf.set_fitted(zero_shot_ensemble(leaves, encoder, sample_texts, descriptions, examples, temperature,
+                                          encoder_backend, max_length), taxonomy)
         return clf
 
     def add_category(
@@ -428,28 +422,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         mc = self.min_confidence if min_confidence is None else min_confidence
         preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
-            self._explain(preds, pairs, emb)
+            explain_predictions(self, preds, pairs, emb)
         return preds
-
-    def _explain(self, preds: list[Prediction], pairs: tuple[list[str], list[str]], emb: np.ndarray | None) -> None:
-        """Attach the sparse member's n-grams behind each leaf, and the 3 nearest training products."""
-        sparse = self.sparse_member
-        if sparse is not None:
-            pos = {str(c): i for i, c in enumerate(sparse.classes_)}
-            for p, t, c in zip(preds, *pairs, strict=True):
-                j = pos.get(format_path(p.leaf))
-                p.explanation = sparse.explain(t, c, j) if j is not None else []
-        ens = self.ensemble_
-        knn = ens.members.knn if ens is not None else None
-        if ens is None or knn is None:
-            return
-        if emb is None:
-            emb = ens.embed(*pairs)
-        if len(emb):
-            sims, idx = knn.kneighbors(emb, k=3)
-            for p, srow, irow in zip(preds, sims, idx, strict=True):
-                p.neighbours = [(self.neighbour_titles_[i], str(self.classes_[knn.labels_[i]]), round(float(v), 4))
-                                for v, i in zip(srow, irow, strict=True)]
 
     def predict_frame(self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None,
                       explain: bool = False) -> pd.DataFrame:

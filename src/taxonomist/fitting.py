@@ -5,7 +5,7 @@ the stacking itself is :mod:`taxonomist.models.stacking`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,14 +16,14 @@ from .exceptions import TaxonomistError
 from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble
 from .models.sparse import SparseClassifier
 from .products import ProductBatch
-from .taxonomy import format_path, parse_path
+from .taxonomy import CategoryPath, format_path, parse_path
 from .text import scrub_pii
 
 if TYPE_CHECKING:
     from .classifier import TaxonomyClassifier
 
 __all__ = ["DEFAULT_MEMBERS", "TIERS", "FittedTier", "check_params", "ensemble_members", "fit_ensemble_tier",
-           "labels_of", "sparse_model"]
+           "labels_of", "sparse_model", "zero_shot_ensemble"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +147,18 @@ def labels_of(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:
             "a classifier needs examples of several categories"
         )
     return labels
+
+
+def zero_shot_ensemble(leaves: Sequence[CategoryPath], encoder: str, sample_texts: Sequence[str],
+                       descriptions: Mapping[CategoryPath, str] | None, examples: Mapping[CategoryPath, Sequence[str]] | None,
+                       temperature: float, backend: str, max_length: int) -> Ensemble:
+    """The zero-shot member alone over ``leaves`` (no training data), embedding each product with its context."""
+    from .encoders.transformer import load_text_encoder, pick_encoder
+    from .models.ensemble import EnsembleMembers
+    from .models.zeroshot import TaxonomyScorer
+
+    name = pick_encoder([*sample_texts, *(format_path(p) for p in leaves[:2000])]) if encoder == "auto" else encoder
+    text_encoder = load_text_encoder(name, backend=backend, max_length=max_length)  # type: ignore[arg-type]
+    members = EnsembleMembers([format_path(p) for p in leaves], ("zeroshot",))
+    members.zeroshot = TaxonomyScorer(temperature).build(leaves, text_encoder, descriptions, examples)
+    return Ensemble(members, {"zeroshot": 1.0}, encoder=text_encoder, embed_context=True)
