@@ -260,3 +260,26 @@ def test_a_large_catalogue_is_fitted_once(sample_catalog, monkeypatch) -> None:
     monkeypatch.setattr(sparse, "MAX_CALIBRATION_ROWS", 100)
     SparseClassifier(refit=True).fit(X, y)  # asked for: refitted however small the held-out share
     assert fits[-1] == len(frame) and len(fits) == 2
+
+
+def test_decode_of_thousands_of_leaves_picks_the_same_top_k_without_sorting_every_leaf(monkeypatch) -> None:
+    from taxonomist.models import hierarchy
+    from taxonomist.models.hierarchy import LevelIndex, decode
+
+    rng = np.random.default_rng(0)
+    classes = [f"T{i % 7} > M{i % 50} > L{i}" for i in range(3000)]
+    proba = rng.dirichlet(np.full(len(classes), 0.05), size=40)
+    index = LevelIndex.build(classes)
+    want = np.argsort(-proba, axis=1)[:, :5]
+    sorted_rows: list[int] = []
+    real = np.argsort
+
+    def counting(a, *args, **kwargs):
+        sorted_rows.append(int(np.asarray(a).shape[-1]))
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(hierarchy.np, "argsort", counting)
+    preds = decode(proba, index, top_k=5, min_confidence=0.5)
+    assert [[c for c, _ in p.alternatives] for p in preds] == [[classes[j] for j in row] for row in want]
+    assert [p.leaf for p in preds] == [index.classes[row[0]] for row in want]
+    assert max(sorted_rows) <= 5  # only the k best of each row are sorted

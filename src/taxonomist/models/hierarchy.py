@@ -108,6 +108,21 @@ def level_probabilities(proba: np.ndarray, index: LevelIndex) -> list[np.ndarray
     return [np.asarray(m.T @ proba.T).T for m in index.maps]
 
 
+PARTIAL_SORT_ABOVE = 1_000
+"""Leaves above which :func:`top_leaves` selects the k best of each row before sorting them, instead of sorting
+every leaf (the sort was a quarter of prediction at 5,000 leaves)."""
+
+
+def top_leaves(proba: np.ndarray, k: int) -> np.ndarray:
+    """The column indices of each row's ``k`` largest values, largest first."""
+    if proba.shape[1] <= PARTIAL_SORT_ABOVE:
+        return np.argsort(-proba, axis=1)[:, :k]
+    n = proba.shape[1]
+    part = np.argpartition(proba, n - k, axis=1)[:, n - k:]  # (no negated copy of the whole matrix)
+    order = np.argsort(-np.take_along_axis(proba, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
 def decode(
     proba: np.ndarray,
     index: LevelIndex,
@@ -119,7 +134,7 @@ def decode(
     levels = level_probabilities(proba, index)
     node_pos = [{n: i for i, n in enumerate(nodes)} for nodes in index.nodes]
     k = max(1, min(top_k, proba.shape[1]))
-    top = np.argsort(-proba, axis=1)[:, :k]
+    top = top_leaves(proba, k)
     out = []
     for i in range(proba.shape[0]):
         best = int(top[i, 0])
