@@ -283,3 +283,21 @@ def test_decode_of_thousands_of_leaves_picks_the_same_top_k_without_sorting_ever
     assert [[c for c, _ in p.alternatives] for p in preds] == [[classes[j] for j in row] for row in want]
     assert [p.leaf for p in preds] == [index.classes[row[0]] for row in want]
     assert max(sorted_rows) <= 5  # only the k best of each row are sorted
+
+
+def test_top_label_map_of_thousands_of_classes_sorts_only_the_two_best(monkeypatch) -> None:
+    from taxonomist.models import calibration, hierarchy
+    from taxonomist.models.calibration import apply_top_label
+
+    rng = np.random.default_rng(1)
+    proba = rng.dirichlet(np.full(3000, 0.05), size=30)
+    knots = (np.array([0.0, 0.5, 1.0]), np.array([0.1, 0.4, 0.95]))
+    monkeypatch.setattr(hierarchy, "PARTIAL_SORT_ABOVE", 10**9)
+    want = apply_top_label(proba, knots)  # every column sorted
+    monkeypatch.undo()
+    sorted_rows: list[int] = []
+    real = np.argsort
+    monkeypatch.setattr(calibration.np, "argsort",
+                        lambda a, *args, **kw: sorted_rows.append(int(np.asarray(a).shape[-1])) or real(a, *args, **kw))
+    np.testing.assert_array_equal(apply_top_label(proba, knots), want)
+    assert max(sorted_rows, default=0) <= 2

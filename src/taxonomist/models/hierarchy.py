@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from ..taxonomy import CategoryPath, format_path, parse_path
 
-__all__ = ["LevelIndex", "Prediction", "decode", "level_probabilities", "predictions_frame"]
+__all__ = ["LevelIndex", "Prediction", "decode", "level_probabilities", "predictions_frame", "top_leaves"]
 
 
 @dataclass
@@ -115,7 +115,7 @@ every leaf (the sort was a quarter of prediction at 5,000 leaves)."""
 
 def top_leaves(proba: np.ndarray, k: int) -> np.ndarray:
     """The column indices of each row's ``k`` largest values, largest first."""
-    if proba.shape[1] <= PARTIAL_SORT_ABOVE:
+    if proba.shape[1] <= PARTIAL_SORT_ABOVE or k >= proba.shape[1]:
         return np.argsort(-proba, axis=1)[:, :k]
     n = proba.shape[1]
     part = np.argpartition(proba, n - k, axis=1)[:, n - k:]  # (no negated copy of the whole matrix)
