@@ -170,6 +170,21 @@ def read_input(
     return cat
 
 
+def products_in(text: list[str] | None, catalog: Path | None, mapping: list[str] | None, label_columns: str | None,
+                sep: str, with_columns: list[Path] | None, encoding: str | None, no_header: bool, columns: str | None,
+                strict: bool, delimiter: str | None = None) -> tuple[Any, Any]:
+    """A command's products, as (frame, catalogue): the ``--text`` titles (ids 1, 2, ...; no catalogue), or the
+    catalogue file read and validated."""
+    import pandas as pd
+
+    if text:
+        return pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text}), None
+    assert catalog is not None
+    cat = read_input(catalog, mapping, label_columns, sep, with_columns, encoding, no_header, columns, strict, False,
+                     delimiter=delimiter)
+    return cat.frame, cat
+
+
 @contextmanager
 def spinner(text: str) -> Iterator[None]:
     """A spinner on a terminal; elsewhere (CI logs, nohup, a pipe) a line when the work starts and when it ends."""

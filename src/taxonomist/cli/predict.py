@@ -41,6 +41,7 @@ from .common import (
     console,
     make_progress,
     out,
+    products_in,
     read_input,
     read_options,
     spinner,
@@ -169,7 +170,6 @@ def predict(
 
     A folder as input, a folder as -o (no .csv/.jsonl/.parquet suffix) or --engine ray runs a batch job: one
     Parquet part per input shard plus _manifest.json; the same command run again resumes it."""
-    import pandas as pd
 
     from ..classifier import load
 
@@ -193,13 +193,9 @@ def predict(
                        image_root=str(image_root.resolve()) if image_root else None)
         return
     clf = load(model)
-    cat = None
-    if text:
-        frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
-    else:
-        assert catalog is not None
-        cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter)
-        frame = cat.frame
+    frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
+                             strict, delimiter)
+    if cat is not None:
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if fill is not None:
@@ -366,7 +362,6 @@ def classify(
     encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Zero-shot: classify products into a taxonomy from its category names alone, with no training data."""
-    import pandas as pd
 
     from ..classifier import TaxonomyClassifier
     from ..taxonomy import Taxonomy
@@ -376,13 +371,8 @@ def classify(
     if (catalog is None) == (not text):
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
     tax = Taxonomy.load(taxonomy, format=tax_format)  # type: ignore[arg-type]
-    cat = None
-    if text:
-        frame = pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text})
-    else:
-        assert catalog is not None
-        cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter)
-        frame = cat.frame
+    frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
+                             strict, delimiter)
     # the label embeddings show their own progress bar (a first run over Google's 5,595 nodes takes minutes on a
     # CPU; they are cached after it)
     console.print(f"embedding the {len(tax.leaves()):,} categories of {taxonomy.name} (cached after the first run)",
