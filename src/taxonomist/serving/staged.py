@@ -21,7 +21,7 @@ __all__ = ["Pending", "first_stage", "second_stage"]
 class Pending:
     """Products :func:`first_stage` left to the second."""
 
-    batch: ProductBatch  # the products left (the whole call when nothing was answered: photos are read from it)
+    batch: ProductBatch | None  # the whole call, when nothing was answered (its photos are read); else None
     titles: list[str]
     contexts: list[str]
     sparse_log: np.ndarray | None  # the sparse member's log-probabilities, when the cascade computed them
@@ -50,8 +50,8 @@ def first_stage(clf: TaxonomyClassifier, X: Any, top_k: int = 3,
         first[i] = p
     if not len(hard):
         return first, None
-    return first, Pending(batch.subset(hard), [titles[i] for i in hard], [contexts[i] for i in hard],
-                          sparse_log[hard], top_k, mc)
+    # (no batch: the cascade's leftovers are text-only, and the sparse log-probabilities are already computed)
+    return first, Pending(None, [titles[i] for i in hard], [contexts[i] for i in hard], sparse_log[hard], top_k, mc)
 
 
 def second_stage(clf: TaxonomyClassifier, pending: Sequence[Pending]) -> list[list[Prediction]]:
@@ -69,8 +69,8 @@ def second_stage(clf: TaxonomyClassifier, pending: Sequence[Pending]) -> list[li
             logs = np.vstack([p.sparse_log for p in parts if p.sparse_log is not None])
             proba = clf.proba_of(pairs, sparse_log=logs)[0]
         else:  # their photos read together
-            img = [clf.photos(p.batch) for p in parts]
-            photos = None if img[0] is None else (np.vstack([v for v, _ in img]), np.concatenate([m for _, m in img]))  # type: ignore[misc]
+            img = [clf.photos(p.batch) for p in parts if p.batch is not None]
+            photos = None if not img or img[0] is None else (np.vstack([v for v, _ in img]), np.concatenate([m for _, m in img]))  # type: ignore[misc]
             proba = clf.proba_of(pairs, img=photos)[0]
         start = 0
         for i, p in zip(group, parts, strict=True):
