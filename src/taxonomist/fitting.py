@@ -106,20 +106,21 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
     image_encoder = None
     image_stats: dict[str, int] = {}
     img = None
-    if set(ensemble_members(clf)) & set(IMAGE_MEMBERS):
+    members = ensemble_members(clf)
+    if set(members) & set(IMAGE_MEMBERS):
         from .encoders.image import load_image_encoder
 
         image_encoder = load_image_encoder(clf.image_encoder or "effnet-lite0", views=clf.image_views)
         photos = image_encoder.encode(batch.images, Path(clf.image_root or batch.root or Path.cwd()),
-                                            allow_remote=clf.allow_remote_images)
+                                      allow_remote=clf.allow_remote_images)
         img = (photos.vectors, photos.mask)
         image_stats = {"with_image": int(photos.mask.sum()), "without_image": photos.n_missing,
-                             "unusable_image": len(photos.errors)}
+                       "unusable_image": len(photos.errors)}
         logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
                     *image_stats.values())
     ensemble = fit_ensemble(
         (titles, contexts), labels, np.asarray(encoder.encode(list(titles)), dtype=np.float32),
-        batch.title_groups(), ensemble_members(clf), encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
+        batch.title_groups(), members, encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
         validation_size=clf.validation_size, calibration=clf.calibration, epochs=clf.epochs,
         finetune_max_length=clf.finetune_max_length, random_state=clf.random_state,
         prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv,
