@@ -30,7 +30,7 @@ from .text import field_text, normalize_for_sparse
 from .validation import MAX_TEXT_CHARS, MAX_TITLE_CHARS
 
 __all__ = ["CANONICAL_FIELDS", "MAX_TEXT_CHARS", "MAX_TITLE_CHARS", "ProductBatch", "fingerprint", "groups_of",
-           "kind_of_product", "title_hashes"]
+           "kind_of_product"]
 
 CANONICAL_FIELDS = ("id", "title", "description", "category", "image")
 
@@ -52,11 +52,6 @@ def kind_of_product(column: object) -> bool:
 
 def _hash(normalised: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalised.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-def title_hashes(titles: Iterable[str]) -> np.ndarray:
-    """64-bit hashes of normalised titles (used to detect evaluation on products seen in training)."""
-    return np.array([_hash(normalize_for_sparse(t)) for t in titles], dtype=np.int64)
 
 
 def fingerprint(titles: Iterable[str], labels: Iterable[str]) -> str:
@@ -216,7 +211,7 @@ class ProductBatch:
         return groups_of(self.normalised_titles)
 
     def title_hashes(self) -> np.ndarray:
-        """64-bit hashes of the normalised titles (:func:`title_hashes`)."""
+        """64-bit hashes of the normalised titles (to detect evaluation on products seen in training)."""
         return np.array([_hash(t) for t in self.normalised_titles], dtype=np.int64)
 
     def fingerprint(self, labels: Iterable[str]) -> str:

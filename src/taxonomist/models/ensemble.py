@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from ..exceptions import TaxonomistError
+from ..products import Images
 from ..taxonomy import CategoryPath, format_path, parse_path
 from .calibration import apply_top_label, softmax_with_temperature
 from .embed import EmbedHead, NeighbourIndex
@@ -37,8 +38,6 @@ IMAGE_MEMBERS = ("image", "fused")
 """Members that read product photos: ``image`` (late fusion: a head on image features, pooled with the text
 members; it abstains on products without a usable image) and ``fused`` (early fusion: one head on the text
 embedding concatenated with the image features, zeros and a missing-image flag when there is none)."""
-Images = tuple[np.ndarray, np.ndarray]
-"""(vectors (n, d), mask (n,)): image features and which products have a usable image."""
 
 
 def fused_features(emb: np.ndarray, img: Images) -> np.ndarray:

@@ -19,12 +19,12 @@ from scipy.optimize import minimize
 from sklearn.model_selection import GroupShuffleSplit
 
 from ..metrics import macro_f1_accuracy
+from ..products import Images
 from .calibration import fit_temperature, fit_top_label, softmax_with_temperature
 from .ensemble import (
     EPS,
     Ensemble,
     EnsembleMembers,
-    Images,
     finetune_texts,
     fused_features,
     paths,
