@@ -3,6 +3,8 @@ adding a category without retraining; tiny random encoder for the mechanics, the
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -434,3 +436,40 @@ def same_predictions(got, want) -> None:
         [(p.category, [c for c, _ in p.alternatives]) for p in want]
     np.testing.assert_allclose([s for p in got for _, s in p.alternatives],
                                [s for p in want for _, s in p.alternatives], atol=1e-4)
+
+
+def test_embedding_members_can_read_the_description_and_attributes_with_the_title(tiny_encoder_dir, tmp_path,
+                                                                                   monkeypatch) -> None:
+    """``embed_context=True``: the neighbour and zero-shot members embed "title | description, attributes" (as a
+    zero-shot model does), in training and in prediction, and a saved model keeps reading that way; a bundle
+    saved before the option existed embeds titles, as it was trained."""
+    from taxonomist.encoders import transformer
+
+    seen: list[str] = []
+    real = transformer.TextEncoder.encode
+
+    def spy(self, texts, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.extend(texts)
+        return real(self, texts, *a, **k)
+
+    monkeypatch.setattr(transformer.TextEncoder, "encode", spy)
+    df = pd.DataFrame({"title": [t for t, _ in TINY] * 3, "category": [c for _, c in TINY] * 3,
+                       "description": ["cotton stretch fabric"] * (3 * len(TINY))})
+    clf = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), embed_context=True,
+                                cascade=False).fit(df)
+    assert "Levis Men Blue Slim Jeans | cotton stretch fabric" in seen
+    assert "Levis Men Blue Slim Jeans" not in seen
+    seen.clear()
+    loaded = tx.load(clf.save(tmp_path / "m"))
+    loaded.predict_products([{"title": "Nike Men Running Sports Shoes", "description": "mesh upper"}])
+    assert seen == ["Nike Men Running Sports Shoes | mesh upper"]
+
+    titles_only = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), cascade=False).fit(df)
+    path = titles_only.save(tmp_path / "old")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["tier_params"].pop("embed_context") is False
+    manifest["config"].pop("embed_context")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    seen.clear()
+    tx.load(path).predict_products([{"title": "Nike Men Running Sports Shoes", "description": "mesh upper"}])
+    assert seen == ["Nike Men Running Sports Shoes"]

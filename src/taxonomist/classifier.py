@@ -60,6 +60,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             ``minilm-en``), a preset, a local model folder / ONNX file, or a locally cached model name.
         encoder_backend: ``"auto"``, ``"torch"`` or ``"onnx"``.
         max_length: tokens per text for the encoder.
+        embed_context: the embedding members (neighbours, zero-shot prior, embedding heads) read the title with
+            the beginning of the description and attributes, as a zero-shot model does, instead of the title alone.
         members: ensemble members (default per tier, from ``sparse``, ``knn``, ``zeroshot``, ``embed``).
         knn_k: neighbours that vote in the ``knn`` member.
         validation_size: share of title groups held out to fit the ensemble when one split is used (``cv < 2``,
@@ -125,6 +127,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder: str = "auto",
         encoder_backend: Literal["auto", "torch", "onnx"] = "auto",
         max_length: int = 64,
+        embed_context: bool = False,
         members: Sequence[str] | None = None,
         knn_k: int = 10,
         validation_size: float = 0.15,
@@ -169,6 +172,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.image_root = image_root
         self.allow_remote_images = allow_remote_images
         self.cascade = cascade
+        self.embed_context = embed_context
         self.cv = cv
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
@@ -327,7 +331,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if not leaves:
             raise TaxonomistError("expected a taxonomy with at least one category, found an empty one")
         clf = cls(tier="zeroshot", encoder=encoder, min_confidence=min_confidence, encoder_backend=encoder_backend,
-                  max_length=max_length, use_attributes=False)
+                  max_length=max_length, use_attributes=False, embed_context=True)
         clf.neighbour_titles_ = []
         clf.set_fitted(zero_shot_ensemble(leaves, encoder, sample_texts, descriptions, examples, temperature,
                                           encoder_backend, max_length), taxonomy)

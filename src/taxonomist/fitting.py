@@ -15,6 +15,7 @@ import numpy as np
 from .exceptions import TaxonomistError
 from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble
 from .models.sparse import SparseClassifier
+from .models.zeroshot import zero_shot_queries
 from .products import ProductBatch
 from .taxonomy import CategoryPath, format_path, parse_path
 from .text import scrub_pii
@@ -118,13 +119,15 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
                        "unusable_image": len(photos.errors)}
         logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
                     *image_stats.values())
+    embedded = zero_shot_queries(titles, contexts) if clf.embed_context else list(titles)
     ensemble = fit_ensemble(
-        (titles, contexts), labels, np.asarray(encoder.encode(list(titles)), dtype=np.float32),
+        (titles, contexts), labels, np.asarray(encoder.encode(embedded), dtype=np.float32),
         batch.title_groups(), members, encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
         validation_size=clf.validation_size, calibration=clf.calibration, epochs=clf.epochs,
         finetune_max_length=clf.finetune_max_length, random_state=clf.random_state,
         prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv,
     )
+    ensemble.embed_context = clf.embed_context
     neighbours = [scrub_pii(t) for t in titles] if ensemble.members.knn is not None else []
     return FittedTier(ensemble, image_encoder, image_stats, neighbours)
 

@@ -457,7 +457,8 @@ class Ensemble:
         params, arrays, objects = members_state(self.members)
         params.update(weights=self.weights, temperature=self.temperature, encoder=self.encoder.describe(),
                       prior_shift=self.prior_shift, rank_unshifted=self.rank_unshifted, cascade=self.cascade,
-                      validation_macro_f1=self.validation_scores, stacking=self.stacking)
+                      validation_macro_f1=self.validation_scores, stacking=self.stacking,
+                      embed_context=self.embed_context)
         if self.top_label is not None:
             arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label
         raw = {"finetune.safetensors": self.members.finetune.to_bytes()} if self.members.finetune is not None else {}
@@ -467,7 +468,7 @@ class Ensemble:
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any],
                    encoder: Any, finetune_blob: bytes | None = None) -> Ensemble:
         """The ensemble :meth:`get_state` described (older bundles: no cascade, no stacking report, the shifted
-        top probability)."""
+        top probability, titles embedded alone)."""
         return cls(
             members=members_from_state(params, arrays, objects, encoder, finetune_blob),
             weights={str(k): float(v) for k, v in params["weights"].items()},
@@ -479,4 +480,5 @@ class Ensemble:
             cascade=None if params.get("cascade") is None else float(params["cascade"]),
             stacking=dict(params.get("stacking") or {}),
             encoder=encoder,
+            embed_context=bool(params.get("embed_context", False)),
         )
