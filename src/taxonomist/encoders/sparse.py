@@ -13,6 +13,7 @@ use jieba words and char 1–3-grams instead, since CJK text has no spaces betwe
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ __all__ = ["SparseTextEncoder"]
 logger = logging.getLogger(__name__)
 
 CJK_THRESHOLD = 0.1
+_FIT_CHUNK = 10_000  # documents whose n-gram ids are buffered before they are counted
+_TRANSFORM_CHUNK = 20_000  # products whose features are built together
 
 
 def _identity(s: str) -> str:
@@ -59,11 +62,91 @@ def l2_normalize(x: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     return x
 
 
+def _scaled(x: sp.csr_matrix, weight: float) -> sp.csr_matrix:
+    """``x * weight``, in place."""
+    if weight != 1.0:
+        x.data *= np.asarray(weight, dtype=x.dtype)
+    return x
+
+
 def _rows(x: sp.csr_matrix, codes: np.ndarray) -> sp.csr_matrix:
     """``x[codes]``, without the copy when every row is wanted once in order (a batch of distinct titles)."""
     if len(codes) == x.shape[0] and (len(codes) == 0 or (codes[0] == 0 and (np.diff(codes) == 1).all())):
         return x
     return x[codes]
+
+
+def _wb_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
+    """The ``char_wb`` n-grams of one word, as scikit-learn cuts them (the word padded with a space each side; a
+    word shorter than ``n`` counted once)."""
+    w = f" {word} "
+    size = len(w)
+    out = []
+    for n in range(min_n, max_n + 1):
+        out.extend(w[off : off + n] for off in range(max(1, size - n + 1)))
+        if size <= n:
+            break
+    return out
+
+
+def _learn_vocabulary(vec: TfidfVectorizer, docs: Sequence[str], min_df: int) -> None:
+    """Fit ``vec`` as ``vec.fit(docs)`` does -- the same vocabulary (sorted terms, those in at least ``min_df``
+    documents) and idf (smoothed, in the vectorizer's dtype) -- from document frequencies counted in place.
+
+    scikit-learn builds the whole count matrix to learn them, its column indices first as a list of Python ints:
+    36 bytes per stored value, which at a million products is most of the machine. Here each document adds its
+    distinct n-gram ids to a buffer of 4-byte ints, counted every ``_FIT_CHUNK`` documents."""
+    ids: dict[str, int] = {}
+    df = np.zeros(0, dtype=np.int64)
+    buf = array("i")
+
+    def count() -> None:
+        nonlocal df
+        n = np.bincount(np.frombuffer(buf, dtype=np.intc), minlength=len(ids)) if len(buf) else np.zeros(len(ids), np.int64)
+        df = np.concatenate([df, np.zeros(len(n) - len(df), dtype=np.int64)]) + n
+        del buf[:]
+
+    if vec.analyzer == "char_wb":  # n-grams within words: each distinct word cut once
+        lo, hi = vec.ngram_range
+        words: dict[str, tuple[int, ...]] = {}
+        for i, doc in enumerate(docs):
+            grams: set[int] = set()
+            for word in doc.split():
+                g = words.get(word)
+                if g is None:
+                    if len(words) > _CharWbIndex.MAX_WORDS:
+                        words.clear()
+                    g = words[word] = tuple(ids.setdefault(t, len(ids)) for t in _wb_ngrams(word, lo, hi))
+                grams.update(g)
+            buf.extend(grams)
+            if i % _FIT_CHUNK == _FIT_CHUNK - 1:
+                count()
+    else:
+        analyze = vec.build_analyzer()
+        for i, doc in enumerate(docs):
+            buf.extend({ids.setdefault(t, len(ids)) for t in analyze(doc)})
+            if i % _FIT_CHUNK == _FIT_CHUNK - 1:
+                count()
+    count()
+    if not ids:
+        raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+    terms = list(ids)
+    ids.clear()
+    kept = np.flatnonzero(df >= min_df)
+    if not len(kept):
+        raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
+    order = sorted(kept.tolist(), key=terms.__getitem__)
+    dtype = vec.dtype if vec.dtype in (np.float32, np.float64) else np.float64
+    d = df[order].astype(dtype)
+    d += 1.0  # smoothed idf, computed as TfidfTransformer.fit does
+    idf = np.full_like(d, fill_value=len(docs) + 1, dtype=dtype)
+    idf /= d
+    np.log(idf, out=idf)
+    idf += 1.0
+    vec.vocabulary_ = {terms[j]: i for i, j in enumerate(order)}
+    vec.fixed_vocabulary_ = False
+    vec.idf_ = idf
+    vec._tfidf.n_features_in_ = len(order)
 
 
 class _TfidfIndex:
@@ -80,13 +163,14 @@ class _TfidfIndex:
         raise NotImplementedError
 
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
-        indices: list[int] = []
-        indptr = [0]
+        indices = array("i")  # 4 bytes per stored value (a list would hold a Python int of 36 bytes for each)
+        indptr = array("q", [0])
         for doc in docs:
             indices.extend(self._features(doc))
             indptr.append(len(indices))
         x = sp.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
+            (np.ones(len(indices), dtype=np.float32), np.frombuffer(indices, dtype=np.intc),
+             np.frombuffer(indptr, dtype=np.int64)),
             shape=(len(docs), len(self.idf)),
         )
         x.sum_duplicates()
@@ -125,18 +209,7 @@ class _CharWbIndex(_TfidfIndex):
         self.cache: dict[str, list[int]] = {}
 
     def _grams(self, word: str) -> list[int]:
-        w = f" {word} "
-        size = len(w)
-        vocab = self.vocab
-        out = []
-        for n in range(self.min_n, self.max_n + 1):
-            for off in range(max(1, size - n + 1)):
-                j = vocab.get(w[off : off + n])
-                if j is not None:
-                    out.append(j)
-            if size <= n:  # a short word is counted once, as scikit-learn does
-                break
-        return out
+        return [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None]
 
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
         if len(self.cache) > self.MAX_WORDS:
@@ -239,11 +312,12 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             logger.info("sparse features: 2 x %d hashed (cjk=%s)", self.n_features, self.cjk_)
             return self
         docs = [a + " " + b if b else a for a, b in zip(t, c, strict=True)]
+        del t, c
         min_df = self.min_df if len(docs) > 5 * self.min_df else 1
         word.set_params(min_df=min_df)
         char.set_params(min_df=min_df)
-        word.fit(docs)
-        char.fit(docs)
+        _learn_vocabulary(word, docs, min_df)
+        _learn_vocabulary(char, docs, min_df)
         self.word_ = word
         self.char_ = char
         self.n_features_out_ = len(word.vocabulary_) + len(char.vocabulary_)
@@ -257,14 +331,18 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         ("Men Navy Blue Summer Casual") repeat far more, so this is most of the speed of the sparse tier.
         """
         check_is_fitted(self, "word_")
+        if len(titles) > _TRANSFORM_CHUNK:  # blocks of rows: the temporaries of one block at a time
+            step = _TRANSFORM_CHUNK
+            return sp.vstack([self.transform(titles[i:i + step], None if contexts is None else contexts[i:i + step])
+                              for i in range(0, len(titles), step)], format="csr")
         t_codes, t_norm = _unique_normalized(titles)
         c_codes, c_norm = _unique_normalized(contexts) if contexts is not None else (None, [])
         has_context = c_codes is not None and any(c_norm)
         blocks = []
-        for vec in self._indexes():
-            x = _rows(vec.transform(t_norm), t_codes) * self.title_weight
+        for vec in self._indexes():  # each matrix below is new: scaled and normalised in place
+            x = _scaled(_rows(vec.transform(t_norm), t_codes), self.title_weight)
             if has_context and c_codes is not None:
-                x = l2_normalize(x + _rows(vec.transform(c_norm), c_codes) * self.context_weight)
+                x = l2_normalize(x + _scaled(_rows(vec.transform(c_norm), c_codes), self.context_weight), copy=False)
             blocks.append(x)
         return sp.hstack(blocks, format="csr")
 
