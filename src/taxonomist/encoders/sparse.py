@@ -81,7 +81,7 @@ def _wb_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
     word shorter than ``n`` counted once)."""
     w = f" {word} "
     size = len(w)
-    out = []
+    out: list[str] = []
     for n in range(min_n, max_n + 1):
         out.extend(w[off : off + n] for off in range(max(1, size - n + 1)))
         if size <= n:
