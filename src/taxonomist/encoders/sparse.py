@@ -146,7 +146,6 @@ def _learn_vocabulary(vec: TfidfVectorizer, docs: Sequence[str], min_df: int) ->
     vec.vocabulary_ = {terms[j]: i for i, j in enumerate(order)}
     vec.fixed_vocabulary_ = False
     vec.idf_ = idf
-    vec._tfidf.n_features_in_ = len(order)
 
 
 class _TfidfIndex:
