@@ -473,3 +473,27 @@ def test_embedding_members_can_read_the_description_and_attributes_with_the_titl
     seen.clear()
     tx.load(path).predict_products([{"title": "Nike Men Running Sports Shoes", "description": "mesh upper"}])
     assert seen == ["Nike Men Running Sports Shoes"]
+
+
+def test_auto_compares_title_and_title_plus_context_embeddings_out_of_fold(tiny_encoder_dir, tmp_path) -> None:
+    """``embed_context="auto"``: cross-validation compares the two embeddings on the user's data; the context is
+    kept only when it helps beyond noise, the stacking report says which and with what scores, and the saved
+    model embeds what it was fitted on. Products with no context are embedded once, by title."""
+    rows = [(t, c) for t, c in TINY] * 4
+    df = pd.DataFrame({"title": [t for t, _ in rows], "category": [c for _, c in rows],
+                       "description": [f"{c.split(' > ')[-1]} item number {i}" for i, (_, c) in enumerate(rows)]})
+    clf = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), embed_context="auto").fit(df)
+    report = clf.stacking_
+    assert report["embedding"] in ("title", "title + context")
+    assert set(report["embedding_scores"]) == {"title", "title + context"}
+    assert clf.model_.embed_context is (report["embedding"] == "title + context")
+    assert "embeddings of the" in report["summary"]
+    loaded = tx.load(clf.save(tmp_path / "m"))
+    assert loaded.model_.embed_context is clf.model_.embed_context and loaded.embed_context == "auto"
+    np.testing.assert_allclose(loaded.predict_proba(df.head(6)), clf.predict_proba(df.head(6)), atol=2e-3)
+
+    titles_only = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), embed_context="auto")
+    titles_only.fit(df.drop(columns="description"))
+    assert "embedding" not in titles_only.stacking_ and titles_only.model_.embed_context is False
+    with pytest.raises(ValueError, match="embed_context"):
+        tx.TaxonomyClassifier(tier="ensemble", embed_context="yes").fit(df)

@@ -60,8 +60,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             ``minilm-en``), a preset, a local model folder / ONNX file, or a locally cached model name.
         encoder_backend: ``"auto"``, ``"torch"`` or ``"onnx"``.
         max_length: tokens per text for the encoder.
-        embed_context: the embedding members (neighbours, zero-shot prior, embedding heads) read the title with
-            the beginning of the description and attributes, as a zero-shot model does, instead of the title alone.
+        embed_context: what the embedding members (neighbours, zero-shot prior, embedding heads) read: ``False``
+            the title, ``True`` the title with the beginning of the description and attributes (as a zero-shot
+            model does), ``"auto"`` both compared by cross-validation on the training data, the title + context
+            kept only when it predicts better beyond noise (members sparse / knn / zeroshot without photos; else
+            the title); ``stacking_["embedding"]`` says which.
         members: ensemble members (default per tier, from ``sparse``, ``knn``, ``zeroshot``, ``embed``).
         knn_k: neighbours that vote in the ``knn`` member.
         validation_size: share of title groups held out to fit the ensemble when one split is used (``cv < 2``,
@@ -127,7 +130,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder: str = "auto",
         encoder_backend: Literal["auto", "torch", "onnx"] = "auto",
         max_length: int = 64,
-        embed_context: bool = False,
+        embed_context: bool | Literal["auto"] = False,
         members: Sequence[str] | None = None,
         knn_k: int = 10,
         validation_size: float = 0.15,

@@ -18,7 +18,7 @@ from .models.sparse import SparseClassifier
 from .models.zeroshot import zero_shot_queries
 from .products import ProductBatch
 from .taxonomy import CategoryPath, format_path, parse_path
-from .text import scrub_pii
+from .text import field_text, scrub_pii
 
 if TYPE_CHECKING:
     from .classifier import TaxonomyClassifier
@@ -53,6 +53,8 @@ def check_params(clf: TaxonomyClassifier) -> None:
     if clf.image_encoder is not None and clf.tier in ("sparse", "zeroshot"):
         raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {clf.tier!r}; use "
                          "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
+    if clf.embed_context not in (True, False, "auto"):
+        raise ValueError(f"embed_context must be True, False or 'auto', got {clf.embed_context!r}")
     if clf.fusion not in ("late", "early"):
         raise ValueError(f"fusion must be 'late' or 'early', got {clf.fusion!r}")
     if clf.dp_epsilon is not None and not (0 < clf.dp_epsilon < float("inf")):
@@ -119,17 +121,40 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
                        "unusable_image": len(photos.errors)}
         logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
                     *image_stats.values())
-    embedded = zero_shot_queries(titles, contexts) if clf.embed_context else list(titles)
+    emb, alt_emb = _embeddings(clf, encoder, members, titles, contexts, img is not None)
     ensemble = fit_ensemble(
-        (titles, contexts), labels, np.asarray(encoder.encode(embedded), dtype=np.float32),
+        (titles, contexts), labels, emb,
         batch.title_groups(), members, encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
         validation_size=clf.validation_size, calibration=clf.calibration, epochs=clf.epochs,
         finetune_max_length=clf.finetune_max_length, random_state=clf.random_state,
-        prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv,
+        prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv, alt_emb=alt_emb,
     )
-    ensemble.embed_context = clf.embed_context
+    ensemble.embed_context = ensemble.embed_context or clf.embed_context is True
     neighbours = [scrub_pii(t) for t in titles] if ensemble.members.knn is not None else []
     return FittedTier(ensemble, image_encoder, image_stats, neighbours)
+
+
+def _embeddings(clf: TaxonomyClassifier, encoder: Any, members: Sequence[str], titles: list[str],
+                contexts: list[str], photos: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(what the embedding members are fitted on, the alternative cross-validation compares it with or ``None``):
+    ``embed_context=True`` the title + context, ``False`` the title, ``"auto"`` both when the products have a
+    context and the members allow the comparison (else the title)."""
+    from .models.stacking import CONTEXT_MEMBERS
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(encoder.encode(texts), dtype=np.float32)
+
+    if clf.embed_context is True:
+        return encode(zero_shot_queries(titles, contexts)), None
+    emb = encode(list(titles))
+    if clf.embed_context != "auto" or photos or not set(members) <= CONTEXT_MEMBERS \
+            or not set(members) & {"knn", "zeroshot"}:
+        return emb, None
+    queries = zero_shot_queries(titles, contexts)
+    if queries == [field_text(t) for t in titles]:  # nothing but titles: nothing to compare
+        return emb, None
+    logger.info("embedding the titles with their context too, to compare both out of fold")
+    return emb, encode(queries)
 
 
 def labels_of(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:

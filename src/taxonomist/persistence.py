@@ -114,7 +114,6 @@ def _ensemble_from_state(clf: TaxonomyClassifier, params: dict[str, Any], arrays
     ensemble = Ensemble.from_state(params, arrays, objects, encoder, finetune_blob)
     # a zero-shot model embeds the title with its context (older zero-shot bundles do not say so)
     ensemble.embed_context = ensemble.embed_context or clf.tier == "zeroshot"
-    clf.embed_context = ensemble.embed_context
     clf.neighbour_titles_ = list(objects.get("neighbour_titles", []))
     clf.image_encoder_ = None
     clf.image_stats_ = dict(params.get("image_stats") or {})

@@ -35,8 +35,9 @@ from .ensemble import (
 from .sparse import SparseClassifier
 from .zeroshot import TaxonomyScorer
 
-__all__ = ["CASCADE_THRESHOLDS", "PRIOR_SHIFTS", "STACK_TOLERANCE", "calibrate", "fit_ensemble", "fit_log_linear",
-           "group_folds", "select_cascade", "select_stack", "split_for_validation", "stacking_summary"]
+__all__ = ["CASCADE_THRESHOLDS", "CONTEXT_MEMBERS", "PRIOR_SHIFTS", "STACK_TOLERANCE", "calibrate", "fit_ensemble",
+           "fit_log_linear", "gain_interval", "group_folds", "select_cascade", "select_stack", "split_for_validation",
+           "stacking_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +134,7 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
     best = max(ok, key=lambda k: (round(sum(scores[k]), 10), k == floor))
     lo = hi = 0.0
     if best != floor:
-        rng = np.random.default_rng(seed)
-        chosen, base = predict(best[0])[best[1]], predict(floor[0])[floor[1]]
-        gains = []
-        for _ in range(n_boot):
-            wts = rng.poisson(1.0, len(y)).astype(np.float64)
-            gains.append(sum(macro_f1_accuracy(y, chosen, n_classes, wts))
-                         - sum(macro_f1_accuracy(y, base, n_classes, wts)))
-        lo, hi = (float(v) for v in np.quantile(gains, [0.1, 0.9]))
+        lo, hi = gain_interval(y, predict(best[0])[best[1]], predict(floor[0])[floor[1]], n_classes, n_boot, seed)
         if lo <= 0:
             logger.info("stacking: %s with prior shift %s gains %.4f (80%% interval %.4f..%.4f): within noise",
                         best[0], best[1], sum(scores[best]) - f0 - a0, lo, hi)
@@ -158,6 +152,19 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
     logger.info("stacking: %d configurations scored out of fold; chosen %s, prior shift %s (macro-F1 %.4f, accuracy "
                 "%.4f; the sparse member alone %.4f / %.4f)", len(scores), best[0], tau, *scores[best], f0, a0)
     return weights, tau, report
+
+
+def gain_interval(y: np.ndarray, chosen: np.ndarray, base: np.ndarray, n_classes: int, n_boot: int = 200,
+                  seed: int = 0) -> tuple[float, float]:
+    """80 % interval of the gain in macro-F1 + accuracy of predictions ``chosen`` over ``base`` (paired
+    bootstrap: ``n_boot`` Poisson resamples of the products)."""
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(n_boot):
+        wts = rng.poisson(1.0, len(y)).astype(np.float64)
+        gains.append(sum(macro_f1_accuracy(y, chosen, n_classes, wts)) - sum(macro_f1_accuracy(y, base, n_classes, wts)))
+    lo, hi = np.quantile(gains, [0.1, 0.9])
+    return float(lo), float(hi)
 
 
 def _sample(n: int, cap: int, seed: int) -> np.ndarray:
@@ -271,6 +278,11 @@ def stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) ->
         used = ", ".join(f"{k} {w:.2f}" for k, w in weights.items() if w > 0)
         text = (f"{head}: members {used}, prior shift {report['prior_shift']:g} -- macro-F1 {f:.4f}, accuracy "
                 f"{a:.4f} out of fold, against {f0:.4f} / {a0:.4f} for the {report.get('anchor', 'sparse')} member alone")
+    if "embedding" in report:
+        other = "title" if report["embedding"] != "title" else "title + context"
+        o = report["embedding_scores"][other]
+        text += (f"; embeddings of the {report['embedding']} (with the {other}: {o['macro_f1']:.4f} / "
+                 f"{o['accuracy']:.4f})")
     return {**report, "summary": text}
 
 
@@ -298,8 +310,7 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
     """Each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw."""
     y, emb, img = d.y, d.emb, d.img
     t = dict.fromkeys(_TEMPERATURES, 1.0)
-    held = np.concatenate([b[np.isin(y[b], y[a])] for a, b in splits])
-    sample = np.sort(held[_sample(len(held), _TEMPERATURE_ROWS, seed)])
+    sample = _temperature_sample(splits, y, seed)
     picks = [b[np.isin(b, sample)] for _, b in splits]
     y_t = np.concatenate([y[p] for p in picks])
 
@@ -331,6 +342,13 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
         t["fused"] = fit_temperature(oof_scores(lambda m, p: m.fused.decision_function(  # type: ignore[union-attr]
             fused_features(emb[p], (img[0][p], img[1][p])))), y_t)
     return t
+
+
+def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int) -> np.ndarray:
+    """The out-of-fold products (of classes their fold saw) the temperatures are fitted on: at most
+    ``_TEMPERATURE_ROWS``, sorted."""
+    held = np.concatenate([b[np.isin(y[b], y[a])] for a, b in splits])
+    return np.sort(held[_sample(len(held), _TEMPERATURE_ROWS, seed)])
 
 
 def _set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
@@ -387,6 +405,49 @@ def _decide(logs: dict[str, np.ndarray], y_oof: np.ndarray, counts: np.ndarray, 
                     cascade=cascade_t, stacking=stacking)
 
 
+CONTEXT_MEMBERS = frozenset({"sparse", "knn", "zeroshot"})
+"""Members with which ``fit_ensemble`` can compare title and title + context embeddings (the others that read
+embeddings -- heads on them, the fused photo head -- would have to be fitted again per fold)."""
+
+
+def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
+                      alt_emb: np.ndarray, logs: dict[str, np.ndarray], y_oof: np.ndarray, ens: Ensemble,
+                      zeroshot: TaxonomyScorer | None, counts: np.ndarray, prior_shift: float | str,
+                      calibration: str, cascade: bool, seed: int) -> tuple[Ensemble, bool]:
+    """The ensemble decided with the title embeddings (``ens``, from ``logs``) or the one decided again with the
+    title + context embeddings ``alt_emb`` -- the folds' neighbour indexes rebuilt on them and the zero-shot
+    temperature refitted -- whichever predicts the out-of-fold products better: the context only when the paired
+    bootstrap puts its gain in macro-F1 + accuracy above zero in 90 % of the resamples. Returns (ensemble, whether
+    it embeds the context)."""
+    n_classes, y = len(counts), d.y
+    title_temperature = zeroshot.temperature if zeroshot is not None else None
+    for part, (a, _) in zip(parts, splits, strict=True):
+        if part.knn is not None:
+            part.knn = type(part.knn)(k=part.knn_k).fit(alt_emb[a], y[a], n_classes)
+    if zeroshot is not None:
+        sample = _temperature_sample(splits, y, seed)
+        zeroshot.fit_temperature(alt_emb[sample], y[sample])
+    alt_logs, _ = _out_of_fold(parts, splits, _Data(d.pairs, alt_emb, y, d.img), n_classes)
+    alt = _decide(alt_logs, y_oof, counts, prior_shift, calibration, cascade, False, seed)
+
+    def predicted(lg: dict[str, np.ndarray], e: Ensemble) -> np.ndarray:
+        return np.asarray((pool(lg, e.weights) + _shift(counts, e.prior_shift)).argmax(axis=1))
+
+    with_context, with_title = predicted(alt_logs, alt), predicted(logs, ens)
+    lo, hi = gain_interval(y_oof, with_context, with_title, n_classes, seed=seed)
+    scores = {name: dict(zip(("macro_f1", "accuracy"), macro_f1_accuracy(y_oof, p, n_classes), strict=True))
+              for name, p in (("title", with_title), ("title + context", with_context))}
+    use = lo > 0
+    logger.info("embedding: title + context %s the title alone out of fold (gain in macro-F1 + accuracy, 80%% "
+                "interval %.4f..%.4f)", "beats" if use else "does not beat", lo, hi)
+    if not use and zeroshot is not None and title_temperature is not None:
+        zeroshot.temperature = title_temperature
+    chosen = alt if use else ens
+    chosen.stacking.update(embedding="title + context" if use else "title", embedding_scores=scores,
+                           embedding_gain_interval_80=[lo, hi])
+    return chosen, use
+
+
 def _fine_tune(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], validate: bool, encoder: Any,
                n_classes: int, epochs: int, max_length: int, seed: int) -> Any:
     """The fine-tuned transformer: trained once, on the fit part, with early stopping on the held-out part; the
@@ -419,6 +480,7 @@ def fit_ensemble(
     img: Images | None = None,
     cascade: bool = True,
     cv: int = 3,
+    alt_emb: np.ndarray | None = None,
 ) -> Ensemble:
     """Decide everything on out-of-fold predictions (stacking), then refit the members on everything.
 
@@ -437,6 +499,9 @@ def fit_ensemble(
         cascade: pick a sparse-confidence threshold above which prediction skips the encoder
             (:func:`select_cascade`; text-only ensembles).
         cv: folds of the out-of-fold predictions.
+        alt_emb: the products' title + context embeddings, to be compared with ``emb`` out of fold
+            (:func:`_choose_embedding`; members within :data:`CONTEXT_MEMBERS` only); the ensemble's
+            ``embed_context`` says which it reads.
     """
     from tqdm.auto import tqdm
 
@@ -461,11 +526,19 @@ def fit_ensemble(
         for part in parts:
             _set_temperatures(part, temperatures)
         logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
-        del parts
-        ens = _decide(logs, y_oof, np.bincount(y, minlength=n_classes), prior_shift, calibration, cascade,
-                      img is not None, random_state)
+        counts = np.bincount(y, minlength=n_classes)
+        ens = _decide(logs, y_oof, counts, prior_shift, calibration, cascade, img is not None, random_state)
+        if alt_emb is not None:
+            if not set(members) <= CONTEXT_MEMBERS or img is not None:
+                raise ValueError(f"title and title + context embeddings are compared with the members "
+                                 f"{sorted(CONTEXT_MEMBERS)} only, got {list(members)}")
+            ens, use_context = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
+                                                 prior_shift, calibration, cascade, random_state)
+            if use_context:
+                emb = alt_emb
+            ens.embed_context = use_context
         ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
-        del logs
+        del parts, logs
     else:
         held_out = sum(len(v) for _, v in splits)
         tau = 0.0 if prior_shift == "auto" else float(prior_shift)
