@@ -497,3 +497,17 @@ def test_auto_compares_title_and_title_plus_context_embeddings_out_of_fold(tiny_
     assert "embedding" not in titles_only.stacking_ and titles_only.model_.embed_context is False
     with pytest.raises(ValueError, match="embed_context"):
         tx.TaxonomyClassifier(tier="ensemble", embed_context="yes").fit(df)
+
+
+def test_cli_train_embed_chooses_what_the_embedding_members_read(tiny_encoder_dir, tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    f = tmp_path / "cat.csv"
+    pd.DataFrame({"title": [t for t, _ in TINY] * 4, "category": [c for _, c in TINY] * 4,
+                  "description": "cotton"}).to_csv(f, index=False)
+    for embed, stored in (("context", True), ("title", False)):
+        code, out = run_cli(["train", str(f), "-o", str(tmp_path / embed), "--encoder", str(tiny_encoder_dir),
+                             "--test-size", "0", "--embed", embed], capsys, monkeypatch)
+        assert code == 0, out
+        assert tx.load(tmp_path / embed).model_.embed_context is stored
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "x"), "--embed", "everything"], capsys, monkeypatch)
+    assert code != 0 and "everything" in out

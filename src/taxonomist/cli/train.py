@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +47,13 @@ from .common import (
 )
 
 
+class Embed(str, Enum):
+    """What the embedding members read (``TaxonomyClassifier(embed_context=...)``)."""
+
+    TITLE = "title"
+    CONTEXT = "context"
+    AUTO = "auto"
+
 @app.command()
 def train(
     catalog: Annotated[Path, typer.Argument(help="Labelled catalogue: CSV, TSV, JSONL or Parquet.")],
@@ -61,7 +69,7 @@ def train(
     encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     tier: Annotated[str, typer.Option(help="ensemble (default: sparse + neighbours + zero-shot prior, encoder only where sparse is unsure), sparse (fastest, no transformer), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
-    embed_context: Annotated[bool, typer.Option("--embed-context", help="The embedding members read the title with the beginning of the description and attributes, not the title alone (not the default: no gain across the benchmark catalogues, slower; see benchmarks/RESULTS.md).")] = False,
+    embed: Annotated[Embed, typer.Option("--embed", help="What the embedding members read: title; context (the title with the beginning of the description and attributes); auto (both compared by cross-validation, the context kept only when it helps beyond noise). title is the default: the others gained nothing on average across the benchmark catalogues and are slower (benchmarks/RESULTS.md).")] = Embed.TITLE,
     image_encoder: Annotated[str | None, typer.Option("--image-encoder", help="Also learn from product photos (the image column): effnet-lite0, effnet-lite2 or a local .onnx file; needs an embedding tier.")] = None,
     fusion: Annotated[str, typer.Option(help="How photos join the text: late (image head pooled with the text members) or early (one head on text + image features).")] = "late",
     image_views: Annotated[int, typer.Option("--image-views", min=1, max=4, help="Views of each photo averaged (test-time augmentation): 1 as it is, 2 + mirrored, 3 + centre crop, 4 + that mirrored; each view is one more pass of the image network.")] = 1,
@@ -110,7 +118,8 @@ def train(
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed, n_jobs=n_jobs,  # type: ignore[arg-type]
                              hierarchy=hierarchy, engine=engine,  # type: ignore[arg-type]
                              checkpoint=str(checkpoint) if checkpoint else None,
-                             encoder=encoder, embed_context=embed_context, image_encoder=image_encoder,
+                             encoder=encoder, embed_context={"title": False, "context": True}.get(embed.value, "auto"),
+                             image_encoder=image_encoder,
                              fusion=fusion,  # type: ignore[arg-type]
                              image_views=image_views, image_root=str(image_root) if image_root else None)
     with tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
