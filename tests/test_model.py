@@ -380,3 +380,33 @@ def test_the_features_of_many_products_are_built_without_a_python_int_per_stored
     matrix = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
     assert peak < 2.5 * matrix, (peak, matrix)  # the blocks and the matrix they are stacked into, at the end
     assert (x != whole).nnz == 0
+
+
+def _fit_in_child(queue) -> None:  # noqa: ANN001
+    from taxonomist.datasets import sample_path
+
+    clf = tx.TaxonomyClassifier(tier="sparse", hierarchy="two-level", n_jobs=2).fit(tx.read_catalog(sample_path()))
+    queue.put(len(clf.classes_))
+
+
+def test_a_fit_with_worker_processes_inside_a_child_process_lets_it_exit() -> None:
+    """A multiprocessing child joins its own child processes as it ends, before the exit handlers that stop
+    joblib's worker processes run: a fit with workers inside such a child (a benchmark's run, a user's pool) left
+    it waiting for them for ever."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_fit_in_child, args=(queue,))
+    proc.start()
+    try:
+        proc.join(90)
+        assert not proc.is_alive(), "the child process did not exit after its fit"
+        assert queue.get(timeout=5) > 1
+    finally:
+        if proc.is_alive():
+            import psutil
+
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import warnings
 from collections.abc import Callable
@@ -214,6 +215,12 @@ def run_tasks(X: sp.csr_matrix, tasks: list[Task], sizes: list[int], params: dic
             parallel = Parallel(n_jobs=workers, return_as="generator")
             for i, r in zip(rest, parallel(delayed(fit_task)(X, tasks[i], params) for i in rest), strict=True):
                 done(i, r)
+            if mp.parent_process() is not None:
+                # inside a multiprocessing child, which joins its child processes as it ends -- before the exit
+                # handlers that stop joblib's reusable workers run: stop them now, or the child never exits
+                from joblib.externals.loky import get_reusable_executor
+
+                get_reusable_executor(max_workers=workers).shutdown(wait=True)
     finished = [r for r in results if r is not None]
     not_converged = sum(r[3] for r in finished)
     if not_converged:
