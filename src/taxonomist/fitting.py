@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .exceptions import TaxonomistError
-from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble
+from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble, embedded_texts
 from .models.sparse import SparseClassifier
-from .models.zeroshot import zero_shot_queries
 from .products import ProductBatch
 from .taxonomy import CategoryPath, format_path, parse_path
 from .text import field_text, scrub_pii
@@ -145,12 +144,12 @@ def _embeddings(clf: TaxonomyClassifier, encoder: Any, members: Sequence[str], t
         return np.asarray(encoder.encode(texts), dtype=np.float32)
 
     if clf.embed_context is True:
-        return encode(zero_shot_queries(titles, contexts)), None
-    emb = encode(list(titles))
+        return encode(embedded_texts(titles, contexts, True)), None
+    emb = encode(embedded_texts(titles, contexts, False))
     if clf.embed_context != "auto" or photos or not set(members) <= CONTEXT_MEMBERS \
             or not set(members) & {"knn", "zeroshot"}:
         return emb, None
-    queries = zero_shot_queries(titles, contexts)
+    queries = embedded_texts(titles, contexts, True)
     if queries == [field_text(t) for t in titles]:  # nothing but titles: nothing to compare
         return emb, None
     logger.info("embedding the titles with their context too, to compare both out of fold")

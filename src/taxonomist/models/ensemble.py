@@ -28,7 +28,7 @@ from .embed import EmbedHead, NeighbourIndex
 from .sparse import SparseClassifier
 from .zeroshot import TaxonomyScorer, zero_shot_queries
 
-__all__ = ["EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "finish", "pool", "prior_shift",
+__all__ = ["EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "embedded_texts", "finish", "pool", "prior_shift",
            "rank_score"]
 
 logger = logging.getLogger(__name__)
@@ -283,6 +283,12 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
     return m
 
 
+def embedded_texts(titles: Sequence[str], contexts: Sequence[str], with_context: bool) -> list[str]:
+    """What the embedding members encode of each product: the title, or the title with its context (the zero-shot
+    query, :func:`~taxonomist.models.zeroshot.zero_shot_queries`)."""
+    return zero_shot_queries(titles, contexts) if with_context else list(titles)
+
+
 @dataclass
 class Ensemble:
     """A fitted ensemble: the members, and how they are pooled into one calibrated distribution.
@@ -322,8 +328,7 @@ class Ensemble:
 
     def embed(self, titles: Sequence[str], contexts: Sequence[str]) -> np.ndarray:
         """The products' embeddings, as the members read them."""
-        texts = zero_shot_queries(titles, contexts) if self.embed_context else list(titles)
-        return np.asarray(self.encoder.encode(texts), dtype=np.float32)
+        return np.asarray(self.encoder.encode(embedded_texts(titles, contexts, self.embed_context)), dtype=np.float32)
 
     @property
     def active(self) -> set[str]:
