@@ -154,6 +154,10 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
             predict_s = time.perf_counter() - t1
             bundle_mb = float("nan")
         else:
+            if args.max_problem_rows is not None:  # read by the sparse member at fit time
+                from taxonomist.models import sparse
+
+                sparse.MAX_PROBLEM_ROWS = None if args.max_problem_rows == "none" else int(args.max_problem_rows)
             tx.TaxonomyClassifier(tier="sparse", hierarchy=method).fit(train).save(bundle)
             train_s = time.perf_counter() - t0
             model = tx.load(bundle)
@@ -165,7 +169,8 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
     labels = {c: i for i, c in enumerate(sorted(set(y) | set(pred)))}
     f1, acc = macro_f1_accuracy(np.array([labels[v] for v in y]), np.array([labels[v] for v in pred]), len(labels))
     return {"n_train": len(train), "n_test": len(test), "leaves": int(train.frame["category"].nunique()),
-            "train_s": train_s, "peak_mb": mem.peak / 2**20, "bundle_mb": bundle_mb,
+            "train_s": train_s, "peak_mb": mem.peak / 2**20, "peak_pss_mb": mem.peak_pss / 2**20,
+            "peak_used_mb": mem.peak_used / 2**20, "bundle_mb": bundle_mb,
             "rows_s": len(test) / predict_s, "macro_f1": f1, "accuracy": acc}
 
 
@@ -188,6 +193,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take before it is stopped")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scale.json"))
     ap.add_argument("--report", action="store_true", help="only print the table of the runs in --out")
+    ap.add_argument("--max-problem-rows", default=None,
+                    help="the sparse tier's max_problem_rows ('none': every product; default: the library's)")
     args = ap.parse_args()
     runs: list[dict[str, Any]] = json.loads(args.out.read_text()) if args.out.exists() else []
     sizes = [0] if args.catalogue == "cdiscount" else [int(s) for s in args.sizes.split(",")]
@@ -200,6 +207,8 @@ def main() -> None:
             for n_leaves in leaves:
                 for method in args.methods.split(","):
                     key = {"catalogue": args.catalogue, "size": size, "leaves_asked": n_leaves, "method": method}
+                    if args.max_problem_rows is not None:
+                        key["max_problem_rows"] = args.max_problem_rows
                     if any(all(r.get(k) == v for k, v in key.items()) for r in runs):
                         continue
                     queue = ctx.Queue()
@@ -224,8 +233,8 @@ def main() -> None:
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     args.out.write_text(json.dumps(runs, indent=1))
                     print(_line(r), flush=True)
-    print("\n| catalogue | products (train) | leaves | method | train s | peak RSS GB | bundle MB | predict rows/s "
-          "| macro-F1 | accuracy |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| catalogue | products (train) | leaves | method | train s | peak RSS GB | peak PSS GB | peak used GB "
+          "| bundle MB | predict rows/s | macro-F1 | accuracy |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         print(_row(r))
 
@@ -234,16 +243,22 @@ def _line(r: dict[str, Any]) -> str:
     if not r["finished"]:
         return f"{r['catalogue']} {r['size']} x {r['leaves_asked']} {r['method']}: not finished after {r['seconds']:.0f} s"
     return (f"{r['catalogue']} {r['n_train']:,} x {r['leaves']:,} {r['method']}: train {r['train_s']:.0f} s, peak "
-            f"{r['peak_mb'] / 1024:.2f} GB, predict {r['rows_s']:,.0f}/s, macro-F1 {r['macro_f1']:.4f} acc {r['accuracy']:.4f}")
+            f"{r['peak_mb'] / 1024:.2f} GB (PSS {_gb(r, 'peak_pss_mb')}, used {_gb(r, 'peak_used_mb')}), "
+            f"predict {r['rows_s']:,.0f}/s, macro-F1 {r['macro_f1']:.4f} acc {r['accuracy']:.4f}")
+
+
+def _gb(r: dict[str, Any], key: str) -> str:
+    """A memory figure in GB; runs recorded before it was measured have none."""
+    return f"{r[key] / 1024:.2f}" if key in r else "-"
 
 
 def _row(r: dict[str, Any]) -> str:
     if not r["finished"]:
         return (f"| {r['catalogue']} | {r['size']:,} | {r['leaves_asked']:,} | {r['method']} | not finished in "
-                f"{r['seconds']:.0f} s | | | | | |")
+                f"{r['seconds']:.0f} s | | | | | | | |")
     bundle = "" if r["bundle_mb"] != r["bundle_mb"] else f"{r['bundle_mb']:.0f}"
     return (f"| {r['catalogue']} | {r['n_train']:,} | {r['leaves']:,} | {r['method']} | {r['train_s']:.0f} | "
-            f"{r['peak_mb'] / 1024:.2f} | {bundle} | {r['rows_s']:,.0f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} |")
+            f"{r['peak_mb'] / 1024:.2f} | {_gb(r, 'peak_pss_mb')} | {_gb(r, 'peak_used_mb')} | {bundle} | {r['rows_s']:,.0f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} |")
 
 
 if __name__ == "__main__":

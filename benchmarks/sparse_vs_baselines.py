@@ -53,25 +53,36 @@ DATASETS: dict[str, dict[str, Any]] = {
 class PeakRSS:
     """Samples this process's resident set size every 20 ms; ``peak - start`` is the method's footprint.
 
-    ``tree=True`` sums the RSS of this process and all its descendants (worker processes), with psutil."""
+    ``tree=True`` sums the RSS of this process and all its descendants (worker processes), with psutil; pages
+    they share (a file they all map, joblib's shared copy of the features) count once per process there. So it
+    also samples, every 0.5 s, the sum of their proportional set sizes (``peak_pss``: each shared page divided
+    among the processes that map it, so counted once in the sum) and the machine's used memory (``peak_used``:
+    MemTotal - MemAvailable, page cache excluded)."""
 
     def __init__(self, tree: bool = False) -> None:
         self.tree = tree
+        self.peak_pss = self.peak_used = 0
 
     def __enter__(self) -> PeakRSS:
         self.start = self.peak = self._rss()
+        self.start_used = self._used()
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         return self
 
+    def _processes(self) -> list[Any]:
+        import psutil
+
+        me = psutil.Process()
+        return [me, *me.children(recursive=True)]
+
     def _rss(self) -> int:
         if self.tree:
             import psutil
 
-            me = psutil.Process()
             total = 0
-            for p in [me, *me.children(recursive=True)]:
+            for p in self._processes():
                 try:
                     total += p.memory_info().rss
                 except psutil.Error:  # a worker that ended between listing and reading
@@ -80,14 +91,41 @@ class PeakRSS:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    def _pss(self) -> int:
+        import psutil
+
+        total = 0
+        for p in self._processes():
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                pass
+        return total
+
+    @staticmethod
+    def _used() -> int:
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                info[key] = int(value.split()[0]) * 1024
+        return info["MemTotal"] - info["MemAvailable"]
+
     def _run(self) -> None:
+        tick = 0
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, self._rss())
+            tick += 1
+            if self.tree and tick % 25 == 0:
+                self.peak_pss = max(self.peak_pss, self._pss())
+                self.peak_used = max(self.peak_used, self._used() - self.start_used)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
         self.peak = max(self.peak, self._rss())
+        if self.tree:
+            self.peak_pss = max(self.peak_pss, self._pss())
 
     @property
     def mb(self) -> float:

@@ -244,3 +244,68 @@ def test_a_refit_model_beams_with_its_new_weights() -> None:
     swapped = ["Home > Knives", "Home > Boards", "Apparel > Shirts", "Apparel > Jeans"] * 5
     m.fit(titles, swapped)
     assert m.predict(["green shirt"]).tolist() == ["Home > Knives"]
+
+
+def test_a_problem_of_more_products_than_max_problem_rows_trains_on_a_quota_of_each_label(sample_catalog,
+                                                                                         monkeypatch) -> None:
+    """The first stage of a two-level fit sees every product: at 1,000,000 products liblinear's copy of it took
+    more than 5 GB per worker and half the training time. A problem above ``max_problem_rows`` products trains
+    on a sample: every label keeps its products up to one common quota (the rare ones keep all of theirs)."""
+    from taxonomist.models import ovr, sparse
+
+    y = np.r_[np.zeros(5000, int), np.ones(300, int), np.full(20, 2)]
+    rows = np.arange(10, 10 + len(y))
+    kept_rows, kept_y = ovr.capped(rows, y, 1000, seed=0)
+    assert np.bincount(kept_y).tolist() == [680, 300, 20] and len(kept_rows) == 1000
+    assert np.isin(kept_rows, rows).all() and (np.diff(kept_rows) > 0).all()
+    np.testing.assert_array_equal(y[kept_rows - 10], kept_y)
+    again = ovr.capped(rows, y, 1000, seed=0)
+    assert np.array_equal(again[0], kept_rows) and not np.array_equal(ovr.capped(rows, y, 1000, seed=1)[0], kept_rows)
+    assert ovr.capped(rows, y, len(y), seed=0)[0] is rows  # not above the cap: untouched
+
+    f = sample_catalog.frame
+    X, labels = (f["title"].tolist(), f["description"].tolist()), f["category"].tolist()
+    seen: list[int] = []
+    real = sparse.run_tasks
+    monkeypatch.setattr(sparse, "run_tasks", lambda X, tasks, *a, **k: seen.extend(len(t.rows) for t in tasks)
+                        or real(X, tasks, *a, **k))
+    capped = SparseClassifier(hierarchy="two-level", calibration="none", max_problem_rows=1000).fit(X, labels)
+    assert max(seen) == 1000 < len(f)  # the first stage, over every product, on 1,000 of them
+    assert (capped.predict(f["title"].tolist()[:500]) == np.asarray(labels[:500])).mean() > 0.8
+    seen.clear()
+    whole = SparseClassifier(hierarchy="two-level", calibration="none", max_problem_rows=None).fit(X, labels)
+    assert max(seen) == len(f)
+    _same(whole, SparseClassifier(hierarchy="two-level", calibration="none", max_problem_rows=len(f)).fit(X, labels))
+    with pytest.raises(ValueError, match="max_problem_rows"):
+        SparseClassifier(max_problem_rows=1).fit(X, labels)
+
+
+def test_large_training_features_are_kept_in_a_temporary_file_and_give_the_same_model(sample_catalog, tmp_path,
+                                                                                       monkeypatch) -> None:
+    """At 1,000,000 products the float64 training features are ~4 GB, and the worker processes got a copy of them
+    each time a parallel fit started. Above ``FEATURES_IN_MEMORY_UP_TO`` bytes they are written to a temporary
+    file as they are built and mapped from it: held once, read by the workers without a copy, deleted after the
+    fit; the model is the same."""
+    import tempfile
+
+    from taxonomist.models import ovr, sparse
+
+    f = sample_catalog.frame
+    X, labels = (f["title"].tolist(), f["description"].tolist()), f["category"].tolist()
+    in_memory = SparseClassifier(hierarchy="two-level", n_jobs=2).fit(X, labels)
+    monkeypatch.setattr(sparse, "FEATURES_IN_MEMORY_UP_TO", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mapped: list[bool] = []
+    real = sparse.run_tasks
+
+    def spy(Xs, *a, **k):  # type: ignore[no-untyped-def]
+        mapped.append(isinstance(ovr.backing_file(Xs), str) and any(tmp_path.iterdir()))
+        return real(Xs, *a, **k)
+
+    monkeypatch.setattr(sparse, "run_tasks", spy)
+    on_disk = SparseClassifier(hierarchy="two-level", n_jobs=2).fit(X, labels)
+    assert mapped and all(mapped)
+    assert not any(tmp_path.iterdir())  # the temporary file is gone
+    _same(on_disk, in_memory)
+    assert on_disk.temperature_ == in_memory.temperature_
+    np.testing.assert_array_equal(on_disk.level_temperatures_, in_memory.level_temperatures_)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -331,9 +331,7 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         """
         check_is_fitted(self, "word_")
         if len(titles) > _TRANSFORM_CHUNK:  # blocks of rows: the temporaries of one block at a time
-            step = _TRANSFORM_CHUNK
-            return sp.vstack([self.transform(titles[i:i + step], None if contexts is None else contexts[i:i + step])
-                              for i in range(0, len(titles), step)], format="csr")
+            return sp.vstack(list(self.transform_blocks(titles, contexts)), format="csr")
         t_codes, t_norm = _unique_normalized(titles)
         c_codes, c_norm = _unique_normalized(contexts) if contexts is not None else (None, [])
         has_context = c_codes is not None and any(c_norm)
@@ -344,6 +342,13 @@ class SparseTextEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 x = l2_normalize(x + _scaled(_rows(vec.transform(c_norm), c_codes), self.context_weight), copy=False)
             blocks.append(x)
         return sp.hstack(blocks, format="csr")
+
+    def transform_blocks(self, titles: Sequence[str], contexts: Sequence[str] | None = None) -> Iterator[sp.csr_matrix]:
+        """:meth:`transform` of consecutive blocks of ``_TRANSFORM_CHUNK`` products, one at a time (stacked, they
+        are the transform of all of them): a caller can store each block and let it go."""
+        step = _TRANSFORM_CHUNK
+        for i in range(0, len(titles), step):
+            yield self.transform(titles[i:i + step], None if contexts is None else contexts[i:i + step])
 
     def _indexes(self) -> tuple[Any, Any]:
         """The word and char transforms: scikit-learn's vectorizers, or the same computation without its input

@@ -15,7 +15,7 @@ import logging
 import multiprocessing as mp
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,8 @@ from sklearn.svm import LinearSVC
 
 from ..exceptions import TaxonomistError
 
-__all__ = ["MAX_COLUMNS_PER_TASK", "Task", "fit_task", "local_tasks", "run_tasks"]
+__all__ = ["MAX_COLUMNS_PER_TASK", "Task", "backing_file", "capped", "fit_task", "local_tasks", "mapped_rows",
+           "run_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,64 @@ def local_tasks(rows: np.ndarray, y: np.ndarray, problem: int = 0, n_chunks: int
         return [Task(problem, rows, y, present, mirror=len(present) == 2)]
     k = max(n_chunks, -(-len(present) // MAX_COLUMNS_PER_TASK))
     return [Task(problem, rows, y, c) for c in np.array_split(present, k) if len(c)]
+
+
+def capped(rows: np.ndarray, y: np.ndarray, max_rows: int, seed: int | Sequence[int] = 0
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_rows`` of a problem's ``rows`` (labels ``y``): every label keeps its rows up to one common
+    quota, the largest that fits (labels with fewer keep all of theirs, and every label keeps at least one),
+    drawn with ``seed``; ``rows`` themselves when there are not more than ``max_rows``. Returned in row order."""
+    if len(rows) <= max_rows:
+        return rows, y
+    _labels, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    lo, hi = 1, int(counts.max())  # the largest quota q with sum(min(count, q)) <= max_rows (at least 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if np.minimum(counts, mid).sum() <= max_rows else (lo, mid - 1)
+    quota = np.minimum(counts, lo)
+    spare = max_rows - int(quota.sum())  # one more row to the first labels that have more, to fill the cap
+    if spare > 0:
+        more = np.flatnonzero(counts > quota)[:spare]
+        quota[more] += 1
+    order = np.lexsort((np.random.default_rng(seed).random(len(y)), inverse))
+    start = np.r_[0, np.cumsum(counts)[:-1]]
+    rank = np.arange(len(y)) - np.repeat(start, counts)
+    keep = np.sort(order[rank < np.repeat(quota, counts)])
+    return rows[keep], y[keep]
+
+
+def mapped_rows(blocks: Iterable[sp.csr_matrix], n_features: int, folder: str | Path) -> sp.csr_matrix:
+    """Row blocks stacked into one float64 CSR matrix (liblinear's type) whose values and column indices are
+    written to files in ``folder`` as the blocks come and mapped read-only from them: the matrix is held once,
+    in the page cache, and worker processes read it by the file's name instead of receiving a copy."""
+    folder = Path(folder)
+    ends, nnz, n_rows = [np.zeros(1, dtype=np.int64)], 0, 0
+    with open(folder / "data.f64", "wb") as fd, open(folder / "indices.i32", "wb") as fi:
+        for block in blocks:
+            block = sp.csr_matrix(block)
+            np.asarray(block.data, dtype=np.float64).tofile(fd)
+            np.asarray(block.indices, dtype=np.int32).tofile(fi)
+            ends.append(np.asarray(block.indptr[1:], dtype=np.int64) + nnz)
+            nnz += int(block.nnz)
+            n_rows += block.shape[0]
+    indptr = np.concatenate(ends)
+    if nnz == 0:
+        return sp.csr_matrix((n_rows, n_features), dtype=np.float64)
+    data = np.memmap(folder / "data.f64", dtype=np.float64, mode="r", shape=(nnz,))
+    indices: np.ndarray = np.memmap(folder / "indices.i32", dtype=np.int32, mode="r", shape=(nnz,))
+    if nnz > np.iinfo(np.int32).max:  # scipy needs one index type for both: 64-bit indices, in memory
+        indices = np.asarray(indices, dtype=np.int64)
+    else:
+        indptr = indptr.astype(np.int32)
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_features), copy=False)
+
+
+def backing_file(X: sp.csr_matrix) -> str | None:
+    """The file ``X``'s values are mapped from (:func:`mapped_rows`), or ``None`` when they are in memory."""
+    base: Any = X.data
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    return str(base.filename) if isinstance(base, np.memmap) and base.filename else None
 
 
 def fit_task(X: sp.csr_matrix, task: Task, params: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, int, int]:
@@ -262,11 +321,13 @@ def _task_bytes(X: sp.csr_matrix, task: Task) -> int:
 
 def _too_large_for(workers: int, X: sp.csr_matrix, tasks: list[Task]) -> list[int]:
     """Positions of the tasks that ``workers`` processes could not fit side by side in the available memory
-    (80 % of it, after the copy of the features joblib shares with them); they run one at a time instead."""
+    (80 % of it, after the copy of the features joblib shares with them unless they are mapped from a file);
+    they run one at a time instead."""
     available = _available_bytes()
     if available is None:
         return []
-    budget = 0.8 * available - _CSR_BYTES_PER_VALUE * X.nnz
+    shared = 0 if backing_file(X) else _CSR_BYTES_PER_VALUE * X.nnz  # a mapped file is not copied for them
+    budget = 0.8 * available - shared
     return [j for j, t in enumerate(tasks) if workers * _task_bytes(X, t) > budget]
 
 

@@ -9,7 +9,9 @@ text classifier on product titles. Its margins become probabilities by temperatu
 
 from __future__ import annotations
 
+import itertools
 import logging
+import tempfile
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import NotFittedError
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
-from .ovr import Task, local_tasks, run_tasks
+from .ovr import Task, capped, local_tasks, mapped_rows, run_tasks
 from .tree import DEFAULT_LOCAL_TEMPERATURE, LocalTree, local_tree, resolve_hierarchy, split_depth
 
 __all__ = ["SparseClassifier", "TextPairs"]
@@ -83,11 +85,20 @@ BEAM_ABOVE = 2_000
 BEAM_WIDTH = 5
 
 
-def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int, rows: np.ndarray | None = None
+MAX_PROBLEM_ROWS = 200_000
+"""``max_problem_rows="auto"``: the most products one local problem trains on (benchmarks/RESULTS.md, "A million
+products")."""
+FEATURES_IN_MEMORY_UP_TO = 2**30
+"""Bytes of float64 training features kept in memory; larger ones are mapped from a temporary file."""
+
+
+def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int, rows: np.ndarray | None = None,
+               max_rows: int | None = None, seed: int = 0
                ) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], list[Task], list[int]]:
     """The fit of label indices ``y`` as one-vs-rest tasks: (problems as (node, rows, local labels), tasks, each
     problem's number of columns) -- one problem over all classes when flat (``tree`` None), else one per node.
-    ``rows``: the rows of X that ``y`` labels (default: all of them, in order)."""
+    ``rows``: the rows of X that ``y`` labels (default: all of them, in order); ``max_rows``: a problem of more
+    rows trains on a quota of each of its labels (:func:`~taxonomist.models.ovr.capped`, drawn with ``seed``)."""
     if tree is None:
         problems = [(0, np.arange(len(y)), y)]
         sizes = [n_classes]
@@ -96,6 +107,8 @@ def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int, rows: np.n
         sizes = [int(tree.sizes[node]) for node, _r, _l in problems]
     if rows is not None:
         problems = [(node, rows[r], local) for node, r, local in problems]
+    if max_rows is not None:
+        problems = [(node, *capped(r, local, max_rows, seed=(seed, node))) for node, r, local in problems]
     tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
     return problems, tasks, sizes
 
@@ -130,6 +143,11 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             fitted on the rest (``False``), or ``"auto"``: refit unless the split was at most
             ``REFIT_ABOVE_SHARE`` of the products (the split holds at most ``MAX_CALIBRATION_ROWS``, so a large
             catalogue is fitted once). ``refitted_`` says which.
+        max_problem_rows: the most products one local problem trains on; above, each of its labels keeps its
+            products up to one common quota (the rare ones all of theirs): the first stage of a two-level fit
+            over a million products, or a flat fit, then costs a bounded time and memory (liblinear copies a
+            problem's rows, 16 bytes per stored value, once per worker). ``"auto"``: ``MAX_PROBLEM_ROWS``;
+            ``None``: every product.
         beam: how a tree model predicts: ``0`` scores every edge (exact); ``k`` descends level by level into
             each product's ``k`` most probable nodes only (:meth:`LocalTree.beam_log_proba`; cost grows with
             depth, not classes); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else ``BEAM_WIDTH``.
@@ -156,6 +174,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         checkpoint: str | None = None,
         beam: int | Literal["auto"] = "auto",
         refit: bool | Literal["auto"] = "auto",
+        max_problem_rows: int | Literal["auto"] | None = "auto",
     ) -> None:
         self.C = C
         self.class_weight = class_weight
@@ -170,14 +189,23 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.checkpoint = checkpoint
         self.beam = beam
         self.refit = refit
+        self.max_problem_rows = max_problem_rows
 
     def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int,
                     rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit one-vs-rest SVMs on label indices ``y`` of ``rows`` of X; returns (coef, intercept) for all
         ``n_classes`` rows."""
-        _problems, tasks, sizes = plan_tasks(None, y, n_classes, rows)
+        _problems, tasks, sizes = plan_tasks(None, y, n_classes, rows, self._max_rows(), self.random_state)
         (coef, intercept), = self._run_tasks(X, tasks, sizes)
         return coef, intercept
+
+    def _max_rows(self) -> int | None:
+        m = self.max_problem_rows
+        if m == "auto":
+            return MAX_PROBLEM_ROWS
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2):
+            raise ValueError(f"max_problem_rows must be 'auto', None or an integer of at least 2, got {m!r}")
+        return None if m is None else int(m)
 
     def _run_tasks(self, X: sp.csr_matrix, tasks: list[Task], sizes: list[int]) -> list[tuple[sp.csr_matrix, np.ndarray]]:
         params = {"C": self.C, "class_weight": self.class_weight, "random_state": self.random_state, "prune": self.prune}
@@ -198,22 +226,38 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.tree_ = local_tree(self.hierarchy_, list(self.classes_), self.split_depth_)
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
+        self._max_rows()
         self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
-        # liblinear's type, made once: the fits below index its rows instead of holding copies of them
-        Xs = sp.csr_matrix(self.encoder_.fit_transform(titles, contexts), dtype=np.float64)
+        self.encoder_.fit(titles, contexts)
+        blocks = self.encoder_.transform_blocks(titles, contexts)
+        first = next(blocks)
+        if 12 * first.nnz / max(1, first.shape[0]) * len(titles) <= FEATURES_IN_MEMORY_UP_TO:
+            # liblinear's type, made once: the fits below index its rows instead of holding copies of them
+            Xs = sp.csr_matrix(sp.vstack([first, *blocks], format="csr", dtype=np.float64))
+            return self._fit_on_features(Xs, y_idx, groups)
+        with tempfile.TemporaryDirectory(prefix="taxonomist-features-", ignore_cleanup_errors=True) as folder:
+            Xs = mapped_rows(itertools.chain([first], blocks), self.encoder_.n_features_out_, folder)
+            logger.info("training features: %d products, %d stored values, mapped from a temporary file",
+                        Xs.shape[0], Xs.nnz)
+            return self._fit_on_features(Xs, y_idx, groups)
+
+    def _fit_on_features(self, Xs: sp.csr_matrix, y_idx: np.ndarray, groups: Sequence[int] | np.ndarray | None
+                      ) -> SparseClassifier:
+        """The fit on the products' features ``Xs`` (float64) and label indices."""
+        n = Xs.shape[0]
         self.temperature_ = 1.0
         self.top_label_: tuple[np.ndarray, np.ndarray] | None = None
         if self.calibration not in ("temperature", "temperature+isotonic", "none"):
             raise ValueError(f"calibration must be 'temperature', 'temperature+isotonic' or 'none', got {self.calibration!r}")
         self.refitted_ = True
         fitted: tuple[sp.csr_matrix, np.ndarray] | None = None
-        if self.calibration != "none" and len(titles) >= 20:
-            g = np.asarray(groups) if groups is not None else np.arange(len(titles))
+        if self.calibration != "none" and n >= 20:
+            g = np.asarray(groups) if groups is not None else np.arange(n)
             share = min(self.calibration_size, MAX_CALIBRATION_ROWS / len(np.unique(g)))
             split = GroupShuffleSplit(n_splits=1, test_size=share, random_state=self.random_state)
             fit_idx, cal_idx = next(split.split(Xs, y_idx, g))
             coef, intercept = self._fit_model(Xs, y_idx[fit_idx], rows=fit_idx)
-            if self.refit is False or (self.refit == "auto" and len(cal_idx) <= REFIT_ABOVE_SHARE * len(titles)):
+            if self.refit is False or (self.refit == "auto" and len(cal_idx) <= REFIT_ABOVE_SHARE * n):
                 fitted, self.refitted_ = (coef, intercept), False
             if len(cal_idx) > MAX_CALIBRATION_ROWS:  # enough to fit a temperature and a monotone map; bounded memory
                 rng = np.random.default_rng(self.random_state)
@@ -236,7 +280,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             fitted = self._fit_model(Xs, y_idx)
         else:
             logger.info("kept the model fitted on %d products (%d held out for calibration: one fit)",
-                        len(titles) - len(cal_idx), len(cal_idx))
+                        n - len(cal_idx), len(cal_idx))
         self.coef_, self.intercept_ = fitted
         self._coef_t = self.coef_.T.tocsr()
         self._node_blocks: list[sp.csr_matrix] | None = None  # the beam's per-node weights are cut again from these
@@ -249,7 +293,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if self.tree_ is None:
             return self._fit_linear(X, y, len(self.classes_), rows)
         tree = self.tree_
-        problems, tasks, sizes = plan_tasks(tree, y, len(self.classes_), rows)
+        problems, tasks, sizes = plan_tasks(tree, y, len(self.classes_), rows, self._max_rows(), self.random_state)
         fitted = self._run_tasks(X, tasks, sizes)
         blocks: list[sp.csr_matrix] = []
         intercept = np.zeros(tree.n_edges, dtype=np.float32)  # a node's only child: log-probability 0
