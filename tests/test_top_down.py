@@ -246,17 +246,19 @@ def test_a_refit_model_beams_with_its_new_weights() -> None:
     assert m.predict(["green shirt"]).tolist() == ["Home > Knives"]
 
 
-def test_a_problem_of_more_products_than_max_problem_rows_trains_on_a_quota_of_each_label(sample_catalog,
-                                                                                         monkeypatch) -> None:
+def test_a_problem_of_more_products_than_max_problem_rows_trains_on_a_sample_in_proportion(sample_catalog,
+                                                                                     monkeypatch) -> None:
     """The first stage of a two-level fit sees every product: at 1,000,000 products liblinear's copy of it took
     more than 5 GB per worker and half the training time. A problem above ``max_problem_rows`` products trains
-    on a sample: every label keeps its products up to one common quota (the rare ones keep all of theirs)."""
+    on a sample in the labels' own proportions, each label keeping at least ``max_rows / (2 × labels)``."""
     from taxonomist.models import ovr, sparse
 
-    y = np.r_[np.zeros(5000, int), np.ones(300, int), np.full(20, 2)]
+    y = np.r_[np.zeros(5000, int), np.ones(300, int), np.full(20, 2), np.full(400, 3)]
     rows = np.arange(10, 10 + len(y))
     kept_rows, kept_y = ovr.capped(rows, y, 1000, seed=0)
-    assert np.bincount(kept_y).tolist() == [680, 300, 20] and len(kept_rows) == 1000
+    # floor 1000 // 8 = 125 each (label 2: its 20); the other 605 in proportion to what each has above the floor
+    # (4,875 : 175 : 0 : 275 -> 553.8, 19.9, 0, 31.2), the two rows of rounding to the largest remainders
+    assert np.bincount(kept_y).tolist() == [125 + 554, 125 + 20, 20, 125 + 31] and len(kept_rows) == 1000
     assert np.isin(kept_rows, rows).all() and (np.diff(kept_rows) > 0).all()
     np.testing.assert_array_equal(y[kept_rows - 10], kept_y)
     again = ovr.capped(rows, y, 1000, seed=0)
@@ -309,3 +311,20 @@ def test_large_training_features_are_kept_in_a_temporary_file_and_give_the_same_
     _same(on_disk, in_memory)
     assert on_disk.temperature_ == in_memory.temperature_
     np.testing.assert_array_equal(on_disk.level_temperatures_, in_memory.level_temperatures_)
+
+
+def test_the_top_label_map_fitted_in_blocks_of_held_out_products_equals_one_block(sample_catalog, monkeypatch) -> None:
+    """The held-out products' class probabilities are computed a block at a time (20,000 products × 5,000 classes
+    are 800 MB of float64 per temporary): the same calibration as all at once."""
+    from taxonomist.models import sparse as sparse_mod
+
+    f = sample_catalog.frame
+    X, labels = (f["title"].tolist(), f["description"].tolist()), f["category"].tolist()
+    for hierarchy in ("two-level", "flat"):
+        monkeypatch.setattr(sparse_mod, "_CALIBRATION_BLOCK", 10**9)
+        whole = SparseClassifier(hierarchy=hierarchy).fit(X, labels)
+        monkeypatch.setattr(sparse_mod, "_CALIBRATION_BLOCK", 37)
+        blocks = SparseClassifier(hierarchy=hierarchy).fit(X, labels)
+        assert whole.top_label_ is not None and blocks.top_label_ is not None
+        for a, b in zip(whole.top_label_, blocks.top_label_, strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -63,20 +63,22 @@ def local_tasks(rows: np.ndarray, y: np.ndarray, problem: int = 0, n_chunks: int
 
 def capped(rows: np.ndarray, y: np.ndarray, max_rows: int, seed: int | Sequence[int] = 0
            ) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_rows`` of a problem's ``rows`` (labels ``y``): every label keeps its rows up to one common
-    quota, the largest that fits (labels with fewer keep all of theirs, and every label keeps at least one),
-    drawn with ``seed``; ``rows`` themselves when there are not more than ``max_rows``. Returned in row order."""
+    """At most ``max_rows`` of a problem's ``rows`` (labels ``y``), drawn with ``seed`` in the labels' own
+    proportions -- so the classifier learns the same priors -- except that every label keeps at least
+    ``max_rows / (2 × labels)`` rows (all of them when it has fewer): the rare ones are not sampled away.
+    ``rows`` themselves when there are not more than ``max_rows``. Returned in row order."""
     if len(rows) <= max_rows:
         return rows, y
     _labels, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    lo, hi = 1, int(counts.max())  # the largest quota q with sum(min(count, q)) <= max_rows (at least 1)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if np.minimum(counts, mid).sum() <= max_rows else (lo, mid - 1)
-    quota = np.minimum(counts, lo)
-    spare = max_rows - int(quota.sum())  # one more row to the first labels that have more, to fill the cap
+    floor = np.minimum(counts, max(1, max_rows // (2 * len(counts))))
+    rest = counts - floor
+    budget = max(0, max_rows - int(floor.sum()))
+    share = rest * (budget / max(1, int(rest.sum())))
+    quota = floor + np.floor(share).astype(np.int64)
+    spare = max_rows - int(quota.sum())  # the rows rounding left over: to the largest remainders
     if spare > 0:
-        more = np.flatnonzero(counts > quota)[:spare]
+        more = np.argsort(-(share - np.floor(share)), kind="stable")
+        more = more[quota[more] < counts[more]][:spare]
         quota[more] += 1
     order = np.lexsort((np.random.default_rng(seed).random(len(y)), inverse))
     start = np.r_[0, np.cumsum(counts)[:-1]]

@@ -80,6 +80,8 @@ REFIT_ABOVE_SHARE = 0.05
 """``refit="auto"``: the model is fitted again on every product only when the calibration split held out more
 than this share of them; below it (catalogues of 400k products and more) the model fitted on the rest is kept:
 one fit instead of two."""
+_CALIBRATION_BLOCK = 2_000
+"""Held-out products whose class probabilities are computed together when the calibration is fitted."""
 BEAM_ABOVE = 2_000
 """Tree models with more edges than this predict by beam descent (``beam="auto"``)."""
 BEAM_WIDTH = 5
@@ -265,17 +267,16 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             scores = _scores(Xs[cal_idx].astype(np.float32), coef.T.tocsr(), intercept)  # as predict scores
             seen = np.isin(y_idx[cal_idx], np.unique(y_idx[fit_idx]))
             y_seen = y_idx[cal_idx][seen]
+            scores = scores[seen]
             if self.tree_ is not None:
-                self.level_temperatures_ = self.tree_.fit_temperatures(scores[seen], y_seen)
+                self.level_temperatures_ = self.tree_.fit_temperatures(scores, y_seen)
                 logger.info("calibration: level temperatures %s fitted on %d held-out products",
                             np.round(self.level_temperatures_, 4).tolist(), int(seen.sum()))
-                scores = self.tree_.log_proba(scores, self.level_temperatures_)
             else:
-                self.temperature_ = fit_temperature(scores[seen], y_seen)
+                self.temperature_ = fit_temperature(scores, y_seen)
                 logger.info("calibration: temperature %.4f fitted on %d held-out products", self.temperature_, int(seen.sum()))
             if self.calibration == "temperature+isotonic":
-                p = softmax_with_temperature(scores[seen], self.temperature_)
-                self.top_label_ = fit_top_label(p.max(axis=1), p.argmax(axis=1) == y_seen)
+                self.top_label_ = fit_top_label(*self._top_probability(scores, y_seen))
         if fitted is None:
             fitted = self._fit_model(Xs, y_idx)
         else:
@@ -286,6 +287,20 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._node_blocks: list[sp.csr_matrix] | None = None  # the beam's per-node weights are cut again from these
         self.n_features_in_ = Xs.shape[1]
         return self
+
+    def _top_probability(self, scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each product's top calibrated probability and whether its class is ``y``, from its margins: the class
+        log-probabilities (tree) and the softmax computed ``_CALIBRATION_BLOCK`` rows at a time -- a block of
+        20,000 held-out products × 5,000 classes is 800 MB of float64 per temporary."""
+        tops, hits = [], []
+        for a in range(0, len(scores), _CALIBRATION_BLOCK):
+            block = scores[a:a + _CALIBRATION_BLOCK]
+            if self.tree_ is not None:
+                block = self.tree_.log_proba(block, self.level_temperatures_)
+            p = softmax_with_temperature(block, self.temperature_)
+            tops.append(p.max(axis=1))
+            hits.append(p.argmax(axis=1) == y[a:a + _CALIBRATION_BLOCK])
+        return np.concatenate(tops), np.concatenate(hits)
 
     def _fit_model(self, X: sp.csr_matrix, y: np.ndarray, rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
         """(coef, intercept): one row per class (flat) or per edge of the local tree (top-down), fitted on

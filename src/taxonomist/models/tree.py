@@ -178,7 +178,7 @@ class LocalTree:
             r, e = rows[keep], true[keep]
             node = self.edge_node[e]
             cols = np.flatnonzero(self.level == lvl)
-            sub = np.asarray(margins, dtype=np.float64)[np.ix_(r, cols)]
+            sub = np.asarray(margins)[np.ix_(r, cols)].astype(np.float64)  # the level's cells only
             seg = self.starts[self.level[self.starts] == lvl] - cols[0]
             first = self.starts[node] - cols[0]
             pos = np.searchsorted(seg, first)
