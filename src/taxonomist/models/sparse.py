@@ -295,7 +295,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         tops, hits = [], []
         for a in range(0, len(scores), _CALIBRATION_BLOCK):
             block = scores[a:a + _CALIBRATION_BLOCK]
-            if self.tree_ is not None:
+            if self.tree_ is not None and self.level_temperatures_ is not None:
                 block = self.tree_.log_proba(block, self.level_temperatures_)
             p = softmax_with_temperature(block, self.temperature_)
             tops.append(p.max(axis=1))
