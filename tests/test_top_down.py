@@ -186,6 +186,26 @@ def test_train_cli_top_down_with_a_checkpoint(tmp_path, capsys, monkeypatch) -> 
     assert code == 1 and "--hierarchy must be flat, two-level, top-down or auto" in out
 
 
+def test_train_cli_max_problem_rows(tmp_path, capsys, monkeypatch) -> None:
+    import json
+
+    import pandas as pd
+
+    from taxonomist.datasets import sample_path
+
+    from .test_bad_inputs import run_cli
+
+    f = tmp_path / "cat.csv"
+    pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(600).to_csv(f, index=False)
+    base = ["train", str(f), "--tier", "sparse", "--hierarchy", "two-level", "--no-refit"]
+    for value, want in (("300", 300), ("none", None), ("auto", "auto")):
+        code, out = run_cli([*base, "-o", str(tmp_path / value), "--max-problem-rows", value], capsys, monkeypatch)
+        assert code == 0, out
+        assert json.loads((tmp_path / value / "manifest.json").read_text())["config"]["max_problem_rows"] == want
+    code, out = run_cli([*base, "-o", str(tmp_path / "x"), "--max-problem-rows", "lots"], capsys, monkeypatch)
+    assert code == 1 and "--max-problem-rows must be auto, none or a number of at least 2, got 'lots'" in out
+
+
 def test_beam_descent_is_a_distribution_and_equals_exact_scoring_when_wide(sample_catalog, monkeypatch) -> None:
     from taxonomist.models import sparse as sparse_mod
 

@@ -98,7 +98,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             personal text such as customer messages; ``None`` (the default) trains without.
         dp_delta: δ of that guarantee.
         n_jobs: worker processes of the sparse member's one-vs-rest fits (``None``: all cores, at most 2; each
-            worker holds a copy of the features, so more workers need more memory).
+            worker holds a copy of the features below 1 GB -- larger ones are mapped from one file -- and of the
+            rows of the problem it fits, so more workers need more memory).
         hierarchy: how the sparse member learns the taxonomy: ``"flat"`` (one-vs-rest over all leaves),
             ``"two-level"`` (the top-level categories, then the leaves within each), ``"top-down"`` (one problem
             per inner node, each product against its siblings only), or ``"auto"`` (two-level for large
@@ -107,6 +108,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             the cluster named by ``RAY_ADDRESS``, or a local Ray; the same model).
         checkpoint: a folder (shared storage on a cluster) that keeps the finished parts of the sparse member's
             fit, so an interrupted training resumes where it stopped.
+        max_problem_rows: the most products one of the sparse member's local problems trains on (``"auto"``:
+            200,000; ``None``: all); above, a sample in its labels' proportions -- see
+            :class:`~taxonomist.models.SparseClassifier`.
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -150,6 +154,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "auto",
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
+        max_problem_rows: int | Literal["auto"] | None = "auto",
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -183,6 +188,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.hierarchy = hierarchy
         self.engine = engine
         self.checkpoint = checkpoint
+        self.max_problem_rows = max_problem_rows
 
     # -- what the model reads -------------------------------------------------------------------------------
     def texts(self, X: Any) -> tuple[list[str], list[str]]:

@@ -82,7 +82,8 @@ def sparse_model(clf: TaxonomyClassifier, calibration: str) -> SparseClassifier:
     return SparseClassifier(C=clf.C, class_weight=clf.class_weight, encoder=encoder, n_jobs=clf.n_jobs,
                             calibration=calibration, random_state=clf.random_state,  # type: ignore[arg-type]
                             hierarchy=getattr(clf, "hierarchy_", clf.hierarchy),
-                            engine=clf.engine, checkpoint=clf.checkpoint)
+                            engine=clf.engine, checkpoint=clf.checkpoint,
+                            max_problem_rows=getattr(clf, "max_problem_rows", "auto"))
 
 
 def ensemble_members(clf: TaxonomyClassifier) -> tuple[str, ...]:

@@ -78,16 +78,22 @@ def train(
     register: RegisterOpt = None,
     pseudo_queries: Annotated[bool, typer.Option("--pseudo-queries", help="Also train on query-shaped parts of the titles (last words, title without brand), for search-query classification.")] = False,
     refit: Annotated[bool, typer.Option(help="After the held-out evaluation, fit the saved model on every product (--no-refit saves the evaluated model, trained without the held-out part).")] = True,
-    n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Worker processes of the sparse member's fits (default: all cores, at most 2; each holds a copy of the features).")] = None,
+    n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Worker processes of the sparse member's fits (default: all cores, at most 2; each holds a copy of the features, unless they pass 1 GB: then they are mapped from one file).")] = None,
     hierarchy: Annotated[str, typer.Option(help="How the sparse member learns the taxonomy: flat (one-vs-rest over all leaves), two-level (top-level categories, then the leaves within each), top-down (one problem per inner node: each product against its siblings only), or auto (two-level for large catalogues, else flat).")] = "auto",
     engine: Annotated[str, typer.Option(help="Where the sparse member's fits run: local (worker processes) or ray (Ray tasks on the cluster in RAY_ADDRESS, or a local Ray; the same model).")] = "local",
     checkpoint: Annotated[Path | None, typer.Option(help="Folder (shared storage on a cluster) keeping the finished parts of the sparse member's fit: the same command resumes an interrupted training.")] = None,
+    max_problem_rows: Annotated[str, typer.Option(help="The most products one of the sparse member's local problems trains on (above: a sample in its categories' proportions): auto (200,000), none (all), or a number.")] = "auto",
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
     if hierarchy not in ("flat", "two-level", "top-down", "auto"):
         raise CliError(f"--hierarchy must be flat, two-level, top-down or auto, got {hierarchy!r}")
     if engine not in ("local", "ray"):
         raise CliError(f"--engine must be local or ray, got {engine!r}")
+    cap: int | str | None = {"auto": "auto", "none": None}.get(max_problem_rows.lower(), max_problem_rows)
+    if isinstance(cap, str) and cap != "auto":
+        if not cap.isdigit() or int(cap) < 2:
+            raise CliError(f"--max-problem-rows must be auto, none or a number of at least 2, got {max_problem_rows!r}")
+        cap = int(cap)
     if register and not track:
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
     if tier not in ("sparse", "ensemble", "embed", "finetune"):
@@ -117,7 +123,7 @@ def train(
             cat = with_pseudo_queries(cat, seed=seed)
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed, n_jobs=n_jobs,  # type: ignore[arg-type]
                              hierarchy=hierarchy, engine=engine,  # type: ignore[arg-type]
-                             checkpoint=str(checkpoint) if checkpoint else None,
+                             checkpoint=str(checkpoint) if checkpoint else None, max_problem_rows=cap,  # type: ignore[arg-type]
                              encoder=encoder, embed_context={"title": False, "context": True}.get(embed.value, "auto"),
                              image_encoder=image_encoder,
                              fusion=fusion,  # type: ignore[arg-type]
