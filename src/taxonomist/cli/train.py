@@ -85,19 +85,7 @@ def train(
     max_problem_rows: Annotated[str, typer.Option(help="The most products one of the sparse member's local problems trains on (above: a sample in its categories' proportions): auto (200,000), none (all), or a number.")] = "auto",
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
-    if hierarchy not in ("flat", "two-level", "top-down", "auto"):
-        raise CliError(f"--hierarchy must be flat, two-level, top-down or auto, got {hierarchy!r}")
-    if engine not in ("local", "ray"):
-        raise CliError(f"--engine must be local or ray, got {engine!r}")
-    cap: int | str | None = {"auto": "auto", "none": None}.get(max_problem_rows.lower(), max_problem_rows)
-    if isinstance(cap, str) and cap != "auto":
-        if not cap.isdigit() or int(cap) < 2:
-            raise CliError(f"--max-problem-rows must be auto, none or a number of at least 2, got {max_problem_rows!r}")
-        cap = int(cap)
-    if register and not track:
-        raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
-    if tier not in ("sparse", "ensemble", "embed", "finetune"):
-        raise CliError(f"--tier must be sparse, ensemble, embed or finetune, got {tier!r} (for no training data: taxonomist classify)")
+    _check_options(tier, hierarchy, engine, bool(register and not track), bool(image_encoder))
     from ..catalog import split_catalog
     from ..classifier import TaxonomyClassifier
     from ..evaluation import evaluate
@@ -111,8 +99,6 @@ def train(
         console.print(f"train {len(train_cat):,} / held-out {len(test_cat):,} products, {cat.frame['category'].nunique()} categories")
     else:
         train_cat, test_cat = cat, None
-    if image_encoder and tier == "sparse":
-        raise CliError("--image-encoder needs an embedding tier: add --tier ensemble")
     if pseudo_queries:
         from ..apps.query import with_pseudo_queries
 
@@ -123,7 +109,8 @@ def train(
             cat = with_pseudo_queries(cat, seed=seed)
     clf = TaxonomyClassifier(tier=tier, min_confidence=min_confidence, C=c, random_state=seed, n_jobs=n_jobs,  # type: ignore[arg-type]
                              hierarchy=hierarchy, engine=engine,  # type: ignore[arg-type]
-                             checkpoint=str(checkpoint) if checkpoint else None, max_problem_rows=cap,  # type: ignore[arg-type]
+                             checkpoint=str(checkpoint) if checkpoint else None,
+                             max_problem_rows=_max_problem_rows(max_problem_rows),  # type: ignore[arg-type]
                              encoder=encoder, embed_context={"title": False, "context": True}.get(embed.value, "auto"),
                              image_encoder=image_encoder,
                              fusion=fusion,  # type: ignore[arg-type]
@@ -160,6 +147,29 @@ def train(
                                 "taxonomy": taxonomy.name if taxonomy else "", **clf.get_params()})
             _track_training(tracker, clf, len(train_cat), ev, report, f"taxonomist: {catalog.name} (held-out)", path,
                             register)
+
+
+def _check_options(tier: str, hierarchy: str, engine: str, register_untracked: bool, images: bool) -> None:
+    """The train options that are refused before the catalogue is read."""
+    if hierarchy not in ("flat", "two-level", "top-down", "auto"):
+        raise CliError(f"--hierarchy must be flat, two-level, top-down or auto, got {hierarchy!r}")
+    if engine not in ("local", "ray"):
+        raise CliError(f"--engine must be local or ray, got {engine!r}")
+    if register_untracked:
+        raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
+    if tier not in ("sparse", "ensemble", "embed", "finetune"):
+        raise CliError(f"--tier must be sparse, ensemble, embed or finetune, got {tier!r} (for no training data: taxonomist classify)")
+    if images and tier == "sparse":
+        raise CliError("--image-encoder needs an embedding tier: add --tier ensemble")
+
+
+def _max_problem_rows(value: str) -> int | str | None:
+    """``--max-problem-rows``: ``auto``, ``none`` or a number of at least 2."""
+    if value.lower() in ("auto", "none"):
+        return "auto" if value.lower() == "auto" else None
+    if not value.isdigit() or int(value) < 2:
+        raise CliError(f"--max-problem-rows must be auto, none or a number of at least 2, got {value!r}")
+    return int(value)
 
 
 def _say_fitted(clf: Any) -> None:
