@@ -100,7 +100,7 @@ def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int, rows: np.n
     """The fit of label indices ``y`` as one-vs-rest tasks: (problems as (node, rows, local labels), tasks, each
     problem's number of columns) -- one problem over all classes when flat (``tree`` None), else one per node.
     ``rows``: the rows of X that ``y`` labels (default: all of them, in order); ``max_rows``: a problem of more
-    rows trains on a quota of each of its labels (:func:`~taxonomist.models.ovr.capped`, drawn with ``seed``)."""
+    rows trains on a sample of them (:func:`~taxonomist.models.ovr.capped`, drawn with ``seed``)."""
     if tree is None:
         problems = [(0, np.arange(len(y)), y)]
         sizes = [n_classes]
@@ -145,11 +145,12 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             fitted on the rest (``False``), or ``"auto"``: refit unless the split was at most
             ``REFIT_ABOVE_SHARE`` of the products (the split holds at most ``MAX_CALIBRATION_ROWS``, so a large
             catalogue is fitted once). ``refitted_`` says which.
-        max_problem_rows: the most products one local problem trains on; above, each of its labels keeps its
-            products up to one common quota (the rare ones all of theirs): the first stage of a two-level fit
-            over a million products, or a flat fit, then costs a bounded time and memory (liblinear copies a
-            problem's rows, 16 bytes per stored value, once per worker). ``"auto"``: ``MAX_PROBLEM_ROWS``;
-            ``None``: every product.
+        max_problem_rows: the most products one local problem trains on; above, a sample of them in its
+            labels' own proportions, each label keeping at least ``max_problem_rows / (2 × labels)`` (all of its
+            products when it has fewer): the first stage of a two-level fit over a million products, or a flat
+            fit, then costs a bounded time and memory (liblinear copies a problem's rows, 16 bytes per stored
+            value, once per worker) -- and some accuracy (benchmarks/RESULTS.md, "A million products").
+            ``"auto"``: ``MAX_PROBLEM_ROWS``; ``None``: every product.
         beam: how a tree model predicts: ``0`` scores every edge (exact); ``k`` descends level by level into
             each product's ``k`` most probable nodes only (:meth:`LocalTree.beam_log_proba`; cost grows with
             depth, not classes); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else ``BEAM_WIDTH``.
