@@ -22,18 +22,20 @@ import logging
 import multiprocessing
 import os
 import shutil
-import threading
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 
 import taxonomist as tx
 from taxonomist.batch import read_output, run_job
 from taxonomist.datasets import sample_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sparse_vs_baselines import PeakRSS  # noqa: E402
 
 
 def synthesize(n: int, seed: int = 0) -> pd.DataFrame:
@@ -73,35 +75,6 @@ def train_model(folder: Path) -> None:
         get_reusable_executor().shutdown(wait=True)  # else this process waits for joblib's idle workers on exit
 
 
-class PeakRSS:
-    """Samples the summed RSS of this process and all its descendants every 0.2 s."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
@@ -134,7 +107,7 @@ def main() -> None:
         for n in args.sizes:
             out = args.workdir / f"out-{engine}-{n}"
             shutil.rmtree(out, ignore_errors=True)
-            with PeakRSS() as rss:
+            with PeakRSS(tree=True) as rss:
                 t0 = time.perf_counter()
                 res = run_job("predict", model, inputs[n], out, engine=engine, num_workers=args.workers)
                 wall = time.perf_counter() - t0
