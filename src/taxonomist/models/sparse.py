@@ -194,14 +194,6 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.refit = refit
         self.max_problem_rows = max_problem_rows
 
-    def _fit_linear(self, X: sp.csr_matrix, y: np.ndarray, n_classes: int,
-                    rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Fit one-vs-rest SVMs on label indices ``y`` of ``rows`` of X; returns (coef, intercept) for all
-        ``n_classes`` rows."""
-        _problems, tasks, sizes = plan_tasks(None, y, n_classes, rows, self._max_rows(), self.random_state)
-        (coef, intercept), = self._run_tasks(X, tasks, sizes)
-        return coef, intercept
-
     def _max_rows(self) -> int | None:
         m = self.max_problem_rows
         if m == "auto":
@@ -306,11 +298,12 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _fit_model(self, X: sp.csr_matrix, y: np.ndarray, rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
         """(coef, intercept): one row per class (flat) or per edge of the local tree (top-down), fitted on
         ``rows`` of X (default: all) with labels ``y``."""
-        if self.tree_ is None:
-            return self._fit_linear(X, y, len(self.classes_), rows)
         tree = self.tree_
         problems, tasks, sizes = plan_tasks(tree, y, len(self.classes_), rows, self._max_rows(), self.random_state)
         fitted = self._run_tasks(X, tasks, sizes)
+        if tree is None:  # one problem over every class
+            (coef, intercept), = fitted
+            return coef, intercept
         blocks: list[sp.csr_matrix] = []
         intercept = np.zeros(tree.n_edges, dtype=np.float32)  # a node's only child: log-probability 0
         by_node = {node: f for (node, _r, _l), f in zip(problems, fitted, strict=True)}
