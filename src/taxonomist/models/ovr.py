@@ -27,7 +27,7 @@ from sklearn.svm import LinearSVC
 
 from ..exceptions import TaxonomistError
 
-__all__ = ["MAX_COLUMNS_PER_TASK", "Task", "backing_file", "capped", "fit_task", "local_tasks", "mapped_rows",
+__all__ = ["CSR_BYTES_PER_VALUE", "MAX_COLUMNS_PER_TASK", "Task", "backing_file", "capped", "fit_task", "local_tasks", "mapped_rows",
            "run_tasks"]
 
 logger = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def run_tasks(X: sp.csr_matrix, tasks: list[Task], sizes: list[int], params: dic
 
 _LIBLINEAR_BYTES_PER_VALUE = 16
 """liblinear's copy of a problem: one (index, value) node of 16 bytes per stored value, one more per row."""
-_CSR_BYTES_PER_VALUE = 12
+CSR_BYTES_PER_VALUE = 12
 """A float64 CSR matrix: 8 bytes of value and 4 of column index per stored value."""
 
 
@@ -318,7 +318,7 @@ def _task_bytes(X: sp.csr_matrix, task: Task) -> int:
     if rows == X.shape[0]:
         return _LIBLINEAR_BYTES_PER_VALUE * (int(X.nnz) + rows)
     nnz = int(np.diff(X.indptr)[task.rows].sum())
-    return (_LIBLINEAR_BYTES_PER_VALUE + _CSR_BYTES_PER_VALUE) * nnz + _LIBLINEAR_BYTES_PER_VALUE * rows
+    return (_LIBLINEAR_BYTES_PER_VALUE + CSR_BYTES_PER_VALUE) * nnz + _LIBLINEAR_BYTES_PER_VALUE * rows
 
 
 def _too_large_for(workers: int, X: sp.csr_matrix, tasks: list[Task]) -> list[int]:
@@ -328,7 +328,7 @@ def _too_large_for(workers: int, X: sp.csr_matrix, tasks: list[Task]) -> list[in
     available = _available_bytes()
     if available is None:
         return []
-    shared = 0 if backing_file(X) else _CSR_BYTES_PER_VALUE * X.nnz  # a mapped file is not copied for them
+    shared = 0 if backing_file(X) else CSR_BYTES_PER_VALUE * X.nnz  # a mapped file is not copied for them
     budget = 0.8 * available - shared
     return [j for j, t in enumerate(tasks) if workers * _task_bytes(X, t) > budget]
 

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import NotFittedError
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
-from .ovr import Task, capped, local_tasks, mapped_rows, run_tasks
+from .ovr import CSR_BYTES_PER_VALUE, Task, capped, local_tasks, mapped_rows, run_tasks
 from .tree import DEFAULT_LOCAL_TEMPERATURE, LocalTree, local_tree, resolve_hierarchy, split_depth
 
 __all__ = ["SparseClassifier", "TextPairs"]
@@ -226,7 +226,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.encoder_.fit(titles, contexts)
         blocks = self.encoder_.transform_blocks(titles, contexts)
         first = next(blocks)
-        if 12 * first.nnz / max(1, first.shape[0]) * len(titles) <= FEATURES_IN_MEMORY_UP_TO:
+        if CSR_BYTES_PER_VALUE * first.nnz / max(1, first.shape[0]) * len(titles) <= FEATURES_IN_MEMORY_UP_TO:
             # liblinear's type, made once: the fits below index its rows instead of holding copies of them
             Xs = sp.csr_matrix(sp.vstack([first, *blocks], format="csr", dtype=np.float64))
             return self._fit_on_features(Xs, y_idx, groups)
