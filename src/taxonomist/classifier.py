@@ -431,9 +431,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._check()
         batch = ProductBatch.from_any([X] if isinstance(X, (str, Mapping)) else X)
         pairs = self.texts(batch)
-        proba, emb = self.proba_of(pairs, img=self.photos(batch))
         mc = self.min_confidence if min_confidence is None else min_confidence
-        preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
+        emb = None
+        # a sparse model of thousands of leaves reads them from its beam descent, without the dense matrix
+        preds = (self.model_.beam_predictions(pairs, self.levels_, top_k, mc)
+                 if isinstance(self.model_, SparseClassifier) else None)
+        if preds is None:
+            proba, emb = self.proba_of(pairs, img=self.photos(batch))
+            preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
             explain_predictions(self, preds, pairs, emb)
         return preds

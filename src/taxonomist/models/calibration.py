@@ -48,6 +48,23 @@ def fit_top_label(confidence: np.ndarray, correct: np.ndarray, min_samples: int 
     return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
 
 
+def top_label_rescale(top: np.ndarray, second: np.ndarray, others: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
+                      score: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The top-label map of rows whose top probability is ``top``, runner-up ``second`` and the rest ``others``:
+    the new top probability and the factor that rescales every other class (see :func:`apply_top_label`)."""
+    x, y = knots
+    src = top if score is None else np.asarray(score, dtype=np.float64)
+    # isotonic maps are flat in places; a sliver of the original confidence keeps the map strictly increasing,
+    # so products keep their confidence ranking (coverage at a precision depends on it)
+    new_top = np.interp(src, x, y) * (1.0 - 1e-6) + src * 1e-6
+    # keep the winner: new_top >= second * (1 - new_top) / (1 - top)  <=>  new_top >= second / (1 - top + second)
+    floor = second / np.maximum(1.0 - top + second, 1e-12)
+    new_top = np.clip(np.maximum(new_top, floor + 1e-9), 0.0, 1.0)  # strictly above: no tie can flip the arg-max
+    new_top = np.where(others > 0, new_top, 1.0)  # nothing to give the rest to: the row stays one-hot
+    rest = np.where(others > 0, (1.0 - new_top) / np.maximum(others, 1e-300), 0.0)
+    return new_top, rest
+
+
 def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
                     score: np.ndarray | None = None) -> np.ndarray:
     """Replace each row's top probability by the isotonic map's value and rescale the others to sum to 1.
@@ -56,7 +73,6 @@ def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
     of the chosen class when the arg-max comes from prior-shifted scores. The arg-max never changes: the new top
     probability is kept at least as large as the rescaled runner-up.
     """
-    x, y = knots
     proba = np.asarray(proba, dtype=np.float64)  # float32 cannot hold the margin that keeps the winner strictly first
     n = len(proba)
     if n == 0 or proba.shape[1] < 2:
@@ -67,16 +83,8 @@ def apply_top_label(proba: np.ndarray, knots: tuple[np.ndarray, np.ndarray],
     proba = proba / proba.sum(axis=1, keepdims=True)
     order = top_leaves(proba, 2)  # (the two best columns, without sorting every one of thousands)
     top, second = proba[rows, order[:, 0]], proba[rows, order[:, 1]]
-    # isotonic maps are flat in places; a sliver of the original confidence keeps the map strictly increasing,
-    # so products keep their confidence ranking (coverage at a precision depends on it)
-    src = top if score is None else np.asarray(score, dtype=np.float64)
-    new_top = np.interp(src, x, y) * (1.0 - 1e-6) + src * 1e-6
-    # keep the winner: new_top >= second * (1 - new_top) / (1 - top)  <=>  new_top >= second / (1 - top + second)
-    floor = second / np.maximum(1.0 - top + second, 1e-12)
-    new_top = np.clip(np.maximum(new_top, floor + 1e-9), 0.0, 1.0)  # strictly above: no tie can flip the arg-max
-    others = proba.sum(axis=1) - top  # (not 1 - top: exact however the row was rounded)
-    new_top = np.where(others > 0, new_top, 1.0)  # nothing to give the rest to: the row stays one-hot
-    rest = np.where(others > 0, (1.0 - new_top) / np.maximum(others, 1e-300), 0.0)
-    out = proba * rest[:, None]
+    # the others' mass is the row's sum less the top, not 1 - top: exact however the row was rounded
+    new_top, rest = top_label_rescale(top, second, proba.sum(axis=1) - top, knots, score)
+    out = np.asarray(proba * rest[:, None])
     out[rows, order[:, 0]] = new_top
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,16 @@ class LevelIndex:
     def depth(self) -> int:
         return len(self.nodes)
 
+    @cached_property
+    def names(self) -> list[str]:
+        """The classes as path strings (``"A > B > C"``), formatted once."""
+        return [format_path(c) for c in self.classes]
+
+    @cached_property
+    def node_of(self) -> list[np.ndarray]:
+        """Per depth, each class's node at that depth (its position in ``nodes[d]``)."""
+        return [np.asarray(sp.csr_matrix(m).indices) for m in self.maps]
+
 
 def level_probabilities(proba: np.ndarray, index: LevelIndex) -> list[np.ndarray]:
     """Per depth, the (n, n_nodes_at_depth) probabilities of the nodes (sums of their leaves)."""
@@ -151,7 +162,7 @@ def decode(
                     path = index.nodes[d - 1][j]
                     break
         conf = [float(levels[d - 1][i, node_pos[d - 1][path[:d]]]) for d in range(1, len(path) + 1)]
-        alts = [(format_path(index.classes[j]), float(proba[i, j])) for j in top[i]]
+        alts = [(index.names[j], float(proba[i, j])) for j in top[i]]
         out.append(Prediction(path, conf, leaf, float(proba[i, best]), alts, backed_off))
     return out
 

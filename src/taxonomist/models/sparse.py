@@ -23,7 +23,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import NotFittedError
+from .beam import BeamResult, NodeWeights, beam_descent, beam_predictions, node_major_weights
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
+from .hierarchy import LevelIndex, Prediction
 from .ovr import CSR_BYTES_PER_VALUE, Task, capped, local_tasks, mapped_rows, run_tasks
 from .tree import DEFAULT_LOCAL_TEMPERATURE, LocalTree, local_tree, resolve_hierarchy, split_depth
 
@@ -152,7 +154,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             value, once per worker) -- and some accuracy (benchmarks/RESULTS.md, "A million products").
             ``"auto"``: ``MAX_PROBLEM_ROWS``; ``None``: every product.
         beam: how a tree model predicts: ``0`` scores every edge (exact); ``k`` descends level by level into
-            each product's ``k`` most probable nodes only (:meth:`LocalTree.beam_log_proba`; cost grows with
+            each product's ``k`` most probable nodes only (:func:`~taxonomist.models.beam.beam_descent`; cost grows with
             depth, not classes); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else ``BEAM_WIDTH``.
 
     Example:
@@ -276,8 +278,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             logger.info("kept the model fitted on %d products (%d held out for calibration: one fit)",
                         n - len(cal_idx), len(cal_idx))
         self.coef_, self.intercept_ = fitted
-        self._coef_t = self.coef_.T.tocsr()
-        self._node_blocks: list[sp.csr_matrix] | None = None  # the beam's per-node weights are cut again from these
+        self._coef_t: sp.csr_matrix | None = None  # (cut again from these weights when first needed)
+        self._node_weights: NodeWeights | None = None
         self.n_features_in_ = Xs.shape[1]
         return self
 
@@ -328,27 +330,47 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def decision_function(self, X: Any) -> np.ndarray:
         self._check()
+        beam = self._beam(X)
+        if beam is not None:
+            return beam.log_proba()
         titles, contexts = as_pairs(X)
-        if getattr(self, "_coef_t", None) is None:
-            self._coef_t = self.coef_.T.tocsr()
         X = self.encoder_.transform(titles, contexts)
+        scores = _scores(X, self._weights_t(), self.intercept_)
         tree = getattr(self, "tree_", None)
-        width = self._beam_width()
-        if tree is not None and width:
-            return np.asarray(tree.beam_log_proba(X, self._node_margins, self.level_temperatures_, width))
-        scores = _scores(X, self._coef_t, self.intercept_)
         return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
 
-    def _node_margins(self, node: int, X: sp.csr_matrix) -> np.ndarray:
-        """The margins of one node's edges (its block of the weights, cut out once and kept)."""
-        tree = self.tree_
-        assert tree is not None
-        blocks: list[sp.csr_matrix] | None = getattr(self, "_node_blocks", None)
-        if blocks is None:  # each node's weights as features × its edges, cut from the edge rows in one pass
-            rows = sp.csr_matrix(self.coef_)
-            blocks = self._node_blocks = [rows[a:a + k].T.tocsr() for a, k in zip(tree.starts, tree.sizes, strict=True)]
-        start, size = int(tree.starts[node]), int(tree.sizes[node])
-        return _scores(X, blocks[node], self.intercept_[start:start + size])
+    def _weights_t(self) -> sp.csr_matrix:
+        """The weights as features × classes (or edges), CSR with sorted indices: built once, kept."""
+        coef_t: sp.csr_matrix | None = getattr(self, "_coef_t", None)
+        if coef_t is None:
+            coef_t = self._coef_t = self.coef_.T.tocsr()
+        if not coef_t.has_sorted_indices:  # (the beam's node-major weights read each feature's edges in order)
+            coef_t.sort_indices()
+        return coef_t
+
+    def _beam(self, X: Any) -> BeamResult | None:
+        """The beam descent's compact result for these products, or ``None`` when this model scores every class."""
+        tree, width = getattr(self, "tree_", None), self._beam_width()
+        if tree is None or not width:
+            return None
+        titles, contexts = as_pairs(X)
+        weights: NodeWeights | None = getattr(self, "_node_weights", None)
+        if weights is None:  # (cut from the weights once, kept)
+            weights = self._node_weights = node_major_weights(tree, self._weights_t())
+        assert self.level_temperatures_ is not None
+        return beam_descent(tree, self.encoder_.transform(titles, contexts), weights, self.intercept_,
+                            self.level_temperatures_, width)
+
+    def beam_predictions(self, X: Any, index: LevelIndex, top_k: int = 3,
+                         min_confidence: float | None = None) -> list[Prediction] | None:
+        """The hierarchy-aware predictions of :func:`~taxonomist.models.hierarchy.decode` over
+        :meth:`predict_proba`, read from the beam's compact result (:func:`~taxonomist.models.beam.beam_predictions`);
+        ``None`` when this model does not predict by beam descent."""
+        self._check()
+        beam = self._beam(X)
+        if beam is None:
+            return None
+        return beam_predictions(beam, index, self.temperature_, self.top_label_, top_k, min_confidence)
 
     def _beam_width(self) -> int:
         """The beam of :meth:`decision_function` (0: every edge scored)."""
@@ -366,7 +388,10 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return apply_top_label(proba, self.top_label_) if self.top_label_ is not None else proba
 
     def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.classes_[np.argmax(self.decision_function(X), axis=1)])
+        self._check()
+        beam = self._beam(X)
+        best = beam.top(1)[0][:, 0] if beam is not None else np.argmax(self.decision_function(X), axis=1)
+        return np.asarray(self.classes_[best])
 
     def explain(self, title: str, context: str, class_index: int, top: int = 5) -> list[tuple[str, float]]:
         """The features that pushed one product towards one class, with their contribution to the score."""
@@ -402,7 +427,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         params.update(temperature_=self.temperature_, encoder=enc_params, hierarchy_=self.hierarchy_,
                       split_depth_=self.split_depth_)
         # stored transposed (features × classes, CSR): the layout scoring uses, so loading converts nothing
-        coef_t = self._coef_t if getattr(self, "_coef_t", None) is not None else self.coef_.T.tocsr()
+        coef_t = self._weights_t()
         arrays = {
             **enc_arrays,
             "coef_t_data": coef_t.data.astype(np.float32),

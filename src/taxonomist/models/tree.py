@@ -3,13 +3,13 @@
 A :class:`LocalTree` is built from the class paths alone. Each inner node is one multi-class problem over its
 children; a class's log-probability is the sum of the local log-probabilities along its path, each node's
 margins through a softmax at its level's temperature -- every path scored (:meth:`LocalTree.log_proba`) or a
-beam descent (:meth:`LocalTree.beam_log_proba`). ``two-level`` trees have two stages: the categories at one
+beam descent (:func:`~taxonomist.models.beam.beam_descent`). ``two-level`` trees have two stages: the categories at one
 depth (:func:`split_depth`), then the leaves under each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,7 +81,8 @@ class LocalTree:
             for k in range(len(p) + 1):
                 if p[:k] in index:
                     under[index[p[:k]]].append(c)
-        self.node_classes = [np.asarray(u, dtype=np.intp) for u in under]
+        self.node_class_ptr = np.r_[0, np.cumsum([len(u) for u in under])].astype(np.intp)
+        self.node_class_index = np.asarray([c for u in under for c in u], dtype=np.intp)
 
     def problems(self, y: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(node, rows, local labels) of each node with at least two children, for class indices ``y``."""
@@ -108,61 +109,6 @@ class LocalTree:
     def log_proba(self, margins: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
         """Class log-probabilities: the sum of the local log-probabilities along each class's path."""
         return np.asarray((self.paths @ self.local_log_proba(margins, temperatures).T).T)
-
-    def beam_log_proba(self, X: sp.csr_matrix, margins_of: Callable[[int, sp.csr_matrix], np.ndarray],
-                       temperatures: np.ndarray, beam: int) -> np.ndarray:
-        """Class log-probabilities by a beam descent: level by level, each product's ``beam`` most probable
-        inner nodes are scored further; under every node it did not score, the node's probability is shared
-        evenly among its classes (so each row is still a distribution). The work per product grows with the
-        depth and the branching along the beam, not with the number of classes.
-
-        ``margins_of(node, X_rows)``: the margins of the node's edges for those products.
-        """
-        n, n_classes = X.shape[0], self.paths.shape[0]
-        out = np.empty((n, n_classes), dtype=np.float64)
-        X = sp.csr_matrix(X)
-        rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
-        while len(rows):
-            cand_rows, cand_nodes, cand_logp = [], [], []
-            order = np.argsort(nodes, kind="stable")
-            bounds = np.r_[0, np.flatnonzero(np.diff(nodes[order])) + 1, len(order)]
-            X_level = X[rows[order]]  # the level's products gathered once, each node's a contiguous slice
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                group = order[a:b]
-                node = int(nodes[group[0]])
-                r, lp = rows[group], logp[group]
-                start, size = int(self.starts[node]), int(self.sizes[node])
-                edges = np.arange(start, start + size)
-                if size == 1:
-                    child = lp[:, None]
-                else:
-                    z = margins_of(node, X_level[a:b]) / temperatures[self.level[start]]
-                    z -= z.max(axis=1, keepdims=True)
-                    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-                    child = lp[:, None] + z
-                ends = self.edge_class[edges] >= 0
-                if ends.any():
-                    out[np.ix_(r, self.edge_class[edges[ends]])] = child[:, ends]
-                if not ends.all():
-                    inner = ~ends
-                    cand_rows.append(np.repeat(r, int(inner.sum())))
-                    cand_nodes.append(np.tile(self.edge_child[edges[inner]], len(r)))
-                    cand_logp.append(child[:, inner].ravel())
-            if not cand_rows:
-                break
-            cr, cn, cl = np.concatenate(cand_rows), np.concatenate(cand_nodes), np.concatenate(cand_logp)
-            by = np.lexsort((-cl, cr))  # by row, most probable first
-            cr, cn, cl = cr[by], cn[by], cl[by]
-            first = np.r_[0, np.flatnonzero(np.diff(cr)) + 1]
-            rank = np.arange(len(cr)) - np.repeat(first, np.diff(np.r_[first, len(cr)]))
-            keep = rank < beam
-            dr, dn, dl = cr[~keep], cn[~keep], cl[~keep]
-            by_node = np.argsort(dn, kind="stable")
-            for group in np.split(by_node, np.flatnonzero(np.diff(dn[by_node])) + 1) if len(dn) else []:
-                classes = self.node_classes[int(dn[group[0]])]  # not descended: its mass shared by its classes
-                out[np.ix_(dr[group], classes)] = (dl[group] - np.log(len(classes)))[:, None]
-            rows, nodes, logp = cr[keep], cn[keep], cl[keep]
-        return out
 
     def fit_temperatures(self, margins: np.ndarray, y: np.ndarray) -> np.ndarray:
         """One temperature per level minimising the NLL of the true child at each node on the path of ``y``."""

@@ -1,0 +1,384 @@
+"""Beam descent over a :class:`~.tree.LocalTree`, and predictions read from its compact result.
+
+Level by level, each product's ``beam`` most probable inner nodes are scored further. Only the edges under a
+product's beam are scored (a compiled loop over the product's features and each feature's weights at those
+edges), and the result stays compact: the classes reached, with their log-probabilities, and the nodes not
+descended, whose probability is shared evenly among their classes. Predictions (best leaf, top-k alternatives,
+the confidence of every node on the path) are read from it directly, so the cost per product grows with the
+depth of the taxonomy and the beam, not with the number of leaves; the dense (products × classes) matrix is built
+only when asked for (:meth:`BeamResult.log_proba`) and for products that back off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numba import njit
+
+from .calibration import apply_top_label, softmax_with_temperature, top_label_rescale
+from .hierarchy import LevelIndex, Prediction, decode
+from .tree import LocalTree
+
+__all__ = ["BeamResult", "beam_descent", "beam_predictions"]
+
+
+_DENSE_CELLS = 2**22
+"""Cells (features × edges) of the dense weight block :func:`_pair_margins` lays out at once: 16 MB of float32."""
+
+
+def _compiled(fn: Callable[..., Any]) -> Any:
+    """``numba.njit``, cached on disk next to this module when that folder is writable."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # no writable cache location (a read-only install): compiled once per process
+        return njit(nogil=True)(fn)
+
+
+@_compiled
+def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  # type: ignore[no-untyped-def]
+                  node_sizes, feat_ptr, feats, w_ptr, w_edge, w_data, table, budget, out):
+    """For each (product, node) pair, the product's features times the weights of the node's edges, added into
+    ``out[offset:offset + the node's edges]``. The weights are node-major (:class:`NodeWeights`); pairs come
+    sorted by node. For each node, the weights of the features its products have are laid out dense (features ×
+    edges, at most ``budget`` cells at a time), so each feature's weights are read from memory once per block of
+    products and each occurrence adds one contiguous row. ``table`` (one slot per feature, -1 everywhere, as it
+    is left) marks the node's features (``-2 - position``) and then their rows of the dense block (``>= 0``)."""
+    n_pairs = pair_rows.shape[0]
+    p = 0
+    while p < n_pairs:
+        v = pair_nodes[p]
+        size = node_sizes[v]
+        group_end = p
+        n_occ = 0
+        while group_end < n_pairs and pair_nodes[group_end] == v:
+            n_occ += x_indptr[pair_rows[group_end] + 1] - x_indptr[pair_rows[group_end]]
+            group_end += 1
+        for i in range(feat_ptr[v], feat_ptr[v + 1]):
+            table[feats[i]] = -2 - i
+        pos = np.empty(n_occ, np.int64)
+        while p < group_end:  # blocks of pairs whose distinct features fit the budget
+            n_u = 0
+            q = p
+            while q < group_end:
+                r = pair_rows[q]
+                new = 0
+                for t in range(x_indptr[r], x_indptr[r + 1]):
+                    if table[x_indices[t]] <= -2:
+                        new += 1
+                if q > p and (n_u + new) * size > budget:
+                    break
+                for t in range(x_indptr[r], x_indptr[r + 1]):
+                    j = x_indices[t]
+                    if table[j] <= -2:
+                        pos[n_u] = -2 - table[j]
+                        table[j] = n_u
+                        n_u += 1
+                q += 1
+            dense = np.zeros((n_u, size), np.float32)
+            for u in range(n_u):
+                i = pos[u]
+                for k in range(w_ptr[i], w_ptr[i + 1]):
+                    dense[u, w_edge[k]] = w_data[k]
+            for pp in range(p, q):
+                r = pair_rows[pp]
+                base = offsets[pp]
+                row_out = out[base:base + size]
+                for t in range(x_indptr[r], x_indptr[r + 1]):
+                    u = table[x_indices[t]]
+                    if u >= 0:
+                        x = x_data[t]
+                        weights = dense[u]
+                        for e in range(size):  # (views: no index checks, a loop the compiler vectorises)
+                            row_out[e] += x * weights[e]
+            for u in range(n_u):  # back to "a feature of this node" for the next block
+                table[feats[pos[u]]] = -2 - pos[u]
+            p = q
+        for i in range(feat_ptr[v], feat_ptr[v + 1]):
+            table[feats[i]] = -1
+
+
+@_compiled
+def _top_k(ptr_e, cls_e, val_e, ptr_s, node_s, val_s, cnt_s, nc_ptr, nc_idx, top_cls, top_val, log_z):  # type: ignore[no-untyped-def]
+    """Per product: the log of its softmax normaliser over every class, and its ``k`` best classes (ties: the
+    lower class index first). Reached classes are ``(cls_e, val_e)``; each node not descended holds ``cnt_s``
+    classes (``nc_idx[nc_ptr[v]:nc_ptr[v + 1]]``, ascending) at ``val_s`` each."""
+    k = top_cls.shape[1]
+    for i in range(ptr_e.shape[0] - 1):
+        m = -np.inf
+        for t in range(ptr_e[i], ptr_e[i + 1]):
+            m = max(m, val_e[t])
+        for t in range(ptr_s[i], ptr_s[i + 1]):
+            m = max(m, val_s[t])
+        z = 0.0
+        for t in range(ptr_e[i], ptr_e[i + 1]):
+            z += math.exp(val_e[t] - m)
+        for t in range(ptr_s[i], ptr_s[i + 1]):
+            z += cnt_s[t] * math.exp(val_s[t] - m)
+        log_z[i] = m + math.log(z)
+        for q in range(k):
+            top_val[i, q] = -np.inf
+            top_cls[i, q] = -1
+        n_e = ptr_e[i + 1] - ptr_e[i]
+        n_s = ptr_s[i + 1] - ptr_s[i]
+        for t in range(n_e + n_s):
+            if t < n_e:
+                first = t + ptr_e[i]
+                last = first + 1
+                val = val_e[first]
+            else:
+                s = t - n_e + ptr_s[i]
+                first = nc_ptr[node_s[s]]
+                last = min(nc_ptr[node_s[s] + 1], first + k)
+                val = val_s[s]
+            for u in range(first, last):
+                c = cls_e[u] if t < n_e else nc_idx[u]
+                q = k - 1
+                if val < top_val[i, q] or (val == top_val[i, q] and (top_cls[i, q] >= 0 and c > top_cls[i, q])):
+                    break  # (a node's classes come in ascending order: the rest of them cannot enter either)
+                while q > 0 and (val > top_val[i, q - 1] or (val == top_val[i, q - 1] and c < top_cls[i, q - 1])):
+                    top_val[i, q] = top_val[i, q - 1]
+                    top_cls[i, q] = top_cls[i, q - 1]
+                    q -= 1
+                top_val[i, q] = val
+                top_cls[i, q] = c
+
+
+@dataclass
+class BeamResult:
+    """A beam descent's class log-probabilities, compact: ``leaf_*`` the classes reached (row, class, log-prob),
+    ``spread_*`` the nodes not descended (row, node, log-probability of the node); each of a spread node's
+    classes has the node's log-probability minus the log of their number. Every class of every row is in
+    exactly one of the two."""
+
+    tree: LocalTree
+    n: int
+    leaf_rows: np.ndarray
+    leaf_classes: np.ndarray
+    leaf_logp: np.ndarray
+    spread_rows: np.ndarray
+    spread_nodes: np.ndarray
+    spread_logp: np.ndarray
+
+    def log_proba(self) -> np.ndarray:
+        """The dense (n, n_classes) class log-probabilities."""
+        tree = self.tree
+        out = np.empty((self.n, tree.paths.shape[0]), dtype=np.float64)
+        out[self.leaf_rows, self.leaf_classes] = self.leaf_logp
+        ptr, idx = tree.node_class_ptr, tree.node_class_index
+        counts = np.diff(ptr)[self.spread_nodes]
+        each = self.spread_logp - np.log(counts)
+        pos = np.repeat(ptr[self.spread_nodes] - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
+        out[np.repeat(self.spread_rows, counts), idx[pos]] = np.repeat(each, counts)
+        return out
+
+    def subset(self, rows: np.ndarray) -> BeamResult:
+        """The result of some of the products (in the order of ``rows``)."""
+        new = np.full(self.n, -1, dtype=np.intp)
+        new[rows] = np.arange(len(rows))
+        le, sp_ = new[self.leaf_rows] >= 0, new[self.spread_rows] >= 0
+        return BeamResult(self.tree, len(rows), new[self.leaf_rows[le]], self.leaf_classes[le], self.leaf_logp[le],
+                          new[self.spread_rows[sp_]], self.spread_nodes[sp_], self.spread_logp[sp_])
+
+    def top(self, k: int, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's ``k`` most probable classes (best first), their probabilities under
+        ``softmax(log_proba / temperature)``, and the log of that softmax's normaliser."""
+        tree = self.tree
+        k = max(1, min(k, tree.paths.shape[0]))
+        order_e, order_s = np.argsort(self.leaf_rows, kind="stable"), np.argsort(self.spread_rows, kind="stable")
+        counts = np.diff(tree.node_class_ptr)
+        nodes = self.spread_nodes[order_s]
+        val_s = (self.spread_logp[order_s] - np.log(counts[nodes])) / temperature
+        top_cls = np.empty((self.n, k), dtype=np.intp)
+        top_val = np.empty((self.n, k), dtype=np.float64)
+        log_z = np.empty(self.n, dtype=np.float64)
+        _top_k(_row_ptr(self.leaf_rows, self.n), self.leaf_classes[order_e].astype(np.intp),
+               self.leaf_logp[order_e] / temperature, _row_ptr(self.spread_rows, self.n), nodes.astype(np.intp),
+               val_s, counts[nodes].astype(np.float64), tree.node_class_ptr, tree.node_class_index,
+               top_cls, top_val, log_z)
+        return top_cls, np.exp(top_val - log_z[:, None]), log_z
+
+    def node_mass(self, targets: np.ndarray, node_of: np.ndarray, leaf_p: np.ndarray,
+                  spread_p: np.ndarray) -> np.ndarray:
+        """Each row's probability of the classes whose ``node_of`` value (one node per class, e.g. its ancestor at
+        some depth) is the row's ``targets`` value; ``leaf_p`` and ``spread_p``: the probability of each reached
+        class and of each class of a spread node."""
+        out = np.bincount(self.leaf_rows, minlength=self.n,
+                          weights=np.where(node_of[self.leaf_classes] == targets[self.leaf_rows], leaf_p, 0.0))
+        # how many of a spread node's classes are at the target: a table of (node, target) pairs
+        ptr, idx = self.tree.node_class_ptr, self.tree.node_class_index
+        width = int(node_of.max()) + 1
+        keys, counts = np.unique(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)) * width + node_of[idx],
+                                 return_counts=True)
+        want = self.spread_nodes * width + targets[self.spread_rows]
+        at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        hits = np.where(keys[at] == want, counts[at], 0)
+        return out + np.bincount(self.spread_rows, minlength=self.n, weights=hits * spread_p)
+
+
+@dataclass
+class NodeWeights:
+    """A tree model's weights node-major, for :func:`_pair_margins`: node ``v``'s features are
+    ``feats[feat_ptr[v]:feat_ptr[v + 1]]`` (ascending), feature position ``i``'s weights
+    ``w_data[w_ptr[i]:w_ptr[i + 1]]`` at the node's edges ``w_edge`` (0 = the node's first edge)."""
+
+    feat_ptr: np.ndarray
+    feats: np.ndarray
+    w_ptr: np.ndarray
+    w_edge: np.ndarray
+    w_data: np.ndarray
+
+
+def node_major_weights(tree: LocalTree, coef_t: sp.csr_matrix) -> NodeWeights:
+    """:class:`NodeWeights` from the features × edges weights (CSR, sorted indices), in two passes over them."""
+    scored = np.where(tree.sizes >= 2, np.arange(len(tree.sizes)), -1)[tree.edge_node]  # (single children: none)
+    runs, nnz = _node_major_counts(coef_t.indptr, coef_t.indices, scored, len(tree.sizes))
+    feat_ptr, w_base = np.r_[0, np.cumsum(runs)].astype(np.int64), np.r_[0, np.cumsum(nnz)].astype(np.int64)
+    feats = np.empty(feat_ptr[-1], dtype=np.int32)
+    w_ptr = np.empty(feat_ptr[-1] + 1, dtype=np.int64)
+    w_ptr[-1] = w_base[-1]
+    w_edge = np.empty(w_base[-1], dtype=np.int32)
+    w_data = np.empty(w_base[-1], dtype=np.float32)
+    _node_major_fill(coef_t.indptr, coef_t.indices, coef_t.data, scored, tree.starts, feat_ptr, w_base,
+                     feats, w_ptr, w_edge, w_data)
+    return NodeWeights(feat_ptr, feats, w_ptr, w_edge, w_data)
+
+
+@_compiled
+def _node_major_counts(indptr, indices, edge_node, n_nodes):  # type: ignore[no-untyped-def]
+    """Per node, its features with a weight (runs) and its weights."""
+    runs = np.zeros(n_nodes, np.int64)
+    nnz = np.zeros(n_nodes, np.int64)
+    for j in range(indptr.shape[0] - 1):
+        prev = -1
+        for t in range(indptr[j], indptr[j + 1]):
+            v = edge_node[indices[t]]
+            if v < 0:
+                continue
+            if v != prev:  # (a node's edges are contiguous: its weights of one feature are one run)
+                runs[v] += 1
+                prev = v
+            nnz[v] += 1
+    return runs, nnz
+
+
+@_compiled
+def _node_major_fill(indptr, indices, data, edge_node, starts, feat_ptr, w_base,  # type: ignore[no-untyped-def]
+                     feats, w_ptr, w_edge, w_data):
+    run_at = feat_ptr[:-1].copy()
+    w_at = w_base[:-1].copy()
+    for j in range(indptr.shape[0] - 1):  # features in ascending order: each node's come out ascending
+        prev = -1
+        for t in range(indptr[j], indptr[j + 1]):
+            e = indices[t]
+            v = edge_node[e]
+            if v < 0:
+                continue
+            if v != prev:
+                feats[run_at[v]] = j
+                w_ptr[run_at[v]] = w_at[v]
+                run_at[v] += 1
+                prev = v
+            w_edge[w_at[v]] = e - starts[v]
+            w_data[w_at[v]] = data[t]
+            w_at[v] += 1
+
+
+def _row_ptr(rows: np.ndarray, n: int) -> np.ndarray:
+    return np.asarray(np.r_[0, np.cumsum(np.bincount(rows, minlength=n))], dtype=np.intp)
+
+
+def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, intercept: np.ndarray,
+                 temperatures: np.ndarray, beam: int) -> BeamResult:
+    """Class log-probabilities by a beam descent (see the module): ``weights`` from :func:`node_major_weights`,
+    ``temperatures`` one per level of edges."""
+    X = sp.csr_matrix(X)
+    n = X.shape[0]
+    if n == 0:
+        empty = np.zeros(0, np.intp)
+        return BeamResult(tree, 0, empty, empty, np.zeros(0), empty, empty, np.zeros(0))
+    x_data = np.asarray(X.data, dtype=np.float64)
+    leaves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    spread: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
+    table = np.full(X.shape[1], -1, dtype=np.int64)
+    while len(rows):
+        by_node = np.argsort(nodes, kind="stable")
+        rows, nodes, logp = rows[by_node], nodes[by_node], logp[by_node]
+        starts, sizes = tree.starts[nodes], tree.sizes[nodes]
+        offsets = np.r_[0, np.cumsum(sizes)]
+        edges = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - starts, sizes)
+        margins = np.zeros(offsets[-1], dtype=np.float64)
+        _pair_margins(X.indptr, X.indices, x_data, rows, nodes, offsets[:-1], tree.sizes, weights.feat_ptr,
+                      weights.feats, weights.w_ptr, weights.w_edge, weights.w_data, table, _DENSE_CELLS, margins)
+        # rounded to float32 as the exhaustive scoring stores its margins
+        z = (margins + intercept[edges]).astype(np.float32) / temperatures[tree.level[edges]]
+        first = offsets[:-1]
+        z -= np.repeat(np.maximum.reduceat(z, first), sizes)
+        z -= np.repeat(np.log(np.add.reduceat(np.exp(z), first)), sizes)
+        z[np.repeat(sizes == 1, sizes)] = 0.0  # a single child: its node's own probability
+        child = np.repeat(logp, sizes) + z
+        pair_row = np.repeat(rows, sizes)
+        cls = tree.edge_class[edges]
+        ends = cls >= 0
+        leaves.append((pair_row[ends], cls[ends], child[ends]))
+        inner = ~ends
+        if not inner.any():
+            break
+        cr, cn, cl = pair_row[inner], tree.edge_child[edges[inner]], child[inner]
+        by = np.lexsort((-cl, cr))  # by row, most probable first
+        cr, cn, cl = cr[by], cn[by], cl[by]
+        first_of_row = np.r_[0, np.flatnonzero(np.diff(cr)) + 1]
+        rank = np.arange(len(cr)) - np.repeat(first_of_row, np.diff(np.r_[first_of_row, len(cr)]))
+        keep = rank < beam
+        spread.append((cr[~keep], cn[~keep], cl[~keep]))
+        rows, nodes, logp = cr[keep], cn[keep], cl[keep]
+    lr, lc, ll = (np.concatenate(parts) for parts in zip(*leaves, strict=True))
+    if spread:
+        sr, sn, sl = (np.concatenate(parts) for parts in zip(*spread, strict=True))
+    else:
+        sr, sn, sl = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    return BeamResult(tree, n, lr, lc, ll, sr, sn, sl)
+
+
+def beam_predictions(result: BeamResult, index: LevelIndex, temperature: float,
+                     top_label: tuple[np.ndarray, np.ndarray] | None, top_k: int = 3,
+                     min_confidence: float | None = None) -> list[Prediction]:
+    """The :func:`~.hierarchy.decode` of ``softmax(log_proba / temperature)`` (then the top-label map), read from
+    the compact result: the same predictions without the dense matrix. Products whose best leaf falls under
+    ``min_confidence`` (they back off, which compares every node of a level) are decoded densely."""
+    n, n_classes = result.n, len(index.classes)
+    k = max(1, min(top_k, n_classes))
+    top_cls, top_p, log_z = result.top(max(k, 2), temperature)
+    best, top = top_cls[:, 0], top_p[:, 0]
+    if top_label is not None and n_classes >= 2:
+        new_top, rest = top_label_rescale(top, top_p[:, 1], 1.0 - top, top_label)
+    else:
+        new_top, rest = top, np.ones(n)
+    alts = np.column_stack([new_top, top_p[:, 1:k] * rest[:, None]])[:, :k]
+    leaf_p = np.exp(result.leaf_logp / temperature - log_z[result.leaf_rows])
+    counts = np.diff(result.tree.node_class_ptr)[result.spread_nodes]
+    spread_p = np.exp((result.spread_logp - np.log(counts)) / temperature - log_z[result.spread_rows])
+    conf = np.empty((n, len(index.node_of)))
+    for d, node_of in enumerate(index.node_of):
+        conf[:, d] = rest * result.node_mass(node_of[best], node_of, leaf_p, spread_p) + (new_top - rest * top)
+    names = index.names
+    out: list[Prediction | None] = []
+    for i in range(n):
+        leaf = index.classes[int(best[i])]
+        out.append(Prediction(leaf, conf[i, :len(leaf)].tolist(), leaf, float(new_top[i]),
+                              [(names[c], p) for c, p in zip(top_cls[i, :k].tolist(), alts[i].tolist(), strict=True)]))
+    if min_confidence is not None:
+        unsure = np.flatnonzero(new_top < min_confidence)
+        if len(unsure):
+            proba = softmax_with_temperature(result.subset(unsure).log_proba(), temperature)
+            if top_label is not None:
+                proba = apply_top_label(proba, top_label)
+            for row, pred in zip(unsure, decode(proba, index, top_k=top_k, min_confidence=min_confidence),
+                                 strict=True):
+                out[row] = pred
+    return [p for p in out if p is not None]

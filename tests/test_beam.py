@@ -1,0 +1,96 @@
+"""The beam descent's compact result: the same predictions as the dense matrix, without building it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import taxonomist as tx
+from taxonomist.models import SparseClassifier
+from taxonomist.models import beam as beam_mod
+from taxonomist.models.hierarchy import LevelIndex, decode
+
+
+@pytest.fixture(scope="module")
+def beam_model(sample_catalog):
+    """A top-down model of the bundled sample (three levels), predicting with a beam of 2."""
+    f = sample_catalog.frame
+    X = (f["title"].tolist(), f["description"].tolist())
+    m = SparseClassifier(hierarchy="top-down").fit(X, f["category"].tolist())
+    m.beam = 2
+    return m, X
+
+
+def test_the_compact_result_gives_the_dense_predictions(beam_model) -> None:
+    m, X = beam_model
+    assert m.top_label_ is not None  # the top-label map is applied on both paths
+    index = LevelIndex.build(list(m.classes_))
+    probe = (X[0][:300], X[1][:300])
+    proba = m.predict_proba(probe)  # dense: the beam's log-probabilities, softmax, top-label map
+    for top_k, mc in ((3, None), (1, None), (5, 0.6), (2, 0.95)):
+        fast = m.beam_predictions(probe, index, top_k=top_k, min_confidence=mc)
+        dense = decode(proba, index, top_k=top_k, min_confidence=mc)
+        assert len(fast) == len(dense) == 300
+        col = {name: j for j, name in enumerate(m.classes_)}
+        for i, (a, b) in enumerate(zip(fast, dense, strict=True)):
+            assert (a.path, a.leaf, a.backed_off) == (b.path, b.leaf, b.backed_off)
+            np.testing.assert_allclose(a.confidence, b.confidence, rtol=1e-9, atol=1e-12)
+            assert a.leaf_confidence == pytest.approx(b.leaf_confidence, rel=1e-9, abs=1e-12)
+            # the same top-k values; each alternative's class has that probability in the dense matrix (classes
+            # of equal probability, e.g. under a node the beam did not descend, may be chosen either way)
+            np.testing.assert_allclose([p for _, p in a.alternatives], [p for _, p in b.alternatives],
+                                       rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose([proba[i, col[c]] for c, _ in a.alternatives],
+                                       [p for _, p in a.alternatives], rtol=1e-9, atol=1e-12)
+        if mc is not None:
+            assert any(p.backed_off for p in fast)
+    assert (m.predict(probe) == m.classes_[proba.argmax(axis=1)]).all()
+
+
+def test_the_classifier_predicts_products_from_the_compact_result(sample_catalog, monkeypatch) -> None:
+    clf = tx.TaxonomyClassifier(tier="sparse", hierarchy="top-down").fit(sample_catalog)
+    m = clf.model_
+    m.beam = 2
+    calls = []
+    real = beam_mod.beam_predictions
+    monkeypatch.setattr("taxonomist.models.sparse.beam_predictions",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(m, "predict_proba", lambda *a, **k: pytest.fail("the dense matrix was built"))
+    preds = clf.predict_products(sample_catalog.frame.head(20), top_k=2)
+    assert calls and len(preds) == 20 and all(len(p.alternatives) == 2 for p in preds)
+    assert [p.category for p in preds] == clf.predict(sample_catalog.frame.head(20)).tolist()
+
+
+def test_pair_margins_in_small_dense_blocks_equal_the_product_of_features_and_weights(beam_model, monkeypatch) -> None:
+    m, X = beam_model
+    tree = m.tree_
+    feats = m.encoder_.transform(X[0][:60], X[1][:60])
+    weights = beam_mod.node_major_weights(tree, m._weights_t())
+    nodes = np.repeat(np.flatnonzero(tree.sizes > 1), 60)
+    rows = np.tile(np.arange(60), len(nodes) // 60)
+    want = np.concatenate([
+        (feats[r] @ m.coef_[tree.starts[v]:tree.starts[v] + tree.sizes[v]].T).toarray().ravel()
+        for r, v in zip(rows, nodes, strict=True)])
+    offsets = np.r_[0, np.cumsum(tree.sizes[nodes])]
+    for budget in (beam_mod._DENSE_CELLS, 40):  # one block per node; blocks of a few features
+        out = np.zeros(offsets[-1])
+        table = np.full(feats.shape[1], -1, dtype=np.int64)
+        beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float64), rows, nodes,
+                               offsets[:-1], tree.sizes, weights.feat_ptr, weights.feats, weights.w_ptr,
+                               weights.w_edge, weights.w_data, table, budget, out)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+        assert (table == -1).all()
+
+
+def test_an_empty_batch_and_a_product_without_known_words() -> None:
+    titles = ["red cotton shirt", "blue denim jeans", "steel kitchen knife", "wooden cutting board"] * 5
+    labels = ["Apparel > Shirts", "Apparel > Jeans", "Home > Knives", "Home > Boards"] * 5
+    m = SparseClassifier(hierarchy="top-down", calibration="none", beam=1).fit(titles, labels)
+    assert m.predict([]).shape == (0,)
+    assert m.decision_function([]).shape == (0, 4)
+    index = LevelIndex.build(list(m.classes_))
+    [pred] = m.beam_predictions(["zzzz qqqq"], index, top_k=4)
+    np.testing.assert_allclose(sum(p for _, p in pred.alternatives), 1.0)
+    np.testing.assert_allclose(np.exp(m.decision_function(["zzzz qqqq"])).sum(), 1.0)
+    assert isinstance(m._node_weights.feats, np.ndarray) and sp.issparse(m._weights_t())
