@@ -2,11 +2,14 @@
 
     python benchmarks/scale.py --data ../shared/data [--catalogue synthetic|cdiscount] [--sizes 10000,100000]
         [--leaves 500,2000,5000] [--methods top-down,two-level,flat,svc,fasttext] [--timeout 1800]
-        [--out benchmarks/out/scale.json] [--report]
+        [--engine local|ray] [--out benchmarks/out/scale.json] [--report]
 
 Each run (catalogue, size, leaves, method) is a fresh process: train seconds, peak resident memory of the process
 and its worker processes (sampled every 20 ms with psutil), bundle MB, predict products/s (a freshly loaded
-bundle, the held-out products in batches of 1,000), macro-F1 and accuracy on the held-out products. A run that
+bundle, the held-out products in batches of 1,000: ``predict``, the leaf alone; and in the batch job's batches of
+2,048: ``predict_frame``, the table a batch job writes, with confidences and alternatives), macro-F1 and accuracy
+on the held-out products. ``--engine ray`` fits the sparse tier's local problems as Ray tasks (a Ray instance
+started in the run's process, ``n_jobs`` CPUs; its processes count in the memory figures). A run that
 passes ``--timeout`` is stopped and reported as not finished. Finished runs are kept in ``--out`` and not run
 again.
 
@@ -61,6 +64,8 @@ BRAND = {"cdiscount": "Marque", "bigbasket": "brand"}
 NONE_BRANDS = {"", "AUCUNE", "nan"}
 HELD_OUT = 0.2
 MAX_TEST = 20_000
+BATCH_JOB_ROWS = 2048
+"""Products per call of ``predict_frame``: a batch job's default ``batch_size``."""
 
 
 def pool(data: Path, workdir: Path) -> pd.DataFrame:
@@ -152,18 +157,22 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
             t1 = time.perf_counter()
             pred = np.asarray(predict(test))
             predict_s = time.perf_counter() - t1
-            bundle_mb = float("nan")
+            bundle_mb = frame_rows_s = float("nan")
         else:
             if args.max_problem_rows is not None:  # read by the sparse member at fit time
                 from taxonomist.models import sparse
 
                 sparse.MAX_PROBLEM_ROWS = None if args.max_problem_rows == "none" else int(args.max_problem_rows)
-            tx.TaxonomyClassifier(tier="sparse", hierarchy=method).fit(train).save(bundle)
+            tx.TaxonomyClassifier(tier="sparse", hierarchy=method, engine=args.engine).fit(train).save(bundle)
             train_s = time.perf_counter() - t0
             model = tx.load(bundle)
             t1 = time.perf_counter()
             pred = np.concatenate([model.predict(test.frame.iloc[i:i + 1000]) for i in range(0, len(test), 1000)])
             predict_s = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            for i in range(0, len(test), BATCH_JOB_ROWS):
+                model.predict_frame(test.frame.iloc[i:i + BATCH_JOB_ROWS])
+            frame_rows_s = len(test) / (time.perf_counter() - t1)
             bundle_mb = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 2**20
     y = test.frame["category"].to_numpy()
     labels = {c: i for i, c in enumerate(sorted(set(y) | set(pred)))}
@@ -171,7 +180,7 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
     return {"n_train": len(train), "n_test": len(test), "leaves": int(train.frame["category"].nunique()),
             "train_s": train_s, "peak_mb": mem.peak / 2**20, "peak_pss_mb": mem.peak_pss / 2**20,
             "peak_used_mb": mem.peak_used / 2**20, "bundle_mb": bundle_mb,
-            "rows_s": len(test) / predict_s, "macro_f1": f1, "accuracy": acc}
+            "rows_s": len(test) / predict_s, "frame_rows_s": frame_rows_s, "macro_f1": f1, "accuracy": acc}
 
 
 def _child(args: argparse.Namespace, size: int, leaves: int, method: str, queue: Any) -> None:
@@ -193,6 +202,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take before it is stopped")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scale.json"))
     ap.add_argument("--report", action="store_true", help="only print the table of the runs in --out")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="where the sparse tier fits its local problems")
     ap.add_argument("--max-problem-rows", default=None,
                     help="the sparse tier's max_problem_rows ('none': every product; default: the library's)")
     args = ap.parse_args()
@@ -209,6 +220,8 @@ def main() -> None:
                     key = {"catalogue": args.catalogue, "size": size, "leaves_asked": n_leaves, "method": method}
                     if args.max_problem_rows is not None:
                         key["max_problem_rows"] = args.max_problem_rows
+                    if args.engine != "local":
+                        key["engine"] = args.engine
                     if any(all(r.get(k) == v for k, v in key.items()) for r in runs):
                         continue
                     queue = ctx.Queue()
@@ -234,7 +247,8 @@ def main() -> None:
                     args.out.write_text(json.dumps(runs, indent=1))
                     print(_line(r), flush=True)
     print("\n| catalogue | products (train) | leaves | method | train s | peak RSS GB | peak PSS GB | peak used GB "
-          "| bundle MB | predict rows/s | macro-F1 | accuracy |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| bundle MB | predict rows/s | predict_frame rows/s | macro-F1 | accuracy |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         print(_row(r))
 
@@ -244,7 +258,13 @@ def _line(r: dict[str, Any]) -> str:
         return f"{r['catalogue']} {r['size']} x {r['leaves_asked']} {r['method']}: not finished after {r['seconds']:.0f} s"
     return (f"{r['catalogue']} {r['n_train']:,} x {r['leaves']:,} {r['method']}: train {r['train_s']:.0f} s, peak "
             f"{r['peak_mb'] / 1024:.2f} GB (PSS {_gb(r, 'peak_pss_mb')}, used {_gb(r, 'peak_used_mb')}), "
-            f"predict {r['rows_s']:,.0f}/s, macro-F1 {r['macro_f1']:.4f} acc {r['accuracy']:.4f}")
+            f"predict {r['rows_s']:,.0f}/s (predict_frame {_rate(r)}), macro-F1 {r['macro_f1']:.4f} acc {r['accuracy']:.4f}")
+
+
+def _rate(r: dict[str, Any]) -> str:
+    """predict_frame's products/s; runs recorded before it was measured, and the baselines, have none."""
+    v = r.get("frame_rows_s", float("nan"))
+    return "-" if v != v else f"{v:,.0f}/s"
 
 
 def _gb(r: dict[str, Any], key: str) -> str:
@@ -255,10 +275,12 @@ def _gb(r: dict[str, Any], key: str) -> str:
 def _row(r: dict[str, Any]) -> str:
     if not r["finished"]:
         return (f"| {r['catalogue']} | {r['size']:,} | {r['leaves_asked']:,} | {r['method']} | not finished in "
-                f"{r['seconds']:.0f} s | | | | | | | |")
+                f"{r['seconds']:.0f} s | | | | | | | | |")
     bundle = "" if r["bundle_mb"] != r["bundle_mb"] else f"{r['bundle_mb']:.0f}"
-    return (f"| {r['catalogue']} | {r['n_train']:,} | {r['leaves']:,} | {r['method']} | {r['train_s']:.0f} | "
-            f"{r['peak_mb'] / 1024:.2f} | {_gb(r, 'peak_pss_mb')} | {_gb(r, 'peak_used_mb')} | {bundle} | {r['rows_s']:,.0f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} |")
+    method = r["method"] + (f" ({r['engine']})" if r.get("engine") else "")
+    return (f"| {r['catalogue']} | {r['n_train']:,} | {r['leaves']:,} | {method} | {r['train_s']:.0f} | "
+            f"{r['peak_mb'] / 1024:.2f} | {_gb(r, 'peak_pss_mb')} | {_gb(r, 'peak_used_mb')} | {bundle} | "
+            f"{r['rows_s']:,.0f} | {_rate(r)} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} |")
 
 
 if __name__ == "__main__":

@@ -60,36 +60,43 @@ def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  
             group_end += 1
         for i in range(feat_ptr[v], feat_ptr[v + 1]):
             table[feats[i]] = -2 - i
-        pos = np.empty(n_occ, np.int64)
+        pos = np.empty(n_occ, np.int64)  # the dense rows' feature positions
+        occ = np.empty(n_occ, np.int64)  # each occurrence's dense row (-1: a feature without weights here)
         while p < group_end:  # blocks of pairs whose distinct features fit the budget
             n_u = 0
             q = p
+            o = 0
             while q < group_end:
                 r = pair_rows[q]
-                new = 0
-                for t in range(x_indptr[r], x_indptr[r + 1]):
-                    if table[x_indices[t]] <= -2:
-                        new += 1
-                if q > p and (n_u + new) * size > budget:
-                    break
+                n_before, o_before = n_u, o
                 for t in range(x_indptr[r], x_indptr[r + 1]):
                     j = x_indices[t]
-                    if table[j] <= -2:
-                        pos[n_u] = -2 - table[j]
-                        table[j] = n_u
+                    u = table[j]
+                    if u <= -2:
+                        pos[n_u] = -2 - u
+                        u = n_u
+                        table[j] = u
                         n_u += 1
+                    occ[o] = u
+                    o += 1
+                if q > p and n_u * size > budget:  # over the budget: this pair starts the next block
+                    for k in range(n_before, n_u):
+                        table[feats[pos[k]]] = -2 - pos[k]
+                    n_u, o = n_before, o_before
+                    break
                 q += 1
             dense = np.zeros((n_u, size), np.float32)
             for u in range(n_u):
                 i = pos[u]
                 for k in range(w_ptr[i], w_ptr[i + 1]):
                     dense[u, w_edge[k]] = w_data[k]
+            o = 0
             for pp in range(p, q):
                 r = pair_rows[pp]
-                base = offsets[pp]
-                row_out = out[base:base + size]
+                row_out = out[offsets[pp]:offsets[pp] + size]
                 for t in range(x_indptr[r], x_indptr[r + 1]):
-                    u = table[x_indices[t]]
+                    u = occ[o]
+                    o += 1
                     if u >= 0:
                         x = x_data[t]
                         weights = dense[u]
@@ -301,7 +308,7 @@ def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, interc
     if n == 0:
         empty = np.zeros(0, np.intp)
         return BeamResult(tree, 0, empty, empty, np.zeros(0), empty, empty, np.zeros(0))
-    x_data = np.asarray(X.data, dtype=np.float64)
+    x_data = np.asarray(X.data, dtype=np.float32)  # (float32 sums, as the exhaustive scoring's)
     leaves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     spread: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
@@ -312,7 +319,7 @@ def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, interc
         starts, sizes = tree.starts[nodes], tree.sizes[nodes]
         offsets = np.r_[0, np.cumsum(sizes)]
         edges = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - starts, sizes)
-        margins = np.zeros(offsets[-1], dtype=np.float64)
+        margins = np.zeros(offsets[-1], dtype=np.float32)
         _pair_margins(X.indptr, X.indices, x_data, rows, nodes, offsets[:-1], tree.sizes, weights.feat_ptr,
                       weights.feats, weights.w_ptr, weights.w_edge, weights.w_data, table, _DENSE_CELLS, margins)
         # rounded to float32 as the exhaustive scoring stores its margins
