@@ -73,14 +73,18 @@ def test_pair_margins_in_small_dense_blocks_equal_the_product_of_features_and_we
         (feats[r] @ m.coef_[tree.starts[v]:tree.starts[v] + tree.sizes[v]].T).toarray().ravel()
         for r, v in zip(rows, nodes, strict=True)])
     offsets = np.r_[0, np.cumsum(tree.sizes[nodes])]
-    for budget in (beam_mod._DENSE_CELLS, 40):  # one block per node; blocks of a few features
-        out = np.zeros(offsets[-1])
+    # one dense block per node; blocks of a few features; every node by bisection
+    outs = []
+    for budget, few in ((beam_mod._DENSE_CELLS, 0), (40, 0), (beam_mod._DENSE_CELLS, 10**9)):
+        out = np.zeros(offsets[-1], dtype=np.float32)
         table = np.full(feats.shape[1], -1, dtype=np.int64)
-        beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float64), rows, nodes,
+        beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float32), rows, nodes,
                                offsets[:-1], tree.sizes, weights.feat_ptr, weights.feats, weights.w_ptr,
-                               weights.w_edge, weights.w_data, table, budget, out)
-        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+                               weights.w_edge, weights.w_data, table, budget, few, out)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
         assert (table == -1).all()
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[2])  # the same sums in the same order, whichever way
 
 
 def test_an_empty_batch_and_a_product_without_known_words() -> None:

@@ -12,8 +12,9 @@ only when asked for (:meth:`BeamResult.log_proba`) and for products that back of
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ __all__ = ["BeamResult", "beam_descent", "beam_predictions"]
 
 _DENSE_CELLS = 2**22
 """Cells (features × edges) of the dense weight block :func:`_pair_margins` lays out at once: 16 MB of float32."""
+_FEW_OCCURRENCES = 16
+"""A node whose products' feature occurrences, times this, are fewer than its features is scored without marking
+its features (by bisection in them)."""
 
 
 def _compiled(fn: Callable[..., Any]) -> Any:
@@ -41,13 +45,15 @@ def _compiled(fn: Callable[..., Any]) -> Any:
 
 @_compiled
 def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  # type: ignore[no-untyped-def]
-                  node_sizes, feat_ptr, feats, w_ptr, w_edge, w_data, table, budget, out):
+                  node_sizes, feat_ptr, feats, w_ptr, w_edge, w_data, table, budget, few, out):
     """For each (product, node) pair, the product's features times the weights of the node's edges, added into
     ``out[offset:offset + the node's edges]``. The weights are node-major (:class:`NodeWeights`); pairs come
     sorted by node. For each node, the weights of the features its products have are laid out dense (features ×
     edges, at most ``budget`` cells at a time), so each feature's weights are read from memory once per block of
     products and each occurrence adds one contiguous row. ``table`` (one slot per feature, -1 everywhere, as it
-    is left) marks the node's features (``-2 - position``) and then their rows of the dense block (``>= 0``)."""
+    is left) marks the node's features (``-2 - position``) and then their rows of the dense block (``>= 0``). A
+    node with fewer than its features / ``few`` occurrences is scored by bisection instead (see below). Products'
+    feature indices must ascend within each row."""
     n_pairs = pair_rows.shape[0]
     p = 0
     while p < n_pairs:
@@ -58,6 +64,28 @@ def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  
         while group_end < n_pairs and pair_nodes[group_end] == v:
             n_occ += x_indptr[pair_rows[group_end] + 1] - x_indptr[pair_rows[group_end]]
             group_end += 1
+        if n_occ * few < feat_ptr[v + 1] - feat_ptr[v]:
+            # few products for the node's features (a served request): each feature found by bisection and its
+            # weights added one by one, rather than marking every feature of the node (same sums, same order)
+            while p < group_end:
+                r = pair_rows[p]
+                row_out = out[offsets[p]:offsets[p] + size]
+                lo = feat_ptr[v]
+                for t in range(x_indptr[r], x_indptr[r + 1]):
+                    j = x_indices[t]
+                    hi = feat_ptr[v + 1]
+                    while lo < hi:  # (a row's features ascend: the search starts where the last one ended)
+                        mid = (lo + hi) >> 1
+                        if feats[mid] < j:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo < feat_ptr[v + 1] and feats[lo] == j:
+                        x = x_data[t]
+                        for k in range(w_ptr[lo], w_ptr[lo + 1]):
+                            row_out[w_edge[k]] += x * w_data[k]
+                p += 1
+            continue
         for i in range(feat_ptr[v], feat_ptr[v + 1]):
             table[feats[i]] = -2 - i
         pos = np.empty(n_occ, np.int64)  # the dense rows' feature positions
@@ -238,6 +266,25 @@ class NodeWeights:
     w_ptr: np.ndarray
     w_edge: np.ndarray
     w_data: np.ndarray
+    _table: np.ndarray | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def scratch(self, n_features: int) -> np.ndarray:
+        """A table of one slot per feature, all -1, for one call of :func:`_pair_margins`: kept between calls (a
+        served request would spend more on setting 2 million slots than on scoring), a new one while another
+        thread holds it."""
+        if self._lock.acquire(blocking=False):
+            if self._table is None or len(self._table) != n_features:
+                self._table = np.full(n_features, -1, dtype=np.int64)
+            return self._table
+        return np.full(n_features, -1, dtype=np.int64)
+
+    def release(self, table: np.ndarray, clean: bool) -> None:
+        """Hands back a :meth:`scratch` table; one a failed call may have left marked is dropped."""
+        if table is self._table:
+            if not clean:
+                self._table = None
+            self._lock.release()
 
 
 def node_major_weights(tree: LocalTree, coef_t: sp.csr_matrix) -> NodeWeights:
@@ -304,15 +351,29 @@ def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, interc
     """Class log-probabilities by a beam descent (see the module): ``weights`` from :func:`node_major_weights`,
     ``temperatures`` one per level of edges."""
     X = sp.csr_matrix(X)
+    if not X.has_sorted_indices:
+        X = X.sorted_indices()
     n = X.shape[0]
     if n == 0:
         empty = np.zeros(0, np.intp)
         return BeamResult(tree, 0, empty, empty, np.zeros(0), empty, empty, np.zeros(0))
     x_data = np.asarray(X.data, dtype=np.float32)  # (float32 sums, as the exhaustive scoring's)
+    table = weights.scratch(X.shape[1])
+    done = False
+    try:
+        result = _descend(tree, X, x_data, weights, intercept, temperatures, beam, table)
+        done = True
+        return result
+    finally:
+        weights.release(table, done)
+
+
+def _descend(tree: LocalTree, X: sp.csr_matrix, x_data: np.ndarray, weights: NodeWeights, intercept: np.ndarray,
+             temperatures: np.ndarray, beam: int, table: np.ndarray) -> BeamResult:
+    n = X.shape[0]
     leaves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     spread: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
-    table = np.full(X.shape[1], -1, dtype=np.int64)
     while len(rows):
         by_node = np.argsort(nodes, kind="stable")
         rows, nodes, logp = rows[by_node], nodes[by_node], logp[by_node]
@@ -321,7 +382,8 @@ def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, interc
         edges = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - starts, sizes)
         margins = np.zeros(offsets[-1], dtype=np.float32)
         _pair_margins(X.indptr, X.indices, x_data, rows, nodes, offsets[:-1], tree.sizes, weights.feat_ptr,
-                      weights.feats, weights.w_ptr, weights.w_edge, weights.w_data, table, _DENSE_CELLS, margins)
+                      weights.feats, weights.w_ptr, weights.w_edge, weights.w_data, table, _DENSE_CELLS,
+                      _FEW_OCCURRENCES, margins)
         # rounded to float32 as the exhaustive scoring stores its margins
         z = (margins + intercept[edges]).astype(np.float32) / temperatures[tree.level[edges]]
         first = offsets[:-1]
