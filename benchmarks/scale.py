@@ -222,7 +222,9 @@ def main() -> None:
                         key["max_problem_rows"] = args.max_problem_rows
                     if args.engine != "local":
                         key["engine"] = args.engine
-                    if any(all(r.get(k) == v for k, v in key.items()) for r in runs):
+                    # (a run of other settings is another run: a record without the key had the default)
+                    if any(all(r.get(k) == v for k, v in key.items()) and r.get("engine", "local") == args.engine
+                           and r.get("max_problem_rows") == args.max_problem_rows for r in runs):
                         continue
                     queue = ctx.Queue()
                     proc = ctx.Process(target=_child, args=(args, size, n_leaves, method, queue))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -98,3 +101,6 @@ def test_an_empty_batch_and_a_product_without_known_words() -> None:
     np.testing.assert_allclose(sum(p for _, p in pred.alternatives), 1.0)
     np.testing.assert_allclose(np.exp(m.decision_function(["zzzz qqqq"])).sum(), 1.0)
     assert isinstance(m._node_weights.feats, np.ndarray) and sp.issparse(m._weights_t())
+    # a model that has predicted (its node-major weights and scratch table cached) still copies and pickles
+    for twin in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert twin.predict(["green shirt", "zzzz"]).tolist() == m.predict(["green shirt", "zzzz"]).tolist()

@@ -266,8 +266,14 @@ class NodeWeights:
     w_ptr: np.ndarray
     w_edge: np.ndarray
     w_data: np.ndarray
-    _table: np.ndarray | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _table: np.ndarray | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:  # (a model is copied and pickled with its caches: not the lock)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_table", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _table=None, _lock=threading.Lock())
 
     def scratch(self, n_features: int) -> np.ndarray:
         """A table of one slot per feature, all -1, for one call of :func:`_pair_margins`: kept between calls (a
