@@ -199,14 +199,21 @@ class BeamResult:
     spread_nodes: np.ndarray
     spread_logp: np.ndarray
 
+    def spread_counts(self) -> np.ndarray:
+        """How many classes each spread node shares its probability among."""
+        return np.asarray(np.diff(self.tree.node_class_ptr)[self.spread_nodes])
+
+    def spread_class_logp(self) -> np.ndarray:
+        """The log-probability of each class of each spread node."""
+        return np.asarray(self.spread_logp - np.log(self.spread_counts()))
+
     def log_proba(self) -> np.ndarray:
         """The dense (n, n_classes) class log-probabilities."""
         tree = self.tree
         out = np.empty((self.n, tree.paths.shape[0]), dtype=np.float64)
         out[self.leaf_rows, self.leaf_classes] = self.leaf_logp
         ptr, idx = tree.node_class_ptr, tree.node_class_index
-        counts = np.diff(ptr)[self.spread_nodes]
-        each = self.spread_logp - np.log(counts)
+        counts, each = self.spread_counts(), self.spread_class_logp()
         pos = np.repeat(ptr[self.spread_nodes] - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
         out[np.repeat(self.spread_rows, counts), idx[pos]] = np.repeat(each, counts)
         return out
@@ -225,15 +232,14 @@ class BeamResult:
         tree = self.tree
         k = max(1, min(k, tree.paths.shape[0]))
         order_e, order_s = np.argsort(self.leaf_rows, kind="stable"), np.argsort(self.spread_rows, kind="stable")
-        counts = np.diff(tree.node_class_ptr)
         nodes = self.spread_nodes[order_s]
-        val_s = (self.spread_logp[order_s] - np.log(counts[nodes])) / temperature
+        val_s = self.spread_class_logp()[order_s] / temperature
         top_cls = np.empty((self.n, k), dtype=np.intp)
         top_val = np.empty((self.n, k), dtype=np.float64)
         log_z = np.empty(self.n, dtype=np.float64)
         _top_k(_row_ptr(self.leaf_rows, self.n), self.leaf_classes[order_e].astype(np.intp),
                self.leaf_logp[order_e] / temperature, _row_ptr(self.spread_rows, self.n), nodes.astype(np.intp),
-               val_s, counts[nodes].astype(np.float64), tree.node_class_ptr, tree.node_class_index,
+               val_s, self.spread_counts()[order_s].astype(np.float64), tree.node_class_ptr, tree.node_class_index,
                top_cls, top_val, log_z)
         return top_cls, np.exp(top_val - log_z[:, None]), log_z
 
@@ -436,8 +442,7 @@ def beam_predictions(result: BeamResult, index: LevelIndex, temperature: float,
         new_top, rest = top, np.ones(n)
     alts = np.column_stack([new_top, top_p[:, 1:k] * rest[:, None]])[:, :k]
     leaf_p = np.exp(result.leaf_logp / temperature - log_z[result.leaf_rows])
-    counts = np.diff(result.tree.node_class_ptr)[result.spread_nodes]
-    spread_p = np.exp((result.spread_logp - np.log(counts)) / temperature - log_z[result.spread_rows])
+    spread_p = np.exp(result.spread_class_logp() / temperature - log_z[result.spread_rows])
     conf = np.empty((n, len(index.node_of)))
     for d, node_of in enumerate(index.node_of):
         conf[:, d] = rest * result.node_mass(node_of[best], node_of, leaf_p, spread_p) + (new_top - rest * top)
