@@ -139,8 +139,11 @@ def test_word_index_and_whole_encoder_equal_scikit_learn(sample_catalog) -> None
     from taxonomist.text import normalize_for_sparse, tokenize
 
     docs = [normalize_for_sparse(t) for t in sample_catalog.titles[:1500]] + ["a", "  x  y ", "", "连衣裙 红色 夏季"]
-    for kw in ({}, {"tokenizer": tokenize, "token_pattern": None}):  # the Latin and the CJK word analyzers
-        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=False, dtype=np.float32, **kw)
+    for kw in ({}, {"tokenizer": tokenize, "token_pattern": None},  # the Latin and the CJK word analyzers
+               {"ngram_range": (1, 1)}, {"ngram_range": (1, 3)}, {"ngram_range": (2, 3)},
+               {"stop_words": ["the", "de"]}, {"preprocessor": str.upper}):  # (these two: the whole analyzer)
+        vec = TfidfVectorizer(**{"ngram_range": (1, 2), "sublinear_tf": True, "lowercase": False,
+                                 "dtype": np.float32, **kw})
         vec.fit(docs[:1000])
         got, want = _WordIndex(vec).transform(docs), vec.transform(docs)
         np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)

@@ -158,14 +158,16 @@ class _TfidfIndex:
         self.idf = np.asarray(vec.idf_, dtype=np.float32)
         self.sublinear = bool(vec.sublinear_tf)
 
-    def _features(self, doc: str) -> list[int]:
+    def _add_features(self, indices: array[int], doc: str) -> None:
+        """Appends the vocabulary indices of ``doc``'s n-grams (repeats included) to ``indices``."""
         raise NotImplementedError
 
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
         indices = array("i")  # 4 bytes per stored value (a list would hold a Python int of 36 bytes for each)
         indptr = array("q", [0])
+        add = self._add_features
         for doc in docs:
-            indices.extend(self._features(doc))
+            add(indices, doc)
             indptr.append(len(indices))
         x = sp.csr_matrix(
             (np.ones(len(indices), dtype=np.float32), np.frombuffer(indices, dtype=np.intc),
@@ -181,15 +183,28 @@ class _TfidfIndex:
 
 
 class _WordIndex(_TfidfIndex):
-    """Word n-grams: the vectorizer's own analyzer (``build_analyzer``), the vocabulary looked up here."""
+    """Word n-grams: the vectorizer's own tokenizer (``build_tokenizer``), its n-grams joined as scikit-learn
+    joins them (a space between tokens) and looked up here; with stop words or a preprocessor, its whole
+    analyzer."""
 
     def __init__(self, vec: TfidfVectorizer) -> None:
         super().__init__(vec)
         self.analyzer = vec.build_analyzer()
+        plain = vec.get_stop_words() is None and vec.preprocessor is _identity and not vec.lowercase
+        self.tokenize = vec.build_tokenizer() if plain and vec.input == "content" else None
+        self.min_n, self.max_n = vec.ngram_range
 
-    def _features(self, doc: str) -> list[int]:
+    def _grams(self, doc: str) -> Iterator[str]:
+        if self.tokenize is None:
+            yield from self.analyzer(doc)
+            return
+        tokens = self.tokenize(doc)
+        for n in range(self.min_n, self.max_n + 1):
+            yield from tokens if n == 1 else map(" ".join, zip(*(tokens[i:] for i in range(n)), strict=False))
+
+    def _add_features(self, indices: array[int], doc: str) -> None:
         vocab = self.vocab
-        return [j for j in map(vocab.get, self.analyzer(doc)) if j is not None]
+        indices.extend([j for j in map(vocab.get, self._grams(doc)) if j is not None])
 
 
 class _CharWbIndex(_TfidfIndex):
@@ -205,25 +220,23 @@ class _CharWbIndex(_TfidfIndex):
     def __init__(self, vec: TfidfVectorizer) -> None:
         super().__init__(vec)
         self.min_n, self.max_n = vec.ngram_range
-        self.cache: dict[str, list[int]] = {}
+        self.cache: dict[str, array[int]] = {}
 
-    def _grams(self, word: str) -> list[int]:
-        return [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None]
+    def _grams(self, word: str) -> array[int]:
+        return array("i", [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None])
 
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
         if len(self.cache) > self.MAX_WORDS:
             self.cache.clear()
         return super().transform(docs)
 
-    def _features(self, doc: str) -> list[int]:
+    def _add_features(self, indices: array[int], doc: str) -> None:
         cache = self.cache
-        out: list[int] = []
         for word in doc.split():
             idx = cache.get(word)
             if idx is None:
                 idx = cache[word] = self._grams(word)
-            out.extend(idx)
-        return out
+            indices.extend(idx)  # (an array from an array: one copy, no Python ints)
 
 
 class _HashIndex:
