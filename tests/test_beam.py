@@ -65,7 +65,7 @@ def test_the_classifier_predicts_products_from_the_compact_result(sample_catalog
     assert [p.category for p in preds] == clf.predict(sample_catalog.frame.head(20)).tolist()
 
 
-def test_pair_margins_in_small_dense_blocks_equal_the_product_of_features_and_weights(beam_model, monkeypatch) -> None:
+def test_pair_margins_in_small_blocks_equal_the_product_of_features_and_weights(beam_model, monkeypatch) -> None:
     m, X = beam_model
     tree = m.tree_
     feats = m.encoder_.transform(X[0][:60], X[1][:60])
@@ -76,9 +76,9 @@ def test_pair_margins_in_small_dense_blocks_equal_the_product_of_features_and_we
         (feats[r] @ m.coef_[tree.starts[v]:tree.starts[v] + tree.sizes[v]].T).toarray().ravel()
         for r, v in zip(rows, nodes, strict=True)])
     offsets = np.r_[0, np.cumsum(tree.sizes[nodes])]
-    # one dense block per node; blocks of a few features; every node by bisection
+    # one block per node; blocks of a few margins; every node by bisection
     outs = []
-    for budget, few in ((beam_mod._DENSE_CELLS, 0), (40, 0), (beam_mod._DENSE_CELLS, 10**9)):
+    for budget, few in ((beam_mod._BLOCK_MARGINS, 0), (40, 0), (beam_mod._BLOCK_MARGINS, 10**9)):
         out = np.zeros(offsets[-1], dtype=np.float32)
         table = np.full(feats.shape[1], -1, dtype=np.int64)
         beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float32), rows, nodes,
@@ -87,7 +87,8 @@ def test_pair_margins_in_small_dense_blocks_equal_the_product_of_features_and_we
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
         assert (table == -1).all()
         outs.append(out)
-    np.testing.assert_array_equal(outs[0], outs[2])  # the same sums in the same order, whichever way
+    np.testing.assert_array_equal(outs[0], outs[1])  # the same sums in the same order, whichever way
+    np.testing.assert_array_equal(outs[0], outs[2])
 
 
 def test_an_empty_batch_and_a_product_without_known_words() -> None:
@@ -104,3 +105,35 @@ def test_an_empty_batch_and_a_product_without_known_words() -> None:
     # a model that has predicted (its node-major weights and scratch table cached) still copies and pickles
     for twin in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert twin.predict(["green shirt", "zzzz"]).tolist() == m.predict(["green shirt", "zzzz"]).tolist()
+
+
+@pytest.mark.parametrize("exact_top", [1, 3])
+def test_a_bounded_beam_keeps_the_best_classes_of_the_whole_beam(beam_model, monkeypatch, exact_top) -> None:
+    """Beam nodes whose children are all classes are scored only when they could hold one of the best
+    ``exact_top`` classes: those classes, their order and (at temperature 1) their probabilities are the
+    whole beam's, and fewer (product, node) pairs are scored."""
+    m, X = beam_model
+    tree = m.tree_
+    feats = m.encoder_.transform(X[0][:400], X[1][:400])
+    weights = beam_mod.node_major_weights(tree, m._weights_t())
+    scored: list[int] = []
+    real = beam_mod._pair_margins
+    monkeypatch.setattr(beam_mod, "_pair_margins", lambda *a: scored.append(len(a[3])) or real(*a))
+    ones = np.ones_like(m.level_temperatures_)
+    for beam in (2, 4):
+        scored.clear()
+        whole = beam_mod.beam_descent(tree, feats, weights, m.intercept_, ones, beam)
+        n_whole = sum(scored)
+        scored.clear()
+        bounded = beam_mod.beam_descent(tree, feats, weights, m.intercept_, ones, beam, exact_top)
+        assert sum(scored) < n_whole
+        a_cls, a_p, a_z = whole.top(exact_top)
+        b_cls, b_p, b_z = bounded.top(exact_top)
+        np.testing.assert_array_equal(a_cls, b_cls)
+        np.testing.assert_allclose(b_p, a_p, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b_z, a_z, atol=1e-9)  # (temperature 1: a spread node holds what its classes would)
+        dense = bounded.log_proba()
+        np.testing.assert_allclose(np.logaddexp.reduce(dense, axis=1), 0.0, atol=1e-9)  # every class, once
+        # at another temperature the order of the best classes still holds
+        t_cls, _, _ = bounded.top(exact_top, temperature=0.5)
+        np.testing.assert_array_equal(t_cls, whole.top(exact_top, temperature=0.5)[0])

@@ -1,7 +1,8 @@
 """Beam descent over a :class:`~.tree.LocalTree`, and predictions read from its compact result.
 
-Level by level, each product's ``beam`` most probable inner nodes are scored further. Only the edges under a
-product's beam are scored (a compiled loop over the product's features and each feature's weights at those
+Level by level, each product's ``beam`` most probable inner nodes are scored further (for the best class alone,
+a node whose children are all classes only when it could hold a better one: ``exact_top``). Only the edges
+under a product's beam are scored (a compiled loop over the product's features and each feature's weights at those
 edges), and the result stays compact: the classes reached, with their log-probabilities, and the nodes not
 descended, whose probability is shared evenly among their classes. Predictions (best leaf, top-k alternatives,
 the confidence of every node on the path) are read from it directly, so the cost per product grows with the
@@ -28,8 +29,9 @@ from .tree import LocalTree
 __all__ = ["BeamResult", "beam_descent", "beam_predictions"]
 
 
-_DENSE_CELLS = 2**22
-"""Cells (features × edges) of the dense weight block :func:`_pair_margins` lays out at once: 16 MB of float32."""
+_BLOCK_MARGINS = 2**18
+"""(Product, edge) margins :func:`_pair_margins` adds into per block of a node's products: 1 MB of float32, read
+and written while each of the block's features' weights is read once."""
 _FEW_OCCURRENCES = 16
 """A node whose products' feature occurrences, times this, are fewer than its features is scored without marking
 its features (by bisection in them)."""
@@ -48,12 +50,13 @@ def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  
                   node_sizes, feat_ptr, feats, w_ptr, w_edge, w_data, table, budget, few, out):
     """For each (product, node) pair, the product's features times the weights of the node's edges, added into
     ``out[offset:offset + the node's edges]``. The weights are node-major (:class:`NodeWeights`); pairs come
-    sorted by node. For each node, the weights of the features its products have are laid out dense (features ×
-    edges, at most ``budget`` cells at a time), so each feature's weights are read from memory once per block of
-    products and each occurrence adds one contiguous row. ``table`` (one slot per feature, -1 everywhere, as it
-    is left) marks the node's features (``-2 - position``) and then their rows of the dense block (``>= 0``). A
-    node with fewer than its features / ``few`` occurrences is scored by bisection instead (see below). Products'
-    feature indices must ascend within each row."""
+    sorted by node. For each node, its pairs are taken in blocks of at most ``budget`` margins; a block's feature
+    occurrences are grouped by feature (a counting sort), and each feature's weights are read once and added to
+    the margins of each product that has it -- features in ascending order, so every margin adds its product's
+    features in the product's own order (the same float32 sums as a product at a time). ``table`` (one slot per
+    feature, -1 everywhere, as it is left) marks the node's features (``-2 - position``) and then the block's
+    distinct ones (``>= 0``). A node with fewer than its features / ``few`` occurrences is scored by bisection
+    instead (see below). Products' feature indices must ascend within each row."""
     n_pairs = pair_rows.shape[0]
     p = 0
     while p < n_pairs:
@@ -88,15 +91,20 @@ def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  
             continue
         for i in range(feat_ptr[v], feat_ptr[v + 1]):
             table[feats[i]] = -2 - i
-        pos = np.empty(n_occ, np.int64)  # the dense rows' feature positions
-        occ = np.empty(n_occ, np.int64)  # each occurrence's dense row (-1: a feature without weights here)
-        while p < group_end:  # blocks of pairs whose distinct features fit the budget
+        pos = np.empty(n_occ, np.int64)  # each distinct feature's position in the node's features
+        occ = np.empty(n_occ, np.int64)  # each occurrence's distinct feature (-1: no weights here)
+        start = np.empty(n_occ + 1, np.int64)
+        fill = np.empty(n_occ, np.int64)
+        ent_pair = np.empty(n_occ, np.int64)
+        ent_x = np.empty(n_occ, np.float32)
+        while p < group_end:  # blocks of pairs whose margins fit the budget
+            q = p + 1
+            while q < group_end and (q - p + 1) * size <= budget:
+                q += 1
             n_u = 0
-            q = p
             o = 0
-            while q < group_end:
-                r = pair_rows[q]
-                n_before, o_before = n_u, o
+            for pp in range(p, q):
+                r = pair_rows[pp]
                 for t in range(x_indptr[r], x_indptr[r + 1]):
                     j = x_indices[t]
                     u = table[j]
@@ -107,31 +115,44 @@ def _pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  
                         n_u += 1
                     occ[o] = u
                     o += 1
-                if q > p and n_u * size > budget:  # over the budget: this pair starts the next block
-                    for k in range(n_before, n_u):
-                        table[feats[pos[k]]] = -2 - pos[k]
-                    n_u, o = n_before, o_before
-                    break
-                q += 1
-            dense = np.zeros((n_u, size), np.float32)
+            # the block's occurrences grouped by feature (a counting sort), products in order within each
+            start[:n_u + 1] = 0
+            for t in range(o):
+                if occ[t] >= 0:
+                    start[occ[t] + 1] += 1
             for u in range(n_u):
-                i = pos[u]
-                for k in range(w_ptr[i], w_ptr[i + 1]):
-                    dense[u, w_edge[k]] = w_data[k]
+                start[u + 1] += start[u]
+                fill[u] = start[u]
             o = 0
             for pp in range(p, q):
                 r = pair_rows[pp]
-                row_out = out[offsets[pp]:offsets[pp] + size]
                 for t in range(x_indptr[r], x_indptr[r + 1]):
                     u = occ[o]
                     o += 1
                     if u >= 0:
-                        x = x_data[t]
-                        weights = dense[u]
+                        ent_pair[fill[u]] = pp
+                        ent_x[fill[u]] = x_data[t]
+                        fill[u] += 1
+            # each feature's weights read once per block and added to each of its products' margins; features
+            # in ascending order, so each margin sums its product's features in their own (ascending) order
+            for u in np.argsort(pos[:n_u]):
+                i = pos[u]
+                lo_w, hi_w = w_ptr[i], w_ptr[i + 1]
+                weights = w_data[lo_w:hi_w]
+                if hi_w - lo_w == size:  # a weight at every edge (they ascend): one contiguous row
+                    for k in range(start[u], start[u + 1]):
+                        x = ent_x[k]
+                        row_out = out[offsets[ent_pair[k]]:offsets[ent_pair[k]] + size]
                         for e in range(size):  # (views: no index checks, a loop the compiler vectorises)
                             row_out[e] += x * weights[e]
-            for u in range(n_u):  # back to "a feature of this node" for the next block
-                table[feats[pos[u]]] = -2 - pos[u]
+                else:
+                    edges = w_edge[lo_w:hi_w]
+                    for k in range(start[u], start[u + 1]):
+                        x = ent_x[k]
+                        row_out = out[offsets[ent_pair[k]]:offsets[ent_pair[k]] + size]
+                        for e in range(hi_w - lo_w):
+                            row_out[edges[e]] += x * weights[e]
+                table[feats[i]] = -2 - i  # back to "a feature of this node" for the next block
             p = q
         for i in range(feat_ptr[v], feat_ptr[v + 1]):
             table[feats[i]] = -1
@@ -359,9 +380,18 @@ def _row_ptr(rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, intercept: np.ndarray,
-                 temperatures: np.ndarray, beam: int) -> BeamResult:
+                 temperatures: np.ndarray, beam: int, exact_top: int | None = None) -> BeamResult:
     """Class log-probabilities by a beam descent (see the module): ``weights`` from :func:`node_major_weights`,
-    ``temperatures`` one per level of edges."""
+    ``temperatures`` one per level of edges.
+
+    ``exact_top``: a node of the beam whose children are all classes is scored only when it could hold one of
+    the product's ``exact_top`` most probable classes -- when its probability is at least that of the
+    ``exact_top``-th best class reached (no class under a node is more probable than the node): each product's
+    most probable such node first, then those of the others that reach the bound then. The ``exact_top`` best
+    classes and their order are those of the whole beam (at any temperature); their probabilities differ by
+    the shares of the nodes left spread (not at temperature 1). ``None``: every node of the beam is scored.
+    With ``exact_top=1`` most products descend into one node at the last level; with 3, most still descend
+    into several (benchmarks/RESULTS.md), so only the best class alone (``predict``) asks for it."""
     X = sp.csr_matrix(X)
     if not X.has_sorted_indices:
         X = X.sorted_indices()
@@ -373,57 +403,117 @@ def beam_descent(tree: LocalTree, X: sp.csr_matrix, weights: NodeWeights, interc
     table = weights.scratch(X.shape[1])
     done = False
     try:
-        result = _descend(tree, X, x_data, weights, intercept, temperatures, beam, table)
+        result = _Descent(tree, X, x_data, weights, intercept, temperatures, table).run(beam, exact_top)
         done = True
         return result
     finally:
         weights.release(table, done)
 
 
-def _descend(tree: LocalTree, X: sp.csr_matrix, x_data: np.ndarray, weights: NodeWeights, intercept: np.ndarray,
-             temperatures: np.ndarray, beam: int, table: np.ndarray) -> BeamResult:
-    n = X.shape[0]
-    leaves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    spread: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
-    while len(rows):
+class _Descent:
+    """One beam descent: the products' features, the parts of the result gathered so far, and, per product, the
+    ``exact_top`` best class log-probabilities reached so far (the bound below which a node is left spread)."""
+
+    def __init__(self, tree: LocalTree, X: sp.csr_matrix, x_data: np.ndarray, weights: NodeWeights,
+                 intercept: np.ndarray, temperatures: np.ndarray, table: np.ndarray) -> None:
+        self.tree, self.X, self.x_data, self.weights = tree, X, x_data, weights
+        self.intercept, self.temperatures, self.table = intercept, temperatures, table
+        self.leaves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.spread: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.best: np.ndarray | None = None
+
+    def score(self, rows: np.ndarray, nodes: np.ndarray, logp: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, edge, log-probability of the edge's child) of every edge under each (row, node) pair; the
+        classes reached are kept."""
+        tree = self.tree
         by_node = np.argsort(nodes, kind="stable")
         rows, nodes, logp = rows[by_node], nodes[by_node], logp[by_node]
         starts, sizes = tree.starts[nodes], tree.sizes[nodes]
         offsets = np.r_[0, np.cumsum(sizes)]
         edges = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - starts, sizes)
         margins = np.zeros(offsets[-1], dtype=np.float32)
-        _pair_margins(X.indptr, X.indices, x_data, rows, nodes, offsets[:-1], tree.sizes, weights.feat_ptr,
-                      weights.feats, weights.w_ptr, weights.w_edge, weights.w_data, table, _DENSE_CELLS,
+        w = self.weights
+        _pair_margins(self.X.indptr, self.X.indices, self.x_data, rows, nodes, offsets[:-1], tree.sizes,
+                      w.feat_ptr, w.feats, w.w_ptr, w.w_edge, w.w_data, self.table, _BLOCK_MARGINS,
                       _FEW_OCCURRENCES, margins)
         # rounded to float32 as the exhaustive scoring stores its margins
-        z = (margins + intercept[edges]).astype(np.float32) / temperatures[tree.level[edges]]
+        z = (margins + self.intercept[edges]).astype(np.float32) / self.temperatures[tree.level[edges]]
         first = offsets[:-1]
         z -= np.repeat(np.maximum.reduceat(z, first), sizes)
         z -= np.repeat(np.log(np.add.reduceat(np.exp(z), first)), sizes)
         z[np.repeat(sizes == 1, sizes)] = 0.0  # a single child: its node's own probability
         child = np.repeat(logp, sizes) + z
         pair_row = np.repeat(rows, sizes)
-        cls = tree.edge_class[edges]
-        ends = cls >= 0
-        leaves.append((pair_row[ends], cls[ends], child[ends]))
-        inner = ~ends
-        if not inner.any():
-            break
-        cr, cn, cl = pair_row[inner], tree.edge_child[edges[inner]], child[inner]
-        by = np.lexsort((-cl, cr))  # by row, most probable first
-        cr, cn, cl = cr[by], cn[by], cl[by]
-        first_of_row = np.r_[0, np.flatnonzero(np.diff(cr)) + 1]
-        rank = np.arange(len(cr)) - np.repeat(first_of_row, np.diff(np.r_[first_of_row, len(cr)]))
-        keep = rank < beam
-        spread.append((cr[~keep], cn[~keep], cl[~keep]))
-        rows, nodes, logp = cr[keep], cn[keep], cl[keep]
-    lr, lc, ll = (np.concatenate(parts) for parts in zip(*leaves, strict=True))
-    if spread:
-        sr, sn, sl = (np.concatenate(parts) for parts in zip(*spread, strict=True))
-    else:
-        sr, sn, sl = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
-    return BeamResult(tree, n, lr, lc, ll, sr, sn, sl)
+        ends = tree.edge_class[edges] >= 0
+        reached = (pair_row[ends], tree.edge_class[edges[ends]], child[ends])
+        self.leaves.append(reached)
+        if self.best is not None:
+            self._raise_bound(*reached)
+        return pair_row, edges, child
+
+    def _raise_bound(self, rows: np.ndarray, classes: np.ndarray, logp: np.ndarray) -> None:
+        assert self.best is not None
+        k = self.best.shape[1]
+        if k == 1:
+            np.maximum.at(self.best[:, 0], rows, logp)
+            return
+        r = np.concatenate([np.repeat(np.arange(len(self.best)), k), rows])
+        v = np.concatenate([self.best.ravel(), logp])
+        order = np.lexsort((-v, r))
+        r, v = r[order], v[order]
+        first = np.r_[0, np.flatnonzero(np.diff(r)) + 1]
+        rank = np.arange(len(r)) - np.repeat(first, np.diff(np.r_[first, len(r)]))
+        keep = rank < k
+        self.best[r[keep], rank[keep]] = v[keep]
+
+    def run(self, beam: int, exact_top: int | None) -> BeamResult:
+        tree = self.tree
+        n = self.X.shape[0]
+        if exact_top is not None:
+            self.best = np.full((n, max(1, exact_top)), -np.inf)
+        terminal = np.bincount(tree.edge_node, weights=tree.edge_child >= 0, minlength=len(tree.sizes)) == 0
+        rows, nodes, logp = np.arange(n), np.zeros(n, dtype=np.intp), np.zeros(n)
+        while len(rows):
+            pair_row, edges, child = self.score(rows, nodes, logp)
+            inner = tree.edge_child[edges] >= 0
+            if not inner.any():
+                break
+            cr, cn, cl = pair_row[inner], tree.edge_child[edges[inner]], child[inner]
+            by = np.lexsort((-cl, cr))  # by row, most probable first
+            cr, cn, cl = cr[by], cn[by], cl[by]
+            first_of_row = np.r_[0, np.flatnonzero(np.diff(cr)) + 1]
+            rank = np.arange(len(cr)) - np.repeat(first_of_row, np.diff(np.r_[first_of_row, len(cr)]))
+            keep = rank < beam
+            self.spread.append((cr[~keep], cn[~keep], cl[~keep]))
+            cr, cn, cl = cr[keep], cn[keep], cl[keep]
+            if self.best is not None:  # the nodes whose children are all classes: only where they could count
+                last = terminal[cn]
+                self._bounded(cr[last], cn[last], cl[last])
+                cr, cn, cl = cr[~last], cn[~last], cl[~last]
+            rows, nodes, logp = cr, cn, cl
+        lr, lc, ll = (np.concatenate(parts) for parts in zip(*self.leaves, strict=True))
+        if self.spread:
+            sr, sn, sl = (np.concatenate(parts) for parts in zip(*self.spread, strict=True))
+        else:
+            sr, sn, sl = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+        return BeamResult(tree, n, lr, lc, ll, sr, sn, sl)
+
+    def _bounded(self, rows: np.ndarray, nodes: np.ndarray, logp: np.ndarray) -> None:
+        """Scores nodes whose children are all classes: first each product's most probable one, then, at once,
+        those of its others whose log-probability reaches the product's bound (its ``exact_top``-th best class
+        reached) -- the rest are spread (the bound only rises: none of theirs could enter)."""
+        assert self.best is not None
+        # (rows ascending, most probable first within a row)
+        first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, dtype=bool)
+        if first.any():
+            self.score(rows[first], nodes[first], logp[first])
+        rest = np.flatnonzero(~first)
+        go = logp[rest] >= self.best[rows[rest], -1]
+        if (~go).any():
+            self.spread.append((rows[rest[~go]], nodes[rest[~go]], logp[rest[~go]]))
+        if go.any():
+            self.score(rows[rest[go]], nodes[rest[go]], logp[rest[go]])
 
 
 def beam_predictions(result: BeamResult, index: LevelIndex, temperature: float,

@@ -155,7 +155,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             ``"auto"``: ``MAX_PROBLEM_ROWS``; ``None``: every product.
         beam: how a tree model predicts: ``0`` scores every edge (exact); ``k`` descends level by level into
             each product's ``k`` most probable nodes only (:func:`~taxonomist.models.beam.beam_descent`; cost grows with
-            depth, not classes); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else ``BEAM_WIDTH``.
+            depth, not classes; :meth:`predict` enters a node whose children are all leaves only when it could
+            hold a better leaf than the best one found); ``"auto"``: exact up to ``BEAM_ABOVE`` edges, else
+            ``BEAM_WIDTH``.
 
     Example:
         >>> clf = SparseClassifier().fit(["red shirt", "blue jeans", "green shirt", "black jeans"] * 3,
@@ -348,8 +350,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             coef_t.sort_indices()
         return coef_t
 
-    def _beam(self, X: Any) -> BeamResult | None:
-        """The beam descent's compact result for these products, or ``None`` when this model scores every class."""
+    def _beam(self, X: Any, exact_top: int | None = None) -> BeamResult | None:
+        """The beam descent's compact result for these products, or ``None`` when this model scores every class;
+        ``exact_top``: see :func:`~taxonomist.models.beam.beam_descent`."""
         tree, width = getattr(self, "tree_", None), self._beam_width()
         if tree is None or not width:
             return None
@@ -359,7 +362,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             weights = self._node_weights = node_major_weights(tree, self._weights_t())
         assert self.level_temperatures_ is not None
         return beam_descent(tree, self.encoder_.transform(titles, contexts), weights, self.intercept_,
-                            self.level_temperatures_, width)
+                            self.level_temperatures_, width, exact_top)
 
     def beam_predictions(self, X: Any, index: LevelIndex, top_k: int = 3,
                          min_confidence: float | None = None) -> list[Prediction] | None:
@@ -389,7 +392,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def predict(self, X: Any) -> np.ndarray:
         self._check()
-        beam = self._beam(X)
+        beam = self._beam(X, exact_top=1)  # (the best leaf is the whole beam's, with fewer nodes scored)
         best = beam.top(1)[0][:, 0] if beam is not None else np.argmax(self.decision_function(X), axis=1)
         return np.asarray(self.classes_[best])
 
