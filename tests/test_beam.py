@@ -69,26 +69,45 @@ def test_pair_margins_in_small_blocks_equal_the_product_of_features_and_weights(
     m, X = beam_model
     tree = m.tree_
     feats = m.encoder_.transform(X[0][:60], X[1][:60])
-    weights = beam_mod.node_major_weights(tree, m._weights_t())
     nodes = np.repeat(np.flatnonzero(tree.sizes > 1), 60)
     rows = np.tile(np.arange(60), len(nodes) // 60)
     want = np.concatenate([
         (feats[r] @ m.coef_[tree.starts[v]:tree.starts[v] + tree.sizes[v]].T).toarray().ravel()
         for r, v in zip(rows, nodes, strict=True)])
     offsets = np.r_[0, np.cumsum(tree.sizes[nodes])]
-    # one block per node; blocks of a few margins; every node by bisection
     outs = []
-    for budget, few in ((beam_mod._BLOCK_MARGINS, 0), (40, 0), (beam_mod._BLOCK_MARGINS, 10**9)):
-        out = np.zeros(offsets[-1], dtype=np.float32)
-        table = np.full(feats.shape[1], -1, dtype=np.int64)
-        beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float32), rows, nodes,
-                               offsets[:-1], tree.sizes, weights.feat_ptr, weights.feats, weights.w_ptr,
-                               weights.w_edge, weights.w_data, table, budget, few, out)
-        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-        assert (table == -1).all()
-        outs.append(out)
-    np.testing.assert_array_equal(outs[0], outs[1])  # the same sums in the same order, whichever way
-    np.testing.assert_array_equal(outs[0], outs[2])
+    # every feature's weights as sparse runs, as full rows, or full where they fill half the row
+    for share in (2.0, 0.0, 0.5):
+        weights = beam_mod.node_major_weights(tree, m._weights_t(), dense_share=share)
+        # (few=10**9: every node's features marked -- in one block, in blocks of 40 margins; few=0: bisection)
+        for budget, few in ((beam_mod._BLOCK_MARGINS, 10**9), (40, 10**9), (beam_mod._BLOCK_MARGINS, 0)):
+            out = np.zeros(offsets[-1], dtype=np.float32)
+            table = np.full(feats.shape[1], -1, dtype=np.int64)
+            beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float32), rows, nodes,
+                                   offsets[:-1], tree.sizes, weights.feat_ptr, weights.feats, weights.w_ptr,
+                                   weights.w_edge, weights.w_data, table, budget, few, out)
+            np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+            assert (table == -1).all()
+            outs.append(out)
+    for out in outs[1:]:  # the same sums in the same order, whichever way
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_full_rows_hold_the_same_weights_as_sparse_runs(beam_model) -> None:
+    m, _ = beam_model
+    tree = m.tree_
+    sparse_runs = beam_mod.node_major_weights(tree, m._weights_t(), dense_share=2.0)
+    full = beam_mod.node_major_weights(tree, m._weights_t(), dense_share=0.0)
+    np.testing.assert_array_equal(sparse_runs.feats, full.feats)
+    assert len(sparse_runs.w_data) == m._weights_t().nnz - (tree.sizes[tree.edge_node[m._weights_t().indices]] < 2).sum()
+    size_of_run = np.repeat(tree.sizes, np.diff(full.feat_ptr))
+    np.testing.assert_array_equal(np.diff(full.w_ptr), size_of_run)  # share 0: every run a full row
+    for i in range(0, len(full.feats), max(1, len(full.feats) // 500)):
+        a, b = slice(sparse_runs.w_ptr[i], sparse_runs.w_ptr[i + 1]), slice(full.w_ptr[i], full.w_ptr[i + 1])
+        row = np.zeros(size_of_run[i], np.float32)
+        row[sparse_runs.w_edge[a]] = sparse_runs.w_data[a]
+        np.testing.assert_array_equal(full.w_data[b], row)
+        np.testing.assert_array_equal(full.w_edge[b], np.arange(size_of_run[i]))
 
 
 def test_an_empty_batch_and_a_product_without_known_words() -> None:

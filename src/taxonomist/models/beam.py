@@ -32,6 +32,9 @@ __all__ = ["BeamResult", "beam_descent", "beam_predictions"]
 _BLOCK_MARGINS = 2**18
 """(Product, edge) margins :func:`_pair_margins` adds into per block of a node's products: 1 MB of float32, read
 and written while each of the block's features' weights is read once."""
+DENSE_SHARE = 0.5
+"""A feature's weights at a node are stored as a full row of the node's edges when they fill at least this share
+of it (:func:`node_major_weights`; benchmarks/RESULTS.md)."""
 _FEW_OCCURRENCES = 16
 """A node whose products' feature occurrences, times this, are fewer than its features is scored without marking
 its features (by bisection in them)."""
@@ -269,17 +272,42 @@ class BeamResult:
         """Each row's probability of the classes whose ``node_of`` value (one node per class, e.g. its ancestor at
         some depth) is the row's ``targets`` value; ``leaf_p`` and ``spread_p``: the probability of each reached
         class and of each class of a spread node."""
-        out = np.bincount(self.leaf_rows, minlength=self.n,
-                          weights=np.where(node_of[self.leaf_classes] == targets[self.leaf_rows], leaf_p, 0.0))
-        # how many of a spread node's classes are at the target: a table of (node, target) pairs
+        # how many of a spread node's classes are at each value: a sorted table of (node, value) keys
         ptr, idx = self.tree.node_class_ptr, self.tree.node_class_index
         width = int(node_of.max()) + 1
         keys, counts = np.unique(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)) * width + node_of[idx],
                                  return_counts=True)
-        want = self.spread_nodes * width + targets[self.spread_rows]
-        at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
-        hits = np.where(keys[at] == want, counts[at], 0)
-        return out + np.bincount(self.spread_rows, minlength=self.n, weights=hits * spread_p)
+        values = (keys % width).astype(np.int64)
+        seg = np.searchsorted(keys, np.arange(len(ptr)) * width).astype(np.int64)  # each node's run of values
+        out = np.zeros(self.n)
+        _node_mass(self.leaf_rows, self.leaf_classes, np.asarray(leaf_p, dtype=np.float64), self.spread_rows,
+                   self.spread_nodes, np.asarray(spread_p, dtype=np.float64), np.asarray(targets, dtype=np.int64),
+                   np.asarray(node_of, dtype=np.int64), seg, values, counts.astype(np.float64), out)
+        return out
+
+
+@_compiled
+def _node_mass(leaf_rows, leaf_classes, leaf_p, spread_rows, spread_nodes, spread_p, targets,  # type: ignore[no-untyped-def]
+               node_of, seg, values, counts, out):
+    """:meth:`BeamResult.node_mass`: node ``v``'s classes take ``values[seg[v]:seg[v + 1]]`` (ascending),
+    ``counts`` of them each."""
+    for t in range(leaf_rows.shape[0]):
+        r = leaf_rows[t]
+        if node_of[leaf_classes[t]] == targets[r]:
+            out[r] += leaf_p[t]
+    for t in range(spread_rows.shape[0]):
+        r = spread_rows[t]
+        want = targets[r]
+        lo, hi = seg[spread_nodes[t]], seg[spread_nodes[t] + 1]
+        end = hi
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if values[mid] < want:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < end and values[lo] == want:
+            out[r] += counts[lo] * spread_p[t]
 
 
 @dataclass
@@ -320,59 +348,88 @@ class NodeWeights:
             self._lock.release()
 
 
-def node_major_weights(tree: LocalTree, coef_t: sp.csr_matrix) -> NodeWeights:
-    """:class:`NodeWeights` from the features × edges weights (CSR, sorted indices), in two passes over them."""
+def node_major_weights(tree: LocalTree, coef_t: sp.csr_matrix, dense_share: float | None = None) -> NodeWeights:
+    """:class:`NodeWeights` from the features × edges weights (CSR, sorted indices), in three passes over them. A
+    feature's weights at a node are stored as a full row of the node's edges (zeros where it has none) when
+    they fill at least ``dense_share`` (default ``DENSE_SHARE``) of it: :func:`_pair_margins` adds such a row as
+    one contiguous loop, the same sums."""
+    share = DENSE_SHARE if dense_share is None else dense_share
     scored = np.where(tree.sizes >= 2, np.arange(len(tree.sizes)), -1)[tree.edge_node]  # (single children: none)
-    runs, nnz = _node_major_counts(coef_t.indptr, coef_t.indices, scored, len(tree.sizes))
-    feat_ptr, w_base = np.r_[0, np.cumsum(runs)].astype(np.int64), np.r_[0, np.cumsum(nnz)].astype(np.int64)
+    runs = _node_major_counts(coef_t.indptr, coef_t.indices, scored, len(tree.sizes))
+    feat_ptr = np.r_[0, np.cumsum(runs)].astype(np.int64)
     feats = np.empty(feat_ptr[-1], dtype=np.int32)
-    w_ptr = np.empty(feat_ptr[-1] + 1, dtype=np.int64)
-    w_ptr[-1] = w_base[-1]
-    w_edge = np.empty(w_base[-1], dtype=np.int32)
-    w_data = np.empty(w_base[-1], dtype=np.float32)
-    _node_major_fill(coef_t.indptr, coef_t.indices, coef_t.data, scored, tree.starts, feat_ptr, w_base,
-                     feats, w_ptr, w_edge, w_data)
+    run_len = np.zeros(feat_ptr[-1], dtype=np.int64)
+    _node_major_runs(coef_t.indptr, coef_t.indices, scored, feat_ptr, feats, run_len)
+    size_of_run = np.repeat(tree.sizes, runs)
+    full = run_len >= share * size_of_run
+    w_ptr = np.r_[0, np.cumsum(np.where(full, size_of_run, run_len))].astype(np.int64)
+    w_edge = np.empty(w_ptr[-1], dtype=np.int32)
+    w_data = np.zeros(w_ptr[-1], dtype=np.float32)
+    _node_major_fill(coef_t.indptr, coef_t.indices, coef_t.data, scored, tree.starts, feat_ptr, w_ptr, full,
+                     w_edge, w_data)
     return NodeWeights(feat_ptr, feats, w_ptr, w_edge, w_data)
 
 
 @_compiled
 def _node_major_counts(indptr, indices, edge_node, n_nodes):  # type: ignore[no-untyped-def]
-    """Per node, its features with a weight (runs) and its weights."""
+    """Per node, its features with a weight (runs)."""
     runs = np.zeros(n_nodes, np.int64)
-    nnz = np.zeros(n_nodes, np.int64)
     for j in range(indptr.shape[0] - 1):
+        prev = -1
+        for t in range(indptr[j], indptr[j + 1]):
+            v = edge_node[indices[t]]
+            if v >= 0 and v != prev:  # (a node's edges are contiguous: its weights of one feature are one run)
+                runs[v] += 1
+                prev = v
+    return runs
+
+
+@_compiled
+def _node_major_runs(indptr, indices, edge_node, feat_ptr, feats, run_len):  # type: ignore[no-untyped-def]
+    """Each run's feature and number of weights."""
+    run_at = feat_ptr[:-1].copy()
+    for j in range(indptr.shape[0] - 1):  # features in ascending order: each node's come out ascending
         prev = -1
         for t in range(indptr[j], indptr[j + 1]):
             v = edge_node[indices[t]]
             if v < 0:
                 continue
-            if v != prev:  # (a node's edges are contiguous: its weights of one feature are one run)
-                runs[v] += 1
+            if v != prev:
+                feats[run_at[v]] = j
+                run_at[v] += 1
                 prev = v
-            nnz[v] += 1
-    return runs, nnz
+            run_len[run_at[v] - 1] += 1
 
 
 @_compiled
-def _node_major_fill(indptr, indices, data, edge_node, starts, feat_ptr, w_base,  # type: ignore[no-untyped-def]
-                     feats, w_ptr, w_edge, w_data):
+def _node_major_fill(indptr, indices, data, edge_node, starts, feat_ptr, w_ptr, full,  # type: ignore[no-untyped-def]
+                     w_edge, w_data):
+    """The weights into their runs: a full run at its edge's place (``w_data`` zero elsewhere), the others in
+    edge order."""
     run_at = feat_ptr[:-1].copy()
-    w_at = w_base[:-1].copy()
-    for j in range(indptr.shape[0] - 1):  # features in ascending order: each node's come out ascending
+    for j in range(indptr.shape[0] - 1):
         prev = -1
+        at = 0
+        run = 0
         for t in range(indptr[j], indptr[j + 1]):
             e = indices[t]
             v = edge_node[e]
             if v < 0:
                 continue
             if v != prev:
-                feats[run_at[v]] = j
-                w_ptr[run_at[v]] = w_at[v]
+                run = run_at[v]
                 run_at[v] += 1
                 prev = v
-            w_edge[w_at[v]] = e - starts[v]
-            w_data[w_at[v]] = data[t]
-            w_at[v] += 1
+                at = w_ptr[run]
+                if full[run]:
+                    for k in range(w_ptr[run + 1] - w_ptr[run]):
+                        w_edge[at + k] = k
+            if full[run]:
+                w_data[w_ptr[run] + e - starts[v]] = data[t]
+            else:
+                w_edge[at] = e - starts[v]
+                w_data[at] = data[t]
+                at += 1
 
 
 def _row_ptr(rows: np.ndarray, n: int) -> np.ndarray:
