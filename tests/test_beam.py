@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import taxonomist as tx
 from taxonomist.models import SparseClassifier
 from taxonomist.models import beam as beam_mod
+from taxonomist.models import node_weights as nw
 from taxonomist.models.hierarchy import LevelIndex, decode
 
 
@@ -78,12 +79,12 @@ def test_pair_margins_in_small_blocks_equal_the_product_of_features_and_weights(
     outs = []
     # every feature's weights as sparse runs, as full rows, or full where they fill half the row
     for share in (2.0, 0.0, 0.5):
-        weights = beam_mod.node_major_weights(tree, m._weights_t(), dense_share=share)
+        weights = nw.node_major_weights(tree, m._weights_t(), dense_share=share)
         # (few=10**9: every node's features marked -- in one block, in blocks of 40 margins; few=0: bisection)
-        for budget, few in ((beam_mod._BLOCK_MARGINS, 10**9), (40, 10**9), (beam_mod._BLOCK_MARGINS, 0)):
+        for budget, few in ((nw.BLOCK_MARGINS, 10**9), (40, 10**9), (nw.BLOCK_MARGINS, 0)):
             out = np.zeros(offsets[-1], dtype=np.float32)
             table = np.full(feats.shape[1], -1, dtype=np.int64)
-            beam_mod._pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float32), rows, nodes,
+            nw.pair_margins(feats.indptr, feats.indices, feats.data.astype(np.float32), rows, nodes,
                                    offsets[:-1], tree.sizes, weights.feat_ptr, weights.feats, weights.w_ptr,
                                    weights.w_edge, weights.w_data, table, budget, few, out)
             np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
@@ -96,8 +97,8 @@ def test_pair_margins_in_small_blocks_equal_the_product_of_features_and_weights(
 def test_full_rows_hold_the_same_weights_as_sparse_runs(beam_model) -> None:
     m, _ = beam_model
     tree = m.tree_
-    sparse_runs = beam_mod.node_major_weights(tree, m._weights_t(), dense_share=2.0)
-    full = beam_mod.node_major_weights(tree, m._weights_t(), dense_share=0.0)
+    sparse_runs = nw.node_major_weights(tree, m._weights_t(), dense_share=2.0)
+    full = nw.node_major_weights(tree, m._weights_t(), dense_share=0.0)
     np.testing.assert_array_equal(sparse_runs.feats, full.feats)
     assert len(sparse_runs.w_data) == m._weights_t().nnz - (tree.sizes[tree.edge_node[m._weights_t().indices]] < 2).sum()
     size_of_run = np.repeat(tree.sizes, np.diff(full.feat_ptr))
@@ -134,10 +135,10 @@ def test_a_bounded_beam_keeps_the_best_classes_of_the_whole_beam(beam_model, mon
     m, X = beam_model
     tree = m.tree_
     feats = m.encoder_.transform(X[0][:400], X[1][:400])
-    weights = beam_mod.node_major_weights(tree, m._weights_t())
+    weights = nw.node_major_weights(tree, m._weights_t())
     scored: list[int] = []
-    real = beam_mod._pair_margins
-    monkeypatch.setattr(beam_mod, "_pair_margins", lambda *a: scored.append(len(a[3])) or real(*a))
+    real = beam_mod.pair_margins
+    monkeypatch.setattr(beam_mod, "pair_margins", lambda *a: scored.append(len(a[3])) or real(*a))
     ones = np.ones_like(m.level_temperatures_)
     for beam in (2, 4):
         scored.clear()

@@ -23,9 +23,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..encoders.sparse import SparseTextEncoder
 from ..exceptions import NotFittedError
-from .beam import BeamResult, NodeWeights, beam_descent, beam_predictions, node_major_weights
+from .beam import BeamResult, beam_descent, beam_predictions
 from .calibration import apply_top_label, fit_temperature, fit_top_label, softmax_with_temperature
 from .hierarchy import LevelIndex, Prediction
+from .node_weights import NodeWeights, node_major_weights
 from .ovr import CSR_BYTES_PER_VALUE, Task, capped, local_tasks, mapped_rows, run_tasks
 from .tree import DEFAULT_LOCAL_TEMPERATURE, LocalTree, local_tree, resolve_hierarchy, split_depth
 
