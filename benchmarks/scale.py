@@ -1,7 +1,7 @@
 """Marketplace scale: training and prediction cost against products and leaves.
 
     python benchmarks/scale.py --data ../shared/data [--catalogue synthetic|cdiscount] [--sizes 10000,100000]
-        [--leaves 500,2000,5000] [--methods top-down,two-level,flat,svc,fasttext] [--timeout 1800]
+        [--leaves 500,2000,5000] [--methods top-down,two-level,flat,default,svc,fasttext] [--timeout 1800]
         [--engine local|ray] [--out benchmarks/out/scale.json] [--report]
 
 Each run (catalogue, size, leaves, method) is a fresh process: train seconds, peak resident memory of the process
@@ -27,7 +27,8 @@ catalogue draws its leaf with the leaves' real frequencies (every leaf at least 
 products of that leaf: the first half of one title's words, the second half of the other's, the first one's
 description and brand. The last 20 % (at most 20,000 products) is held out. Seed 0 throughout.
 
-Methods: ``top-down`` / ``two-level`` / ``flat``: taxonomist's sparse tier with that ``hierarchy``;
+Methods: ``top-down`` / ``two-level`` / ``flat``: taxonomist's sparse tier with that ``hierarchy``; ``default``:
+``TaxonomyClassifier()`` as shipped (the default tier and hierarchy);
 ``svc``: scikit-learn TF-IDF (word 1-2 + char_wb 2-5, sublinear) + LinearSVC(C=0.5), title and description;
 ``fasttext``: fastText supervised (25 epochs, word bigrams, char 3-5-grams).
 """
@@ -163,7 +164,9 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
                 from taxonomist.models import sparse
 
                 sparse.MAX_PROBLEM_ROWS = None if args.max_problem_rows == "none" else int(args.max_problem_rows)
-            tx.TaxonomyClassifier(tier="sparse", hierarchy=method, engine=args.engine).fit(train).save(bundle)
+            clf = (tx.TaxonomyClassifier(engine=args.engine) if method == "default"  # the default tier, as shipped
+                   else tx.TaxonomyClassifier(tier="sparse", hierarchy=method, engine=args.engine))
+            clf.fit(train).save(bundle)
             train_s = time.perf_counter() - t0
             model = tx.load(bundle)
             t1 = time.perf_counter()
