@@ -28,7 +28,8 @@ products of that leaf: the first half of one title's words, the second half of t
 description and brand. The last 20 % (at most 20,000 products) is held out. Seed 0 throughout.
 
 Methods: ``top-down`` / ``two-level`` / ``flat``: taxonomist's sparse tier with that ``hierarchy``; ``default``:
-``TaxonomyClassifier()`` as shipped (the default tier and hierarchy);
+``TaxonomyClassifier()`` as shipped (the default tier and hierarchy); a sparse method with ``-hashed`` (e.g.
+``two-level-hashed``): the same on hashed n-grams (``SparseTextEncoder(n_features=2**20)``: no vocabulary, no idf);
 ``svc``: scikit-learn TF-IDF (word 1-2 + char_wb 2-5, sublinear) + LinearSVC(C=0.5), title and description;
 ``fasttext``: fastText supervised (25 epochs, word bigrams, char 3-5-grams).
 """
@@ -66,6 +67,8 @@ NONE_BRANDS = {"", "AUCUNE", "nan"}
 HELD_OUT = 0.2
 MAX_TEST = 20_000
 BATCH_JOB_ROWS = 2048
+HASHED_COLUMNS = 2**20
+"""Columns per block (word, char) of the ``-hashed`` methods."""
 """Products per call of ``predict_frame``: a batch job's default ``batch_size``."""
 
 
@@ -164,6 +167,13 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
                 from taxonomist.models import sparse
 
                 sparse.MAX_PROBLEM_ROWS = None if args.max_problem_rows == "none" else int(args.max_problem_rows)
+            if method.endswith("-hashed"):  # the sparse tier on hashed n-grams: no vocabulary, no idf
+                from functools import partial
+
+                from taxonomist.models import sparse
+
+                sparse.SparseTextEncoder = partial(sparse.SparseTextEncoder, n_features=HASHED_COLUMNS)  # type: ignore[misc]
+                method = method.removesuffix("-hashed")
             clf = (tx.TaxonomyClassifier(engine=args.engine) if method == "default"  # the default tier, as shipped
                    else tx.TaxonomyClassifier(tier="sparse", hierarchy=method, engine=args.engine))
             clf.fit(train).save(bundle)
