@@ -348,3 +348,15 @@ def test_the_top_label_map_fitted_in_blocks_of_held_out_products_equals_one_bloc
         assert whole.top_label_ is not None and blocks.top_label_ is not None
         for a, b in zip(whole.top_label_, blocks.top_label_, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_two_level_fit_whose_calibration_split_has_no_usable_rows() -> None:
+    """Four distinct titles repeated: the held-out calibration group leaves no product of a label seen in the
+    fit, so the level temperatures get nothing to fit (they keep their default) -- it used to crash indexing
+    with an empty float array."""
+    titles = ["red cotton shirt", "blue denim jeans", "steel kitchen knife", "wooden cutting board"] * 30
+    labels = ["A > Shirts", "A > Jeans", "H > Knives", "H > Boards"] * 30
+    m = SparseClassifier(hierarchy="two-level").fit(titles, labels)
+    assert m.predict(["green cotton shirt"]).tolist() == ["A > Shirts"]
+    tree = m.tree_
+    assert tree.fit_temperatures(np.zeros((0, tree.n_edges)), np.zeros(0, dtype=np.intp)).shape == (tree.n_levels,)

@@ -117,7 +117,8 @@ class LocalTree:
         temps = np.full(self.n_levels, DEFAULT_LOCAL_TEMPERATURE)
         rows = np.arange(len(y))
         for lvl in range(self.n_levels):
-            true = np.asarray([next((e for e in self.class_edges[c] if self.level[e] == lvl), -1) for c in y])
+            true = np.asarray([next((e for e in self.class_edges[c] if self.level[e] == lvl), -1) for c in y],
+                              dtype=np.intp)
             keep = (true >= 0) & (self.sizes[self.edge_node[np.maximum(true, 0)]] >= 2)
             if keep.sum() < 20:
                 continue
