@@ -168,11 +168,11 @@ def one_run(args: argparse.Namespace, size: int, leaves: int, method: str, workd
 
                 sparse.MAX_PROBLEM_ROWS = None if args.max_problem_rows == "none" else int(args.max_problem_rows)
             if method.endswith("-hashed"):  # the sparse tier on hashed n-grams: no vocabulary, no idf
-                from functools import partial
-
                 from taxonomist.models import sparse
 
-                sparse.SparseTextEncoder = partial(sparse.SparseTextEncoder, n_features=HASHED_COLUMNS)  # type: ignore[misc]
+                init = sparse.SparseTextEncoder.__init__  # its last argument, n_features: hashed (this process only)
+                assert init.__code__.co_varnames[init.__code__.co_argcount - 1] == "n_features"
+                init.__defaults__ = (*init.__defaults__[:-1], HASHED_COLUMNS)
                 method = method.removesuffix("-hashed")
             clf = (tx.TaxonomyClassifier(engine=args.engine) if method == "default"  # the default tier, as shipped
                    else tx.TaxonomyClassifier(tier="sparse", hierarchy=method, engine=args.engine))
