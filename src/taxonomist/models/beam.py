@@ -25,6 +25,7 @@ from .node_weights import (
     FEW_OCCURRENCES,
     NodeWeights,
     compiled,
+    lower_bound,
     pair_margins,
 )
 from .tree import LocalTree
@@ -167,17 +168,16 @@ def _node_mass(leaf_rows, leaf_classes, leaf_p, spread_rows, spread_nodes, sprea
             out[r] += leaf_p[t]
     for t in range(spread_rows.shape[0]):
         r = spread_rows[t]
-        want = targets[r]
-        lo, hi = seg[spread_nodes[t]], seg[spread_nodes[t] + 1]
-        end = hi
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if values[mid] < want:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < end and values[lo] == want:
+        end = seg[spread_nodes[t] + 1]
+        lo = lower_bound(values, seg[spread_nodes[t]], end, targets[r])
+        if lo < end and values[lo] == targets[r]:
             out[r] += counts[lo] * spread_p[t]
+
+
+def _rank_in_row(rows: np.ndarray) -> np.ndarray:
+    """Each entry's position among the entries of its row (``rows`` ascending)."""
+    first = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+    return np.asarray(np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)])))
 
 
 def _row_ptr(rows: np.ndarray, n: int) -> np.ndarray:
@@ -267,8 +267,7 @@ class _Descent:
         v = np.concatenate([self.best.ravel(), logp])
         order = np.lexsort((-v, r))
         r, v = r[order], v[order]
-        first = np.r_[0, np.flatnonzero(np.diff(r)) + 1]
-        rank = np.arange(len(r)) - np.repeat(first, np.diff(np.r_[first, len(r)]))
+        rank = _rank_in_row(r)
         keep = rank < k
         self.best[r[keep], rank[keep]] = v[keep]
 
@@ -287,9 +286,7 @@ class _Descent:
             cr, cn, cl = pair_row[inner], tree.edge_child[edges[inner]], child[inner]
             by = np.lexsort((-cl, cr))  # by row, most probable first
             cr, cn, cl = cr[by], cn[by], cl[by]
-            first_of_row = np.r_[0, np.flatnonzero(np.diff(cr)) + 1]
-            rank = np.arange(len(cr)) - np.repeat(first_of_row, np.diff(np.r_[first_of_row, len(cr)]))
-            keep = rank < beam
+            keep = _rank_in_row(cr) < beam
             self.spread.append((cr[~keep], cn[~keep], cl[~keep]))
             cr, cn, cl = cr[keep], cn[keep], cl[keep]
             if self.best is not None:  # the nodes whose children are all classes: only where they could count
@@ -309,8 +306,7 @@ class _Descent:
         those of its others whose log-probability reaches the product's bound (its ``exact_top``-th best class
         reached) -- the rest are spread (the bound only rises: none of theirs could enter)."""
         assert self.best is not None
-        # (rows ascending, most probable first within a row)
-        first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, dtype=bool)
+        first = _rank_in_row(rows) == 0  # (rows ascending, most probable first within a row)
         if first.any():
             self.score(rows[first], nodes[first], logp[first])
         rest = np.flatnonzero(~first)

@@ -19,7 +19,8 @@ from numba import njit
 
 from .tree import LocalTree
 
-__all__ = ["BLOCK_MARGINS", "FEW_OCCURRENCES", "NodeWeights", "compiled", "node_major_weights", "pair_margins"]
+__all__ = ["BLOCK_MARGINS", "FEW_OCCURRENCES", "NodeWeights", "compiled", "lower_bound", "node_major_weights",
+           "pair_margins"]
 
 
 BLOCK_MARGINS = 2**18
@@ -72,6 +73,18 @@ def pair_margins(x_indptr, x_indices, x_data, pair_rows, pair_nodes, offsets,  #
 
 
 @compiled
+def lower_bound(a, lo, hi, value):  # type: ignore[no-untyped-def]
+    """The first position in ascending ``a[lo:hi]`` whose value is not below ``value`` (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@compiled
 def _by_bisection(x_indptr, x_indices, x_data, pair_rows, offsets, p, group_end, size,  # type: ignore[no-untyped-def]
                   first, last, feats, w_ptr, w_edge, w_data, out):
     """Few products for the node's features (a served request): each feature found by bisection in the node's
@@ -83,13 +96,7 @@ def _by_bisection(x_indptr, x_indices, x_data, pair_rows, offsets, p, group_end,
         lo = first
         for t in range(x_indptr[r], x_indptr[r + 1]):
             j = x_indices[t]
-            hi = last
-            while lo < hi:  # (a row's features ascend: the search starts where the last one ended)
-                mid = (lo + hi) >> 1
-                if feats[mid] < j:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            lo = lower_bound(feats, lo, last, j)  # (a row's features ascend: from where the last one ended)
             if lo < last and feats[lo] == j:
                 x = x_data[t]
                 for k in range(w_ptr[lo], w_ptr[lo + 1]):
