@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -165,46 +166,116 @@ def test_a_woocommerce_export_folds_variations_and_picks_the_deepest_category(tm
     assert "2 variant / image rows folded" in cat.report.lines()[0]
 
 
-def test_a_feed_is_written_back_in_its_own_format_with_the_category_filled(tmp_path: Path) -> None:
+PEN_SHOPIFY = "Office Supplies > Office Instruments > Writing & Drawing Instruments > Pens & Pencils > Pens > Fountain Pens"
+PEN_GOOGLE = "Office Supplies > Office Instruments > Writing & Drawing Instruments > Pens & Pencils > Pens"
+SPEAKERS = "Electronics > Audio > Audio Components > Speakers"
+CAT_TOYS = "Animals & Pet Supplies > Pet Supplies > Cat Supplies > Cat Toys"
+DOG_TOYS = "Animals & Pet Supplies > Pet Supplies > Dog Supplies > Dog Toys"
+
+
+def _shop_with_categories(tmp_path: Path) -> Path:
+    """The Shopify export with the pen's category empty, the speaker's and the mice's set by the merchant."""
     shop = tmp_path / "products_export.csv"
     shop.write_text(SHOPIFY.replace("Office Supplies > Office Instruments > Writing & Drawing Instruments > Pens", ""),
                     encoding="utf-8")
+    return shop
+
+
+def test_fill_never_changes_a_category_the_shop_has_set_unless_overwrite(tmp_path: Path) -> None:
+    # the defect: --fill overwrote the merchant's categories (a feed with 25 of 31 right had 13 of 31 after)
+    shop = _shop_with_categories(tmp_path)
     cat = read_catalog(shop)
-    column = write_back(shop, cat.frame["row"].tolist(), ["Office > Pens", "", "Pets > Cat Toys"], tmp_path / "up.csv")
-    assert column == "Product Category"
+    answers = [PEN_SHOPIFY, "Electronics > Audio", DOG_TOYS]  # fills / agrees (an ancestor) / disagrees
+    report = write_back(shop, cat.frame["row"].tolist(), answers, tmp_path / "up.csv",
+                        ids=cat.frame["id"].tolist(), confidences=[0.9, 0.8, 0.4])
     again = (tmp_path / "up.csv").read_text(encoding="utf-8").splitlines()
     original = shop.read_text(encoding="utf-8").splitlines()
-    assert len(again) == len(original) and again[0] == original[0]
+    assert len(again) == len(original)
     back = read_catalog(tmp_path / "up.csv").frame
-    # the pen filled; the speaker (empty prediction) kept its own category; the mice overwritten
-    assert back["category"].tolist() == ["Office > Pens", "Electronics > Audio > Audio Components > Speakers",
-                                         "Pets > Cat Toys"]
+    assert back["category"].tolist() == [PEN_SHOPIFY, SPEAKERS, CAT_TOYS]
     assert back["description"].tolist() == cat.frame["description"].tolist()
+    actions = {(c.id, c.column): c.action for c in report.changes}
+    assert actions[("catnip-mice", "Product Category")] == "disagree"
+    assert actions[("tide-mini-speaker", "Product Category")] == "kept"
+    assert actions[("harbour-fountain-pen", "Product Category")] == "filled"
+    summary = report.summary("changes.csv")
+    assert "'Product Category': filled 1 empty, kept 2, 1 disagree (suggestions in changes.csv)" in summary
+    report.write_csv(tmp_path / "changes.csv")
+    with (tmp_path / "changes.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    mice = next(r for r in rows if r["id"] == "catnip-mice" and r["column"] == "Product Category")
+    assert (mice["old"], mice["new"], mice["action"], mice["confidence"]) == (CAT_TOYS, DOG_TOYS, "disagree", "0.4000")
+    # --overwrite replaces
+    write_back(shop, cat.frame["row"].tolist(), answers, tmp_path / "up2.csv", overwrite=True)
+    assert read_catalog(tmp_path / "up2.csv").frame["category"].tolist() == [PEN_SHOPIFY, SPEAKERS, DOG_TOYS]
+
+
+def test_a_shopify_export_gets_shopify_paths_in_product_category_and_google_paths_in_the_google_column(
+        tmp_path: Path) -> None:
+    # the defect: Google paths went into Product Category (Shopify's taxonomy) and the Google column contradicted it
+    shop = _shop_with_categories(tmp_path)
+    rows = read_catalog(shop).frame["row"].tolist()
+    report = write_back(shop, rows, [PEN_SHOPIFY, "", CAT_TOYS], tmp_path / "up.csv")
+    with (tmp_path / "up.csv").open(encoding="utf-8") as f:
+        recs = [r for r in csv.DictReader(f) if r["Title"]]
+    # the Shopify answer is translated into Google's taxonomy by Shopify's mapping for the Google column
+    assert [r["Google Shopping / Google Product Category"] for r in recs] == [PEN_GOOGLE, "", CAT_TOYS]
+    assert [r["Product Category"] for r in recs] == [PEN_SHOPIFY, SPEAKERS, CAT_TOYS]
+    assert report.columns == ["Product Category", "Google Shopping / Google Product Category"]
+    # answered in Google's taxonomy: a path Shopify's taxonomy lacks never enters Product Category
+    shirts = "Apparel & Accessories > Clothing > Shirts & Tops"
+    assert Taxonomy.builtin("google").is_leaf(shirts) and shirts not in Taxonomy.builtin("shopify")
+    report = write_back(shop, rows, [shirts, "", ""], tmp_path / "up3.csv")
+    with (tmp_path / "up3.csv").open(encoding="utf-8") as f:
+        first = next(csv.DictReader(f))
+    assert first["Product Category"] == "" and first["Google Shopping / Google Product Category"] == shirts
+    assert report.counts("Product Category")["not_in_taxonomy"] == 1
+    # a path in neither taxonomy is written nowhere
+    report = write_back(shop, rows, ["Office > Pens", "", ""], tmp_path / "up4.csv")
+    assert report.counts()["not_in_taxonomy"] == 1 and report.columns == ["Product Category"]
+
+
+def test_a_merchant_feed_keeps_its_categories_ids_included(tmp_path: Path) -> None:
     feed = tmp_path / "feed.xml"
-    feed.write_text(MERCHANT_RSS.replace("<g:google_product_category>212</g:google_product_category>", ""),
-                    encoding="utf-8")
+    third = ("<item><g:id>CM-3</g:id><g:title>Catnip Mice</g:title><g:link>https://www.example.com/m</g:link>"
+             "</item>\n</channel>")
+    feed.write_text(MERCHANT_RSS.replace("</channel>", third), encoding="utf-8")
     rows = read_catalog(feed).frame["row"].tolist()
-    assert write_back(feed, rows, ["Apparel & Accessories > Clothing", "Electronics"], tmp_path / "feed-up.xml") \
-        == "g:google_product_category"
+    # 212 is Shirts & Tops (an id): another category disagrees; an answer under Electronics > Audio agrees
+    answers = ["Electronics > Audio", SPEAKERS, CAT_TOYS]
+    report = write_back(feed, rows, answers, tmp_path / "feed-up.xml")
     text = (tmp_path / "feed-up.xml").read_text(encoding="utf-8")
     assert 'xmlns:g="http://base.google.com/ns/1.0"' in text and "<g:brand>Harbour</g:brand>" in text
-    assert read_catalog(tmp_path / "feed-up.xml").frame["category"].tolist() == [
-        "Apparel & Accessories > Clothing", "Electronics"]
+    assert read_catalog(tmp_path / "feed-up.xml").frame["category"].tolist() == ["212", "Electronics > Audio", CAT_TOYS]
+    assert [c.action for c in report.changes] == ["disagree", "kept", "filled"]
+    write_back(feed, rows, answers, tmp_path / "feed-over.xml", overwrite=True)
+    assert read_catalog(tmp_path / "feed-over.xml").frame["category"].tolist() == [
+        "Electronics > Audio", "Electronics > Audio", CAT_TOYS]
+    # a Shopify-only path goes in as its Google mapping
+    write_back(feed, rows, ["", "", PEN_SHOPIFY], tmp_path / "feed-pen.xml")
+    assert read_catalog(tmp_path / "feed-pen.xml").frame["category"].tolist()[2] == PEN_GOOGLE
 
 
 def test_classify_fills_a_shop_export_for_upload(tmp_path: Path, capsys, monkeypatch) -> None:
     from .test_bad_inputs import run_cli
 
-    shop = tmp_path / "products_export.csv"
-    shop.write_text(SHOPIFY, encoding="utf-8")
+    shop = _shop_with_categories(tmp_path)
     tax = tmp_path / "taxonomy.txt"
-    tax.write_text("Office Supplies > Pens\nElectronics > Speakers\nAnimals & Pet Supplies > Cat Toys\n", encoding="utf-8")
+    tax.write_text("\n".join([PEN_SHOPIFY, SPEAKERS, CAT_TOYS, DOG_TOYS]) + "\n", encoding="utf-8")
     code, out = run_cli(["classify", str(shop), "--taxonomy", str(tax), "--encoder", "minilm-en", "--fill",
-                         str(tmp_path / "up.csv")], capsys, monkeypatch)
+                         str(tmp_path / "up.csv"), "--min-confidence", "0"], capsys, monkeypatch)
     assert code == 0, out
-    assert "'Product Category' filled for 3 of 3 products" in " ".join(out.split())
-    assert read_catalog(tmp_path / "up.csv").frame["category"].tolist() == [
-        "Office Supplies > Pens", "Electronics > Speakers", "Animals & Pet Supplies > Cat Toys"]
+    said = " ".join(out.split())
+    assert "'Product Category': filled 1 empty, kept 2" in said and "up.changes.csv" in said
+    # the merchant's own categories are kept; only the empty cell is filled
+    assert read_catalog(tmp_path / "up.csv").frame["category"].tolist() == [PEN_SHOPIFY, SPEAKERS, CAT_TOYS]
+    with (tmp_path / "up.changes.csv").open(encoding="utf-8") as f:
+        changes = list(csv.DictReader(f))
+    assert {(r["id"], r["action"]) for r in changes if r["column"] == "Product Category"} >= {
+        ("harbour-fountain-pen", "filled")}
+    with (tmp_path / "up.csv").open(encoding="utf-8") as f:
+        first = next(csv.DictReader(f))
+    assert first["Google Shopping / Google Product Category"] == PEN_GOOGLE
     broken = tmp_path / "broken.csv"  # a malformed line: its rows would not line up with the file's records
     broken.write_text("title,category\nPen,\nSpeaker,x,extra\nMice,\n", encoding="utf-8")
     code, out = run_cli(["classify", str(broken), "--taxonomy", str(tax), "--encoder", "minilm-en", "--fill",

@@ -6,24 +6,35 @@ string form ``"Apparel > Topwear > Tshirts"`` is accepted too.
 
 Loaders: :meth:`Taxonomy.load` reads the Google Product Taxonomy (``id - A > B > C``), the Shopify Standard
 Product Taxonomy (``gid : A > B > C``), Best Buy's ``categories.json``, or a plain file with one path per line;
-:meth:`Taxonomy.from_paths` builds the tree from a catalogue's labels.
+:meth:`Taxonomy.from_paths` builds the tree from a catalogue's labels. Google's (2021-09-21) and Shopify's
+(2025-06) taxonomies ship with the package: :meth:`Taxonomy.builtin` (``"google"``, ``"shopify"``), and
+:func:`load_taxonomy` takes either name or a file; :func:`shopify_to_google` is Shopify's published mapping
+between the two (``taxonomist/datasets/taxonomies/README.md`` names the sources and licences).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .exceptions import TaxonomyError
 
-__all__ = ["DEFAULT_SEP", "CategoryPath", "Taxonomy", "format_path", "parse_path"]
+__all__ = ["BUILTIN", "DEFAULT_SEP", "CategoryPath", "Taxonomy", "format_path", "load_taxonomy", "parse_path",
+           "shopify_to_google"]
 
 DEFAULT_SEP = " > "
 CategoryPath = tuple[str, ...]
 TaxonomyFormat = Literal["auto", "google", "shopify", "bestbuy", "paths"]
+
+_BUILTIN_DIR = Path(__file__).resolve().parent / "datasets" / "taxonomies"
+BUILTIN = {"google": "google-2021-09-21.txt.gz", "shopify": "shopify-2025-06.txt.gz"}
+"""The taxonomies shipped with the package, by name: Google Product Taxonomy 2021-09-21 (the latest Google
+release) and Shopify Standard Product Taxonomy 2025-06."""
 
 _GOOGLE_RE = re.compile(r"^\s*(\d+)\s+-\s+(.+?)\s*$")
 _SHOPIFY_RE = re.compile(r"^\s*(\S+)\s+:\s+(.+?)\s*$")
@@ -64,9 +75,11 @@ class Taxonomy:
     """
 
     def __init__(
-        self, paths: Iterable[CategoryPath] = (), ids: dict[CategoryPath, str] | None = None, name: str = ""
+        self, paths: Iterable[CategoryPath] = (), ids: dict[CategoryPath, str] | None = None, name: str = "",
+        kind: str = "paths",
     ) -> None:
         self.name = name
+        self.kind = kind  # the file format it was read from: "google", "shopify", "bestbuy" or "paths"
         self._children: dict[CategoryPath, set[CategoryPath]] = {(): set()}
         self._ids: dict[CategoryPath, str] = {}
         self._by_id: dict[str, CategoryPath] = {}
@@ -133,7 +146,11 @@ class Taxonomy:
                 f"{e.start}); convert it with: iconv -f GB18030 -t UTF-8 (or its real encoding)"
             ) from None
         fmt = format if format != "auto" else cls._detect(path, text)
-        tax = cls(name=path.name)
+        return cls._parse(path, text, fmt, sep)
+
+    @classmethod
+    def _parse(cls, path: Path, text: str, fmt: TaxonomyFormat, sep: str = DEFAULT_SEP) -> Taxonomy:
+        tax = cls(name=path.name, kind=fmt)
         if fmt == "bestbuy":
             tax._read_bestbuy(path, text)
         else:
@@ -141,6 +158,18 @@ class Taxonomy:
         if len(tax) == 0:
             raise TaxonomyError(f"expected category paths in {str(path)!r}, but found none")
         return tax
+
+    @classmethod
+    def builtin(cls, name: str) -> Taxonomy:
+        """A taxonomy shipped with the package: ``"google"`` (Google Product Taxonomy 2021-09-21, 5,595
+        categories) or ``"shopify"`` (Shopify Standard Product Taxonomy 2025-06, 10,595 categories)."""
+        return _builtin(name).copy()
+
+    def copy(self) -> Taxonomy:
+        out = Taxonomy(name=self.name, kind=self.kind)
+        out._children = {k: set(v) for k, v in self._children.items()}
+        out._ids, out._by_id = dict(self._ids), dict(self._by_id)
+        return out
 
     @staticmethod
     def _detect(path: Path, text: str) -> TaxonomyFormat:
@@ -313,6 +342,7 @@ class Taxonomy:
         nodes = [list(p) for p in self if self.is_leaf(p)]
         return {
             "name": self.name,
+            "kind": self.kind,
             "paths": nodes,
             "ids": [[list(p), i] for p, i in sorted(self._ids.items())],
         }
@@ -324,4 +354,35 @@ class Taxonomy:
             ids = {tuple(str(x) for x in p): str(i) for p, i in data.get("ids", [])}
         except (KeyError, TypeError, ValueError) as e:
             raise TaxonomyError(f"expected a taxonomy dict with 'paths' (list of name lists), got an error: {e}") from None
-        return cls(paths, ids=ids, name=str(data.get("name", "")))
+        kind = str(data.get("kind", "paths"))
+        return cls(paths, ids=ids, name=str(data.get("name", "")),
+                   kind=kind if kind in get_args(TaxonomyFormat) else "paths")
+
+
+@lru_cache(maxsize=2)
+def _builtin(name: str) -> Taxonomy:
+    if name not in BUILTIN:
+        raise TaxonomyError(f"no built-in taxonomy {name!r}; built in: {sorted(BUILTIN)} (or give a taxonomy file)")
+    file = _BUILTIN_DIR / BUILTIN[name]
+    return Taxonomy._parse(file, gzip.decompress(file.read_bytes()).decode("utf-8"), name)  # type: ignore[arg-type]
+
+
+def load_taxonomy(spec: str | Path, format: TaxonomyFormat = "auto", sep: str = DEFAULT_SEP) -> Taxonomy:
+    """``"google"`` / ``"shopify"`` (the built-in taxonomies, unless a file of that name exists) or a taxonomy file
+    (:meth:`Taxonomy.load`)."""
+    if str(spec).lower() in BUILTIN and not Path(spec).exists():
+        return Taxonomy.builtin(str(spec).lower())
+    return Taxonomy.load(spec, format=format, sep=sep)
+
+
+@lru_cache(maxsize=1)
+def shopify_to_google() -> dict[CategoryPath, CategoryPath]:
+    """Shopify's published mapping of its 2025-08 categories into Google's 2021-09-21 taxonomy (10,535 of 10,595
+    categories; Shopify/product-taxonomy ``dist/en/integrations/google``, MIT)."""
+    file = _BUILTIN_DIR / "shopify-2025-08-to-google-2021-09-21.tsv.gz"
+    out: dict[CategoryPath, CategoryPath] = {}
+    for line in gzip.decompress(file.read_bytes()).decode("utf-8").splitlines():
+        if line and not line.startswith("#"):
+            src, _, dst = line.partition("\t")
+            out[parse_path(src)] = parse_path(dst)
+    return out

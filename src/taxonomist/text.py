@@ -28,7 +28,9 @@ __all__ = [
     "field_text",
     "clean_text",
     "cjk_share",
+    "detect_language",
     "has_cjk",
+    "main_language",
     "html_to_text",
     "normalize_for_sparse",
     "scrub_pii",
@@ -194,6 +196,40 @@ def cjk_share(texts: Iterable[str]) -> float:
         total += len(t) - t.count(" ")
         cjk += len(_CJK_RE.findall(t))
     return cjk / total if total else 0.0
+
+
+@lru_cache(maxsize=1)
+def _langid():  # type: ignore[no-untyped-def]
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def detect_language(text: str) -> str:
+    """The ISO 639-1 code of ``text``'s language (py3langid; ``""`` for text without letters). A short title
+    alone is often misread ("Tide Mini Speaker": Estonian): give a product's title with its description, or use
+    :func:`main_language` over a catalogue."""
+    text = clean_text(text)
+    if not any(ch.isalpha() for ch in text):
+        return ""
+    return str(_langid().classify(text)[0])
+
+
+def main_language(texts: Iterable[str], chunk: int = 8, sample: int = 400) -> tuple[str, float]:
+    """A catalogue's language and the share of its text that is in it: ``texts`` (titles, or titles with
+    their descriptions) read in chunks of ``chunk`` products -- a chunk is long enough to be recognised where one
+    title is not -- and the language of most chunks wins. ``("", 0.0)`` for no text."""
+    items = [t for t in (clean_text(t)[:300] for t in texts) if t]
+    if not items:
+        return "", 0.0
+    step = max(1, len(items) // sample)
+    items = items[::step]
+    votes = [detect_language(" . ".join(items[i:i + chunk])) for i in range(0, len(items), chunk)]
+    votes = [v for v in votes if v]
+    if not votes:
+        return "", 0.0
+    best = max(set(votes), key=votes.count)
+    return best, votes.count(best) / len(votes)
 
 
 @lru_cache(maxsize=1)

@@ -1,36 +1,174 @@
 """Predictions written back into the file they came from, in its own format, so it can be uploaded again
-(``taxonomist predict CATALOGUE --fill OUT``): Shopify's ``Product Category``, Merchant Center's
-``g:google_product_category``, WooCommerce's ``Categories``, else a ``category`` column."""
+(``taxonomist predict|classify CATALOGUE --fill OUT``) -- without damaging what the shop already has.
+
+- **Empty cells only.** A category the shop has already set is kept; where the answer disagrees with it, the
+  answer is a suggestion in the change report. ``overwrite=True`` (``--overwrite``) replaces them.
+- **Each taxonomy in its own column.** A Shopify export's ``Product Category`` takes Shopify taxonomy paths and its
+  ``Google Shopping / Google Product Category`` Google paths; a Merchant Center feed's ``google_product_category``
+  Google paths. A Shopify answer is translated into Google's taxonomy with Shopify's published mapping
+  (:func:`~taxonomist.taxonomy.shopify_to_google`); a path that is not a category of a column's taxonomy is never
+  written there (``not_in_taxonomy`` in the report). WooCommerce's ``Categories`` and a plain ``category`` column take
+  the answer as it is (the shop's own taxonomy).
+- **A change report**: one line per product and column -- old value, answer, confidence and what was done
+  (:data:`ACTIONS`) -- written beside the output by the CLI.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .exceptions import CatalogError
 from .feeds import detect
 from .tables import ALIASES, column_key, sniff_delimiter
+from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path, shopify_to_google
 
-__all__ = ["write_back"]
+__all__ = ["ACTIONS", "Change", "FillReport", "write_back"]
 
 _G = "http://base.google.com/ns/1.0"
 _ATOM = "http://www.w3.org/2005/Atom"
-_CATEGORY_COLUMN = {"shopify": "Product Category", "merchant": "google_product_category", "woocommerce": "Categories"}
+SHOPIFY_GOOGLE_COLUMN = "Google Shopping / Google Product Category"
+
+ACTIONS = {
+    "filled": "the cell was empty and now holds the answer",
+    "kept": "the cell already held this category, an ancestor or a descendant of it: kept",
+    "disagree": "the cell held another category: kept, the answer is a suggestion (--overwrite replaces it)",
+    "replaced": "the cell held another category and was replaced (--overwrite)",
+    "no_answer": "no answer (backed off to no category): the cell is as it was",
+    "not_in_taxonomy": "the answer is not a category of this column's taxonomy: the cell is as it was",
+}
 
 
-def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out: Path) -> str:
-    """Write ``source`` again as ``out``, in the same format, with each product's category filled in: Shopify's
-    ``Product Category``, Merchant Center's ``google_product_category`` (XML or TSV), WooCommerce's ``Categories``,
-    else a ``category`` column (added when missing). ``rows`` are the products' source rows (``Catalog.frame["row"]``:
-    data rows counted from 1, a feed's items in order); an empty category leaves the cell as it was. Returns the
-    column (or XML field) written. Everything else in the file is kept as it was read."""
+@dataclass
+class Change:
+    """What was done to one product's cell of one column."""
+
+    row: int
+    id: str
+    title: str
+    column: str
+    old: str
+    new: str
+    confidence: float | None
+    action: str
+
+
+@dataclass
+class FillReport:
+    """The columns written and, per product and column, what was done (:data:`ACTIONS`)."""
+
+    columns: list[str]
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def column(self) -> str:
+        """The first column written (the category column of the file's format)."""
+        return self.columns[0] if self.columns else ""
+
+    def counts(self, column: str | None = None) -> Counter[str]:
+        return Counter(c.action for c in self.changes if column is None or c.column == column)
+
+    def summary(self, suggestions: str | Path | None = None) -> str:
+        """``'Product Category': filled 3 empty, kept 2, 1 disagree (suggestions in FILE)``, one clause per column."""
+        parts = []
+        for col in self.columns:
+            n = self.counts(col)
+            text = f"{col!r}: filled {n['filled']:,} empty, kept {n['kept'] + n['disagree']:,}"
+            if n["disagree"]:
+                text += f", {n['disagree']:,} disagree" + (f" (suggestions in {suggestions})" if suggestions else "")
+            if n["replaced"]:
+                text += f", replaced {n['replaced']:,}"
+            if n["not_in_taxonomy"]:
+                text += f", {n['not_in_taxonomy']:,} answers not in its taxonomy (not written)"
+            if n["no_answer"]:
+                text += f", {n['no_answer']:,} without an answer"
+            parts.append(text)
+        return "; ".join(parts)
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "id", "title", "column", "old", "new", "confidence", "action"])
+            for c in self.changes:
+                w.writerow([c.row, c.id, c.title, c.column, c.old, c.new,
+                            "" if c.confidence is None else f"{c.confidence:.4f}", c.action])
+        return path
+
+
+class _Target:
+    """A column to fill and the taxonomy its values must belong to (``None``: any path)."""
+
+    def __init__(self, name: str, taxonomy: str | None) -> None:
+        self.name, self.taxonomy = name, taxonomy
+        self.tax = Taxonomy.builtin(taxonomy) if taxonomy else None
+
+    def value(self, path: CategoryPath) -> CategoryPath | None:
+        """The answer as this column's taxonomy has it, or ``None`` when it has no such category."""
+        if self.tax is None or path in self.tax:
+            return path
+        if self.taxonomy == "google":
+            mapped = shopify_to_google().get(path)
+            if mapped and mapped in self.tax:
+                return mapped
+        return None
+
+    def read(self, cell: str) -> CategoryPath:
+        """An existing cell as a path (a Google category id is looked up)."""
+        cell = cell.strip()
+        if self.tax is not None and cell.isdigit():
+            return self.tax.path_of_id(cell) or (cell,)
+        return parse_path(cell)
+
+
+def _targets(fmt: str | None) -> list[_Target]:
+    if fmt == "shopify":
+        return [_Target("Product Category", "shopify"), _Target(SHOPIFY_GOOGLE_COLUMN, "google")]
+    if fmt == "merchant":
+        return [_Target("google_product_category", "google")]
+    if fmt == "woocommerce":
+        return [_Target("Categories", None)]
+    return [_Target("category", None)]
+
+
+def _decide(target: _Target, old_cell: str, answer: str, overwrite: bool) -> tuple[str, str]:
+    """(action, value to write or "")."""
+    if not answer:
+        return "no_answer", ""
+    value = target.value(parse_path(answer))
+    if value is None:
+        return "not_in_taxonomy", ""
+    new = format_path(value)
+    if not old_cell.strip():
+        return "filled", new
+    old = target.read(old_cell)
+    n = min(len(old), len(value))
+    if old[:n] == value[:n]:
+        return "kept", ""
+    return ("replaced", new) if overwrite else ("disagree", "")
+
+
+def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out: Path, *, overwrite: bool = False,
+               confidences: Sequence[float] | None = None, ids: Sequence[str] | None = None,
+               titles: Sequence[str] | None = None) -> FillReport:
+    """Write ``source`` again as ``out``, in the same format, with each product's answer in the category column(s)
+    of its format (see the module doc): empty cells are filled, filled ones kept unless ``overwrite``. ``rows`` are
+    the products' source rows (``Catalog.frame["row"]``: data rows counted from 1, a feed's items in order); an
+    empty answer leaves the cell as it was. Everything else in the file is kept as it was read. Returns what was
+    done, per product and column."""
     source, out = Path(source), Path(out)
     if len(rows) != len(categories):
         raise ValueError(f"expected one category per row: {len(rows)} rows, {len(categories)} categories")
+    n = len(rows)
+    meta = (list(ids) if ids is not None else [""] * n, list(titles) if titles is not None else [""] * n,
+            list(confidences) if confidences is not None else [None] * n)
     if source.suffix.lower() in (".xml", ".rss", ".atom"):
-        return _write_back_xml(source, rows, categories, out)
+        return _write_back_xml(source, rows, categories, out, overwrite, meta)
     try:
         text = source.read_text(encoding="utf-8-sig")
     except (UnicodeDecodeError, OSError) as e:
@@ -42,35 +180,47 @@ def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out
     header = records[0]
     fmt = detect(header)
     plain = [h.removeprefix("g:") for h in header]
-    column = _CATEGORY_COLUMN.get(fmt or "", "category")
-    if column in plain:
-        j = plain.index(column)
-    else:
-        named = [i for i, h in enumerate(header) if column_key(h) in ALIASES["category"]] if fmt is None else []
-        if named:
-            j = named[0]
+    report = FillReport([])
+    for target in _targets(fmt):
+        if target.name in plain:
+            j: int | None = plain.index(target.name)
         else:
+            named = [i for i, h in enumerate(header) if column_key(h) in ALIASES["category"]] if fmt is None else []
+            j = named[0] if named else None
+        column = header[j] if j is not None else target.name
+        changes = []
+        for i, (r, c) in enumerate(zip(rows, categories, strict=True)):
+            if not 0 < int(r) < len(records) or (j is not None and len(records[int(r)]) > len(header)):
+                raise CatalogError(f"cannot write {source.name} back: row {r} is not a well-formed row of the file; "
+                                   "fix its malformed lines first (taxonomist prints them when it reads the file)")
+            rec = records[int(r)]
+            old = rec[j] if j is not None and j < len(rec) else ""
+            action, value = _decide(target, old, c, overwrite)
+            changes.append((rec, value, Change(int(r), meta[0][i], meta[1][i], column, old, c, meta[2][i], action)))
+        if j is None:
+            if not any(v for _, v, _ in changes):
+                continue  # nothing to write: no column added
             header.append(column)
             j = len(header) - 1
-    column = header[j]
-    width = len(header)
-    for r, c in zip(rows, categories, strict=True):
-        if not c:
-            continue
-        if not 0 < int(r) < len(records) or len(records[int(r)]) > width:
-            raise CatalogError(f"cannot write {source.name} back: row {r} is not a well-formed row of the file; "
-                               "fix its malformed lines first (taxonomist prints them when it reads the file)")
-        rec = records[int(r)]
-        rec.extend([""] * (width - len(rec)))
-        rec[j] = c
+            for rec in records[1:]:  # every row keeps the header's width (variant and image rows too)
+                if len(rec) == j:
+                    rec.append("")
+        width = len(header)
+        for rec, value, _ in changes:
+            if value:
+                rec.extend([""] * (width - len(rec)))
+                rec[j] = value
+        report.columns.append(column)
+        report.changes += [ch for _, _, ch in changes]
     buf = io.StringIO()
     csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerows(records)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(buf.getvalue(), encoding="utf-8")
-    return column
+    return report
 
 
-def _write_back_xml(source: Path, rows: Sequence[int], categories: Sequence[str], out: Path) -> str:
+def _write_back_xml(source: Path, rows: Sequence[int], categories: Sequence[str], out: Path, overwrite: bool,
+                    meta: tuple[list[str], list[str], list[float | None]]) -> FillReport:
     from xml.etree import ElementTree as ET  # serialising only; the bytes were parsed by defusedxml
 
     from defusedxml import ElementTree as SafeET
@@ -84,16 +234,20 @@ def _write_back_xml(source: Path, rows: Sequence[int], categories: Sequence[str]
     if root.tag.startswith("{" + _ATOM + "}"):
         ET.register_namespace("", _ATOM)
     items = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] in ("item", "entry")]
-    for r, c in zip(rows, categories, strict=True):
-        if not c:
-            continue
+    target = _Target("google_product_category", "google")
+    report = FillReport(["g:google_product_category"])
+    for i, (r, c) in enumerate(zip(rows, categories, strict=True)):
         if not 0 < int(r) <= len(items):
             raise CatalogError(f"cannot write {source.name} back: it has no item {r}")
         item = items[int(r) - 1]
-        field = next((el for el in item if el.tag.rsplit("}", 1)[-1] == "google_product_category"), None)
-        if field is None:
-            field = ET.SubElement(item, f"{{{_G}}}google_product_category")
-        field.text = c
+        found = next((el for el in item if el.tag.rsplit("}", 1)[-1] == "google_product_category"), None)
+        old = (found.text or "") if found is not None else ""
+        action, value = _decide(target, old, c, overwrite)
+        if value:
+            field_ = found if found is not None else ET.SubElement(item, f"{{{_G}}}google_product_category")
+            field_.text = value
+        report.changes.append(Change(int(r), meta[0][i], meta[1][i], "g:google_product_category", old, c,
+                                     meta[2][i], action))
     out.parent.mkdir(parents=True, exist_ok=True)
     tree.write(out, encoding="utf-8", xml_declaration=True)
-    return "g:google_product_category"
+    return report

@@ -352,7 +352,7 @@ WorkersOpt = Annotated[int | None, typer.Option("--num-workers", help="Worker pr
 AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (e.g. auto); default: a local Ray for this job.")]
 
 
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing job output folder instead of resuming it.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="A batch job: replace an existing output folder instead of resuming it. With --fill: replace the categories the file already has (otherwise only empty cells are filled).")]
 
 
 FILE_OUTPUTS = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")

@@ -50,6 +50,12 @@ from .common import (
 )
 
 
+FILL_HELP = ("Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV), "
+             "ready to upload again: empty category cells filled (a Shopify export: Shopify paths in Product Category, "
+             "Google paths in its Google column), the categories it has kept unless --overwrite; a change report "
+             "(FILE.changes.csv) beside it.")
+
+
 def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, version: str) -> None:
     """Products answered with a leaf confidence under ``below`` go to the review queue (personal data scrubbed,
     a product already pending not queued twice), as the service queues them."""
@@ -81,19 +87,27 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
                   "(review them with taxonomist serve ... --review-db, then taxonomist retrain)", highlight=False)
 
 
-def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path) -> None:
-    """``--fill``: the catalogue file written back in its own format with the predicted categories (``cat``: the
-    Catalog read from it, ``None`` for --text)."""
+def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path, overwrite: bool) -> None:
+    """``--fill``: the catalogue file written back in its own format with the predicted categories in its empty
+    category cells (all of them with ``overwrite``), and a change report beside it (``cat``: the Catalog read from
+    it, ``None`` for --text)."""
     if catalog is None or cat is None:
         raise CliError("--fill writes a catalogue file back with its categories: give the catalogue, not --text")
     if cat.report.issue("malformed_line").count:  # its rows would not line up with the file's records
         raise CliError(f"--fill: {catalog.name} has malformed lines (listed above); fix them before writing the file back")
     from ..writeback import write_back
 
-    column = write_back(catalog, cat.frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill)
-    filled = int((result["category"].fillna("") != "").sum())
-    console.print(f"{catalog.name} written to {fill} with {column!r} filled for {filled:,} of {len(result):,} products "
-                  "(a product backed off to no category keeps its cell)", highlight=False)
+    report = write_back(catalog, cat.frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill,
+                        overwrite=overwrite, confidences=result["confidence"].astype(float).tolist(),
+                        ids=result["id"].astype(str).tolist(), titles=result["title"].astype(str).tolist())
+    changes = report.write_csv(fill.with_name(f"{fill.stem}.changes.csv"))
+    if not report.columns:
+        console.print(f"{catalog.name}: no answer is a category of its column's taxonomy, so nothing was written to "
+                      f"{fill} (see {changes})", style="yellow", highlight=False)
+        return
+    console.print(f"{catalog.name} written to {fill}: {report.summary(changes)}; every product's old and new category "
+                  f"in {changes}" + ("" if overwrite else " (--overwrite replaces categories the file already has)"),
+                  highlight=False)
 
 
 def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None = None, **kwargs: Any) -> Any:
@@ -156,7 +170,7 @@ def predict(
     catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (labels not needed): a file, or a folder of shards.")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet; - for JSON Lines on stdout; or a folder (a resumable sharded job).")] = None,
-    fill: Annotated[Path | None, typer.Option("--fill", help="Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV) with the predicted category filled in, ready to upload again.")] = None,
+    fill: Annotated[Path | None, typer.Option("--fill", help=FILL_HELP)] = None,
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: MinConfOpt = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
@@ -199,7 +213,7 @@ def predict(
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
     if fill is not None:
-        _fill(catalog, cat, result, fill)
+        _fill(catalog, cat, result, fill, overwrite)
     if to_stdout:  # JSON Lines and nothing else on stdout (the reading report went to stderr)
         sys.stdout.write(result.to_json(orient="records", lines=True, force_ascii=False))
         sys.stdout.flush()
@@ -349,7 +363,8 @@ def classify(
     taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file (Google, Shopify, Best Buy, plain paths).")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
-    fill: Annotated[Path | None, typer.Option("--fill", help="Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV) with the category filled in, ready to upload again.")] = None,
+    fill: Annotated[Path | None, typer.Option("--fill", help=FILL_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option(help="With --fill: replace the categories the file already has (otherwise only empty cells are filled).")] = False,
     save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
     review_db: Annotated[Path | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database; review them at /review, then taxonomist retrain).")] = None,
     review_below: Annotated[float, typer.Option(help="With --review-db: the leaf confidence under which a product is queued.", callback=check_probability)] = 0.9,
@@ -382,7 +397,7 @@ def classify(
     console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
     result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
     if fill is not None:
-        _fill(catalog, cat, result, fill)
+        _fill(catalog, cat, result, fill, overwrite)
     if review_db is not None:
         _queue_unsure(frame, result, review_db, review_below, f"zero-shot:{taxonomy.name}")
     if save:
