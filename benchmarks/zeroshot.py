@@ -190,6 +190,11 @@ class PlainArgmax:
                 "top": float(np.mean([b[0] == t[0] for b, t in zip(best, es.truth, strict=True)]))}
 
 
+def sample_texts(products: list[dict[str, str]]) -> list[str]:
+    """What the classifier is shown to choose its encoder: titles with the beginning of their descriptions."""
+    return [f"{p['title']} {str(p.get('description') or '')[:300]}" for p in products[:2000]]
+
+
 def run_set(es: EvalSet, kwargs: dict[str, Any], cache: dict[int, Any]) -> tuple[dict[str, float], list[Any], float]:
     import taxonomist as tx
 
@@ -197,8 +202,7 @@ def run_set(es: EvalSet, kwargs: dict[str, Any], cache: dict[int, Any]) -> tuple
     t = time.perf_counter()
     if key not in cache:
         cache[key] = {}
-    clf = tx.TaxonomyClassifier.from_taxonomy(es.taxonomy, sample_texts=[p["title"] for p in es.products[:2000]],
-                                              **kwargs)
+    clf = tx.TaxonomyClassifier.from_taxonomy(es.taxonomy, sample_texts=sample_texts(es.products), **kwargs)
     build = time.perf_counter() - t
     t = time.perf_counter()
     preds = clf.predict_products(es.products, top_k=3)
@@ -255,7 +259,7 @@ def detect_languages(es: EvalSet) -> str:
     """The set's main language (the library's detector over titles with their descriptions)."""
     from taxonomist.text import main_language
 
-    return main_language(f"{p['title']} {p.get('description', '')[:300]}" for p in es.products)[0]
+    return main_language(sample_texts(es.products))[0]
 
 
 def summarise(results: list[dict[str, Any]]) -> None:

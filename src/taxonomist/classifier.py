@@ -37,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 
 
+ZERO_SHOT_MIN_CONFIDENCE = 0.5
+"""A zero-shot model's default back-off threshold (RESULTS.md, "Zero-shot for a shop without labels")."""
+ZERO_SHOT_LEXICAL = 2.0
+"""Weight of the category-name coverage in a zero-shot model's logits (at temperature 0.03)."""
+
+
 class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Classify products into a category taxonomy.
 
@@ -322,28 +328,39 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         descriptions: Mapping[CategoryPath, str] | None = None,
         examples: Mapping[CategoryPath, Sequence[str]] | None = None,
         temperature: float = 0.03,
-        min_confidence: float | None = None,
+        min_confidence: float | None = ZERO_SHOT_MIN_CONFIDENCE,
         encoder_backend: Literal["auto", "torch", "onnx"] = "auto",
         max_length: int = 64,
+        lexical: float = ZERO_SHOT_LEXICAL,
+        adapt: Literal["auto", "general", "own"] | None = "auto",
     ) -> TaxonomyClassifier:
         """A zero-shot classifier into ``taxonomy``'s leaves, from the category names alone (no training data).
 
         Args:
-            taxonomy: e.g. ``Taxonomy.load("google.txt")``.
-            encoder: ``"auto"`` picks ``e5-multilingual`` when ``sample_texts`` (some product titles) or the
-                taxonomy are CJK, which also classifies Chinese products into an English taxonomy.
+            taxonomy: e.g. ``Taxonomy.builtin("google")`` or ``Taxonomy.load("categories.txt")``.
+            encoder: ``"auto"`` picks ``e5-multilingual`` when ``sample_texts`` (some products' titles with their
+                descriptions) are not in English or are CJK, which also classifies them into an English taxonomy.
             descriptions: optional text per category, embedded with its path.
             examples: optional example titles per category (few-shot).
             temperature: softmax temperature over the categories' cosine similarities.
+            min_confidence: back off to the deepest category whose probability clears it (``None``: always a leaf).
+            lexical: weight of the share of a category's own name the title contains
+                (:func:`~taxonomist.models.zeroshot.name_coverage`), so that "Boots" wins over "Boot Liners" for
+                a boot; 0: the embeddings alone.
+            adapt: adapt each batch of products to its catalogue (:mod:`taxonomist.models.transduction`):
+                ``"general"`` (a shop in a taxonomy of thousands of categories), ``"own"`` (the catalogue's own
+                taxonomy), ``"auto"`` (general for Google's and Shopify's taxonomies), ``None`` (each product alone).
         """
         leaves = taxonomy.leaves()
         if not leaves:
             raise TaxonomistError("expected a taxonomy with at least one category, found an empty one")
+        if adapt == "auto":
+            adapt = "general" if taxonomy.kind in ("google", "shopify") else "own"
         clf = cls(tier="zeroshot", encoder=encoder, min_confidence=min_confidence, encoder_backend=encoder_backend,
                   max_length=max_length, use_attributes=False, embed_context=True)
         clf.neighbour_titles_ = []
         clf.set_fitted(zero_shot_ensemble(leaves, encoder, sample_texts, descriptions, examples, temperature,
-                                          encoder_backend, max_length), taxonomy)
+                                          encoder_backend, max_length, lexical, adapt), taxonomy)
         return clf
 
     def add_category(
@@ -408,7 +425,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             img = (np.zeros((len(pairs[0]), int(self.image_encoder_.dim)), np.float32), np.zeros(len(pairs[0]), bool))
         ens: Ensemble = self.model_
         with blas_single_thread(len(pairs[0])):
-            return ens.predict_proba(pairs, img, modality, sparse_log)
+            proba, emb = ens.predict_proba(pairs, img, modality, sparse_log)
+        zs = ens.members.zeroshot
+        if self.tier == "zeroshot" and zs is not None and zs.adaptation:  # answers adapted to their catalogue
+            from .models.transduction import GENERAL, OWN, adapt
+            from .models.zeroshot import zero_shot_queries
+
+            proba = adapt(proba, zero_shot_queries(*pairs), GENERAL if zs.adaptation == "general" else OWN)
+        return proba, emb
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable leaf path of each product (strings ``"A > B > C"``)."""

@@ -180,14 +180,18 @@ def labels_of(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:
 
 def zero_shot_ensemble(leaves: Sequence[CategoryPath], encoder: str, sample_texts: Sequence[str],
                        descriptions: Mapping[CategoryPath, str] | None, examples: Mapping[CategoryPath, Sequence[str]] | None,
-                       temperature: float, backend: str, max_length: int) -> Ensemble:
-    """The zero-shot member alone over ``leaves`` (no training data), embedding each product with its context."""
-    from .encoders.transformer import load_text_encoder, pick_encoder
+                       temperature: float, backend: str, max_length: int, lexical: float = 0.0,
+                       adaptation: str | None = None) -> Ensemble:
+    """The zero-shot member alone over ``leaves`` (no training data), embedding each product with its context.
+
+    ``encoder="auto"``: the multilingual encoder when the sample texts are not English (or CJK), else MiniLM."""
+    from .encoders.transformer import load_text_encoder, pick_zero_shot_encoder
     from .models.ensemble import EnsembleMembers
     from .models.zeroshot import TaxonomyScorer
 
-    name = pick_encoder([*sample_texts, *(format_path(p) for p in leaves[:2000])]) if encoder == "auto" else encoder
+    name = pick_zero_shot_encoder(sample_texts, [format_path(p) for p in leaves[:2000]]) if encoder == "auto" else encoder
     text_encoder = load_text_encoder(name, backend=backend, max_length=max_length)  # type: ignore[arg-type]
     members = EnsembleMembers([format_path(p) for p in leaves], ("zeroshot",))
-    members.zeroshot = TaxonomyScorer(temperature).build(leaves, text_encoder, descriptions, examples)
+    members.zeroshot = TaxonomyScorer(temperature, lexical=lexical, adaptation=adaptation).build(
+        leaves, text_encoder, descriptions, examples)
     return Ensemble(members, {"zeroshot": 1.0}, encoder=text_encoder, embed_context=True)

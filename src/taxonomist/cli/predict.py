@@ -378,7 +378,7 @@ def classify(
 ) -> None:
     """Zero-shot: classify products into a taxonomy from its category names alone, with no training data."""
 
-    from ..classifier import TaxonomyClassifier
+    from ..classifier import ZERO_SHOT_MIN_CONFIDENCE, TaxonomyClassifier
     from ..taxonomy import Taxonomy
 
     if taxonomy is None:
@@ -392,8 +392,12 @@ def classify(
     # CPU; they are cached after it)
     console.print(f"embedding the {len(tax.leaves()):,} categories of {taxonomy.name} (cached after the first run)",
                   highlight=False)
-    clf = TaxonomyClassifier.from_taxonomy(tax, encoder=encoder, sample_texts=frame["title"].head(2000).tolist(),
-                                           min_confidence=min_confidence)
+    sample = frame.head(2000)
+    texts = (sample["title"].astype(str) + " " + (sample["description"].fillna("").astype(str).str[:300]
+                                                    if "description" in sample else "")).tolist()
+    clf = TaxonomyClassifier.from_taxonomy(tax, encoder=encoder, sample_texts=texts,
+                                           min_confidence=ZERO_SHOT_MIN_CONFIDENCE if min_confidence is None
+                                           else min_confidence)
     console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
     result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
     if fill is not None:

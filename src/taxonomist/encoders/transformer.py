@@ -45,6 +45,7 @@ __all__ = [
     "TorchTextEncoder",
     "load_text_encoder",
     "pick_encoder",
+    "pick_zero_shot_encoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -414,6 +415,21 @@ def load_text_encoder(
         )
     return TorchTextEncoder(path if path.exists() else spec_s, max_length=max_length, precision=precision,
                             threads=threads, device=device, cache=cache, allow_download=allow_download)
+
+
+def pick_zero_shot_encoder(texts: Sequence[str], labels: Sequence[str] = ()) -> str:
+    """A zero-shot model's encoder: ``"e5-multilingual"`` when the products (``texts``: titles with their
+    descriptions) are not in English -- the language of most of them, detected by :func:`~taxonomist.text.main_language`
+    -- or the texts or category names are noticeably CJK; else ``"minilm-en"``."""
+    from ..text import main_language
+
+    if pick_encoder([*texts, *labels]) != "minilm-en":
+        return "e5-multilingual"
+    lang, share = main_language(texts)
+    choice = "minilm-en" if lang in ("en", "") else "e5-multilingual"
+    logger.info("encoder auto: the products are %s (%.0f%% of their text) -> %s", lang or "without text",
+                100 * share, choice)
+    return choice
 
 
 def pick_encoder(texts: Sequence[str], sample: int = 2000) -> str:

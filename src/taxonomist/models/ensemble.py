@@ -167,7 +167,7 @@ class EnsembleMembers:
             out["knn"] = p
         if self.zeroshot is not None and use("zeroshot"):
             assert emb is not None, "the zeroshot member needs embeddings"
-            out["zeroshot"] = self.zeroshot.log_proba(emb)
+            out["zeroshot"] = self.zeroshot.log_proba(emb, titles=pairs[0])
         if self.head is not None and use("embed"):
             assert emb is not None, "the embed member needs embeddings"
             s = self.head.decision_function(emb)

@@ -15,8 +15,10 @@ probability mass, and a category added to a trained bundle is scored at once.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -27,10 +29,54 @@ from ..encoders.transformer import l2_normalize
 from ..taxonomy import CategoryPath, format_path, parse_path
 from ..text import clean_text, field_text
 
-__all__ = ["TaxonomyScorer", "crosswalk", "label_text", "zero_shot_queries"]
+__all__ = ["TaxonomyScorer", "crosswalk", "label_text", "name_coverage", "zero_shot_queries"]
 
 QUERY_CONTEXT_CHARS = 300
 """Characters of a product's context (type, tags, description) a zero-shot query reads after its title."""
+
+
+_WORD_RE = re.compile(r"[^\W\d_]+")
+_ALTERNATIVES_RE = re.compile(r"\s*(?:&|,|/|\band\b|\bor\b|\+)\s*")
+_NAME_STOP = frozenset("a an and at by for from in of on or other the to with".split())
+_PLURALS = (("ies", "y"), ("ves", "f"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"), ("xes", "x"), ("s", ""))
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    """English plural to singular, roughly ("batteries" -> "battery", "boots" -> "boot"); other words as they are."""
+    if word.endswith("ss"):
+        return word
+    for suffix, repl in _PLURALS:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: len(word) - len(suffix)] + repl
+    return word
+
+
+def _words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD_RE.findall(text.lower()) if w not in _NAME_STOP}
+
+
+def _name_alternatives(name: str) -> list[frozenset[str]]:
+    """A category name as the word sets any of which names it: "Shirts & Tops" -> {shirt}, {top}; "Boot Liners"
+    -> {boot, liner}."""
+    return [frozenset(w) for w in (_words(part) for part in _ALTERNATIVES_RE.split(name.lower())) if w]
+
+
+def name_coverage(titles: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """(n, len(names)): for each title and category name, the largest share of the words of one of the name's
+    alternatives that the title contains (plurals folded). A title that names "boot" covers "Boots" fully and
+    "Boot Liners" half: the product is a boot, not its liner -- an embedding alone puts the two close together."""
+    alts = [_name_alternatives(n) for n in names]
+    index: dict[str, list[int]] = {}
+    for j, al in enumerate(alts):
+        for w in {w for a in al for w in a}:
+            index.setdefault(w, []).append(j)
+    out = np.zeros((len(titles), len(names)), np.float32)
+    for i, t in enumerate(titles):
+        words = _words(t)
+        for j in {j for w in words for j in index.get(w, ())}:
+            out[i, j] = max(len(a & words) / len(a) for a in alts[j])
+    return out
 
 
 def label_text(path: CategoryPath, description: str | None = None) -> str:
@@ -63,13 +109,23 @@ class TaxonomyScorer:
         temperature: softmax temperature on cosine similarities (fitted on validation data inside a trained
             model; 0.03 without training data).
         decoding: ``"flat"`` (one softmax over the leaves) or ``"top-down"`` (hierarchical softmax).
+        lexical: weight of :func:`name_coverage` (how much of a category's own name the title contains) added to
+            each class's logit (flat decoding; 0: the embeddings alone, as inside a trained ensemble).
+        adaptation: ``"general"`` or ``"own"`` adapts a batch of products' answers to their catalogue
+            (:mod:`taxonomist.models.transduction`; a zero-shot model into a general or the catalogue's own
+            taxonomy), ``None`` answers each product alone.
     """
 
-    def __init__(self, temperature: float = 0.03, decoding: str = "flat") -> None:
+    def __init__(self, temperature: float = 0.03, decoding: str = "flat", lexical: float = 0.0,
+                 adaptation: str | None = None) -> None:
         if decoding not in ("top-down", "flat"):
             raise ValueError(f"decoding must be 'top-down' or 'flat', got {decoding!r}")
         self.temperature = temperature
         self.decoding = decoding
+        self.lexical = lexical
+        if adaptation not in (None, "general", "own"):
+            raise ValueError(f"adaptation must be None, 'general' or 'own', got {adaptation!r}")
+        self.adaptation = adaptation
 
     # -- building -----------------------------------------------------------------------------------------
     def build(
@@ -150,12 +206,17 @@ class TaxonomyScorer:
         """Cosine similarity of each product to each node, (n, n_nodes)."""
         return np.asarray(embeddings, np.float32) @ self.vectors_.T
 
-    def log_proba(self, embeddings: np.ndarray, temperature: float | None = None) -> np.ndarray:
-        """Log-probabilities of the classes (n, n_classes), normalised over the classes."""
+    def log_proba(self, embeddings: np.ndarray, temperature: float | None = None,
+                  titles: Sequence[str] | None = None) -> np.ndarray:
+        """Log-probabilities of the classes (n, n_classes), normalised over the classes; with ``titles`` and a
+        ``lexical`` weight, the name coverage joins the flat decoding's logits."""
         T = self.temperature if temperature is None else temperature
         S = self.node_scores(embeddings).astype(np.float64) / T
         if self.decoding == "flat":
-            return np.asarray(log_softmax(S[:, self.class_nodes_], axis=1))
+            logits = S[:, self.class_nodes_]
+            if self.lexical and titles is not None:
+                logits += self.lexical * name_coverage(titles, [c[-1] for c in self.classes_])
+            return np.asarray(log_softmax(logits, axis=1))
         logp = np.zeros_like(S)
         for at, starts, group in self._levels:
             s = S[:, at]
@@ -182,13 +243,16 @@ class TaxonomyScorer:
 
     # -- persistence --------------------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return ({"temperature": self.temperature, "decoding": self.decoding,
+        return ({"temperature": self.temperature, "decoding": self.decoding, "lexical": self.lexical,
+                 "adaptation": self.adaptation,
                  "nodes": [list(n) for n in self.nodes_], "classes": [list(c) for c in self.classes_]},
                 {"zs_vectors": self.vectors_.astype(np.float16)})
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> TaxonomyScorer:
-        s = cls(temperature=float(params["temperature"]), decoding=str(params["decoding"]))
+        s = cls(temperature=float(params["temperature"]), decoding=str(params["decoding"]),
+                lexical=float(params.get("lexical", 0.0)),
+                adaptation=params.get("adaptation") if params.get("adaptation") in ("general", "own") else None)
         s.classes_ = [tuple(c) for c in params["classes"]]
         vecs = np.asarray(arrays["zs_vectors"], np.float32)
         nodes = [tuple(n) for n in params["nodes"]]

@@ -1,0 +1,99 @@
+"""Zero-shot answers adapted to the catalogue they classify (transduction): no labels, only the catalogue itself.
+
+A shop's products are not spread evenly over Google's or Shopify's thousands of categories: a garden shop sells
+pots, a car dealer cars. Classified one at a time, a pot called "Texan Trough" lands in Decor and a "2017
+Chevrolet Silverado" among pickup tools; classified together, the catalogue says what kind of shop it is. Two
+steps, both unsupervised, over one batch of products (:func:`adapt`):
+
+1. **The catalogue's category prior** by expectation-maximisation (Saerens, Latinne & Decaestecker, 2002): the
+   prior is re-estimated as the mean of the products' probabilities and folded back into each product's
+   distribution, ``iterations`` times; ``strength`` scales its say, and it is mixed with the uniform prior
+   (``smoothing``) so that rare categories are not erased.
+2. **Self-training**: a TF-IDF logistic regression fitted on the most confident half of each predicted category's
+   products (the catalogue's own words: brands, model names, "Trough"), whose probabilities are pooled with the
+   zero-shot ones.
+
+How strongly is chosen by the taxonomy: into a general taxonomy of thousands of categories a catalogue uses a small
+part, so the prior is strong (``GENERAL``); into the catalogue's own taxonomy every category is meant to be used,
+so it is weak (``OWN``). Figures: RESULTS.md, "Zero-shot for a shop without labels".
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import log_softmax
+
+__all__ = ["GENERAL", "OWN", "Adaptation", "adapt"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How a batch of zero-shot answers is adapted to its catalogue."""
+
+    strength: float = 1.0  # exponent of the estimated prior (0: none)
+    smoothing: float = 0.5  # share of the uniform prior mixed into the estimate
+    iterations: int = 5
+    self_train: float = 1.0  # weight of the self-trained model's log-probabilities (0: no self-training)
+    confident_share: float = 0.5  # share of each predicted category's products it is fitted on
+    min_products: int = 20  # smaller batches are answered as they are
+
+
+GENERAL = Adaptation(strength=1.0, smoothing=0.5)
+"""Into Google's or Shopify's taxonomy (thousands of categories, of which a shop uses few)."""
+OWN = Adaptation(strength=0.5, smoothing=0.9)
+"""Into the catalogue's own taxonomy (every category in use)."""
+
+
+def adapt(proba: np.ndarray, texts: Sequence[str], how: Adaptation = GENERAL) -> np.ndarray:
+    """Leaf probabilities (n, n_classes) of one catalogue's products, adapted to the catalogue (module doc);
+    ``texts``: what the self-trained model reads of each product (title and context)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    n, k = proba.shape
+    if n < how.min_products or k < 2:
+        return proba
+    logp = np.log(np.maximum(proba, 1e-300))
+    q = proba
+    if how.strength > 0:
+        for _ in range(how.iterations):
+            prior = (1 - how.smoothing) * q.mean(axis=0) + how.smoothing / k
+            q = np.exp(log_softmax(logp + how.strength * np.log(prior), axis=1))
+    if how.self_train > 0:
+        q = _self_train(q, texts, how)
+    return q
+
+
+def _self_train(q: np.ndarray, texts: Sequence[str], how: Adaptation) -> np.ndarray:
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    y = q.argmax(axis=1)
+    conf = q.max(axis=1)
+    keep = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        take = max(1, int(np.ceil(how.confident_share * len(idx))))
+        keep[idx[np.argsort(-conf[idx], kind="stable")[:take]]] = True
+    if len(np.unique(y[keep])) < 2:
+        return q
+    try:
+        X = hstack([TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)).fit_transform(texts),
+                    TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 4)).fit_transform(texts)]
+                   ).tocsr()
+    except ValueError:  # no words at all (empty titles)
+        return q
+    with warnings.catch_warnings():  # categories with a single confident product are expected here
+        warnings.simplefilter("ignore", UserWarning)
+        model = LogisticRegression(C=10.0, max_iter=300).fit(X[keep], y[keep])
+    own = np.full_like(q, 1e-6)
+    own[:, model.classes_] = model.predict_proba(X)
+    own /= own.sum(axis=1, keepdims=True)
+    logger.info("self-trained on %d of %d products (%d categories)", int(keep.sum()), len(y), len(model.classes_))
+    return np.exp(log_softmax(np.log(np.maximum(q, 1e-300)) + how.self_train * np.log(own), axis=1))
