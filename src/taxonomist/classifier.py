@@ -413,10 +413,12 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return self.proba_of(self.texts(batch), self.photos(batch), modality)[0]
 
     def proba_of(self, pairs: tuple[list[str], list[str]], img: Images | None = None, modality: str = "all",
-                 sparse_log: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                 sparse_log: np.ndarray | None = None,
+                 known: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Leaf probabilities of products already read (:meth:`texts`, :meth:`photos`), and their embeddings
         when the ensemble computed them; ``sparse_log``: the sparse member's log-probabilities, when the cascade
-        already computed them (:mod:`taxonomist.serving.staged`)."""
+        already computed them (:mod:`taxonomist.serving.staged`); ``known`` (zero-shot models adapted to their
+        catalogue): the category each product already has, ``""`` where none (see :meth:`predict_products`)."""
         if isinstance(self.model_, SparseClassifier):
             return self.model_.predict_proba(pairs), None
         from .encoders.transformer import blas_single_thread
@@ -428,10 +430,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             proba, emb = ens.predict_proba(pairs, img, modality, sparse_log)
         zs = ens.members.zeroshot
         if self.tier == "zeroshot" and zs is not None and zs.adaptation:  # answers adapted to their catalogue
-            from .models.transduction import GENERAL, OWN, adapt
+            from .models.transduction import GENERAL, OWN, adapt, allowed_classes
             from .models.zeroshot import zero_shot_queries
 
-            proba = adapt(proba, zero_shot_queries(*pairs), GENERAL if zs.adaptation == "general" else OWN)
+            allowed = allowed_classes(zs.classes_, known) if known is not None else None
+            proba = adapt(proba, zero_shot_queries(*pairs), GENERAL if zs.adaptation == "general" else OWN, allowed)
         return proba, emb
 
     def predict(self, X: Any) -> np.ndarray:
@@ -442,7 +445,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray(self.classes_[np.argmax(self.predict_proba(X), axis=1)])
 
     def predict_products(self, X: Any, top_k: int = 3, min_confidence: float | None = None,
-                         explain: bool = False) -> list[Prediction]:
+                         explain: bool = False, known: Sequence[str | None] | None = None) -> list[Prediction]:
         """Hierarchy-aware predictions with confidences per level, alternatives and back-off.
 
         Args:
@@ -451,6 +454,9 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             min_confidence: overrides the model's ``min_confidence`` for this call.
             explain: attach the words / n-grams that drove the sparse tier and, for the embedding tiers, the 3
                 most similar labelled training products.
+            known: (a zero-shot model adapted to its catalogue) the category each product already has, ``""``
+                where none: those products keep it -- a leaf, or a leaf under an inner category -- and teach the
+                adaptation what the shop sells (semi-supervised).
         """
         self._check()
         batch = ProductBatch.from_any([X] if isinstance(X, (str, Mapping)) else X)
@@ -461,18 +467,19 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         preds = (self.model_.beam_predictions(pairs, self.levels_, top_k, mc)
                  if isinstance(self.model_, SparseClassifier) else None)
         if preds is None:
-            proba, emb = self.proba_of(pairs, img=self.photos(batch))
+            proba, emb = self.proba_of(pairs, img=self.photos(batch), known=known)
             preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
             explain_predictions(self, preds, pairs, emb)
         return preds
 
     def predict_frame(self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None,
-                      explain: bool = False) -> pd.DataFrame:
+                      explain: bool = False, known: Sequence[str | None] | None = None) -> pd.DataFrame:
         """Pure pandas-in / pandas-out prediction (the batch path): see
-        :func:`~taxonomist.models.hierarchy.predictions_frame` for the columns."""
+        :func:`~taxonomist.models.hierarchy.predictions_frame` for the columns; ``known`` as in
+        :meth:`predict_products`."""
         batch = ProductBatch.from_any(df)
-        preds = self.predict_products(batch, top_k=top_k, min_confidence=min_confidence, explain=explain)
+        preds = self.predict_products(batch, top_k=top_k, min_confidence=min_confidence, explain=explain, known=known)
         return predictions_frame(preds, batch.ids or [str(i) for i in range(len(batch))], explain)
 
     def seen_in_training(self, X: Any) -> np.ndarray:

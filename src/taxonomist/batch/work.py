@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,18 @@ logger = logging.getLogger(__name__)
 
 
 def predict_batch(clf: Any, frame: pd.DataFrame, *, top_k: int = 3, min_confidence: float | None = None,
-                  model_version: str = "", explain: bool = False) -> pd.DataFrame:
+                  model_version: str = "", explain: bool = False, known: Sequence[str] | None = None) -> pd.DataFrame:
     """Classify a frame of products (``id``, ``title``, optional ``description`` / attributes): the one
     prediction function of the local path, the process pool and the Ray actors.
 
     Columns: ``id``, ``title``, ``category`` (the path, backed off when unsure), ``confidence``,
     ``level_confidence``, ``leaf``, ``leaf_confidence``, ``backed_off``, ``alternatives``, ``model_version``
-    (and ``explanation`` / ``neighbours`` with ``explain``).
+    (and ``explanation`` / ``neighbours`` with ``explain``). ``known``: the categories the products already have
+    (a zero-shot model learns from them: :meth:`~taxonomist.TaxonomyClassifier.predict_products`).
     """
-    result: pd.DataFrame = clf.predict_frame(frame, top_k=top_k, min_confidence=min_confidence, explain=explain)
+    extra = {"known": known} if known is not None else {}
+    result: pd.DataFrame = clf.predict_frame(frame, top_k=top_k, min_confidence=min_confidence, explain=explain,
+                                             **extra)
     result.insert(1, "title", frame["title"].to_numpy())
     result["model_version"] = model_version
     return result

@@ -49,7 +49,6 @@ from .common import (
     write_predictions,
 )
 
-
 FILL_HELP = ("Write the catalogue back in its own format (Shopify CSV, Merchant Center XML/TSV, WooCommerce CSV, CSV), "
              "ready to upload again: empty category cells filled (a Shopify export: Shopify paths in Product Category, "
              "Google paths in its Google column), the categories it has kept unless --overwrite; a change report "
@@ -124,8 +123,11 @@ def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None =
     with make_progress("classifying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    disable=len(frame) <= batch_size) as progress:
         task = progress.add_task("predict", total=len(frame))
+        known = kwargs.pop("known", None)
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start:start + batch_size]
+            if known is not None:
+                kwargs["known"] = known[start:start + batch_size]
             parts.append(predict_batch(clf, chunk, model_version=version, **kwargs))
             progress.advance(task, len(chunk))
     return pd.concat(parts, ignore_index=True)
@@ -266,9 +268,9 @@ def taxonomy_show(
     fmt: FormatOpt = "auto",
 ) -> None:
     """Summarise a taxonomy and print its top levels (or the nodes matching --search)."""
-    from ..taxonomy import Taxonomy, format_path
+    from ..taxonomy import format_path, load_taxonomy
 
-    tax = Taxonomy.load(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
+    tax = load_taxonomy(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
     out.print(f"{file.name}: {len(tax):,} categories, {len(tax.leaves()):,} leaves, depth {tax.max_depth}, "
               f"{len(tax.children()):,} top-level")
     nodes = tax.search(search, limit=limit) if search else [p for p in tax if len(p) <= depth][:limit]
@@ -286,9 +288,9 @@ def taxonomy_check(
     encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, fmt: FormatOpt = "auto",
 ) -> None:
     """Report catalogue labels that are not in the taxonomy (exit code 1 when there are any)."""
-    from ..taxonomy import Taxonomy
+    from ..taxonomy import load_taxonomy
 
-    tax = Taxonomy.load(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
+    tax = load_taxonomy(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
     cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True, delimiter=delimiter)
     unknown = tax.check(cat.frame["category"])
     if not unknown:
@@ -323,9 +325,9 @@ def map_taxonomy(
 
     from ..classifier import TaxonomyClassifier
     from ..models.zeroshot import crosswalk
-    from ..taxonomy import Taxonomy
+    from ..taxonomy import load_taxonomy
 
-    src, tgt = Taxonomy.load(source), Taxonomy.load(target)
+    src, tgt = load_taxonomy(source), load_taxonomy(target)
     console.print(f"embedding {len(src.leaves()):,} + {len(tgt.leaves()):,} categories (cached after the first run)",
                   highlight=False)
     model = TaxonomyClassifier.from_taxonomy(tgt, encoder=encoder) if catalog is not None else None
@@ -360,12 +362,13 @@ def map_taxonomy(
 @app.command()
 def classify(
     catalog: Annotated[Path | None, typer.Argument(help="Catalogue to classify (no labels needed).")] = None,
-    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy file (Google, Shopify, Best Buy, plain paths).")] = None,
+    taxonomy: Annotated[Path | None, typer.Option(help="google or shopify (shipped with taxonomist), or a taxonomy file (Google, Shopify, Best Buy, plain paths).")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Classify this title instead (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write .csv, .jsonl or .parquet.")] = None,
     fill: Annotated[Path | None, typer.Option("--fill", help=FILL_HELP)] = None,
     overwrite: Annotated[bool, typer.Option(help="With --fill: replace the categories the file already has (otherwise only empty cells are filled).")] = False,
     save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
+    learn: Annotated[bool, typer.Option(help="Learn from the categories the catalogue already has (and estimate the run's accuracy on them).")] = True,
     review_db: Annotated[Path | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database; review them at /review, then taxonomist retrain).")] = None,
     review_below: Annotated[float, typer.Option(help="With --review-db: the leaf confidence under which a product is queued.", callback=check_probability)] = 0.9,
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
@@ -379,19 +382,18 @@ def classify(
     """Zero-shot: classify products into a taxonomy from its category names alone, with no training data."""
 
     from ..classifier import ZERO_SHOT_MIN_CONFIDENCE, TaxonomyClassifier
-    from ..taxonomy import Taxonomy
+    from ..taxonomy import load_taxonomy
 
     if taxonomy is None:
-        raise CliError("give the taxonomy to classify into: --taxonomy FILE (e.g. Google's taxonomy-with-ids.en-US.txt)")
+        raise CliError("give the taxonomy to classify into: --taxonomy google, --taxonomy shopify (both shipped) or --taxonomy FILE")
     if (catalog is None) == (not text):
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
-    tax = Taxonomy.load(taxonomy, format=tax_format)  # type: ignore[arg-type]
+    tax = load_taxonomy(taxonomy, format=tax_format)  # type: ignore[arg-type]
     frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
                              strict, delimiter)
-    # the label embeddings show their own progress bar (a first run over Google's 5,595 nodes takes minutes on a
-    # CPU; they are cached after it)
-    console.print(f"embedding the {len(tax.leaves()):,} categories of {taxonomy.name} (cached after the first run)",
-                  highlight=False)
+    # Google's and Shopify's category vectors ship with the package; another taxonomy's are embedded once (with a
+    # progress bar) and cached
+    console.print(f"preparing the {len(tax.leaves()):,} categories of {taxonomy.name}", highlight=False)
     sample = frame.head(2000)
     texts = (sample["title"].astype(str) + " " + (sample["description"].fillna("").astype(str).str[:300]
                                                     if "description" in sample else "")).tolist()
@@ -399,7 +401,20 @@ def classify(
                                            min_confidence=ZERO_SHOT_MIN_CONFIDENCE if min_confidence is None
                                            else min_confidence)
     console.print(f"zero-shot into {len(clf.classes_):,} categories with the {clf.encoder_.name} encoder")
-    result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False)
+    known = None
+    if learn and cat is not None and "category" in frame.columns:
+        from ..shop import agreement, known_categories
+
+        known = known_categories(frame["category"].tolist(), tax)
+        n_known = sum(bool(k) for k in known)
+        if n_known:
+            est = agreement(clf, frame.head(batch_size), known[:batch_size])
+            how = (f"; with each one's own category hidden, the answers agree with {est['agree']:.0%} of the "
+                   f"{est['n']:,} (exact {est['exact']:.0%}): an estimate of this run's accuracy" if est["n"] else "")
+            console.print(f"{n_known:,} of {len(frame):,} products already have a category of {taxonomy.name}: "
+                          f"learnt from{how}", highlight=False)
+    result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False,
+                              known=known)
     if fill is not None:
         _fill(catalog, cat, result, fill, overwrite)
     if review_db is not None:
@@ -434,7 +449,7 @@ def query(
     """Classify search queries ("turquoise pillows") into categories, at the level each query supports."""
     from ..apps.query import QueryClassifier
     from ..classifier import load
-    from ..taxonomy import Taxonomy
+    from ..taxonomy import load_taxonomy
 
     if not queries:
         raise CliError("give one or more queries, e.g. taxonomist query MODEL_DIR \"running shoes\"")
@@ -442,7 +457,7 @@ def query(
         raise CliError("MODEL '-' means no product model: give --taxonomy FILE to classify into (zero-shot)")
     if tax_format not in ("auto", "google", "shopify", "bestbuy", "paths"):
         raise CliError(f"--format must be auto, google, shopify, bestbuy or paths, got {tax_format!r}")
-    tax = Taxonomy.load(taxonomy, format=tax_format) if taxonomy else None  # type: ignore[arg-type]
+    tax = load_taxonomy(taxonomy, format=tax_format) if taxonomy else None  # type: ignore[arg-type]
     with spinner("preparing the query classifier"):
         query_model = None
         if query_log is not None:

@@ -89,9 +89,9 @@ def train(
     from ..catalog import split_catalog
     from ..classifier import TaxonomyClassifier
     from ..evaluation import evaluate
-    from ..taxonomy import Taxonomy
+    from ..taxonomy import load_taxonomy
 
-    tax = Taxonomy.load(taxonomy) if taxonomy else None
+    tax = load_taxonomy(taxonomy) if taxonomy else None
     cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax, delimiter=delimiter)
     if test_size > 0:
         with spinner("splitting (grouped by title, stratified by category)"):

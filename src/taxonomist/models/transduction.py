@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax
 
-__all__ = ["GENERAL", "OWN", "Adaptation", "adapt"]
+from ..taxonomy import CategoryPath, parse_path
+
+__all__ = ["GENERAL", "OWN", "Adaptation", "adapt", "allowed_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Adaptation:
     iterations: int = 5
     self_train: float = 1.0  # weight of the self-trained model's log-probabilities (0: no self-training)
     confident_share: float = 0.5  # share of each predicted category's products it is fitted on
+    floor: float = 0.1  # the self-trained model multiplies a category's probability by 1 + its probability / floor
     min_products: int = 20  # smaller batches are answered as they are
 
 
@@ -51,34 +54,71 @@ OWN = Adaptation(strength=0.5, smoothing=0.9)
 """Into the catalogue's own taxonomy (every category in use)."""
 
 
-def adapt(proba: np.ndarray, texts: Sequence[str], how: Adaptation = GENERAL) -> np.ndarray:
+def adapt(proba: np.ndarray, texts: Sequence[str], how: Adaptation = GENERAL,
+          allowed: np.ndarray | None = None) -> np.ndarray:
     """Leaf probabilities (n, n_classes) of one catalogue's products, adapted to the catalogue (module doc);
-    ``texts``: what the self-trained model reads of each product (title and context)."""
+    ``texts``: what the self-trained model reads of each product (title and context). ``allowed``: (n, n_classes)
+    booleans, the classes each product may take -- a category its shop already gave it: that leaf, or the leaves
+    under it (semi-supervised: those products count with their own category in the prior and train the
+    self-trained model); ``None``: any."""
     proba = np.asarray(proba, dtype=np.float64)
     n, k = proba.shape
+    if allowed is not None:
+        allowed = np.asarray(allowed, bool).copy()
+        allowed[~allowed.any(axis=1)] = True  # a row that allows nothing constrains nothing
+    q = _restrict(proba, allowed)
     if n < how.min_products or k < 2:
-        return proba
+        return q
     logp = np.log(np.maximum(proba, 1e-300))
-    q = proba
     if how.strength > 0:
         for _ in range(how.iterations):
             prior = (1 - how.smoothing) * q.mean(axis=0) + how.smoothing / k
-            q = np.exp(log_softmax(logp + how.strength * np.log(prior), axis=1))
+            q = _restrict(np.exp(log_softmax(logp + how.strength * np.log(prior), axis=1)), allowed)
     if how.self_train > 0:
-        q = _self_train(q, texts, how)
+        labelled = np.zeros(n, bool) if allowed is None else ~allowed.all(axis=1)
+        q = _restrict(_self_train(q, texts, how, labelled), allowed)
     return q
 
 
-def _self_train(q: np.ndarray, texts: Sequence[str], how: Adaptation) -> np.ndarray:
+def allowed_classes(classes: Sequence[CategoryPath], known: Sequence[str | None]) -> np.ndarray | None:
+    """(n, n_classes) booleans from the categories a shop already gave its products (``""`` / ``None``: none): the
+    leaf itself, or every leaf under an inner category; a category the taxonomy does not have constrains nothing.
+    ``None`` when no product has one."""
+    if not any(known):
+        return None
+    cols: dict[CategoryPath, list[int]] = {}
+    for j, c in enumerate(classes):
+        for d in range(1, len(c) + 1):
+            cols.setdefault(tuple(c[:d]), []).append(j)
+    out = np.ones((len(known), len(classes)), bool)
+    for i, k in enumerate(known):
+        hit = cols.get(parse_path(k)) if k else None
+        if hit:
+            out[i] = False
+            out[i, hit] = True
+    return out
+
+
+def _restrict(q: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    if allowed is None:
+        return q
+    q = np.where(allowed, q, 0.0)
+    total = q.sum(axis=1, keepdims=True)
+    return np.where(total > 0, q / np.where(total > 0, total, 1.0), allowed / allowed.sum(axis=1, keepdims=True))
+
+
+def _self_train(q: np.ndarray, texts: Sequence[str], how: Adaptation, labelled: np.ndarray) -> np.ndarray:
+    """``labelled``: products whose category the shop gave (always trained on, with their most probable allowed
+    class)."""
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     y = q.argmax(axis=1)
     conf = q.max(axis=1)
-    keep = np.zeros(len(y), bool)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
+    keep = labelled.copy()
+    for c in np.unique(y[~labelled]):
+        idx = np.flatnonzero((y == c) & ~labelled)
         take = max(1, int(np.ceil(how.confident_share * len(idx))))
         keep[idx[np.argsort(-conf[idx], kind="stable")[:take]]] = True
     if len(np.unique(y[keep])) < 2:
@@ -89,11 +129,19 @@ def _self_train(q: np.ndarray, texts: Sequence[str], how: Adaptation) -> np.ndar
                    ).tocsr()
     except ValueError:  # no words at all (empty titles)
         return q
-    with warnings.catch_warnings():  # categories with a single confident product are expected here
-        warnings.simplefilter("ignore", UserWarning)
-        model = LogisticRegression(C=10.0, max_iter=300).fit(X[keep], y[keep])
-    own = np.full_like(q, 1e-6)
-    own[:, model.classes_] = model.predict_proba(X)
-    own /= own.sum(axis=1, keepdims=True)
-    logger.info("self-trained on %d of %d products (%d categories)", int(keep.sum()), len(y), len(model.classes_))
-    return np.exp(log_softmax(np.log(np.maximum(q, 1e-300)) + how.self_train * np.log(own), axis=1))
+    # cross-fitted: each half of the catalogue is answered by a model fitted on the other half's products, so that
+    # no product confirms its own pseudo-label (which would make every answer certain)
+    half = np.arange(len(y)) % 2 == 0
+    own = np.zeros_like(q)
+    for part in (half, ~half):
+        fit = keep & ~part
+        if len(np.unique(y[fit])) < 2:
+            continue
+        with warnings.catch_warnings():  # categories with a single confident product are expected here
+            warnings.simplefilter("ignore", UserWarning)
+            model = LogisticRegression(C=10.0, max_iter=300).fit(X[fit], y[fit])
+        own[np.ix_(part, model.classes_)] = model.predict_proba(X[part])
+    logger.info("self-trained on %d of %d products, cross-fitted in two halves", int(keep.sum()), len(y))
+    # a category the self-trained model never saw keeps its zero-shot probability (factor 1 + 0): the model
+    # raises the categories it knows, and cannot push a product out of a category only it has in the catalogue
+    return np.exp(log_softmax(np.log(np.maximum(q, 1e-300)) + how.self_train * np.log1p(own / how.floor), axis=1))

@@ -145,7 +145,11 @@ class TaxonomyScorer:
         if self.decoding == "top-down":
             vecs = embed_labels(nodes, encoder, descriptions)
         else:
-            cls_vecs = dict(zip(self.classes_, embed_labels(self.classes_, encoder, descriptions), strict=True))
+            from .label_vectors import lookup
+
+            shipped = None if descriptions else lookup(self.classes_, encoder)  # Google's / Shopify's, computed once
+            label_vecs = shipped if shipped is not None else embed_labels(self.classes_, encoder, descriptions)
+            cls_vecs = dict(zip(self.classes_, label_vecs, strict=True))
             dim = len(next(iter(cls_vecs.values())))
             sums: dict[CategoryPath, np.ndarray] = {n: np.zeros(dim, np.float32) for n in nodes}
             for c, v in cls_vecs.items():
