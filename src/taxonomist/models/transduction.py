@@ -131,7 +131,7 @@ def _self_train(q: np.ndarray, texts: Sequence[str], how: Adaptation, labelled: 
         return q
     # cross-fitted: each half of the catalogue is answered by a model fitted on the other half's products, so that
     # no product confirms its own pseudo-label (which would make every answer certain)
-    half = np.arange(len(y)) % 2 == 0
+    half = np.random.default_rng(0).permutation(len(y)) % 2 == 0  # a fixed random halving
     own = np.zeros_like(q)
     for part in (half, ~half):
         fit = keep & ~part
