@@ -161,7 +161,10 @@ def score(preds: list[Any], truth: list[tuple[str, ...]]) -> dict[str, float]:
     paths = [tuple(p.path) for p in preds]
     right = np.array([is_right(p, t) for p, t in zip(paths, truth, strict=True)], dtype=float)
     conf = np.array([p.score for p in preds])
+    answered = np.array([bool(p) for p in paths])
     return {"n": len(truth), "right": float(right.mean()),
+            "answered": float(answered.mean()),
+            "precision": float(right[answered].mean()) if answered.any() else float("nan"),
             "exact": float(np.mean([p == t for p, t in zip(paths, truth, strict=True)])),
             "top": float(np.mean([bool(p) and p[0] == t[0] for p, t in zip(paths, truth, strict=True)])),
             "leaf": float(np.mean([tuple(p.leaf) == t for p, t in zip(preds, truth, strict=True)])),
@@ -279,6 +282,13 @@ def summarise(results: list[dict[str, Any]]) -> None:
     if cats and all(r["argmax"] for r in cats):
         ours, plain = np.mean([r["leaf"] for r in cats]), np.mean([r["argmax"]["leaf"] for r in cats])
         print(f"catalogues, mean leaf accuracy: {ours:.3f} vs plain argmax {plain:.3f} ({ours - plain:+.3f})")
+    for kind in ("shop", "catalogue"):
+        sel = [r for r in results if r["kind"] == kind]
+        if sel:
+            w = [r["n"] * r["answered"] for r in sel]
+            print(f"{kind}s: answered {np.average([r['answered'] for r in sel], weights=[r['n'] for r in sel]):.3f} of "
+                  f"the products (the rest backed off to no category), right among the answered (pooled) "
+                  f"{np.average([np.nan_to_num(r['precision']) for r in sel], weights=w):.3f}")
     br = [r for r in results if r["kind"] == "branded"]
     for r in br:
         print(f"branded products: {round(r['right'] * r['n'])} of {r['n']} right")

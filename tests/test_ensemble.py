@@ -207,8 +207,8 @@ def test_cli_train_ensemble_add_category_and_classify(tiny_encoder_dir, tmp_path
     tax = tmp_path / "tax.txt"
     tax.write_text("\n".join(sorted({c for _, c in TINY})) + "\n")
     code, out = run_cli(["classify", "--taxonomy", str(tax), "--encoder", str(tiny_encoder_dir), "--text",
-                         "Nike running shoes", "-o", str(tmp_path / "zs.csv"), "--save", str(tmp_path / "zs")],
-                        capsys, monkeypatch)
+                         "Nike running shoes", "-o", str(tmp_path / "zs.csv"), "--save", str(tmp_path / "zs"),
+                         "--min-confidence", "0"], capsys, monkeypatch)
     assert code == 0, out
     assert pd.read_csv(tmp_path / "zs.csv")["category"].iloc[0] in {c for _, c in TINY}
     assert tx.load(tmp_path / "zs").tier == "zeroshot"

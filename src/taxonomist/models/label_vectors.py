@@ -47,7 +47,14 @@ def _index(folder: Path) -> list[dict[str, Any]]:
 
 
 def lookup(paths: Sequence[CategoryPath], encoder: Any, folder: Path = VECTORS_DIR) -> np.ndarray | None:
-    """The shipped label vectors of ``paths`` (in that order) for ``encoder``, or ``None``."""
+    """The shipped label vectors of ``paths`` (in that order) for ``encoder``, or ``None``; a combined encoder's
+    are its parts' vectors, each scaled by the square root of its weight, side by side."""
+    parts = getattr(encoder, "parts", None)
+    if parts:
+        found = [lookup(paths, p, folder) for p in parts]
+        if any(f is None for f in found):
+            return None
+        return np.hstack([np.sqrt(w) * f for f, w in zip(found, encoder.weights, strict=True)]).astype(np.float32)  # type: ignore[operator]
     want_leaves, want_encoder = leaves_key(paths), encoder_key(encoder)
     for entry in _index(folder):
         if entry.get("leaves_sha256") != want_leaves or entry.get("encoder") != want_encoder:

@@ -96,6 +96,10 @@ def embed_labels(paths: Sequence[CategoryPath], encoder: Any,
     descriptions = descriptions or {}
     if not paths:
         return np.zeros((0, 0), np.float32)
+    parts = getattr(encoder, "parts", None)
+    if parts:  # a combined encoder: each part's label vectors, weighted as its product vectors are
+        return np.hstack([np.sqrt(w) * embed_labels(paths, p, descriptions)
+                          for p, w in zip(parts, encoder.weights, strict=True)]).astype(np.float32)
     full = encoder.encode([label_text(p, descriptions.get(p)) for p in paths])
     name = encoder.encode([p[-1] for p in paths])
     ctx = encoder.encode([f"{p[-1]} ({format_path(p[:-1])})" if len(p) > 1 else p[-1] for p in paths])
