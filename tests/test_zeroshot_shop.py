@@ -133,7 +133,7 @@ def test_the_language_of_a_catalogue_decides_between_english_and_multilingual() 
     assert main_language(english)[0] == "en"
     assert main_language(spanish)[0] == "es"
     assert main_language([]) == ("", 0.0)
-    assert pick_zero_shot_encoder(english) == "minilm-en"
+    assert pick_zero_shot_encoder(english) == "minilm-en+e5-multilingual"
     assert pick_zero_shot_encoder(spanish) == "e5-multilingual"
     assert pick_zero_shot_encoder(["男士修身牛仔裤 黑色"]) == "e5-multilingual"
 

@@ -449,16 +449,21 @@ def load_text_encoder(
                             threads=threads, device=device, cache=cache, allow_download=allow_download)
 
 
+ZERO_SHOT_ENGLISH = "minilm-en+e5-multilingual"
+"""A zero-shot model's encoder for English products: MiniLM and e5 together (the mean of their cosines), which
+placed more shops' products right than either alone (RESULTS.md, "Zero-shot for a shop without labels")."""
+
+
 def pick_zero_shot_encoder(texts: Sequence[str], labels: Sequence[str] = ()) -> str:
     """A zero-shot model's encoder: ``"e5-multilingual"`` when the products (``texts``: titles with their
     descriptions) are not in English -- the language of most of them, detected by :func:`~taxonomist.text.main_language`
-    -- or the texts or category names are noticeably CJK; else ``"minilm-en"``."""
+    -- or the texts or category names are noticeably CJK; else :data:`ZERO_SHOT_ENGLISH`."""
     from ..text import main_language
 
     if pick_encoder([*texts, *labels]) != "minilm-en":
         return "e5-multilingual"
     lang, share = main_language(texts)
-    choice = "minilm-en" if lang in ("en", "") else "e5-multilingual"
+    choice = ZERO_SHOT_ENGLISH if lang in ("en", "") else "e5-multilingual"
     logger.info("encoder auto: the products are %s (%.0f%% of their text) -> %s", lang or "without text",
                 100 * share, choice)
     return choice
