@@ -198,7 +198,8 @@ def sample_texts(products: list[dict[str, str]]) -> list[str]:
     return [f"{p['title']} {str(p.get('description') or '')[:300]}" for p in products[:2000]]
 
 
-def run_set(es: EvalSet, kwargs: dict[str, Any], cache: dict[int, Any]) -> tuple[dict[str, float], list[Any], float]:
+def run_set(es: EvalSet, kwargs: dict[str, Any], cache: dict[int, Any],
+            sweep: bool = False) -> tuple[dict[str, Any], list[Any], float]:
     import taxonomist as tx
 
     key = id(es.taxonomy)
@@ -211,7 +212,25 @@ def run_set(es: EvalSet, kwargs: dict[str, Any], cache: dict[int, Any]) -> tuple
     preds = clf.predict_products(es.products, top_k=3)
     seconds = time.perf_counter() - t
     info = {"encoder": clf.encoder_.name, "build_s": round(build, 2)}
+    if sweep:  # the same products answered down to the leaf, with each level's confidence, to choose a threshold
+        leaves = clf.predict_products(es.products, top_k=1, min_confidence=0.0)
+        info["sweep"] = {str(t): backed_off_at(leaves, es.truth, t) for t in THRESHOLDS}
     return {**score(preds, es.truth), **info}, preds, seconds
+
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def backed_off_at(preds: list[Any], truth: list[tuple[str, ...]], threshold: float) -> dict[str, float]:
+    """Answers backed off along each leaf's path to the deepest level whose confidence clears ``threshold``: how
+    many products get an answer, and how many answers are right."""
+    answered = right = 0
+    for p, t in zip(preds, truth, strict=True):
+        depth = max((d + 1 for d, c in enumerate(p.confidence) if c >= threshold), default=0)
+        path = tuple(p.leaf)[:depth]
+        answered += bool(path)
+        right += is_right(path, t)
+    return {"answered": answered, "right": right, "n": len(truth)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample", type=int, default=400, help="products per shared catalogue")
     ap.add_argument("--only", choices=("shops", "catalogues", "branded"), action="append")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="also the answered share and precision per back-off threshold")
     ap.add_argument("--set", dest="sets", action="append", help="only the sets whose name contains this")
     ap.add_argument("--kw", action="append", default=[], help="from_taxonomy keyword=value (JSON value), repeatable")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/zeroshot.json"))
@@ -242,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'set':40s} {'lang':4s} {'n':>5s} {'right':>6s} {'exact':>6s} {'top':>6s} {'leaf':>6s} {'cov90':>6s} "
           f"{'backoff':>7s} {'argmax r/leaf':>13s} {'prod/s':>7s}  encoder")
     for es in sets:
-        m, preds, seconds = run_set(es, kwargs, cache)
+        m, preds, seconds = run_set(es, kwargs, cache, args.sweep)
         b = base.predict(es) if base else {}
         langs = detect_languages(es)
         row = {"set": es.name, "kind": es.kind, "lang": es.lang or langs, **m,
@@ -289,6 +309,14 @@ def summarise(results: list[dict[str, Any]]) -> None:
             print(f"{kind}s: answered {np.average([r['answered'] for r in sel], weights=[r['n'] for r in sel]):.3f} of "
                   f"the products (the rest backed off to no category), right among the answered (pooled) "
                   f"{np.average([np.nan_to_num(r['precision']) for r in sel], weights=w):.3f}")
+    for kind in ("shop", "catalogue"):
+        sel = [r for r in results if r["kind"] == kind and "sweep" in r]
+        for t in THRESHOLDS if sel else ():
+            a = sum(r["sweep"][str(t)]["answered"] for r in sel)
+            k = sum(r["sweep"][str(t)]["right"] for r in sel)
+            n = sum(r["sweep"][str(t)]["n"] for r in sel)
+            print(f"{kind}s, back-off at {t:.1f}: answered {a / n:.3f}, right {k / n:.3f}, right among the answered "
+                  f"{k / max(a, 1):.3f}")
     br = [r for r in results if r["kind"] == "branded"]
     for r in br:
         print(f"branded products: {round(r['right'] * r['n'])} of {r['n']} right")

@@ -165,8 +165,8 @@ def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out
     if len(rows) != len(categories):
         raise ValueError(f"expected one category per row: {len(rows)} rows, {len(categories)} categories")
     n = len(rows)
-    meta = (list(ids) if ids is not None else [""] * n, list(titles) if titles is not None else [""] * n,
-            list(confidences) if confidences is not None else [None] * n)
+    confs: list[float | None] = list(confidences) if confidences is not None else [None] * n
+    meta = (list(ids) if ids is not None else [""] * n, list(titles) if titles is not None else [""] * n, confs)
     if source.suffix.lower() in (".xml", ".rss", ".atom"):
         return _write_back_xml(source, rows, categories, out, overwrite, meta)
     try:

@@ -54,7 +54,7 @@ def lookup(paths: Sequence[CategoryPath], encoder: Any, folder: Path = VECTORS_D
         found = [lookup(paths, p, folder) for p in parts]
         if any(f is None for f in found):
             return None
-        return np.hstack([np.sqrt(w) * f for f, w in zip(found, encoder.weights, strict=True)]).astype(np.float32)  # type: ignore[operator]
+        return np.hstack([np.sqrt(w) * f for f, w in zip(found, encoder.weights, strict=True)]).astype(np.float32)
     want_leaves, want_encoder = leaves_key(paths), encoder_key(encoder)
     for entry in _index(folder):
         if entry.get("leaves_sha256") != want_leaves or entry.get("encoder") != want_encoder:
@@ -73,7 +73,7 @@ def lookup(paths: Sequence[CategoryPath], encoder: Any, folder: Path = VECTORS_D
             return None
         vecs = q * scale[:, None]
         logger.info("category vectors of %d leaves read from %s", len(paths), file.name)
-        return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.asarray(vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12), np.float32)
     return None
 
 

@@ -75,7 +75,7 @@ def adapt(proba: np.ndarray, texts: Sequence[str], how: Adaptation = GENERAL,
             prior = (1 - how.smoothing) * q.mean(axis=0) + how.smoothing / k
             q = _restrict(np.exp(log_softmax(logp + how.strength * np.log(prior), axis=1)), allowed)
     if how.self_train > 0:
-        labelled = np.zeros(n, bool) if allowed is None else ~allowed.all(axis=1)
+        labelled = np.zeros(n, bool) if allowed is None else np.asarray(~allowed.all(axis=1), bool)
         q = _restrict(_self_train(q, texts, how, labelled), allowed)
     return q
 
@@ -144,4 +144,5 @@ def _self_train(q: np.ndarray, texts: Sequence[str], how: Adaptation, labelled: 
     logger.info("self-trained on %d of %d products, cross-fitted in two halves", int(keep.sum()), len(y))
     # a category the self-trained model never saw keeps its zero-shot probability (factor 1 + 0): the model
     # raises the categories it knows, and cannot push a product out of a category only it has in the catalogue
-    return np.exp(log_softmax(np.log(np.maximum(q, 1e-300)) + how.self_train * np.log1p(own / how.floor), axis=1))
+    return np.asarray(np.exp(log_softmax(np.log(np.maximum(q, 1e-300)) + how.self_train * np.log1p(own / how.floor),
+                                         axis=1)))
