@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 
-ZERO_SHOT_MIN_CONFIDENCE = 0.5
+ZERO_SHOT_MIN_CONFIDENCE = 0.3
 """A zero-shot model's default back-off threshold (RESULTS.md, "Zero-shot for a shop without labels")."""
 ZERO_SHOT_LEXICAL = 2.0
 """Weight of the category-name coverage in a zero-shot model's logits (at temperature 0.03)."""
