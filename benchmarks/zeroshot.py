@@ -140,11 +140,9 @@ def catalogue_sets(data: Path, sample: int, seed: int = 0) -> list[EvalSet]:
 # -- scoring -------------------------------------------------------------------------------------------------------
 def is_right(pred: tuple[str, ...], true: tuple[str, ...]) -> bool:
     """The depth-tolerant rule: the same path, a descendant of the truth, or an ancestor of it at depth >= 2."""
-    if not pred:
-        return False
-    if pred[: len(true)] == true:
-        return True
-    return len(pred) >= 2 and true[: len(pred)] == pred
+    from taxonomist.shop import agrees
+
+    return agrees(pred, true)
 
 
 def coverage_at(right: np.ndarray, conf: np.ndarray, precision: float = 0.9) -> float:
