@@ -221,7 +221,7 @@ def test_zero_shot_into_the_sample_taxonomy_beats_majority(sample_split) -> None
     train, test = sample_split
     zs = tx.TaxonomyClassifier.from_taxonomy(tx.Taxonomy.from_paths(sorted(set(train.frame["category"]))),
                                              sample_texts=train.frame["title"].tolist())
-    assert zs.encoder_.name == "minilm-en"
+    assert zs.encoder_.name == "minilm-en+e5-multilingual"  # English: both encoders
     y = test.frame["category"].to_numpy()
     pred = zs.predict(test)
     top = lambda v: np.array([s.split(" > ")[0] for s in v])  # noqa: E731
