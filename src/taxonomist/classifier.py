@@ -413,12 +413,14 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return self.proba_of(self.texts(batch), self.photos(batch), modality)[0]
 
     def proba_of(self, pairs: tuple[list[str], list[str]], img: Images | None = None, modality: str = "all",
-                 sparse_log: np.ndarray | None = None,
-                 known: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                 sparse_log: np.ndarray | None = None, known: Sequence[str | None] | None = None,
+                 adapt_to_batch: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Leaf probabilities of products already read (:meth:`texts`, :meth:`photos`), and their embeddings
         when the ensemble computed them; ``sparse_log``: the sparse member's log-probabilities, when the cascade
         already computed them (:mod:`taxonomist.serving.staged`); ``known`` (zero-shot models adapted to their
-        catalogue): the category each product already has, ``""`` where none (see :meth:`predict_products`)."""
+        catalogue): the category each product already has, ``""`` where none (see :meth:`predict_products`);
+        ``adapt_to_batch=False``: answer each product alone, for batches that are not one catalogue (the service
+        pools different clients' requests)."""
         if isinstance(self.model_, SparseClassifier):
             return self.model_.predict_proba(pairs), None
         from .encoders.transformer import blas_single_thread
@@ -429,7 +431,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         with blas_single_thread(len(pairs[0])):
             proba, emb = ens.predict_proba(pairs, img, modality, sparse_log)
         zs = ens.members.zeroshot
-        if self.tier == "zeroshot" and zs is not None and zs.adaptation:  # answers adapted to their catalogue
+        if self.tier == "zeroshot" and zs is not None and zs.adaptation and adapt_to_batch:  # adapted to the catalogue
             from .models.transduction import GENERAL, OWN, adapt, allowed_classes
             from .models.zeroshot import zero_shot_queries
 

@@ -67,11 +67,12 @@ def second_stage(clf: TaxonomyClassifier, pending: Sequence[Pending]) -> list[li
         pairs = ([t for p in parts for t in p.titles], [c for p in parts for c in p.contexts])
         if group is cascaded:
             logs = np.vstack([p.sparse_log for p in parts if p.sparse_log is not None])
-            proba = clf.proba_of(pairs, sparse_log=logs)[0]
+            proba = clf.proba_of(pairs, sparse_log=logs, adapt_to_batch=False)[0]
         else:  # their photos read together
             img = [clf.photos(p.batch) for p in parts if p.batch is not None]
             photos = None if not img or img[0] is None else (np.vstack([v for v, _ in img]), np.concatenate([m for _, m in img]))  # type: ignore[misc]
-            proba = clf.proba_of(pairs, img=photos)[0]
+            # several clients' products together: a zero-shot model answers each alone (no catalogue adaptation)
+            proba = clf.proba_of(pairs, img=photos, adapt_to_batch=False)[0]
         start = 0
         for i, p in zip(group, parts, strict=True):
             out[i] = decode(proba[start:start + len(p.titles)], clf.levels_, top_k=p.top_k,
