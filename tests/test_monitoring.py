@@ -151,13 +151,17 @@ def test_the_service_reports_drift(saved_sample_model: Path, sample_split, tmp_p
         assert drifted["alerts"], drifted
         assert "taxonomist_drift_alerts 0.0" not in c.get("/metrics").text
         c.post("/v1/classify", json={"product": {"title": "linen shirt, write to jo@example.com"}})
+        # issue 34 row 2: the brand was stored unscrubbed at full length
+        c.post("/v1/classify", json={"product": {"title": "linen shirt", "attributes": {
+            "brand": "Acme, mail jo@example.com " + "x" * 400}}}).raise_for_status()
     from taxonomist.serving import ReviewStore
 
     store = ReviewStore(tmp_path / "review.db")  # every served prediction recorded (flushed at shutdown)
     served = store.served()
     store.close()
-    assert len(served) == 2 * MIN_WINDOW + 1 and {r["model_version"] for r in served} == {"v0001"}
-    assert served[-1]["title"] == "linen shirt, write to <email>" and served[-1]["leaf"]
+    assert len(served) == 2 * MIN_WINDOW + 2 and {r["model_version"] for r in served} == {"v0001"}
+    assert served[-2]["title"] == "linen shirt, write to <email>" and served[-2]["leaf"]
+    assert served[-1]["brand"].startswith("acme, mail <email> x") and len(served[-1]["brand"]) <= 200
 
 
 def test_monitor_reports_drift_and_live_accuracy(saved_sample_model: Path, sample_split, tmp_path: Path,

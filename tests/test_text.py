@@ -5,6 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taxonomist.datasets import sample_path
+import pytest
+
 from taxonomist.text import cjk_share, clean_text, has_cjk, normalize_for_sparse, scrub_pii, tokenize
 
 
@@ -95,3 +97,20 @@ def test_clean_text_is_idempotent(s: str) -> None:
 def test_normalize_never_crashes_and_has_no_runs_of_space(s: str) -> None:
     out = normalize_for_sparse(s)
     assert isinstance(out, str) and "  " not in out and out == out.strip()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("crafted", [
+    "a" * 20000 + "@" + "a" * 19999,  # issue 34 row 1: the e-mail pattern was quadratic in this
+    ("a." * 10000) + "@" + ("b." * 10000),
+    "订单" + "1" * 40000 + "x",
+    "1" * 40000 + " Abc Abc Abc x",
+    "+1" + " 2" * 20000,
+])
+def test_scrubbing_is_linear_in_the_length_of_crafted_text(crafted: str) -> None:
+    import time
+
+    t = time.perf_counter()
+    scrub_pii(crafted)
+    # quadratic patterns took seconds on 5,000 characters and minutes here; linear ones take milliseconds
+    assert time.perf_counter() - t < 2.0

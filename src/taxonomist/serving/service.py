@@ -118,6 +118,7 @@ _RESOURCES: dict[str, tuple[str, Callable[[FilePath], Any], str, str]] = {
 _LIVE_ACCURACY_WEEKS = 12
 """GET /v1/monitor's live accuracy covers the decisions of the last this many weeks."""
 _SERVED_FLUSH_ROWS = 256
+_LOGGED_CHARS = 200  # of a served title or brand, in the served-prediction log (the store keeps 200 too)
 _SERVED_FLUSH_S = 2.0
 """The served-predictions log is written when this many records wait, or this many seconds passed."""
 
@@ -196,9 +197,13 @@ class Service:
         if not self.settings.log_predictions:
             return False
         now = time.time()
-        rows = [{"created": now, "model_version": served.version, "title": scrub_pii(str(records[i].get("title") or "")),
+        # cut before scrubbing (a long crafted title costs the scrubber twice the logged length, not its own; an
+        # address across the cut is still whole), and the brand scrubbed and cut like the title
+        rows = [{"created": now, "model_version": served.version,
+                 "title": scrub_pii(str(records[i].get("title") or "")[:2 * _LOGGED_CHARS])[:_LOGGED_CHARS],
                  "leaf": format_path(o.leaf), "confidence": o.confidence, "backed_off": o.backed_off,
-                 "unknown_share": None if o.unknown_share != o.unknown_share else o.unknown_share, "brand": o.brand}
+                 "unknown_share": None if o.unknown_share != o.unknown_share else o.unknown_share,
+                 "brand": scrub_pii(o.brand[:2 * _LOGGED_CHARS])[:_LOGGED_CHARS] if o.brand else o.brand}
                 for i, o in zip(keep, obs, strict=True)]
         with self._served_lock:
             self._served.extend(rows)
