@@ -181,3 +181,27 @@ def test_train_with_taxonomy_skips_unknown_labels_and_keeps_the_tree(tmp_path, c
     model = tx.load(tmp_path / "m")
     assert ("Apparel", "Bottomwear", "Shorts") in model.taxonomy_  # the whole tree, not only the labels seen
     assert "Gadgets > Unknown" not in model.classes_
+
+
+def test_predictions_written_as_csv_are_safe_to_open_in_a_spreadsheet(saved_sample_model, tmp_path, capsys,
+                                                                      monkeypatch) -> None:
+    """Issue 34 row 6: titles beginning = + - @ (or a tab / carriage return) were written verbatim for a
+    spreadsheet to run as formulas; OWASP's rule prefixes them with a quote, unless --no-spreadsheet-safe."""
+    import pandas as pd
+
+    from .test_bad_inputs import run_cli
+
+    titles = ['=HYPERLINK("http://evil.example","x")', "+1+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "\t=1+1",
+              "Nike Men Running Shoes"]
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"title": titles}).to_csv(src, index=False)
+    code, out = run_cli(["predict", str(saved_sample_model), str(src), "-o", str(tmp_path / "out.csv")], capsys,
+                        monkeypatch)
+    assert code == 0, out
+    got = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert all(t[:1] not in "=+-@\t\r" for t in got["title"]), got["title"].tolist()
+    assert got["title"].iloc[0] == "'" + titles[0] and got["title"].iloc[-1] == "Nike Men Running Shoes"
+    code, out = run_cli(["predict", str(saved_sample_model), str(src), "-o", str(tmp_path / "raw.csv"),
+                         "--no-spreadsheet-safe"], capsys, monkeypatch)
+    assert code == 0, out
+    assert pd.read_csv(tmp_path / "raw.csv", dtype=str, keep_default_na=False)["title"].iloc[0] == titles[0]

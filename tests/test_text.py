@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from taxonomist.datasets import sample_path
-import pytest
-
 from taxonomist.text import cjk_share, clean_text, has_cjk, normalize_for_sparse, scrub_pii, tokenize
 
 

@@ -22,7 +22,7 @@ from .exceptions import CatalogError
 from .feeds import read_xml_feed
 from .validation import ValidationReport
 
-__all__ = ["ALIASES", "column_key", "load_table", "sniff_delimiter"]
+__all__ = ["ALIASES", "column_key", "load_table", "sniff_delimiter", "spreadsheet_safe"]
 
 logger = logging.getLogger(__name__)
 
@@ -350,3 +350,13 @@ def sniff_delimiter(text: str, lines: int = 50) -> str:
         if key > best_key:
             best, best_key = d, key
     return best
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """OWASP's rule against CSV formula injection, for the CSV files taxonomist writes of its own (predictions,
+    change reports): a text cell that a spreadsheet would run as a formula (it begins with ``= + - @``, a tab or a
+    carriage return) is prefixed with a quote; anything else is returned as it is."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value

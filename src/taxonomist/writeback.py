@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .exceptions import CatalogError
 from .feeds import detect
-from .tables import ALIASES, column_key, sniff_delimiter
+from .tables import ALIASES, column_key, sniff_delimiter, spreadsheet_safe
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path, shopify_to_google
 
 __all__ = ["ACTIONS", "Change", "FillReport", "write_back"]
@@ -90,13 +90,14 @@ class FillReport:
         return "; ".join(parts)
 
     def write_csv(self, path: str | Path) -> Path:
+        """The change report (text cells spreadsheet-safe: :func:`~taxonomist.tables.spreadsheet_safe`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(["row", "id", "title", "column", "old", "new", "confidence", "action"])
             for c in self.changes:
-                w.writerow([c.row, c.id, c.title, c.column, c.old, c.new,
+                w.writerow([c.row, *map(spreadsheet_safe, (c.id, c.title, c.column, c.old, c.new)),
                             "" if c.confidence is None else f"{c.confidence:.4f}", c.action])
         return path
 

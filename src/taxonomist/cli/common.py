@@ -255,7 +255,8 @@ def metrics_table(ev: Any, title: str) -> Table:
     return table
 
 
-def write_predictions(frame: Any, path: Path) -> None:
+def write_predictions(frame: Any, path: Path, safe: bool = True) -> None:
+    """Predictions as ``.csv`` (text cells spreadsheet-safe unless ``safe`` is off), ``.jsonl`` or ``.parquet``."""
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
@@ -263,6 +264,12 @@ def write_predictions(frame: Any, path: Path) -> None:
         for col in ("level_confidence", "alternatives", "explanation"):
             if col in flat.columns:
                 flat[col] = [json.dumps(v, ensure_ascii=False) for v in flat[col]]
+        if safe:
+            from ..tables import spreadsheet_safe
+
+            for col in flat.columns:
+                if flat[col].dtype == object or str(flat[col].dtype).startswith("str"):
+                    flat[col] = flat[col].map(spreadsheet_safe)
         flat.to_csv(path, index=False)
     elif suffix in (".jsonl", ".ndjson"):
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
@@ -352,6 +359,7 @@ WorkersOpt = Annotated[int | None, typer.Option("--num-workers", help="Worker pr
 AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (e.g. auto); default: a local Ray for this job.")]
 
 
+SafeCsvOpt = Annotated[bool, typer.Option("--spreadsheet-safe/--no-spreadsheet-safe", help="In a .csv output, prefix with a quote the text cells a spreadsheet would run as formulas (beginning = + - @, a tab or a carriage return).")]
 OverwriteOpt = Annotated[bool, typer.Option(help="A batch job: replace an existing output folder instead of resuming it. With --fill: replace the categories the file already has (otherwise only empty cells are filled).")]
 
 

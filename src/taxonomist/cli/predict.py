@@ -32,6 +32,7 @@ from .common import (
     MinConfOpt,
     NoHeaderOpt,
     OverwriteOpt,
+    SafeCsvOpt,
     SepOpt,
     StrictOpt,
     WithOpt,
@@ -178,7 +179,7 @@ def predict(
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
-    image_root: ImageRootOpt = None,
+    image_root: ImageRootOpt = None, spreadsheet_safe: SafeCsvOpt = True,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
@@ -221,7 +222,7 @@ def predict(
         sys.stdout.flush()
         return
     if output:
-        write_predictions(result, output)
+        write_predictions(result, output, safe=spreadsheet_safe)
         out.print(f"{len(result):,} predictions written to {output}")
         return
     table = Table(title=f"predictions ({min(len(result), 25)} of {len(result):,})")
@@ -376,6 +377,7 @@ def classify(
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: MinConfOpt = None,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
+    spreadsheet_safe: SafeCsvOpt = True,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
@@ -423,7 +425,7 @@ def classify(
         clf.save(save)
         out.print(f"zero-shot model saved to {save}")
     if output:
-        write_predictions(result, output)
+        write_predictions(result, output, safe=spreadsheet_safe)
         out.print(f"{len(result):,} predictions written to {output}")
         return
     table = Table(title=f"zero-shot predictions ({min(len(result), 25)} of {len(result):,})")
