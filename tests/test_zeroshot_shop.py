@@ -231,3 +231,15 @@ def test_the_service_answers_each_product_of_a_zero_shot_model_alone() -> None:
     # the same 25 products classified together as one catalogue are adapted to it
     together = clf.predict_proba(a)
     assert not np.allclose(together, clf.proba_of(clf.texts(a), adapt_to_batch=False)[0])
+
+
+def test_long_encoding_logs_progress_lines_where_there_is_no_terminal(caplog) -> None:
+    import logging
+
+    from taxonomist.encoders.transformer import progress
+
+    with caplog.at_level(logging.INFO, logger="taxonomist.progress"):
+        with progress(3000, None, "encoding (x)") as bar:  # pytest's stderr is not a terminal
+            for _ in range(3):
+                bar.update(1000)
+    assert "encoding (x): 3,000 of 3,000 texts" in caplog.text

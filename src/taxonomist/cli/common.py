@@ -348,6 +348,8 @@ def _main(
     root.propagate = False
     # the catalogue report is printed by the CLI itself; keep the library's copy of it for -v
     logging.getLogger("taxonomist.catalog").setLevel(logging.INFO if verbose else logging.ERROR)
+    # progress lines of long work (embedding a taxonomy's categories) where the output is not a terminal
+    logging.getLogger("taxonomist.progress").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 EngineOpt = Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data actor pool); output is then a folder of Parquet parts.")]

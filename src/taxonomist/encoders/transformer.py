@@ -107,12 +107,40 @@ def blas_single_thread(n_rows: int = 0) -> Any:
     return _BLAS.limit(limits=1, user_api="blas")
 
 
+class _ProgressLines:
+    """Progress of long work where there is no terminal for a bar: a line on the ``taxonomist.progress`` logger
+    (at INFO; the command line shows it) at most every ``every`` seconds and at the end."""
+
+    def __init__(self, total: int, desc: str, every: float = 15.0) -> None:
+        import time
+
+        self.total, self.desc, self.every, self.done = total, desc, every, 0
+        self._clock = time.monotonic
+        self._last = self._clock()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.done >= self.total or self._clock() - self._last >= self.every:
+            self._last = self._clock()
+            logging.getLogger("taxonomist.progress").info("%s: %s of %s texts", self.desc, f"{self.done:,}",
+                                                          f"{self.total:,}")
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def progress(total: int, show: bool | None, desc: str) -> Any:
-    """A tqdm bar over ``total`` texts; ``show=None`` shows it for long work on a terminal only."""
+    """A tqdm bar over ``total`` texts; ``show=None`` shows it for long work on a terminal only, and logs progress
+    lines for long work elsewhere (output sent to a file)."""
     from tqdm.auto import tqdm
 
     if show is None:
-        show = total >= 2000 and sys.stderr.isatty()
+        if total >= 2000 and not sys.stderr.isatty():
+            return _ProgressLines(total, desc)
+        show = total >= 2000
     return tqdm(total=total, disable=not show, desc=desc, unit="text")
 
 
