@@ -131,3 +131,17 @@ def test_a_bundle_from_a_newer_taxonomist_says_so(saved_sample_model, tmp_path) 
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"saved by taxonomist 9.0.0 with options .* upgrade taxonomist"):
         tx.load(path)
+
+
+def test_a_file_linked_from_outside_the_bundle_is_refused(tiny_model, tmp_path) -> None:
+    """Issue 34 row 12: a symlink inside a bundle, pointing outside it, with a matching hash, was loaded."""
+    import shutil
+
+    d = tiny_model.save(tmp_path / "m")
+    victim = next(p for p in sorted(d.iterdir()) if p.suffix == ".npz")
+    outside = tmp_path / "elsewhere.npz"
+    shutil.copy(victim, outside)
+    victim.unlink()
+    victim.symlink_to(outside)  # same bytes, same hash: only the link gives it away
+    with pytest.raises(BundleError, match="link"):
+        tx.load(d)

@@ -152,6 +152,8 @@ def read_bundle(directory: str | Path) -> Bundle:
         raise BundleError(f"expected a model bundle folder at {path}, but it does not exist; train one with: taxonomist train CATALOG -o {path}")
     if not mpath.is_file():
         raise BundleError(f"{path} is not a taxonomist bundle: {MANIFEST} is missing")
+    if mpath.is_symlink():
+        raise BundleError(f"{MANIFEST} in {path} is a symbolic link; a bundle's files must be its own")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
@@ -178,6 +180,9 @@ def read_bundle(directory: str | Path) -> Bundle:
         f = path / name
         if "/" in name or "\\" in name or name.startswith("."):
             raise BundleError(f"{mpath} lists an invalid file name {name!r}")
+        if f.is_symlink():  # a link may point anywhere: the bundle is only what its folder holds
+            raise BundleError(f"{name} in {path} is a symbolic link; a bundle's files must be its own (copy the "
+                              "bundle with its files, e.g. cp -rL, or retrain)")
         if not f.is_file():
             raise BundleError(f"{path} is missing {name}, which the manifest lists; the bundle is incomplete")
         if sha256_file(f) != digest:
