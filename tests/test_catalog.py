@@ -208,3 +208,26 @@ def test_the_readme_lists_every_column_name_recognised() -> None:
     for field, names in ALIASES.items():
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{field}` |"))
         assert row == f"| `{field}` | {', '.join(names)} |"
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.xz", ".zip"])
+def test_a_compressed_catalogue_that_inflates_past_the_limit_is_refused(tmp_path, monkeypatch, suffix) -> None:
+    """Issue 34 row 5: a 14.5 MB .zip inflated its 2 GB member in memory (3.5 GB RSS); every compression took
+    the same unbounded path."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    body = b"title,category\n" + b"".join(b"x" * 1000 + b"%d,A\n" % i for i in range(3000))  # 3 MB, a few kB packed
+    f = tmp_path / f"bomb{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("bomb.csv", body)
+    else:
+        f.write_bytes({".csv.gz": gzip.compress, ".csv.bz2": bz2.compress, ".csv.xz": lzma.compress}[suffix](body))
+    monkeypatch.setenv("TAXONOMIST_MAX_DECOMPRESSED_BYTES", str(1 << 20))
+    with pytest.raises(CatalogError, match="more than 1,048,576 bytes"):
+        tx.read_catalog(f)
+    monkeypatch.setenv("TAXONOMIST_MAX_DECOMPRESSED_BYTES", str(8 << 20))
+    assert len(tx.read_catalog(f)) == 3000

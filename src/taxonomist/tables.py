@@ -11,7 +11,8 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,36 @@ def _read_delimited(
 _TABLE_EXTS = {".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
 
 
+DEFAULT_MAX_DECOMPRESSED_BYTES = 1 << 30
+
+
+def max_decompressed_bytes() -> int:
+    """The most bytes a compressed catalogue may inflate to (``TAXONOMIST_MAX_DECOMPRESSED_BYTES``, default 1 GiB):
+    a small archive must not fill the memory."""
+    raw = os.environ.get("TAXONOMIST_MAX_DECOMPRESSED_BYTES", "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_MAX_DECOMPRESSED_BYTES
+    except ValueError:
+        raise CatalogError(f"TAXONOMIST_MAX_DECOMPRESSED_BYTES: expected a number of bytes, got {raw!r}") from None
+
+
+def _inflate(stream: Any, name: str) -> bytes:
+    """Read a decompressing stream in blocks, refusing it once it passes :func:`max_decompressed_bytes`."""
+    limit = max_decompressed_bytes()
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        block = stream.read(1 << 20)
+        if not block:
+            return b"".join(parts)
+        size += len(block)
+        if size > limit:
+            raise CatalogError(f"{name} inflates to more than {limit:,} bytes; expected a compressed catalogue under "
+                               "that size -- split it into shards (a folder of files), or raise "
+                               "TAXONOMIST_MAX_DECOMPRESSED_BYTES if the file is trusted")
+        parts.append(block)
+
+
 def _unzip(path: Path) -> tuple[bytes, str]:
     """The one table in a ``.zip`` (its bytes and extension); an error naming them when there are several."""
     import zipfile
@@ -172,7 +203,8 @@ def _unzip(path: Path) -> tuple[bytes, str]:
             if len(tables) != 1:
                 raise CatalogError(f"{path.name} holds {len(tables)} tables ({', '.join(tables[:5])}); expected one "
                                    "CSV, TSV, JSONL or Parquet file -- unzip it and give the file to read")
-            return z.read(tables[0]), Path(tables[0]).suffix.lower()
+            with z.open(tables[0]) as member:
+                return _inflate(member, f"{path.name} ({tables[0]})"), Path(tables[0]).suffix.lower()
     except zipfile.BadZipFile as e:
         raise CatalogError(f"{path.name} is not a readable .zip file ({e}); copy or download it again") from None
 
@@ -297,9 +329,12 @@ def load_table(
         import gzip
         import lzma
 
-        opener = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}[path.suffix.lower()]
+        openers: dict[str, Callable[[io.BytesIO], Any]] = {
+            ".gz": lambda f: gzip.GzipFile(fileobj=f), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+        opener = openers[path.suffix.lower()]
         try:
-            raw = opener(raw)
+            with opener(io.BytesIO(raw)) as stream:
+                raw = _inflate(stream, path.name)
         except (EOFError, OSError, ValueError, lzma.LZMAError) as e:  # cut short in a copy or a download
             raise CatalogError(f"{path.name} is a truncated or damaged {path.suffix} file ({type(e).__name__}: "
                                f"{str(e)[:120]}); copy or download it again") from None
