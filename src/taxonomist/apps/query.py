@@ -74,8 +74,14 @@ class QueryClassifier:
         if zero_shot:
             from ..classifier import TaxonomyClassifier
 
-            # over the class list itself (a product model's leaves), so the sources align column by column
-            self.zeroshot = TaxonomyClassifier.from_taxonomy(Taxonomy.from_paths(classes), encoder=encoder)
+            from ..encoders.transformer import pick_encoder
+
+            # over the class list itself (a product model's leaves), so the sources align column by column; a list
+            # of queries is not a catalogue (no adaptation to the batch) and a query is no product title (no name
+            # coverage): the plain zero-shot scorer, with the encoder chosen by script as before
+            self.zeroshot = TaxonomyClassifier.from_taxonomy(
+                Taxonomy.from_paths(classes), encoder=pick_encoder(classes) if encoder == "auto" else encoder,
+                min_confidence=None, lexical=0.0, adapt=None)
 
     @property
     def sources(self) -> list[str]:
