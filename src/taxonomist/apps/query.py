@@ -73,7 +73,6 @@ class QueryClassifier:
         self.zeroshot = None
         if zero_shot:
             from ..classifier import TaxonomyClassifier
-
             from ..encoders.transformer import pick_encoder
 
             # over the class list itself (a product model's leaves), so the sources align column by column; a list
