@@ -113,3 +113,18 @@ def test_scrubbing_is_linear_in_the_length_of_crafted_text(crafted: str) -> None
     scrub_pii(crafted)
     # quadratic patterns took seconds on 5,000 characters and minutes here; linear ones take milliseconds
     assert time.perf_counter() - t < 2.0
+
+
+def test_a_stored_product_is_bounded_in_size() -> None:
+    """Issue 34 row 3: a review item was unbounded (~2 MB from 380 attributes of 4,990 characters each)."""
+    import json
+
+    from taxonomist.text import scrub_product
+
+    big = {"title": "t" * 9000 + " jo@example.com", "description": "d" * 50000,
+           "attributes": {f"a{i}" * 20: "v" * 4990 for i in range(380)}, "id": "x"}
+    stored = scrub_product(big)
+    assert len(json.dumps(stored)) < 64_000
+    assert len(stored["attributes"]) <= 30 and all(len(v) <= 300 for v in stored["attributes"].values())
+    assert len(stored["title"]) <= 500 and len(stored["description"]) <= 2000
+    assert scrub_product({"title": "write to jo@example.com"})["title"] == "write to <email>"

@@ -296,15 +296,29 @@ def scrub_pii(text: str) -> str:
     return text
 
 
+STORED_CHARS = {"title": 500, "description": 2000}
+"""The most characters of a product's title and description stored for review or as feedback."""
+STORED_ATTRIBUTES, STORED_ATTRIBUTE_CHARS = 30, 300
+"""The most attributes of a stored product, and characters of each attribute's name and value."""
+
+
+def _stored_text(text: str, limit: int) -> str:
+    return scrub_pii(text[: 2 * limit])[:limit]  # cut before scrubbing (its cost), an address across the cut whole
+
+
 def scrub_product(product: Mapping[str, Any]) -> dict[str, Any]:
     """A product (a dict with ``title``, ``description``, ``attributes``) with personal data replaced in its
-    texts by :func:`scrub_pii`, before it is stored for review or as feedback."""
+    texts by :func:`scrub_pii` and bounded in size (:data:`STORED_CHARS`, :data:`STORED_ATTRIBUTES`), before it is
+    stored for review or as feedback."""
     out = dict(product)
-    for k in ("title", "description"):
+    for k, limit in STORED_CHARS.items():
         if isinstance(out.get(k), str):
-            out[k] = scrub_pii(out[k])
+            out[k] = _stored_text(out[k], limit)
     if isinstance(out.get("attributes"), dict):
-        out["attributes"] = {a: scrub_pii(v) if isinstance(v, str) else v for a, v in out["attributes"].items()}
+        out["attributes"] = {_stored_text(str(a), STORED_ATTRIBUTE_CHARS):
+                             v if v is None or isinstance(v, (bool, int, float)) else
+                             _stored_text(v if isinstance(v, str) else str(v), STORED_ATTRIBUTE_CHARS)
+                             for a, v in list(out["attributes"].items())[:STORED_ATTRIBUTES]}
     return out
 
 
