@@ -330,8 +330,9 @@ class Service:
                 if not is_image_file(resolve_image_path(p.image, s.image_root)):
                     raise ServiceError(400, f"the image {p.image!r} does not exist under the image root")
                 image = p.image  # (resolved again, inside the same root, when the photo is read)
-        except ImageError as e:
-            raise ServiceError(400, str(e)) from None
+        except ImageError as e:  # the answer names no server path: the root is the operator's business
+            root = str(FilePath(s.image_root or ".").resolve())
+            raise ServiceError(400, str(e).replace(f" {root}", "").replace(root, "<image root>")) from None
         return p.record(image)
 
     def start_retrain(self) -> dict[str, Any]:
