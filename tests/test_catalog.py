@@ -231,3 +231,18 @@ def test_a_compressed_catalogue_that_inflates_past_the_limit_is_refused(tmp_path
         tx.read_catalog(f)
     monkeypatch.setenv("TAXONOMIST_MAX_DECOMPRESSED_BYTES", str(8 << 20))
     assert len(tx.read_catalog(f)) == 3000
+
+
+def test_a_deeply_nested_json_line_is_one_bad_line(tmp_path) -> None:
+    """Issue 34 row 9: one 200,000-deep line raised RecursionError and aborted the whole file."""
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"title": "Linen shirt", "category": "Apparel"}\n'
+                 + '{"title": ' + "[" * 200_000 + "]" * 200_000 + "}\n"
+                 + '{"title": "Leather belt", "category": "Accessories"}\n', encoding="utf-8")
+    cat = tx.read_catalog(f)
+    assert cat.frame["title"].tolist() == ["Linen shirt", "Leather belt"]
+    assert cat.report.issue("malformed_line").count == 1
+    g = tmp_path / "a.json"  # the same inside a JSON array: the file cannot be read, and says so
+    g.write_text("[" + "[" * 200_000 + "]" * 200_000 + "]", encoding="utf-8")
+    with pytest.raises(CatalogError, match="nested"):
+        tx.read_catalog(g)

@@ -247,6 +247,9 @@ def _read_jsonl(text: str, path: Path, report: ValidationReport) -> pd.DataFrame
             data = json.loads(stripped)
         except json.JSONDecodeError as e:
             raise CatalogError(f"{path.name} is not valid JSON ({e.msg} at line {e.lineno}); expected one object per line (JSONL) or a JSON array") from None
+        except RecursionError:
+            raise CatalogError(f"{path.name} is nested too deeply to read; expected a JSON array of flat product "
+                               "objects (or one object per line, JSONL, where such a line is skipped)") from None
         records = [(i, r) for i, r in enumerate(data, start=1)]
     else:
         records = []
@@ -257,6 +260,8 @@ def _read_jsonl(text: str, path: Path, report: ValidationReport) -> pd.DataFrame
                 records.append((n, json.loads(line)))
             except json.JSONDecodeError as e:
                 report.issue("malformed_line").add(n, f"invalid JSON ({e.msg}): {line[:60]}")
+            except RecursionError:  # a crafted line nested thousands deep: that line, not the file
+                report.issue("malformed_line").add(n, f"JSON nested too deeply: {line[:60]}")
     good = []
     for n, r in records:
         if isinstance(r, dict):
