@@ -106,6 +106,9 @@ class _DriftCollector:
                     s.get("new_brand_rate"))
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class TimingMiddleware:
     """Pure ASGI middleware: request latency per route template (not per raw path: bounded label values)."""
 
@@ -130,4 +133,6 @@ class TimingMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "(unmatched)"
-            self.metrics.latency.labels(scope.get("method", ""), path, str(status[0])).observe(time.perf_counter() - start)
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "OTHER"  # as sent, any string: one series each
+            self.metrics.latency.labels(method, path, str(status[0])).observe(time.perf_counter() - start)
