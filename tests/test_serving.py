@@ -677,3 +677,17 @@ def test_request_metrics_have_bounded_labels(client: TestClient) -> None:
         client.request(f"X{i}QZ", "/v1/classify")
     text = client.get("/metrics").text
     assert "X1QZ" not in text and 'method="OTHER"' in text
+
+
+def test_keyless_traffic_does_not_fill_the_drift_window(store_dir: Path, tmp_path: Path) -> None:
+    """Issue 34 row 11: keyless requests filled the drift window (35 of them made the public /v1/monitor alert).
+    With API keys configured, only keyed classify requests count, unless TAXONOMIST_MONITOR_KEYLESS is set."""
+    products = {"products": [{"title": f"Nike Men Running Shoes {i}"} for i in range(5)]}
+    with make_client(store_dir, tmp_path) as c:
+        assert c.post("/v1/classify", json=products).status_code == 200
+        assert c.get("/v1/monitor").json()["n"] == 0
+        assert c.post("/v1/classify", json=products, headers=AUTH).status_code == 200
+        assert c.get("/v1/monitor").json()["n"] == 5
+    with make_client(store_dir, tmp_path / "open", monitor_keyless=True) as c:
+        assert c.post("/v1/classify", json=products).status_code == 200
+        assert c.get("/v1/monitor").json()["n"] == 5

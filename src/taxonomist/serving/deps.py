@@ -10,7 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .service import Service
 
-__all__ = ["READ", "REVIEW_READ", "WRITE", "ServiceDep", "get_service", "require_read", "require_review_read", "require_write"]
+__all__ = ["READ", "REVIEW_READ", "WRITE", "Credentials", "ServiceDep", "get_service", "has_valid_key", "require_read",
+           "require_review_read", "require_write"]
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
@@ -25,16 +26,21 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def _check_key(service: Service, creds: HTTPAuthorizationCredentials | None, write: bool) -> None:
+def has_valid_key(service: Service, creds: HTTPAuthorizationCredentials | None) -> bool:
+    """Whether the request carries one of the configured keys (False when none is configured)."""
     keys = [k for k in service.settings.api_keys if k.strip()]  # (settings refuse empty keys; never match one)
-    if not write and not service.settings.read_requires_key:
-        return
-    if not keys:
-        raise HTTPException(401, "this endpoint needs an API key, and the server has none configured; "
-                                 "set TAXONOMIST_API_KEYS", headers={"WWW-Authenticate": "Bearer"})
     given = creds.credentials.encode() if creds is not None else b""
     # constant time, and every key compared (no early exit that would tell which key was close)
-    if not any([secrets.compare_digest(given, k.encode()) for k in keys]):  # noqa: C419
+    return any([secrets.compare_digest(given, k.encode()) for k in keys])  # noqa: C419
+
+
+def _check_key(service: Service, creds: HTTPAuthorizationCredentials | None, write: bool) -> None:
+    if not write and not service.settings.read_requires_key:
+        return
+    if not any(k.strip() for k in service.settings.api_keys):
+        raise HTTPException(401, "this endpoint needs an API key, and the server has none configured; "
+                                 "set TAXONOMIST_API_KEYS", headers={"WWW-Authenticate": "Bearer"})
+    if not has_valid_key(service, creds):
         raise HTTPException(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
 

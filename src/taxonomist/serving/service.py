@@ -185,15 +185,17 @@ class Service:
     def model(self) -> ServedModel:
         return self.registry.current
 
-    def observe_served(self, records: list[dict[str, Any]], results: list[tuple[Any, str, Any]]) -> bool:
-        """Add the answers of the served version to the drift monitor (a new version starts a new window) and to
-        the served-predictions log (``log_predictions``); True when the log's buffer is due to be written
-        (:meth:`flush_served`)."""
+    def observe_served(self, records: list[dict[str, Any]], results: list[tuple[Any, str, Any]],
+                       monitored: bool = True) -> bool:
+        """Add the answers of the served version to the drift monitor (a new version starts a new window; not when
+        ``monitored`` is off: keyless traffic on a keyed server) and to the served-predictions log
+        (``log_predictions``); True when the log's buffer is due to be written (:meth:`flush_served`)."""
         served = self.model
         self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
         keep = [i for i, (_, version, _) in enumerate(results) if version == served.version]
         obs = observations(served.classifier, [records[i] for i in keep], [results[i][0] for i in keep])
-        self.monitor.observe(obs)
+        if monitored:
+            self.monitor.observe(obs)
         if not self.settings.log_predictions:
             return False
         now = time.time()

@@ -21,6 +21,7 @@ class ServeSettings(BaseSettings):
     review_db: Path = Field(Path("taxonomist-review.db"), description="SQLite file of the review queue and feedback.")
     review_db_sync: Literal["NORMAL", "FULL"] = Field(
         "NORMAL", description="SQLite synchronous mode: NORMAL survives a killed server, FULL also a power loss (slower).")
+    monitor_keyless: bool = Field(False, description="With API keys configured: count keyless classify requests in the drift window too (off by default: anyone without a key could move the public /v1/monitor).")
     review_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Leaf confidence below which a prediction is queued for review.")
     audit_rate: float = Field(0.01, ge=0.0, le=1.0, description="Share of confident predictions also queued, as an audit sample.")
     review_max_pending: int = Field(10_000, ge=0, description="Most pending review items; beyond it new ones are not queued (counted in taxonomist_review_not_queued_total).")

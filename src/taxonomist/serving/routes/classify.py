@@ -7,7 +7,7 @@ import logging
 
 from fastapi import APIRouter, Request
 
-from ..deps import READ, ServiceDep
+from ..deps import READ, Credentials, ServiceDep, has_valid_key
 from ..schemas import ClassifyRequest, ClassifyResponse, ClassifyResult
 
 logger = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ router = APIRouter()
 
 @router.post("/v1/classify", tags=["classify"], response_model=ClassifyResponse, response_model_exclude_none=True,
           dependencies=[READ])
-async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request) -> ClassifyResponse:
+async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, creds: Credentials) -> ClassifyResponse:
     items = req.items()
     svc.check_batch(len(items), "products")
     records = [svc.product_record(p) for p in items]
@@ -61,7 +61,10 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request) -> C
     svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
     if svc.shadow is not None:
         svc.shadow.submit(records, [pred.leaf for pred, _, _ in results])
-    if svc.observe_served(records, results):
+    # with keys configured, the drift window counts keyed clients only (anyone could send keyless traffic)
+    monitored = (svc.settings.monitor_keyless or not any(k.strip() for k in svc.settings.api_keys)
+                 or has_valid_key(svc, creds))
+    if svc.observe_served(records, results, monitored):
         await asyncio.to_thread(svc.flush_served)
     if queue:
         client = request.client.host if request.client is not None else "-"
