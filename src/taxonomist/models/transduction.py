@@ -10,8 +10,10 @@ steps, both unsupervised, over one batch of products (:func:`adapt`):
    distribution, ``iterations`` times; ``strength`` scales its say, and it is mixed with the uniform prior
    (``smoothing``) so that rare categories are not erased.
 2. **Self-training**: a TF-IDF logistic regression fitted on the most confident half of each predicted category's
-   products (the catalogue's own words: brands, model names, "Trough"), whose probabilities are pooled with the
-   zero-shot ones.
+   products (the catalogue's own words: brands, model names, "Trough"), cross-fitted (each half of the catalogue
+   answered by the model of the other half, so no product confirms its own pseudo-label); a category's
+   probability is multiplied by ``1 + p / floor`` of the model's ``p``, so a category the model never saw keeps its
+   zero-shot probability.
 
 How strongly is chosen by the taxonomy: into a general taxonomy of thousands of categories a catalogue uses a small
 part, so the prior is strong (``GENERAL``); into the catalogue's own taxonomy every category is meant to be used,
@@ -42,7 +44,7 @@ class Adaptation:
     strength: float = 1.0  # exponent of the estimated prior (0: none)
     smoothing: float = 0.5  # share of the uniform prior mixed into the estimate
     iterations: int = 5
-    self_train: float = 1.0  # weight of the self-trained model's log-probabilities (0: no self-training)
+    self_train: float = 1.0  # power of the self-trained model's factor 1 + p / floor (0: no self-training)
     confident_share: float = 0.5  # share of each predicted category's products it is fitted on
     floor: float = 0.1  # the self-trained model multiplies a category's probability by 1 + its probability / floor
     min_products: int = 20  # smaller batches are answered as they are
