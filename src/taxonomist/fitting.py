@@ -184,7 +184,8 @@ def zero_shot_ensemble(leaves: Sequence[CategoryPath], encoder: str, sample_text
                        adaptation: str | None = None) -> Ensemble:
     """The zero-shot member alone over ``leaves`` (no training data), embedding each product with its context.
 
-    ``encoder="auto"``: the multilingual encoder when the sample texts are not English (or CJK), else MiniLM."""
+    ``encoder="auto"``: :func:`~taxonomist.encoders.transformer.pick_zero_shot_encoder` (e5 when the sample texts
+    are not English or are CJK, else MiniLM and e5 together)."""
     from .encoders.transformer import load_text_encoder, pick_zero_shot_encoder
     from .models.ensemble import EnsembleMembers
     from .models.zeroshot import TaxonomyScorer

@@ -36,9 +36,8 @@ def predict_batch(clf: Any, frame: pd.DataFrame, *, top_k: int = 3, min_confiden
     (and ``explanation`` / ``neighbours`` with ``explain``). ``known``: the categories the products already have
     (a zero-shot model learns from them: :meth:`~taxonomist.TaxonomyClassifier.predict_products`).
     """
-    extra = {"known": known} if known is not None else {}
     result: pd.DataFrame = clf.predict_frame(frame, top_k=top_k, min_confidence=min_confidence, explain=explain,
-                                             **extra)
+                                             known=known)
     result.insert(1, "title", frame["title"].to_numpy())
     result["model_version"] = model_version
     return result

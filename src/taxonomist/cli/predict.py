@@ -372,7 +372,7 @@ def classify(
     learn: Annotated[bool, typer.Option(help="Learn from the categories the catalogue already has (and estimate the run's accuracy on them).")] = True,
     review_db: Annotated[Path | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database; review them at /review, then taxonomist retrain).")] = None,
     review_below: Annotated[float, typer.Option(help="With --review-db: the leaf confidence under which a product is queued.", callback=check_probability)] = 0.9,
-    encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for CJK text), minilm-en, e5-multilingual, or a local model.")] = "auto",
+    encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for a catalogue not in English or CJK, else minilm-en+e5-multilingual), minilm-en, e5-multilingual, a+b, or a local model.")] = "auto",
     tax_format: FormatOpt = "auto",
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: MinConfOpt = None,

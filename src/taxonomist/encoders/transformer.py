@@ -223,11 +223,15 @@ class CombinedTextEncoder(TextEncoder):
     def _encode_batch(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - encode() is overridden
         raise NotImplementedError
 
+    def combine(self, per_part: Sequence[np.ndarray]) -> np.ndarray:
+        """Vectors of the same texts from each part (in ``parts`` order) side by side, each scaled by the square
+        root of its part's weight: what :meth:`encode` returns, and how label vectors are combined too."""
+        return np.hstack([np.sqrt(w) * v for v, w in zip(per_part, self.weights, strict=True)]).astype(np.float32)
+
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool | None = None) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("expected a list of texts, got a single string; wrap it in a list")
-        return np.hstack([np.sqrt(w) * p.encode(texts, batch_size, show_progress_bar)
-                          for p, w in zip(self.parts, self.weights, strict=True)]).astype(np.float32)
+        return self.combine([p.encode(texts, batch_size, show_progress_bar) for p in self.parts])
 
 
 def _cpu_has_bf16() -> bool:

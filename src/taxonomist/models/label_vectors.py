@@ -52,9 +52,7 @@ def lookup(paths: Sequence[CategoryPath], encoder: Any, folder: Path = VECTORS_D
     parts = getattr(encoder, "parts", None)
     if parts:
         found = [lookup(paths, p, folder) for p in parts]
-        if any(f is None for f in found):
-            return None
-        return np.hstack([np.sqrt(w) * f for f, w in zip(found, encoder.weights, strict=True)]).astype(np.float32)
+        return None if any(f is None for f in found) else np.asarray(encoder.combine(found))
     want_leaves, want_encoder = leaves_key(paths), encoder_key(encoder)
     for entry in _index(folder):
         if entry.get("leaves_sha256") != want_leaves or entry.get("encoder") != want_encoder:
