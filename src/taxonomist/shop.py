@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path, shopify_to_google
+from .taxonomy import CategoryPath, Taxonomy, category_of, format_path, parse_path
 
 __all__ = ["agreement", "agrees", "known_categories"]
 
@@ -34,7 +34,6 @@ def agrees(answer: Sequence[str], truth: Sequence[str]) -> bool:
 def known_categories(cells: Sequence[Any], taxonomy: Taxonomy) -> list[str]:
     """Each product's existing category as a path of ``taxonomy`` (``""`` where it has none or one the taxonomy
     lacks): numeric ids looked up, Shopify paths mapped into Google's taxonomy by Shopify's mapping."""
-    mapping = shopify_to_google() if taxonomy.kind == "google" else {}
     out = []
     for cell in cells:
         text = "" if cell is None or (isinstance(cell, float) and np.isnan(cell)) else str(cell).strip()
@@ -42,10 +41,7 @@ def known_categories(cells: Sequence[Any], taxonomy: Taxonomy) -> list[str]:
         if text.isdigit():
             path = taxonomy.path_of_id(text)
         elif text:
-            p = parse_path(text)
-            path = p if p in taxonomy else mapping.get(p)
-            if path is not None and path not in taxonomy:
-                path = None
+            path = category_of(parse_path(text), taxonomy)
         out.append(format_path(path) if path else "")
     return out
 

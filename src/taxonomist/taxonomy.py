@@ -24,8 +24,8 @@ from typing import Any, Literal, get_args
 
 from .exceptions import TaxonomyError
 
-__all__ = ["BUILTIN", "DEFAULT_SEP", "CategoryPath", "Taxonomy", "format_path", "load_taxonomy", "parse_path",
-           "shopify_to_google"]
+__all__ = ["BUILTIN", "DEFAULT_SEP", "CategoryPath", "Taxonomy", "category_of", "format_path", "load_taxonomy",
+           "parse_path", "shopify_to_google"]
 
 DEFAULT_SEP = " > "
 CategoryPath = tuple[str, ...]
@@ -386,3 +386,12 @@ def shopify_to_google() -> dict[CategoryPath, CategoryPath]:
             src, _, dst = line.partition("\t")
             out[parse_path(src)] = parse_path(dst)
     return out
+
+
+def category_of(path: CategoryPath, taxonomy: Taxonomy) -> CategoryPath | None:
+    """``path`` as a category of ``taxonomy``: itself when the taxonomy has it, its Google category by
+    :func:`shopify_to_google` when the taxonomy is Google's and the path is Shopify's, else ``None``."""
+    if path in taxonomy:
+        return path
+    mapped = shopify_to_google().get(path) if taxonomy.kind == "google" else None
+    return mapped if mapped is not None and mapped in taxonomy else None

@@ -25,7 +25,7 @@ from pathlib import Path
 from .exceptions import CatalogError
 from .feeds import detect
 from .tables import ALIASES, column_key, sniff_delimiter, spreadsheet_safe
-from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path, shopify_to_google
+from .taxonomy import CategoryPath, Taxonomy, category_of, format_path, parse_path
 
 __all__ = ["ACTIONS", "Change", "FillReport", "write_back"]
 
@@ -111,13 +111,7 @@ class _Target:
 
     def value(self, path: CategoryPath) -> CategoryPath | None:
         """The answer as this column's taxonomy has it, or ``None`` when it has no such category."""
-        if self.tax is None or path in self.tax:
-            return path
-        if self.taxonomy == "google":
-            mapped = shopify_to_google().get(path)
-            if mapped and mapped in self.tax:
-                return mapped
-        return None
+        return path if self.tax is None else category_of(path, self.tax)
 
     def read(self, cell: str) -> CategoryPath:
         """An existing cell as a path (a Google category id is looked up)."""
