@@ -229,7 +229,7 @@ def _write_back_xml(source: Path, rows: Sequence[int], categories: Sequence[str]
     if root.tag.startswith("{" + _ATOM + "}"):
         ET.register_namespace("", _ATOM)
     items = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] in ("item", "entry")]
-    target = _Target("google_product_category", "google")
+    (target,) = _targets("merchant")  # an XML feed is a Merchant Center feed
     report = FillReport(["g:google_product_category"])
     for i, (r, c) in enumerate(zip(rows, categories, strict=True)):
         if not 0 < int(r) <= len(items):
