@@ -16,7 +16,7 @@ import pytest
 import taxonomist as tx
 from taxonomist.monitoring import ALERTS, MIN_WINDOW, DriftReference
 
-from .live_server import LiveServer, free_port
+from .live_server import KEY, LiveServer, free_port
 
 yaml = pytest.importorskip("yaml")
 
@@ -100,11 +100,13 @@ def test_a_real_prometheus_scrapes_the_service_and_the_drift_alert_fires(saved_s
                                      f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                      f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=log)
         api = f"http://127.0.0.1:{port}/api/v1"
+        # the server has API keys: its drift window counts keyed clients' traffic only (monitor_keyless is off)
+        keyed = {"Authorization": f"Bearer {KEY}"}
         try:
             titles = sample_split[1].frame["title"].tolist()[:MIN_WINDOW]
             for k in range(0, MIN_WINDOW, 50):
                 httpx.post(f"{server.url}/v1/classify", json={"products": [{"title": t} for t in titles[k:k + 50]]},
-                           timeout=30).raise_for_status()
+                           headers=keyed, timeout=30).raise_for_status()
 
             def query(expr: str) -> list[dict]:
                 r = httpx.get(f"{api}/query", params={"query": expr}, timeout=5)
@@ -124,7 +126,8 @@ def test_a_real_prometheus_scrapes_the_service_and_the_drift_alert_fires(saved_s
             assert alerts() == []
             for k in range(0, MIN_WINDOW, 50):
                 products = [{"title": f"{GROCERIES[i % len(GROCERIES)]} pack {i}"} for i in range(k, k + 50)]
-                httpx.post(f"{server.url}/v1/classify", json={"products": products}, timeout=30).raise_for_status()
+                httpx.post(f"{server.url}/v1/classify", json={"products": products}, headers=keyed,
+                           timeout=30).raise_for_status()
             deadline = time.monotonic() + 60
             while not alerts() and time.monotonic() < deadline:
                 time.sleep(0.5)
