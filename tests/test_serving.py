@@ -691,3 +691,21 @@ def test_keyless_traffic_does_not_fill_the_drift_window(store_dir: Path, tmp_pat
     with make_client(store_dir, tmp_path / "open", monitor_keyless=True) as c:
         assert c.post("/v1/classify", json=products).status_code == 200
         assert c.get("/v1/monitor").json()["n"] == 5
+
+
+def test_the_served_prediction_log_has_a_per_client_quota_and_a_size_cap(store_dir: Path, tmp_path: Path) -> None:
+    """Issue 34 row 2: the served-prediction log had no quota (35 keyless requests in 10 s wrote 12,881 rows,
+    +49 MB). A keyless client logs at most TAXONOMIST_SERVED_LOG_QUOTA_PER_MINUTE predictions a minute (the rest
+    are answered, not stored, and counted); the log keeps at most TAXONOMIST_SERVED_LOG_MAX_ROWS, the newest."""
+    batch = {"products": [{"title": f"Nike Men Running Shoes {i}"} for i in range(40)]}
+    with make_client(store_dir, tmp_path, served_log_quota_per_minute=50, served_log_max_rows=70) as c:
+        for _ in range(3):
+            assert c.post("/v1/classify", json=batch).status_code == 200
+        c.app.state.service.flush_served()
+        assert len(ReviewStore(tmp_path / "review.db").served()) == 50  # 120 answered keyless, 50 stored
+        assert 'taxonomist_served_not_logged_total{why="quota"} 70.0' in c.get("/metrics").text
+        for _ in range(3):  # keyed clients are not limited by the quota; the log keeps its newest 70 rows
+            assert c.post("/v1/classify", json=batch, headers=AUTH).status_code == 200
+        c.app.state.service.flush_served()
+        rows = ReviewStore(tmp_path / "review.db").served()
+        assert len(rows) == 70 and rows[-1]["title"] == "Nike Men Running Shoes 39"

@@ -33,6 +33,8 @@ class ServiceMetrics:
         self.queued = Counter("taxonomist_review_queued", "Predictions queued for review, by reason.", ["reason"], registry=r)
         self.not_queued = Counter("taxonomist_review_not_queued", "Predictions that needed review but were not queued: "
                                   "the client's quota (quota) or the queue's size cap (full).", ["why"], registry=r)
+        self.served_not_logged = Counter("taxonomist_served_not_logged", "Served predictions left out of the "
+                                         "prediction log: over the keyless client's quota (quota).", ["why"], registry=r)
         self.queue_depth = Gauge("taxonomist_review_queue_depth", "Pending items in the review queue.", registry=r)
         self.feedback = Counter("taxonomist_feedback", "Corrections recorded, by source.", ["source"], registry=r)
         self.model_info = Info("taxonomist_model", "The model version being served.", registry=r)

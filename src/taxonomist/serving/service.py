@@ -133,6 +133,7 @@ class Service:
         self.store: ReviewStore | None = None
         self.rng = random.Random(settings.audit_seed)
         self._quota = _Quota()  # review items per client per minute
+        self._served_quota = _Quota()  # served-log records per keyless client per minute
         self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
                                     settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
                                     cost=_text_chars, inline_max_cost=settings.inline_max_chars)
@@ -186,10 +187,11 @@ class Service:
         return self.registry.current
 
     def observe_served(self, records: list[dict[str, Any]], results: list[tuple[Any, str, Any]],
-                       monitored: bool = True) -> bool:
+                       monitored: bool = True, client: str | None = None) -> bool:
         """Add the answers of the served version to the drift monitor (a new version starts a new window; not when
         ``monitored`` is off: keyless traffic on a keyed server) and to the served-predictions log
-        (``log_predictions``); True when the log's buffer is due to be written (:meth:`flush_served`)."""
+        (``log_predictions``; a keyless ``client`` logs at most ``served_log_quota_per_minute`` a minute, a keyed
+        one is given as None); True when the log's buffer is due to be written (:meth:`flush_served`)."""
         served = self.model
         self.monitor.follow(served.version, getattr(served.classifier, "drift_reference_", None))
         keep = [i for i, (_, version, _) in enumerate(results) if version == served.version]
@@ -198,6 +200,11 @@ class Service:
             self.monitor.observe(obs)
         if not self.settings.log_predictions:
             return False
+        if client is not None:
+            allowed = self._served_quota.take(client, len(keep), self.settings.served_log_quota_per_minute)
+            if allowed < len(keep):
+                self.metrics.served_not_logged.labels(why="quota").inc(len(keep) - allowed)
+            keep, obs = keep[:allowed], obs[:allowed]
         now = time.time()
         # cut before scrubbing (a long crafted title costs the scrubber twice the logged length, not its own; an
         # address across the cut is still whole), and the brand scrubbed and cut like the title
@@ -216,7 +223,7 @@ class Service:
         with self._served_lock:
             rows, self._served, self._served_at = self._served, [], time.monotonic()
         if rows and self.store is not None:
-            self.store.log_served(rows)
+            self.store.log_served(rows, max_rows=self.settings.served_log_max_rows)
 
     def monitor_report(self) -> dict[str, Any]:
         """GET /v1/monitor: the drift signals of the window and the live accuracy from reviewers' decisions."""

@@ -191,16 +191,19 @@ class ReviewStore:
         return [{**dict(r), "product": json.loads(r["product"])} for r in rows]
 
     # -- served predictions (for taxonomist monitor) -----------------------------------------------------------
-    def log_served(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def log_served(self, rows: Sequence[Mapping[str, Any]], max_rows: int | None = None) -> None:
         """Record served predictions: created, model_version, title (already scrubbed), leaf, confidence,
-        backed_off, unknown_share, brand."""
+        backed_off, unknown_share, brand; with ``max_rows``, the log keeps only its newest ``max_rows`` records."""
         if not rows:
             return
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO served (created, model_version, title, leaf, confidence, backed_off, unknown_share, brand)"
                 " VALUES (:created, :model_version, :title, :leaf, :confidence, :backed_off, :unknown_share, :brand)",
-                [{**r, "title": str(r["title"])[:200], "backed_off": int(bool(r["backed_off"]))} for r in rows])
+                [{**r, "title": str(r["title"])[:200], "brand": None if r.get("brand") is None else str(r["brand"])[:200],
+                  "backed_off": int(bool(r["backed_off"]))} for r in rows])
+            if max_rows is not None:  # ids only grow: the newest max_rows have the largest (a range on the key)
+                db.execute("DELETE FROM served WHERE id <= (SELECT MAX(id) FROM served) - ?", (max_rows,))
 
     def served(self, since: float = 0.0, until: float = float("inf")) -> list[dict[str, Any]]:
         """Served predictions with ``since <= created < until``, oldest first."""

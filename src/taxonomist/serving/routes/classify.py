@@ -62,9 +62,10 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
     if svc.shadow is not None:
         svc.shadow.submit(records, [pred.leaf for pred, _, _ in results])
     # with keys configured, the drift window counts keyed clients only (anyone could send keyless traffic)
-    monitored = (svc.settings.monitor_keyless or not any(k.strip() for k in svc.settings.api_keys)
-                 or has_valid_key(svc, creds))
-    if svc.observe_served(records, results, monitored):
+    keyed = has_valid_key(svc, creds)
+    monitored = svc.settings.monitor_keyless or not any(k.strip() for k in svc.settings.api_keys) or keyed
+    client = None if keyed else (request.client.host if request.client is not None else "-")
+    if svc.observe_served(records, results, monitored, client):
         await asyncio.to_thread(svc.flush_served)
     if queue:
         client = request.client.host if request.client is not None else "-"
