@@ -145,3 +145,35 @@ def test_a_file_linked_from_outside_the_bundle_is_refused(tiny_model, tmp_path) 
     victim.symlink_to(outside)  # same bytes, same hash: only the link gives it away
     with pytest.raises(BundleError, match="link"):
         tx.load(d)
+
+
+def _rewrite_weights(path, **changes) -> None:  # type: ignore[no-untyped-def]
+    """Change arrays of weights.npz and recompute its hash in the manifest: an attacker who can write the
+    bundle can always do this (only a signature would tell)."""
+    from taxonomist.bundle import sha256_file
+
+    with np.load(path / "weights.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    for k, f in changes.items():
+        arrays[k] = f(arrays[k])
+    np.savez_compressed(path / "weights.npz", **arrays)
+    m = json.loads((path / "manifest.json").read_text())
+    m["files"]["weights.npz"] = sha256_file(path / "weights.npz")
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("bad", [lambda a: a + 10**6, lambda a: a - 10**6], ids=["past-the-end", "negative"])
+def test_sparse_indices_out_of_range_are_refused_at_load(tiny_model, tmp_path, bad) -> None:  # type: ignore[no-untyped-def]
+    """Issue 34 row 4: a bundle whose hashes were recomputed after its sparse indices were set out of range
+    loaded, and the server died with SIGSEGV on the first classify (negative indices read out of bounds)."""
+    path = tiny_model.save(tmp_path / "m")
+    _rewrite_weights(path, coef_t_indices=lambda a: np.where(np.arange(len(a)) == 0, bad(a), a).astype(a.dtype))
+    with pytest.raises(BundleError, match="weights"):
+        tx.load(path)
+
+
+def test_inconsistent_sparse_pointers_are_refused_at_load(tiny_model, tmp_path) -> None:
+    path = tiny_model.save(tmp_path / "m")
+    _rewrite_weights(path, coef_t_indptr=lambda a: np.where(np.arange(len(a)) == len(a) - 1, a * 4, a))
+    with pytest.raises(BundleError, match="weights"):
+        tx.load(path)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -709,3 +710,46 @@ def test_the_served_prediction_log_has_a_per_client_quota_and_a_size_cap(store_d
         c.app.state.service.flush_served()
         rows = ReviewStore(tmp_path / "review.db").served()
         assert len(rows) == 70 and rows[-1]["title"] == "Nike Men Running Shoes 39"
+
+
+def test_a_version_that_crashed_its_canary_is_skipped_at_start_and_refused_at_reload(
+        store_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 34 row 4: a bundle that killed the server on its first classify crash-looped it on restart (it
+    "loads"). Each version answers a canary prediction before it is served, with a marker file beside it while
+    it runs: a marker a dead process left means the canary crashed, and the version is not served again."""
+    import socket
+    import subprocess
+    import sys
+
+    shutil.copytree(store_dir / "v0001", store_dir / "v0002")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    marker = store_dir / f".v0002.canary.{socket.gethostname()}.{int(dead.stdout)}"
+    marker.touch()  # what a process killed by SIGSEGV in the canary leaves
+    with caplog.at_level(logging.WARNING, logger="taxonomist"), make_client(store_dir, tmp_path) as c:
+        info = c.get("/v1/model").json()
+        assert info["version"] == "v0001" and info["skipped_versions"] == ["v0002"]
+        r = c.post("/v1/admin/reload", json={"version": "v0002"}, headers=AUTH)
+        assert r.status_code == 409 and "canary" in r.json()["detail"] and marker.name in r.json()["detail"]
+        assert classify(c, "Nike Men Running Shoes")["model_version"] == "v0001"
+        marker.unlink()  # the operator checked the bundle
+        assert c.post("/v1/admin/reload", json={"version": "v0002"}, headers=AUTH).status_code == 200
+    assert not list(store_dir.glob(".v0002.canary.*"))  # a canary that finished leaves nothing
+
+
+def test_a_version_whose_canary_answers_garbage_is_refused(store_dir: Path, tmp_path: Path) -> None:
+    """A bundle edited and re-hashed so that it loads but answers NaN is refused before it is served."""
+    from taxonomist.bundle import sha256_file
+
+    shutil.copytree(store_dir / "v0001", store_dir / "v0002")
+    weights = store_dir / "v0002" / "weights.npz"
+    with np.load(weights, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["intercept"] = np.full_like(arrays["intercept"], np.nan)
+    np.savez_compressed(weights, **arrays)
+    manifest = json.loads((store_dir / "v0002" / "manifest.json").read_text())
+    manifest["files"]["weights.npz"] = sha256_file(weights)
+    (store_dir / "v0002" / "manifest.json").write_text(json.dumps(manifest))
+    with make_client(store_dir, tmp_path) as c:
+        assert c.get("/v1/model").json()["skipped_versions"] == ["v0002"]
+        r = c.post("/v1/admin/reload", json={"version": "v0002"}, headers=AUTH)
+        assert r.status_code == 409 and "canary" in r.json()["detail"]

@@ -122,6 +122,9 @@ class NeighbourIndex:
         idx = cls(k=int(params["k"]), temperature=float(params["temperature"]))
         idx.vectors_ = np.asarray(arrays[f"{prefix}vectors"], dtype=np.float16)
         idx.labels_ = np.asarray(arrays[f"{prefix}labels"], dtype=np.int32)
+        if len(idx.labels_) != len(idx.vectors_) or (len(idx.labels_) and idx.labels_.min() < 0):
+            raise ValueError(f"{prefix}labels: {len(idx.labels_)} class indices (all ≥ 0 expected) for "
+                             f"{len(idx.vectors_)} vectors")
         idx.n_classes_ = int(params["n_classes"])
         if idx.labels_.size and int(idx.labels_.max()) >= idx.n_classes_:
             raise ValueError("neighbour labels point past the class list")

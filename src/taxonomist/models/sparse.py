@@ -459,6 +459,9 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_features, n_classes = (int(v) for v in arrays["coef_t_shape"])
         clf._coef_t = sp.csr_matrix((arrays["coef_t_data"], arrays["coef_t_indices"], arrays["coef_t_indptr"]),
                                     shape=(n_features, n_classes))
+        # index bounds and pointer order checked before anything reads them: out-of-range or negative indices
+        # (a bundle edited and re-hashed) would read memory out of bounds in the scoring kernels
+        clf._coef_t.check_format(full_check=True)
         clf.coef_ = clf._coef_t.T  # a CSC view, classes × features, as scikit-learn lays coef_ out
         shape = (n_classes, n_features)
         clf.intercept_ = np.asarray(arrays["intercept"], dtype=np.float32)

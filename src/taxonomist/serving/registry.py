@@ -5,11 +5,19 @@ a folder whose sub-folders are bundles, one per version. :meth:`ModelRegistry.re
 requested (default: newest) version *beside* the served one and then swaps a single reference: requests already
 running keep the model object they started with, new ones get the new one, and a bundle that fails its integrity
 check raises :class:`~taxonomist.exceptions.BundleError` while the old version keeps serving.
+
+Before a version is served it answers a canary prediction. A marker file beside the bundle
+(``.VERSION.canary.HOST.PID``) lives while the canary runs: a version whose canary crashed the process (a marker
+left by a dead process, or older than a few minutes) is skipped at start and refused at reload, so a bundle that
+kills the server cannot crash-loop it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +42,65 @@ class ServedModel:
     @property
     def manifest(self) -> dict[str, Any]:
         return dict(getattr(self.classifier, "manifest_", {}))
+
+
+_CANARY = [{"title": "Cotton T-shirt for men, blue, size M", "description": "short sleeves"},
+           {"title": "Stainless steel kitchen knife 20 cm"}]
+_CANARY_STALE_S = 300.0  # a canary takes milliseconds: a marker this old was left by a process that died in it
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _crashed_canaries(path: Path) -> list[Path]:
+    """The canary markers of the bundle ``path`` that a dead process left (it crashed in the canary)."""
+    host, now = socket.gethostname(), time.time()
+    out = []
+    for marker in path.parent.glob(f".{path.name}.canary.*"):
+        m_host, _, m_pid = marker.name.removeprefix(f".{path.name}.canary.").rpartition(".")
+        try:
+            age = now - marker.stat().st_mtime
+        except OSError:  # removed meanwhile: that canary finished
+            continue
+        same_host_dead = m_host == host and m_pid.isdigit() and (int(m_pid) == os.getpid() or not _pid_alive(int(m_pid)))
+        if same_host_dead or age > _CANARY_STALE_S:
+            out.append(marker)
+    return out
+
+
+def canary(clf: Any, path: Path) -> None:
+    """Answer :data:`_CANARY` with ``clf`` before it is served; :class:`BundleError` when it fails, or when an
+    earlier canary of this bundle crashed its process (see the module's docs)."""
+    crashed = _crashed_canaries(path)
+    if crashed:
+        raise BundleError(f"version {path.name} crashed the server during its canary prediction before ({crashed[0]} "
+                          "was left behind); it is not served. Check the bundle (retrain it, or restore the saved "
+                          f"one), then delete {crashed[0]} to try it again")
+    marker = path.parent / f".{path.name}.canary.{socket.gethostname()}.{os.getpid()}"
+    try:
+        marker.touch()
+        marked = True
+    except OSError:  # a read-only store: the canary still runs, a crash in it cannot be remembered
+        marked = False
+    try:
+        preds = clf.predict_products(_CANARY, top_k=2)
+    except Exception as e:  # noqa: BLE001 -- any failure of the canary refuses the version
+        raise BundleError(f"version {path.name} fails its canary prediction ({type(e).__name__}: {e}); the bundle "
+                          "is damaged or inconsistent") from None
+    finally:
+        if marked:
+            marker.unlink(missing_ok=True)
+    bad = [p for p in preds for _, c in p.alternatives if not (math.isfinite(c) and 0.0 <= c <= 1.0)]
+    if len(preds) != len(_CANARY) or bad:
+        raise BundleError(f"version {path.name} answers its canary prediction with confidences that are not "
+                          "probabilities; the bundle is damaged or inconsistent")
 
 
 class ModelRegistry:
@@ -111,6 +178,7 @@ class ModelRegistry:
             start = time.perf_counter()
             clf = TaxonomyClassifier.load(path)  # verifies every file's SHA-256; never unpickles
             clf.image_root = str(self.image_root) if self.image_root is not None else None
+            canary(clf, path)
             served = ServedModel(path.name, path, clf)
             old = self._current
             self._current = served  # one reference swap: atomic for readers
