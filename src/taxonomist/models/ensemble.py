@@ -262,8 +262,8 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
     if "knn" in params:
         m.knn = NeighbourIndex.from_state(params["knn"], arrays)
     n = len(m.classes)  # class indices the state holds must name classes (numpy would wrap a negative one)
-    for what, idx in (("sparse_cols", m.sparse_cols if "sparse" in params else None),
-                      ("knn_labels", m.knn.labels_ if "knn" in params else None)):
+    for what, idx in (("sparse_cols", m.sparse_cols if m.sparse is not None else None),
+                      ("knn_labels", m.knn.labels_ if m.knn is not None else None)):
         if idx is not None and len(idx) and (idx.min() < 0 or idx.max() >= n):
             raise ValueError(f"{what} holds class indices outside 0..{n - 1}")
     if "zeroshot" in params:
