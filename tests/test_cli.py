@@ -201,6 +201,10 @@ def test_predictions_written_as_csv_are_safe_to_open_in_a_spreadsheet(saved_samp
     got = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
     assert all(t[:1] not in "=+-@\t\r" for t in got["title"]), got["title"].tolist()
     assert got["title"].iloc[0] == "'" + titles[0] and got["title"].iloc[-1] == "Nike Men Running Shoes"
+    # round trip through our own reader: the quote a spreadsheet hides is dropped, the titles are those read
+    import taxonomist as tx
+
+    assert tx.read_catalog(tmp_path / "out.csv").titles == tx.read_catalog(src).titles
     code, out = run_cli(["predict", str(saved_sample_model), str(src), "-o", str(tmp_path / "raw.csv"),
                          "--no-spreadsheet-safe"], capsys, monkeypatch)
     assert code == 0, out

@@ -23,7 +23,7 @@ import pandas as pd
 from .exceptions import CatalogError
 from .feeds import adapt, detect
 from .products import CANONICAL_FIELDS, groups_of
-from .tables import ALIASES, column_key, load_table
+from .tables import ALIASES, column_key, load_table, spreadsheet_text
 from .taxonomy import DEFAULT_SEP, CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse
 from .validation import MAX_TEXT_CHARS, MAX_TITLE_CHARS, STRICT_ISSUES, ValidationIssue, ValidationReport
@@ -197,7 +197,7 @@ def _canonicalise(
             if fld == "category":
                 out[fld] = [format_path(parse_path(v, sep)) for v in col]
             else:
-                out[fld] = col.str.strip()
+                out[fld] = spreadsheet_text(col.str.strip())
         else:
             out[fld] = ""
     if require_labels and "category" not in chosen and not label_columns:
@@ -207,7 +207,7 @@ def _canonicalise(
             "several columns with label_columns=['level1', 'level2', 'level3']", options=("mapping", "label_columns"))
     attrs = [c for c in cols if c not in used and c not in CANONICAL_FIELDS and c != "row"]
     for c in attrs:
-        out[c] = df[c].fillna("").astype(str).str.strip()
+        out[c] = spreadsheet_text(df[c].fillna("").astype(str).str.strip())
     out["row"] = np.arange(1, len(df) + 1) if "row" not in df.columns else df["row"].to_numpy()
     return out.reset_index(drop=True), attrs
 

@@ -400,3 +400,9 @@ def spreadsheet_safe(value: Any) -> Any:
     change reports): a text cell that a spreadsheet would run as a formula (it begins with ``= + - @``, a tab or a
     carriage return) is prefixed with a quote; anything else is returned as it is."""
     return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
+def spreadsheet_text(values: pd.Series) -> pd.Series:
+    """Undo :func:`spreadsheet_safe` when reading a table: a cell ``'=…`` (a quote before what a spreadsheet would
+    run) is read as ``=…``, as a spreadsheet shows it -- what taxonomist wrote reads back as it was."""
+    return values.str.replace(r"^'(?=[=+\-@\t\r])", "", regex=True)
