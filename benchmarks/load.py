@@ -76,7 +76,8 @@ async def run_clients(url: str, titles: list[str], clients: int, seconds: float,
                 body = {"products": [{"title": novel(rnd)} for _ in range(batch)]}
             t0 = time.perf_counter()
             try:
-                async with c.post("/v1/classify", json=body) as r:
+                # keyed: the load of an operator's integration (a keyless client has a server-time budget)
+                async with c.post("/v1/classify", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
                     await r.read()
                     ok = r.status == 200
             except aiohttp.ClientError:

@@ -87,7 +87,9 @@ def test_concurrent_requests_are_micro_batched(store_dir: Path, tmp_path: Path) 
         results: dict[int, str] = {}
 
         def one(i: int) -> None:
-            results[i] = c.post("/v1/classify", json={"product": {"title": titles[i]}}).json()["results"][0]["leaf"]
+            # keyed: 32 requests at once from one keyless client would meet its concurrency limit
+            results[i] = c.post("/v1/classify", json={"product": {"title": titles[i]}},
+                                headers=AUTH).json()["results"][0]["leaf"]
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(titles))]
         for t in threads:
@@ -753,3 +755,41 @@ def test_a_version_whose_canary_answers_garbage_is_refused(store_dir: Path, tmp_
         assert c.get("/v1/model").json()["skipped_versions"] == ["v0002"]
         r = c.post("/v1/admin/reload", json={"version": "v0002"}, headers=AUTH)
         assert r.status_code == 409 and "canary" in r.json()["detail"]
+
+
+def test_keyless_clients_have_a_budget_of_server_time(store_dir: Path, tmp_path: Path) -> None:
+    """Issue 34 row 7: one keyless 1.28 MB request to /v1/query/classify cost 16.5 s of CPU, and nothing limited
+    how many a client sent. Each keyless client has TAXONOMIST_KEYLESS_SECONDS_PER_MINUTE of server time on the
+    model routes; past it, 429 with Retry-After until the minute has passed. Keyed clients are not limited."""
+    queries = {"queries": [f"blue cotton shirt for men {i}" for i in range(50)]}
+    products = {"products": [{"title": f"Nike Men Running Shoes {i}"} for i in range(50)]}
+    with make_client(store_dir, tmp_path, keyless_seconds_per_minute=0.001) as c:
+        assert c.post("/v1/query/classify", json=queries).status_code == 200  # within budget when it started
+        for route, body in (("/v1/query/classify", queries), ("/v1/classify", products)):
+            r = c.post(route, json=body)
+            assert r.status_code == 429, (route, r.text)
+            assert "API key" in r.json()["detail"] and int(r.headers["Retry-After"]) >= 1
+            assert c.post(route, json=body, headers=AUTH).status_code == 200
+        assert c.get("/healthz").status_code == 200
+    with make_client(store_dir, tmp_path / "roomy") as c:  # the default budget: ordinary use is not refused
+        for _ in range(5):
+            assert c.post("/v1/query/classify", json=queries).status_code == 200
+
+
+def test_a_keyless_client_has_a_bounded_number_of_requests_running() -> None:
+    """The budget is charged when a request ends: the concurrency limit bounds what a burst can take first."""
+    from taxonomist.serving.service import ServiceError, _Budget
+
+    budget = _Budget()
+    budget.enter("1.2.3.4", seconds=10.0, concurrency=2)
+    budget.enter("1.2.3.4", seconds=10.0, concurrency=2)
+    with pytest.raises(ServiceError) as e:
+        budget.enter("1.2.3.4", seconds=10.0, concurrency=2)
+    assert e.value.status_code == 429 and e.value.headers == {"Retry-After": "1"}
+    budget.enter("5.6.7.8", seconds=10.0, concurrency=2)  # another client is not held up
+    budget.leave("1.2.3.4", 9.5)
+    budget.enter("1.2.3.4", seconds=10.0, concurrency=2)  # 9.5 s of 10 spent: still in
+    budget.leave("1.2.3.4", 1.0)
+    budget.leave("1.2.3.4", 1.0)
+    with pytest.raises(ServiceError, match=r"used 11.5 s .* retry in (59|60) s"):
+        budget.enter("1.2.3.4", seconds=10.0, concurrency=2)

@@ -1,8 +1,11 @@
-"""FastAPI dependencies of the routes: the service state, and the API-key checks of read and write endpoints."""
+"""FastAPI dependencies of the routes: the service state, the API-key checks of read and write endpoints, and
+the server-time budget of keyless clients on the model routes."""
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -10,7 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .service import Service
 
-__all__ = ["READ", "REVIEW_READ", "WRITE", "Credentials", "ServiceDep", "get_service", "has_valid_key", "require_read",
+__all__ = ["BUDGET", "READ", "REVIEW_READ", "WRITE", "Credentials", "ServiceDep", "get_service", "has_valid_key", "keyless_budget",
+           "require_read",
            "require_review_read", "require_write"]
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
@@ -61,6 +65,23 @@ def require_review_read(service: ServiceDep, creds: Credentials) -> None:
     _check_key(service, creds, write=service.settings.review_read_requires_key)
 
 
+async def keyless_budget(service: ServiceDep, request: Request, creds: Credentials) -> AsyncIterator[None]:
+    """The model routes: a client without a valid key has ``keyless_seconds_per_minute`` of server time a minute
+    and ``keyless_concurrency`` requests at once (429 past either); keyed clients are not limited."""
+    if has_valid_key(service, creds):
+        yield
+        return
+    client = request.client.host if request.client is not None else "-"
+    s = service.settings
+    service.budget.enter(client, s.keyless_seconds_per_minute, s.keyless_concurrency)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        service.budget.leave(client, time.perf_counter() - start)
+
+
 READ = Depends(require_read)
+BUDGET = Depends(keyless_budget)
 WRITE = Depends(require_write)
 REVIEW_READ = Depends(require_review_read)

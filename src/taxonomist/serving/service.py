@@ -69,6 +69,53 @@ class _Quota:
             return granted
 
 
+class _Budget:
+    """Server time per client in any 60 s (seconds spent on its requests, charged when each ends), and requests
+    in flight per client: what a keyless client may use of the model routes."""
+
+    def __init__(self, window_s: float = 60.0, max_clients: int = 100_000) -> None:
+        self.window_s, self.max_clients = window_s, max_clients
+        self._spent: dict[str, collections.deque[tuple[float, float]]] = {}
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, client: str, seconds: float, concurrency: int) -> None:
+        """Count a request of ``client`` in, or :class:`ServiceError` 429 when it spent ``seconds`` in the last
+        minute or has ``concurrency`` requests running."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._spent) > self.max_clients:  # forget idle clients
+                self._spent = {c: q for c, q in self._spent.items() if q and q[-1][0] > now - self.window_s}
+            q = self._spent.setdefault(client, collections.deque())
+            while q and q[0][0] <= now - self.window_s:
+                q.popleft()
+            spent = sum(t for _, t in q)
+            if spent >= seconds:
+                # the minute frees up as the oldest charges leave it
+                free, wait = spent, 1.0
+                for at, t in q:
+                    free -= t
+                    wait = at + self.window_s - now
+                    if free < seconds:
+                        break
+                raise ServiceError(429, f"this client used {spent:.1f} s of server time in the last minute, the most "
+                                        f"a client without an API key may ({seconds:g} s); retry in {wait:.0f} s, "
+                                        "or send an API key ('Authorization: Bearer <key>')",
+                                   headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            if self._running.get(client, 0) >= concurrency:
+                raise ServiceError(429, f"this client has {concurrency} requests running, the most a client "
+                                        "without an API key may; wait for them, or send an API key",
+                                   headers={"Retry-After": "1"})
+            self._running[client] = self._running.get(client, 0) + 1
+
+    def leave(self, client: str, seconds: float) -> None:
+        with self._lock:
+            self._running[client] -= 1
+            if not self._running[client]:
+                del self._running[client]
+            self._spent.setdefault(client, collections.deque()).append((time.monotonic(), seconds))
+
+
 def _chunks(positions: list[int], sizes: list[int], limit: int) -> list[list[int]]:
     """``positions`` cut into consecutive runs whose ``sizes`` add up to about ``limit`` (at least one each)."""
     out: list[list[int]] = [[]]
@@ -134,6 +181,7 @@ class Service:
         self.rng = random.Random(settings.audit_seed)
         self._quota = _Quota()  # review items per client per minute
         self._served_quota = _Quota()  # served-log records per keyless client per minute
+        self.budget = _Budget()  # server time of keyless clients on the model routes
         self.batcher = MicroBatcher(self._predict_first, self._predict_second, settings.microbatch_window_ms / 1000.0,
                                     settings.microbatch_max, on_batch=self.metrics.model_batch.observe,
                                     cost=_text_chars, inline_max_cost=settings.inline_max_chars)
@@ -155,8 +203,10 @@ class Service:
         model = self.registry.current  # one version for the whole batch, even if a reload happens meanwhile
         results: list[tuple[Any, str, str | None] | None] = [None] * len(items)
         left: list[tuple[list[int], Any]] = []
-        # keyword stuffing and unrecognised titles, for the whole micro-batch at once
-        flags = model.classifier.review_flags([r.get("title") or "" for r, _, _ in items])
+        # keyword stuffing and unrecognised titles, in calls of about _CHUNK_CHARS like the predictions below
+        flags: list[str | None] = []
+        for idx in _chunks(list(range(len(items))), [len(r.get("title") or "") for r, _, _ in items], _CHUNK_CHARS):
+            flags.extend(model.classifier.review_flags([items[i][0].get("title") or "" for i in idx]))
         # rows with the same min_confidence share one call; top_k is cut per request afterwards
         for mc in {mc for _, _, mc in items}:
             group = [i for i, (_, _, m) in enumerate(items) if m == mc]

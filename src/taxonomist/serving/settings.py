@@ -32,6 +32,8 @@ class ServeSettings(BaseSettings):
     log_predictions: bool = Field(True, description="Record each served prediction in the review store (time, version, PII-scrubbed title, leaf, confidence) for `taxonomist monitor`; `taxonomist review purge` deletes old records.")
     served_log_quota_per_minute: int = Field(1_000, ge=0, description="Most served predictions one keyless client (IP address) adds to the prediction log per minute; the rest are answered, not logged (taxonomist_served_not_logged_total). Keyed clients are not limited.")
     served_log_max_rows: int = Field(1_000_000, ge=1, description="The prediction log keeps at most this many records, the newest (about 0.5 KB each).")
+    keyless_seconds_per_minute: float = Field(30.0, gt=0.0, description="Server time (wall-clock seconds spent on its requests) one client without an API key may use of the model routes (classify, queries, messages, search, users, demand) per minute; past it, 429 with Retry-After. Keyed clients are not limited.")
+    keyless_concurrency: int = Field(8, ge=1, description="Requests one client without an API key may have running on the model routes at once (more: 429).")
     shadow_model: Path | None = Field(None, description="A candidate bundle that answers every classified product in the background (shadow mode): its agreement with the served model is in GET /v1/monitor and taxonomist_shadow_*; nothing it says is returned.")
     monitor_window: int = Field(5_000, ge=1, description="Served predictions the drift monitor compares with the model's reference (GET /v1/monitor).")
     max_batch: int = Field(256, ge=1, description="Most products in one /v1/classify request (more: 413).")

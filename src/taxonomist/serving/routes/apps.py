@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from ...exceptions import TaxonomistError
 from ...models.hierarchy import decode
-from ..deps import READ, ServiceDep
+from ..deps import BUDGET, READ, ServiceDep
 from ..schemas import (
     Alternative,
     DemandRequest,
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.post("/v1/query/classify", tags=["classify"], response_model=QueryResponse, dependencies=[READ])
+@router.post("/v1/query/classify", tags=["classify"], response_model=QueryResponse, dependencies=[READ, BUDGET])
 async def classify_queries(svc: ServiceDep, req: QueryRequest) -> QueryResponse:
     svc.check_batch(len(req.queries), "queries", req.queries)
     model = svc.model
@@ -46,7 +46,7 @@ async def classify_queries(svc: ServiceDep, req: QueryRequest) -> QueryResponse:
     return QueryResponse(model_version=model.version, sources=qc.sources, results=results)
 
 
-@router.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[READ])
+@router.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[READ, BUDGET])
 async def route_messages(svc: ServiceDep, req: MessagesRequest) -> MessagesResponse:
     svc.check_batch(len(req.messages), "messages", req.messages)
     router = await asyncio.to_thread(svc.resource, "router")
@@ -55,7 +55,7 @@ async def route_messages(svc: ServiceDep, req: MessagesRequest) -> MessagesRespo
 
 
 @router.post("/v1/search", tags=["search"], response_model=SearchResponse, response_model_exclude_none=True,
-          dependencies=[READ])
+          dependencies=[READ, BUDGET])
 async def search(svc: ServiceDep, req: SearchRequest) -> SearchResponse:
     """Search the served catalogue: full text + embeddings, boosted by the query's predicted category."""
     svc.check_batch(1, "queries", [req.query])
@@ -78,7 +78,7 @@ def _shopper(svc: Service, user_id: str) -> Any:
     return store
 
 
-@router.get("/v1/users/{user_id}/profile", tags=["users"], response_model=UserProfileResponse, dependencies=[READ])
+@router.get("/v1/users/{user_id}/profile", tags=["users"], response_model=UserProfileResponse, dependencies=[READ, BUDGET])
 async def user_profile(svc: ServiceDep, user_id: UserId) -> UserProfileResponse:
     """A shopper's category affinity, recent items and purchases."""
     store = await asyncio.to_thread(_shopper, svc, user_id)
@@ -87,7 +87,7 @@ async def user_profile(svc: ServiceDep, user_id: UserId) -> UserProfileResponse:
 
 
 @router.get("/v1/users/{user_id}/recommendations", tags=["users"], response_model=RecommendationsResponse,
-         dependencies=[READ])
+         dependencies=[READ, BUDGET])
 async def user_recommendations(svc: ServiceDep,
     user_id: UserId, k: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 10,
     exclude_seen: Annotated[bool, Query(description="Leave out items the user already touched, not only bought.")] = False,
@@ -98,7 +98,7 @@ async def user_recommendations(svc: ServiceDep,
     return RecommendationsResponse(user=user_id, results=recs)
 
 
-@router.post("/v1/demand/forecast", tags=["demand"], response_model=DemandResponse, dependencies=[READ])
+@router.post("/v1/demand/forecast", tags=["demand"], response_model=DemandResponse, dependencies=[READ, BUDGET])
 async def demand_forecast(svc: ServiceDep, req: DemandRequest) -> DemandResponse:
     """Category demand from the events sent: ETS or seasonal naive chosen by backtest, against naive."""
     return await asyncio.to_thread(_demand, req)
