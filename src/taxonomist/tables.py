@@ -340,6 +340,8 @@ def load_table(
         try:
             with opener(io.BytesIO(raw)) as stream:
                 raw = _inflate(stream, path.name)
+        except CatalogError:  # over the decompressed-size cap: its own message (a CatalogError is a ValueError)
+            raise
         except (EOFError, OSError, ValueError, lzma.LZMAError) as e:  # cut short in a copy or a download
             raise CatalogError(f"{path.name} is a truncated or damaged {path.suffix} file ({type(e).__name__}: "
                                f"{str(e)[:120]}); copy or download it again") from None
