@@ -413,3 +413,39 @@ def test_a_fit_with_worker_processes_inside_a_child_process_lets_it_exit() -> No
             for child in psutil.Process(proc.pid).children(recursive=True):
                 child.kill()
             proc.kill()
+
+
+def test_a_backed_off_path_is_an_ancestor_of_the_answered_leaf() -> None:
+    """Issue 36 (High): a backed-off item showed its parent ("Apparel 35 %") while Accept saved the most probable
+    leaf ("Footwear > Shoes > Casual Shoes", 3 %) in another top-level branch: the service answered a category and
+    a leaf that disagree. The leaf answered is the most probable one under the path answered."""
+    classes = ["Apparel > Tops > T-shirts", "Apparel > Tops > Shirts", "Apparel > Bottoms > Jeans",
+               "Footwear > Shoes > Casual Shoes", "Footwear > Shoes > Boots", "Home > Decor > Vases"]
+    index = LevelIndex.build(classes)
+    proba = np.array([[0.15, 0.13, 0.12, 0.30, 0.0, 0.30]])  # Apparel 0.40 over three leaves; no leaf over 0.30
+    [p] = decode(proba, index, min_confidence=0.35)
+    assert p.backed_off and p.path == ("Apparel",)
+    assert p.leaf == ("Apparel", "Tops", "T-shirts") and p.leaf_confidence == pytest.approx(0.15)
+    assert p.alternatives[0][0] in ("Footwear > Shoes > Casual Shoes", "Home > Decor > Vases")  # still the top-k
+    [q] = decode(proba, index, min_confidence=0.9)  # nothing clears: no path, the most probable leaf
+    assert q.path == () and q.leaf in (("Footwear", "Shoes", "Casual Shoes"), ("Home", "Decor", "Vases"))
+
+
+def _assert_paths_lead_to_leaves(clf: tx.TaxonomyClassifier, titles: list[str]) -> None:
+    for mc in (0.2, 0.5, 0.8, 0.95):
+        for p in clf.predict_products(titles, min_confidence=mc):
+            assert p.leaf[:len(p.path)] == p.path, (mc, p.path, p.leaf)
+
+
+TITLES = ["Nike Men Black Running Shoes", "Titan Men Steel Watch", "blue thing", "gift for her", "zzz qqq",
+          "Levis Men Blue Denim Jeans", "cotton", "black leather", "Casio Women Digital Watch", "men"]
+
+
+def test_every_tier_answers_a_leaf_under_its_path(tiny_model, tiny_frame, tiny_encoder_dir) -> None:
+    _assert_paths_lead_to_leaves(tiny_model, TITLES)
+    frame = pd.concat([tiny_frame] * 3, ignore_index=True)
+    ens = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir)).fit(frame)
+    _assert_paths_lead_to_leaves(ens, TITLES)
+    zs = tx.TaxonomyClassifier.from_taxonomy(tx.Taxonomy.from_paths(sorted(set(frame["category"]))),
+                                             encoder=str(tiny_encoder_dir))
+    _assert_paths_lead_to_leaves(zs, TITLES)

@@ -112,7 +112,11 @@ def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no
         page.keyboard.press("Enter")
         page.wait_for_selector("#status.ok")
         pw.expect(page.locator("#list li")).to_have_count(n_before - 1)
-        # accept the next one with the keyboard
+        # accept the next one with the keyboard; the button names the leaf it saves, under the path shown
+        # (issue 36: Accept saved a leaf of another branch than the backed-off path on screen)
+        shown = [s.split("\n")[0].rsplit(" ", 1)[0].strip() for s in page.locator("#suggested .level").all_inner_texts()]
+        saves = page.locator("#accept-category").inner_text()
+        assert saves and saves.split(" > ")[:len(shown)] == shown, (shown, saves)
         page.locator("body").click(position={"x": 5, "y": 700})
         page.keyboard.press("a")
         pw.expect(page.locator("#list li")).to_have_count(n_before - 2)
@@ -123,3 +127,4 @@ def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no
     corrected = [f for f in feedback if f["source"] == "review" and f["product"]["title"] == first_title]
     assert corrected and corrected[0]["category"] == chosen
     assert len([f for f in feedback if f["source"] == "review"]) == 2
+    assert any(f["category"] == saves for f in feedback if f["source"] == "review")

@@ -29,10 +29,11 @@ class Prediction:
     Attributes:
         path: the predicted category path (top level first); empty when nothing cleared ``min_confidence``.
         confidence: probability of each node of ``path``, one per level (non-increasing).
-        leaf: the most probable leaf (what ``predict`` returns), even when ``path`` backed off from it.
+        leaf: the most probable leaf under ``path`` (always a descendant of it): what ``predict`` returns, except
+            when ``path`` backed off to a node of another branch than the most probable leaf's.
         leaf_confidence: its probability.
         alternatives: the top-k leaves as (path string, probability), best first.
-        backed_off: ``path`` stops above the most probable leaf because the leaf was not confident enough.
+        backed_off: ``path`` stops above a leaf because no leaf was confident enough.
         explanation: (feature, contribution) pairs that drove the prediction, when asked for.
         neighbours: the most similar labelled training products as (title, category, cosine similarity), when
             asked for and the model keeps an embedding index.
@@ -155,11 +156,15 @@ def decode(
         if min_confidence is not None and proba[i, best] < min_confidence:
             backed_off = True
             path = ()
-            # the deepest node that clears the threshold; the best such node at that depth
+            # the deepest node that clears the threshold; the best such node at that depth -- and the leaf
+            # answered is the most probable one under it (the argmax leaf may lie in another branch)
             for d in range(len(leaf) - 1, 0, -1):
                 j = int(np.argmax(levels[d - 1][i]))
                 if levels[d - 1][i, j] >= min_confidence:
                     path = index.nodes[d - 1][j]
+                    under = np.flatnonzero(index.node_of[d - 1] == j)
+                    best = int(under[np.argmax(proba[i, under])])
+                    leaf = index.classes[best]
                     break
         conf = [float(levels[d - 1][i, node_pos[d - 1][path[:d]]]) for d in range(1, len(path) + 1)]
         alts = [(index.names[j], float(proba[i, j])) for j in top[i]]
