@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,7 @@ def test_monitor_reports_drift_and_live_accuracy(saved_sample_model: Path, sampl
                          "30d", "-o", str(tmp_path / "m.html"), "--json", str(tmp_path / "m.json")], capsys, monkeypatch)
     assert code == 0, out
     assert "600 served predictions, 20 review decisions" in out and "retrain recommended" in out
+    assert "newest record" in out and "within about 2 s" in out  # what the log may not hold yet
     summary = json.loads((tmp_path / "m.json").read_text())
     assert [d["n"] for d in summary["daily"]] == [300, 300]
     assert summary["daily"][0]["alerts"] == [] and summary["daily"][1]["alerts"]
@@ -244,3 +246,23 @@ def test_an_ensemble_reference_measures_similarity_to_the_category_centroids(tin
     sim = monitor_summary(ref, served, classifier=clf)["signals"]["centroid_similarity"]
     assert sim["n"] == MIN_WINDOW and sim["current"] < sim["reference"] - 0.1
     assert "centroid_similarity" not in monitor_summary(ref, served)["signals"]  # no classifier given: not computed
+
+
+def test_served_predictions_reach_the_log_within_seconds_without_another_request(saved_sample_model: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Issue 36: 280 products served, then `taxonomist monitor` saw 50: the log was written only on the next
+    request (or at 256 buffered). It is written within ~2 s by the server itself, and at shutdown."""
+    from fastapi.testclient import TestClient
+
+    from taxonomist.serving import ReviewStore, ServeSettings, create_app
+
+    settings = ServeSettings(model_dir=saved_sample_model, review_db=tmp_path / "review.db", audit_rate=0.0)
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/classify", json={"products": [{"title": f"Nike Men Running Shoes {i}"}
+                                                         for i in range(30)]}).status_code == 200
+        deadline = time.monotonic() + 6
+        store = ReviewStore(tmp_path / "review.db")
+        while len(store.served()) < 30 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(store.served()) == 30  # while the server runs, with no other request
+        store.close()

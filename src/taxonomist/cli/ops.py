@@ -159,6 +159,10 @@ def monitor(
     if json_out:
         json_out.write_text(json.dumps({"period": period, "model": str(path), **summary}, indent=1), encoding="utf-8")
     out.print(f"{summary['n']:,} served predictions, {len(decided):,} review decisions ({period})\nreport: {output}")
+    if served:  # what a running service answered in the last seconds may not be written yet
+        newest = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(max(r["created"] for r in served)))
+        out.print(f"newest record {newest} UTC; a running service writes its answers within about 2 s (a killed one "
+                  "loses its last 2 s)", highlight=False)
     out.print(summary["verdict"], highlight=False)
 
 

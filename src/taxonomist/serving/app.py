@@ -91,9 +91,19 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         if settings.shadow_model is not None:
             svc.shadow = await asyncio.to_thread(Shadow, settings.shadow_model, svc.metrics)
         await svc.batcher.start()
+
+        async def flush_served_regularly() -> None:
+            # the prediction log within ~2 s of an answer, not only when the next request comes
+            while True:
+                await asyncio.sleep(1.0)
+                if svc.served_due():
+                    await asyncio.to_thread(svc.flush_served)
+
+        flusher = asyncio.create_task(flush_served_regularly())
         try:
             yield
         finally:
+            flusher.cancel()
             await svc.batcher.stop()
             if svc.shadow is not None:
                 svc.shadow.close()

@@ -268,6 +268,11 @@ class Service:
             self._served.extend(rows)
             return len(self._served) >= _SERVED_FLUSH_ROWS or time.monotonic() - self._served_at >= _SERVED_FLUSH_S
 
+    def served_due(self) -> bool:
+        """Whether buffered served-prediction records have waited ``_SERVED_FLUSH_S`` (the app writes them)."""
+        with self._served_lock:
+            return bool(self._served) and time.monotonic() - self._served_at >= _SERVED_FLUSH_S
+
     def flush_served(self) -> None:
         """Write the buffered served-prediction records to the store (one transaction)."""
         with self._served_lock:
