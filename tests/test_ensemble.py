@@ -511,3 +511,32 @@ def test_cli_train_embed_chooses_what_the_embedding_members_read(tiny_encoder_di
         assert tx.load(tmp_path / embed).model_.embed_context is stored
     code, out = run_cli(["train", str(f), "-o", str(tmp_path / "x"), "--embed", "everything"], capsys, monkeypatch)
     assert code != 0 and "everything" in out
+
+
+@pytest.mark.parametrize("tier", ["ensemble", "sparse"])
+def test_retraining_a_zero_shot_model_keeps_or_names_its_unlabelled_categories(tiny_encoder_dir, tmp_path,
+                                                                                 tier) -> None:
+    """Issue 36: `retrain` from a zero-shot bundle dropped from 170 categories to 85 (those with labels), silently.
+    The ensemble keeps them through its zero-shot member; a tier that cannot names the dropped ones."""
+    from taxonomist.retrain import retrain
+
+    from .conftest import TINY
+
+    categories = sorted({c for _, c in TINY})
+    zs = tx.TaxonomyClassifier.from_taxonomy(tx.Taxonomy.from_paths(categories), encoder=str(tiny_encoder_dir))
+    zs.save(tmp_path / "v0001")
+    products = TINY * 3
+    shop = pd.DataFrame({"id": [str(i) for i in range(len(products))], "title": [t for t, _ in products]})
+    # people reviewed the jeans, T-shirts and watches only: three of the six categories have labels
+    reviewed = [(i, c) for i, (_, c) in enumerate(products) if c.endswith(("Jeans", "Tshirts", "Watches"))]
+    feedback = [{"product": {"id": str(i), "title": products[i][0]}, "category": c} for i, c in reviewed]
+    result = retrain(tmp_path / "v0001", feedback, tx.Catalog.from_frame(shop), tmp_path / "v0002",
+                     accept_above=1.0, tier=tier)
+    new = tx.load(tmp_path / "v0002")
+    unlabelled = sorted(set(categories) - {c for _, c in reviewed})
+    if tier == "ensemble":
+        assert sorted(new.classes_) == categories
+        assert result.stats["categories_kept_zero_shot"] == unlabelled and result.stats["categories_dropped"] == []
+    else:
+        assert sorted(new.classes_) == sorted({c for _, c in reviewed})
+        assert result.stats["categories_dropped"] == unlabelled

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RetrainResult:
     output: Path
-    stats: dict[str, int]
+    stats: dict[str, Any]  # counts, and (from a zero-shot model) the categories kept and dropped
     old_metrics: dict[str, Any]
     new_metrics: dict[str, Any]
     compared: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1", "hierarchical_f1", "ece"])
@@ -130,6 +130,18 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
     return RetrainResult(path, stats, ev_old.metrics, ev_new.metrics)
 
 
+def _keep_categories(new: Any, old: Any) -> Any:
+    """The zero-shot model's categories that ``new`` learnt no label of, added to it (an embedding tier scores
+    them with its zero-shot member, from their paths, as the old model did); a sparse model is returned as is."""
+    if new.ensemble_ is None or new.ensemble_.members.zeroshot is None:
+        return new
+    have = set(new.classes_.tolist())
+    for c in old.classes_:
+        if str(c) not in have:
+            new.add_category(str(c))
+    return new
+
+
 def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: str | Path | Catalog,
                        output: str | Path, test_size: float | None, seed: int | None, refit: bool,
                        accept_above: float, tier: str) -> RetrainResult:
@@ -142,7 +154,8 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
     if not 0.0 < accept_above <= 1.0:
         raise ValueError(f"accept_above must be in (0, 1], got {accept_above}")
     catalog = data if isinstance(data, Catalog) else read_catalog(data)
-    combined, stats = apply_feedback(catalog, feedback)
+    combined, counts = apply_feedback(catalog, feedback)
+    stats: dict[str, Any] = dict(counts)
     frame = combined.frame.copy()
     human = (frame["category"].astype(str) != "").to_numpy()
     unlabelled = np.flatnonzero(~human)
@@ -164,7 +177,12 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
     people = np.flatnonzero(human[keep])  # positions in `labelled` of the products people labelled
     test_size = 0.2 if test_size is None else test_size
     seed = 0 if seed is None else seed
-    params = {"tier": tier, "min_confidence": old.min_confidence}
+    params: dict[str, Any] = {"tier": tier, "min_confidence": old.min_confidence}
+    encoder = getattr(old.ensemble_.encoder, "name", None) if old.ensemble_ is not None else None
+    if tier != "sparse" and encoder and "+" not in str(encoder):
+        params["encoder"] = encoder  # the language the zero-shot model was chosen for (e5 for a non-English shop)
+    taught = sorted({str(c) for c in labelled.frame["category"]})
+    missing = [str(c) for c in old.classes_ if str(c) not in set(taught)]
     ev_old = ev_new = None
     if len(people) >= 10 and test_size > 0:
         marked = labelled.subset(people)
@@ -173,13 +191,20 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
         held = set(test.frame["row"].astype(int))
         train = labelled.subset([i for i in range(len(labelled)) if i not in held])
         test = labelled.subset(sorted(held))
-        new = TaxonomyClassifier(**params).fit(train, taxonomy=old.taxonomy_)
+        new = _keep_categories(TaxonomyClassifier(**params).fit(train, taxonomy=old.taxonomy_), old)
         ev_old, ev_new = evaluate(old, test), evaluate(new, test)
         if refit:
-            new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
+            new = _keep_categories(TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_), old)
     else:
         logger.warning("fewer than 10 reviewed products: the new model is not compared with the zero-shot one")
-        new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
+        new = _keep_categories(TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_), old)
+    kept = [c for c in missing if c in set(new.classes_.tolist())]
+    stats.update(categories_kept_zero_shot=kept, categories_dropped=[c for c in missing if c not in set(kept)])
+    if stats["categories_dropped"]:
+        logger.warning("the %s tier learns only categories with labels: %d of the zero-shot model's %d categories "
+                       "have none (no reviewed product, no sure answer) and are not in the new model: %s; review "
+                       "products of them, or retrain the ensemble tier, which keeps them", tier,
+                       len(stats["categories_dropped"]), len(old.classes_), ", ".join(stats["categories_dropped"][:10]))
     metrics = {**(ev_new.metrics if ev_new is not None else {}),
                "split": {"test_size": test_size, "seed": seed, "n_test": ev_new.metrics["n"] if ev_new else 0,
                          "refit": refit, "held_out": "reviewed products only"},

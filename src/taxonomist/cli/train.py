@@ -423,15 +423,26 @@ def retrain(
         items = store.feedback()
     finally:
         store.close()
-    with spinner(f"retraining with {len(items)} corrections"):
+    # a reviewer's accept is a label as much as a correction: "labels from people", not "corrections"
+    with spinner(f"retraining with {len(items)} labels from people"):
         result = run_retrain(model_dir, items, cat, output, refit=refit, accept_above=accept_above, tier=tier)
     s = result.stats
-    out.print(f"feedback: {s['feedback']} corrections of {s['distinct_products']} products → "
-              f"{s['relabelled']} catalogue rows relabelled, {s['added']} products added")
+    out.print(f"feedback: {s['feedback']} labels from people (review decisions and POST /v1/feedback) of "
+              f"{s['distinct_products']} products → {s['relabelled']} catalogue rows relabelled, {s['added']} "
+              "products added")
     if zero_shot:
         out.print(f"from the zero-shot model: {s['human_labelled']:,} products labelled by people, "
                   f"{s['accepted_from_zero_shot']:,} of its answers accepted (confidence ≥ {accept_above:.2f}), "
                   f"{s['unlabelled_left']:,} left out; the comparison below holds out reviewed products only")
+        if s["categories_kept_zero_shot"]:
+            out.print(f"{len(s['categories_kept_zero_shot']):,} categories have no label yet: the new model keeps "
+                      "them, scored from their names as the zero-shot model did")
+        if s["categories_dropped"]:
+            console.print(f"{len(s['categories_dropped']):,} categories have no label and the {tier or 'ensemble'} "
+                          f"tier cannot keep them; they are not in the new model: "
+                          f"{', '.join(s['categories_dropped'][:10])}{' …' if len(s['categories_dropped']) > 10 else ''}"
+                          " (review products of them, or retrain with the ensemble tier)", style="yellow",
+                          highlight=False)
         if not result.new_metrics:
             console.print("fewer than 10 reviewed products: the new model was not compared with the zero-shot one",
                           style="yellow")
