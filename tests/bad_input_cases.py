@@ -86,6 +86,11 @@ CASES = [
     Case("binary_file", "a binary file named .csv",
          _train("\x00\x01\x02PK\x00" * 20),
          1, "c.csv looks binary (NUL bytes), not a text table"),
+    Case("old_excel_workbook", "an Excel 97-2003 workbook (.xls)",
+         lambda t: ["train", str(_write(t / "shop.xls", "\xd0\xcf\x11\xe0" + "\x00" * 64, "latin-1")),
+                    "-o", str(t / "m"), "--tier", "sparse"],
+         1, "taxonomist reads Excel workbooks in the .xlsx format, not .xls files; open it in a spreadsheet and save "
+            "it as .xlsx or CSV"),
     Case("missing_title_column", "no column that could be the title",
          _train("sku,label\n1,A > B\n"),
          1, "expected a title column (one of ['title', 'name', 'product'"),
@@ -113,9 +118,13 @@ CASES = [
     Case("missing_file", "a catalogue path that does not exist",
          lambda t: ["train", str(t / "nope.csv"), "-o", str(t / "m")],
          1, "nope.csv' does not exist"),
-    Case("unsupported_type", "an Excel file",
+    Case("unsupported_type", "a Word document",
+         _train("PK", name="c.docx"),
+         1, "unsupported file type '.docx'; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet, .xlsx or a Merchant "
+            "Center .xml feed"),
+    Case("damaged_workbook", "a file named .xlsx that is not a workbook",
          _train("PK", name="c.xlsx"),
-         1, "unsupported file type '.xlsx'; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or a Merchant Center .xml feed"),
+         1, "c.xlsx is not a readable Excel workbook"),
     Case("xml_entities", "a Merchant Center XML feed that declares entities (an XML bomb)",
          _train('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
                 '<rss><channel><item><title>&b;</title></item></channel></rss>', name="feed.xml"),

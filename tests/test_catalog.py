@@ -246,3 +246,35 @@ def test_a_deeply_nested_json_line_is_one_bad_line(tmp_path) -> None:
     g.write_text("[" + "[" * 200_000 + "]" * 200_000 + "]", encoding="utf-8")
     with pytest.raises(CatalogError, match="nested"):
         tx.read_catalog(g)
+
+
+def test_excel_workbooks_are_read_first_sheet_or_the_one_named(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 36: a shop's .xlsx export was refused as "looks binary (NUL bytes), not a text table"."""
+    pytest.importorskip("openpyxl")
+    import pandas as pd
+
+    from .test_bad_inputs import run_cli
+
+    book = tmp_path / "shop.xlsx"
+    with pd.ExcelWriter(book, engine="openpyxl") as w:
+        pd.DataFrame({"Handle": ["a", "b"], "Title": ["Linen shirt", "Oak table"], "Price": [12.5, 300]}).to_excel(
+            w, sheet_name="Products", index=False)
+        pd.DataFrame({"Title": ["Wool socks"], "Category": ["Apparel > Socks"]}).to_excel(w, sheet_name="Other",
+                                                                                           index=False)
+    cat = tx.read_catalog(book)
+    assert cat.titles == ["Linen shirt", "Oak table"] and cat.frame["Price"].tolist() == ["12.5", "300"]
+    assert any("sheet 'Products'" in line and "Other" in line for line in cat.report.lines())
+    assert tx.read_catalog(book, sheet="Other").titles == ["Wool socks"]
+    with pytest.raises(tx.CatalogError, match=r"no sheet 'Nope'.*Products, Other"):
+        tx.read_catalog(book, sheet="Nope")
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600)
+    with pytest.raises(tx.CatalogError, match=r"\.xls.*save it as \.xlsx or CSV"):
+        tx.read_catalog(tmp_path / "old.xls")
+    model = tx.TaxonomyClassifier(tier="sparse").fit(pd.DataFrame(
+        {"title": ["Linen shirt", "Wool socks", "Oak table", "Pine chair"],
+         "category": ["Apparel > Shirts", "Apparel > Socks", "Home > Tables", "Home > Chairs"]}))
+    model.save(tmp_path / "m")
+    code, out = run_cli(["predict", str(tmp_path / "m"), str(book), "--sheet", "Other", "-o",
+                         str(tmp_path / "out.csv")], capsys, monkeypatch)
+    assert code == 0, out
+    assert pd.read_csv(tmp_path / "out.csv")["title"].tolist() == ["Wool socks"]

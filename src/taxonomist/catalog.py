@@ -286,12 +286,14 @@ def read_catalog(
     strict: bool = False,
     taxonomy: Taxonomy | None = None,
     delimiter: str | None = None,
+    sheet: str | int | None = None,
 ) -> Catalog:
     """Read and validate a catalogue file.
 
     Args:
-        path: a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``/``.json`` or ``.parquet`` file (``.gz`` etc. allowed
-            for the text formats). Encoding is detected (UTF-8 with or without BOM, UTF-16, GB18030/GBK, ...).
+        path: a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``/``.json``, ``.parquet`` or Excel ``.xlsx`` file
+            (``.gz`` etc. allowed for the text formats), or a Merchant Center ``.xml`` feed. Encoding is detected
+            (UTF-8 with or without BOM, UTF-16, GB18030/GBK, ...).
         mapping: canonical field → source column, e.g. ``{"title": "productDisplayName"}``. Without it, common
             names are recognised (``name``, ``product``, ``sku``, ...).
         label_columns: build the category path from these columns, top level first.
@@ -306,13 +308,15 @@ def read_catalog(
         taxonomy: when given, labels not in it are reported and skipped.
         delimiter: the field delimiter of a CSV / TXT / TSV file (one character); default: tab for ``.tsv``,
             else sniffed among ``,`` ``;`` tab ``|``.
+        sheet: the sheet of an Excel workbook to read, by name or 0-based position (default: the first; the
+            report names the others).
 
     Example:
         >>> cat = read_catalog("products.csv", label_columns=["masterCategory", "subCategory"])  # doctest: +SKIP
     """
     p = Path(path)
     report = ValidationReport(source=p.name)
-    df = load_table(p, encoding, header, columns, report, delimiter)
+    df = load_table(p, encoding, header, columns, report, delimiter, sheet)
     for extra in with_columns:
         ep = Path(extra)
         extra_report = ValidationReport(source=ep.name)

@@ -299,13 +299,71 @@ def _cell_text(v: Any, joiner: str) -> str:
     return str(v)
 
 
+_WORKBOOK_EXTS = {".xlsx", ".xlsm"}
+
+
+def _sheet_named(names: list[str], sheet: str | int | None, name: str) -> str:
+    """The sheet to read of a workbook with sheets ``names``: the first, or ``sheet`` by name or 0-based position."""
+    if sheet is None:
+        return names[0]
+    if str(sheet) in names:
+        return str(sheet)
+    if isinstance(sheet, int) or str(sheet).isdigit():
+        if not 0 <= int(sheet) < len(names):
+            raise CatalogError(f"{name} has {len(names)} sheets ({', '.join(names)}); sheet {sheet} is not one of them "
+                               "(positions count from 0)")
+        return names[int(sheet)]
+    raise CatalogError(f"{name} has no sheet {str(sheet)!r}; its sheets: {', '.join(names)} (command line: --sheet NAME)")
+
+
+def _read_workbook(source: Path | io.BytesIO, name: str, header: bool, columns: Sequence[str] | None,
+                   report: ValidationReport, sheet: str | int | None) -> pd.DataFrame:
+    """An Excel workbook's sheet (the first, or ``sheet``: a name or a 0-based position) as a frame of strings,
+    through pandas and openpyxl (the ``excel`` extra); its inflated size bounded like any compressed input."""
+    import zipfile
+
+    try:
+        import openpyxl  # noqa: F401 -- pandas' engine for .xlsx
+    except ImportError:
+        raise CatalogError(f"{name} is an Excel workbook; reading one needs openpyxl: pip install 'taxonomist[excel]' "
+                           "(or save the sheet as CSV)") from None
+    try:
+        with zipfile.ZipFile(source) as z:  # an .xlsx is a zip of XML parts: refuse a bomb before parsing it
+            inflated = sum(i.file_size for i in z.infolist())
+    except zipfile.BadZipFile as e:
+        raise CatalogError(f"{name} is not a readable Excel workbook ({e}); open and save it again, or export CSV") from None
+    limit = max_decompressed_bytes()
+    if inflated > limit:
+        raise CatalogError(f"{name} inflates to {inflated:,} bytes, more than {limit:,}; save its products as CSV "
+                           "shards, or raise TAXONOMIST_MAX_DECOMPRESSED_BYTES if the file is trusted")
+    with pd.ExcelFile(source, engine="openpyxl") as book:
+        names = [str(n) for n in book.sheet_names]
+        chosen = _sheet_named(names, sheet, name)
+        df = pd.read_excel(book, sheet_name=chosen, dtype=str, header=0 if header else None, keep_default_na=False)
+    if len(names) > 1:
+        others = ", ".join(n for n in names if n != chosen)
+        report.notes.append(f"read the sheet {chosen!r} of {len(names)} (others: {others}; another with --sheet NAME)")
+    if columns is not None:
+        if len(columns) != df.shape[1]:
+            raise CatalogError(f"{name}: {len(columns)} column names given for a sheet of {df.shape[1]} columns")
+        df.columns = list(columns)
+    elif not header:
+        df.columns = [str(c) for c in range(df.shape[1])]
+    df.columns = [str(c) for c in df.columns]
+    empty = df.isna().all(axis=1).to_numpy()  # the empty rows a spreadsheet keeps under its data
+    df = df.fillna("")
+    df["row"] = np.arange(1, len(df) + 1)  # data rows counted from 1, as in a CSV
+    return df[~empty].reset_index(drop=True)
+
+
 def load_table(
     path: Path, encoding: str | None, header: bool, columns: Sequence[str] | None, report: ValidationReport,
-    delimiter: str | None = None,
+    delimiter: str | None = None, sheet: str | int | None = None,
 ) -> pd.DataFrame:
-    """A table file (CSV/TSV/JSONL/Parquet, compressed too, encoding detected) as a frame of strings plus ``row``
-    (its row number); malformed lines go to ``report``. ``delimiter``: the field delimiter of a delimited text
-    (default: tab for ``.tsv``, else sniffed). Shared by catalogues and behaviour events."""
+    """A table file (CSV/TSV/JSONL/Parquet/Excel, compressed too, encoding detected) as a frame of strings plus
+    ``row`` (its row number); malformed lines go to ``report``. ``delimiter``: the field delimiter of a delimited
+    text (default: tab for ``.tsv``, else sniffed); ``sheet``: an Excel workbook's sheet (default: the first).
+    Shared by catalogues and behaviour events."""
     if delimiter is not None and len(delimiter) != 1:
         raise CatalogError(f"the field delimiter: expected one character (',', ';', tab, '|'), got {delimiter!r}")
     if not path.exists():
@@ -319,6 +377,11 @@ def load_table(
     if path.suffix.lower() == ".zip":
         raw, ext = _unzip(path)
         source = io.BytesIO(raw)
+    if ext in _WORKBOOK_EXTS:
+        return _read_workbook(source, path.name, header, columns, report, sheet)
+    if ext in {".xls", ".ods", ".numbers"}:
+        raise CatalogError(f"{path.name}: taxonomist reads Excel workbooks in the .xlsx format, not {ext} files; "
+                           "open it in a spreadsheet and save it as .xlsx or CSV")
     if ext in {".parquet", ".pq"}:
         try:
             df = pd.read_parquet(source)
@@ -355,7 +418,8 @@ def load_table(
                         "utf-16-be" if even > len(head) // 4 and odd == 0 else None)
         if encoding is None or not encoding.lower().replace("_", "-").startswith(("utf-16", "utf16", "utf-32", "utf32")):
             raise CatalogError(
-                f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL or Parquet"
+                f"{path.name} looks binary (NUL bytes), not a text table; expected CSV, TSV, JSONL, Parquet or an "
+                "Excel .xlsx workbook (named .xlsx)"
             )
     if ext in {".xml", ".rss", ".atom"}:
         return read_xml_feed(raw, path)
@@ -367,8 +431,8 @@ def load_table(
             delimiter = "\t" if ext in {".tsv", ".tab"} else sniff_delimiter(text)
     else:
         raise CatalogError(
-            f"{path.name}: unsupported file type {ext!r}; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet or "
-            "a Merchant Center .xml feed"
+            f"{path.name}: unsupported file type {ext!r}; expected .csv, .tsv, .jsonl (.ndjson/.json), .parquet, "
+            ".xlsx or a Merchant Center .xml feed"
         )
     return _read_delimited(text, path, delimiter, header, columns, report)
 

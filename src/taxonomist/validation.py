@@ -64,6 +64,7 @@ class ValidationReport:
     issues: dict[str, ValidationIssue] = field(default_factory=dict)
     feed: str | None = None  # the shop export recognised by its header (taxonomist.feeds), if any
     n_folded: int = 0  # its variant / image rows folded into their product
+    notes: list[str] = field(default_factory=list)  # how the file was read (the sheet, the encoding guessed)
 
     def issue(self, kind: str) -> ValidationIssue:
         return self.issues.setdefault(kind, ValidationIssue(kind))
@@ -81,6 +82,7 @@ class ValidationReport:
         if self.feed:
             out[0] += f" (a {_FEED_NAMES.get(self.feed, self.feed)} export" + (
                 f"; {self.n_folded:,} variant / image rows folded into their product)" if self.n_folded else ")")
+        out.extend(f"  {note}" for note in self.notes)
         for issue in self.issues.values():
             if not issue.count:
                 continue
@@ -99,6 +101,7 @@ class ValidationReport:
             "n_kept": self.n_kept,
             "feed": self.feed,
             "n_folded": self.n_folded,
+            "notes": list(self.notes),
             "issues": {
                 k: {"count": v.count, "examples": [list(e) for e in v.examples]}
                 for k, v in self.issues.items()

@@ -20,6 +20,7 @@ from .common import (
     MapOpt,
     NoHeaderOpt,
     SepOpt,
+    SheetOpt,
     StrictOpt,
     WithOpt,
     app,
@@ -122,14 +123,14 @@ def search_build(
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding side: auto, minilm-en, e5-multilingual, a folder, or none (full text only).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Rebuild an existing index in that folder.")] = False,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Build a search index (full text + title embeddings) over a catalogue, for taxonomist search query and
     POST /v1/search (TAXONOMIST_SEARCH_DIR)."""
     from ..apps.search import SearchIndex
     from ..classifier import load
 
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter)
+    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter, sheet=sheet)
     with spinner(f"indexing {len(cat):,} products"):
         idx = SearchIndex.build(cat, output, model=load(model) if model else None,
                                 encoder=None if encoder == "none" else encoder, overwrite=overwrite)

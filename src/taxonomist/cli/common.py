@@ -99,6 +99,7 @@ WithOpt = Annotated[list[Path] | None, typer.Option("--with-columns", help="Add 
 EncOpt = Annotated[str | None, typer.Option("--encoding", help="Force the file encoding (default: detected).")]
 
 
+SheetOpt = Annotated[str | None, typer.Option("--sheet", help="The sheet of an Excel .xlsx workbook to read: its name or 0-based position (default: the first).")]
 DelimOpt = Annotated[str | None, typer.Option("--delimiter", help="Field delimiter of a CSV / TXT / TSV file: one character, or 'tab' (default: sniffed among , ; tab |).")]
 
 
@@ -152,11 +153,11 @@ def parse_map(items: list[str] | None) -> dict[str, str]:
 def read_input(
     path: Path, mapping: list[str] | None, label_columns: str | None, sep: str, with_columns: list[Path] | None,
     encoding: str | None, no_header: bool, columns: str | None, strict: bool, require_labels: bool,
-    taxonomy: Any = None, delimiter: str | None = None,
+    taxonomy: Any = None, delimiter: str | None = None, sheet: str | None = None,
 ) -> Any:
     from ..catalog import read_catalog
 
-    options = read_options(mapping, label_columns, sep, encoding, no_header, columns, strict, delimiter)
+    options = read_options(mapping, label_columns, sep, encoding, no_header, columns, strict, delimiter, sheet)
     with spinner(f"reading {path.name}"):
         cat = read_catalog(path, **options,
                            with_columns=with_columns or (), require_labels=require_labels, taxonomy=taxonomy)
@@ -172,7 +173,7 @@ def read_input(
 
 def products_in(text: list[str] | None, catalog: Path | None, mapping: list[str] | None, label_columns: str | None,
                 sep: str, with_columns: list[Path] | None, encoding: str | None, no_header: bool, columns: str | None,
-                strict: bool, delimiter: str | None = None) -> tuple[Any, Any]:
+                strict: bool, delimiter: str | None = None, sheet: str | None = None) -> tuple[Any, Any]:
     """A command's products, as (frame, catalogue): the ``--text`` titles (ids 1, 2, ...; no catalogue), or the
     catalogue file read and validated."""
     import pandas as pd
@@ -181,7 +182,7 @@ def products_in(text: list[str] | None, catalog: Path | None, mapping: list[str]
         return pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text}), None
     assert catalog is not None
     cat = read_input(catalog, mapping, label_columns, sep, with_columns, encoding, no_header, columns, strict, False,
-                     delimiter=delimiter)
+                     delimiter=delimiter, sheet=sheet)
     return cat.frame, cat
 
 
@@ -315,13 +316,14 @@ DEFAULT_TIER = "ensemble"
 
 
 def read_options(map_: list[str] | None, label_columns: str | None, sep: str, encoding: str | None, no_header: bool,
-                  columns: str | None, strict: bool, delimiter: str | None = None) -> dict[str, Any]:
+                  columns: str | None, strict: bool, delimiter: str | None = None,
+                  sheet: str | None = None) -> dict[str, Any]:
     """``read_catalog`` keyword arguments from the shared reading options (for jobs that read in workers)."""
     if delimiter is not None:
         delimiter = "\t" if delimiter.strip().lower() in ("tab", "\\t") else delimiter
         if len(delimiter) != 1:
             raise CliError(f"--delimiter: expected one character (, ; | ...) or 'tab', got {delimiter!r}")
-    return {"delimiter": delimiter, "mapping": parse_map(map_),
+    return {"delimiter": delimiter, "sheet": sheet, "mapping": parse_map(map_),
             "label_columns": [c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
             "sep": sep, "encoding": encoding, "header": not no_header,
             "columns": [c.strip() for c in columns.split(",")] if columns else None, "strict": strict}

@@ -34,6 +34,7 @@ from .common import (
     OverwriteOpt,
     SafeCsvOpt,
     SepOpt,
+    SheetOpt,
     StrictOpt,
     WithOpt,
     WorkersOpt,
@@ -181,7 +182,7 @@ def predict(
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
     image_root: ImageRootOpt = None, spreadsheet_safe: SafeCsvOpt = True,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Classify a catalogue, a folder of shards or --text titles with a model bundle.
 
@@ -205,13 +206,13 @@ def predict(
         if explain or with_columns:
             raise CliError("--explain and --with-columns work on a single catalogue file with a file -o, not in batch jobs")
         _run_batch_job("predict", str(model), catalog, output, engine, num_workers, address,
-                       read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter), batch_size,
+                       read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter, sheet), batch_size,
                        overwrite, top_k=top_k, min_confidence=min_confidence,
                        image_root=str(image_root.resolve()) if image_root else None)
         return
     clf = load(model)
     frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
-                             strict, delimiter)
+                             strict, delimiter, sheet)
     if cat is not None:
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
@@ -251,13 +252,13 @@ def embed(
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ",
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Embed the titles of a catalogue (L2-normalised vectors) as a resumable batch job."""
     if output.suffix.lower() in FILE_OUTPUTS:
         raise CliError(f"-o {output}: embed writes a folder of Parquet parts; give a folder name without a file suffix")
     _run_batch_job("embed", model, catalog, output, engine, num_workers, address,
-                   read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter), batch_size, overwrite)
+                   read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter, sheet), batch_size, overwrite)
 
 
 @taxonomy_app.command("show")
@@ -286,13 +287,13 @@ def taxonomy_check(
     file: Annotated[Path, typer.Argument(help="Taxonomy file.")],
     catalog: Annotated[Path, typer.Argument(help="Catalogue whose labels to check.")],
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, fmt: FormatOpt = "auto",
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, fmt: FormatOpt = "auto",
 ) -> None:
     """Report catalogue labels that are not in the taxonomy (exit code 1 when there are any)."""
     from ..taxonomy import load_taxonomy
 
     tax = load_taxonomy(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True, delimiter=delimiter)
+    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True, delimiter=delimiter, sheet=sheet)
     unknown = tax.check(cat.frame["category"])
     if not unknown:
         out.print(f"all {len(cat):,} labels are categories of {file.name}")
@@ -379,7 +380,7 @@ def classify(
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 1024,
     spreadsheet_safe: SafeCsvOpt = True,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
 ) -> None:
     """Zero-shot: classify products into a taxonomy from its category names alone, with no training data."""
 
@@ -392,7 +393,7 @@ def classify(
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
     tax = load_taxonomy(taxonomy, format=tax_format)  # type: ignore[arg-type]
     frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
-                             strict, delimiter)
+                             strict, delimiter, sheet)
     # Google's and Shopify's category vectors ship with the package; another taxonomy's are embedded once (with a
     # progress bar) and cached
     console.print(f"preparing the {len(tax.leaves()):,} categories of {taxonomy.name}", highlight=False)

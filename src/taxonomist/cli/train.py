@@ -30,6 +30,7 @@ from .common import (
     NoHeaderOpt,
     RegisterOpt,
     SepOpt,
+    SheetOpt,
     StrictOpt,
     TrackOpt,
     TrackUriOpt,
@@ -66,7 +67,7 @@ def train(
     report: Annotated[Path | None, typer.Option(help="Write the held-out HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the held-out metrics as JSON.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     tier: Annotated[str, typer.Option(help="ensemble (default: sparse + neighbours + zero-shot prior, encoder only where sparse is unsure), sparse (fastest, no transformer), embed, or finetune (transformer trained end to end + sparse).")] = DEFAULT_TIER,
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers: auto, minilm-en, e5-multilingual, or a local model folder / .onnx file.")] = "auto",
     embed: Annotated[Embed, typer.Option("--embed", help="What the embedding members read: title; context (the title with the beginning of the description and attributes); auto (both compared by cross-validation, the context kept only when it helps beyond noise). title is the default: the others gained nothing on average across the benchmark catalogues and are slower (benchmarks/RESULTS.md).")] = Embed.TITLE,
@@ -92,7 +93,7 @@ def train(
     from ..taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy) if taxonomy else None
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax, delimiter=delimiter)
+    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax, delimiter=delimiter, sheet=sheet)
     if test_size > 0:
         with spinner("splitting (grouped by title, stratified by category)"):
             train_cat, test_cat = split_catalog(cat, test_size=test_size, seed=seed)
@@ -256,7 +257,7 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     min_confidence: Annotated[float | None, typer.Option(help="Back-off threshold for hierarchical scores.", callback=check_probability)] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     image_root: ImageRootOpt = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
 ) -> None:
@@ -268,7 +269,7 @@ def evaluate(
     clf = load(model)
     if image_root:
         clf.image_root = str(image_root)
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter)
+    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter, sheet=sheet)
     with spinner(f"evaluating on {len(cat):,} products"):
         ev = run_evaluation(clf, cat, min_confidence=min_confidence)
     out.print(metrics_table(ev, f"evaluation on {catalog.name}"))
@@ -304,7 +305,7 @@ def tune(
     tier: Annotated[str, typer.Option(help="sparse, ensemble or embed (these also search the prior shift and neighbours per vote).")] = "sparse",
     encoder: Annotated[str, typer.Option(help="Text encoder of the embedding tiers.")] = "auto",
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
     register: RegisterOpt = None,
     refit: Annotated[bool, typer.Option(help="After evaluating the best configuration, fit the saved model on every product (--no-refit: on the training part only).")] = True,
@@ -315,7 +316,7 @@ def tune(
 
     if register and not track:
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter)
+    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter, sheet=sheet)
     with tracking(track, tracking_uri, experiment, "tune", f"tune {catalog.name}") as tracker, \
             make_progress("tuning", BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
                       TimeElapsedColumn()) as progress:
@@ -383,7 +384,7 @@ def retrain(
     data: Annotated[Path, typer.Option("--data", help="The original labelled training catalogue.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store); not with --auto.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
-    encoding: EncOpt = None, delimiter: DelimOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
+    encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     refit: Annotated[bool, typer.Option(help="After the comparison, fit the new version on every product (--no-refit: on the training part only).")] = True,
     accept_above: Annotated[float, typer.Option(help="From a zero-shot model: its answers at or above this confidence label the products nobody reviewed.", callback=check_probability)] = 0.9,
     tier: Annotated[str, typer.Option(help="From a zero-shot model: the tier to train (ensemble, sparse, ...).")] = "ensemble",
@@ -406,7 +407,7 @@ def retrain(
     if auto:
         def read_labelled(path: Path) -> Any:  # --with-columns belongs to the catalogue, not to the golden file
             extra = with_columns if path == data else None
-            return read_input(path, map_, label_columns, sep, extra, encoding, no_header, columns, strict, True, delimiter=delimiter)
+            return read_input(path, map_, label_columns, sep, extra, encoding, no_header, columns, strict, True, delimiter=delimiter, sheet=sheet)
 
         _auto_retrain(model_dir, feedback, data, golden, min_new_labels, gate_share, reload_url, read_labelled)
         return
@@ -417,7 +418,7 @@ def retrain(
     except (OSError, ValueError, KeyError):
         raise CliError(f"{model_dir} is not a model bundle (no readable manifest.json)") from None
     zero_shot = base_tier == "zeroshot"  # a shop's own taxonomy: the catalogue need not be labelled
-    cat = read_input(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, not zero_shot, delimiter=delimiter)
+    cat = read_input(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, not zero_shot, delimiter=delimiter, sheet=sheet)
     store = ReviewStore(feedback)
     try:
         items = store.feedback()
