@@ -278,3 +278,17 @@ def test_excel_workbooks_are_read_first_sheet_or_the_one_named(tmp_path, capsys,
                          str(tmp_path / "out.csv")], capsys, monkeypatch)
     assert code == 0, out
     assert pd.read_csv(tmp_path / "out.csv")["title"].tolist() == ["Wool socks"]
+
+
+@pytest.mark.parametrize(("text", "enc"), [
+    ("Crème brûlée £12", "cp1252"),  # issue 36: was read as cp1250, "Crčme brűlée Ł12"
+    ("Café au lait, crêpe", "cp1252"),
+    ("Zażółć gęślą jaźń", "cp1250"),  # Polish: cp1252 would read "Za¿ó³æ"
+    ("Příliš žluťoučký kůň", "cp1250"),
+])
+def test_legacy_encodings_prefer_western_european_unless_the_text_says_otherwise(tmp_path, text, enc) -> None:
+    f = tmp_path / "shop.csv"
+    f.write_bytes(f'id,title,category\n1,"{text}",Food\n2,"{text} 2",Food\n'.encode(enc))
+    cat = tx.read_catalog(f)
+    assert cat.titles[0] == text
+    assert any(enc in note and "--encoding" in note for note in cat.report.notes), cat.report.notes

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,33 @@ def _repair_utf8_lines(raw: bytes, path: Path, report: ValidationReport | None, 
     return "\n".join(out)
 
 
+_SINGLE_BYTE_LATIN = {"cp1250", "cp1252", "cp1254", "cp1257", "iso8859_1", "iso8859_2", "iso8859_3", "iso8859_4",
+                      "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_15", "iso8859_16", "latin_1", "mac_latin2",
+                      "mac_roman", "cp850", "cp852", "cp775", "hp_roman8"}
+
+
+def _misplaced(text: str) -> int:
+    """Non-ASCII characters that are not letters yet sit inside a word (``Za¿ó³æ``): what a wrong single-byte
+    code page produces."""
+    n = 0
+    for i, ch in enumerate(text):
+        if ord(ch) > 127 and not unicodedata.category(ch).startswith("L"):
+            before = text[i - 1] if i else " "
+            after = text[i + 1] if i + 1 < len(text) else " "
+            n += before.isalpha() or after.isalpha()
+    return n
+
+
+def _western_if_as_plausible(raw: bytes, guess: str) -> str | None:
+    """``raw`` read as cp1252 when that reads it as plausibly as the detector's single-byte ``guess`` (short
+    Western text is often guessed as cp1250: "Crème" as "Crčme"); None when cp1252 cannot or reads it worse."""
+    try:
+        western, other = raw.decode("cp1252"), raw.decode(guess)
+    except (UnicodeDecodeError, LookupError):
+        return None
+    return western if _misplaced(western[: 1 << 20]) <= _misplaced(other[: 1 << 20]) else None
+
+
 def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationReport | None = None,
             header: bool = True) -> str:
     if encoding:
@@ -102,12 +130,25 @@ def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationRepo
         guess = best.encoding if best is not None else None
         chinese = guess is not None and guess.replace("_", "").lower() in {"gb2312", "gbk", "gb18030", "hz"}
         candidates = ([guess] if guess is not None and not chinese else []) + ["gb18030"]
+        why = f"the detector's guess, {1 - best.chaos:.0%} clean" if best is not None else "the fallback"
+        if guess is not None and guess.lower() in _SINGLE_BYTE_LATIN and guess.lower() != "cp1252":
+            western = _western_if_as_plausible(raw, guess)
+            if western is not None:
+                note = (f"not UTF-8: read as cp1252, Western European (the detector guessed {guess}, which reads this "
+                        "text no better); pass --encoding NAME to choose")
+                if report is not None:
+                    report.notes.append(note)
+                logger.warning("%s is %s", path.name, note)
+                return western
         for enc in candidates:
             try:
                 text = raw.decode(enc)
             except (UnicodeDecodeError, LookupError):
                 continue
-            logger.warning("%s is not UTF-8; decoded it as %s (pass --encoding to choose)", path.name, enc)
+            note = f"not UTF-8: read as {enc} ({why}); pass --encoding NAME to choose"
+            if report is not None:
+                report.notes.append(note)
+            logger.warning("%s is %s", path.name, note)
             return text
         raise CatalogError(
             f"{path.name} is not UTF-8 ({utf8_error.reason} at byte {utf8_error.start}) and its encoding could not be "
