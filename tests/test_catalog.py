@@ -85,7 +85,7 @@ def test_validation_reports_and_skips(tmp_path) -> None:
     assert rep.issues["missing_label"].count == 1 and rep.issues["missing_label"].examples[0][0] == 3
     assert rep.issues["duplicate"].count == 1 and rep.issues["duplicate"].examples[0][0] == 4
     assert rep.issues["malformed_line"].count == 1 and rep.issues["malformed_line"].examples[0][0] == 5
-    assert rep.n_read == 5 and rep.n_kept == 2  # 5 well-formed rows read, the malformed one counted apart
+    assert rep.n_read == 6 and rep.n_kept == 2  # 5 well-formed rows and the malformed one: read = kept + skipped
     assert "rows with an empty title [skipped] e.g. row 2" in rep.summary()
     with pytest.raises(CatalogError, match="strict mode"):
         tx.read_catalog(f, require_labels=True, strict=True)
@@ -123,7 +123,7 @@ def test_an_unclosed_quote_does_not_swallow_the_next_products(tmp_path) -> None:
     cat = tx.read_catalog(tmp_path / "q.csv")
     assert set(cat.frame["id"]) >= {"2", "4", "5"}  # the rows after the bad quotes are products again
     assert cat.frame.set_index("id").loc["5", "description"] == "two\nlines"  # a real multi-line field stays
-    assert cat.report.n_read == 3 and cat.report.issues["malformed_line"].count == 2  # (counted apart)
+    assert cat.report.n_read == 5 and cat.report.issues["malformed_line"].count == 2  # read = kept + skipped
     assert "unclosed quote" in cat.report.summary()
 
 
@@ -292,3 +292,14 @@ def test_legacy_encodings_prefer_western_european_unless_the_text_says_otherwise
     cat = tx.read_catalog(f)
     assert cat.titles[0] == text
     assert any(enc in note and "--encoding" in note for note in cat.report.notes), cat.report.notes
+
+
+def test_the_counts_add_up_with_malformed_lines(tmp_path) -> None:
+    """Issue 36: "read 1 rows, kept 1, skipped 0", then "3 malformed lines [skipped]": 3 of 4 rows lost while the
+    first line said none was. Malformed lines are rows read and skipped: read = kept + skipped."""
+    f = tmp_path / "broken.csv"
+    f.write_text("id,title,category\n1,Linen shirt,Apparel\n2,Oak, table,Home,x\n3,Pine chair,Home\n"
+                 "4,Wool socks,Apparel,extra\n", encoding="utf-8")
+    rep = tx.read_catalog(f).report
+    assert rep.lines()[0] == "broken.csv: read 4 rows, kept 2, skipped 2"
+    assert rep.n_read == rep.n_kept + sum(i.count for i in rep.issues.values() if i.skipped)

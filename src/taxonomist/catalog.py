@@ -219,7 +219,8 @@ def _validate(
     require_labels: bool,
     taxonomy: Taxonomy | None,
 ) -> pd.DataFrame:
-    report.n_read += len(frame)
+    # a malformed line (reported by the reader) is a row read and skipped: read = kept + skipped
+    report.n_read += len(frame) + report.issue("malformed_line").count
     keep = np.ones(len(frame), dtype=bool)
     rows = frame["row"].to_numpy()
     titles = [clean_text(t) for t in frame["title"]]
