@@ -303,3 +303,25 @@ def test_the_counts_add_up_with_malformed_lines(tmp_path) -> None:
     rep = tx.read_catalog(f).report
     assert rep.lines()[0] == "broken.csv: read 4 rows, kept 2, skipped 2"
     assert rep.n_read == rep.n_kept + sum(i.count for i in rep.issues.values() if i.skipped)
+
+
+@pytest.mark.parametrize("column", ["Produktname", "Titel", "商品名称", "nom", "Nombre del producto", "Titolo"])
+def test_title_columns_named_in_other_languages_are_recognised(tmp_path, column) -> None:
+    """Issue 36: a column named "Produktname" was refused (no title column)."""
+    f = tmp_path / "shop.csv"
+    f.write_text(f"id,{column},Preis\n1,Leinenhemd,12\n2,Eichentisch,300\n", encoding="utf-8")
+    assert tx.read_catalog(f).titles == ["Leinenhemd", "Eichentisch"]
+
+
+def test_a_title_column_that_is_close_gets_a_did_you_mean_and_cli_first_advice(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 36: the error gave Python syntax (mapping={'title': …}) before the CLI flag, and no suggestion."""
+    from .test_bad_inputs import run_cli
+
+    f = tmp_path / "shop.csv"
+    f.write_text("sku,Produkt_Titel,Preis\n1,Leinenhemd,12\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"did you mean 'Produkt_Titel'.*mapping=\{'title': 'Produkt_Titel'\}"):
+        tx.read_catalog(f)
+    code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m")], capsys, monkeypatch)
+    flat = " ".join(out.split())
+    assert code == 1 and "did you mean 'Produkt_Titel'" in flat and "--map title=Produkt_Titel" in flat
+    assert "mapping=" not in flat and "header=False" not in flat  # the command line's words, not Python's

@@ -23,7 +23,7 @@ import pandas as pd
 from .exceptions import CatalogError
 from .feeds import adapt, detect
 from .products import CANONICAL_FIELDS, groups_of
-from .tables import ALIASES, column_key, load_table, spreadsheet_text
+from .tables import ALIASES, closest_column, column_key, load_table, spreadsheet_text
 from .taxonomy import DEFAULT_SEP, CategoryPath, Taxonomy, format_path, parse_path
 from .text import clean_text, normalize_for_sparse
 from .validation import MAX_TEXT_CHARS, MAX_TITLE_CHARS, STRICT_ISSUES, ValidationIssue, ValidationReport
@@ -182,10 +182,16 @@ def _canonicalise(
                 used.add(found)
                 break
     if "title" not in chosen:
+        close = closest_column([c for c in cols if c not in used], "title")
+        what = f"expected a title column (one of {list(ALIASES['title'][:8])}), but {source} has the columns {cols}"
         raise CatalogError(
-            f"expected a title column (one of {list(ALIASES['title'][:8])}), but {source} has the columns "
-            f"{cols}; name it with mapping={{'title': 'COLUMN'}}. A file without a header row needs header=False "
-            "(columns become 0, 1, 2, ...) or columns=['a', 'b', 'c']", options=("mapping", "header", "columns"))
+            f"{what}; " + (f"did you mean {close!r}? name it with mapping={{'title': {close!r}}}" if close else
+                           "name it with mapping={'title': 'COLUMN'}")
+            + ". A file without a header row needs header=False (columns become 0, 1, 2, ...) or "
+              "columns=['a', 'b', 'c']", options=("mapping", "header", "columns"),
+            cli=f"{what}; " + (f"did you mean {close!r}? name it with --map title={close}" if close else
+                               "name it with --map title=COLUMN")
+            + ". A file without a header row needs --no-header (columns become 0, 1, 2, ...) or --columns a,b,c")
     out = pd.DataFrame(index=df.index)
     for fld in CANONICAL_FIELDS:
         if fld == "category" and label_columns:
@@ -201,10 +207,17 @@ def _canonicalise(
         else:
             out[fld] = ""
     if require_labels and "category" not in chosen and not label_columns:
+        close = closest_column([c for c in cols if c not in used], "category")
+        what = (f"expected a category column (one of {list(ALIASES['category'][:6])}) to train or evaluate, but "
+                f"{source} has the columns {cols}")
         raise CatalogError(
-            f"expected a category column (one of {list(ALIASES['category'][:6])}) to train or evaluate, but "
-            f"{source} has the columns {cols}; name it with mapping={{'category': 'COLUMN'}}, or build the path from "
-            "several columns with label_columns=['level1', 'level2', 'level3']", options=("mapping", "label_columns"))
+            f"{what}; " + (f"did you mean {close!r}? name it with mapping={{'category': {close!r}}}" if close else
+                           "name it with mapping={'category': 'COLUMN'}")
+            + ", or build the path from several columns with label_columns=['level1', 'level2', 'level3']",
+            options=("mapping", "label_columns"),
+            cli=f"{what}; " + (f"did you mean {close!r}? name it with --map category={close}" if close else
+                               "name it with --map category=COLUMN")
+            + ", or build the path from several columns with --label-columns level1,level2,level3")
     attrs = [c for c in cols if c not in used and c not in CANONICAL_FIELDS and c != "row"]
     for c in attrs:
         out[c] = spreadsheet_text(df[c].fillna("").astype(str).str.strip())

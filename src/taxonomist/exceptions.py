@@ -23,11 +23,13 @@ class TaxonomistError(Exception):
 
     ``options``: the parameters the message tells the user to set (Python names, e.g. ``"mapping"``); the message
     speaks of the Python API, and a front end that names them otherwise (the CLI's ``--map``) adds its own names.
+    ``cli``: the same message in the command line's words, where it differs more than by those names.
     """
 
-    def __init__(self, *args: object, options: tuple[str, ...] = ()) -> None:
+    def __init__(self, *args: object, options: tuple[str, ...] = (), cli: str | None = None) -> None:
         super().__init__(*args)
         self.options = options
+        self.cli = cli
 
 
 class CatalogError(TaxonomistError, ValueError):

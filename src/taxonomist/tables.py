@@ -34,14 +34,39 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "title": (
         "title", "name", "product", "product_name", "productname", "productdisplayname", "product_title",
         "item_name", "标题", "商品名称", "名称", "商品标题",
+        # shops' exports in other languages (de, fr, es, it, pt, nl, pl, cs, ja, ko, zh)
+        "produktname", "artikelname", "bezeichnung", "titel", "produkttitel", "nom", "nom_du_produit", "titre",
+        "libellé", "libelle", "nombre", "nombre_del_producto", "título", "titulo", "nome", "nome_prodotto",
+        "nome_del_prodotto", "titolo", "nome_do_produto", "naam", "productnaam", "nazwa", "nazwa_produktu", "název",
+        "nazev", "商品名", "品名", "产品名称", "タイトル", "商品タイトル", "상품명", "제품명",
     ),
-    "description": ("description", "desc", "body", "body_html", "details", "product_description", "描述", "商品描述"),
+    "description": ("description", "desc", "body", "body_html", "details", "product_description", "描述", "商品描述",
+                    "beschreibung", "produktbeschreibung", "descripción", "descripcion", "descrizione", "descrição",
+                    "descricao", "omschrijving", "opis", "popis", "説明", "商品説明", "설명"),
     "category": (
         "category", "category_path", "categories", "label", "path", "google_product_category", "product_type",
         "类目", "类别", "分类",
+        "kategorie", "catégorie", "categorie", "categoría", "categoria", "kategoria", "カテゴリ", "카테고리",
     ),
     "image": ("image", "image_path", "image_url", "img", "picture", "photo", "图片"),
 }
+
+
+def closest_column(columns: Sequence[str], field: str) -> str | None:
+    """The column of ``columns`` that most looks like a name of ``field`` without being one (``Produkt_Titel``
+    for the title): one containing a known name, or within a few letters of one; None when none is close."""
+    import difflib
+
+    names = [a for a in ALIASES[field] if len(a) >= 3]
+    best, best_score = None, 0.0
+    for c in columns:
+        key = column_key(c)
+        score = max(difflib.SequenceMatcher(None, key, a).ratio() for a in names)
+        if any(a in key for a in names if len(a) >= 4):
+            score = max(score, 0.9)
+        if score > best_score:
+            best, best_score = c, score
+    return best if best_score >= 0.75 else None
 
 
 def column_key(name: str) -> str:

@@ -392,6 +392,8 @@ OPTION_FLAGS = {
 
 def error_text(e: TaxonomistError) -> str:
     """A library error as the command line prints it: its message, then the flags of the parameters it names."""
+    if getattr(e, "cli", None):
+        return str(e.cli)
     flags = [OPTION_FLAGS[o] for o in getattr(e, "options", ()) if o in OPTION_FLAGS]
     return str(e) + (f" (command line: {', '.join(flags)})" if flags else "")
 
