@@ -13,7 +13,8 @@ Every message says what was expected, what was found, and how to fix it.
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SkNotFittedError
+import threading
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["BundleError", "CatalogError", "NotFittedError", "TaxonomistError", "TaxonomyError"]
 
@@ -44,5 +45,26 @@ class BundleError(TaxonomistError):
     """A model bundle is missing, tampered with, or written by an unknown format version."""
 
 
-class NotFittedError(TaxonomistError, _SkNotFittedError):  # type: ignore[misc]
-    """The model was used before it was fitted (a scikit-learn ``NotFittedError`` too)."""
+if TYPE_CHECKING:
+    from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+    class NotFittedError(TaxonomistError, _SkNotFittedError):  # type: ignore[misc]
+        """The model was used before it was fitted (a scikit-learn ``NotFittedError`` too)."""
+
+_LOCK = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    # NotFittedError subclasses scikit-learn's: defined on first use (once), so that importing the errors (the CLI
+    # does, for --help) does not import scikit-learn
+    if name != "NotFittedError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _LOCK:
+        if "NotFittedError" not in globals():
+            from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+            class NotFittedError(TaxonomistError, _SkNotFittedError):  # type: ignore[misc]
+                """The model was used before it was fitted (a scikit-learn ``NotFittedError`` too)."""
+
+            globals()["NotFittedError"] = NotFittedError
+        return globals()["NotFittedError"]

@@ -377,9 +377,10 @@ def _sheet_named(names: list[str], sheet: str | int | None, name: str) -> str:
     if isinstance(sheet, int) or str(sheet).isdigit():
         if not 0 <= int(sheet) < len(names):
             raise CatalogError(f"{name} has {len(names)} sheets ({', '.join(names)}); sheet {sheet} is not one of them "
-                               "(positions count from 0)")
+                               "(positions count from 0)", options=("sheet",))
         return names[int(sheet)]
-    raise CatalogError(f"{name} has no sheet {str(sheet)!r}; its sheets: {', '.join(names)} (command line: --sheet NAME)")
+    raise CatalogError(f"{name} has no sheet {str(sheet)!r}; its sheets: {', '.join(names)}; choose one with sheet=",
+                       options=("sheet",))
 
 
 def _read_workbook(source: Path | io.BytesIO, name: str, header: bool, columns: Sequence[str] | None,
@@ -408,7 +409,8 @@ def _read_workbook(source: Path | io.BytesIO, name: str, header: bool, columns: 
         df = pd.read_excel(book, sheet_name=chosen, dtype=str, header=0 if header else None, keep_default_na=False)
     if len(names) > 1:
         others = ", ".join(n for n in names if n != chosen)
-        report.notes.append(f"read the sheet {chosen!r} of {len(names)} (others: {others}; another with --sheet NAME)")
+        report.notes.append(f"read the sheet {chosen!r} of {len(names)} (others: {others}; another with --sheet NAME, "
+                            "sheet= in Python)")
     if columns is not None:
         if len(columns) != df.shape[1]:
             raise CatalogError(f"{name}: {len(columns)} column names given for a sheet of {df.shape[1]} columns")

@@ -386,7 +386,7 @@ OPTION_FLAGS = {
     "overwrite": "--overwrite", "num_workers": "--num-workers N", "engine": "--engine local|ray",
     "image_root": "--image-root DIR", "format": "--format paths", "track": "--track", "tier": "--tier",
     "trials": "--trials N", "timeout": "--timeout SECONDS", "auto": "retrain --auto",
-    "taxonomy": "taxonomist classify --taxonomy FILE",
+    "taxonomy": "taxonomist classify --taxonomy FILE", "sheet": "--sheet NAME",
 }
 
 
