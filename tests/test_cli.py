@@ -209,3 +209,15 @@ def test_predictions_written_as_csv_are_safe_to_open_in_a_spreadsheet(saved_samp
                          "--no-spreadsheet-safe"], capsys, monkeypatch)
     assert code == 0, out
     assert pd.read_csv(tmp_path / "raw.csv", dtype=str, keep_default_na=False)["title"].iloc[0] == titles[0]
+
+
+def test_global_options_work_after_the_command(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 36: `taxonomist predict … --debug` answered "No such option: --debug"."""
+    from .test_bad_inputs import run_cli
+
+    from taxonomist.exceptions import BundleError
+
+    with pytest.raises(BundleError):  # --debug lets the error escape with its traceback
+        run_cli(["predict", str(tmp_path / "nope"), "--text", "jeans", "--debug"], capsys, monkeypatch)
+    code, out = run_cli(["predict", str(tmp_path / "nope"), "--text", "jeans", "--verbose"], capsys, monkeypatch)
+    assert code == 1 and "No such option" not in out

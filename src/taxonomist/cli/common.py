@@ -398,11 +398,19 @@ def error_text(e: TaxonomistError) -> str:
     return str(e) + (f" (command line: {', '.join(flags)})" if flags else "")
 
 
+_GLOBAL_FLAGS = ("--debug", "--verbose")
+
+
 def main() -> None:
     """Entry point: taxonomist errors become one clear line and exit code 1 (``--debug`` shows the traceback).
 
     Typer runs in standalone mode, so usage errors, ``--help`` and exit codes are handled (and exited) by it.
     """
+    # the global options work after the command too (`taxonomist predict … --debug`): moved in front of it
+    tail = sys.argv[2:]
+    moved = [a for a in tail if a in _GLOBAL_FLAGS and "--" not in tail[:tail.index(a)]]
+    if moved:
+        sys.argv = [sys.argv[0], *moved, sys.argv[1], *[a for a in tail if a not in moved]]
     try:
         app()
     except TaxonomistError as e:
