@@ -221,3 +221,29 @@ def test_global_options_work_after_the_command(tmp_path, capsys, monkeypatch) ->
         run_cli(["predict", str(tmp_path / "nope"), "--text", "jeans", "--debug"], capsys, monkeypatch)
     code, out = run_cli(["predict", str(tmp_path / "nope"), "--text", "jeans", "--verbose"], capsys, monkeypatch)
     assert code == 1 and "No such option" not in out
+
+
+def test_classify_queues_what_it_says_under_the_version_it_saves(tiny_encoder_dir, tmp_path, capsys,
+                                                                  monkeypatch) -> None:
+    """Issue 36: `classify` said 475 queued while the database held 465 (identical products share one item), and
+    the items named the model "zero-shot:ours.txt" while /v1/model said v0001."""
+    from taxonomist.serving.store import ReviewStore
+
+    from .conftest import TINY
+    from .test_bad_inputs import run_cli
+
+    (tmp_path / "ours.txt").write_text("\n".join(sorted({c for _, c in TINY})) + "\n", encoding="utf-8")
+    titles = [t for t, _ in TINY] + [TINY[0][0], TINY[1][0]]  # two products listed twice
+    (tmp_path / "shop.csv").write_text("id,title\n" + "".join(f"{i},{t}\n" for i, t in enumerate(titles)),
+                                       encoding="utf-8")  # (another id, the same product: one review item)
+    code, out = run_cli(["classify", str(tmp_path / "shop.csv"), "--taxonomy", str(tmp_path / "ours.txt"),
+                         "--encoder", str(tiny_encoder_dir), "--save", str(tmp_path / "models" / "v0001"),
+                         "--review-db", str(tmp_path / "review.db"), "--review-below", "1.0",
+                         "-o", str(tmp_path / "out.csv")], capsys, monkeypatch)
+    assert code == 0, out
+    store = ReviewStore(tmp_path / "review.db")
+    pending = store.pending(limit=100)
+    store.close()
+    flat = " ".join(out.split())
+    assert len(pending) == len(TINY) and f"{len(TINY)} review items" in flat, flat
+    assert {p["model_version"] for p in pending} == {"v0001"}

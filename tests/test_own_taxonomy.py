@@ -30,7 +30,7 @@ def test_own_taxonomy_from_zero_shot_to_a_trained_model(tmp_path, capsys, monkey
                          "--review-below", "0.9", "-o", str(tmp_path / "zero-shot.csv")], capsys, monkeypatch)
     assert code == 0, out
     flat = " ".join(out.split())
-    assert "queued for review" in flat
+    assert "review items added" in flat
     # 2. people review the most uncertain 300 (here: the sample's true labels)
     store = ReviewStore(db)
     pending = store.pending(limit=300)

@@ -80,12 +80,16 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
                       "reason": "low_confidence", "model_version": version})
     store = ReviewStore(review_db)
     try:
-        ids = store.enqueue(items)
+        before = store.depth()
+        store.enqueue(items)
+        added = store.depth() - before
     finally:
         store.close()
-    queued = sum(i is not None for i in ids)
-    console.print(f"{queued:,} of {len(result):,} products answered below {below:.2f} queued for review in {review_db} "
-                  "(review them with taxonomist serve ... --review-db, then taxonomist retrain)", highlight=False)
+    # what the database holds: identical products (another id, the same content) share one review item
+    shared = "; identical products share one item, or were already pending" if added < len(items) else ""
+    console.print(f"{added:,} review items added to {review_db} for the {len(items):,} of {len(result):,} products "
+                  f"answered below {below:.2f}{shared} (review them with taxonomist serve ... --review-db, then "
+                  "taxonomist retrain)", highlight=False)
 
 
 def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path, overwrite: bool) -> None:
@@ -421,7 +425,8 @@ def classify(
     if fill is not None:
         _fill(catalog, cat, result, fill, overwrite)
     if review_db is not None:
-        _queue_unsure(frame, result, review_db, review_below, f"zero-shot:{taxonomy.name}")
+        # the version the service will name: the saved bundle's folder (a store's v0001), else the taxonomy's
+        _queue_unsure(frame, result, review_db, review_below, save.name if save else f"zero-shot:{taxonomy.name}")
     if save:
         clf.save(save)
         out.print(f"zero-shot model saved to {save}")
