@@ -213,9 +213,9 @@ def test_predictions_written_as_csv_are_safe_to_open_in_a_spreadsheet(saved_samp
 
 def test_global_options_work_after_the_command(tmp_path, capsys, monkeypatch) -> None:
     """Issue 36: `taxonomist predict … --debug` answered "No such option: --debug"."""
-    from .test_bad_inputs import run_cli
-
     from taxonomist.exceptions import BundleError
+
+    from .test_bad_inputs import run_cli
 
     with pytest.raises(BundleError):  # --debug lets the error escape with its traceback
         run_cli(["predict", str(tmp_path / "nope"), "--text", "jeans", "--debug"], capsys, monkeypatch)
