@@ -41,6 +41,10 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
         assert key in metrics
     assert "inflated" in out  # most of these products were in training
     assert (tmp_path / "r.html").stat().st_size > 10_000
+    # issue 36: the terminal warned, the HTML showed "titles seen 100 %" beside accuracy 0.99: the same warning
+    # heads the report, before any figure
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "class=warning" in page and page.index("inflated") < page.index("<h2>Summary")
 
     for ext in ("csv", "jsonl", "parquet"):
         out_file = tmp_path / f"pred.{ext}"

@@ -126,3 +126,14 @@ def test_evaluate_warns_when_test_overlaps_training(tiny_model, caplog) -> None:
     ev = tx.evaluate(tiny_model, [{"title": t, "category": c} for t, c in TINY])
     assert ev.metrics["seen_in_training_share"] == 1.0
     assert "scores are inflated" in caplog.text
+
+
+def test_the_report_opens_with_what_a_catalogue_manager_can_do() -> None:
+    """Issue 36: the report's first line is "auto-accept X % at Y % precision, review Z %"."""
+    from taxonomist.report import headline
+
+    confidence = np.array([0.99, 0.95, 0.9, 0.85, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2])
+    correct = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 0], dtype=bool)
+    text = headline(confidence, correct)
+    assert text.startswith("Auto-accept 60% of products (confidence ≥ 0.60) at 100% precision") and "review 40%" in text
+    assert "no confidence reaches 90% precision" in headline(confidence, np.zeros(10, dtype=bool))

@@ -71,6 +71,29 @@ def threshold_table(confidence: np.ndarray, correct: np.ndarray,
     return rows
 
 
+def headline(confidence: np.ndarray, correct: np.ndarray, targets: tuple[float, ...] = (0.95, 0.9)) -> str:
+    """The report's first line, what a catalogue manager can do with the model: the largest share of products
+    answered at or above one confidence whose answers reach the first precision of ``targets`` that any does,
+    and the share left to review."""
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    if not len(conf):
+        return "No products evaluated."
+    order = np.argsort(-conf, kind="stable")
+    c, hit = conf[order], ok[order].astype(float)
+    precision = np.cumsum(hit) / np.arange(1, len(c) + 1)
+    ends = np.flatnonzero(np.r_[c[1:] != c[:-1], True])  # the last product of each run of equal confidences
+    for target in targets:
+        good = ends[precision[ends] >= target]
+        if len(good):
+            k = int(good[-1])
+            share = (k + 1) / len(c)
+            return (f"Auto-accept {share:.0%} of products (confidence ≥ {c[k]:.2f}) at {precision[k]:.0%} precision; "
+                    f"review {1 - share:.0%}.")
+    return (f"On these products no confidence reaches {min(targets):.0%} precision: review every answer, or train "
+            "on more labelled products.")
+
+
 def sibling_confusion(y_true: list[str], y_pred: list[str]) -> list[dict[str, Any]]:
     """Per parent node of the true leaves: products, errors, and how many errors stay among its children (a
     sibling was predicted) -- the parents whose children the model cannot tell apart."""
@@ -263,16 +286,22 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
     )
     photo_section = (f"<h2>Misclassified products with a photo</h2><div class=grid>{photos}</div>" if photos else "")
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    seen = float(ev.metrics.get("seen_in_training_share", 0.0) or 0.0)
+    warning = (f"<p class=warning>Warning: {seen:.0%} of these products have a title the model was trained on, so "
+               "the scores below are inflated. Evaluate on products the model has not seen (taxonomist train keeps "
+               "a held-out split).</p>" if seen > 0.05 else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0;font-size:14px}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
 th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}} td.ex{{font-size:12px;color:#555}}
+.warning{{background:#fde2e1;border:1px solid #d33;padding:.6em 1em;font-weight:600}} .headline{{font-size:1.25em}}
 .grid{{display:flex;flex-wrap:wrap}} tr.mark td{{background:#fff3c4;font-weight:600}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
 </style></head><body>
 <h1>{e(title)}</h1>
 <p>taxonomist {e(__version__)} · {e(created)} · {ev.metrics['n']:,} products</p>
+{warning}<p class=headline>{e(headline(ev.confidence, ev.correct))}</p>
 <h2>Summary</h2><table>{summary}</table>
 <h2>Per level</h2>
 <table><tr><th>level</th><th>categories</th><th>accuracy</th><th>macro P</th><th>macro R</th><th>macro F1</th><th>micro F1</th><th>weighted F1</th></tr>{lv_rows}</table>
