@@ -89,6 +89,7 @@ def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no
     with pw.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 760})
+        pw.expect.set_options(timeout=20_000)  # (5 s by default: a CI machine under load needs more)
         page.goto(f"{live_server.url}/review")
         # without a key the queue is not shown and the page says why
         pw.expect(page.locator("#empty")).to_contain_text("needs an API key")
@@ -128,3 +129,20 @@ def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no
     assert corrected and corrected[0]["category"] == chosen
     assert len([f for f in feedback if f["source"] == "review"]) == 2
     assert any(f["category"] == saves for f in feedback if f["source"] == "review")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_no_page_makes_an_external_request(live_server: LiveServer) -> None:
+    """Issue 36: /redoc fetched cdn.redoc.ly/redoc/logo-mini.svg (an error offline, a beacon online); the old test
+    only read the HTML. Every page, rendered in Chromium, requests nothing but the server itself."""
+    pw = pytest.importorskip("playwright.sync_api")
+    outside: list[str] = []
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page()
+        page.on("request", lambda r: None if r.url.startswith((live_server.url, "data:", "blob:")) else outside.append(r.url))
+        for path in ("/docs", "/redoc", "/review"):
+            page.goto(f"{live_server.url}{path}", wait_until="networkidle")
+        page.wait_for_timeout(500)
+        browser.close()
+    assert outside == []

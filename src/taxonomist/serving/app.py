@@ -18,12 +18,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..exceptions import TaxonomistError
 from ..text import scrub_pii
@@ -77,6 +78,30 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": _too_large_text(limit)}, status_code=413)
 
 
+_REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def _offline_redoc(app: FastAPI) -> None:
+    """/redoc from fastapi-offline's ReDoc bundle, less the one thing it fetches from the internet: the logo of
+    its "API docs by Redocly" footer (hidden instead: an image that fails to load is not shown)."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    bundle = (static / "redoc.standalone.js").read_bytes().replace(_REDOC_LOGO.encode(), b"data:,")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}/redoc.standalone.js", with_google_fonts=False,
+                              redoc_favicon_url=f"{root}/static-offline-docs/favicon.png")
+
+    @app.get("/redoc.standalone.js", include_in_schema=False)
+    async def redoc_js() -> Response:
+        return Response(bundle, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The service for ``settings`` (default: from ``TAXONOMIST_*`` environment variables / ``.env``)."""
     settings = settings or ServeSettings()
@@ -113,8 +138,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     from fastapi_offline import FastAPIOffline
 
     # /docs and /redoc with Swagger UI and ReDoc served from the installed fastapi-offline package, not a CDN
-    app = FastAPIOffline(title="taxonomist", version=__version__, lifespan=lifespan,
+    app = FastAPIOffline(title="taxonomist", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Product categorisation with a human review queue. Write endpoints need an API key.")
+    _offline_redoc(app)
     app.state.service = svc
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
