@@ -793,3 +793,27 @@ def test_a_keyless_client_has_a_bounded_number_of_requests_running() -> None:
     budget.leave("1.2.3.4", 1.0)
     with pytest.raises(ServiceError, match=r"used 11.5 s .* retry in (59|60) s"):
         budget.enter("1.2.3.4", seconds=10.0, concurrency=2)
+
+
+def test_a_reviewer_can_dismiss_junk_undo_a_decision_and_is_named(store_dir: Path, tmp_path: Path) -> None:
+    """Issue 36: junk ("asdkj qwe zzz", contact details) could only be accepted or skipped, there was no undo, and
+    the reviewer's name was never recorded."""
+    with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
+        ids = [r["review_id"] for r in classify(c, "asdkj qwe zzz", "Nike Men Running Shoes", "blue thing")["results"]]
+        junk, shoe, thing = ids
+        r = c.post(f"/v1/review/{junk}", json={"dismiss": "not_a_product", "reviewer": "ana"}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["status"] == "dismissed" and r.json()["reviewer"] == "ana"
+        r = c.post(f"/v1/review/{shoe}", json={"category": "Apparel > Topwear > Tshirts", "reviewer": "ana"},
+                   headers=AUTH)
+        assert r.json()["status"] == "corrected"
+        assert c.post(f"/v1/review/{shoe}/undo", headers=AUTH).json()["status"] == "pending"  # a slip undone
+        assert c.post(f"/v1/review/{thing}/undo").status_code == 401  # a write: a key
+        assert c.post(f"/v1/review/{thing}/undo", headers=AUTH).status_code == 409  # nothing decided to undo
+        pending = {i["id"] for i in c.get("/v1/review", headers=AUTH).json()}
+        assert pending == {shoe, thing}
+        assert c.get("/v1/review-stats", headers=AUTH).json()["dismissed"] == 1
+        assert c.post(f"/v1/review/{thing}", json={"dismiss": "nonsense"}, headers=AUTH).status_code == 422
+    store = ReviewStore(tmp_path / "review.db")
+    assert store.feedback() == []  # a dismissed product teaches nothing; the undone correction is gone
+    assert store.decided() == []  # nor does it count in the live accuracy (no decision on a category)
+    store.close()

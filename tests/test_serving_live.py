@@ -94,10 +94,31 @@ def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no
         # without a key the queue is not shown and the page says why
         pw.expect(page.locator("#empty")).to_contain_text("needs an API key")
         assert page.locator("#list li").count() == 0
+        # issue 36: a wrong key said nothing and kept the old list; Enter left the focus in the key field, so
+        # the reviewer's next "A" was typed into it
+        page.fill("#apikey", "wrong-key")
+        page.press("#apikey", "Enter")
+        pw.expect(page.locator("#empty")).to_contain_text("refused (401)")
+        assert page.locator("#list li").count() == 0
+        page.fill("#reviewer", "ana")
+        page.press("#reviewer", "Enter")
         page.fill("#apikey", KEY)
-        page.dispatch_event("#apikey", "change")
+        page.press("#apikey", "Enter")
         page.wait_for_selector("#list li")
+        assert page.evaluate("document.activeElement.id") != "apikey"
+        assert page.input_value("#apikey") == KEY
+        # junk taken off the queue, then undone; skip sends an item to the end of the queue
         n_before = page.locator("#list li").count()
+        skipped = page.locator("#title").inner_text()
+        page.keyboard.press("s")
+        assert page.locator("#list li").last.inner_text().startswith(skipped)
+        assert page.locator("#title").inner_text() != skipped
+        page.keyboard.press("n")
+        pw.expect(page.locator("#status")).to_contain_text("not a product")
+        pw.expect(page.locator("#list li")).to_have_count(n_before - 1)
+        page.keyboard.press("u")
+        pw.expect(page.locator("#status")).to_contain_text("back in the queue")
+        pw.expect(page.locator("#list li")).to_have_count(n_before)
         first_title = page.locator("#title").inner_text()
         page.locator("body").click(position={"x": 5, "y": 700})
         # correct the current item: '/' to search the taxonomy, type, Enter picks the first leaf
@@ -128,6 +149,10 @@ def _review_in_chromium(pw, live_server: LiveServer) -> None:  # type: ignore[no
     corrected = [f for f in feedback if f["source"] == "review" and f["product"]["title"] == first_title]
     assert corrected and corrected[0]["category"] == chosen
     assert len([f for f in feedback if f["source"] == "review"]) == 2
+    store = ReviewStore(live_server.review_db)
+    assert {d["reviewer"] for d in store.pending(limit=0) + [store.get(f["review_id"]) for f in feedback
+                                                             if f["source"] == "review"] if d} == {"ana"}
+    store.close()
     assert any(f["category"] == saves for f in feedback if f["source"] == "review")
 
 

@@ -111,7 +111,11 @@ class ClassifyResponse(BaseModel):
 
 class ReviewDecision(_Body):
     category: str | None = Field(None, max_length=1000, description="The correct path; omit to accept the suggestion.")
-    reviewer: str | None = Field(None, max_length=200)
+    dismiss: Literal["not_a_product", "cant_tell"] | None = Field(
+        None, description="Take the item off the queue without a category: not a product (junk, contact details) or "
+                          "cannot tell from what was sent. It teaches nothing and counts in no accuracy.")
+    reviewer: str | None = Field(None, max_length=200, description="Who decided (the review page sends the name "
+                                                                   "entered there).")
 
 
 class ReviewItem(BaseModel):
@@ -128,6 +132,7 @@ class ReviewItem(BaseModel):
     decided_category: str | None = None
     decided_at: float | None = None
     reviewer: str | None = None
+    dismissed_as: str | None = None
 
 
 class FeedbackRequest(_Body):

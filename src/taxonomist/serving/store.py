@@ -34,11 +34,12 @@ CREATE TABLE IF NOT EXISTS review (
     margin REAL NOT NULL,            -- top-1 minus top-2 leaf probability: smaller = more uncertain
     reason TEXT NOT NULL,            -- low_confidence | keyword_stuffing | unrecognised | audit
     model_version TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending | accepted | corrected
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | accepted | corrected | dismissed
     decided_category TEXT,
     decided_at REAL,
     reviewer TEXT,
-    fingerprint TEXT                 -- SHA-256 of the product's content: identical products are queued once
+    fingerprint TEXT,                -- SHA-256 of the product's content: identical products are queued once
+    dismissed_as TEXT                -- a dismissed item: not_a_product | cant_tell
 );
 CREATE INDEX IF NOT EXISTS review_pending ON review(status, margin);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -80,9 +81,12 @@ class ReviewStore:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        # stores written before products were fingerprinted: add the column (old items never match a new one)
-        if "fingerprint" not in {r[1] for r in self._db.execute("PRAGMA table_info(review)")}:
-            self._db.execute("ALTER TABLE review ADD COLUMN fingerprint TEXT")
+        # stores written before products were fingerprinted, or items dismissed: add the columns (old items never
+        # match a new one; none was dismissed)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(review)")}
+        for column in ("fingerprint", "dismissed_as"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE review ADD COLUMN {column} TEXT")
         self._db.execute("CREATE INDEX IF NOT EXISTS review_fingerprint ON review(fingerprint, status)")
 
     def close(self) -> None:
@@ -176,6 +180,33 @@ class ReviewStore:
             row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
         return _review_row(row)
 
+    def dismiss(self, review_id: int, why: str, reviewer: str | None = None) -> dict[str, Any] | None:
+        """Take an item off the queue without a category (``why``: not_a_product, cant_tell): no feedback, no
+        accuracy; a decision made on it before is withdrawn. None when there is no such item."""
+        with self._tx() as db:
+            if db.execute("SELECT id FROM review WHERE id = ?", (review_id,)).fetchone() is None:
+                return None
+            db.execute("UPDATE review SET status = 'dismissed', decided_category = NULL, decided_at = ?, reviewer = ?, "
+                       "dismissed_as = ? WHERE id = ?", (time.time(), reviewer, why, review_id))
+            db.execute("DELETE FROM feedback WHERE review_id = ? AND source = 'review'", (review_id,))
+            row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
+        return _review_row(row)
+
+    def undo(self, review_id: int) -> dict[str, Any] | None:
+        """A decided or dismissed item back to pending, its feedback withdrawn; None when there is no such item,
+        :class:`ValueError` when it is pending."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM review WHERE id = ?", (review_id,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == "pending":
+                raise ValueError(f"review item {review_id} is pending: there is no decision to undo")
+            db.execute("UPDATE review SET status = 'pending', decided_category = NULL, decided_at = NULL, "
+                       "reviewer = NULL, dismissed_as = NULL WHERE id = ?", (review_id,))
+            db.execute("DELETE FROM feedback WHERE review_id = ? AND source = 'review'", (review_id,))
+            row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
+        return _review_row(row)
+
     # -- feedback --------------------------------------------------------------------------------------------
     def add_feedback(self, product: Mapping[str, Any], category: str, model_version: str | None = None) -> int:
         with self._tx() as db:
@@ -231,7 +262,8 @@ class ReviewStore:
         :func:`taxonomist.monitoring.live_accuracy` reads."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT status, decided_at, reason, category, model_version FROM review WHERE status != 'pending'"
+                "SELECT status, decided_at, reason, category, model_version FROM review WHERE status IN ('accepted', "
+                "'corrected')"
                 " AND decided_at >= ? ORDER BY decided_at", (since or 0.0,)).fetchall()
         return [dict(r) for r in rows]
 

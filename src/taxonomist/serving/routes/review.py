@@ -77,12 +77,31 @@ def review_image(svc: ServiceDep, review_id: ReviewId) -> Response:
 
 @router.post("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
 def review_decide(svc: ServiceDep, review_id: ReviewId, decision: ReviewDecision) -> dict[str, Any]:
-    """Accept the suggestion (no category) or correct it; the decision is recorded as feedback."""
-    category = svc.check_category(decision.category) if decision.category else None
-    item = svc.review_store().decide(review_id, category, decision.reviewer)
+    """Accept the suggestion (no category) or correct it -- the decision is recorded as feedback -- or dismiss
+    the item (not a product, can't tell: no feedback)."""
+    if decision.dismiss is not None:
+        if decision.category:
+            raise HTTPException(422, "give a category or dismiss the item, not both")
+        item = svc.review_store().dismiss(review_id, decision.dismiss, decision.reviewer)
+    else:
+        category = svc.check_category(decision.category) if decision.category else None
+        item = svc.review_store().decide(review_id, category, decision.reviewer)
+        if item is not None:
+            svc.metrics.feedback.labels(source="review").inc()
     if item is None:
         raise HTTPException(404, f"no review item {review_id}")
-    svc.metrics.feedback.labels(source="review").inc()
+    return item
+
+
+@router.post("/v1/review/{review_id}/undo", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
+def review_undo(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+    """Put a decided or dismissed item back in the queue; its feedback is withdrawn."""
+    try:
+        item = svc.review_store().undo(review_id)
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from None
+    if item is None:
+        raise HTTPException(404, f"no review item {review_id}")
     return item
 
 
