@@ -817,3 +817,24 @@ def test_a_reviewer_can_dismiss_junk_undo_a_decision_and_is_named(store_dir: Pat
     assert store.feedback() == []  # a dismissed product teaches nothing; the undone correction is gone
     assert store.decided() == []  # nor does it count in the live accuracy (no decision on a category)
     store.close()
+
+
+def test_the_api_docs_describe_every_route_with_working_examples_and_locks_where_a_key_is_needed(
+        client: TestClient) -> None:
+    """Issue 36: "Try it out" on POST /v1/classify failed with 422 (its example sent `product` and `products`),
+    routes had no descriptions, and routes open by default showed a lock."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    tried = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert op.get("description") or op.get("summary", "").strip(), (method, path)
+            keyed = path.startswith(("/v1/review", "/v1/feedback", "/v1/admin"))
+            assert bool(op.get("security")) == keyed, (method, path)
+            ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+            if ref and path in ("/v1/classify", "/v1/query/classify", "/v1/feedback"):
+                example = schemas[ref.rsplit("/", 1)[1]]["examples"][0]
+                r = client.post(path, json=example, headers=AUTH)
+                assert r.status_code in (200, 201), (path, r.text)
+                tried += 1
+    assert tried == 3

@@ -78,6 +78,35 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": _too_large_text(limit)}, status_code=413)
 
 
+def _honest_openapi(app: FastAPI, settings: ServeSettings, svc: Service) -> None:
+    """The OpenAPI schema as this server runs: a lock (one "APIKey" bearer scheme) only on the routes that need a
+    key with its settings, and the feedback example's category one of the served taxonomy's leaves."""
+    from fastapi.openapi.utils import get_openapi
+
+    keyed = {"write"} | ({"review"} if settings.review_read_requires_key else set()) | (
+        {"read"} if settings.read_requires_key else set())
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                if any(set(req) & keyed for req in op.pop("security", [])):
+                    op["security"] = [{"APIKey": []}]
+        components = spec.setdefault("components", {})
+        components["securitySchemes"] = {"APIKey": {"type": "http", "scheme": "bearer",
+                                                    "description": "An API key from TAXONOMIST_API_KEYS"}}
+        if svc.registry.ready:
+            leaf = str(svc.model.classifier.classes_[0])
+            for ex in components.get("schemas", {}).get("FeedbackRequest", {}).get("examples", []):
+                ex["category"] = leaf
+            app.openapi_schema = spec  # (cached once the model is known)
+        return spec
+
+    app.openapi = schema  # type: ignore[method-assign]
+
+
 _REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
@@ -141,6 +170,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPIOffline(title="taxonomist", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Product categorisation with a human review queue. Write endpoints need an API key.")
     _offline_redoc(app)
+    _honest_openapi(app, settings, svc)
     app.state.service = svc
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -17,8 +17,14 @@ __all__ = ["BUDGET", "READ", "REVIEW_READ", "WRITE", "Credentials", "ServiceDep"
            "require_read",
            "require_review_read", "require_write"]
 
-_BEARER = HTTPBearer(auto_error=False, description="An API key from TAXONOMIST_API_KEYS")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+# one bearer scheme per kind of check, so that the OpenAPI schema tells which routes need a key under the server's
+# settings (app.py keeps the lock where one is needed and names a single "APIKey" scheme)
+SCHEMES = ("read", "review", "write")
+_BEARERS = {k: HTTPBearer(auto_error=False, scheme_name=k, description="An API key from TAXONOMIST_API_KEYS")
+            for k in SCHEMES}
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARERS["read"])]
+_ReviewCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARERS["review"])]
+_WriteCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARERS["write"])]
 
 
 def get_service(request: Request) -> Service:
@@ -54,12 +60,12 @@ def require_read(service: ServiceDep, creds: Credentials) -> None:
     _check_key(service, creds, write=False)
 
 
-def require_write(service: ServiceDep, creds: Credentials) -> None:
+def require_write(service: ServiceDep, creds: _WriteCredentials) -> None:
     """Write endpoints (feedback, review decisions, admin): always a key."""
     _check_key(service, creds, write=True)
 
 
-def require_review_read(service: ServiceDep, creds: Credentials) -> None:
+def require_review_read(service: ServiceDep, creds: _ReviewCredentials) -> None:
     """Reading the review queue, which holds products as customers and sellers sent them: a key by default
     (``review_read_requires_key``)."""
     _check_key(service, creds, write=service.settings.review_read_requires_key)

@@ -63,6 +63,10 @@ class Product(_Body):
 
 
 class ClassifyRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"products": [{"id": "sku-1", "title": "Nike Men Running Shoes", "description": "Lightweight mesh trainers"},
+                      {"id": "sku-2", "title": "Cotton crew neck T-shirt, navy"}], "top_k": 3}]})
+
     product: Product | None = Field(None, description="One product ...")
     products: list[Product] | None = Field(None, description="... or a batch (at most the server's max_batch).")
     top_k: int = Field(3, ge=1, le=20, description="Alternative leaves to return.")
@@ -110,6 +114,8 @@ class ClassifyResponse(BaseModel):
 
 
 class ReviewDecision(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reviewer": "ana"}, {"dismiss": "not_a_product"}]})
+
     category: str | None = Field(None, max_length=1000, description="The correct path; omit to accept the suggestion.")
     dismiss: Literal["not_a_product", "cant_tell"] | None = Field(
         None, description="Take the item off the queue without a category: not a product (junk, contact details) or "
@@ -136,15 +142,23 @@ class ReviewItem(BaseModel):
 
 
 class FeedbackRequest(_Body):
+    # (the service puts one of its own leaves in the example's category: see app.py)
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"product": {"title": "Nike Men Running Shoes"}, "category": "A > Leaf > Of > The > Taxonomy"}]})
+
     product: Product
     category: str = Field(..., min_length=1, max_length=1000, description="The correct category path.")
 
 
 class ReloadRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
+
     version: str | None = Field(None, max_length=200, description="Version to serve (default: the newest in the store).")
 
 
 class QueryRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"queries": ["running shoes for men", "gift for her"]}]})
+
     queries: list[str] = Field(..., min_length=1, description="Search queries (at most the server's max_batch).")
     top_k: int = Field(5, ge=1, le=50, description="Leaves in the distribution of each query.")
     min_confidence: float | None = Field(None, ge=0.0, le=1.0,
@@ -167,6 +181,9 @@ class QueryResponse(BaseModel):
 
 
 class MessagesRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"messages": ["The parcel arrived damaged, I want my money back"]}]})
+
     messages: list[str] = Field(..., min_length=1, description="Customer messages (reviews, tickets).")
 
 
@@ -176,6 +193,8 @@ class MessagesResponse(BaseModel):
 
 
 class SearchRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"query": "red summer dress", "k": 10}]})
+
     query: str = Field(..., min_length=1, description="What the shopper typed (at most the server's max_text_chars).")
     k: int = Field(10, ge=1, le=100, description="Results to return.")
     mode: Literal["hybrid", "bm25", "vector"] = Field("hybrid", description="Full text + embeddings fused, or one of them.")

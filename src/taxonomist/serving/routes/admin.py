@@ -42,6 +42,7 @@ def retrain_start(svc: ServiceDep) -> dict[str, Any]:
 
 @router.get("/v1/admin/jobs/{job_id}", tags=["admin"], dependencies=[WRITE])
 def job(svc: ServiceDep, job_id: str) -> dict[str, Any]:
+    """A retraining job: its state, and the new version when it is done."""
     if job_id not in svc.jobs:
         raise HTTPException(404, f"no job {job_id}")
     return svc.jobs[job_id]

@@ -38,6 +38,8 @@ router = APIRouter()
 
 @router.post("/v1/query/classify", tags=["classify"], response_model=QueryResponse, dependencies=[READ, BUDGET])
 async def classify_queries(svc: ServiceDep, req: QueryRequest) -> QueryResponse:
+    """Categories of search queries: a distribution over the leaves, backed off to a broad category when the query
+    is vague."""
     svc.check_batch(len(req.queries), "queries", req.queries)
     model = svc.model
     qc = await asyncio.to_thread(svc.query_classifier, model)
@@ -48,6 +50,7 @@ async def classify_queries(svc: ServiceDep, req: QueryRequest) -> QueryResponse:
 
 @router.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[READ, BUDGET])
 async def route_messages(svc: ServiceDep, req: MessagesRequest) -> MessagesResponse:
+    """After-sales messages routed: category, sentiment and issue type, and the queue a rule sends them to."""
     svc.check_batch(len(req.messages), "messages", req.messages)
     router = await asyncio.to_thread(svc.resource, "router")
     routes = await asyncio.to_thread(router.route, req.messages)

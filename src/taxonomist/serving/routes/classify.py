@@ -18,6 +18,8 @@ router = APIRouter()
 @router.post("/v1/classify", tags=["classify"], response_model=ClassifyResponse, response_model_exclude_none=True,
           dependencies=[READ, BUDGET])
 async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, creds: Credentials) -> ClassifyResponse:
+    """Categories for one product or a batch: the path (backed off to a parent when unsure), its confidence per
+    level, the leaf, alternatives; unsure answers are queued for a person to review."""
     items = req.items()
     svc.check_batch(len(items), "products")
     records = [svc.product_record(p) for p in items]

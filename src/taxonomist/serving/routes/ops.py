@@ -19,11 +19,13 @@ router = APIRouter()
 
 @router.get("/healthz", tags=["ops"])
 def healthz() -> dict[str, str]:
+    """Liveness: the process answers (it does not touch the model)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", tags=["ops"])
 def readyz(svc: ServiceDep) -> JSONResponse:
+    """Readiness: 200 with the served version once a model is loaded, 503 before."""
     if not svc.registry.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
     return JSONResponse({"status": "ready", "model_version": svc.model.version})
@@ -31,11 +33,13 @@ def readyz(svc: ServiceDep) -> JSONResponse:
 
 @router.get("/metrics", tags=["ops"], response_class=Response, dependencies=[READ])
 def metrics(svc: ServiceDep) -> Response:
+    """Prometheus metrics: requests, predictions, the review queue, reloads, drift signals."""
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/model", tags=["model"], dependencies=[READ])
 def model_info(svc: ServiceDep) -> dict[str, Any]:
+    """The served model: version, tier, categories, training data, held-out metrics, the versions in the store."""
     m = svc.model
     man = m.manifest
     return {
@@ -50,6 +54,7 @@ def model_info(svc: ServiceDep) -> dict[str, Any]:
 @router.get("/v1/taxonomy", tags=["model"], dependencies=[READ])
 def taxonomy(svc: ServiceDep, q: Annotated[str | None, Query(max_length=200, description="Substring to search for.")] = None,
              limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+    """The served taxonomy as a tree, or the categories whose path contains ``q``."""
     tax = svc.model.classifier.taxonomy_
     if q:
         return {"query": q, "matches": [{"path": format_path(p), "leaf": tax.is_leaf(p)} for p in tax.search(q, limit)]}

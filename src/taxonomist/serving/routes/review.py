@@ -41,6 +41,7 @@ def review_list(svc: ServiceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 
 @router.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[REVIEW_READ])
 def review_get(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+    """One review item: the product as sent (scrubbed), the prediction served, its status."""
     item = svc.review_store().get(review_id)
     if item is None:
         raise HTTPException(404, f"no review item {review_id}")
@@ -49,6 +50,7 @@ def review_get(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
 
 @router.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[REVIEW_READ], response_class=Response)
 def review_image(svc: ServiceDep, review_id: ReviewId) -> Response:
+    """The review item's photo (JPEG, PNG, GIF or WebP only, in a sandbox)."""
     item = svc.review_store().get(review_id)
     if item is None:
         raise HTTPException(404, f"no review item {review_id}")
@@ -118,6 +120,7 @@ def feedback(svc: ServiceDep, fb: FeedbackRequest) -> dict[str, Any]:
 
 @router.get("/v1/review-stats", tags=["review"], dependencies=[REVIEW_READ])
 def review_stats(svc: ServiceDep) -> dict[str, int]:
+    """How many items are pending, accepted, corrected, dismissed; how much feedback is stored."""
     return svc.review_store().counts()
 
 
