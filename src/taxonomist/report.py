@@ -46,17 +46,38 @@ def _short(label: str, n: int = 38) -> str:
     return label[: n - 1] + "…"
 
 
-def reliability_points(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[tuple[float, float, int]]:
-    """(mean confidence, accuracy, products) per point of the reliability diagram: one point per distinct
-    confidence when there are few (an isotonic map gives a handful), else ``bins`` equal-width bins -- the bins
-    of the ECE."""
-    values = np.unique(confidence)
-    if len(values) <= 2 * bins:
-        groups = [confidence == v for v in values]
-    else:
-        idx = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
-        groups = [idx == b for b in range(bins)]
-    return [(float(confidence[g].mean()), float(correct[g].mean()), int(g.sum())) for g in groups if g.any()]
+MIN_BIN = 20
+"""The fewest products a reliability point stands for (fewer make points that zigzag)."""
+
+
+def reliability_points(confidence: np.ndarray, correct: np.ndarray,
+                       bins: int = 15) -> list[tuple[float, float, int, float, float]]:
+    """(mean confidence, accuracy, products, 95 % interval low, high) per point of the reliability diagram: the
+    products sorted by confidence and cut into at most ``bins`` groups of similar size, at least
+    :data:`MIN_BIN` products each (equal products per point, not equal widths: a model sure of most products
+    leaves equal-width bins nearly empty), never cutting between equal confidences."""
+    from .monitoring import wilson_interval
+
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    n = len(conf)
+    if not n:
+        return []
+    order = np.argsort(conf, kind="stable")
+    c, k = conf[order], ok[order]
+    groups = max(1, min(bins, n // MIN_BIN))
+    cuts = [int(round(i * n / groups)) for i in range(1, groups)]
+    # move each cut past a run of equal confidences (an isotonic map gives a handful of values)
+    cuts = sorted({int(np.searchsorted(c, c[x], side="right")) if x < n else n for x in cuts})
+    edges = [0, *[x for x in cuts if 0 < x < n], n]
+    out: list[tuple[float, float, int, float, float, int]] = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if b - a < MIN_BIN and out:  # a short tail joins the point before it
+            a = int(out.pop()[5])
+        hits = int(k[a:b].sum())
+        lo, hi = wilson_interval(hits, b - a)
+        out.append((float(c[a:b].mean()), hits / (b - a), b - a, lo, hi, a))
+    return [p[:5] for p in out]
 
 
 def threshold_table(confidence: np.ndarray, correct: np.ndarray,
@@ -162,14 +183,17 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     # reliability diagram, with the confidence histogram under it
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     points = reliability_points(ev.confidence, ev.correct)
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
     if points:
-        cs, accs, ns = (list(v) for v in zip(*points, strict=True))
-        sizes = 12 + 180 * np.sqrt(np.asarray(ns) / max(ns))
-        ax.scatter(cs, accs, s=sizes, alpha=0.7, zorder=3)
-        ax.plot(cs, accs, "-", lw=1, alpha=0.6)
+        cs, accs, ns, los, his = (np.asarray(v) for v in zip(*points, strict=True))
+        ax.errorbar(cs, accs, yerr=[accs - los, his - accs], fmt="o", ms=5, capsize=3, zorder=3,
+                    label="accuracy, 95 % interval")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (ECE {m['ece']:.3f}; {len(points)} points, size = products)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    per = f"~{int(np.median([p[2] for p in points]))} products each" if points else "no products"
+    ax.set_title(f"Reliability (ECE {m['ece']:.3f}; {len(points)} points, {per})", fontsize=10)
     hx.hist(ev.confidence, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
     hx.set_xlabel("confidence")
     hx.set_ylabel("products")
@@ -184,13 +208,12 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     for target, style in ((0.90, ":"), (0.95, "--")):
         c, _ = coverage_at_precision(ev.confidence, ev.correct, target)
         ax.axhline(target, ls=style, color="grey", lw=1)
-        ax.axvline(c, ls=style, color="tab:red", lw=1)
+        ax.axvline(c, ls=style, color="tab:red", lw=1, label=f"{target:.0%} precision: {c:.0%} covered")
     threshold = m.get("min_confidence", m.get("back_off_threshold"))
     if threshold is not None:  # the back-off threshold the model answers with
         c = float((ev.confidence >= threshold).mean())
-        ax.axvline(c, color="black", lw=1.5)
-        ax.annotate(f"back-off at {threshold:.2f}", (c, float(prec.min())), fontsize=8, rotation=90,
-                    xytext=(3, 4), textcoords="offset points")
+        ax.axvline(c, color="black", lw=1.5, label=f"back-off at confidence {threshold:.2f}: {c:.0%} answered")
+    ax.legend(loc="lower left", fontsize=7, frameon=True)
     ax.set_xlabel("coverage (most confident first)")
     ax.set_ylabel("precision")
     ax.set_ylim(max(0.0, float(prec.min()) - 0.05), 1.01)
@@ -234,10 +257,28 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     return out
 
 
+_MEANING = {  # one line per figure of the summary, for a reader who is not a statistician
+    "accuracy": "share of products whose leaf is right",
+    "macro F1": "F1 (precision and recall together) of each category, averaged with equal weight: rare categories "
+                "count as much as common ones",
+    "weighted F1": "the categories' F1 averaged by their number of products",
+    "hierarchical F1": "partial credit for a path right at the top levels: the share of path nodes predicted and true "
+                       "in common",
+    "top-level accuracy": "share of products in the right top-level category",
+    "top-3 accuracy": "share of products whose right leaf is among the three most probable",
+    "coverage @ 90% precision": "share of products the model can answer alone if 9 in 10 answers must be right",
+    "coverage @ 95% precision": "the same at 19 in 20",
+    "expected calibration error": "how far the stated confidence is from the accuracy at that confidence (0 = a "
+                                  "confidence of 80 % is right 80 % of the time)",
+    "titles seen in training": "share of these products the model was trained on (above 5 %: scores inflated)",
+}
+
+
 def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
     e = html.escape
     plots = _plots(ev)
-    summary = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in ev.summary_rows())
+    summary = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td><td class=what>{e(_MEANING.get(k, ''))}</td></tr>"
+                      for k, v in ev.summary_rows())
     lv_rows = "".join(
         f"<tr><td>{lv['level']}</td><td>{lv['n_classes']}</td><td>{lv['accuracy']:.4f}</td><td>{lv['macro_precision']:.4f}</td>"
         f"<td>{lv['macro_recall']:.4f}</td><td>{lv['macro_f1']:.4f}</td><td>{lv['micro_f1']:.4f}</td><td>{lv['weighted_f1']:.4f}</td></tr>"
@@ -296,7 +337,7 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
 body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0;font-size:14px}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
 th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}} td.ex{{font-size:12px;color:#555}}
-.warning{{background:#fde2e1;border:1px solid #d33;padding:.6em 1em;font-weight:600}} .headline{{font-size:1.25em}}
+td.what{{color:#555;font-size:12px;max-width:34em}} .warning{{background:#fde2e1;border:1px solid #d33;padding:.6em 1em;font-weight:600}} .headline{{font-size:1.25em}}
 .grid{{display:flex;flex-wrap:wrap}} tr.mark td{{background:#fff3c4;font-weight:600}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
 </style></head><body>
 <h1>{e(title)}</h1>
