@@ -266,3 +266,29 @@ def test_served_predictions_reach_the_log_within_seconds_without_another_request
             time.sleep(0.2)
         assert len(store.served()) == 30  # while the server runs, with no other request
         store.close()
+
+
+def test_the_monitor_page_lists_each_product_once_flags_alerting_rows_and_says_what_to_do(sample_model,
+                                                                                          sample_split) -> None:
+    """Issue 36: "least like training" listed one title four times; a level-2 PSI over its threshold was not
+    flagged; under 200 predictions the page was green with empty tables; the verdict gave no next step."""
+    from taxonomist.monitor_report import render_monitor
+    from taxonomist.monitoring import monitor_summary
+
+    from .test_deploy import GROCERIES
+
+    ref = DriftReference.of(sample_model, sample_split[1].frame.to_dict("records"))
+    titles = [f"{GROCERIES[i % len(GROCERIES)]} pack" for i in range(MIN_WINDOW)]  # few distinct titles, drifted
+    preds = sample_model.predict_products(titles, top_k=1)
+    served = [{"created": 1.7e9 + i, "model_version": "v1", "title": t, "leaf": " > ".join(p.leaf),
+               "confidence": p.leaf_confidence, "backed_off": p.backed_off, "unknown_share": 0.5, "brand": None}
+              for i, (t, p) in enumerate(zip(titles, preds, strict=True))]
+    summary = monitor_summary(ref, served)
+    listed = [r["title"] for r in summary["most_unknown_words"]]
+    assert len(listed) == len(set(listed))
+    page = render_monitor(summary)
+    assert "retrain recommended" in summary["verdict"] and "taxonomist retrain" in page  # the next command
+    assert "<tr class=alerting><th>PSI, level 1 / level 2" in page
+    assert '<html lang="en">' in page and 'name="viewport"' in page
+    few = render_monitor(monitor_summary(ref, served[:50]))
+    assert 'class="verdict neutral"' in few and "at least 200" in few

@@ -352,8 +352,9 @@ def monitor_summary(reference: DriftReference | None, served: Sequence[Mapping[s
         days.setdefault(dt.datetime.fromtimestamp(float(r["created"]), tz=dt.timezone.utc).strftime("%Y-%m-%d"), []).append(i)
     daily = [{"day": d, **(drift_signals(reference, [obs[i] for i in idx]) if reference is not None else {"n": len(idx)})}
              for d, idx in sorted(days.items())]
-    unknown = sorted((r for r in served if r.get("unknown_share") is not None), key=lambda r: -float(r["unknown_share"]))
-    unsure = sorted(served, key=lambda r: float(r["confidence"]))
+    unknown = _each_title_once(sorted((r for r in served if r.get("unknown_share") is not None),
+                                      key=lambda r: -float(r["unknown_share"])))
+    unsure = _each_title_once(sorted(served, key=lambda r: float(r["confidence"])))
     keep = ("title", "leaf", "confidence", "unknown_share", "model_version")
     weekly = live_accuracy(decided)
     return {"n": len(obs), "signals": overall, "daily": daily,
@@ -362,6 +363,18 @@ def monitor_summary(reference: DriftReference | None, served: Sequence[Mapping[s
             "least_confident": [{k: r.get(k) for k in keep} for r in unsure[:examples]],
             "live_accuracy": weekly, "live_accuracy_by_top_level": live_accuracy(decided, by_top_level=True),
             "verdict": verdict(overall, weekly, reference is not None)}
+
+
+def _each_title_once(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``rows`` with each title's first row only (a product served many times is one example)."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        t = str(r.get("title"))
+        if t not in seen:
+            seen.add(t)
+            out.append(r)
+    return out
 
 
 def verdict(signals: Mapping[str, Any], weekly: Sequence[Mapping[str, Any]], has_reference: bool = True) -> str:
@@ -373,7 +386,10 @@ def verdict(signals: Mapping[str, Any], weekly: Sequence[Mapping[str, Any]], has
         return "no drift reference in this model (retrain it with taxonomist train to monitor drift)" + (
             f"; {trend}" if trend else "")
     if signals.get("n", 0) < MIN_WINDOW:
-        return f"not enough served predictions to judge ({signals.get('n', 0)}; at least {MIN_WINDOW})"
+        return (f"not enough served predictions to judge ({signals.get('n', 0)}; at least {MIN_WINDOW} are needed): "
+                "serve more, or widen the period with --since")
     if signals["alerts"]:
-        return "retrain recommended: " + "; ".join([*signals["alerts"], *([trend] if trend else [])])
+        return ("retrain recommended: " + "; ".join([*signals["alerts"], *([trend] if trend else [])])
+                + ". Next: review the queued products, then taxonomist retrain MODEL --feedback REVIEW_DB --data "
+                  "CATALOG -o NEW_VERSION")
     return (f"no drift beyond the alert thresholds over {signals['n']:,} predictions" + (f"; {trend}" if trend else ""))
