@@ -171,3 +171,36 @@ def test_no_page_makes_an_external_request(live_server: LiveServer) -> None:
         page.wait_for_timeout(500)
         browser.close()
     assert outside == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_pages_fit_a_phone_and_the_queue_is_reachable_by_keyboard(live_store: Path, tmp_path: Path,
+                                                                       sample_model, sample_split) -> None:
+    """Issue 36: at 390 px nothing reflowed (review 521 px wide, report 613 px), queue items were not reachable
+    by Tab, raw codes (low_confidence, margin 0.00) were shown."""
+    pw = pytest.importorskip("playwright.sync_api")
+    import taxonomist as tx
+
+    report = tx.evaluate(sample_model, sample_split[1]).write_html(tmp_path / "report.html")
+    with LiveServer(live_store, tmp_path / "review.db", tmp_path / "server.log", review_threshold=0.9,
+                    audit_rate=0.0) as server:
+        httpx.post(f"{server.url}/v1/classify", json={"products": [{"title": t} for t in
+                                                                  ("blue thing", "gift for her", "cotton comfort wear")]})
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+            page = browser.new_page(viewport={"width": 390, "height": 800})
+            page.goto(f"{server.url}/review")
+            page.fill("#apikey", KEY)
+            page.press("#apikey", "Enter")
+            page.wait_for_selector("#list li")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            reason = page.locator("#reason").inner_text()
+            assert "low_confidence" not in reason and "margin" not in reason and "unsure" in reason
+            for _ in range(12):  # Tab from the page's start reaches the queue's items
+                page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement.closest('#list') !== null"):
+                    break
+            assert page.evaluate("document.activeElement.closest('#list') !== null")
+            page.goto(report.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            browser.close()

@@ -332,10 +332,11 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
                "the scores below are inflated. Evaluate on products the model has not seen (taxonomist train keeps "
                "a held-out split).</p>" if seen > 0.05 else "")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0;font-size:14px}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
+table{{border-collapse:collapse;margin:1em 0;font-size:14px;display:block;overflow-x:auto;max-width:100%}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
 th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}} td.ex{{font-size:12px;color:#555}}
 td.what{{color:#555;font-size:12px;max-width:34em}} .warning{{background:#fde2e1;border:1px solid #d33;padding:.6em 1em;font-weight:600}} .headline{{font-size:1.25em}}
 .grid{{display:flex;flex-wrap:wrap}} tr.mark td{{background:#fff3c4;font-weight:600}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
