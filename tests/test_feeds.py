@@ -330,3 +330,28 @@ def test_the_field_delimiter_can_be_given(tmp_path: Path, capsys, monkeypatch) -
     assert code == 0 and "read 3 rows, kept 3" in out, out
     code, out = run_cli(["train", str(f), "-o", str(tmp_path / "m"), "--delimiter", "tab,"], capsys, monkeypatch)
     assert code == 1 and "--delimiter" in out
+
+
+def test_map_taxonomy_applies_its_crosswalk_to_a_feed(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 36: `map-taxonomy` wrote a crosswalk CSV, but no command applied it to a feed. --apply FEED --fill OUT
+    writes the feed with each product's category mapped (a new column for a plain CSV; empty cells only unless
+    --overwrite) and a change report."""
+    import pandas as pd
+
+    from .test_bad_inputs import run_cli
+
+    (tmp_path / "ours.txt").write_text("Clothing > Shirts\nClothing > Jeans\nKitchen > Knives\n", encoding="utf-8")
+    (tmp_path / "theirs.txt").write_text("Apparel > Tops > Shirts\nApparel > Bottoms > Jeans\nHome > Kitchen > Knives\n",
+                                         encoding="utf-8")
+    (tmp_path / "shop.csv").write_text("id,title,category\n1,Linen shirt,Clothing > Shirts\n2,Blue jeans,Clothing > Jeans\n"
+                                       "3,Wool socks,\n", encoding="utf-8")
+    code, out = run_cli(["map-taxonomy", str(tmp_path / "ours.txt"), str(tmp_path / "theirs.txt"),
+                         "--apply", str(tmp_path / "shop.csv"), "--fill", str(tmp_path / "mapped.csv")], capsys,
+                        monkeypatch)
+    assert code == 0, out
+    got = pd.read_csv(tmp_path / "mapped.csv", dtype=str, keep_default_na=False)
+    assert got["category"].tolist() == ["Clothing > Shirts", "Clothing > Jeans", ""]  # the shop's own, kept
+    assert got["theirs_category"].tolist() == ["Apparel > Tops > Shirts", "Apparel > Bottoms > Jeans", ""]
+    changes = pd.read_csv(tmp_path / "mapped.changes.csv", dtype=str, keep_default_na=False)
+    assert changes["action"].tolist() == ["filled", "filled", "no_answer"]
+    assert "filled 2 empty" in " ".join(out.split())

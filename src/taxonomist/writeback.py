@@ -121,7 +121,9 @@ class _Target:
         return parse_path(cell)
 
 
-def _targets(fmt: str | None) -> list[_Target]:
+def _targets(fmt: str | None, column: str | None = None) -> list[_Target]:
+    if fmt is None and column is not None:
+        return [_Target(column, None)]
     if fmt == "shopify":
         return [_Target("Product Category", "shopify"), _Target(SHOPIFY_GOOGLE_COLUMN, "google")]
     if fmt == "merchant":
@@ -150,9 +152,10 @@ def _decide(target: _Target, old_cell: str, answer: str, overwrite: bool) -> tup
 
 def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out: Path, *, overwrite: bool = False,
                confidences: Sequence[float] | None = None, ids: Sequence[str] | None = None,
-               titles: Sequence[str] | None = None) -> FillReport:
+               titles: Sequence[str] | None = None, column: str | None = None) -> FillReport:
     """Write ``source`` again as ``out``, in the same format, with each product's answer in the category column(s)
-    of its format (see the module doc): empty cells are filled, filled ones kept unless ``overwrite``. ``rows`` are
+    of its format (see the module doc): empty cells are filled, filled ones kept unless ``overwrite``; ``column``:
+    the column a plain table gets the answers in (a new one when absent; default its category column). ``rows`` are
     the products' source rows (``Catalog.frame["row"]``: data rows counted from 1, a feed's items in order); an
     empty answer leaves the cell as it was. Everything else in the file is kept as it was read. Returns what was
     done, per product and column."""
@@ -176,13 +179,14 @@ def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out
     fmt = detect(header)
     plain = [h.removeprefix("g:") for h in header]
     report = FillReport([])
-    for target in _targets(fmt):
+    for target in _targets(fmt, column):
         if target.name in plain:
             j: int | None = plain.index(target.name)
         else:
-            named = [i for i, h in enumerate(header) if column_key(h) in ALIASES["category"]] if fmt is None else []
+            named = ([i for i, h in enumerate(header) if column_key(h) in ALIASES["category"]]
+                     if fmt is None and column is None else [])
             j = named[0] if named else None
-        column = header[j] if j is not None else target.name
+        name = header[j] if j is not None else target.name
         changes = []
         for i, (r, c) in enumerate(zip(rows, categories, strict=True)):
             if not 0 < int(r) < len(records) or (j is not None and len(records[int(r)]) > len(header)):
@@ -191,11 +195,11 @@ def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out
             rec = records[int(r)]
             old = rec[j] if j is not None and j < len(rec) else ""
             action, value = _decide(target, old, c, overwrite)
-            changes.append((rec, value, Change(int(r), meta[0][i], meta[1][i], column, old, c, meta[2][i], action)))
+            changes.append((rec, value, Change(int(r), meta[0][i], meta[1][i], name, old, c, meta[2][i], action)))
         if j is None:
             if not any(v for _, v, _ in changes):
                 continue  # nothing to write: no column added
-            header.append(column)
+            header.append(name)
             j = len(header) - 1
             for rec in records[1:]:  # every row keeps the header's width (variant and image rows too)
                 if len(rec) == j:
@@ -205,7 +209,7 @@ def write_back(source: Path, rows: Sequence[int], categories: Sequence[str], out
             if value:
                 rec.extend([""] * (width - len(rec)))
                 rec[j] = value
-        report.columns.append(column)
+        report.columns.append(name)
         report.changes += [ch for _, _, ch in changes]
     buf = io.StringIO()
     csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerows(records)

@@ -115,6 +115,32 @@ def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path, overwrite: bo
                   highlight=False)
 
 
+def _apply_crosswalk(rows: list[dict[str, Any]], feed: Path, fill: Path, overwrite: bool, target: Path,
+                     tgt: Any) -> None:
+    """``map-taxonomy --apply``: each product of ``feed`` gets the target category its own category maps to
+    (empty where it has none, or one the crosswalk does not know), written back like ``classify --fill``."""
+    from ..taxonomy import format_path, parse_path
+    from ..writeback import write_back
+
+    cat = read_input(feed, None, None, " > ", None, None, False, None, False, False)
+    if cat.report.issue("malformed_line").count:
+        raise CliError(f"--apply: {feed.name} has malformed lines (listed above); fix them before writing it back")
+    mapped = {r["source"]: (r["target"], float(r["product_share"] if r["by"] == "products" else r["name_similarity"]))
+              for r in rows}
+    own = [format_path(parse_path(str(c))) for c in cat.frame["category"].fillna("")]
+    answers = [mapped.get(c, ("", 0.0)) if c else ("", 0.0) for c in own]
+    column = {"google": "google_product_category", "shopify": "shopify_product_category"}.get(
+        getattr(tgt, "kind", None) or "", f"{target.stem}_category")
+    report = write_back(feed, cat.frame["row"].tolist(), [a for a, _ in answers], fill, overwrite=overwrite,
+                        confidences=[c for _, c in answers], ids=cat.frame["id"].astype(str).tolist(),
+                        titles=cat.frame["title"].astype(str).tolist(), column=column)
+    changes = report.write_csv(fill.with_name(f"{fill.stem}.changes.csv"))
+    unknown = sorted({c for c, (a, _) in zip(own, answers, strict=True) if c and not a})
+    console.print(f"{feed.name} written to {fill} through the crosswalk: {report.summary(changes)}; every product's "
+                  f"old and new category in {changes}" + (f"; {len(unknown):,} of its categories are not in the "
+                  f"source taxonomy (e.g. {unknown[0]!r})" if unknown else ""), highlight=False)
+
+
 def _predict_batches(clf: Any, frame: Any, batch_size: int, model: Path | None = None, **kwargs: Any) -> Any:
     """:func:`~taxonomist.batch.predict_batch` over ``frame`` in batches (bounded memory: n × categories per
     batch), with a progress bar."""
@@ -324,9 +350,13 @@ def map_taxonomy(
     catalog: Annotated[Path | None, typer.Option(help="Products labelled in YOUR taxonomy: where they land in the target decides, when they agree.")] = None,
     encoder: Annotated[str, typer.Option(help="minilm-en, e5-multilingual (Chinese names), or a local model.")] = "minilm-en",
     top_k: Annotated[int, typer.Option(help="Alternatives by name per category.", min=1, max=20)] = 3,
+    apply: Annotated[Path | None, typer.Option("--apply", help="A catalogue or feed whose products carry categories of SOURCE: written to --fill FILE with each product's TARGET category (a Shopify export: its Google column; a Merchant feed: google_product_category; another table: a new column named after TARGET).")] = None,
+    fill: Annotated[Path | None, typer.Option("--fill", help="With --apply: the file to write (the feed in its own format, a change report FILE.changes.csv beside it).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="With --apply: replace the target categories the feed already has (otherwise only empty cells are filled).")] = False,
 ) -> None:
     """Propose a crosswalk from your taxonomy into another one (e.g. Google's, for Merchant Center feeds): by the
-    categories' names and, with --catalog, by where your labelled products land in it."""
+    categories' names and, with --catalog, by where your labelled products land in it; with --apply, write a
+    feed's categories through it."""
     import csv
 
     from ..classifier import TaxonomyClassifier
@@ -344,7 +374,11 @@ def map_taxonomy(
         from ..encoders.transformer import load_text_encoder
 
         enc = load_text_encoder(encoder)
+    if (apply is None) != (fill is None):
+        raise CliError("--apply FEED and --fill FILE go together: the feed to map and where to write it")
     rows = crosswalk(src, tgt, enc, top_k=top_k, catalog=cat, target_model=model)
+    if apply is not None and fill is not None:
+        _apply_crosswalk(rows, apply, fill, overwrite, target, tgt)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8", newline="") as f:
