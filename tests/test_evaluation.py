@@ -157,3 +157,13 @@ def test_the_report_says_what_each_figure_means(sample_model, sample_split, tmp_
     html = tx.evaluate(sample_model, sample_split[1]).write_html(tmp_path / "r.html").read_text(encoding="utf-8")
     assert "rare categories count as much as common ones" in html
     assert "a confidence of 80 % is right 80 % of the time" in html
+
+
+def test_reliability_points_hold_their_accuracy_when_every_answer_is_right() -> None:
+    """A bin with every answer right has accuracy 1.0; its interval's top rounds below it (the report failed with
+    "'yerr' must not contain negative values")."""
+    from taxonomist.report import reliability_points
+
+    for n in (20, 37, 111, 600):
+        for acc_low, acc, acc_high in ((p[3], p[1], p[4]) for p in reliability_points(np.linspace(0.5, 1, n), np.ones(n, bool))):
+            assert acc_low <= acc <= acc_high

@@ -75,8 +75,9 @@ def reliability_points(confidence: np.ndarray, correct: np.ndarray,
         if b - a < MIN_BIN and out:  # a short tail joins the point before it
             a = int(out.pop()[5])
         hits = int(k[a:b].sum())
+        acc = hits / (b - a)
         lo, hi = wilson_interval(hits, b - a)
-        out.append((float(c[a:b].mean()), hits / (b - a), b - a, lo, hi, a))
+        out.append((float(c[a:b].mean()), acc, b - a, min(lo, acc), max(hi, acc), a))  # (rounding at 0 and 1)
     return [p[:5] for p in out]
 
 
