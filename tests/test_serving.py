@@ -838,3 +838,15 @@ def test_the_api_docs_describe_every_route_with_working_examples_and_locks_where
                 assert r.status_code in (200, 201), (path, r.text)
                 tried += 1
     assert tried == 3
+
+
+def test_a_skipped_item_goes_behind_the_others_for_every_reviewer(store_dir: Path, tmp_path: Path) -> None:
+    """Issue 36: Skip left the item on top of the queue (the page only moved its own cursor)."""
+    with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
+        classify(c, "blue thing", "gift for her", "cotton comfort wear")
+        first = c.get("/v1/review", headers=AUTH).json()
+        assert c.post(f"/v1/review/{first[0]['id']}/skip").status_code == 401
+        r = c.post(f"/v1/review/{first[0]['id']}/skip", headers=AUTH)
+        assert r.status_code == 200 and r.json()["status"] == "pending"
+        again = c.get("/v1/review", headers=AUTH).json()
+        assert [i["id"] for i in again] == [i["id"] for i in first[1:]] + [first[0]["id"]]

@@ -139,6 +139,7 @@ class ReviewItem(BaseModel):
     decided_at: float | None = None
     reviewer: str | None = None
     dismissed_as: str | None = None
+    skipped: int = 0
 
 
 class FeedbackRequest(_Body):

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS review (
     decided_at REAL,
     reviewer TEXT,
     fingerprint TEXT,                -- SHA-256 of the product's content: identical products are queued once
-    dismissed_as TEXT                -- a dismissed item: not_a_product | cant_tell
+    dismissed_as TEXT,               -- a dismissed item: not_a_product | cant_tell
+    skipped INTEGER NOT NULL DEFAULT 0  -- times a reviewer skipped it: skipped items come after the others
 );
 CREATE INDEX IF NOT EXISTS review_pending ON review(status, margin);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -84,9 +85,9 @@ class ReviewStore:
         # stores written before products were fingerprinted, or items dismissed: add the columns (old items never
         # match a new one; none was dismissed)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(review)")}
-        for column in ("fingerprint", "dismissed_as"):
+        for column, kind in (("fingerprint", "TEXT"), ("dismissed_as", "TEXT"), ("skipped", "INTEGER NOT NULL DEFAULT 0")):
             if column not in have:
-                self._db.execute(f"ALTER TABLE review ADD COLUMN {column} TEXT")
+                self._db.execute(f"ALTER TABLE review ADD COLUMN {column} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS review_fingerprint ON review(fingerprint, status)")
 
     def close(self) -> None:
@@ -141,11 +142,12 @@ class ReviewStore:
                     for f in fingerprints]
 
     def pending(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Pending items, most uncertain (smallest margin) first; unrecognised titles (no word the model knows:
-        gibberish has a margin of ~0 too) after all the others."""
+        """Pending items, most uncertain (smallest margin) first; skipped ones after those never skipped;
+        unrecognised titles (no word the model knows: gibberish has a margin of ~0 too) after all the others."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM review WHERE status = 'pending' ORDER BY reason = 'unrecognised', margin ASC, id ASC "
+                "SELECT * FROM review WHERE status = 'pending' ORDER BY reason = 'unrecognised', skipped ASC, margin ASC, "
+                "id ASC "
                 "LIMIT ? OFFSET ?",
                 (limit, offset)).fetchall()
         return [_review_row(r) for r in rows]
@@ -191,6 +193,13 @@ class ReviewStore:
             db.execute("DELETE FROM feedback WHERE review_id = ? AND source = 'review'", (review_id,))
             row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
         return _review_row(row)
+
+    def skip(self, review_id: int) -> dict[str, Any] | None:
+        """A reviewer put the item off: it moves behind the items skipped fewer times. None when there is none."""
+        with self._tx() as db:
+            db.execute("UPDATE review SET skipped = skipped + 1 WHERE id = ?", (review_id,))
+            row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
+        return _review_row(row) if row is not None else None
 
     def undo(self, review_id: int) -> dict[str, Any] | None:
         """A decided or dismissed item back to pending, its feedback withdrawn; None when there is no such item,

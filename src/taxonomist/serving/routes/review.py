@@ -95,6 +95,15 @@ def review_decide(svc: ServiceDep, review_id: ReviewId, decision: ReviewDecision
     return item
 
 
+@router.post("/v1/review/{review_id}/skip", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
+def review_skip(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+    """Put an item off: it moves behind the items skipped fewer times, for every reviewer."""
+    item = svc.review_store().skip(review_id)
+    if item is None:
+        raise HTTPException(404, f"no review item {review_id}")
+    return item
+
+
 @router.post("/v1/review/{review_id}/undo", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
 def review_undo(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
     """Put a decided or dismissed item back in the queue; its feedback is withdrawn."""
