@@ -44,6 +44,7 @@ def test_own_taxonomy_from_zero_shot_to_a_trained_model(tmp_path, capsys, monkey
     assert code == 0, out
     flat = " ".join(out.split())
     assert "300 products labelled by people" in flat and "answers accepted" in flat
+    assert "300 labels from people" in flat and "corrections" not in flat  # an accept is a label, not a correction
     manifest = json.loads((store_dir / "v0002" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["tier"] == "ensemble" and manifest["metrics"]["split"]["held_out"] == "reviewed products only"
     old_acc = manifest["metrics"]["retrained_from"]["old_model_on_this_split"]["accuracy"]
