@@ -435,14 +435,11 @@ def retrain(
         out.print(f"from the zero-shot model: {s['human_labelled']:,} products labelled by people, "
                   f"{s['accepted_from_zero_shot']:,} of its answers accepted (confidence ≥ {accept_above:.2f}), "
                   f"{s['unlabelled_left']:,} left out; the comparison below holds out reviewed products only")
-        if s["categories_kept_zero_shot"]:
-            out.print(f"{len(s['categories_kept_zero_shot']):,} categories have no label yet: the new model keeps "
-                      "them, scored from their names as the zero-shot model did")
-        if s["categories_dropped"]:
-            console.print(f"{len(s['categories_dropped']):,} categories have no label and the {tier or 'ensemble'} "
-                          f"tier cannot keep them; they are not in the new model: "
-                          f"{', '.join(s['categories_dropped'][:10])}{' …' if len(s['categories_dropped']) > 10 else ''}"
-                          " (review products of them, or retrain with the ensemble tier)", style="yellow",
+        if s["categories_without_labels"]:
+            missing = s["categories_without_labels"]
+            console.print(f"{len(missing):,} of the zero-shot model's categories have no label yet (no reviewed product, "
+                          f"no sure answer) and are not in the new model: {', '.join(missing[:10])}"
+                          f"{' …' if len(missing) > 10 else ''}; review products of them to add them", style="yellow",
                           highlight=False)
         if not result.new_metrics:
             console.print("fewer than 10 reviewed products: the new model was not compared with the zero-shot one",
