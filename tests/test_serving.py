@@ -532,6 +532,10 @@ def test_retrain_from_feedback(client: TestClient, store_dir: Path, tmp_path: Pa
     assert new.n_train_ == len(sample_catalog) + 3 and new.metrics_["split"]["refit"] is True
     r = client.post("/v1/admin/reload", json={}, headers=AUTH)
     assert r.json()["version"] == "v0002"
+    # issue 35: a retrained version had no drift reference, so /v1/monitor said "retrain it" -- and retraining
+    # never made one; it is the retrained model's answers on the held-out part
+    assert new.drift_reference_ is not None and new.drift_reference_.source == "held-out"
+    assert client.get("/v1/monitor").json().get("reference") == "held-out"
 
 
 def test_apply_feedback_relabels_by_id_then_title() -> None:

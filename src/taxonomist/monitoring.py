@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["ALERTS", "BRAND_KEYS", "DriftMonitor", "DriftReference", "Observation", "drift_signals", "js_divergence",
            "centroid_similarity", "monitor_summary", "served_observations", "verdict",
-           "brands", "live_accuracy", "observations", "psi", "wilson_interval"]
+           "brands", "drift_reference", "live_accuracy", "observations", "psi", "wilson_interval"]
 
 LEVELS = (1, 2)
 CONFIDENCE_EDGES = np.linspace(0.0, 1.0, 11)
@@ -138,6 +138,19 @@ class DriftReference:
     def from_dict(cls, d: Mapping[str, Any]) -> DriftReference:
         summary = {k: (float("nan") if v is None and k != "levels" else v) for k, v in dict(d["summary"]).items()}
         return cls(summary, [str(b) for b in d.get("brands", [])], str(d.get("source", "held-out")))
+
+
+def drift_reference(classifier: Any, held_out: Sequence[Mapping[str, Any]] | None,
+                    training: Sequence[Mapping[str, Any]]) -> DriftReference | None:
+    """What a trained model's answers look like on products it did not train on (``held_out``; without them, a
+    sample of the ``training`` products, whose confidences are optimistic), kept in its bundle for ``serve`` to
+    compare served predictions with; None for a differentially private model (it keeps nothing computed from the
+    rows). Used by ``train`` and ``retrain`` alike."""
+    if getattr(classifier, "dp_epsilon", None) is not None:
+        return None
+    return DriftReference.of(classifier, held_out if held_out is not None else training,
+                             source="held-out" if held_out is not None else "training sample",
+                             brands=brands(training))
 
 
 def centroid_similarity(classifier: Any, titles: Sequence[str], leaves: Sequence[Sequence[str]]) -> np.ndarray | None:

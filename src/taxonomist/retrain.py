@@ -26,6 +26,7 @@ import pandas as pd
 
 from .catalog import Catalog, read_catalog, split_catalog
 from .exceptions import TaxonomistError
+from .monitoring import drift_reference
 from .taxonomy import format_path
 from .text import normalize_for_sparse
 
@@ -119,8 +120,12 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
     train, test = split_catalog(combined, test_size=test_size, seed=seed)
     new = TaxonomyClassifier(**old.get_params()).fit(train, taxonomy=old.taxonomy_)
     ev_old, ev_new = evaluate(old, test), evaluate(new, test)
+    # (as train does: the evaluated model's answers on the held-out part, kept by the refitted one)
+    reference = drift_reference(new, test.records() if len(test) else None,
+                                train.records())
     if refit:
         new = TaxonomyClassifier(**old.get_params()).fit(combined, taxonomy=old.taxonomy_)
+    new.drift_reference_ = reference
     metrics = {**ev_new.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test),
                                            "n_train": len(train), "refit": refit},
                "retrained_from": {"bundle": str(model_dir), "fingerprint": old.fingerprint_, "feedback": stats,
@@ -181,11 +186,14 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
         test = labelled.subset(sorted(held))
         new = TaxonomyClassifier(**params).fit(train, taxonomy=old.taxonomy_)
         ev_old, ev_new = evaluate(old, test), evaluate(new, test)
+        reference = drift_reference(new, test.records(), train.records())
         if refit:
             new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
     else:
         logger.warning("fewer than 10 reviewed products: the new model is not compared with the zero-shot one")
         new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
+        reference = drift_reference(new, None, labelled.records())
+    new.drift_reference_ = reference
     # categories without a label are not learnt. Keeping them through the ensemble's zero-shot member (scored from
     # their names) was tried: on the bundled sample's own-taxonomy walk it took the trained model's accuracy on
     # unseen products from above the zero-shot model's + 0.10 to below the zero-shot model's; they are named instead

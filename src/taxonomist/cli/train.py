@@ -201,18 +201,14 @@ def _track_training(tracker: Any, clf: Any, n_train: int, ev: Any, report: Path 
 
 
 def _drift_reference(clf: Any, test_cat: Any, train_cat: Any) -> Any:
-    """What the model's answers look like on products it did not train on (the held-out split; without one, a
-    sample of the training products, whose confidences are optimistic), kept in the bundle for ``serve`` to
-    compare served predictions with (GET /v1/monitor)."""
-    from ..monitoring import DriftReference, brands
+    """:func:`taxonomist.monitoring.drift_reference` of the held-out split (else the training products), with a
+    spinner."""
+    from ..monitoring import drift_reference
 
-    if getattr(clf, "dp_epsilon", None) is not None:  # a private model keeps nothing computed from the rows
-        return None
-    source = "held-out" if test_cat is not None else "training sample"
     what = "the held-out products" if test_cat is not None else "a sample of the training products"
     with spinner(f"drift reference: the model's answers on {what}"):
-        return DriftReference.of(clf, (test_cat if test_cat is not None else train_cat).frame.to_dict("records"),
-                                 source=source, brands=brands(train_cat.frame.to_dict("records")))
+        return drift_reference(clf, test_cat.records() if test_cat is not None else None,
+                               train_cat.records())
 
 
 def _default_back_off(clf: Any, ev: Any) -> None:
