@@ -125,3 +125,30 @@ def test_blas_runs_on_one_thread_inside_ensemble_prediction() -> None:
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
     with blas_single_thread(10_000):  # large batches keep their BLAS threads
         assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_a_cached_model_is_hashed_again_only_when_its_file_changed(tmp_path, monkeypatch) -> None:
+    """The rebuilt e5 folder was hashed whole (470 MB, ~0.4 s) on every load; its size and time are recorded now,
+    and a file that changed is still found out and rebuilt."""
+    import os
+
+    from taxonomist.encoders.cache import cached_model
+
+    monkeypatch.setenv("TAXONOMIST_CACHE_DIR", str(tmp_path))
+    builds = []
+
+    def build(folder) -> None:  # type: ignore[no-untyped-def]
+        builds.append(folder)
+        (folder / "w.bin").write_bytes(b"weights" * 1000)
+
+    d = cached_model("m", "w.bin", build)
+    assert cached_model("m", "w.bin", build) == d and len(builds) == 1
+    (d / "w.bin").write_bytes(b"damaged")  # another size: rebuilt
+    assert cached_model("m", "w.bin", build) == d and len(builds) == 2
+    st = (d / "w.bin").stat()
+    with (d / "w.bin").open("r+b") as f:  # the same size, bytes changed, the time put back: trusted (by design)
+        f.write(b"W")
+    os.utime(d / "w.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cached_model("m", "w.bin", build) == d and len(builds) == 2
+    os.utime(d / "w.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched since: hashed, found, rebuilt
+    assert cached_model("m", "w.bin", build) == d and len(builds) == 3

@@ -43,15 +43,20 @@ _CHECKSUM_FILE = "taxonomist-checksum.json"
 
 def cached_model(name: str, main_file: str, build: Callable[[Path], object]) -> Path:
     """``cache_dir()/models/<name>``, built by ``build(folder)`` at first use (into a temporary folder, then
-    renamed: never half-written), with the SHA-256 of ``main_file`` stored beside it and checked on every
-    later call; a damaged folder is rebuilt."""
+    renamed: never half-written), with the SHA-256, size and modification time of ``main_file`` stored beside it;
+    a later call hashes the file again when its size or time changed, and a damaged folder is rebuilt."""
     from ..bundle import sha256_file
 
     target = cache_dir() / "models" / name
     check = target / _CHECKSUM_FILE
     if check.is_file():
         try:
-            if sha256_file(target / main_file) == json.loads(check.read_text())[main_file]:
+            recorded = json.loads(check.read_text())
+            st = (target / main_file).stat()
+            # the file as it was written (size and modification time recorded then): its 470 MB are not hashed
+            # again on every load (~0.4 s); a file changed since, or a record of an older format, is hashed
+            if recorded.get("stat") == [st.st_size, st.st_mtime_ns] or \
+                    sha256_file(target / main_file) == recorded[main_file]:
                 return target
         except (OSError, ValueError, KeyError):
             pass
@@ -61,7 +66,9 @@ def cached_model(name: str, main_file: str, build: Callable[[Path], object]) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         build(tmp)
-        (tmp / _CHECKSUM_FILE).write_text(json.dumps({main_file: sha256_file(tmp / main_file)}))
+        st = (tmp / main_file).stat()
+        (tmp / _CHECKSUM_FILE).write_text(json.dumps({main_file: sha256_file(tmp / main_file),
+                                                      "stat": [st.st_size, st.st_mtime_ns]}))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

