@@ -55,8 +55,11 @@ def cached_model(name: str, main_file: str, build: Callable[[Path], object]) -> 
             st = (target / main_file).stat()
             # the file as it was written (size and modification time recorded then): its 470 MB are not hashed
             # again on every load (~0.4 s); a file changed since, or a record of an older format, is hashed
-            if recorded.get("stat") == [st.st_size, st.st_mtime_ns] or \
-                    sha256_file(target / main_file) == recorded[main_file]:
+            if recorded.get("stat") == [st.st_size, st.st_mtime_ns]:
+                return target
+            if sha256_file(target / main_file) == recorded[main_file]:
+                # (a record of an older format, or a file touched but not changed: its stat is recorded now)
+                check.write_text(json.dumps({**recorded, "stat": [st.st_size, st.st_mtime_ns]}))
                 return target
         except (OSError, ValueError, KeyError):
             pass
