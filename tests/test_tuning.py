@@ -56,6 +56,8 @@ def test_tune_cli_saves_the_best_model(small_catalog, tmp_path, capsys, monkeypa
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["metrics"]["tuning"]["n_trials"] == 3
     assert tx.load(tmp_path / "m").C == pytest.approx(manifest["metrics"]["tuning"]["best_params"]["C"])
+    # issue 35: a tuned bundle had no drift reference (/v1/monitor asked for a retrain); the validation split's
+    assert manifest["drift_reference"]["source"] == "held-out"
 
 
 def test_tune_an_embedding_tier_searches_its_pooling_knobs(small_catalog, tiny_encoder_dir) -> None:

@@ -357,8 +357,10 @@ def tune(
             ev = run_evaluation(clf, valid_cat)
         out.print(metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
         _default_back_off(clf, ev)
+        reference = _drift_reference(clf, valid_cat, train_cat)  # (as train: the evaluated model's, kept by the refit)
         if refit:
             clf = _refit(clf, cat, None, "the validation")
+        clf.drift_reference_ = reference
         path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict(),
                                          "split": {"n_train": len(train_cat), "n_test": len(valid_cat), "refit": refit}})
         out.print(f"model saved to {path}")
