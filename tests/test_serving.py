@@ -571,6 +571,7 @@ def test_retrain_from_the_api_adds_a_version(store_dir: Path, tmp_path: Path) ->
         assert job["version"] == "v0002" and job["feedback"]["added"] == 1
         assert job["new"]["macro_f1"] > 0.5
         assert c.post("/v1/admin/reload", json={}, headers=AUTH).json()["version"] == "v0002"
+        assert c.get("/v1/monitor").json().get("reference") == "held-out"  # (issue 35: it had none)
 
 
 def test_a_large_batch_runs_its_first_stage_off_the_event_loop() -> None:
