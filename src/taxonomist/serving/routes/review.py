@@ -39,22 +39,23 @@ def review_list(svc: ServiceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
     return svc.review_store().pending(limit, offset)
 
 
-@router.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[REVIEW_READ])
-def review_get(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
-    """One review item: the product as sent (scrubbed), the prediction served, its status."""
-    item = svc.review_store().get(review_id)
+def _found(item: dict[str, Any] | None, review_id: int) -> dict[str, Any]:
+    """The review item a route looked up, or 404 when there is none with that id."""
     if item is None:
         raise HTTPException(404, f"no review item {review_id}")
     return item
 
 
+@router.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[REVIEW_READ])
+def review_get(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+    """One review item: the product as sent (scrubbed), the prediction served, its status."""
+    return _found(svc.review_store().get(review_id), review_id)
+
+
 @router.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[REVIEW_READ], response_class=Response)
 def review_image(svc: ServiceDep, review_id: ReviewId) -> Response:
     """The review item's photo (JPEG, PNG, GIF or WebP only, in a sandbox)."""
-    item = svc.review_store().get(review_id)
-    if item is None:
-        raise HTTPException(404, f"no review item {review_id}")
-    product = item["product"]
+    product = _found(svc.review_store().get(review_id), review_id)["product"]
     try:
         if product.get("image_base64"):
             data = decode_image_base64(product["image_base64"], svc.settings.max_image_bytes)
@@ -90,30 +91,22 @@ def review_decide(svc: ServiceDep, review_id: ReviewId, decision: ReviewDecision
         item = svc.review_store().decide(review_id, category, decision.reviewer)
         if item is not None:
             svc.metrics.feedback.labels(source="review").inc()
-    if item is None:
-        raise HTTPException(404, f"no review item {review_id}")
-    return item
+    return _found(item, review_id)
 
 
 @router.post("/v1/review/{review_id}/skip", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
 def review_skip(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
     """Put an item off: it moves behind the items skipped fewer times, for every reviewer."""
-    item = svc.review_store().skip(review_id)
-    if item is None:
-        raise HTTPException(404, f"no review item {review_id}")
-    return item
+    return _found(svc.review_store().skip(review_id), review_id)
 
 
 @router.post("/v1/review/{review_id}/undo", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
 def review_undo(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
     """Put a decided or dismissed item back in the queue; its feedback is withdrawn."""
     try:
-        item = svc.review_store().undo(review_id)
+        return _found(svc.review_store().undo(review_id), review_id)
     except ValueError as e:
         raise HTTPException(409, str(e)) from None
-    if item is None:
-        raise HTTPException(404, f"no review item {review_id}")
-    return item
 
 
 @router.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[WRITE])
