@@ -174,8 +174,8 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
     encoder = getattr(old.ensemble_.encoder, "name", None) if old.ensemble_ is not None else None
     if tier != "sparse" and encoder and "+" not in str(encoder):
         params["encoder"] = encoder  # the language the zero-shot model was chosen for (e5 for a non-English shop)
-    taught = sorted({str(c) for c in labelled.frame["category"]})
-    missing = [str(c) for c in old.classes_ if str(c) not in set(taught)]
+    taught = {str(c) for c in labelled.frame["category"]}
+    missing = [str(c) for c in old.classes_ if str(c) not in taught]
     ev_old = ev_new = None
     if len(people) >= 10 and test_size > 0:
         marked = labelled.subset(people)

@@ -155,26 +155,27 @@ def _decode(raw: bytes, path: Path, encoding: str | None, report: ValidationRepo
         guess = best.encoding if best is not None else None
         chinese = guess is not None and guess.replace("_", "").lower() in {"gb2312", "gbk", "gb18030", "hz"}
         candidates = ([guess] if guess is not None and not chinese else []) + ["gb18030"]
-        why = f"the detector's guess, {1 - best.chaos:.0%} clean" if best is not None else "the fallback"
-        if guess is not None and guess.lower() in _SINGLE_BYTE_LATIN and guess.lower() != "cp1252":
-            western = _western_if_as_plausible(raw, guess)
-            if western is not None:
-                note = (f"not UTF-8: read as cp1252, Western European (the detector guessed {guess}, which reads this "
-                        "text no better); pass --encoding NAME to choose")
-                if report is not None:
-                    report.notes.append(note)
-                logger.warning("%s is %s", path.name, note)
-                return western
-        for enc in candidates:
-            try:
-                text = raw.decode(enc)
-            except (UnicodeDecodeError, LookupError):
-                continue
+
+        def noted(text: str, enc: str, why: str) -> str:
             note = f"not UTF-8: read as {enc} ({why}); pass --encoding NAME to choose"
             if report is not None:
                 report.notes.append(note)
             logger.warning("%s is %s", path.name, note)
             return text
+
+        if guess is not None and guess.lower() in _SINGLE_BYTE_LATIN and guess.lower() != "cp1252":
+            western = _western_if_as_plausible(raw, guess)
+            if western is not None:
+                return noted(western, "cp1252", f"Western European; the detector guessed {guess}, which reads this "
+                                                "text no better")
+        for enc in candidates:
+            try:
+                text = raw.decode(enc)
+            except (UnicodeDecodeError, LookupError):
+                continue
+            # (a Chinese guess is read as gb18030, the superset of gb2312 and gbk)
+            return noted(text, enc, f"the detector's guess, {1 - best.chaos:.0%} clean" if best is not None and
+                         (enc == guess or chinese) else "the fallback")
         raise CatalogError(
             f"{path.name} is not UTF-8 ({utf8_error.reason} at byte {utf8_error.start}) and its encoding could not be "
             "detected; pass encoding= (e.g. gb18030, cp1252, latin-1) or convert the file to UTF-8",
