@@ -18,7 +18,6 @@ import asyncio
 import multiprocessing
 import os
 import shutil
-import signal
 import sqlite3
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from stall import KEY, serve  # type: ignore[import-not-found]
+from stall import KEY, sample_bundle, serving  # type: ignore[import-not-found]
 
 import taxonomist as tx
 from taxonomist.datasets import sample_path
@@ -87,8 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taxonomist-keyless-"))
     try:
-        model = work / "model"
-        tx.TaxonomyClassifier(tier="sparse").fit(tx.read_catalog(sample_path("products"), require_labels=True)).save(model)
+        model = sample_bundle(work)
         print(f"one keyless client, {args.connections} connections, {args.seconds:.0f} s; a keyed client classifies "
               f"one product every 100 ms; {os.cpu_count()} CPUs shared by server and clients\n")
         print("| budgets | server CPU s | keyless answered | keyless refused (429) | keyless failed | its rows in the "
@@ -96,17 +94,13 @@ def main() -> None:
         off = {"TAXONOMIST_KEYLESS_SECONDS_PER_MINUTE": "1e9", "TAXONOMIST_KEYLESS_CONCURRENCY": "1000000",
                "TAXONOMIST_SERVED_LOG_QUOTA_PER_MINUTE": "1000000000"}
         for name, extra in (("off (the service before)", off), ("default", {})):
-            server, url = serve(model, work, extra)
-            try:
+            with serving(model, work, extra) as (server, url):
                 cpu0 = cpu_seconds(server.pid)
                 with multiprocessing.get_context("spawn").Pool(1) as pool:
                     pending = pool.apply_async(keyed_probe, (url, args.seconds))
                     counts = asyncio.run(attack(url, args.connections, args.seconds))
                     keyed = np.asarray(pending.get()) * 1000
                 cpu = cpu_seconds(server.pid) - cpu0
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(30)
             db = next(work.glob(f"review-{url.rsplit(':', 1)[1]}.db"))
             with sqlite3.connect(db) as con:
                 logged = con.execute("SELECT COUNT(*) FROM served WHERE title != 'Nike Men Running Shoes'").fetchone()[0]

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -85,6 +87,25 @@ def probe(url: str, seconds: float) -> list[float]:
     return out
 
 
+def sample_bundle(work: Path) -> Path:
+    """A sparse bundle trained on the bundled sample, saved in ``work``."""
+    model = work / "model"
+    tx.TaxonomyClassifier(tier="sparse").fit(tx.read_catalog(sample_path("products"), require_labels=True)).save(model)
+    return model
+
+
+@contextmanager
+def serving(model: Path, work: Path, env_extra: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``taxonomist serve`` of ``model`` (its review database in ``work``, the API key :data:`KEY`) while the block
+    runs: (the process, its URL); stopped with SIGTERM after."""
+    server, url = serve(model, work, env_extra)
+    try:
+        yield server, url
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+
 def serve(model: Path, work: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -111,8 +132,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taxonomist-stall-"))
     try:
-        model = work / "model"
-        tx.TaxonomyClassifier(tier="sparse").fit(tx.read_catalog(sample_path("products"), require_labels=True)).save(model)
+        model = sample_bundle(work)
         print(f"{args.clients} clients x 256 titles, {args.seconds:.0f} s, /healthz every 20 ms, "
               f"{os.cpu_count()} CPUs shared by server and clients\n")
         print("| titles | sparse stage of a large batch | /healthz p50 ms | p99 ms | max ms | large requests/s |\n"
@@ -120,12 +140,8 @@ def main() -> None:
         for titles, what in (("words", "5,000 characters of words (title + description)"), ("crafted", '"a"*1000 + "@" + "a"*999')):
             for name, extra in (("on the event loop", {"TAXONOMIST_INLINE_MAX_CHARS": str(10**12)}),
                                 ("in a thread (default)", {})):
-                server, url = serve(model, work, extra)
-                try:
+                with serving(model, work, extra) as (_, url):
                     r = asyncio.run(probe_under_load(url, args.clients, args.seconds, titles))
-                finally:
-                    server.send_signal(signal.SIGTERM)
-                    server.wait(15)
                 print(f"| {what} | {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['large_req_s']:.2f} |",
                       flush=True)
     finally:
