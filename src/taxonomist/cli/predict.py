@@ -429,6 +429,10 @@ def classify(
         raise CliError("give the taxonomy to classify into: --taxonomy google, --taxonomy shopify (both shipped) or --taxonomy FILE")
     if (catalog is None) == (not text):
         raise CliError("give either a CATALOG file or one or more --text titles (not both, not neither)")
+    if encoder == "auto" or "e5-multilingual" in encoder.split("+"):
+        from ..encoders.e5 import prepare_e5
+
+        prepare_e5()  # a first run on a new machine builds e5 while it reads the products and loads the rest
     tax = load_taxonomy(taxonomy, format=tax_format)  # type: ignore[arg-type]
     frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
                              strict, delimiter, sheet)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmbeddingCache", "cache_dir", "cached_model"]
+__all__ = ["EmbeddingCache", "cache_dir", "cached_model", "cached_model_ready"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,19 @@ def cache_dir() -> Path:
 _CHECKSUM_FILE = "taxonomist-checksum.json"
 
 
+def _as_recorded(recorded: dict[str, object], st: os.stat_result) -> bool:
+    return recorded.get("stat") == [st.st_size, st.st_mtime_ns]
+
+
+def cached_model_ready(name: str, main_file: str) -> bool:
+    """Whether :func:`cached_model` would return ``name`` at once (built, its file as recorded), without hashing."""
+    target = cache_dir() / "models" / name
+    try:
+        return _as_recorded(json.loads((target / _CHECKSUM_FILE).read_text()), (target / main_file).stat())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def cached_model(name: str, main_file: str, build: Callable[[Path], object]) -> Path:
     """``cache_dir()/models/<name>``, built by ``build(folder)`` at first use (into a temporary folder, then
     renamed: never half-written), with the SHA-256, size and modification time of ``main_file`` stored beside it;
@@ -55,7 +68,7 @@ def cached_model(name: str, main_file: str, build: Callable[[Path], object]) -> 
             st = (target / main_file).stat()
             # the file as it was written (size and modification time recorded then): its 470 MB are not hashed
             # again on every load (~0.4 s); a file changed since, or a record of an older format, is hashed
-            if recorded.get("stat") == [st.st_size, st.st_mtime_ns]:
+            if _as_recorded(recorded, st):
                 return target
             if sha256_file(target / main_file) == recorded[main_file]:
                 # (a record of an older format, or a file touched but not changed: its stat is recorded now)

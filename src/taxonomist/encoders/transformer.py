@@ -436,6 +436,10 @@ def load_text_encoder(
     if backend not in ("auto", "torch", "onnx"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
     if "+" in spec_s and not Path(spec_s).exists():  # "minilm-en+e5-multilingual": both, equally weighted
+        if "e5-multilingual" in spec_s.split("+"):
+            from .e5 import prepare_e5
+
+            prepare_e5()  # built (first use) while the other part loads
         parts = [load_text_encoder(part, backend="auto" if part == "e5-multilingual" else backend,
                                    max_length=max_length, precision=precision, threads=threads, device=device,
                                    cache=cache, allow_download=allow_download) for part in spec_s.split("+")]
