@@ -37,6 +37,32 @@ def _shop_proba(rng: np.random.Generator, n: int = 40) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def test_a_leaf_under_the_branch_the_product_resembles_wins_a_tie_of_leaf_names() -> None:
+    """Zero-shot scored each leaf by its own label vector alone; a leaf name that fits two branches ("Cases" under
+    Phones and under Cameras) was a coin toss. The parent's similarity joins the logit (``hierarchy``); a
+    top-level leaf, which has no parent, counts its own similarity, so it is not pushed down for lacking one."""
+    from taxonomist.models.zeroshot import TaxonomyScorer
+
+    def scorer(hierarchy: float) -> TaxonomyScorer:
+        s = TaxonomyScorer(temperature=0.1, hierarchy=hierarchy)
+        s.classes_ = [("Phones", "Cases"), ("Cameras", "Cases"), ("Gift Cards",)]
+        nodes = [("Cameras",), ("Gift Cards",), ("Phones",), ("Cameras", "Cases"), ("Phones", "Cases")]
+        vecs = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0], [0.6, 0.8, 0], [0.6, 0.8, 0]], np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        s._set_nodes(nodes, vecs)
+        return s
+
+    product = np.array([[0.8, 0.6, 0.0]], np.float32)  # like both "Cases", closer to Phones than to Cameras
+    flat = np.exp(scorer(0.0).log_proba(product))[0]
+    assert flat[0] == pytest.approx(flat[1])
+    p = np.exp(scorer(0.5).log_proba(product))[0]
+    assert p[0] > p[1] + 0.2
+    gift = np.array([[0.0, 0.0, 1.0]], np.float32)
+    assert np.exp(scorer(0.5).log_proba(gift))[0].argmax() == 2
+    params, arrays = scorer(0.5).get_state()
+    assert TaxonomyScorer.from_state(params, arrays).hierarchy == 0.5
+
+
 def test_the_catalogue_prior_pulls_look_alikes_to_what_the_shop_sells() -> None:
     rng = np.random.default_rng(0)
     p = _shop_proba(rng)

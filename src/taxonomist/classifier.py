@@ -41,6 +41,9 @@ ZERO_SHOT_MIN_CONFIDENCE = 0.3
 """A zero-shot model's default back-off threshold (RESULTS.md, "Zero-shot for a shop without labels")."""
 ZERO_SHOT_LEXICAL = 2.0
 """Weight of the category-name coverage in a zero-shot model's logits (at temperature 0.03)."""
+ZERO_SHOT_HIERARCHY = 0.5
+"""Weight of a category's parent's similarity in a zero-shot model's logits (RESULTS.md, "Zero-shot: the parent's
+similarity in each leaf's score")."""
 
 
 class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -332,6 +335,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         encoder_backend: Literal["auto", "torch", "onnx"] = "auto",
         max_length: int = 64,
         lexical: float = ZERO_SHOT_LEXICAL,
+        hierarchy: float = ZERO_SHOT_HIERARCHY,
         adapt: Literal["auto", "general", "own"] | None = "auto",
     ) -> TaxonomyClassifier:
         """A zero-shot classifier into ``taxonomy``'s leaves, from the category names alone (no training data).
@@ -347,6 +351,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             lexical: weight of the share of a category's own name the title contains
                 (:func:`~taxonomist.models.zeroshot.name_coverage`), so that "Boots" wins over "Boot Liners" for
                 a boot; 0: the embeddings alone.
+            hierarchy: weight of the similarity to a category's parent in its score (a leaf name that fits
+                several branches goes to the branch the product resembles); 0: the category's own vector alone.
             adapt: adapt each batch of products to its catalogue (:mod:`taxonomist.models.transduction`):
                 ``"general"`` (a shop in a taxonomy of thousands of categories), ``"own"`` (the catalogue's own
                 taxonomy), ``"auto"`` (general for Google's and Shopify's taxonomies), ``None`` (each product alone).
@@ -360,7 +366,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                   max_length=max_length, use_attributes=False, embed_context=True)
         clf.neighbour_titles_ = []
         clf.set_fitted(zero_shot_ensemble(leaves, encoder, sample_texts, descriptions, examples, temperature,
-                                          encoder_backend, max_length, lexical, adapt), taxonomy)
+                                          encoder_backend, max_length, lexical, adapt, hierarchy), taxonomy)
         return clf
 
     def add_category(

@@ -181,7 +181,7 @@ def labels_of(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:
 def zero_shot_ensemble(leaves: Sequence[CategoryPath], encoder: str, sample_texts: Sequence[str],
                        descriptions: Mapping[CategoryPath, str] | None, examples: Mapping[CategoryPath, Sequence[str]] | None,
                        temperature: float, backend: str, max_length: int, lexical: float = 0.0,
-                       adaptation: str | None = None) -> Ensemble:
+                       adaptation: str | None = None, hierarchy: float = 0.0) -> Ensemble:
     """The zero-shot member alone over ``leaves`` (no training data), embedding each product with its context.
 
     ``encoder="auto"``: :func:`~taxonomist.encoders.transformer.pick_zero_shot_encoder` (e5 when the sample texts
@@ -193,6 +193,6 @@ def zero_shot_ensemble(leaves: Sequence[CategoryPath], encoder: str, sample_text
     name = pick_zero_shot_encoder(sample_texts, [format_path(p) for p in leaves[:2000]]) if encoder == "auto" else encoder
     text_encoder = load_text_encoder(name, backend=backend, max_length=max_length)  # type: ignore[arg-type]
     members = EnsembleMembers([format_path(p) for p in leaves], ("zeroshot",))
-    members.zeroshot = TaxonomyScorer(temperature, lexical=lexical, adaptation=adaptation).build(
+    members.zeroshot = TaxonomyScorer(temperature, lexical=lexical, adaptation=adaptation, hierarchy=hierarchy).build(
         leaves, text_encoder, descriptions, examples)
     return Ensemble(members, {"zeroshot": 1.0}, encoder=text_encoder, embed_context=True)

@@ -125,10 +125,13 @@ class TaxonomyScorer:
         adaptation: ``"general"`` or ``"own"`` adapts a batch of products' answers to their catalogue
             (:mod:`taxonomist.models.transduction`; a zero-shot model into a general or the catalogue's own
             taxonomy), ``None`` answers each product alone.
+        hierarchy: weight of the similarity to each class's parent category (its own, for a top-level class)
+            added to its logit (flat decoding): a leaf name that fits several branches ("Cases") goes to the
+            branch the product resembles; 0: the class's own vector alone (as inside a trained ensemble).
     """
 
     def __init__(self, temperature: float = 0.03, decoding: str = "flat", lexical: float = 0.0,
-                 adaptation: str | None = None) -> None:
+                 adaptation: str | None = None, hierarchy: float = 0.0) -> None:
         if decoding not in ("top-down", "flat"):
             raise ValueError(f"decoding must be 'top-down' or 'flat', got {decoding!r}")
         self.temperature = temperature
@@ -137,6 +140,7 @@ class TaxonomyScorer:
         if adaptation not in (None, "general", "own"):
             raise ValueError(f"adaptation must be None, 'general' or 'own', got {adaptation!r}")
         self.adaptation = adaptation
+        self.hierarchy = hierarchy
 
     # -- building -----------------------------------------------------------------------------------------
     def build(
@@ -185,6 +189,9 @@ class TaxonomyScorer:
         self.parent_ = np.array([pos[n[:-1]] if len(n) > 1 else -1 for n in nodes], dtype=np.int64)
         self.depth_ = np.array([len(n) for n in nodes], dtype=np.int64)
         self.class_nodes_ = np.array([pos[c] for c in self.classes_], dtype=np.int64)
+        # each class's parent node, or the class itself at the top level (for ``hierarchy``)
+        self.class_parents_ = np.where(self.parent_[self.class_nodes_] >= 0, self.parent_[self.class_nodes_],
+                                       self.class_nodes_)
         # per depth: the nodes sorted by parent, and the start of each sibling group (for reduceat)
         self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for d in range(1, int(self.depth_.max(initial=0)) + 1):
@@ -229,6 +236,8 @@ class TaxonomyScorer:
         S = self.node_scores(embeddings).astype(np.float64) / T
         if self.decoding == "flat":
             logits = S[:, self.class_nodes_]
+            if self.hierarchy:
+                logits = logits + self.hierarchy * S[:, self.class_parents_]
             if self.lexical and titles is not None:
                 logits += self.lexical * name_coverage(titles, [c[-1] for c in self.classes_])
             return np.asarray(log_softmax(logits, axis=1))
@@ -259,14 +268,14 @@ class TaxonomyScorer:
     # -- persistence --------------------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return ({"temperature": self.temperature, "decoding": self.decoding, "lexical": self.lexical,
-                 "adaptation": self.adaptation,
+                 "adaptation": self.adaptation, "hierarchy": self.hierarchy,
                  "nodes": [list(n) for n in self.nodes_], "classes": [list(c) for c in self.classes_]},
                 {"zs_vectors": self.vectors_.astype(np.float16)})
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> TaxonomyScorer:
         s = cls(temperature=float(params["temperature"]), decoding=str(params["decoding"]),
-                lexical=float(params.get("lexical", 0.0)),
+                lexical=float(params.get("lexical", 0.0)), hierarchy=float(params.get("hierarchy", 0.0)),
                 adaptation=params.get("adaptation") if params.get("adaptation") in ("general", "own") else None)
         s.classes_ = [tuple(c) for c in params["classes"]]
         vecs = np.asarray(arrays["zs_vectors"], np.float32)
