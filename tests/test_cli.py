@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,8 @@ def test_train_evaluate_predict_roundtrip(tmp_path, capsys, monkeypatch) -> None
     code, out = run_cli(["train", str(f), "-o", str(model), "--tier", "sparse", "--json", str(tmp_path / "held.json")], capsys, monkeypatch)
     assert code == 0, out
     assert "held-out evaluation" in out and "model saved to" in out
+    # each stage's seconds (issue 33: nobody could tell from train's output where the time went)
+    assert re.search(r"time: fit [\d.]+ s, evaluate [\d.]+ s, drift reference [\d.]+ s, refit [\d.]+ s", out), out
     held = json.loads((tmp_path / "held.json").read_text())
     assert held["seen_in_training_share"] == 0.0
     manifest = json.loads((model / "manifest.json").read_text())

@@ -263,3 +263,35 @@ def test_the_service_classifies_an_uploaded_photo(tiny_encoder_dir, tmp_path) ->
         r = c.post("/v1/classify", json={"product": {"image": df["image"].iloc[1]}})
         assert r.status_code == 200, r.text
         assert c.post("/v1/classify", json={"product": {"title": " "}}).status_code == 422
+
+
+def test_train_run_from_another_folder_keeps_a_drift_reference_that_read_the_photos(tiny_encoder_dir, tmp_path,
+                                                                                     capsys, monkeypatch) -> None:
+    """The drift reference was computed from the held-out products as plain records, so their photos resolved
+    against the folder `train` was run from: from anywhere but the catalogue's folder the reference was built
+    without them, unlike the model it describes and the traffic it is compared with."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from taxonomist.encoders.image import ImageEncoder
+    from tests.test_bad_inputs import run_cli
+
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    _catalog(shop).to_csv(shop / "products.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    calls: list[tuple[int, int]] = []  # (photos asked for, photos read) per call
+    encode = ImageEncoder.encode
+
+    def spy(self, refs, root, *args, **kwargs):  # type: ignore[no-untyped-def]
+        batch = encode(self, refs, root, *args, **kwargs)
+        calls.append((sum(bool(r) for r in refs), int(batch.mask.sum())))
+        return batch
+
+    monkeypatch.setattr(ImageEncoder, "encode", spy)
+    code, output = run_cli(["train", str(shop / "products.csv"), "--tier", "ensemble", "--encoder",
+                            str(tiny_encoder_dir), "--image-encoder", "effnet-lite0", "--test-size", "0.3",
+                            "-o", str(tmp_path / "model")], capsys, monkeypatch)
+    assert code == 0, output
+    assert len(calls) >= 3 and all(read == asked for asked, read in calls), calls
+    assert tx.load(tmp_path / "model").drift_reference_.source == "held-out"

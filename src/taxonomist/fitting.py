@@ -5,6 +5,7 @@ the stacking itself is :mod:`taxonomist.models.stacking`)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,7 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
     image_stats: dict[str, int] = {}
     img = None
     members = ensemble_members(clf)
+    started = time.perf_counter()
     if set(members) & set(IMAGE_MEMBERS):
         from .encoders.image import load_image_encoder
 
@@ -122,6 +124,7 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
         logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
                     *image_stats.values())
     emb, alt_emb = _embeddings(clf, encoder, members, titles, contexts, img is not None)
+    encoding = time.perf_counter() - started  # (the photos' and the texts')
     ensemble = fit_ensemble(
         (titles, contexts), labels, emb,
         batch.title_groups(), members, encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
@@ -130,6 +133,7 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
         prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv, alt_emb=alt_emb,
     )
     ensemble.embed_context = ensemble.embed_context or clf.embed_context is True
+    ensemble.stacking["seconds"] = {"encoding": round(encoding, 2), **ensemble.stacking.get("seconds", {})}
     neighbours = [scrub_pii(t) for t in titles] if ensemble.members.knn is not None else []
     return FittedTier(ensemble, image_encoder, image_stats, neighbours)
 

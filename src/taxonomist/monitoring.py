@@ -116,16 +116,25 @@ class DriftReference:
         return cls(summarise(obs), sorted(top), source)
 
     @classmethod
-    def of(cls, classifier: Any, records: Sequence[Mapping[str, Any]], source: str = "held-out",
+    def of(cls, classifier: Any, records: Any, source: str = "held-out",
            brands: Iterable[str] = (), max_products: int = 5_000, seed: int = 0) -> DriftReference:
-        """The reference of ``classifier`` on ``records`` (a random ``max_products`` of them at most); for a
+        """The reference of ``classifier`` on ``records`` (product records, or a Catalog: predicted as one, so its
+        photos resolve against its folder; a random ``max_products`` of them at most); for a
         model with an embedding index, also the products' mean similarity to their predicted category's
         training centroid (:func:`centroid_similarity`)."""
-        records = list(records)
-        if len(records) > max_products:
-            pick = np.random.default_rng(seed).choice(len(records), max_products, replace=False)
-            records = [records[i] for i in np.sort(pick)]
-        preds = classifier.predict_products(records, top_k=2)
+        products: Any = records  # a Catalog is predicted as one, so its photos resolve against its folder
+        if _is_catalog(records):
+            if len(products) > max_products:
+                products = products.subset(np.sort(np.random.default_rng(seed).choice(len(products), max_products,
+                                                                                      replace=False)))
+            records = products.records()
+        else:
+            records = list(records)
+            if len(records) > max_products:
+                pick = np.random.default_rng(seed).choice(len(records), max_products, replace=False)
+                records = [records[i] for i in np.sort(pick)]
+            products = records
+        preds = classifier.predict_products(products, top_k=2)
         ref = cls.from_observations(observations(classifier, records, preds), source, brands)
         sims = centroid_similarity(classifier, [str(r.get("title") or "") for r in records], [p.leaf for p in preds])
         ref.summary["centroid_similarity"] = float(np.mean(sims)) if sims is not None and len(sims) else None
@@ -140,17 +149,22 @@ class DriftReference:
         return cls(summary, [str(b) for b in d.get("brands", [])], str(d.get("source", "held-out")))
 
 
-def drift_reference(classifier: Any, held_out: Sequence[Mapping[str, Any]] | None,
-                    training: Sequence[Mapping[str, Any]]) -> DriftReference | None:
+def _is_catalog(products: Any) -> bool:
+    return callable(getattr(products, "records", None)) and callable(getattr(products, "subset", None))
+
+
+def drift_reference(classifier: Any, held_out: Any, training: Any) -> DriftReference | None:
     """What a trained model's answers look like on products it did not train on (``held_out``; without them, a
     sample of the ``training`` products, whose confidences are optimistic), kept in its bundle for ``serve`` to
     compare served predictions with; None for a differentially private model (it keeps nothing computed from the
-    rows). Used by ``train`` and ``retrain`` alike."""
+    rows). Each is a Catalog (its photos resolve against its folder) or product records. Used by
+    :func:`taxonomist.training.train_bundle`."""
     if getattr(classifier, "dp_epsilon", None) is not None:
         return None
+    train_records = training.records() if _is_catalog(training) else training
     return DriftReference.of(classifier, held_out if held_out is not None else training,
                              source="held-out" if held_out is not None else "training sample",
-                             brands=brands(training))
+                             brands=brands(train_records))
 
 
 def centroid_similarity(classifier: Any, titles: Sequence[str], leaves: Sequence[Sequence[str]]) -> np.ndarray | None:

@@ -26,9 +26,9 @@ import pandas as pd
 
 from .catalog import Catalog, read_catalog, split_catalog
 from .exceptions import TaxonomistError
-from .monitoring import drift_reference
 from .taxonomy import format_path
 from .text import normalize_for_sparse
+from .training import train_bundle
 
 __all__ = ["RetrainResult", "apply_feedback", "retrain"]
 
@@ -118,21 +118,15 @@ def retrain(model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: 
     test_size = float(split.get("test_size", 0.2)) if test_size is None else test_size
     seed = int(split.get("seed", 0)) if seed is None else seed
     train, test = split_catalog(combined, test_size=test_size, seed=seed)
-    new = TaxonomyClassifier(**old.get_params()).fit(train, taxonomy=old.taxonomy_)
-    ev_old, ev_new = evaluate(old, test), evaluate(new, test)
-    # (as train does: the evaluated model's answers on the held-out part, kept by the refitted one)
-    reference = drift_reference(new, test.records() if len(test) else None,
-                                train.records())
-    if refit:
-        new = TaxonomyClassifier(**old.get_params()).fit(combined, taxonomy=old.taxonomy_)
-    new.drift_reference_ = reference
-    metrics = {**ev_new.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test),
-                                           "n_train": len(train), "refit": refit},
-               "retrained_from": {"bundle": str(model_dir), "fingerprint": old.fingerprint_, "feedback": stats,
-                                  "old_model_on_this_split": {k: ev_old.metrics.get(k) for k in
-                                                              ("accuracy", "macro_f1", "hierarchical_f1")}}}
-    path = new.save(output, metrics=metrics)
-    return RetrainResult(path, stats, ev_old.metrics, ev_new.metrics)
+    # the back-off threshold is chosen again on the held-out part when the old one was (else the user's is kept)
+    new = train_bundle(TaxonomyClassifier(**old.get_params()), combined, test_size=test_size, seed=seed,
+                       split=(train, test), refit=refit, taxonomy=old.taxonomy_,
+                       back_off="back_off_threshold" in old.metrics_)
+    ev_old = evaluate(old, test)
+    path = new.save(output, retrained_from={
+        "bundle": str(model_dir), "fingerprint": old.fingerprint_, "feedback": stats,
+        "old_model_on_this_split": {k: ev_old.metrics.get(k) for k in ("accuracy", "macro_f1", "hierarchical_f1")}})
+    return RetrainResult(path, stats, ev_old.metrics, new.evaluation.metrics if new.evaluation else {})
 
 
 def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mapping[str, Any]], data: str | Path | Catalog,
@@ -184,16 +178,15 @@ def _retrain_zero_shot(old: Any, model_dir: str | Path, feedback: Sequence[Mappi
         held = set(test.frame["row"].astype(int))
         train = labelled.subset([i for i in range(len(labelled)) if i not in held])
         test = labelled.subset(sorted(held))
-        new = TaxonomyClassifier(**params).fit(train, taxonomy=old.taxonomy_)
-        ev_old, ev_new = evaluate(old, test), evaluate(new, test)
-        reference = drift_reference(new, test.records(), train.records())
-        if refit:
-            new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
+        # (the zero-shot model's back-off threshold is kept: a few reviewed products cannot place a 90 % one)
+        trained = train_bundle(TaxonomyClassifier(**params), labelled, test_size=test_size, seed=seed,
+                               split=(train, test), refit=refit, taxonomy=old.taxonomy_, back_off=False)
+        ev_old, ev_new = evaluate(old, test), trained.evaluation
     else:
         logger.warning("fewer than 10 reviewed products: the new model is not compared with the zero-shot one")
-        new = TaxonomyClassifier(**params).fit(labelled, taxonomy=old.taxonomy_)
-        reference = drift_reference(new, None, labelled.records())
-    new.drift_reference_ = reference
+        trained = train_bundle(TaxonomyClassifier(**params), labelled, split=(labelled, None),
+                               taxonomy=old.taxonomy_, back_off=False)
+    new = trained.model
     # categories without a label are not learnt. Keeping them through the ensemble's zero-shot member (scored from
     # their names) was tried: on the bundled sample's own-taxonomy walk it took the trained model's accuracy on
     # unseen products from above the zero-shot model's + 0.10 to below the zero-shot model's; they are named instead

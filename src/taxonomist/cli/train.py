@@ -89,8 +89,8 @@ def train(
     _check_options(tier, hierarchy, engine, bool(register and not track), bool(image_encoder))
     from ..catalog import split_catalog
     from ..classifier import TaxonomyClassifier
-    from ..evaluation import evaluate
     from ..taxonomy import load_taxonomy
+    from ..training import train_bundle
 
     tax = load_taxonomy(taxonomy) if taxonomy else None
     cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax, delimiter=delimiter, sheet=sheet)
@@ -117,37 +117,52 @@ def train(
                              fusion=fusion,  # type: ignore[arg-type]
                              image_views=image_views, image_root=str(image_root) if image_root else None)
     with tracking(track, tracking_uri, experiment, "train", f"train {catalog.name} ({tier})") as tracker:
-        with spinner(f"training the {tier} tier on {len(train_cat):,} products"):
-            clf.fit(train_cat, taxonomy=tax)
-        _say_fitted(clf)
-        metrics: dict[str, Any] = {}
-        ev = None
-        if test_cat is not None:
-            with spinner("evaluating on the held-out products"):
-                ev = evaluate(clf, test_cat)
-            metrics = {**ev.metrics, "split": {"test_size": test_size, "seed": seed, "n_test": len(test_cat),
-                                               "n_train": len(train_cat), "refit": refit}}
-            out.print(metrics_table(ev, f"held-out evaluation ({len(test_cat):,} products)"))
-            if min_confidence is None:  # back-off on by default, at the held-out 90 %-precision threshold
-                _default_back_off(clf, ev)
-            note = (f" — the saved model was then refitted on all {len(cat):,} products" if refit else "")
-            if report:
-                ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out{note})")
-                out.print(f"report: {report}")
-            if json_out:
-                ev.to_json(json_out)
-        reference = _drift_reference(clf, test_cat, train_cat)
-        if test_cat is not None and refit:
-            clf = _refit(clf, cat, tax)
-        clf.drift_reference_ = reference
-        _say_stacking(clf)
-        path = clf.save(output, metrics=metrics)
+        result = train_bundle(clf, cat, test_size=test_size, seed=seed, split=(train_cat, test_cat), refit=refit,
+                              taxonomy=tax, back_off=min_confidence is None, stage=spinner)
+        _say_trained(result, "held-out", refit)
+        ev = result.evaluation
+        note = (f" — the saved model was then refitted on all {len(cat):,} products" if refit else "")
+        if ev is not None and report:
+            ev.write_html(report, title=f"taxonomist: {catalog.name} (held-out{note})")
+            out.print(f"report: {report}")
+        if ev is not None and json_out:
+            ev.to_json(json_out)
+        path = result.save(output)
         out.print(f"model saved to {path}")
         if tracker is not None:
             tracker.log_params({"catalog": catalog.name, "test_size": test_size, "seed": seed,
-                                "taxonomy": taxonomy.name if taxonomy else "", **clf.get_params()})
-            _track_training(tracker, clf, len(train_cat), ev, report, f"taxonomist: {catalog.name} (held-out)", path,
-                            register)
+                                "taxonomy": taxonomy.name if taxonomy else "", **result.model.get_params()})
+            _track_training(tracker, result.model, len(train_cat), ev, report, f"taxonomist: {catalog.name} (held-out)",
+                            path, register)
+
+
+def _say_trained(result: Any, held_out: str, refit: bool) -> None:
+    """What a training run did, stage by stage: the sparse member's split and the photos, the held-out figures,
+    the back-off threshold, the refit, what cross-validation decided, and the seconds of each stage."""
+    clf = result.model
+    _say_fitted(clf)
+    ev = result.evaluation
+    if ev is not None:
+        out.print(metrics_table(ev, f"{held_out} evaluation ({ev.metrics['n']:,} products)"))
+        if result.back_off is not None:
+            console.print(f"back-off: answers back off to the parent below confidence {result.back_off:.2f} "
+                          f"({held_out}: leaves at or above it are 90 % precise, "
+                          f"{ev.metrics['coverage_at_90_precision']:.0%} of products); change it with "
+                          "--min-confidence (0: never)", highlight=False)
+        elif "back_off_threshold" not in ev.metrics and clf.min_confidence is None:
+            console.print(f"back-off: no confidence reaches 90 % precision on the {held_out} products, so the model "
+                          "always answers with a leaf; set one with --min-confidence", style="yellow", highlight=False)
+        if refit:
+            split = result.metrics["split"]
+            console.print(f"refitted on all {split['n_train'] + split['n_test']:,} products ({held_out} products "
+                          "included); the stored metrics are those of the evaluation above (the saved model saw "
+                          "more data)", highlight=False)
+    _say_stacking(clf)
+    inner = (getattr(clf, "stacking_", None) or {}).get("seconds") or {}
+    # (the ensemble's own stages are those of the last fit: the refit's when there was one)
+    console.print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in result.seconds.items())
+                  + (" — of the last fit: " + ", ".join(f"{k} {v:.1f} s" for k, v in inner.items()) if inner else ""),
+                  highlight=False)
 
 
 def _check_options(tier: str, hierarchy: str, engine: str, register_untracked: bool, images: bool) -> None:
@@ -198,43 +213,6 @@ def _track_training(tracker: Any, clf: Any, n_train: int, ev: Any, report: Path 
     tracker.log_pyfunc(path)
     if register:
         out.print(f"registered as MLflow model {register!r} version {tracker.register_bundle(register)}")
-
-
-def _drift_reference(clf: Any, test_cat: Any, train_cat: Any) -> Any:
-    """:func:`taxonomist.monitoring.drift_reference` of the held-out split (else the training products), with a
-    spinner."""
-    from ..monitoring import drift_reference
-
-    what = "the held-out products" if test_cat is not None else "a sample of the training products"
-    with spinner(f"drift reference: the model's answers on {what}"):
-        return drift_reference(clf, test_cat.records() if test_cat is not None else None,
-                               train_cat.records())
-
-
-def _default_back_off(clf: Any, ev: Any) -> None:
-    """Set the model's back-off threshold to the held-out confidence above which leaves are 90 % precise, and
-    say so; ``--min-confidence`` overrides it (0: never back off)."""
-    threshold = float(ev.metrics["threshold_at_90_precision"])
-    if threshold > 1.0:
-        console.print("back-off: no confidence reaches 90 % precision on the held-out products, so the model always "
-                      "answers with a leaf; set one with --min-confidence", style="yellow", highlight=False)
-        return
-    clf.min_confidence = threshold
-    ev.metrics["back_off_threshold"] = threshold  # shown by the report; the scores above are without back-off
-    console.print(f"back-off: answers back off to the parent below confidence {threshold:.2f} (held-out: leaves at "
-                  f"or above it are 90 % precise, {ev.metrics['coverage_at_90_precision']:.0%} of products); "
-                  "change it with --min-confidence (0: never)", highlight=False)
-
-
-def _refit(clf: Any, cat: Any, tax: Any, what: str = "the held-out") -> Any:
-    """The same configuration fitted on every product: the held-out figures were measured, now no label is lost."""
-    from sklearn.base import clone
-
-    with spinner(f"refitting on all {len(cat):,} products ({what} products included)"):
-        full = clone(clf).fit(cat, taxonomy=tax)
-    console.print(f"refitted on all {len(cat):,} products; the stored metrics are those of the evaluation above "
-                  "(the saved model saw more data)", highlight=False)
-    return full
 
 
 def _say_stacking(clf: Any) -> None:
@@ -307,7 +285,7 @@ def tune(
     refit: Annotated[bool, typer.Option(help="After evaluating the best configuration, fit the saved model on every product (--no-refit: on the training part only).")] = True,
 ) -> None:
     """Search hyper-parameters with Optuna, then train, evaluate and save the best model (refitted on all rows)."""
-    from ..evaluation import evaluate as run_evaluation
+    from ..training import train_bundle
     from ..tuning import tune as run_tuning
 
     if register and not track:
@@ -352,17 +330,12 @@ def tune(
                       "check it on held-out products with: taxonomist evaluate", style="yellow", soft_wrap=True)
         train_cat, valid_cat = result.train, result.valid
         assert train_cat is not None and valid_cat is not None
-        with spinner("training the best configuration"):
-            clf = result.model(random_state=seed).fit(train_cat)
-            ev = run_evaluation(clf, valid_cat)
-        out.print(metrics_table(ev, f"tuned model on the validation split ({len(valid_cat):,} products)"))
-        _default_back_off(clf, ev)
-        reference = _drift_reference(clf, valid_cat, train_cat)  # (as train: the evaluated model's, kept by the refit)
-        if refit:
-            clf = _refit(clf, cat, None, "the validation")
-        clf.drift_reference_ = reference
-        path = clf.save(output, metrics={**ev.metrics, "tuning": result.to_dict(),
-                                         "split": {"n_train": len(train_cat), "n_test": len(valid_cat), "refit": refit}})
+        trained = train_bundle(result.model(random_state=seed), cat, test_size=valid_size, seed=seed,
+                               split=(train_cat, valid_cat),
+                               refit=refit, stage=spinner)
+        _say_trained(trained, "validation", refit)
+        clf, ev = trained.model, trained.evaluation
+        path = trained.save(output, tuning=result.to_dict())
         out.print(f"model saved to {path}")
         if tracker is not None:
             tracker.log_params({"catalog": catalog.name, "tier": tier, "trials": trials, "metric": metric, "seed": seed,

@@ -10,6 +10,7 @@ cascade threshold are chosen -- never a configuration that does worse than the s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -510,6 +511,7 @@ def fit_ensemble(
     if prior_shift != "auto" and not (isinstance(prior_shift, (int, float)) and prior_shift >= 0):
         raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
     d = _Data(pairs, emb, y, img)
+    clock = _Clock()
     splits = _splits(groups, y, members, cv, validation_size, random_state)
     validate = sum(len(v) for _, v in splits) >= _MIN_VALIDATION
     finetuned = (_fine_tune(d, splits, validate, encoder, n_classes, epochs, finetune_max_length, random_state)
@@ -517,11 +519,13 @@ def fit_ensemble(
     # the zero-shot scorer depends on the class list only: built once, for every fold and the final model
     zeroshot = TaxonomyScorer().build(paths(list(classes)), encoder) if "zeroshot" in members else None
     temperatures = dict.fromkeys(_TEMPERATURES, 1.0)
+    clock.lap("fine-tuning" if finetuned is not None else "")
     if validate:
         parts = [EnsembleMembers(list(classes), members, knn_k).fit(d.texts(a), emb[a], y[a], make_sparse(), encoder,
                                                                    finetuned=finetuned, zeroshot=zeroshot, img=d.rows(a))
                  for a, _ in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
                                   disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO))]
+        clock.lap("folds")
         temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, random_state)
         for part in parts:
             _set_temperatures(part, temperatures)
@@ -538,6 +542,7 @@ def fit_ensemble(
                 emb = alt_emb
             ens.embed_context = use_context
         ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
+        clock.lap("stacking")
         del parts, logs
     else:
         held_out = sum(len(v) for _, v in splits)
@@ -552,6 +557,21 @@ def fit_ensemble(
                                                                   sparse_temperature=temperatures["sparse"],
                                                                   finetuned=finetuned, zeroshot=zeroshot, img=img)
     _set_temperatures(ens.members, temperatures)
+    clock.lap("final members")
     ens.encoder = encoder
-    ens.stacking = stacking_summary(ens.stacking, ens.weights)
+    ens.stacking = stacking_summary({**ens.stacking, "seconds": clock.seconds}, ens.weights)
     return ens
+
+
+class _Clock:
+    """Wall seconds of the stages of an ensemble's fit (``lap(name)`` closes the stage that ran since the last)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        t = time.perf_counter()
+        if name:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + t - self._t, 2)
+        self._t = t
