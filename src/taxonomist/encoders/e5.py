@@ -17,6 +17,7 @@ import logging
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ def rebuild_e5(out_dir: str | Path) -> Path:
     return out
 
 
-_building: subprocess.Popen[bytes] | None = None
+_building: tuple[subprocess.Popen[bytes], Any] | None = None  # the process, the file of its messages
 _building_lock = threading.Lock()
 
 
@@ -176,21 +177,26 @@ def prepare_e5() -> None:
     global _building
     with _building_lock:
         if _building is None and not cached_model_ready(_name(), "model.safetensors"):
-            _building = subprocess.Popen([sys.executable, "-m", "taxonomist.encoders.e5"], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            # its messages go to a file, not a pipe: a run that never waits for it cannot leave it blocked writing
+            messages = tempfile.TemporaryFile()
+            _building = (subprocess.Popen([sys.executable, "-m", "taxonomist.encoders.e5"], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=messages), messages)
 
 
 def e5_model_dir() -> Path:
     """The rebuilt model's folder in the cache, built (atomically) when missing or damaged: by the process
-    :func:`prepare_e5` started, when one did (its error, if any, is raised here)."""
+    :func:`prepare_e5` started, when one did (if it failed, its last message is logged and the model is built
+    here, where an error is raised)."""
     global _building
     with _building_lock:
         building, _building = _building, None
     if building is not None:
-        _, err = building.communicate()
-        if building.returncode:
-            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no message)"]
-            logger.warning("building e5 in another process failed (%s); building it here", tail[0])
+        process, messages = building
+        with messages:
+            if process.wait():
+                messages.seek(0)
+                tail = messages.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no message)"]
+                logger.warning("building e5 in another process failed (%s); building it here", tail[0])
     return cached_model(_name(), "model.safetensors", rebuild_e5)
 
 
