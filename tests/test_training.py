@@ -40,3 +40,44 @@ def test_without_a_held_out_part_nothing_is_evaluated_and_the_reference_is_a_tra
     assert result.model.min_confidence == 0.4
     assert result.model.drift_reference_.source == "training sample"
     assert list(result.seconds) == ["fit", "drift_reference"]
+
+
+def _long_descriptions(n_per: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Products whose title barely helps, whose description opens with what the product is, then runs on with the
+    same boilerplate words for every category (a shop's shipping and care text): read whole, the boilerplate
+    drowns the opening; read from its start, the description names the category."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    kinds = {"Kitchen > Kettles": "electric kettle boils water", "Kitchen > Toasters": "toaster browns bread slices",
+             "Garden > Hoses": "garden hose waters plants", "Garden > Rakes": "steel rake gathers leaves",
+             "Home > Lamps": "desk lamp lights the room", "Home > Rugs": "wool rug warms the floor"}
+    filler = ("free shipping returns within thirty days care instructions warranty customer service packaging "
+              "delivery order online store quality guaranteed premium materials gift idea").split()
+    rows = []
+    for cat, opening in kinds.items():
+        for i in range(n_per):
+            words = " ".join(rng.choice(filler, 140))  # ~1,000 characters of boilerplate
+            noise = " ".join(rng.choice(filler, 30))
+            rows.append({"id": f"{cat[:3]}{i}", "title": f"Item {rng.integers(1000)} {rng.choice(filler)}",
+                         "description": f"{opening}. {noise} {words}", "category": cat})
+    return pd.DataFrame(rows)
+
+
+def test_how_much_of_a_long_description_the_model_reads_is_chosen_on_the_training_data(tmp_path) -> None:
+    """The sparse member read every description whole, at a fixed weight: a catalogue whose descriptions state the
+    product first and then run on scored like a title-only model. With ``description_chars="auto"`` (the default)
+    a held-out part of the training data decides between the whole description and its first 300 characters."""
+    data = tx.Catalog.from_frame(_long_descriptions(), require_labels=True)
+    auto = tx.TaxonomyClassifier(tier="sparse").fit(data)
+    assert auto.description_chars_ == 300
+    titles, contexts = auto.texts(data.subset(range(3)))
+    assert all(len(c) <= 300 for c in contexts)
+    auto.save(tmp_path / "m")
+    assert tx.load(tmp_path / "m").description_chars_ == 300
+    whole = tx.TaxonomyClassifier(tier="sparse", description_chars=None).fit(data)
+    assert whole.description_chars_ is None
+    # short descriptions: nothing to choose, nothing extra fitted
+    short = tx.TaxonomyClassifier(tier="sparse").fit(tx.Catalog.from_frame(
+        _long_descriptions().assign(description=lambda f: f["description"].str[:120]), require_labels=True))
+    assert short.description_chars_ is None

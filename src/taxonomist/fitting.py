@@ -87,6 +87,56 @@ def sparse_model(clf: TaxonomyClassifier, calibration: str) -> SparseClassifier:
                             max_problem_rows=getattr(clf, "max_problem_rows", "auto"))
 
 
+DESCRIPTION_CHARS = 300
+"""The description cut ``description_chars="auto"`` weighs against the whole description."""
+CHOICE_PRODUCTS = 20_000
+"""Products (at most) the choice of ``description_chars`` is made on."""
+
+
+def choose_description_chars(clf: TaxonomyClassifier, batch: ProductBatch, labels: Sequence[str]) -> int | None:
+    """``clf.description_chars`` when it is a number or ``None``; for ``"auto"``: where the descriptions are long
+    (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse member, the sparse member is
+    fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most) twice, reading the whole descriptions and their first
+    :data:`DESCRIPTION_CHARS` characters, and the cut is kept only when it raises macro-F1 and accuracy on the
+    other 20 % together by at least 0.01 with neither falling; else ``None`` (whole)."""
+    if clf.description_chars != "auto":
+        if clf.description_chars is not None and (not isinstance(clf.description_chars, int)
+                                                  or clf.description_chars < 1):
+            raise ValueError(f"description_chars must be 'auto', None or a number of characters >= 1, got "
+                             f"{clf.description_chars!r}")
+        return clf.description_chars
+    lengths = [len(d) for d in batch.descriptions]
+    if (not lengths or float(np.median(lengths)) <= DESCRIPTION_CHARS or clf.dp_epsilon is not None
+            or "sparse" not in (ensemble_members(clf) if clf.tier != "sparse" else ("sparse",))):
+        return None
+    from sklearn.model_selection import GroupShuffleSplit
+
+    from .metrics import macro_f1_accuracy
+
+    classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    rng = np.random.default_rng(clf.random_state)
+    pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
+            else np.arange(len(y)))  # the choice costs two fits of the sparse member: on a sample at most
+    fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=clf.random_state)
+                                             .split(pool, groups=batch.title_groups()[pool])))
+    titles = batch.titles
+    columns = batch.text_columns() if clf.use_attributes else []
+    scores = {}
+    for chars in (None, DESCRIPTION_CHARS):
+        contexts = batch.contexts(columns, chars)
+        model = sparse_model(clf, "none").fit(([titles[i] for i in fit], [contexts[i] for i in fit]),
+                                              [labels[i] for i in fit])
+        pred = model.predict(([titles[i] for i in held], [contexts[i] for i in held]))
+        index = {c: k for k, c in enumerate(classes)}
+        scores[chars] = macro_f1_accuracy(y[held], np.asarray([index[str(p)] for p in pred]), len(classes))
+    (f_all, a_all), (f_cut, a_cut) = scores[None], scores[DESCRIPTION_CHARS]
+    keep = f_cut >= f_all and a_cut >= a_all and (f_cut - f_all) + (a_cut - a_all) >= 0.01
+    logger.info("descriptions: whole %.4f / %.4f, first %d characters %.4f / %.4f (held-out macro-F1 / accuracy): "
+                "reading %s", f_all, a_all, DESCRIPTION_CHARS, f_cut, a_cut,
+                f"the first {DESCRIPTION_CHARS} characters" if keep else "them whole")
+    return DESCRIPTION_CHARS if keep else None
+
+
 def ensemble_members(clf: TaxonomyClassifier) -> tuple[str, ...]:
     """The members of ``clf``'s ensemble: as given, or the tier's default (+ the photo member)."""
     members = tuple(clf.members) if clf.members is not None else DEFAULT_MEMBERS[clf.tier]

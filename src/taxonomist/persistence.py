@@ -49,6 +49,7 @@ def save_classifier(clf: TaxonomyClassifier, directory: str | Path) -> Path:
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in clf.get_params().items()},
         "tier_params": params,
         "text_attributes": clf.text_attributes_,
+        "description_chars": clf.description_chars_,
         "labels": [str(c) for c in clf.classes_],
         "objects": sorted(objects),
         "taxonomy": clf.taxonomy_.to_dict(),
@@ -83,7 +84,9 @@ def load_classifier(cls: type[TaxonomyClassifier], directory: str | Path) -> Tax
         else:
             blob = bundle.raw("finetune.safetensors") if "finetune.safetensors" in m["files"] else None
             model = _ensemble_from_state(clf, params, arrays, objects, blob)
+        chars = m.get("description_chars")  # (older bundles read whole descriptions)
         clf.set_fitted(model, Taxonomy.from_dict(m["taxonomy"]), text_attributes=m["text_attributes"],
+                    description_chars=int(chars) if chars is not None else None,
                     fingerprint=m["training_data"]["fingerprint"], n_train=int(m["training_data"]["n_rows"]),
                     title_hashes=arrays["train_title_hashes"], metrics=m.get("metrics", {}),
                     drift_reference=DriftReference.from_dict(m["drift_reference"]) if m.get("drift_reference") else None)

@@ -175,12 +175,15 @@ class ProductBatch:
                             labels=pick(self.labels))
 
     # -- what models read -----------------------------------------------------------------------------------
-    def contexts(self, columns: Sequence[str]) -> list[str]:
-        """Each product's description followed by its values of ``columns`` (those it has), space-joined."""
+    def contexts(self, columns: Sequence[str], description_chars: int | None = None) -> list[str]:
+        """Each product's description (its first ``description_chars`` characters; ``None``: whole) followed by
+        its values of ``columns`` (those it has), space-joined."""
+        descriptions = (list(self.descriptions) if description_chars is None
+                        else [d[:description_chars] for d in self.descriptions])
         cols = [self.attributes[c] for c in columns if c in self.attributes]
         if not cols:
-            return list(self.descriptions)
-        return [" ".join(v for v in row if v) for row in zip(self.descriptions, *cols, strict=True)]
+            return descriptions
+        return [" ".join(v for v in row if v) for row in zip(descriptions, *cols, strict=True)]
 
     def kind_contexts(self) -> list[str]:
         """What a zero-shot model reads beside the title: the columns that say what kind of product it is (type,
