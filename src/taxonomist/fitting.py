@@ -89,7 +89,7 @@ def sparse_model(clf: TaxonomyClassifier, calibration: str) -> SparseClassifier:
 
 DESCRIPTION_CHARS = 300
 """The description cut ``description_chars="auto"`` weighs against the whole description."""
-CHOICE_PRODUCTS = 20_000
+CHOICE_PRODUCTS = 10_000
 """Products (at most) the choice of ``description_chars`` is made on."""
 
 
