@@ -120,7 +120,7 @@ def choose_description_chars(clf: TaxonomyClassifier, batch: ProductBatch, label
     fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=clf.random_state)
                                              .split(pool, groups=batch.title_groups()[pool])))
     titles = batch.titles
-    columns = batch.text_columns() if clf.use_attributes else []
+    columns = list(getattr(clf, "text_attributes_", []))
     scores = {}
     for chars in (None, DESCRIPTION_CHARS):
         contexts = batch.contexts(columns, chars)

@@ -141,6 +141,10 @@ def _say_trained(result: Any, held_out: str, refit: bool) -> None:
     the back-off threshold, the refit, what cross-validation decided, and the seconds of each stage."""
     clf = result.model
     _say_fitted(clf)
+    if clf.description_chars_ is not None:
+        console.print(f"descriptions: the first {clf.description_chars_} characters of each are read"
+                      + (" (better than the whole on a held-out part of the training products)"
+                         if clf.description_chars == "auto" else ""), highlight=False)
     ev = result.evaluation
     if ev is not None:
         out.print(metrics_table(ev, f"{held_out} evaluation ({ev.metrics['n']:,} products)"))
