@@ -80,6 +80,29 @@ def test_the_catalogue_prior_pulls_look_alikes_to_what_the_shop_sells() -> None:
     assert (q[:, 0] >= weak[:, 0] - 1e-9).mean() > 0.9
 
 
+def test_unsure_products_join_the_category_whose_sure_products_they_resemble_in_embedding_space() -> None:
+    """Into a catalogue's own taxonomy, a product the category names cannot place (0.5 / 0.5) is placed by the
+    catalogue's own sure products: the (centred) mean embedding of each category's confident half, cross-fitted so
+    no product votes for itself. Off for Google's and Shopify's taxonomies (it cost the shops there)."""
+    rng = np.random.default_rng(0)
+    n = 80
+    a_dir, b_dir = np.eye(8)[0], np.eye(8)[1]
+    emb = rng.normal(0, 0.05, (n, 8))
+    emb[: n // 2] += a_dir
+    emb[n // 2:] += b_dir
+    proba = np.full((n, 2), 0.5)
+    proba[: n // 4] = [0.9, 0.1]  # a sure quarter in each category
+    proba[n // 2: 3 * n // 4] = [0.1, 0.9]
+    texts = ["item"] * n
+    plain = adapt(proba, texts, Adaptation(strength=0.0, self_train=0.0))
+    assert np.allclose(plain[n // 4: n // 2], 0.5)
+    how = Adaptation(strength=0.0, self_train=0.0, prototypes=0.05)
+    q = adapt(proba, texts, how, embeddings=emb.astype(np.float32), temperature=0.03)
+    assert (q[n // 4: n // 2].argmax(axis=1) == 0).all() and (q[3 * n // 4:].argmax(axis=1) == 1).all()
+    assert np.allclose(adapt(proba, texts, how), plain)  # without embeddings: as before
+    assert OWN.prototypes > 0 and GENERAL.prototypes == 0
+
+
 def test_self_training_raises_what_the_catalogue_repeats_and_leaves_unique_products_alone() -> None:
     rng = np.random.default_rng(1)
     n = 40

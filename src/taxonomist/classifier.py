@@ -457,7 +457,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             from .models.zeroshot import zero_shot_queries
 
             allowed = allowed_classes(zs.classes_, known) if known is not None else None
-            proba = adapt(proba, zero_shot_queries(*pairs), GENERAL if zs.adaptation == "general" else OWN, allowed)
+            proba = adapt(proba, zero_shot_queries(*pairs), GENERAL if zs.adaptation == "general" else OWN, allowed,
+                          embeddings=emb, temperature=zs.temperature)
         return proba, emb
 
     def predict(self, X: Any) -> np.ndarray:
