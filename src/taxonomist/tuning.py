@@ -28,7 +28,8 @@ __all__ = ["DEFAULTS", "TuneResult", "is_optuna_available", "tune"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"C": 0.5, "context_weight": 0.5, "class_weight": "none", "use_attributes": True}
+DEFAULTS: dict[str, Any] = {"C": 0.5, "context_weight": 0.5, "class_weight": "none", "use_attributes": True,
+                            "description_chars": "auto"}
 TIER_DEFAULTS: dict[str, dict[str, Any]] = {
     "sparse": DEFAULTS,
     # the embedding tiers add the knobs of their pooling: prior shift (logit adjustment) and neighbours per vote
@@ -68,6 +69,8 @@ def is_optuna_available() -> bool:
 def _model_params(params: dict[str, Any]) -> dict[str, Any]:
     p = dict(params)
     p["class_weight"] = None if p.get("class_weight") in (None, "none") else p["class_weight"]
+    if p.get("description_chars") == "whole":
+        p["description_chars"] = None
     return p
 
 
@@ -77,6 +80,8 @@ def _suggest(trial: optuna.Trial, tier: str) -> dict[str, Any]:
         "context_weight": trial.suggest_float("context_weight", 0.0, 1.0),
         "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
         "use_attributes": trial.suggest_categorical("use_attributes", [True, False]),
+        # searched like the others ("auto" chooses inside each trial's fit, at the cost of two more fits)
+        "description_chars": trial.suggest_categorical("description_chars", ["auto", "whole", 300]),
     }
     if tier != "sparse":
         # "auto": chosen out of fold with the members (the default); a number fixes it
