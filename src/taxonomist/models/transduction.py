@@ -2,7 +2,7 @@
 
 A shop's products are not spread evenly over Google's or Shopify's thousands of categories: a garden shop sells
 pots, a car dealer cars. Classified one at a time, a pot called "Texan Trough" lands in Decor and a "2017
-Chevrolet Silverado" among pickup tools; classified together, the catalogue says what kind of shop it is. Two
+Chevrolet Silverado" among pickup tools; classified together, the catalogue says what kind of shop it is. Three
 steps, all unsupervised, over one batch of products (:func:`adapt`):
 
 1. **The catalogue's category prior** by expectation-maximisation (Saerens, Latinne & Decaestecker, 2002): the
