@@ -96,9 +96,9 @@ CHOICE_PRODUCTS = 10_000
 def choose_description_chars(clf: TaxonomyClassifier, batch: ProductBatch, labels: Sequence[str]) -> int | None:
     """``clf.description_chars`` when it is a number or ``None``; for ``"auto"``: where the descriptions are long
     (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse member, the sparse member is
-    fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most) twice, reading the whole descriptions and their first
-    :data:`DESCRIPTION_CHARS` characters, and the cut is kept only when it raises macro-F1 and accuracy on the
-    other 20 % together by at least 0.01 with neither falling; else ``None`` (whole)."""
+    fitted twice on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most), reading the whole
+    descriptions and their first :data:`DESCRIPTION_CHARS` characters, and the cut is kept only when it raises
+    macro-F1 and accuracy on the other 20 % together by at least 0.01 with neither falling; else ``None``."""
     if clf.description_chars != "auto":
         if clf.description_chars is not None and (not isinstance(clf.description_chars, int)
                                                   or clf.description_chars < 1):
@@ -121,13 +121,13 @@ def choose_description_chars(clf: TaxonomyClassifier, batch: ProductBatch, label
                                              .split(pool, groups=batch.title_groups()[pool])))
     titles = batch.titles
     columns = list(getattr(clf, "text_attributes_", []))
+    index = {c: k for k, c in enumerate(classes)}
     scores = {}
     for chars in (None, DESCRIPTION_CHARS):
         contexts = batch.contexts(columns, chars)
         model = sparse_model(clf, "none").fit(([titles[i] for i in fit], [contexts[i] for i in fit]),
                                               [labels[i] for i in fit])
         pred = model.predict(([titles[i] for i in held], [contexts[i] for i in held]))
-        index = {c: k for k, c in enumerate(classes)}
         scores[chars] = macro_f1_accuracy(y[held], np.asarray([index[str(p)] for p in pred]), len(classes))
     (f_all, a_all), (f_cut, a_cut) = scores[None], scores[DESCRIPTION_CHARS]
     keep = f_cut >= f_all and a_cut >= a_all and (f_cut - f_all) + (a_cut - a_all) >= 0.01
