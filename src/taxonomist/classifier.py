@@ -270,13 +270,15 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             self.image_stats_ = fitted.image_stats
         private = self.dp_epsilon is not None  # nothing computed from the rows outside the DP mechanism is kept
         self.set_fitted(model, taxonomy, text_attributes=self.text_attributes_,
-                     description_chars=self.description_chars_, fingerprint="" if private else batch.fingerprint(labels),
+                     description_chars=self.description_chars_,
+                     fingerprint="" if private else batch.fingerprint(labels),
                      n_train=0 if private else len(batch),
                      title_hashes=None if private else np.unique(batch.title_hashes()))
         return self
 
     def set_fitted(self, model: Any, taxonomy: Taxonomy | None, text_attributes: Sequence[str] = (),
-                description_chars: int | None = None, fingerprint: str = "", n_train: int = 0, title_hashes: np.ndarray | None = None,
+                description_chars: int | None = None, fingerprint: str = "", n_train: int = 0,
+                title_hashes: np.ndarray | None = None,
                 metrics: Mapping[str, Any] | None = None, drift_reference: DriftReference | None = None) -> None:
         """Set the learned attributes: one place for a fitted model, a loaded bundle and a zero-shot model."""
         self.model_ = model

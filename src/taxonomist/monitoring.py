@@ -122,18 +122,12 @@ class DriftReference:
         photos resolve against its folder; a random ``max_products`` of them at most); for a
         model with an embedding index, also the products' mean similarity to their predicted category's
         training centroid (:func:`centroid_similarity`)."""
-        products: Any = records  # a Catalog is predicted as one, so its photos resolve against its folder
-        if _is_catalog(records):
-            if len(products) > max_products:
-                products = products.subset(np.sort(np.random.default_rng(seed).choice(len(products), max_products,
-                                                                                      replace=False)))
-            records = products.records()
-        else:
-            records = list(records)
-            if len(records) > max_products:
-                pick = np.random.default_rng(seed).choice(len(records), max_products, replace=False)
-                records = [records[i] for i in np.sort(pick)]
-            products = records
+        catalog = _is_catalog(records)  # a Catalog is predicted as one, so its photos resolve against its folder
+        products: Any = records if catalog else list(records)
+        if len(products) > max_products:
+            pick = np.sort(np.random.default_rng(seed).choice(len(products), max_products, replace=False))
+            products = products.subset(pick) if catalog else [products[i] for i in pick]
+        records = products.records() if catalog else products
         preds = classifier.predict_products(products, top_k=2)
         ref = cls.from_observations(observations(classifier, records, preds), source, brands)
         sims = centroid_similarity(classifier, [str(r.get("title") or "") for r in records], [p.leaf for p in preds])

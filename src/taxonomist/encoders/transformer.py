@@ -263,6 +263,16 @@ def _folder_identity(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _padded(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention mask), int64 arrays of the longest row's width: token ids padded with ``pad_id``."""
+    ids = np.full((len(rows), max(len(r) for r in rows)), pad_id, np.int64)
+    mask = np.zeros_like(ids)
+    for j, r in enumerate(rows):
+        ids[j, :len(r)] = r
+        mask[j, :len(r)] = 1
+    return ids, mask
+
+
 class TorchTextEncoder(TextEncoder):
     """A Hugging Face encoder run with torch (mean or CLS pooling); also the starting point of fine-tuning.
 
@@ -324,7 +334,6 @@ class TorchTextEncoder(TextEncoder):
         self.model.to(self.device)
         self.precision = resolve_precision(precision, self.device)
         self.prefix = prefix
-        self.max_length = int(max_length)
         self.pooling = pooling or (_pooling(local) if local.is_dir() else "mean")
         self.dim = int(self.model.config.hidden_size)
         base = identity or (f"{self.name}:{_folder_identity(local)}" if local.is_dir() else self.name)
@@ -349,13 +358,7 @@ class TorchTextEncoder(TextEncoder):
                                        return_tensors="pt"))
         import torch
 
-        rows = [e.ids for e in self._raw.encode_batch(texts)]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.model.config.pad_token_id or 0, np.int64)
-        mask = np.zeros_like(ids)
-        for j, r in enumerate(rows):
-            ids[j, :len(r)] = r
-            mask[j, :len(r)] = 1
+        ids, mask = _padded([e.ids for e in self._raw.encode_batch(texts)], self.model.config.pad_token_id or 0)
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
     def pool(self, hidden: Any, mask: Any) -> Any:
@@ -421,12 +424,7 @@ class OnnxTextEncoder(TextEncoder):
         self.identity = f"{base}|onnx|{self.pooling}|len{self.max_length}|{self.prefix}"
 
     def _feed(self, ids_list: list[list[int]]) -> dict[str, np.ndarray]:
-        L = max(len(x) for x in ids_list)
-        ids = np.zeros((len(ids_list), L), np.int64)
-        mask = np.zeros_like(ids)
-        for j, x in enumerate(ids_list):
-            ids[j, :len(x)] = x
-            mask[j, :len(x)] = 1
+        ids, mask = _padded(ids_list, 0)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         return {k: v for k, v in feed.items() if k in self.input_names}
 
