@@ -199,12 +199,12 @@ def test_split_is_grouped_seeded_and_stratified(sample_catalog) -> None:
     assert set(test.frame["category"]) <= set(train.frame["category"])
 
 
-def test_the_readme_lists_every_column_name_recognised() -> None:
+def test_the_reference_lists_every_column_name_recognised() -> None:
     from pathlib import Path
 
     from taxonomist.catalog import ALIASES
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
     for field, names in ALIASES.items():
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{field}` |"))
         assert row == f"| `{field}` | {', '.join(names)} |"

