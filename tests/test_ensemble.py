@@ -14,7 +14,8 @@ from taxonomist.exceptions import TaxonomistError
 from taxonomist.metrics import macro_f1_accuracy
 from taxonomist.models.embed import NeighbourIndex
 from taxonomist.models.ensemble import pool
-from taxonomist.models.stacking import fit_log_linear, group_folds, select_cascade, select_stack
+from taxonomist.models.selection import fit_log_linear, select_cascade, select_stack
+from taxonomist.models.stacking import group_folds
 from taxonomist.models.zeroshot import TaxonomyScorer
 from taxonomist.serving.staged import first_stage, second_stage
 

@@ -309,7 +309,7 @@ class Ensemble:
     top_label: tuple[np.ndarray, np.ndarray] | None = None
     validation_scores: dict[str, float] = field(default_factory=dict)
     prior_shift: float = 0.0  # logit-adjustment strength (see :func:`prior_shift`)
-    rank_unshifted: bool = False  # the top-label map reads the unshifted probability (see stacking.calibrate)
+    rank_unshifted: bool = False  # the top-label map reads the unshifted probability (see selection.calibrate)
     cascade: float | None = None  # sparse member alone where its confidence reaches this (see select_cascade)
     stacking: dict[str, Any] = field(default_factory=dict)  # what cross-validation chose, and why (select_stack)
     encoder: Any = None  # the text encoder the embedding members read
