@@ -538,3 +538,83 @@ def test_retraining_a_zero_shot_model_names_the_categories_it_has_no_label_of(ti
     unlabelled = sorted(set(categories) - {c for _, c in reviewed})
     assert sorted(new.classes_) == sorted({c for _, c in reviewed})
     assert sorted(result.stats["categories_without_labels"]) == unlabelled
+
+
+def test_the_ensemble_fit_encodes_each_product_once_for_the_sparse_member(tiny_encoder_dir, monkeypatch) -> None:
+    """Issue 33 row 4: the sparse member's vocabulary was learnt and every product tokenised again in each of the
+    three folds, their out-of-fold predictions, the temperatures and the final fit (on Chinese reviews most of the
+    folds' time went to jieba)."""
+    from taxonomist.encoders.sparse import SparseTextEncoder
+
+    fits, rows = [], []
+    fit, transform = SparseTextEncoder.fit, SparseTextEncoder.transform
+
+    def counted_fit(self, titles, contexts=None):  # noqa: ANN001, ANN202
+        fits.append(len(titles))
+        return fit(self, titles, contexts)
+
+    def counted_transform(self, titles, contexts=None):  # noqa: ANN001, ANN202
+        rows.append(len(titles))
+        return transform(self, titles, contexts)
+
+    monkeypatch.setattr(SparseTextEncoder, "fit", counted_fit)
+    monkeypatch.setattr(SparseTextEncoder, "transform", counted_transform)
+    df = pd.DataFrame({"title": [f"{t} {i}" for i in range(4) for t, _ in TINY], "category": [c for _, c in TINY] * 4})
+    clf = tx.TaxonomyClassifier(tier="ensemble", encoder=str(tiny_encoder_dir), cascade=False).fit(df)
+    assert clf.stacking_["folds"] == 3
+    assert fits == [len(df)] and sum(rows) == len(df)
+
+
+def test_a_sparse_member_reads_encoded_products_as_it_reads_their_texts(tiny_model) -> None:
+    from taxonomist.models.sparse import Encoded, SparseClassifier
+
+    titles = [t for t, _ in TINY]
+    labels = [c for _, c in TINY]
+    member = SparseClassifier(calibration="none")
+    encoded = member.encode((titles, [""] * len(titles)))
+    assert isinstance(encoded, Encoded) and len(encoded) == len(titles)
+    from_features = SparseClassifier(calibration="none").fit(encoded, labels)
+    from_texts = SparseClassifier(calibration="none").fit(titles, labels)
+    np.testing.assert_array_equal(from_features.predict_proba(encoded.rows(np.arange(3))),
+                                  from_texts.predict_proba(titles[:3]))
+    np.testing.assert_array_equal(from_features.predict_proba(titles), from_texts.predict_proba(titles))
+    with pytest.raises(ValueError, match="another encoder"):
+        from_texts.predict_proba(encoded)
+
+
+def test_embedding_sample_keeps_rare_categories_whole_and_the_others_in_proportion() -> None:
+    from taxonomist.models.stacking import EMBEDDED_FLOOR, embedding_sample
+
+    y = np.repeat(np.arange(4), [5, 30, 400, 2000])
+    assert embedding_sample(y, None, 0) is None and embedding_sample(y, len(y), 0) is None
+    mask = embedding_sample(y, 600, 0)
+    kept = np.bincount(y[mask], minlength=4)
+    assert kept[0] == 5 and kept[1] >= EMBEDDED_FLOOR and mask.sum() <= 600
+    assert abs(kept[3] / kept[2] - 5) < 0.2  # the large ones at the same rate
+    np.testing.assert_array_equal(mask, embedding_sample(y, 600, 0))
+
+
+def test_a_large_catalogue_encodes_a_sample_and_its_sparse_member_learns_from_all(tiny_encoder_dir,
+                                                                                  monkeypatch) -> None:
+    """Issue 33 row 4: every training product was encoded, 285 of the 455 s of the default's training on 42,000
+    Chinese reviews. With ``max_embedded`` the embedding members and the stacking learn from a sample per
+    category, the sparse member from every product."""
+    from taxonomist.encoders.transformer import TextEncoder
+
+    encoded: list[int] = []
+    encode = TextEncoder.encode
+
+    def counted(self, texts, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        encoded.append(len(texts))
+        return encode(self, texts, *a, **k)
+
+    monkeypatch.setattr(TextEncoder, "encode", counted)
+    df = pd.DataFrame({"title": [f"{t} {i}" for i in range(12) for t, _ in TINY], "category": [c for _, c in TINY] * 12})
+    clf = tx.TaxonomyClassifier(encoder=str(tiny_encoder_dir), max_embedded=150).fit(df)
+    assert encoded[0] == clf.stacking_["embedded_products"] <= 150 < len(df)
+    assert clf.stacking_["oof_products"] <= 150
+    assert clf.model_.members.class_counts.sum() == len(df)  # what the sparse member was fitted on
+    assert len(clf.model_.members.knn.labels_) == clf.stacking_["embedded_products"] == len(clf.neighbour_titles_)
+    assert len(clf.model_.members.sparse.classes_) == 6
+    with pytest.raises(ValueError, match="max_embedded"):
+        tx.TaxonomyClassifier(max_embedded=0).fit(df)

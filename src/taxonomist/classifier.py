@@ -131,6 +131,11 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         max_problem_rows: the most products one of the sparse member's local problems trains on (``"auto"``:
             200,000; ``None``: all); above, a sample in its labels' proportions -- see
             :class:`~taxonomist.models.SparseClassifier`.
+        max_embedded: the most training products a text-only ensemble encodes (``None``: all): above, its
+            embedding members (neighbours, heads) and the cross-validation that weighs the members learn from a
+            sample drawn per category -- every product of a category with at most 20 kept, the others in
+            proportion --, while the sparse member learns from every product (encoding is most of an ensemble's
+            training time on large catalogues).
 
     Example:
         >>> clf = TaxonomyClassifier().fit(catalog)                           # doctest: +SKIP
@@ -176,6 +181,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         engine: Literal["local", "ray"] = "local",
         checkpoint: str | None = None,
         max_problem_rows: int | Literal["auto"] | None = "auto",
+        max_embedded: int | None = 10_000,
     ) -> None:
         self.tier = tier
         self.min_confidence = min_confidence
@@ -211,6 +217,7 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.engine = engine
         self.checkpoint = checkpoint
         self.max_problem_rows = max_problem_rows
+        self.max_embedded = max_embedded
 
     # -- what the model reads -------------------------------------------------------------------------------
     def texts(self, X: Any) -> tuple[list[str], list[str]]:

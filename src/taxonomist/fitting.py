@@ -57,6 +57,9 @@ def check_params(clf: TaxonomyClassifier) -> None:
         raise ValueError(f"embed_context must be True, False or 'auto', got {clf.embed_context!r}")
     if clf.fusion not in ("late", "early"):
         raise ValueError(f"fusion must be 'late' or 'early', got {clf.fusion!r}")
+    m = clf.max_embedded
+    if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+        raise ValueError(f"max_embedded must be None or a positive integer, got {m!r}")
     if clf.dp_epsilon is not None and not (0 < clf.dp_epsilon < float("inf")):
         raise ValueError(f"dp_epsilon must be a finite number > 0, got {clf.dp_epsilon}; leave it unset "
                          "(None) to train without differential privacy")
@@ -152,7 +155,7 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
                       labels: list[str]) -> FittedTier:
     """The ensemble of an embedding tier fitted on these products (with their photos when it reads them)."""
     from .encoders.transformer import load_text_encoder, pick_encoder
-    from .models.stacking import fit_ensemble
+    from .models.stacking import embedding_sample, fit_ensemble
 
     name = pick_encoder(titles) if clf.encoder == "auto" else clf.encoder
     encoder = load_text_encoder(name, backend=clf.encoder_backend, max_length=clf.max_length)
@@ -173,30 +176,47 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
                        "unusable_image": len(photos.errors)}
         logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
                     *image_stats.values())
-    emb, alt_emb = _embeddings(clf, encoder, members, titles, contexts, img is not None)
+    embedded = None
+    if img is None and "finetune" not in members:
+        embedded = embedding_sample(np.unique(np.asarray(labels, dtype=object), return_inverse=True)[1],
+                                    clf.max_embedded, clf.random_state)
+    if embedded is not None:
+        logger.info("encoding %d of the %d training products (max_embedded), drawn per category",
+                    int(embedded.sum()), len(titles))
+    emb, alt_emb = _embeddings(clf, encoder, members, titles, contexts, img is not None, embedded)
     encoding = time.perf_counter() - started  # (the photos' and the texts')
     ensemble = fit_ensemble(
         (titles, contexts), labels, emb,
         batch.title_groups(), members, encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
         validation_size=clf.validation_size, calibration=clf.calibration, epochs=clf.epochs,
         finetune_max_length=clf.finetune_max_length, random_state=clf.random_state,
-        prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv, alt_emb=alt_emb,
+        prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv, alt_emb=alt_emb, embedded=embedded,
     )
     ensemble.embed_context = ensemble.embed_context or clf.embed_context is True
     ensemble.stacking["seconds"] = {"encoding": round(encoding, 2), **ensemble.stacking.get("seconds", {})}
-    neighbours = [scrub_pii(t) for t in titles] if ensemble.members.knn is not None else []
+    stored = titles if embedded is None else [titles[i] for i in np.flatnonzero(embedded)]  # the index's order
+    neighbours = [scrub_pii(t) for t in stored] if ensemble.members.knn is not None else []
     return FittedTier(ensemble, image_encoder, image_stats, neighbours)
 
 
 def _embeddings(clf: TaxonomyClassifier, encoder: Any, members: Sequence[str], titles: list[str],
-                contexts: list[str], photos: bool) -> tuple[np.ndarray, np.ndarray | None]:
+                contexts: list[str], photos: bool, embedded: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
     """(what the embedding members are fitted on, the alternative cross-validation compares it with or ``None``):
     ``embed_context=True`` the title + context, ``False`` the title, ``"auto"`` both when the products have a
-    context and the members allow the comparison (else the title)."""
+    context and the members allow the comparison (else the title). Only the products of ``embedded`` are
+    encoded (``None``: all); the others' rows are zeros."""
     from .models.stacking import CONTEXT_MEMBERS
 
+    rows = None if embedded is None else np.flatnonzero(embedded)
+
     def encode(texts: list[str]) -> np.ndarray:
-        return np.asarray(encoder.encode(texts), dtype=np.float32)
+        if rows is None:
+            return np.asarray(encoder.encode(texts), dtype=np.float32)
+        some = np.asarray(encoder.encode([texts[i] for i in rows]), dtype=np.float32)
+        out = np.zeros((len(texts), some.shape[1]), dtype=np.float32)
+        out[rows] = some
+        return out
 
     if clf.embed_context is True:
         return encode(embedded_texts(titles, contexts, True)), None

@@ -160,15 +160,24 @@ def look_alike_categories(classes: list[str], y_true: list[str], y_pred: list[st
 
 
 def _plots(ev: Evaluation) -> dict[str, str]:
+    """The report's figures as data URIs: scores per level, reliability, precision vs coverage and, when errors
+    involve two categories or more, the confusions among the categories most involved."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    out = {"levels": _plot_levels(plt, ev), "reliability": _plot_reliability(plt, ev),
+           "coverage": _plot_coverage(plt, ev)}
+    confusion = _plot_confusion(plt, ev)
+    if confusion is not None:
+        out["confusion"] = confusion
+    return out
 
+
+def _plot_levels(plt: Any, ev: Evaluation) -> str:
+    """Accuracy and macro-F1 per level, and the hierarchical precision and F1."""
     m = ev.metrics
-    out: dict[str, str] = {}
-    # per-level scores
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     names = [f"level {lv['level']}" for lv in m["levels"]] + ["hierarchical"]
     acc = [lv["accuracy"] for lv in m["levels"]] + [m["hierarchical_precision"]]
@@ -180,8 +189,12 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     ax.set_title("Scores per level")
-    out["levels"] = figure_uri(fig)
-    # reliability diagram, with the confidence histogram under it
+    return figure_uri(fig)
+
+
+def _plot_reliability(plt: Any, ev: Evaluation) -> str:
+    """The reliability diagram, with the confidence histogram under it."""
+    m = ev.metrics
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     points = reliability_points(ev.confidence, ev.correct)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
@@ -198,8 +211,12 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     hx.hist(ev.confidence, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
     hx.set_xlabel("confidence")
     hx.set_ylabel("products")
-    out["reliability"] = figure_uri(fig)
-    # precision-coverage curve
+    return figure_uri(fig)
+
+
+def _plot_coverage(plt: Any, ev: Evaluation) -> str:
+    """Precision against coverage (most confident first), with the back-off threshold."""
+    m = ev.metrics
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     order = np.argsort(-ev.confidence)
     corr = ev.correct[order].astype(float)
@@ -219,43 +236,46 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     ax.set_ylabel("precision")
     ax.set_ylim(max(0.0, float(prec.min()) - 0.05), 1.01)
     ax.set_title("Precision vs coverage")
-    out["coverage"] = figure_uri(fig)
-    # confusion heat-map of the classes most involved in errors
+    return figure_uri(fig)
+
+
+def _plot_confusion(plt: Any, ev: Evaluation) -> str | None:
+    """The confusion heat-map of the categories most involved in errors (``None``: fewer than two)."""
     involved: dict[str, int] = {}
     for t, p, n in ev.confused_pairs:
         involved[t] = involved.get(t, 0) + n
         involved[p] = involved.get(p, 0) + n
     top = sorted(c for c, _ in sorted(involved.items(), key=lambda kv: -kv[1])[:14])  # siblings side by side
-    if len(top) >= 2:
-        from matplotlib.colors import LogNorm
+    if len(top) < 2:
+        return None
+    from matplotlib.colors import LogNorm
 
-        pos = {c: i for i, c in enumerate(top)}
-        mat = np.zeros((len(top), len(top)))
-        for t, p in zip(ev.y_true, ev.y_pred, strict=True):
-            if t in pos and p in pos:
-                mat[pos[t], pos[p]] += 1
-        fig, ax = plt.subplots(figsize=(7.5, 6.5))
-        shown = np.where(mat > 0, mat, np.nan)
-        im = ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2.0, float(mat.max()))))
-        labels = [_short(c, 40) for c in top]
-        ax.set_xticks(range(len(top)), labels, rotation=75, ha="right", fontsize=7)
-        ax.set_yticks(range(len(top)), labels, fontsize=7)
-        parents = [c.rsplit(" > ", 1)[0] for c in top]
-        for i in range(1, len(top)):  # lines between parents
-            if parents[i] != parents[i - 1]:
-                ax.axhline(i - 0.5, color="grey", lw=0.6)
-                ax.axvline(i - 0.5, color="grey", lw=0.6)
-        for i in range(len(top)):
-            for j in range(len(top)):
-                if mat[i, j]:
-                    ax.text(j, i, str(int(mat[i, j])), ha="center", va="center", fontsize=6,
-                            color="white" if mat[i, j] > mat.max() ** 0.5 else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("Most-confused categories: products (log colour scale; grouped by parent)")
-        fig.colorbar(im, ax=ax, fraction=0.04)
-        out["confusion"] = figure_uri(fig)
-    return out
+    pos = {c: i for i, c in enumerate(top)}
+    mat = np.zeros((len(top), len(top)))
+    for t, p in zip(ev.y_true, ev.y_pred, strict=True):
+        if t in pos and p in pos:
+            mat[pos[t], pos[p]] += 1
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    shown = np.where(mat > 0, mat, np.nan)
+    im = ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2.0, float(mat.max()))))
+    labels = [_short(c, 40) for c in top]
+    ax.set_xticks(range(len(top)), labels, rotation=75, ha="right", fontsize=7)
+    ax.set_yticks(range(len(top)), labels, fontsize=7)
+    parents = [c.rsplit(" > ", 1)[0] for c in top]
+    for i in range(1, len(top)):  # lines between parents
+        if parents[i] != parents[i - 1]:
+            ax.axhline(i - 0.5, color="grey", lw=0.6)
+            ax.axvline(i - 0.5, color="grey", lw=0.6)
+    for i in range(len(top)):
+        for j in range(len(top)):
+            if mat[i, j]:
+                ax.text(j, i, str(int(mat[i, j])), ha="center", va="center", fontsize=6,
+                        color="white" if mat[i, j] > mat.max() ** 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Most-confused categories: products (log colour scale; grouped by parent)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return figure_uri(fig)
 
 
 _MEANING = {  # one line per figure of the summary, for a reader who is not a statistician

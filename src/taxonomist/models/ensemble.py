@@ -25,7 +25,7 @@ from ..products import Images
 from ..taxonomy import CategoryPath, format_path, parse_path
 from .calibration import apply_top_label, softmax_with_temperature
 from .embed import EmbedHead, NeighbourIndex
-from .sparse import SparseClassifier
+from .sparse import Encoded, SparseClassifier
 from .zeroshot import TaxonomyScorer, zero_shot_queries
 
 __all__ = ["EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "embedded_texts", "finish", "pool", "prior_shift",
@@ -103,23 +103,29 @@ class EnsembleMembers:
 
     def fit(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, y: np.ndarray, sparse: SparseClassifier,
             encoder: Any, sparse_temperature: float | None = None, finetuned: Any = None,
-            zeroshot: TaxonomyScorer | None = None, img: Images | None = None) -> EnsembleMembers:
+            zeroshot: TaxonomyScorer | None = None, img: Images | None = None,
+            encoded: Encoded | None = None, embedded: np.ndarray | None = None) -> EnsembleMembers:
         """Fit the members on these products; a fine-tuned model is trained beforehand and passed in, and a
-        zero-shot scorer already built over the same classes can be reused (it learns nothing from products)."""
+        zero-shot scorer already built over the same classes can be reused (it learns nothing from products).
+        ``encoded``: the products' sparse features, made once for every fit over them (else the sparse member
+        encodes ``pairs`` itself); ``embedded``: which products have an embedding (the embedding members learn
+        from those only; ``None``: all)."""
         n = len(self.classes)
         self.class_counts = np.bincount(y, minlength=n).astype(np.int64)
-        self.sparse = sparse.fit(pairs, [self.classes[i] for i in y]) if "sparse" in self.members else None
+        self.sparse = (sparse.fit(encoded if encoded is not None else pairs, [self.classes[i] for i in y])
+                       if "sparse" in self.members else None)
         if self.sparse is not None:
             # the sparse tier may have seen fewer classes than the ensemble (a split): realign its columns
             self.sparse_cols = np.array([self.classes.index(str(c)) for c in self.sparse.classes_])
             if sparse_temperature is not None:
                 self.sparse.temperature_ = sparse_temperature
+        e_emb, e_y = (emb, y) if embedded is None else (emb[embedded], y[embedded])
         if "knn" in self.members:
-            self.knn = NeighbourIndex(k=self.knn_k).fit(emb, y, n)
+            self.knn = NeighbourIndex(k=self.knn_k).fit(e_emb, e_y, n)
         if "zeroshot" in self.members:
             self.zeroshot = zeroshot or TaxonomyScorer().build([parse_path(c) for c in self.classes], encoder)
         if "embed" in self.members:
-            self.head = EmbedHead().fit(emb, y, n)
+            self.head = EmbedHead().fit(e_emb, e_y, n)
         if "finetune" in self.members:
             if finetuned is None:
                 raise ValueError("the finetune member needs a fine-tuned model")
@@ -137,12 +143,14 @@ class EnsembleMembers:
         return self
 
     def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
-             active: set[str] | None = None, img: Images | None = None) -> dict[str, np.ndarray]:
+             active: set[str] | None = None, img: Images | None = None,
+             encoded: Encoded | None = None) -> dict[str, np.ndarray]:
         """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know, and the
         image member on products without a usable image (a constant row: no say in the pooled result).
 
         ``active``: only these members (all when ``None``); ``emb`` may be ``None`` when no active member
-        needs embeddings, ``img`` when no image member is active.
+        needs embeddings, ``img`` when no image member is active; ``encoded``: the products' features by the
+        sparse member's encoder (else it encodes ``pairs``).
         """
         n_classes = len(self.classes)
         out: dict[str, np.ndarray] = {}
@@ -157,7 +165,8 @@ class EnsembleMembers:
 
         if self.sparse is not None and use("sparse"):
             p = np.full((len(pairs[0]), n_classes), np.nan)
-            p[:, self.sparse_cols] = np.log(np.maximum(self.sparse.predict_proba(pairs), EPS))
+            p[:, self.sparse_cols] = np.log(np.maximum(
+                self.sparse.predict_proba(encoded if encoded is not None else pairs), EPS))
             out["sparse"] = p
         if self.knn is not None and use("knn"):
             assert emb is not None, "the knn member needs embeddings"

@@ -167,6 +167,10 @@ class PrivateLinearClassifier(SparseClassifier):
         if not (self.clip > 0 and self.learning_rate > 0 and self.weight_decay >= 0):
             raise ValueError("clip and learning_rate must be > 0 and weight_decay >= 0")
 
+    def encode(self, X: Any) -> None:
+        """``None``: this model hashes its texts in each fit (see :meth:`SparseClassifier.encode`)."""
+        return None
+
     def fit(self, X: Any, y: Sequence[str], groups: Any = None) -> PrivateLinearClassifier:
         """Train on texts ``X`` and labels ``y`` (``groups`` is accepted and ignored: there is no calibration
         split)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import itertools
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +31,7 @@ from .node_weights import NodeWeights, node_major_weights
 from .ovr import CSR_BYTES_PER_VALUE, Task, capped, local_tasks, mapped_rows, run_tasks
 from .tree import DEFAULT_LOCAL_TEMPERATURE, LocalTree, local_tree, resolve_hierarchy, split_depth
 
-__all__ = ["SparseClassifier", "TextPairs"]
+__all__ = ["Encoded", "SparseClassifier", "TextPairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,25 @@ TextPairs = tuple[Sequence[str], Sequence[str]]
 """(titles, contexts): the title and the description + attributes text of each product."""
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Products already turned into features by a fitted :class:`~taxonomist.encoders.sparse.SparseTextEncoder`
+    (``encoder``): what :meth:`SparseClassifier.fit` and its predictions accept instead of texts, so that the folds
+    of a cross-validation and the final model tokenise each product once. ``X`` is float64 CSR (liblinear's type)."""
+
+    encoder: Any
+    X: sp.csr_matrix
+
+    def rows(self, idx: np.ndarray) -> Encoded:
+        return Encoded(self.encoder, self.X[idx])
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+
 def as_pairs(X: Any) -> TextPairs:
+    if isinstance(X, Encoded):
+        raise TypeError("this model reads texts, not features encoded for a sparse member")
     if isinstance(X, tuple) and len(X) == 2:
         return X[0], X[1]
     if isinstance(X, str):
@@ -116,6 +135,11 @@ def plan_tasks(tree: LocalTree | None, y: np.ndarray, n_classes: int, rows: np.n
         problems = [(node, *capped(r, local, max_rows, seed=(seed, node))) for node, r, local in problems]
     tasks = [t for p, (_node, rows, local) in enumerate(problems) for t in local_tasks(rows, local, problem=p)]
     return problems, tasks, sizes
+
+
+def _in_memory(first: sp.csr_matrix, n: int) -> bool:
+    """Whether the float64 features of ``n`` products, estimated from a first block of them, fit in memory."""
+    return bool(CSR_BYTES_PER_VALUE * first.nnz / max(1, first.shape[0]) * n <= FEATURES_IN_MEMORY_UP_TO)
 
 
 class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -212,34 +236,61 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return run_tasks(X, tasks, sizes, params, n_jobs=self.n_jobs, engine=self.engine, checkpoint=self.checkpoint)
 
     def fit(self, X: Any, y: Sequence[str], groups: Sequence[int] | np.ndarray | None = None) -> SparseClassifier:
-        """Fit on texts ``X`` and labels ``y``; ``groups`` (e.g. title groups) keep duplicates together in the
-        calibration split."""
-        titles, contexts = as_pairs(X)
+        """Fit on texts ``X`` (or :class:`Encoded` products: their encoder is then this model's) and labels ``y``;
+        ``groups`` (e.g. title groups) keep duplicates together in the calibration split."""
+        n = len(X) if isinstance(X, Encoded) else len(as_pairs(X)[0])
         y_arr = np.asarray([str(v) for v in y], dtype=object)
-        if len(y_arr) != len(titles):
-            raise ValueError(f"expected one label per product: {len(titles)} products, {len(y_arr)} labels")
+        if len(y_arr) != n:
+            raise ValueError(f"expected one label per product: {n} products, {len(y_arr)} labels")
         self.classes_, y_idx = np.unique(y_arr, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"expected at least 2 categories to learn, found {len(self.classes_)}: {list(self.classes_)}")
-        self.hierarchy_ = resolve_hierarchy(self.hierarchy, list(self.classes_), len(titles))
+        self.hierarchy_ = resolve_hierarchy(self.hierarchy, list(self.classes_), n)
         self.split_depth_ = split_depth(list(self.classes_), np.bincount(y_idx)) if self.hierarchy_ == "two-level" else 1
         self.tree_ = local_tree(self.hierarchy_, list(self.classes_), self.split_depth_)
         self.level_temperatures_ = (np.full(self.tree_.n_levels, DEFAULT_LOCAL_TEMPERATURE)
                                     if self.tree_ is not None else None)
         self._max_rows()
-        self.encoder_ = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
-        self.encoder_.fit(titles, contexts)
-        blocks = self.encoder_.transform_blocks(titles, contexts)
+        if not isinstance(X, Encoded):
+            encoder, Xs, blocks = self._encode(X)
+            if Xs is None:
+                self.encoder_ = encoder
+                with tempfile.TemporaryDirectory(prefix="taxonomist-features-", ignore_cleanup_errors=True) as folder:
+                    Xs = mapped_rows(blocks, encoder.n_features_out_, folder)
+                    logger.info("training features: %d products, %d stored values, mapped from a temporary file",
+                                Xs.shape[0], Xs.nnz)
+                    return self._fit_on_features(Xs, y_idx, groups)
+            X = Encoded(encoder, Xs)
+        self.encoder_ = X.encoder
+        return self._fit_on_features(X.X, y_idx, groups)
+
+    def encode(self, X: Any) -> Encoded | None:
+        """The products' features for :meth:`fit` and the predictions of this model and of models fitted on a part
+        of them (the encoder fitted here on all of them, unfitted itself); ``None`` when they would not fit in
+        memory (then each fit encodes its own products)."""
+        encoder, Xs, _ = self._encode(X)
+        return None if Xs is None else Encoded(encoder, Xs)
+
+    def _encode(self, X: Any) -> tuple[Any, sp.csr_matrix | None, Iterator[sp.csr_matrix]]:
+        """(a new encoder fitted on the texts ``X``, their features as float64 CSR -- liblinear's type, made once:
+        the fits index its rows instead of holding copies of them -- or ``None`` when they would not fit in memory,
+        and then their blocks of features to map from a file)."""
+        titles, contexts = as_pairs(X)
+        encoder = clone(self.encoder) if self.encoder is not None else SparseTextEncoder()
+        encoder.fit(titles, contexts)
+        blocks = encoder.transform_blocks(titles, contexts)
         first = next(blocks)
-        if CSR_BYTES_PER_VALUE * first.nnz / max(1, first.shape[0]) * len(titles) <= FEATURES_IN_MEMORY_UP_TO:
-            # liblinear's type, made once: the fits below index its rows instead of holding copies of them
-            Xs = sp.csr_matrix(sp.vstack([first, *blocks], format="csr", dtype=np.float64))
-            return self._fit_on_features(Xs, y_idx, groups)
-        with tempfile.TemporaryDirectory(prefix="taxonomist-features-", ignore_cleanup_errors=True) as folder:
-            Xs = mapped_rows(itertools.chain([first], blocks), self.encoder_.n_features_out_, folder)
-            logger.info("training features: %d products, %d stored values, mapped from a temporary file",
-                        Xs.shape[0], Xs.nnz)
-            return self._fit_on_features(Xs, y_idx, groups)
+        if _in_memory(first, len(titles)):
+            return encoder, sp.csr_matrix(sp.vstack([first, *blocks], format="csr", dtype=np.float64)), iter(())
+        return encoder, None, itertools.chain([first], blocks)
+
+    def _features(self, X: Any) -> sp.csr_matrix:
+        """The products' features: given (:class:`Encoded` by this model's encoder), or computed from texts."""
+        if isinstance(X, Encoded):
+            if X.encoder is not self.encoder_:
+                raise ValueError("these products were encoded by another encoder than this model's")
+            return X.X.astype(np.float32)  # as the encoder's own transform gives them
+        return self.encoder_.transform(*as_pairs(X))
 
     def _fit_on_features(self, Xs: sp.csr_matrix, y_idx: np.ndarray, groups: Sequence[int] | np.ndarray | None
                       ) -> SparseClassifier:
@@ -336,9 +387,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         beam = self._beam(X)
         if beam is not None:
             return beam.log_proba()
-        titles, contexts = as_pairs(X)
-        X = self.encoder_.transform(titles, contexts)
-        scores = _scores(X, self._weights_t(), self.intercept_)
+        scores = _scores(self._features(X), self._weights_t(), self.intercept_)
         tree = getattr(self, "tree_", None)
         return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
 
@@ -357,12 +406,11 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         tree, width = getattr(self, "tree_", None), self._beam_width()
         if tree is None or not width:
             return None
-        titles, contexts = as_pairs(X)
         weights: NodeWeights | None = getattr(self, "_node_weights", None)
         if weights is None:  # (cut from the weights once, kept)
             weights = self._node_weights = node_major_weights(tree, self._weights_t())
         assert self.level_temperatures_ is not None
-        return beam_descent(tree, self.encoder_.transform(titles, contexts), weights, self.intercept_,
+        return beam_descent(tree, self._features(X), weights, self.intercept_,
                             self.level_temperatures_, width, exact_top)
 
     def beam_predictions(self, X: Any, index: LevelIndex, top_k: int = 3,
@@ -420,7 +468,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _feature_names(self) -> np.ndarray:
         if getattr(self, "_names_cache", None) is None:
-            self._names_cache = self.encoder_.feature_names()
+            self._names_cache = np.asarray(self.encoder_.feature_names())
         return self._names_cache
 
     # -- safe persistence ----------------------------------------------------------------------------------

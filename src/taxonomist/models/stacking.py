@@ -9,6 +9,7 @@ cascade threshold are chosen -- never a configuration that does worse than the s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,14 +32,50 @@ from .selection import (
     select_stack,
     stacking_summary,
 )
-from .sparse import SparseClassifier
+from .sparse import Encoded, SparseClassifier
 from .zeroshot import TaxonomyScorer
 
-__all__ = ["CONTEXT_MEMBERS", "fit_ensemble", "group_folds", "split_for_validation"]
+__all__ = ["CONTEXT_MEMBERS", "EMBEDDED_FLOOR", "embedding_sample", "fit_ensemble", "group_folds",
+           "split_for_validation"]
 
 logger = logging.getLogger(__name__)
 
 _shift = prior_shift  # the function, where a parameter shadows its name
+
+EMBEDDED_FLOOR = 20
+""":func:`embedding_sample` keeps every product of a category with at most this many."""
+
+
+def embedding_sample(y: np.ndarray, cap: int | None, seed: int) -> np.ndarray | None:
+    """Which products an ensemble encodes when there are more than ``cap`` (a boolean mask; ``None``: all of them).
+
+    Per category: all of its products when it has at most :data:`EMBEDDED_FLOOR` (the rare categories are where
+    neighbours help most), else the same share ``r`` of each (at least the floor), ``r`` the largest that keeps the
+    total within ``cap`` (more than ``cap`` when the categories' floors alone exceed it); drawn at random
+    (``seed``) within each category.
+    """
+    n = len(y)
+    if cap is None or n <= cap:
+        return None
+    counts = np.bincount(y)
+
+    def kept(r: float) -> np.ndarray:
+        return np.asarray(np.minimum(counts, np.maximum(EMBEDDED_FLOOR, np.floor(r * counts))), dtype=np.int64)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid).sum() <= cap else (lo, mid)
+    take = kept(lo)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(n, dtype=bool)
+    order = np.argsort(y, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    for c in np.flatnonzero(take):
+        rows = order[starts[c]:starts[c] + counts[c]]
+        mask[rows if take[c] == counts[c] else rng.choice(rows, take[c], replace=False)] = True
+    return mask
+
 
 def split_for_validation(groups: np.ndarray, y: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A grouped split (identical titles stay together) into (fit, validation) positions."""
@@ -83,9 +120,28 @@ class _Data:
     emb: np.ndarray
     y: np.ndarray
     img: Images | None
+    encoded: Encoded | None = None
+    """The products' sparse features, made once for the folds and the final fit (``None``: each fit encodes)."""
+    embedded: np.ndarray | None = None
+    """Which products have an embedding (:func:`embedding_sample`; ``None``: all): the others' rows of ``emb`` are
+    zeros, no embedding member learns from them and the out-of-fold decisions are made on the others."""
+
+    def with_embedding(self, idx: np.ndarray) -> np.ndarray:
+        """The products of ``idx`` that have an embedding."""
+        return idx if self.embedded is None else idx[self.embedded[idx]]
+
+    def mask(self, idx: np.ndarray) -> np.ndarray | None:
+        return None if self.embedded is None else self.embedded[idx]
 
     def texts(self, idx: np.ndarray) -> tuple[list[str], list[str]]:
         return [self.pairs[0][i] for i in idx], [self.pairs[1][i] for i in idx]
+
+    def features(self, idx: np.ndarray) -> Encoded | None:
+        return None if self.encoded is None else self.encoded.rows(idx)
+
+    def sparse_input(self, idx: np.ndarray) -> Any:
+        """What the sparse member reads of these products: their features when made once, else their texts."""
+        return self.texts(idx) if self.encoded is None else self.encoded.rows(idx)
 
     def rows(self, idx: np.ndarray) -> Images | None:
         return None if self.img is None else (self.img[0][idx], self.img[1][idx])
@@ -99,7 +155,7 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
     """Each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw."""
     y, emb, img = d.y, d.emb, d.img
     t = dict.fromkeys(_TEMPERATURES, 1.0)
-    sample = _temperature_sample(splits, y, seed)
+    sample = _temperature_sample(splits, y, seed, d.embedded)
     picks = [b[np.isin(b, sample)] for _, b in splits]
     y_t = np.concatenate([y[p] for p in picks])
 
@@ -109,7 +165,7 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
     if parts[0].sparse is not None:
         def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
             full = np.full((len(p), n_classes), -1e4)
-            full[:, part.sparse_cols] = part.sparse.decision_function(d.texts(p))  # type: ignore[union-attr]
+            full[:, part.sparse_cols] = part.sparse.decision_function(d.sparse_input(p))  # type: ignore[union-attr]
             return full
         t["sparse"] = fit_temperature(oof_scores(sparse_scores), y_t)
     if zeroshot is not None:
@@ -133,10 +189,11 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
     return t
 
 
-def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int) -> np.ndarray:
-    """The out-of-fold products (of classes their fold saw) the temperatures are fitted on: at most
-    ``TEMPERATURE_ROWS``, sorted."""
-    held = np.concatenate([b[np.isin(y[b], y[a])] for a, b in splits])
+def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int,
+                        embedded: np.ndarray | None = None) -> np.ndarray:
+    """The out-of-fold products (of classes their fold saw; with an embedding) the temperatures are fitted on: at
+    most ``TEMPERATURE_ROWS``, sorted."""
+    held = np.concatenate([b[np.isin(y[b], y[a]) & (True if embedded is None else embedded[b])] for a, b in splits])
     return np.sort(held[sample_rows(len(held), TEMPERATURE_ROWS, seed)])
 
 
@@ -160,9 +217,9 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
     oof: dict[str, list[np.ndarray]] = {}
     y_parts = []
     for part, (a, b) in zip(parts, splits, strict=True):
-        keep = b[np.isin(y[b], y[a])]
+        keep = d.with_embedding(b[np.isin(y[b], y[a])])
         unseen = ~np.isin(np.arange(n_classes), y[a])
-        for k, v in part.logs(d.texts(keep), d.emb[keep], img=d.rows(keep)).items():
+        for k, v in part.logs(d.texts(keep), d.emb[keep], img=d.rows(keep), encoded=d.features(keep)).items():
             v[:, unseen] = _UNSEEN
             oof.setdefault(k, []).append(v.astype(np.float32))
         y_parts.append(y[keep])
@@ -212,11 +269,12 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
     title_temperature = zeroshot.temperature if zeroshot is not None else None
     for part, (a, _) in zip(parts, splits, strict=True):
         if part.knn is not None:
+            a = d.with_embedding(a)
             part.knn = type(part.knn)(k=part.knn_k).fit(alt_emb[a], y[a], n_classes)
     if zeroshot is not None:
-        sample = _temperature_sample(splits, y, seed)
+        sample = _temperature_sample(splits, y, seed, d.embedded)
         zeroshot.fit_temperature(alt_emb[sample], y[sample])
-    alt_logs, _ = _out_of_fold(parts, splits, _Data(d.pairs, alt_emb, y, d.img), n_classes)
+    alt_logs, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes)
     alt = _decide(alt_logs, y_oof, counts, prior_shift, calibration, cascade, False, seed)
 
     def predicted(lg: dict[str, np.ndarray], e: Ensemble) -> np.ndarray:
@@ -270,6 +328,7 @@ def fit_ensemble(
     cascade: bool = True,
     cv: int = 3,
     alt_emb: np.ndarray | None = None,
+    embedded: np.ndarray | None = None,
 ) -> Ensemble:
     """Decide everything on out-of-fold predictions (stacking), then refit the members on everything.
 
@@ -291,15 +350,20 @@ def fit_ensemble(
         alt_emb: the products' title + context embeddings, to be compared with ``emb`` out of fold
             (:func:`_choose_embedding`; members within :data:`CONTEXT_MEMBERS` only); the ensemble's
             ``embed_context`` says which it reads.
+        embedded: which products were encoded (:func:`embedding_sample`; the rows of ``emb`` and ``alt_emb`` of
+            the others are not read); ``None``: all of them. Not with the photo or fine-tuned members.
     """
-    from tqdm.auto import tqdm
-
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     n_classes = len(classes)
     if prior_shift != "auto" and not (isinstance(prior_shift, (int, float)) and prior_shift >= 0):
         raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
-    d = _Data(pairs, emb, y, img)
+    if embedded is not None and (img is not None or "finetune" in members):
+        raise ValueError("the photo and fine-tuned members learn from every product: embedded must be None")
     clock = _Clock()
+    # the sparse member's features made once: its vocabulary from every training product (a held-out fold's
+    # words get no weight from the fold's fit, only their idf counts them), so each product is tokenised once
+    d = _Data(pairs, emb, y, img, make_sparse().encode(pairs) if "sparse" in members else None, embedded)
+    clock.lap("sparse features")
     splits = _splits(groups, y, members, cv, validation_size, random_state)
     validate = sum(len(v) for _, v in splits) >= _MIN_VALIDATION
     finetuned = (_fine_tune(d, splits, validate, encoder, n_classes, epochs, finetune_max_length, random_state)
@@ -309,29 +373,14 @@ def fit_ensemble(
     temperatures = dict.fromkeys(_TEMPERATURES, 1.0)
     clock.lap("fine-tuning" if finetuned is not None else "")
     if validate:
-        parts = [EnsembleMembers(list(classes), members, knn_k).fit(d.texts(a), emb[a], y[a], make_sparse(), encoder,
-                                                                   finetuned=finetuned, zeroshot=zeroshot, img=d.rows(a))
-                 for a, _ in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
-                                  disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO))]
+        parts = _fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned, zeroshot)
         clock.lap("folds")
-        temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, random_state)
-        for part in parts:
-            _set_temperatures(part, temperatures)
-        logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
-        counts = np.bincount(y, minlength=n_classes)
-        ens = _decide(logs, y_oof, counts, prior_shift, calibration, cascade, img is not None, random_state)
-        if alt_emb is not None:
-            if not set(members) <= CONTEXT_MEMBERS or img is not None:
-                raise ValueError(f"title and title + context embeddings are compared with the members "
-                                 f"{sorted(CONTEXT_MEMBERS)} only, got {list(members)}")
-            ens, use_context = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
-                                                 prior_shift, calibration, cascade, random_state)
-            if use_context:
-                emb = alt_emb
-            ens.embed_context = use_context
-        ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
+        ens, temperatures = _stack(parts, splits, d, zeroshot, alt_emb, _Choices(prior_shift, calibration, cascade,
+                                                                                  random_state))
+        if ens.embed_context and alt_emb is not None:
+            emb = alt_emb
         clock.lap("stacking")
-        del parts, logs
+        del parts
     else:
         held_out = sum(len(v) for _, v in splits)
         tau = 0.0 if prior_shift == "auto" else float(prior_shift)
@@ -343,12 +392,65 @@ def fit_ensemble(
     final = [m for m in members if ens.weights.get(m, 0) > 0 or m in ("knn", "zeroshot", "image")]
     ens.members = EnsembleMembers(list(classes), final, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
                                                                   sparse_temperature=temperatures["sparse"],
-                                                                  finetuned=finetuned, zeroshot=zeroshot, img=img)
+                                                                  finetuned=finetuned, zeroshot=zeroshot, img=img,
+                                                                  encoded=d.encoded, embedded=embedded)
     _set_temperatures(ens.members, temperatures)
     clock.lap("final members")
     ens.encoder = encoder
     ens.stacking = stacking_summary({**ens.stacking, "seconds": clock.seconds}, ens.weights)
     return ens
+
+
+@dataclass(frozen=True)
+class _Choices:
+    """How the stacking chooses: the prior shift (``"auto"`` or fixed), the calibration, whether a cascade
+    threshold is chosen, the seed of its samples and bootstraps."""
+
+    prior_shift: float | str
+    calibration: str
+    cascade: bool
+    seed: int
+
+
+def _fold_members(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], classes: list[str], members: Sequence[str],
+                  knn_k: int, make_sparse: Callable[[], SparseClassifier], encoder: Any, finetuned: Any,
+                  zeroshot: TaxonomyScorer | None) -> list[EnsembleMembers]:
+    """The members fitted on the products outside each fold (on its embedded ones for the embedding members)."""
+    from tqdm.auto import tqdm
+
+    y = d.y
+    return [EnsembleMembers(classes, members, knn_k).fit(d.texts(a), d.emb[a], y[a], make_sparse(), encoder,
+                                                         finetuned=finetuned, zeroshot=zeroshot, img=d.rows(a),
+                                                         encoded=d.features(a), embedded=d.mask(a))
+            for a, _ in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
+                             disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO))]
+
+
+def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
+           zeroshot: TaxonomyScorer | None, alt_emb: np.ndarray | None, how: _Choices
+           ) -> tuple[Ensemble, dict[str, float]]:
+    """The members' temperatures, then the ensemble (no members yet) chosen on their out-of-fold predictions --
+    with ``alt_emb``, on the title or the title + context embeddings, whichever predicts better beyond noise
+    (``embed_context`` says which)."""
+    n_classes = len(parts[0].classes)
+    temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, how.seed)
+    for part in parts:
+        _set_temperatures(part, temperatures)
+    logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
+    counts = np.bincount(d.y, minlength=n_classes)
+    ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, d.img is not None, how.seed)
+    if alt_emb is not None:
+        members = parts[0].members
+        if not set(members) <= CONTEXT_MEMBERS or d.img is not None:
+            raise ValueError(f"title and title + context embeddings are compared with the members "
+                             f"{sorted(CONTEXT_MEMBERS)} only, got {list(members)}")
+        ens, use_context = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
+                                             how.prior_shift, how.calibration, how.cascade, how.seed)
+        ens.embed_context = use_context
+    ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
+    if d.embedded is not None:
+        ens.stacking.update(embedded_products=int(d.embedded.sum()))
+    return ens, temperatures
 
 
 class _Clock:
