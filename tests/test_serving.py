@@ -360,7 +360,7 @@ def test_errors_are_json_without_stack_traces(store_dir: Path, tmp_path: Path, m
         def boom(*a: Any, **k: Any) -> Any:
             raise RuntimeError("secret internals jo@example.com")
 
-        monkeypatch.setattr(svc.registry.current.classifier, "predict_products", boom)
+        monkeypatch.setattr(svc.inference.registry.current.classifier, "predict_products", boom)
         r = c.post("/v1/classify", json={"product": {"title": "x"}})
         assert r.status_code == 500
         body = r.json()
@@ -709,12 +709,12 @@ def test_the_served_prediction_log_has_a_per_client_quota_and_a_size_cap(store_d
     with make_client(store_dir, tmp_path, served_log_quota_per_minute=50, served_log_max_rows=70) as c:
         for _ in range(3):
             assert c.post("/v1/classify", json=batch).status_code == 200
-        c.app.state.service.flush_served()
+        c.app.state.service.watch.flush_served()
         assert len(ReviewStore(tmp_path / "review.db").served()) == 50  # 120 answered keyless, 50 stored
         assert 'taxonomist_served_not_logged_total{why="quota"} 70.0' in c.get("/metrics").text
         for _ in range(3):  # keyed clients are not limited by the quota; the log keeps its newest 70 rows
             assert c.post("/v1/classify", json=batch, headers=AUTH).status_code == 200
-        c.app.state.service.flush_served()
+        c.app.state.service.watch.flush_served()
         rows = ReviewStore(tmp_path / "review.db").served()
         assert len(rows) == 70 and rows[-1]["title"] == "Nike Men Running Shoes 39"
 
@@ -783,9 +783,9 @@ def test_keyless_clients_have_a_budget_of_server_time(store_dir: Path, tmp_path:
 
 def test_a_keyless_client_has_a_bounded_number_of_requests_running() -> None:
     """The budget is charged when a request ends: the concurrency limit bounds what a burst can take first."""
-    from taxonomist.serving.service import ServiceError, _Budget
+    from taxonomist.serving.limits import Budget, ServiceError
 
-    budget = _Budget()
+    budget = Budget()
     budget.enter("1.2.3.4", seconds=10.0, concurrency=2)
     budget.enter("1.2.3.4", seconds=10.0, concurrency=2)
     with pytest.raises(ServiceError) as e:

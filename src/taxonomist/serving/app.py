@@ -97,8 +97,8 @@ def _honest_openapi(app: FastAPI, settings: ServeSettings, svc: Service) -> None
         components = spec.setdefault("components", {})
         components["securitySchemes"] = {"APIKey": {"type": "http", "scheme": "bearer",
                                                     "description": "An API key from TAXONOMIST_API_KEYS"}}
-        if svc.registry.ready:
-            leaf = str(svc.model.classifier.classes_[0])
+        if svc.inference.registry.ready:
+            leaf = str(svc.inference.model.classifier.classes_[0])
             for ex in components.get("schemas", {}).get("FeedbackRequest", {}).get("examples", []):
                 ex["category"] = leaf
             app.openapi_schema = spec  # (cached once the model is known)
@@ -138,31 +138,31 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc.store = ReviewStore(settings.review_db, settings.review_db_sync)
-        svc.metrics.track_queue(svc.store.depth)
-        served = await asyncio.to_thread(svc.registry.start, settings.model_version)
+        svc.desk.store = store = ReviewStore(settings.review_db, settings.review_db_sync)
+        svc.metrics.track_queue(store.depth)
+        served = await asyncio.to_thread(svc.inference.registry.start, settings.model_version)
         svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
         if settings.shadow_model is not None:
-            svc.shadow = await asyncio.to_thread(Shadow, settings.shadow_model, svc.metrics)
-        await svc.batcher.start()
+            svc.watch.shadow = await asyncio.to_thread(Shadow, settings.shadow_model, svc.metrics)
+        await svc.inference.batcher.start()
 
         async def flush_served_regularly() -> None:
             # the prediction log within ~2 s of an answer, not only when the next request comes
             while True:
                 await asyncio.sleep(1.0)
-                if svc.served_due():
-                    await asyncio.to_thread(svc.flush_served)
+                if svc.watch.served_due():
+                    await asyncio.to_thread(svc.watch.flush_served)
 
         flusher = asyncio.create_task(flush_served_regularly())
         try:
             yield
         finally:
             flusher.cancel()
-            await svc.batcher.stop()
-            if svc.shadow is not None:
-                svc.shadow.close()
-            svc.flush_served()
-            svc.store.close()
+            await svc.inference.batcher.stop()
+            if svc.watch.shadow is not None:
+                svc.watch.shadow.close()
+            svc.watch.flush_served()
+            store.close()
 
     from fastapi_offline import FastAPIOffline
 

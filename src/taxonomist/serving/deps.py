@@ -11,11 +11,13 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .desk import ReviewDesk
+from .inference import Inference
 from .service import Service
+from .watch import Watch
 
-__all__ = ["BUDGET", "READ", "REVIEW_READ", "WRITE", "Credentials", "ServiceDep", "get_service", "has_valid_key", "keyless_budget",
-           "require_read",
-           "require_review_read", "require_write"]
+__all__ = ["BUDGET", "READ", "REVIEW_READ", "WRITE", "Credentials", "DeskDep", "InferenceDep", "ServiceDep", "WatchDep",
+           "get_service", "has_valid_key", "keyless_budget", "require_read", "require_review_read", "require_write"]
 
 # one bearer scheme per kind of check, so that the OpenAPI schema tells which routes need a key under the server's
 # settings (app.py keeps the lock where one is needed and names a single "APIKey" scheme)
@@ -34,6 +36,26 @@ def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_inference(service: ServiceDep) -> Inference:
+    return service.inference
+
+
+def get_desk(service: ServiceDep) -> ReviewDesk:
+    return service.desk
+
+
+def get_watch(service: ServiceDep) -> Watch:
+    return service.watch
+
+
+InferenceDep = Annotated[Inference, Depends(get_inference)]
+"""The inference core: the served model, the batcher, the checks of a request."""
+DeskDep = Annotated[ReviewDesk, Depends(get_desk)]
+"""The review desk: the review store and the rules of the queue."""
+WatchDep = Annotated[Watch, Depends(get_watch)]
+"""The drift monitor, the served-prediction log and the shadow candidate."""
 
 
 def has_valid_key(service: Service, creds: HTTPAuthorizationCredentials | None) -> bool:

@@ -21,9 +21,9 @@ router = APIRouter()
 async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str, Any]:
     """Switch the served version atomically (in-flight requests finish on the old one). A bundle that fails
     its integrity check is refused (409) and the old version keeps serving."""
-    old = svc.model.version
+    old = svc.inference.model.version
     try:
-        served = await asyncio.to_thread(svc.registry.reload, req.version if req else None)
+        served = await asyncio.to_thread(svc.inference.registry.reload, req.version if req else None)
     except BundleError as e:
         svc.metrics.reloads.labels(outcome="refused").inc()
         logger.warning("reload refused, still serving %s: %s", old, e)
@@ -37,12 +37,12 @@ async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str,
 def retrain_start(svc: ServiceDep) -> dict[str, Any]:
     """Train a new version from the original data (TAXONOMIST_RETRAIN_DATA) + all feedback into the model
     store, in the background; GET /v1/admin/jobs/{id} follows it. The new version is served after a reload."""
-    return svc.start_retrain()
+    return svc.retrains.start()
 
 
 @router.get("/v1/admin/jobs/{job_id}", tags=["admin"], dependencies=[WRITE])
 def job(svc: ServiceDep, job_id: str) -> dict[str, Any]:
     """A retraining job: its state, and the new version when it is done."""
-    if job_id not in svc.jobs:
+    if job_id not in svc.retrains.jobs:
         raise HTTPException(404, f"no job {job_id}")
-    return svc.jobs[job_id]
+    return svc.retrains.jobs[job_id]

@@ -40,9 +40,9 @@ router = APIRouter()
 async def classify_queries(svc: ServiceDep, req: QueryRequest) -> QueryResponse:
     """Categories of search queries: a distribution over the leaves, backed off to a broad category when the query
     is vague."""
-    svc.check_batch(len(req.queries), "queries", req.queries)
-    model = svc.model
-    qc = await asyncio.to_thread(svc.query_classifier, model)
+    svc.inference.check_batch(len(req.queries), "queries", req.queries)
+    model = svc.inference.model
+    qc = await asyncio.to_thread(svc.inference.query_classifier, model)
     preds = await asyncio.to_thread(qc.classify, req.queries, req.top_k, req.min_confidence)
     results = [_query_result(q, p) for q, p in zip(req.queries, preds, strict=True)]
     return QueryResponse(model_version=model.version, sources=qc.sources, results=results)
@@ -51,8 +51,8 @@ async def classify_queries(svc: ServiceDep, req: QueryRequest) -> QueryResponse:
 @router.post("/v1/messages/route", tags=["classify"], response_model=MessagesResponse, dependencies=[READ, BUDGET])
 async def route_messages(svc: ServiceDep, req: MessagesRequest) -> MessagesResponse:
     """After-sales messages routed: category, sentiment and issue type, and the queue a rule sends them to."""
-    svc.check_batch(len(req.messages), "messages", req.messages)
-    router = await asyncio.to_thread(svc.resource, "router")
+    svc.inference.check_batch(len(req.messages), "messages", req.messages)
+    router = await asyncio.to_thread(svc.resources.get, "router")
     routes = await asyncio.to_thread(router.route, req.messages)
     return MessagesResponse(results=routes)
 
@@ -61,10 +61,10 @@ async def route_messages(svc: ServiceDep, req: MessagesRequest) -> MessagesRespo
           dependencies=[READ, BUDGET])
 async def search(svc: ServiceDep, req: SearchRequest) -> SearchResponse:
     """Search the served catalogue: full text + embeddings, boosted by the query's predicted category."""
-    svc.check_batch(1, "queries", [req.query])
-    index = await asyncio.to_thread(svc.resource, "search")
-    model = svc.model
-    qc = await asyncio.to_thread(svc.query_classifier, model)
+    svc.inference.check_batch(1, "queries", [req.query])
+    index = await asyncio.to_thread(svc.resources.get, "search")
+    model = svc.inference.model
+    qc = await asyncio.to_thread(svc.inference.query_classifier, model)
     proba = await asyncio.to_thread(qc.predict_proba, [req.query])
     pred = decode(proba, qc.levels_, top_k=3, min_confidence=qc.min_confidence)[0]
     scores = dict(zip(qc.classes_, proba[0], strict=True))
@@ -75,7 +75,7 @@ async def search(svc: ServiceDep, req: SearchRequest) -> SearchResponse:
 
 
 def _shopper(svc: Service, user_id: str) -> Any:
-    store = svc.resource("profiles")
+    store = svc.resources.get("profiles")
     if user_id not in store:
         raise HTTPException(404, f"unknown user {user_id!r}: no events of this user were in the profile build")
     return store

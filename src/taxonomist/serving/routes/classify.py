@@ -21,17 +21,17 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
     """Categories for one product or a batch: the path (backed off to a parent when unsure), its confidence per
     level, the leaf, alternatives; unsure answers are queued for a person to review."""
     items = req.items()
-    svc.check_batch(len(items), "products")
-    records = [svc.product_record(p) for p in items]
+    svc.inference.check_batch(len(items), "products")
+    records = [svc.inference.product_record(p) for p in items]
     svc.metrics.request_products.observe(len(items))
     if req.explain:  # explanations are rare and slower: not micro-batched
-        model = svc.model
+        model = svc.inference.model
         preds = await asyncio.to_thread(model.classifier.predict_products, records, max(req.top_k, 2),
                                         req.min_confidence, True)
         flags = await asyncio.to_thread(model.classifier.review_flags, [r["title"] for r in records])
         results = [(p, model.version, f) for p, f in zip(preds, flags, strict=True)]
     else:
-        results = await svc.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
+        results = await svc.inference.batcher.submit([(r, req.top_k, req.min_confidence) for r in records])
     out, queue = [], []
     low = 0
     # keyword-stuffed titles (halves pointing to two top-level categories) go to a person, however sure;
@@ -61,20 +61,20 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
                 "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
                 "model_version": version}))
     svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
-    if svc.shadow is not None:
-        svc.shadow.submit(records, [pred.leaf for pred, _, _ in results])
+    if svc.watch.shadow is not None:
+        svc.watch.shadow.submit(records, [pred.leaf for pred, _, _ in results])
     # with keys configured, the drift window counts keyed clients only (anyone could send keyless traffic)
     keyed = has_valid_key(svc, creds)
     monitored = svc.settings.monitor_keyless or not any(k.strip() for k in svc.settings.api_keys) or keyed
     client = None if keyed else (request.client.host if request.client is not None else "-")
     # off the event loop: reading each title against the vocabulary costs ~50 ms for 256 long titles
-    if await asyncio.to_thread(svc.observe_served, records, results, monitored, client):
-        await asyncio.to_thread(svc.flush_served)
+    if await asyncio.to_thread(svc.watch.observe_served, records, results, monitored, client):
+        await asyncio.to_thread(svc.watch.flush_served)
     if queue:
         client = request.client.host if request.client is not None else "-"
-        ids = await asyncio.to_thread(svc.queue_for_review, client, [q for _, q in queue])
+        ids = await asyncio.to_thread(svc.desk.queue_for_review, client, [q for _, q in queue])
         for (i, q), rid in zip(queue, ids, strict=True):
             out[i].review_id = rid
             if rid is not None:
                 svc.metrics.queued.labels(reason=q["reason"]).inc()
-    return ClassifyResponse(model_version=out[0].model_version if out else svc.model.version, results=out)
+    return ClassifyResponse(model_version=out[0].model_version if out else svc.inference.model.version, results=out)

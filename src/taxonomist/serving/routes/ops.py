@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...taxonomy import format_path
-from ..deps import READ, ServiceDep
+from ..deps import READ, InferenceDep, ServiceDep, WatchDep
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["ops"])
-def readyz(svc: ServiceDep) -> JSONResponse:
+def readyz(inference: InferenceDep) -> JSONResponse:
     """Readiness: 200 with the served version once a model is loaded, 503 before."""
-    if not svc.registry.ready:
+    if not inference.registry.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
-    return JSONResponse({"status": "ready", "model_version": svc.model.version})
+    return JSONResponse({"status": "ready", "model_version": inference.model.version})
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, dependencies=[READ])
@@ -38,24 +38,24 @@ def metrics(svc: ServiceDep) -> Response:
 
 
 @router.get("/v1/model", tags=["model"], dependencies=[READ])
-def model_info(svc: ServiceDep) -> dict[str, Any]:
+def model_info(inference: InferenceDep) -> dict[str, Any]:
     """The served model: version, tier, categories, training data, held-out metrics, the versions in the store."""
-    m = svc.model
+    m = inference.model
     man = m.manifest
     return {
         "version": m.version, "tier": m.classifier.tier, "created": man.get("created"),
         "taxonomist_version": man.get("taxonomist_version"), "n_categories": len(m.classifier.classes_),
         "training_data": man.get("training_data"), "metrics": man.get("metrics", {}),
-        "versions": svc.registry.versions(), "skipped_versions": svc.registry.skipped,
-        "review_threshold": svc.settings.review_threshold,
+        "versions": inference.registry.versions(), "skipped_versions": inference.registry.skipped,
+        "review_threshold": inference.settings.review_threshold,
     }
 
 
 @router.get("/v1/taxonomy", tags=["model"], dependencies=[READ])
-def taxonomy(svc: ServiceDep, q: Annotated[str | None, Query(max_length=200, description="Substring to search for.")] = None,
+def taxonomy(inference: InferenceDep, q: Annotated[str | None, Query(max_length=200, description="Substring to search for.")] = None,
              limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
     """The served taxonomy as a tree, or the categories whose path contains ``q``."""
-    tax = svc.model.classifier.taxonomy_
+    tax = inference.model.classifier.taxonomy_
     if q:
         return {"query": q, "matches": [{"path": format_path(p), "leaf": tax.is_leaf(p)} for p in tax.search(q, limit)]}
 
@@ -66,8 +66,8 @@ def taxonomy(svc: ServiceDep, q: Annotated[str | None, Query(max_length=200, des
 
 
 @router.get("/v1/monitor", tags=["ops"], dependencies=[READ])
-def monitor(svc: ServiceDep) -> dict[str, Any]:
+def monitor(watch: WatchDep) -> dict[str, Any]:
     """Drift of the served predictions against the model's reference (the last ``monitor_window`` answers):
     PSI and Jensen-Shannon divergence of the categories per level, confidence, back-off, unknown title words,
     new brands, the alerts firing; and the live accuracy per week from reviewers' decisions."""
-    return svc.monitor_report()
+    return watch.monitor_report()

@@ -18,7 +18,7 @@ from ...images import (
     resolve_image_path,
 )
 from ...text import scrub_product
-from ..deps import REVIEW_READ, WRITE, ServiceDep
+from ..deps import REVIEW_READ, WRITE, DeskDep, InferenceDep
 from ..schemas import FeedbackRequest, ReviewDecision, ReviewItem
 
 # review ids are SQLite integers: anything outside 1..2**63-1 is a 422, not an overflow in the driver
@@ -33,10 +33,10 @@ router = APIRouter()
 
 
 @router.get("/v1/review", tags=["review"], response_model=list[ReviewItem], dependencies=[REVIEW_READ])
-def review_list(svc: ServiceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+def review_list(desk: DeskDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                 offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> list[dict[str, Any]]:
     """Pending items, most uncertain (smallest top-1 / top-2 margin) first."""
-    return svc.review_store().pending(limit, offset)
+    return desk.review_store().pending(limit, offset)
 
 
 def _found(item: dict[str, Any] | None, review_id: int) -> dict[str, Any]:
@@ -47,24 +47,24 @@ def _found(item: dict[str, Any] | None, review_id: int) -> dict[str, Any]:
 
 
 @router.get("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[REVIEW_READ])
-def review_get(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+def review_get(desk: DeskDep, review_id: ReviewId) -> dict[str, Any]:
     """One review item: the product as sent (scrubbed), the prediction served, its status."""
-    return _found(svc.review_store().get(review_id), review_id)
+    return _found(desk.review_store().get(review_id), review_id)
 
 
 @router.get("/v1/review/{review_id}/image", tags=["review"], dependencies=[REVIEW_READ], response_class=Response)
-def review_image(svc: ServiceDep, review_id: ReviewId) -> Response:
+def review_image(desk: DeskDep, review_id: ReviewId) -> Response:
     """The review item's photo (JPEG, PNG, GIF or WebP only, in a sandbox)."""
-    product = _found(svc.review_store().get(review_id), review_id)["product"]
+    product = _found(desk.review_store().get(review_id), review_id)["product"]
     try:
         if product.get("image_base64"):
-            data = decode_image_base64(product["image_base64"], svc.settings.max_image_bytes)
+            data = decode_image_base64(product["image_base64"], desk.settings.max_image_bytes)
         elif product.get("image"):
-            path = resolve_image_path(product["image"], svc.settings.image_root)
+            path = resolve_image_path(product["image"], desk.settings.image_root)
             if not is_image_file(path):
                 raise HTTPException(404, "the product's image file is gone")
             # within the size limit, and never a pipe or a device (the file may have changed since)
-            data = read_image_bytes(product["image"], svc.settings.image_root, max_bytes=MAX_IMAGE_BYTES)[0]
+            data = read_image_bytes(product["image"], desk.settings.image_root, max_bytes=MAX_IMAGE_BYTES)[0]
         else:
             raise HTTPException(404, "this product has no image")
     except ImageError as e:
@@ -79,51 +79,51 @@ def review_image(svc: ServiceDep, review_id: ReviewId) -> Response:
 
 
 @router.post("/v1/review/{review_id}", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
-def review_decide(svc: ServiceDep, review_id: ReviewId, decision: ReviewDecision) -> dict[str, Any]:
+def review_decide(desk: DeskDep, inference: InferenceDep, review_id: ReviewId, decision: ReviewDecision) -> dict[str, Any]:
     """Accept the suggestion (no category) or correct it -- the decision is recorded as feedback -- or dismiss
     the item (not a product, can't tell: no feedback)."""
     if decision.dismiss is not None:
         if decision.category:
             raise HTTPException(422, "give a category or dismiss the item, not both")
-        item = svc.review_store().dismiss(review_id, decision.dismiss, decision.reviewer)
+        item = desk.review_store().dismiss(review_id, decision.dismiss, decision.reviewer)
     else:
-        category = svc.check_category(decision.category) if decision.category else None
-        item = svc.review_store().decide(review_id, category, decision.reviewer)
+        category = inference.check_category(decision.category) if decision.category else None
+        item = desk.review_store().decide(review_id, category, decision.reviewer)
         if item is not None:
-            svc.metrics.feedback.labels(source="review").inc()
+            desk.metrics.feedback.labels(source="review").inc()
     return _found(item, review_id)
 
 
 @router.post("/v1/review/{review_id}/skip", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
-def review_skip(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+def review_skip(desk: DeskDep, review_id: ReviewId) -> dict[str, Any]:
     """Put an item off: it moves behind the items skipped fewer times, for every reviewer."""
-    return _found(svc.review_store().skip(review_id), review_id)
+    return _found(desk.review_store().skip(review_id), review_id)
 
 
 @router.post("/v1/review/{review_id}/undo", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
-def review_undo(svc: ServiceDep, review_id: ReviewId) -> dict[str, Any]:
+def review_undo(desk: DeskDep, review_id: ReviewId) -> dict[str, Any]:
     """Put a decided or dismissed item back in the queue; its feedback is withdrawn."""
     try:
-        return _found(svc.review_store().undo(review_id), review_id)
+        return _found(desk.review_store().undo(review_id), review_id)
     except ValueError as e:
         raise HTTPException(409, str(e)) from None
 
 
 @router.post("/v1/feedback", tags=["review"], status_code=201, dependencies=[WRITE])
-def feedback(svc: ServiceDep, fb: FeedbackRequest) -> dict[str, Any]:
+def feedback(desk: DeskDep, inference: InferenceDep, fb: FeedbackRequest) -> dict[str, Any]:
     """Record the correct category of any product (labelled data for ``taxonomist retrain``)."""
-    svc.product_record(fb.product)  # (checked as a product to classify is)
-    category = svc.check_category(fb.category)
-    fid = svc.review_store().add_feedback(scrub_product(fb.product.model_dump(exclude_none=True)), category,
-                                          svc.model.version)
-    svc.metrics.feedback.labels(source="api").inc()
+    inference.product_record(fb.product)  # (checked as a product to classify is)
+    category = inference.check_category(fb.category)
+    fid = desk.review_store().add_feedback(scrub_product(fb.product.model_dump(exclude_none=True)), category,
+                                          inference.model.version)
+    desk.metrics.feedback.labels(source="api").inc()
     return {"id": fid, "category": category}
 
 
 @router.get("/v1/review-stats", tags=["review"], dependencies=[REVIEW_READ])
-def review_stats(svc: ServiceDep) -> dict[str, int]:
+def review_stats(desk: DeskDep) -> dict[str, int]:
     """How many items are pending, accepted, corrected, dismissed; how much feedback is stored."""
-    return svc.review_store().counts()
+    return desk.review_store().counts()
 
 
 @router.get("/", include_in_schema=False)
