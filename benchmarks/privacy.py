@@ -39,9 +39,10 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from taxonomist.encoders.sparse import SparseTextEncoder, l2_normalize
+from taxonomist.encoders.sparse import SparseTextEncoder
 from taxonomist.models.private import N_FEATURES, PrivateLinearClassifier
 from taxonomist.models.sparse import SparseClassifier
+from taxonomist.vectors import l2_normalize
 
 
 def _score(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -24,6 +24,7 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.utils.validation import check_is_fitted
 
 from ..text import cjk_share, normalize_for_sparse, tokenize
+from ..vectors import l2_normalize
 
 __all__ = ["SparseTextEncoder"]
 
@@ -45,21 +46,6 @@ def _unique_normalized(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     for i, t in enumerate(texts):  # a dict, not pandas.factorize: a served request is a handful of products
         codes[i] = index.setdefault("" if t is None or (isinstance(t, float) and t != t) else t, len(index))
     return codes, [normalize_for_sparse(u) for u in index]
-
-
-def l2_normalize(x: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero): ``sklearn.preprocessing.normalize`` without its
-    input validation, which cost as much as the arithmetic on a served batch."""
-    x = sp.csr_matrix(x, copy=copy)
-    sq = np.zeros(x.shape[0], dtype=np.float64)
-    lengths = np.diff(x.indptr)
-    rows = np.flatnonzero(lengths)
-    if len(rows):
-        sq[rows] = np.add.reduceat(np.square(x.data, dtype=np.float64), x.indptr[rows])
-    norms = np.sqrt(sq)
-    norms[norms == 0] = 1.0
-    x.data /= np.repeat(norms, lengths).astype(x.dtype, copy=False)
-    return x
 
 
 def _scaled(x: sp.csr_matrix, weight: float) -> sp.csr_matrix:

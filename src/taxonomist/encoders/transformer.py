@@ -35,6 +35,7 @@ import numpy as np
 
 from ..exceptions import TaxonomistError
 from ..text import cjk_share, clean_text
+from ..vectors import l2_normalize
 from .cache import EmbeddingCache
 from .hf import quiet_transformers
 
@@ -59,13 +60,6 @@ MULTILINGUAL_CJK_SHARE = 0.05
 
 Backend = Literal["auto", "torch", "onnx"]
 Precision = Literal["auto", "fp32", "bf16"]
-
-
-def l2_normalize(v: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); zero rows stay zero."""
-    n = np.linalg.norm(v, axis=1, keepdims=True)
-    out: np.ndarray = (v / np.maximum(n, 1e-12)).astype(np.float32)
-    return out
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -25,9 +25,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from ..encoders.transformer import l2_normalize
 from ..taxonomy import CategoryPath, format_path, parse_path
 from ..text import clean_text, field_text
+from ..vectors import l2_normalize
 
 __all__ = ["TaxonomyScorer", "crosswalk", "label_text", "name_coverage", "zero_shot_queries"]
 
@@ -110,7 +110,7 @@ def embed_labels(paths: Sequence[CategoryPath], encoder: Any,
     full = encoder.encode([label_text(p, descriptions.get(p)) for p in paths])
     name = encoder.encode([p[-1] for p in paths])
     ctx = encoder.encode([f"{p[-1]} ({format_path(p[:-1])})" if len(p) > 1 else p[-1] for p in paths])
-    return l2_normalize(full + name + ctx)
+    return l2_normalize(np.asarray(full + name + ctx))
 
 
 class TaxonomyScorer:
