@@ -140,18 +140,9 @@ class Catalog:
         return cls(frame, attrs, report, sep)
 
 
-def _canonicalise(
-    df: pd.DataFrame,
-    mapping: Mapping[str, str],
-    label_columns: Sequence[str] | None,
-    sep: str,
-    require_labels: bool,
-    source: str,
-    guess: bool = True,
-) -> tuple[pd.DataFrame, list[str]]:
-    df = df.copy()
-    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
-    cols = [c for c in df.columns if c != "row"]  # "row" is the reader's own source row number
+def _check_mapping(mapping: Mapping[str, str], label_columns: Sequence[str] | None, cols: list[str],
+                   source: str) -> None:
+    """Refuse a mapping of unknown fields or from missing columns, and missing label columns."""
     unknown_fields = set(mapping) - set(CANONICAL_FIELDS)
     if unknown_fields:
         raise CatalogError(
@@ -169,6 +160,12 @@ def _canonicalise(
             raise CatalogError(
                 f"label columns: expected columns {missing} in {source}, but the columns are {cols}",
                 options=("label_columns",))
+
+
+def _choose_columns(mapping: Mapping[str, str], label_columns: Sequence[str] | None, cols: list[str],
+                    guess: bool) -> tuple[dict[str, str], set[str]]:
+    """(the source column of each canonical field: mapped, else the first unused column named like one of its
+    :data:`ALIASES` when ``guess``; the columns so used)."""
     used: set[str] = set(mapping.values()) | set(label_columns or ())
     chosen: dict[str, str] = dict(mapping)
     by_norm = {column_key(c): c for c in reversed(cols)}
@@ -181,6 +178,23 @@ def _canonicalise(
                 chosen[fld] = found
                 used.add(found)
                 break
+    return chosen, used
+
+
+def _canonicalise(
+    df: pd.DataFrame,
+    mapping: Mapping[str, str],
+    label_columns: Sequence[str] | None,
+    sep: str,
+    require_labels: bool,
+    source: str,
+    guess: bool = True,
+) -> tuple[pd.DataFrame, list[str]]:
+    df = df.copy()
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    cols = [c for c in df.columns if c != "row"]  # "row" is the reader's own source row number
+    _check_mapping(mapping, label_columns, cols, source)
+    chosen, used = _choose_columns(mapping, label_columns, cols, guess)
     if "title" not in chosen:
         close = closest_column([c for c in cols if c not in used], "title")
         what = f"expected a title column (one of {list(ALIASES['title'][:8])}), but {source} has the columns {cols}"

@@ -9,17 +9,32 @@ import base64
 import datetime as dt
 import html
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from .metrics import coverage_at_precision
 from .version import __version__
 
-if TYPE_CHECKING:
-    from .evaluation import Evaluation
+__all__ = ["Evaluated", "figure_uri", "look_alike_categories", "reliability_points", "render_report", "sibling_confusion", "threshold_table"]
 
-__all__ = ["figure_uri", "look_alike_categories", "reliability_points", "render_report", "sibling_confusion", "threshold_table"]
+
+class Evaluated(Protocol):
+    """What a report is made of: an evaluation's figures and the products behind them
+    (:class:`~taxonomist.evaluation.Evaluation` is one)."""
+
+    metrics: dict[str, Any]
+    per_class: pd.DataFrame
+    confused_pairs: list[tuple[str, str, int]]
+    errors: pd.DataFrame
+    confidence: np.ndarray
+    correct: np.ndarray
+    y_true: list[str]
+    y_pred: list[str]
+    error_photos: list[dict[str, Any]]
+
+    def summary_rows(self) -> list[tuple[str, str]]: ...
 
 
 def figure_uri(fig: Any) -> str:
@@ -159,7 +174,7 @@ def look_alike_categories(classes: list[str], y_true: list[str], y_pred: list[st
     return sorted(out, key=lambda r: -r["confused"])
 
 
-def _plots(ev: Evaluation) -> dict[str, str]:
+def _plots(ev: Evaluated) -> dict[str, str]:
     """The report's figures as data URIs: scores per level, reliability, precision vs coverage and, when errors
     involve two categories or more, the confusions among the categories most involved."""
     import matplotlib
@@ -175,7 +190,7 @@ def _plots(ev: Evaluation) -> dict[str, str]:
     return out
 
 
-def _plot_levels(plt: Any, ev: Evaluation) -> str:
+def _plot_levels(plt: Any, ev: Evaluated) -> str:
     """Accuracy and macro-F1 per level, and the hierarchical precision and F1."""
     m = ev.metrics
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
@@ -192,7 +207,7 @@ def _plot_levels(plt: Any, ev: Evaluation) -> str:
     return figure_uri(fig)
 
 
-def _plot_reliability(plt: Any, ev: Evaluation) -> str:
+def _plot_reliability(plt: Any, ev: Evaluated) -> str:
     """The reliability diagram, with the confidence histogram under it."""
     m = ev.metrics
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -214,7 +229,7 @@ def _plot_reliability(plt: Any, ev: Evaluation) -> str:
     return figure_uri(fig)
 
 
-def _plot_coverage(plt: Any, ev: Evaluation) -> str:
+def _plot_coverage(plt: Any, ev: Evaluated) -> str:
     """Precision against coverage (most confident first), with the back-off threshold."""
     m = ev.metrics
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
@@ -239,7 +254,7 @@ def _plot_coverage(plt: Any, ev: Evaluation) -> str:
     return figure_uri(fig)
 
 
-def _plot_confusion(plt: Any, ev: Evaluation) -> str | None:
+def _plot_confusion(plt: Any, ev: Evaluated) -> str | None:
     """The confusion heat-map of the categories most involved in errors (``None``: fewer than two)."""
     involved: dict[str, int] = {}
     for t, p, n in ev.confused_pairs:
@@ -295,7 +310,46 @@ _MEANING = {  # one line per figure of the summary, for a reader who is not a st
 }
 
 
-def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
+def _worst_rows(ev: Evaluated, min_support: int) -> str:
+    """Table rows of the 25 lowest-F1 categories with at least ``min_support`` test products, 3 errors each."""
+    e = html.escape
+    worst = ev.per_class[ev.per_class["support"] >= min_support].head(25)
+    rows = []
+    for r in worst.itertuples():
+        ex = ev.errors[ev.errors["true"] == r.category].head(3)
+        examples = "<br>".join(
+            f"“{e(str(title))}” → {e(_short(str(pred), 60))} ({float(conf):.2f})"
+            for title, pred, conf in zip(ex["title"], ex["predicted"], ex["confidence"], strict=True)
+        )
+        rows.append(
+            f"<tr><td>{e(str(r.category))}</td><td>{r.support}</td><td>{r.precision:.3f}</td><td>{r.recall:.3f}</td>"
+            f"<td>{r.f1:.3f}</td><td class=ex>{examples}</td></tr>"
+        )
+    return "".join(rows)
+
+
+def _photo_section(ev: Evaluated) -> str:
+    """The grid of misclassified products with a photo (empty without any)."""
+    e = html.escape
+    photos = "".join(
+        f'<figure class=ph><img alt="product photo" src="{e(p["src"])}"><figcaption>{e(_short(p["title"], 50))}<br>'
+        f'<b>true</b> {e(_short(p["true"], 50))}<br><b>predicted</b> {e(_short(p["predicted"], 50))} '
+        f'({p["confidence"]:.2f})</figcaption></figure>'
+        for p in ev.error_photos
+    )
+    return f"<h2>Misclassified products with a photo</h2><div class=grid>{photos}</div>" if photos else ""
+
+
+_STYLE = """<style>
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0;font-size:14px;display:block;overflow-x:auto;max-width:100%} th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5} figure{display:inline-block;margin:0.5em} img{max-width:100%} td.ex{font-size:12px;color:#555}
+td.what{color:#555;font-size:12px;max-width:34em} .warning{background:#fde2e1;border:1px solid #d33;padding:.6em 1em;font-weight:600} .headline{font-size:1.25em}
+.grid{display:flex;flex-wrap:wrap} tr.mark td{background:#fff3c4;font-weight:600} figure.ph{width:180px;font-size:11px;vertical-align:top} figure.ph img{max-height:110px}
+</style>"""
+
+
+def render_report(ev: Evaluated, title: str = "taxonomist evaluation") -> str:
     e = html.escape
     plots = _plots(ev)
     summary = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td><td class=what>{e(_MEANING.get(k, ''))}</td></tr>"
@@ -306,18 +360,6 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
         for lv in ev.metrics["levels"]
     )
     min_support = max(2, int(np.median(ev.per_class["support"]))) if len(ev.per_class) else 2
-    worst = ev.per_class[ev.per_class["support"] >= min_support].head(25)
-    worst_rows = []
-    for r in worst.itertuples():
-        ex = ev.errors[ev.errors["true"] == r.category].head(3)
-        examples = "<br>".join(
-            f"“{e(str(title))}” → {e(_short(str(pred), 60))} ({float(conf):.2f})"
-            for title, pred, conf in zip(ex["title"], ex["predicted"], ex["confidence"], strict=True)
-        )
-        worst_rows.append(
-            f"<tr><td>{e(str(r.category))}</td><td>{r.support}</td><td>{r.precision:.3f}</td><td>{r.recall:.3f}</td>"
-            f"<td>{r.f1:.3f}</td><td class=ex>{examples}</td></tr>"
-        )
     pairs = "".join(f"<tr><td>{e(t)}</td><td>{e(p)}</td><td>{n}</td></tr>" for t, p, n in ev.confused_pairs)
     mc = ev.metrics.get("min_confidence", ev.metrics.get("back_off_threshold"))
     levels = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -340,13 +382,7 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
         f'<figure><img alt="{k}" src="{v}"></figure>' for k, v in plots.items() if k != "confusion"
     )
     confusion = f'<figure><img alt="confusion" src="{plots["confusion"]}"></figure>' if "confusion" in plots else "<p>No confusions.</p>"
-    photos = "".join(
-        f'<figure class=ph><img alt="product photo" src="{e(p["src"])}"><figcaption>{e(_short(p["title"], 50))}<br>'
-        f'<b>true</b> {e(_short(p["true"], 50))}<br><b>predicted</b> {e(_short(p["predicted"], 50))} '
-        f'({p["confidence"]:.2f})</figcaption></figure>'
-        for p in ev.error_photos
-    )
-    photo_section = (f"<h2>Misclassified products with a photo</h2><div class=grid>{photos}</div>" if photos else "")
+    photo_section = _photo_section(ev)
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     seen = float(ev.metrics.get("seen_in_training_share", 0.0) or 0.0)
     warning = (f"<p class=warning>Warning: {seen:.0%} of these products have a title the model was trained on, so "
@@ -355,13 +391,7 @@ def render_report(ev: Evaluation, title: str = "taxonomist evaluation") -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0;font-size:14px;display:block;overflow-x:auto;max-width:100%}} th,td{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}
-th{{background:#f5f5f5}} figure{{display:inline-block;margin:0.5em}} img{{max-width:100%}} td.ex{{font-size:12px;color:#555}}
-td.what{{color:#555;font-size:12px;max-width:34em}} .warning{{background:#fde2e1;border:1px solid #d33;padding:.6em 1em;font-weight:600}} .headline{{font-size:1.25em}}
-.grid{{display:flex;flex-wrap:wrap}} tr.mark td{{background:#fff3c4;font-weight:600}} figure.ph{{width:180px;font-size:11px;vertical-align:top}} figure.ph img{{max-height:110px}}
-</style></head><body>
+{_STYLE}</head><body>
 <h1>{e(title)}</h1>
 <p>taxonomist {e(__version__)} · {e(created)} · {ev.metrics['n']:,} products</p>
 {warning}<p class=headline>{e(headline(ev.confidence, ev.correct))}</p>
@@ -383,7 +413,7 @@ td.what{{color:#555;font-size:12px;max-width:34em}} .warning{{background:#fde2e1
  "<table><tr><th>category</th><th>looks like</th><th>confused (either way)</th></tr>" + alike_rows + "</table>"}
 <h2>Worst categories, with example errors</h2>
 <p>Categories with at least {min_support} test products (the median support), lowest F1 first.</p>
-<table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th><th>errors (title → predicted, confidence)</th></tr>{''.join(worst_rows)}</table>
+<table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th><th>errors (title → predicted, confidence)</th></tr>{_worst_rows(ev, min_support)}</table>
 <details><summary>Every category: support, precision, recall, F1</summary>
 <table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th></tr>{per_class}</table></details>
 {photo_section}

@@ -39,6 +39,28 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "hierarchical_f1", "top_level_accuracy")
 
 
+def _result(study: optuna.Study, complete: list[optuna.trial.FrozenTrial], defaults: dict[str, Any], metric: str,
+            tier: str, train: Catalog, valid: Catalog) -> TuneResult:
+    """The search's outcome: the best trial, the default configuration's score (trial 0), every trial."""
+    import optuna
+
+    default = next((t for t in complete if t.params == defaults), None)
+    trials = [
+        {"number": t.number, "state": t.state.name.lower(), "value": t.value, **t.params,
+         "seconds": t.duration.total_seconds() if t.duration else None}
+        for t in study.trials
+    ]
+    return TuneResult(
+        metric=metric, tier=tier, best_params=dict(study.best_params), best_score=float(study.best_value),
+        default_score=float(default.value) if default is not None and default.value is not None else None,
+        n_trials=len(study.trials),
+        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        trials=trials,
+        train=train,
+        valid=valid,
+    )
+
+
 def _open_study(attempts: int = 5, **kwargs: Any) -> optuna.Study:
     """``optuna.create_study``, tried again when another process is creating the same storage at that moment.
 
@@ -117,19 +139,10 @@ class TuneResult:
         }
 
 
-def tune(
-    catalog: Catalog,
-    n_trials: int = 20,
-    timeout: float | None = None,
-    metric: str = "macro_f1",
-    valid_size: float = 0.2,
-    seed: int = 0,
-    storage: str | None = None,
-    study_name: str = "taxonomist",
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
-    tier: str = "sparse",
-    encoder: str = "auto",
-) -> TuneResult:
+def tune(catalog: Catalog, n_trials: int = 20, timeout: float | None = None, metric: str = "macro_f1",
+         valid_size: float = 0.2, seed: int = 0, storage: str | None = None, study_name: str = "taxonomist",
+         callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+         tier: str = "sparse", encoder: str = "auto") -> TuneResult:
     """Search C, the context weight, class weighting and attribute use (and, for the embedding tiers, the prior
     shift and the neighbours per vote), maximising ``metric`` on validation.
 
@@ -194,18 +207,4 @@ def tune(
     if not complete:
         raise TaxonomistError("no tuning trial completed; give more trials or a longer timeout",
                               options=("trials", "timeout"))
-    default = next((t for t in complete if t.params == defaults), None)
-    trials = [
-        {"number": t.number, "state": t.state.name.lower(), "value": t.value, **t.params,
-         "seconds": t.duration.total_seconds() if t.duration else None}
-        for t in study.trials
-    ]
-    return TuneResult(
-        metric=metric, tier=tier, best_params=dict(study.best_params), best_score=float(study.best_value),
-        default_score=float(default.value) if default is not None and default.value is not None else None,
-        n_trials=len(study.trials),
-        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-        trials=trials,
-        train=train,
-        valid=valid,
-    )
+    return _result(study, complete, defaults, metric, tier, train, valid)

@@ -201,6 +201,33 @@ class Recommendation:
         return asdict(self)
 
 
+def _recent_items(ui: np.ndarray, ii: np.ndarray, n_u: int, n_i: int, recent: int
+                  ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """From the events' (user, item) codes, oldest first: (each user's items seen, each user's last ``recent``
+    distinct items weighted by recency -- halving every 5 steps back --, the co-visitation of items among users'
+    recent items, binary, its diagonal removed)."""
+    pairs = pd.DataFrame({"u": ui, "i": ii}).iloc[::-1].drop_duplicates(["u", "i"])
+    seen = sp.csr_matrix((np.ones(len(pairs)), (pairs["u"], pairs["i"])), shape=(n_u, n_i))
+    rank = pairs.groupby("u").cumcount().to_numpy()
+    last = pairs[rank < recent]
+    recent_m = sp.csr_matrix((0.5 ** (rank[rank < recent] / 5.0), (last["u"], last["i"])), shape=(n_u, n_i))
+    recent_bin = sp.csr_matrix((np.ones(len(last)), (last["u"], last["i"])), shape=(n_u, n_i))
+    covisit = (recent_bin.T @ recent_bin).tocsr()
+    covisit.setdiag(0)
+    covisit.eliminate_zeros()
+    return seen, recent_m, covisit
+
+
+def _title_embeddings(texts: list[str], encoder: str, show_progress_bar: bool | None) -> tuple[np.ndarray, str]:
+    """(the items' title embeddings, zeros for items without a title; the encoder's name)."""
+    from ..encoders import load_text_encoder, pick_encoder
+
+    name = pick_encoder(texts) if encoder == "auto" else str(encoder)
+    embeddings = load_text_encoder(name).encode(texts, show_progress_bar=show_progress_bar).astype(np.float32)
+    embeddings[[not t for t in texts]] = 0.0
+    return embeddings, name
+
+
 class ProfileStore:
     """Profiles and recommendations (see the module docs). Build with :meth:`fit`; :meth:`save` / :meth:`load`."""
 
@@ -286,28 +313,13 @@ class ProfileStore:
         buy = df["event"].to_numpy() == "buy"
         bought = sp.csr_matrix((np.ones(buy.sum()), (ui[buy], ii[buy])), shape=(n_u, n_i))
         bought.data[:] = 1.0
-        # recent items: each user's last `recent` distinct items, weight halving per step back
-        pairs = pd.DataFrame({"u": ui, "i": ii}).iloc[::-1].drop_duplicates(["u", "i"])
-        seen = sp.csr_matrix((np.ones(len(pairs)), (pairs["u"], pairs["i"])), shape=(n_u, n_i))
-        rank = pairs.groupby("u").cumcount().to_numpy()
-        last = pairs[rank < recent]
-        recent_m = sp.csr_matrix((0.5 ** (rank[rank < recent] / 5.0), (last["u"], last["i"])), shape=(n_u, n_i))
-        # co-visitation over each user's recent distinct items (binary), diagonal removed
-        recent_bin = sp.csr_matrix((np.ones(len(last)), (last["u"], last["i"])), shape=(n_u, n_i))
-        covisit = (recent_bin.T @ recent_bin).tocsr()
-        covisit.setdiag(0)
-        covisit.eliminate_zeros()
-        embeddings = None
-        enc_name = None
+        seen, recent_m, covisit = _recent_items(ui, ii, n_u, n_i, recent)
+        embeddings, enc_name = None, None
         if encoder is not None:
             if catalog is None:
                 raise TaxonomistError("title embeddings need the catalogue (catalog=...) for the item titles")
-            from ..encoders import load_text_encoder, pick_encoder
-
-            texts = [titles.get(it, "") for it in item_ids]
-            enc_name = pick_encoder(texts) if encoder == "auto" else str(encoder)
-            embeddings = load_text_encoder(enc_name).encode(texts, show_progress_bar=show_progress_bar).astype(np.float32)
-            embeddings[[not t for t in texts]] = 0.0
+            embeddings, enc_name = _title_embeddings([titles.get(it, "") for it in item_ids], encoder,
+                                                     show_progress_bar)
         stats = df.groupby(df["user"].map(user_index)).agg(events=("item", "size"), last_seen=("timestamp", "max"))
         items = pd.DataFrame({"item": item_ids, "title": [titles.get(it, "") for it in item_ids],
                               "category_code": [cat_index.get(item_cat.get(it, ""), -1) for it in item_ids],

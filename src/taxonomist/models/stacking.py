@@ -309,27 +309,12 @@ def _fine_tune(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], validate: 
     return tuner.fit(encoder, finetune_texts(d.pairs), d.y, n_classes)
 
 
-def fit_ensemble(
-    pairs: tuple[list[str], list[str]],
-    labels: Sequence[str],
-    emb: np.ndarray,
-    groups: np.ndarray,
-    members: Sequence[str],
-    encoder: Any,
-    make_sparse: Callable[[], SparseClassifier],
-    knn_k: int = 10,
-    validation_size: float = 0.15,
-    calibration: str = "temperature+isotonic",
-    epochs: int = 3,
-    finetune_max_length: int = 48,
-    random_state: int = 0,
-    prior_shift: float | str = "auto",
-    img: Images | None = None,
-    cascade: bool = True,
-    cv: int = 3,
-    alt_emb: np.ndarray | None = None,
-    embedded: np.ndarray | None = None,
-) -> Ensemble:
+def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb: np.ndarray, groups: np.ndarray,
+                 members: Sequence[str], encoder: Any, make_sparse: Callable[[], SparseClassifier], knn_k: int = 10,
+                 validation_size: float = 0.15, calibration: str = "temperature+isotonic", epochs: int = 3,
+                 finetune_max_length: int = 48, random_state: int = 0, prior_shift: float | str = "auto",
+                 img: Images | None = None, cascade: bool = True, cv: int = 3, alt_emb: np.ndarray | None = None,
+                 embedded: np.ndarray | None = None) -> Ensemble:
     """Decide everything on out-of-fold predictions (stacking), then refit the members on everything.
 
     The members are fitted ``cv`` times, each time on the products outside one grouped fold, and predict that
@@ -347,11 +332,10 @@ def fit_ensemble(
         cascade: pick a sparse-confidence threshold above which prediction skips the encoder
             (:func:`select_cascade`; text-only ensembles).
         cv: folds of the out-of-fold predictions.
-        alt_emb: the products' title + context embeddings, to be compared with ``emb`` out of fold
-            (:func:`_choose_embedding`; members within :data:`CONTEXT_MEMBERS` only); the ensemble's
-            ``embed_context`` says which it reads.
-        embedded: which products were encoded (:func:`embedding_sample`; the rows of ``emb`` and ``alt_emb`` of
-            the others are not read); ``None``: all of them. Not with the photo or fine-tuned members.
+        alt_emb: the title + context embeddings, compared with ``emb`` out of fold (:func:`_choose_embedding`;
+            members within :data:`CONTEXT_MEMBERS`); the ensemble's ``embed_context`` says which it reads.
+        embedded: which products were encoded (:func:`embedding_sample`; the others' rows of ``emb`` and
+            ``alt_emb`` are not read); ``None``: all. Not with the photo or fine-tuned members.
     """
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     n_classes = len(classes)
@@ -382,11 +366,7 @@ def fit_ensemble(
         clock.lap("stacking")
         del parts
     else:
-        held_out = sum(len(v) for _, v in splits)
-        tau = 0.0 if prior_shift == "auto" else float(prior_shift)
-        ens = Ensemble(EnsembleMembers([], ()), {m: 1.0 for m in members}, prior_shift=tau, rank_unshifted=tau > 0,
-                       stacking={"folds": len(splits), "oof_products": held_out, "too_few": True})
-        logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", held_out)
+        ens = _equal_weights(members, splits, prior_shift)
     # members the stacking switched off are not refitted, but for the neighbour index, the zero-shot scorer and
     # the image head (cheap; what explanations, add_category and products with a photo but no text use)
     final = [m for m in members if ens.weights.get(m, 0) > 0 or m in ("knn", "zeroshot", "image")]
@@ -399,6 +379,16 @@ def fit_ensemble(
     ens.encoder = encoder
     ens.stacking = stacking_summary({**ens.stacking, "seconds": clock.seconds}, ens.weights)
     return ens
+
+
+def _equal_weights(members: Sequence[str], splits: list[tuple[np.ndarray, np.ndarray]],
+                   prior_shift: float | str) -> Ensemble:
+    """The ensemble (no members yet) of a catalogue too small to choose on: every member at weight 1."""
+    held_out = sum(len(v) for _, v in splits)
+    tau = 0.0 if prior_shift == "auto" else float(prior_shift)
+    logger.warning("too few products (%d held out) to fit the ensemble weights; using equal weights", held_out)
+    return Ensemble(EnsembleMembers([], ()), {m: 1.0 for m in members}, prior_shift=tau, rank_unshifted=tau > 0,
+                    stacking={"folds": len(splits), "oof_products": held_out, "too_few": True})
 
 
 @dataclass(frozen=True)
