@@ -205,7 +205,7 @@ def test_sparse_l2_normalize_equals_scikit_learn() -> None:
     import scipy.sparse as sp
     from sklearn.preprocessing import normalize
 
-    from taxonomist.encoders.sparse import l2_normalize
+    from taxonomist.vectors import l2_normalize
 
     dense = sp.random(30, 50, density=0.1, random_state=0, dtype=np.float32).toarray()
     dense[3] = 0  # an all-zero row stays zero
@@ -449,3 +449,16 @@ def test_every_tier_answers_a_leaf_under_its_path(tiny_model, tiny_frame, tiny_e
     zs = tx.TaxonomyClassifier.from_taxonomy(tx.Taxonomy.from_paths(sorted(set(frame["category"]))),
                                              encoder=str(tiny_encoder_dir))
     _assert_paths_lead_to_leaves(zs, TITLES)
+
+
+def test_the_fit_spec_has_every_parameter_of_the_classifier_with_its_default() -> None:
+    """fitting reads a frozen copy of the parameters (issue 35: no module circle through the classifier)."""
+    import dataclasses
+
+    from taxonomist.fitting import FitSpec
+
+    spec = FitSpec(**tx.TaxonomyClassifier().get_params())
+    assert dataclasses.asdict(spec) == dataclasses.asdict(FitSpec())
+    assert sorted(f.name for f in dataclasses.fields(FitSpec)) == sorted(tx.TaxonomyClassifier().get_params())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.tier = "sparse"  # type: ignore[misc]

@@ -8,6 +8,7 @@ A product is a mapping with ``title`` and optional ``description``, ``image`` an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from .exceptions import NotFittedError, TaxonomistError
 from .explain import explain_predictions
 from .fitting import (
+    FitSpec,
     check_params,
     choose_description_chars,
     fit_ensemble_tier,
@@ -258,21 +260,23 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             taxonomy: the full taxonomy, when the labels come from one (kept in the bundle for back-off and
                 browsing); otherwise the tree is built from the labels.
         """
-        check_params(self)
+        spec = FitSpec(**self.get_params())
+        check_params(spec)
         batch = ProductBatch.from_any(X)
         labels = labels_of(batch, y)
         self.text_attributes_ = batch.text_columns() if self.use_attributes else []
-        self.description_chars_ = choose_description_chars(self, batch, labels)
+        self.description_chars_ = choose_description_chars(spec, batch, labels, self.text_attributes_)
         titles, contexts = self.texts(batch)
         logger.info("fitting the %s tier on %d products, %d categories", self.tier, len(batch), len(set(labels)))
         # decided once, on the whole training set: the ensemble's fold fits and its final fit learn the same way
         self.hierarchy_ = resolve_hierarchy(self.hierarchy, sorted(set(labels)), len(batch))
+        spec = dataclasses.replace(spec, hierarchy=self.hierarchy_)  # type: ignore[arg-type]  # (resolved: flat, two-level or top-down)
         model: SparseClassifier | Ensemble
         if self.tier == "sparse":
-            model = sparse_model(self, self.calibration)
+            model = sparse_model(spec, self.calibration)
             model.fit((titles, contexts), labels, groups=batch.title_groups())
         else:
-            fitted = fit_ensemble_tier(self, batch, titles, contexts, labels)
+            fitted = fit_ensemble_tier(spec, batch, titles, contexts, labels)
             model, self.image_encoder_, self.neighbour_titles_ = fitted.ensemble, fitted.image_encoder, fitted.neighbour_titles
             self.image_stats_ = fitted.image_stats
         private = self.dp_epsilon is not None  # nothing computed from the rows outside the DP mechanism is kept
@@ -503,7 +507,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             proba, emb = self.proba_of(pairs, img=self.photos(batch), known=known)
             preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
-            explain_predictions(self, preds, pairs, emb)
+            explain_predictions(self.sparse_member, self.ensemble_, getattr(self, "neighbour_titles_", []), preds, pairs,
+                                emb)
         return preds
 
     def predict_frame(self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None,

@@ -3,31 +3,30 @@ the most similar labelled training products (ensembles with a neighbour member).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
+from .models.ensemble import Ensemble
 from .models.hierarchy import Prediction
+from .models.sparse import SparseClassifier
 from .taxonomy import format_path
-
-if TYPE_CHECKING:
-    from .classifier import TaxonomyClassifier
 
 __all__ = ["explain_predictions"]
 
 
-def explain_predictions(clf: TaxonomyClassifier, preds: list[Prediction], pairs: tuple[list[str], list[str]],
-                        emb: np.ndarray | None, neighbours: int = 3) -> None:
-    """Attach to each prediction the sparse model's n-grams behind its leaf (``explanation``) and the
-    ``neighbours`` nearest training products (``neighbours``); ``emb``: the products' embeddings when the
-    ensemble computed them."""
-    sparse = clf.sparse_member
+def explain_predictions(sparse: SparseClassifier | None, ens: Ensemble | None, neighbour_titles: Sequence[str],
+                        preds: list[Prediction], pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
+                        neighbours: int = 3) -> None:
+    """Attach to each prediction the ``sparse`` model's n-grams behind its leaf (``explanation``) and the
+    ``neighbours`` nearest training products of the ensemble's neighbour member (``neighbours``: their titles
+    are ``neighbour_titles``, in the member's order); ``emb``: the products' embeddings when the ensemble
+    computed them."""
     if sparse is not None:
         pos = {str(c): i for i, c in enumerate(sparse.classes_)}
         for p, t, c in zip(preds, *pairs, strict=True):
             j = pos.get(format_path(p.leaf))
             p.explanation = sparse.explain(t, c, j) if j is not None else []
-    ens = clf.ensemble_
     knn = ens.members.knn if ens is not None else None
     if ens is None or knn is None:
         return
@@ -36,5 +35,5 @@ def explain_predictions(clf: TaxonomyClassifier, preds: list[Prediction], pairs:
     if len(emb):
         sims, idx = knn.kneighbors(emb, k=neighbours)
         for p, srow, irow in zip(preds, sims, idx, strict=True):
-            p.neighbours = [(clf.neighbour_titles_[i], str(clf.classes_[knn.labels_[i]]), round(float(v), 4))
+            p.neighbours = [(neighbour_titles[i], ens.classes[knn.labels_[i]], round(float(v), 4))
                             for v, i in zip(srow, irow, strict=True)]

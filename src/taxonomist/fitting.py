@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,10 +20,7 @@ from .products import ProductBatch
 from .taxonomy import CategoryPath, format_path, parse_path
 from .text import field_text, scrub_pii
 
-if TYPE_CHECKING:
-    from .classifier import TaxonomyClassifier
-
-__all__ = ["DEFAULT_MEMBERS", "TIERS", "FittedTier", "check_params", "ensemble_members", "fit_ensemble_tier",
+__all__ = ["DEFAULT_MEMBERS", "TIERS", "FitSpec", "FittedTier", "check_params", "ensemble_members", "fit_ensemble_tier",
            "labels_of", "sparse_model", "zero_shot_ensemble"]
 
 logger = logging.getLogger(__name__)
@@ -44,50 +41,91 @@ class FittedTier:
     neighbour_titles: list[str] = field(default_factory=list)  # the neighbour member's titles, PII scrubbed
 
 
-def check_params(clf: TaxonomyClassifier) -> None:
+@dataclass(frozen=True)
+class FitSpec:
+    """A classifier's parameters as a fit reads them: frozen, so that fitting never changes them
+    (``FitSpec(**clf.get_params())``; :class:`~taxonomist.TaxonomyClassifier` documents each)."""
+
+    tier: Literal["sparse", "ensemble", "embed", "finetune", "zeroshot"] = "ensemble"
+    min_confidence: float | None = None
+    C: float = 0.5
+    title_weight: float = 1.0
+    context_weight: float = 0.5
+    description_chars: int | None | Literal["auto"] = "auto"
+    class_weight: Literal["balanced"] | None = None
+    use_attributes: bool = True
+    calibration: Literal["temperature+isotonic", "temperature", "none"] = "temperature+isotonic"
+    random_state: int = 0
+    encoder: str = "auto"
+    encoder_backend: Literal["auto", "torch", "onnx"] = "auto"
+    max_length: int = 64
+    embed_context: bool | Literal["auto"] = False
+    members: Sequence[str] | None = None
+    knn_k: int = 10
+    validation_size: float = 0.15
+    epochs: int = 3
+    finetune_max_length: int = 48
+    prior_shift: float | Literal["auto"] = "auto"
+    image_encoder: str | None = None
+    image_views: int = 1
+    fusion: Literal["late", "early"] = "late"
+    image_root: str | None = None
+    allow_remote_images: bool = False
+    cascade: bool = True
+    cv: int = 3
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-6
+    n_jobs: int | None = None
+    hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "auto"
+    engine: Literal["local", "ray"] = "local"
+    checkpoint: str | None = None
+    max_problem_rows: int | Literal["auto"] | None = "auto"
+    max_embedded: int | None = 10_000
+
+
+def check_params(spec: FitSpec) -> None:
     """Refuse parameters that cannot work together, before any data is read."""
-    if clf.tier not in TIERS:
-        raise ValueError(f"unknown tier {clf.tier!r}; available tiers: {list(TIERS)}")
-    if clf.min_confidence is not None and not 0.0 <= clf.min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be between 0 and 1, got {clf.min_confidence}")
-    if clf.image_encoder is not None and clf.tier in ("sparse", "zeroshot"):
-        raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {clf.tier!r}; use "
+    if spec.tier not in TIERS:
+        raise ValueError(f"unknown tier {spec.tier!r}; available tiers: {list(TIERS)}")
+    if spec.min_confidence is not None and not 0.0 <= spec.min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be between 0 and 1, got {spec.min_confidence}")
+    if spec.image_encoder is not None and spec.tier in ("sparse", "zeroshot"):
+        raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {spec.tier!r}; use "
                          "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
-    if clf.embed_context not in (True, False, "auto"):
-        raise ValueError(f"embed_context must be True, False or 'auto', got {clf.embed_context!r}")
-    if clf.fusion not in ("late", "early"):
-        raise ValueError(f"fusion must be 'late' or 'early', got {clf.fusion!r}")
-    m = clf.max_embedded
+    if spec.embed_context not in (True, False, "auto"):
+        raise ValueError(f"embed_context must be True, False or 'auto', got {spec.embed_context!r}")
+    if spec.fusion not in ("late", "early"):
+        raise ValueError(f"fusion must be 'late' or 'early', got {spec.fusion!r}")
+    m = spec.max_embedded
     if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
         raise ValueError(f"max_embedded must be None or a positive integer, got {m!r}")
-    if clf.dp_epsilon is not None and not (0 < clf.dp_epsilon < float("inf")):
-        raise ValueError(f"dp_epsilon must be a finite number > 0, got {clf.dp_epsilon}; leave it unset "
+    if spec.dp_epsilon is not None and not (0 < spec.dp_epsilon < float("inf")):
+        raise ValueError(f"dp_epsilon must be a finite number > 0, got {spec.dp_epsilon}; leave it unset "
                          "(None) to train without differential privacy")
-    if clf.dp_epsilon is not None and clf.tier != "sparse":
+    if spec.dp_epsilon is not None and spec.tier != "sparse":
         raise ValueError(f"differentially private training (dp_epsilon) is offered for the sparse tier, not "
-                         f"{clf.tier!r}; use tier='sparse'")
-    if clf.tier == "zeroshot":
+                         f"{spec.tier!r}; use tier='sparse'")
+    if spec.tier == "zeroshot":
         raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
                               "TaxonomyClassifier.from_taxonomy(taxonomy)", options=("taxonomy",))
 
 
-def sparse_model(clf: TaxonomyClassifier, calibration: str) -> SparseClassifier:
-    """A new, unfitted sparse model with ``clf``'s parameters (a private one with ``dp_epsilon``)."""
+def sparse_model(spec: FitSpec, calibration: str) -> SparseClassifier:
+    """A new, unfitted sparse model with ``spec``'s parameters (a private one with ``dp_epsilon``)."""
     from .encoders.sparse import SparseTextEncoder
 
-    if clf.dp_epsilon is not None:
+    if spec.dp_epsilon is not None:
         from .models.private import N_FEATURES, PrivateLinearClassifier
 
-        hashed = SparseTextEncoder(title_weight=clf.title_weight, context_weight=clf.context_weight,
+        hashed = SparseTextEncoder(title_weight=spec.title_weight, context_weight=spec.context_weight,
                                    n_features=N_FEATURES, cjk=True)
         # no seed: DP-SGD's batches and noise must come from fresh entropy, not from a seed others know
-        return PrivateLinearClassifier(epsilon=clf.dp_epsilon, delta=clf.dp_delta, encoder=hashed)
-    encoder = SparseTextEncoder(title_weight=clf.title_weight, context_weight=clf.context_weight)
-    return SparseClassifier(C=clf.C, class_weight=clf.class_weight, encoder=encoder, n_jobs=clf.n_jobs,
-                            calibration=calibration, random_state=clf.random_state,  # type: ignore[arg-type]
-                            hierarchy=getattr(clf, "hierarchy_", clf.hierarchy),
-                            engine=clf.engine, checkpoint=clf.checkpoint,
-                            max_problem_rows=getattr(clf, "max_problem_rows", "auto"))
+        return PrivateLinearClassifier(epsilon=spec.dp_epsilon, delta=spec.dp_delta, encoder=hashed)
+    encoder = SparseTextEncoder(title_weight=spec.title_weight, context_weight=spec.context_weight)
+    return SparseClassifier(C=spec.C, class_weight=spec.class_weight, encoder=encoder, n_jobs=spec.n_jobs,
+                            calibration=calibration, random_state=spec.random_state,  # type: ignore[arg-type]
+                            hierarchy=spec.hierarchy, engine=spec.engine, checkpoint=spec.checkpoint,
+                            max_problem_rows=spec.max_problem_rows)
 
 
 DESCRIPTION_CHARS = 300
@@ -96,39 +134,40 @@ CHOICE_PRODUCTS = 10_000
 """Products (at most) the choice of ``description_chars`` is made on."""
 
 
-def choose_description_chars(clf: TaxonomyClassifier, batch: ProductBatch, labels: Sequence[str]) -> int | None:
-    """``clf.description_chars`` when it is a number or ``None``; for ``"auto"``: where the descriptions are long
+def choose_description_chars(spec: FitSpec, batch: ProductBatch, labels: Sequence[str],
+                             columns: Sequence[str]) -> int | None:
+    """``spec.description_chars`` when it is a number or ``None``; for ``"auto"``: where the descriptions are long
     (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse member, the sparse member is
     fitted twice on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most), reading the whole
     descriptions and their first :data:`DESCRIPTION_CHARS` characters, and the cut is kept only when it raises
-    macro-F1 and accuracy on the other 20 % together by at least 0.01 with neither falling; else ``None``."""
-    if clf.description_chars != "auto":
-        if clf.description_chars is not None and (not isinstance(clf.description_chars, int)
-                                                  or clf.description_chars < 1):
+    macro-F1 and accuracy on the other 20 % together by at least 0.01 with neither falling; else ``None``.
+    ``columns``: the attribute columns read as text."""
+    if spec.description_chars != "auto":
+        if spec.description_chars is not None and (not isinstance(spec.description_chars, int)
+                                                  or spec.description_chars < 1):
             raise ValueError(f"description_chars must be 'auto', None or a number of characters >= 1, got "
-                             f"{clf.description_chars!r}")
-        return clf.description_chars
+                             f"{spec.description_chars!r}")
+        return spec.description_chars
     lengths = [len(d) for d in batch.descriptions]
-    if (not lengths or float(np.median(lengths)) <= DESCRIPTION_CHARS or clf.dp_epsilon is not None
-            or "sparse" not in (ensemble_members(clf) if clf.tier != "sparse" else ("sparse",))):
+    if (not lengths or float(np.median(lengths)) <= DESCRIPTION_CHARS or spec.dp_epsilon is not None
+            or "sparse" not in (ensemble_members(spec) if spec.tier != "sparse" else ("sparse",))):
         return None
     from sklearn.model_selection import GroupShuffleSplit
 
     from .metrics import macro_f1_accuracy
 
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
-    rng = np.random.default_rng(clf.random_state)
+    rng = np.random.default_rng(spec.random_state)
     pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
             else np.arange(len(y)))  # the choice costs two fits of the sparse member: on a sample at most
-    fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=clf.random_state)
+    fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=spec.random_state)
                                              .split(pool, groups=batch.title_groups()[pool])))
     titles = batch.titles
-    columns = list(getattr(clf, "text_attributes_", []))
     index = {c: k for k, c in enumerate(classes)}
     scores = {}
     for chars in (None, DESCRIPTION_CHARS):
         contexts = batch.contexts(columns, chars)
-        model = sparse_model(clf, "none").fit(([titles[i] for i in fit], [contexts[i] for i in fit]),
+        model = sparse_model(spec, "none").fit(([titles[i] for i in fit], [contexts[i] for i in fit]),
                                               [labels[i] for i in fit])
         pred = model.predict(([titles[i] for i in held], [contexts[i] for i in held]))
         scores[chars] = macro_f1_accuracy(y[held], np.asarray([index[str(p)] for p in pred]), len(classes))
@@ -140,37 +179,37 @@ def choose_description_chars(clf: TaxonomyClassifier, batch: ProductBatch, label
     return DESCRIPTION_CHARS if keep else None
 
 
-def ensemble_members(clf: TaxonomyClassifier) -> tuple[str, ...]:
-    """The members of ``clf``'s ensemble: as given, or the tier's default (+ the photo member)."""
-    members = tuple(clf.members) if clf.members is not None else DEFAULT_MEMBERS[clf.tier]
-    if clf.members is None and clf.image_encoder is not None:
-        members = (*members, "image" if clf.fusion == "late" else "fused")
+def ensemble_members(spec: FitSpec) -> tuple[str, ...]:
+    """The members of ``spec``'s ensemble: as given, or the tier's default (+ the photo member)."""
+    members = tuple(spec.members) if spec.members is not None else DEFAULT_MEMBERS[spec.tier]
+    if spec.members is None and spec.image_encoder is not None:
+        members = (*members, "image" if spec.fusion == "late" else "fused")
     unknown = [m for m in members if m not in MEMBERS]
     if unknown or not members:
         raise ValueError(f"members must be a non-empty subset of {list(MEMBERS)}, got {list(members)}")
     return members
 
 
-def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list[str], contexts: list[str],
+def fit_ensemble_tier(spec: FitSpec, batch: ProductBatch, titles: list[str], contexts: list[str],
                       labels: list[str]) -> FittedTier:
     """The ensemble of an embedding tier fitted on these products (with their photos when it reads them)."""
     from .encoders.transformer import load_text_encoder, pick_encoder
     from .models.stacking import embedding_sample, fit_ensemble
 
-    name = pick_encoder(titles) if clf.encoder == "auto" else clf.encoder
-    encoder = load_text_encoder(name, backend=clf.encoder_backend, max_length=clf.max_length)
+    name = pick_encoder(titles) if spec.encoder == "auto" else spec.encoder
+    encoder = load_text_encoder(name, backend=spec.encoder_backend, max_length=spec.max_length)
     logger.info("text encoder: %s (%s)", encoder.name, encoder.identity)
     image_encoder = None
     image_stats: dict[str, int] = {}
     img = None
-    members = ensemble_members(clf)
+    members = ensemble_members(spec)
     started = time.perf_counter()
     if set(members) & set(IMAGE_MEMBERS):
         from .encoders.image import load_image_encoder
 
-        image_encoder = load_image_encoder(clf.image_encoder or "effnet-lite0", views=clf.image_views)
-        photos = image_encoder.encode(batch.images, Path(clf.image_root or batch.root or Path.cwd()),
-                                      allow_remote=clf.allow_remote_images)
+        image_encoder = load_image_encoder(spec.image_encoder or "effnet-lite0", views=spec.image_views)
+        photos = image_encoder.encode(batch.images, Path(spec.image_root or batch.root or Path.cwd()),
+                                      allow_remote=spec.allow_remote_images)
         img = (photos.vectors, photos.mask)
         image_stats = {"with_image": int(photos.mask.sum()), "without_image": photos.n_missing,
                        "unusable_image": len(photos.errors)}
@@ -179,27 +218,27 @@ def fit_ensemble_tier(clf: TaxonomyClassifier, batch: ProductBatch, titles: list
     embedded = None
     if img is None and "finetune" not in members:
         embedded = embedding_sample(np.unique(np.asarray(labels, dtype=object), return_inverse=True)[1],
-                                    clf.max_embedded, clf.random_state)
+                                    spec.max_embedded, spec.random_state)
     if embedded is not None:
         logger.info("encoding %d of the %d training products (max_embedded), drawn per category",
                     int(embedded.sum()), len(titles))
-    emb, alt_emb = _embeddings(clf, encoder, members, titles, contexts, img is not None, embedded)
+    emb, alt_emb = _embeddings(spec, encoder, members, titles, contexts, img is not None, embedded)
     encoding = time.perf_counter() - started  # (the photos' and the texts')
     ensemble = fit_ensemble(
         (titles, contexts), labels, emb,
-        batch.title_groups(), members, encoder, lambda: sparse_model(clf, "none"), knn_k=clf.knn_k,
-        validation_size=clf.validation_size, calibration=clf.calibration, epochs=clf.epochs,
-        finetune_max_length=clf.finetune_max_length, random_state=clf.random_state,
-        prior_shift=clf.prior_shift, img=img, cascade=clf.cascade, cv=clf.cv, alt_emb=alt_emb, embedded=embedded,
+        batch.title_groups(), members, encoder, lambda: sparse_model(spec, "none"), knn_k=spec.knn_k,
+        validation_size=spec.validation_size, calibration=spec.calibration, epochs=spec.epochs,
+        finetune_max_length=spec.finetune_max_length, random_state=spec.random_state,
+        prior_shift=spec.prior_shift, img=img, cascade=spec.cascade, cv=spec.cv, alt_emb=alt_emb, embedded=embedded,
     )
-    ensemble.embed_context = ensemble.embed_context or clf.embed_context is True
+    ensemble.embed_context = ensemble.embed_context or spec.embed_context is True
     ensemble.stacking["seconds"] = {"encoding": round(encoding, 2), **ensemble.stacking.get("seconds", {})}
     stored = titles if embedded is None else [titles[i] for i in np.flatnonzero(embedded)]  # the index's order
     neighbours = [scrub_pii(t) for t in stored] if ensemble.members.knn is not None else []
     return FittedTier(ensemble, image_encoder, image_stats, neighbours)
 
 
-def _embeddings(clf: TaxonomyClassifier, encoder: Any, members: Sequence[str], titles: list[str],
+def _embeddings(spec: FitSpec, encoder: Any, members: Sequence[str], titles: list[str],
                 contexts: list[str], photos: bool, embedded: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(what the embedding members are fitted on, the alternative cross-validation compares it with or ``None``):
@@ -218,10 +257,10 @@ def _embeddings(clf: TaxonomyClassifier, encoder: Any, members: Sequence[str], t
         out[rows] = some
         return out
 
-    if clf.embed_context is True:
+    if spec.embed_context is True:
         return encode(embedded_texts(titles, contexts, True)), None
     emb = encode(embedded_texts(titles, contexts, False))
-    if clf.embed_context != "auto" or photos or not set(members) <= CONTEXT_MEMBERS \
+    if spec.embed_context != "auto" or photos or not set(members) <= CONTEXT_MEMBERS \
             or not set(members) & {"knn", "zeroshot"}:
         return emb, None
     queries = embedded_texts(titles, contexts, True)

@@ -9,8 +9,9 @@ evaluation metrics and the drift reference.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,15 +24,45 @@ from .monitoring import DriftReference
 from .taxonomy import Taxonomy
 from .version import __version__
 
-if TYPE_CHECKING:
-    from .classifier import TaxonomyClassifier
-
-__all__ = ["load_classifier", "save_classifier"]
+__all__ = ["Bundled", "load_classifier", "save_classifier"]
 
 logger = logging.getLogger(__name__)
 
 
-def save_classifier(clf: TaxonomyClassifier, directory: str | Path) -> Path:
+class Bundled(Protocol):
+    """What a bundle keeps of a fitted classifier (:class:`~taxonomist.TaxonomyClassifier` is one): its
+    parameters, its model and the learned attributes around it, set back by ``set_fitted`` on loading."""
+
+    tier: str
+    encoder_backend: Literal["auto", "torch", "onnx"]
+    max_length: int
+    model_: Any  # a SparseClassifier or an Ensemble
+    classes_: np.ndarray
+    taxonomy_: Taxonomy
+    text_attributes_: list[str]
+    description_chars_: int | None
+    fingerprint_: str
+    n_train_: int
+    train_title_hashes_: np.ndarray
+    metrics_: dict[str, Any]
+    drift_reference_: DriftReference | None
+    neighbour_titles_: list[str]
+    image_encoder_: Any
+    image_stats_: dict[str, int]
+    manifest_: dict[str, Any]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
+    def set_fitted(self, model: Any, taxonomy: Taxonomy | None, text_attributes: Sequence[str] = (),
+                   description_chars: int | None = None, fingerprint: str = "", n_train: int = 0,
+                   title_hashes: np.ndarray | None = None, metrics: Mapping[str, Any] | None = None,
+                   drift_reference: DriftReference | None = None) -> None: ...
+
+
+B = TypeVar("B", bound=Bundled)
+
+
+def save_classifier(clf: Bundled, directory: str | Path) -> Path:
     """Write ``clf`` as a bundle (atomic)."""
     raw: dict[str, bytes] = {}
     if isinstance(clf.model_, SparseClassifier):
@@ -61,7 +92,7 @@ def save_classifier(clf: TaxonomyClassifier, directory: str | Path) -> Path:
     return write_bundle(directory, manifest, {"weights": arrays}, objects, raw=raw)
 
 
-def load_classifier(cls: type[TaxonomyClassifier], directory: str | Path) -> TaxonomyClassifier:
+def load_classifier(cls: Callable[..., B], directory: str | Path) -> B:
     """The classifier a bundle holds (verified first; nothing in it is executed)."""
     bundle = read_bundle(directory)
     m = bundle.manifest
@@ -104,7 +135,7 @@ def load_classifier(cls: type[TaxonomyClassifier], directory: str | Path) -> Tax
     return clf
 
 
-def _ensemble_from_state(clf: TaxonomyClassifier, params: dict[str, Any], arrays: dict[str, np.ndarray],
+def _ensemble_from_state(clf: Bundled, params: dict[str, Any], arrays: dict[str, np.ndarray],
                          objects: dict[str, Any], finetune_blob: bytes | None) -> Ensemble:
     from .encoders.transformer import load_text_encoder
 
