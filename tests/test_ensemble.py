@@ -618,3 +618,17 @@ def test_a_large_catalogue_encodes_a_sample_and_its_sparse_member_learns_from_al
     assert len(clf.model_.members.sparse.classes_) == 6
     with pytest.raises(ValueError, match="max_embedded"):
         tx.TaxonomyClassifier(max_embedded=0).fit(df)
+
+
+def test_cli_train_max_embedded(tiny_encoder_dir, tmp_path, capsys, monkeypatch) -> None:
+    f = tmp_path / "cat.csv"
+    pd.DataFrame({"title": [f"{t} {i}" for i in range(12) for t, _ in TINY],
+                  "category": [c for _, c in TINY] * 12}).to_csv(f, index=False)
+    base = ["train", str(f), "--tier", "ensemble", "--encoder", str(tiny_encoder_dir), "--test-size", "0"]
+    code, out = run_cli([*base, "-o", str(tmp_path / "m"), "--max-embedded", "150"], capsys, monkeypatch)
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["config"]["max_embedded"] == 150
+    assert tx.load(tmp_path / "m").stacking_["embedded_products"] <= 150
+    code, out = run_cli([*base, "-o", str(tmp_path / "x"), "--max-embedded", "lots"], capsys, monkeypatch)
+    assert code == 1 and "--max-embedded must be none or a number of at least 1, got 'lots'" in out

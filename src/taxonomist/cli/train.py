@@ -84,6 +84,7 @@ def train(
     engine: Annotated[str, typer.Option(help="Where the sparse member's fits run: local (worker processes) or ray (Ray tasks on the cluster in RAY_ADDRESS, or a local Ray; the same model).")] = "local",
     checkpoint: Annotated[Path | None, typer.Option(help="Folder (shared storage on a cluster) keeping the finished parts of the sparse member's fit: the same command resumes an interrupted training.")] = None,
     max_problem_rows: Annotated[str, typer.Option(help="The most products one of the sparse member's local problems trains on (above: a sample in its categories' proportions): auto (200,000), none (all), or a number.")] = "auto",
+    max_embedded: Annotated[str, typer.Option(help="The most training products an ensemble encodes for its embedding members and its cross-validation (above: a sample per category; the sparse member learns from all): a number (default 10000) or none (all).")] = "10000",
 ) -> None:
     """Train a model bundle on a labelled catalogue (held-out evaluation included, then refitted on all rows)."""
     _check_options(tier, hierarchy, engine, bool(register and not track), bool(image_encoder))
@@ -112,6 +113,7 @@ def train(
                              hierarchy=hierarchy, engine=engine,  # type: ignore[arg-type]
                              checkpoint=str(checkpoint) if checkpoint else None,
                              max_problem_rows=_max_problem_rows(max_problem_rows),  # type: ignore[arg-type]
+                             max_embedded=_max_embedded(max_embedded),
                              encoder=encoder, embed_context={"title": False, "context": True}.get(embed.value, "auto"),
                              image_encoder=image_encoder,
                              fusion=fusion,  # type: ignore[arg-type]
@@ -190,6 +192,15 @@ def _max_problem_rows(value: str) -> int | str | None:
     if not value.isdigit() or int(value) < 2:
         raise CliError(f"--max-problem-rows must be auto, none or a number of at least 2, got {value!r}")
     return int(value)
+
+
+def _max_embedded(value: str) -> int | None:
+    """``--max-embedded``: ``none`` or a number of at least 1."""
+    if value.lower() == "none":
+        return None
+    if not value.replace(",", "").replace("_", "").isdigit() or int(value.replace(",", "").replace("_", "")) < 1:
+        raise CliError(f"--max-embedded must be none or a number of at least 1, got {value!r}")
+    return int(value.replace(",", "").replace("_", ""))
 
 
 def _say_fitted(clf: Any) -> None:
