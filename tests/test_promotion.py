@@ -56,7 +56,9 @@ def test_retrain_auto_promotes_a_candidate_then_waits_for_new_labels(sample_spli
     code, out = run_cli(args, capsys, monkeypatch)
     assert code == 0, out
     assert "promoted: v0002 promoted: not worse beyond noise" in out, out
-    gate = json.loads((store / "v0002" / "manifest.json").read_text())["metrics"]["promotion_gate"]
+    manifest = json.loads((store / "v0002" / "manifest.json").read_text())
+    assert manifest["drift_reference"]["source"] in ("held-out", "training sample")  # (issue 35: every path has one)
+    gate = manifest["metrics"]["promotion_gate"]
     # 60 held-out labels (20 % of 300) and the golden file, as read (its duplicate rows reported and skipped)
     assert gate["promote"] and gate["sources"]["reviewed_held_out"] == 59 and 350 < gate["sources"]["golden"] <= 400
     assert f"promotion gate: {gate['n']} products" in out
