@@ -39,8 +39,11 @@ def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str
 
     def f(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = np.tensordot(w, L, axes=1)
-        lse = np.logaddexp.reduce(z, axis=1)
-        p = np.exp(z - lse[:, None])
+        top = z.max(axis=1, keepdims=True)
+        e = np.exp(z - top)  # one exponential per cell (logaddexp.reduce took two, pairwise)
+        s = e.sum(axis=1, keepdims=True)
+        lse = (top + np.log(s))[:, 0]
+        p = e / s
         nll = float((lse - w @ true).mean())
         grad = (np.einsum("nc,mnc->m", p, L) - true.sum(axis=1)) / L.shape[1]
         return nll, grad
