@@ -14,10 +14,11 @@ from ..schemas import ReloadRequest
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter()
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[WRITE])
+"""Every admin route needs a key (``WRITE``)."""
 
 
-@router.post("/v1/admin/reload", tags=["admin"], dependencies=[WRITE])
+@router.post("/reload")
 async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str, Any]:
     """Switch the served version atomically (in-flight requests finish on the old one). A bundle that fails
     its integrity check is refused (409) and the old version keeps serving."""
@@ -33,14 +34,14 @@ async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str,
     return {"previous_version": old, "version": served.version}
 
 
-@router.post("/v1/admin/retrain", tags=["admin"], status_code=202, dependencies=[WRITE])
+@router.post("/retrain", status_code=202)
 def retrain_start(svc: ServiceDep) -> dict[str, Any]:
     """Train a new version from the original data (TAXONOMIST_RETRAIN_DATA) + all feedback into the model
     store, in the background; GET /v1/admin/jobs/{id} follows it. The new version is served after a reload."""
     return svc.retrains.start()
 
 
-@router.get("/v1/admin/jobs/{job_id}", tags=["admin"], dependencies=[WRITE])
+@router.get("/jobs/{job_id}")
 def job(svc: ServiceDep, job_id: str) -> dict[str, Any]:
     """A retraining job: its state, and the new version when it is done."""
     if job_id not in svc.retrains.jobs:
