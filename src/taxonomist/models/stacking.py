@@ -148,6 +148,8 @@ class _Data:
 
 
 _TEMPERATURES = ("sparse", "head", "finetune", "image", "fused")
+_OOF_CELLS = 2**22
+"""Products × classes of one block of out-of-fold predictions (the members' dense temporaries are of its size)."""
 
 
 def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
@@ -164,7 +166,7 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
 
     if parts[0].sparse is not None:
         def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
-            full = np.full((len(p), n_classes), -1e4)
+            full = np.full((len(p), n_classes), -1e4, dtype=np.float32)
             full[:, part.sparse_cols] = part.sparse.decision_function(d.sparse_input(p))  # type: ignore[union-attr]
             return full
         t["sparse"] = fit_temperature(oof_scores(sparse_scores), y_t)
@@ -214,16 +216,20 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
     examples (on BigBasket the zero-shot member was then over-weighted and validation macro-F1 fell well below the
     sparse member's)."""
     y = d.y
-    oof: dict[str, list[np.ndarray]] = {}
-    y_parts = []
-    for part, (a, b) in zip(parts, splits, strict=True):
-        keep = d.with_embedding(b[np.isin(y[b], y[a])])
+    keeps = [d.with_embedding(b[np.isin(y[b], y[a])]) for a, b in splits]
+    oof: dict[str, np.ndarray] = {}  # (products, classes) float32 per member, filled block by block
+    at, step = 0, max(1, _OOF_CELLS // max(1, n_classes))
+    for part, (a, _), keep in zip(parts, splits, keeps, strict=True):
         unseen = ~np.isin(np.arange(n_classes), y[a])
-        for k, v in part.logs(d.texts(keep), d.emb[keep], img=d.rows(keep), encoded=d.features(keep)).items():
-            v[:, unseen] = _UNSEEN
-            oof.setdefault(k, []).append(v.astype(np.float32))
-        y_parts.append(y[keep])
-    return {k: np.vstack(v) for k, v in oof.items()}, np.concatenate(y_parts)
+        for s in range(0, len(keep), step):  # the members' float64 temporaries of a block of products at a time
+            blk = keep[s:s + step]
+            for k, v in part.logs(d.texts(blk), d.emb[blk], img=d.rows(blk), encoded=d.features(blk)).items():
+                v[:, unseen] = _UNSEEN
+                if k not in oof:
+                    oof[k] = np.empty((sum(len(kp) for kp in keeps), n_classes), dtype=np.float32)
+                oof[k][at + s:at + s + len(blk)] = v
+        at += len(keep)
+    return oof, np.concatenate([y[kp] for kp in keeps])
 
 
 def _decide(logs: dict[str, np.ndarray], y_oof: np.ndarray, counts: np.ndarray, prior_shift: float | str,
@@ -235,7 +241,7 @@ def _decide(logs: dict[str, np.ndarray], y_oof: np.ndarray, counts: np.ndarray, 
     weights, tau, stacking = select_stack(logs, y_oof, counts, prior_shift, anchor=anchor, seed=seed)
     scores = {k: v for k, v in stacking.items() if isinstance(v, float)}
     pooled = pool(logs, weights)
-    shifted = pooled + _shift(counts, tau)
+    shifted = pooled + _shift(counts, tau).astype(pooled.dtype)  # (float32: a products × classes matrix)
     rank = pooled if tau > 0 else None
     temperature, top_label = 1.0, None
     if calibration != "none":
