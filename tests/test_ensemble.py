@@ -632,3 +632,12 @@ def test_cli_train_max_embedded(tiny_encoder_dir, tmp_path, capsys, monkeypatch)
     assert tx.load(tmp_path / "m").stacking_["embedded_products"] <= 150
     code, out = run_cli([*base, "-o", str(tmp_path / "x"), "--max-embedded", "lots"], capsys, monkeypatch)
     assert code == 1 and "--max-embedded must be none or a number of at least 1, got 'lots'" in out
+
+
+def test_a_sparse_model_predicts_the_same_after_dropping_its_prediction_caches(tiny_model) -> None:
+    titles = [t for t, _ in TINY]
+    sparse = tiny_model.sparse_member
+    before = sparse.predict_proba(titles)
+    sparse.drop_prediction_caches()
+    assert sparse._coef_t is None  # noqa: SLF001
+    np.testing.assert_array_equal(sparse.predict_proba(titles), before)

@@ -391,6 +391,13 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         tree = getattr(self, "tree_", None)
         return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
 
+    def drop_prediction_caches(self) -> None:
+        """Forget the weights cut for prediction (transposed; node by node for a beam): they are cut again on the
+        next prediction. For models that predict once (the folds of a cross-validation), whose caches would
+        otherwise add up (benchmarks/RESULTS.md, "The ensemble's training cost")."""
+        self._coef_t = None
+        self._node_weights = None
+
     def _weights_t(self) -> sp.csr_matrix:
         """The weights as features × classes (or edges), CSR with sorted indices: built once, kept."""
         coef_t: sp.csr_matrix | None = getattr(self, "_coef_t", None)

@@ -168,6 +168,7 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
         def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
             full = np.full((len(p), n_classes), -1e4, dtype=np.float32)
             full[:, part.sparse_cols] = part.sparse.decision_function(d.sparse_input(p))  # type: ignore[union-attr]
+            part.sparse.drop_prediction_caches()  # type: ignore[union-attr]  # (one fold's at a time)
             return full
         t["sparse"] = fit_temperature(oof_scores(sparse_scores), y_t)
     if zeroshot is not None:
@@ -228,6 +229,8 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
                 if k not in oof:
                     oof[k] = np.empty((sum(len(kp) for kp in keeps), n_classes), dtype=np.float32)
                 oof[k][at + s:at + s + len(blk)] = v
+        if part.sparse is not None:
+            part.sparse.drop_prediction_caches()
         at += len(keep)
     return oof, np.concatenate([y[kp] for kp in keeps])
 
