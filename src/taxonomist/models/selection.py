@@ -18,14 +18,22 @@ from .calibration import fit_temperature, fit_top_label, softmax_with_temperatur
 from .ensemble import prior_shift, rank_score
 
 __all__ = ["CASCADE_THRESHOLDS", "PRIOR_SHIFTS", "STACK_TOLERANCE", "calibrate", "fit_log_linear", "gain_interval",
-           "TEMPERATURE_ROWS", "sample_rows", "select_cascade", "select_stack", "stacking_summary"]
+           "TEMPERATURE_ROWS", "sample_rows", "temperature_rows", "select_cascade", "select_stack", "stacking_summary"]
 
 logger = logging.getLogger(__name__)
 
 _shift = prior_shift  # the function, where a parameter shadows its name
 
 TEMPERATURE_ROWS = 10_000
-"""Out-of-fold rows each temperature (and the final calibration) is fitted on."""
+"""Out-of-fold rows each temperature (and the final calibration) is fitted on, at most."""
+_TEMPERATURE_CELLS = 2**24
+"""... and at most this many rows × classes (float64 temporaries of 128 MB each), but never fewer than 2,000 rows."""
+
+
+def temperature_rows(n_classes: int) -> int:
+    """How many out-of-fold rows a temperature is fitted on at ``n_classes`` classes: :data:`TEMPERATURE_ROWS`, fewer
+    where the classes are many (thousands of leaves), never fewer than 2,000."""
+    return max(2_000, min(TEMPERATURE_ROWS, _TEMPERATURE_CELLS // max(1, n_classes)))
 
 PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -201,8 +209,8 @@ def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = No
     ``rank_logp``: the pooled scores before the prior shift. The shift picks better leaves for rare classes
     but its top probabilities rank products worse (benchmarks/RESULTS.md, "Ensemble confidence read from the
     unshifted scores"); with ``rank_logp`` the top-label map reads the unshifted probability of the chosen leaf. The
-    temperature is fitted on at most ``TEMPERATURE_ROWS`` products (drawn with ``seed``), the map on all."""
-    rows = sample_rows(len(y), TEMPERATURE_ROWS, seed)
+    temperature is fitted on at most :func:`temperature_rows` products (drawn with ``seed``), the map on all."""
+    rows = sample_rows(len(y), temperature_rows(logp.shape[1]), seed)
     t = fit_temperature(logp[rows], y[rows])
     p = softmax_with_temperature(logp, t)
     score = rank_score(p, rank_logp, t)

@@ -24,13 +24,13 @@ from ..products import Images
 from .calibration import fit_temperature
 from .ensemble import EPS, Ensemble, EnsembleMembers, finetune_texts, fused_features, paths, pool, prior_shift
 from .selection import (
-    TEMPERATURE_ROWS,
     calibrate,
     gain_interval,
     sample_rows,
     select_cascade,
     select_stack,
     stacking_summary,
+    temperature_rows,
 )
 from .sparse import Encoded, SparseClassifier
 from .zeroshot import TaxonomyScorer
@@ -195,9 +195,10 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
 def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int,
                         embedded: np.ndarray | None = None) -> np.ndarray:
     """The out-of-fold products (of classes their fold saw; with an embedding) the temperatures are fitted on: at
-    most ``TEMPERATURE_ROWS``, sorted."""
+    most :func:`~taxonomist.models.selection.temperature_rows`, sorted."""
     held = np.concatenate([b[np.isin(y[b], y[a]) & (True if embedded is None else embedded[b])] for a, b in splits])
-    return np.sort(held[sample_rows(len(held), TEMPERATURE_ROWS, seed)])
+    n_classes = int(y.max()) + 1 if len(y) else 1
+    return np.sort(held[sample_rows(len(held), temperature_rows(n_classes), seed)])
 
 
 def _set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
