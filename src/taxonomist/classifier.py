@@ -270,7 +270,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         logger.info("fitting the %s tier on %d products, %d categories", self.tier, len(batch), len(set(labels)))
         # decided once, on the whole training set: the ensemble's fold fits and its final fit learn the same way
         self.hierarchy_ = resolve_hierarchy(self.hierarchy, sorted(set(labels)), len(batch))
-        spec = dataclasses.replace(spec, hierarchy=self.hierarchy_)  # type: ignore[arg-type]  # (resolved: flat, two-level or top-down)
+        # (resolved: flat, two-level or top-down)
+        spec = dataclasses.replace(spec, hierarchy=self.hierarchy_)  # type: ignore[arg-type]
         model: SparseClassifier | Ensemble
         if self.tier == "sparse":
             model = sparse_model(spec, self.calibration)
@@ -507,8 +508,8 @@ class TaxonomyClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             proba, emb = self.proba_of(pairs, img=self.photos(batch), known=known)
             preds = decode(proba, self.levels_, top_k=top_k, min_confidence=mc)
         if explain:
-            explain_predictions(self.sparse_member, self.ensemble_, getattr(self, "neighbour_titles_", []), preds, pairs,
-                                emb)
+            titles = getattr(self, "neighbour_titles_", [])  # (a sparse model has none)
+            explain_predictions(self.sparse_member, self.ensemble_, titles, preds, pairs, emb)
         return preds
 
     def predict_frame(self, df: pd.DataFrame, top_k: int = 3, min_confidence: float | None = None,
