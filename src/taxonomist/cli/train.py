@@ -198,9 +198,10 @@ def _max_embedded(value: str) -> int | None:
     """``--max-embedded``: ``none`` or a number of at least 1."""
     if value.lower() == "none":
         return None
-    if not value.replace(",", "").replace("_", "").isdigit() or int(value.replace(",", "").replace("_", "")) < 1:
+    digits = value.replace(",", "").replace("_", "")  # (10,000 and 10_000 as written)
+    if not digits.isdigit() or int(digits) < 1:
         raise CliError(f"--max-embedded must be none or a number of at least 1, got {value!r}")
-    return int(value.replace(",", "").replace("_", ""))
+    return int(digits)
 
 
 def _say_fitted(clf: Any) -> None:

@@ -332,8 +332,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             logger.info("kept the model fitted on %d products (%d held out for calibration: one fit)",
                         n - len(cal_idx), len(cal_idx))
         self.coef_, self.intercept_ = fitted
-        self._coef_t: sp.csr_matrix | None = None  # (cut again from these weights when first needed)
-        self._node_weights: NodeWeights | None = None
+        self.drop_prediction_caches()  # (cut again from these weights when first needed)
         self.n_features_in_ = Xs.shape[1]
         return self
 
@@ -395,8 +394,8 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """Forget the weights cut for prediction (transposed; node by node for a beam): they are cut again on the
         next prediction. For models that predict once (the folds of a cross-validation), whose caches would
         otherwise add up (benchmarks/RESULTS.md, "The ensemble's training cost")."""
-        self._coef_t = None
-        self._node_weights = None
+        self._coef_t: sp.csr_matrix | None = None
+        self._node_weights: NodeWeights | None = None
 
     def _weights_t(self) -> sp.csr_matrix:
         """The weights as features × classes (or edges), CSR with sorted indices: built once, kept."""

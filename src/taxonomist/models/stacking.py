@@ -141,7 +141,8 @@ class _Data:
 
     def sparse_input(self, idx: np.ndarray) -> Any:
         """What the sparse member reads of these products: their features when made once, else their texts."""
-        return self.texts(idx) if self.encoded is None else self.encoded.rows(idx)
+        features = self.features(idx)
+        return self.texts(idx) if features is None else features
 
     def rows(self, idx: np.ndarray) -> Images | None:
         return None if self.img is None else (self.img[0][idx], self.img[1][idx])
