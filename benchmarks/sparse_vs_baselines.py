@@ -91,7 +91,8 @@ class PeakRSS:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    def _pss(self) -> int:
+    def pss(self) -> int:
+        """The process tree's proportional set size now, in bytes."""
         import psutil
 
         total = 0
@@ -117,7 +118,7 @@ class PeakRSS:
             self.peak = max(self.peak, self._rss())
             tick += 1
             if self.tree and tick % 25 == 0:
-                self.peak_pss = max(self.peak_pss, self._pss())
+                self.peak_pss = max(self.peak_pss, self.pss())
                 self.peak_used = max(self.peak_used, self._used() - self.start_used)
 
     def __exit__(self, *exc: object) -> None:
@@ -125,7 +126,7 @@ class PeakRSS:
         self._t.join()
         self.peak = max(self.peak, self._rss())
         if self.tree:
-            self.peak_pss = max(self.peak_pss, self._pss())
+            self.peak_pss = max(self.peak_pss, self.pss())
 
     @property
     def mb(self) -> float:

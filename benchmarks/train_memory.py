@@ -27,18 +27,11 @@ from sparse_vs_baselines import PeakRSS  # noqa: E402
 import taxonomist as tx  # noqa: E402
 
 
-def _trace(stop: threading.Event) -> None:
+def _trace(mem: PeakRSS, stop: threading.Event) -> None:
     """The process tree's PSS every 2 s, with its peak so far (printed beside the fit's log lines)."""
-    import psutil
-
-    me, peak = psutil.Process(), 0
+    peak = 0
     while not stop.wait(2.0):
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_full_info().pss
-            except psutil.Error:
-                pass
+        total = mem.pss()
         peak = max(peak, total)
         print(f"{time.strftime('%H:%M:%S')} PSS {total >> 20} MB (peak {peak >> 20} MB)", flush=True)
 
@@ -60,10 +53,10 @@ def main() -> None:
         train, test = tx.split_catalog(cat, test_size=0.2, seed=args.seed)
         print(f"{args.dataset}: {len(train):,} training products, {train.frame['category'].nunique():,} leaves",
               flush=True)
-        stop = threading.Event()
+        stop, mem = threading.Event(), PeakRSS(tree=True)
         if args.trace:
-            threading.Thread(target=_trace, args=(stop,), daemon=True).start()
-        with PeakRSS(tree=True) as mem:
+            threading.Thread(target=_trace, args=(mem, stop), daemon=True).start()
+        with mem:
             t0 = time.perf_counter()
             clf = tx.TaxonomyClassifier(**params).fit(train)
             seconds = time.perf_counter() - t0
