@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -254,3 +255,17 @@ def test_classify_queues_what_it_says_under_the_version_it_saves(tiny_encoder_di
     flat = " ".join(out.split())
     assert len(pending) == len(TINY) and f"{len(TINY)} review items" in flat, flat
     assert {p["model_version"] for p in pending} == {"v0001"}
+
+
+def test_the_reading_options_are_parsed_once_into_one_object() -> None:
+    from taxonomist.cli.common import CliError, Reading
+
+    r = Reading.of(["title=name"], "a, b", " / ", None, "utf-8", True, "id,name", True, "tab", "Sheet1")
+    assert r.catalog_options() == {"delimiter": "\t", "sheet": "Sheet1", "mapping": {"title": "name"},
+                                   "label_columns": ["a", "b"], "sep": " / ", "encoding": "utf-8", "header": False,
+                                   "columns": ["id", "name"], "strict": True}
+    assert Reading.of(with_columns=[Path("x.csv")]).without_columns() == Reading()
+    with pytest.raises(CliError, match="--delimiter"):
+        Reading.of(delimiter=";;")
+    with pytest.raises(CliError, match="--map"):
+        Reading.of(["title"])

@@ -19,6 +19,7 @@ from .common import (
     LabelColsOpt,
     MapOpt,
     NoHeaderOpt,
+    Reading,
     SepOpt,
     SheetOpt,
     StrictOpt,
@@ -59,7 +60,7 @@ def messages_train(
     if dp_epsilon is not None and tier != "sparse":
         raise CliError(f"--dp-epsilon trains the sparse tier only, got --tier {tier}; use --tier sparse")
     mapping = {"title": text_column, "category": category_column}
-    cat = read_input(data, [f"{k}={v}" for k, v in mapping.items()], None, " > ", None, None, False, None, False, True)
+    cat = read_input(data, Reading(mapping=dict(mapping)), require_labels=True)
     for col in (sentiment_column, issue_column):
         if col and col not in cat.frame.columns:
             raise CliError(f"column {col!r} not found; the file has {sorted(cat.frame.columns)}")
@@ -130,7 +131,7 @@ def search_build(
     from ..apps.search import SearchIndex
     from ..classifier import load
 
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, False, delimiter=delimiter, sheet=sheet)
+    cat = read_input(catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet))
     with spinner(f"indexing {len(cat):,} products"):
         idx = SearchIndex.build(cat, output, model=load(model) if model else None,
                                 encoder=None if encoder == "none" else encoder, overwrite=overwrite)
@@ -177,7 +178,7 @@ def _events_and_items(events: Path, columns: str | None, strict: bool, catalog: 
         ev = read_events(events, columns=columns.split(",") if columns else None, strict=strict)
     for line in ev.report.lines():
         console.print(line, style="green" if ev.report.ok else "yellow", markup=False, highlight=False, soft_wrap=True)
-    cat = read_input(catalog, None, None, " > ", None, None, False, None, False, False) if catalog else None
+    cat = read_input(catalog) if catalog else None
     return ev, cat, load(model) if model else None
 
 
@@ -280,7 +281,7 @@ def users_synthesize(
     """Generate a behaviour log from a catalogue (the generator is described in apps/profiles.synthetic_events)."""
     from ..apps.profiles import synthetic_events
 
-    cat = read_input(catalog, None, None, " > ", None, None, False, None, False, True)
+    cat = read_input(catalog, require_labels=True)
     with spinner(f"simulating {n_users:,} shoppers"):
         frame = synthetic_events(cat, n_users=n_users, seed=seed)
     if output.suffix.lower() not in (".csv", ".parquet"):

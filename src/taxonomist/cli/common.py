@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -150,17 +151,58 @@ def parse_map(items: list[str] | None) -> dict[str, str]:
     return mapping
 
 
-def read_input(
-    path: Path, mapping: list[str] | None, label_columns: str | None, sep: str, with_columns: list[Path] | None,
-    encoding: str | None, no_header: bool, columns: str | None, strict: bool, require_labels: bool,
-    taxonomy: Any = None, delimiter: str | None = None, sheet: str | None = None,
-) -> Any:
+@dataclass(frozen=True)
+class Reading:
+    """How a command reads its catalogue files: the shared reading options (``--map``, ``--label-columns``,
+    ``--sep``, ``--with-columns``, ``--encoding``, ``--no-header``, ``--columns``, ``--strict``, ``--delimiter``,
+    ``--sheet``), parsed and checked once by :meth:`of`; the defaults read a plain file."""
+
+    mapping: dict[str, str] = field(default_factory=dict)
+    label_columns: list[str] | None = None
+    sep: str = " > "
+    with_columns: tuple[Path, ...] = ()
+    encoding: str | None = None
+    header: bool = True
+    columns: list[str] | None = None
+    strict: bool = False
+    delimiter: str | None = None
+    sheet: str | None = None
+
+    @classmethod
+    def of(cls, map_: list[str] | None = None, label_columns: str | None = None, sep: str = " > ",
+           with_columns: list[Path] | None = None, encoding: str | None = None, no_header: bool = False,
+           columns: str | None = None, strict: bool = False, delimiter: str | None = None,
+           sheet: str | None = None) -> Reading:
+        """The options as the command line gives them."""
+        if delimiter is not None:
+            delimiter = "\t" if delimiter.strip().lower() in ("tab", "\\t") else delimiter
+            if len(delimiter) != 1:
+                raise CliError(f"--delimiter: expected one character (, ; | ...) or 'tab', got {delimiter!r}")
+        return cls(parse_map(map_), [c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
+                   sep, tuple(with_columns or ()), encoding, not no_header,
+                   [c.strip() for c in columns.split(",")] if columns else None, strict, delimiter, sheet)
+
+    def catalog_options(self) -> dict[str, Any]:
+        """``read_catalog`` keyword arguments but ``with_columns`` (jobs that read their shards in workers)."""
+        return {"delimiter": self.delimiter, "sheet": self.sheet, "mapping": self.mapping,
+                "label_columns": self.label_columns, "sep": self.sep, "encoding": self.encoding,
+                "header": self.header, "columns": self.columns, "strict": self.strict}
+
+    def without_columns(self) -> Reading:
+        """The same options for a file that the ``--with-columns`` files do not belong to (a golden set)."""
+        return replace(self, with_columns=())
+
+
+PLAIN = Reading()
+
+
+def read_input(path: Path, reading: Reading = PLAIN, require_labels: bool = False, taxonomy: Any = None) -> Any:
+    """The catalogue file read and validated (its report printed; no usable product left: an error)."""
     from ..catalog import read_catalog
 
-    options = read_options(mapping, label_columns, sep, encoding, no_header, columns, strict, delimiter, sheet)
     with spinner(f"reading {path.name}"):
-        cat = read_catalog(path, **options,
-                           with_columns=with_columns or (), require_labels=require_labels, taxonomy=taxonomy)
+        cat = read_catalog(path, **reading.catalog_options(), with_columns=reading.with_columns,
+                           require_labels=require_labels, taxonomy=taxonomy)
     rep = cat.report
     style = "green" if rep.ok else "yellow"
     console.print(rep.lines()[0], style=style, soft_wrap=True, markup=False, highlight=False)
@@ -171,9 +213,7 @@ def read_input(
     return cat
 
 
-def products_in(text: list[str] | None, catalog: Path | None, mapping: list[str] | None, label_columns: str | None,
-                sep: str, with_columns: list[Path] | None, encoding: str | None, no_header: bool, columns: str | None,
-                strict: bool, delimiter: str | None = None, sheet: str | None = None) -> tuple[Any, Any]:
+def products_in(text: list[str] | None, catalog: Path | None, reading: Reading = PLAIN) -> tuple[Any, Any]:
     """A command's products, as (frame, catalogue): the ``--text`` titles (ids 1, 2, ...; no catalogue), or the
     catalogue file read and validated."""
     import pandas as pd
@@ -181,8 +221,7 @@ def products_in(text: list[str] | None, catalog: Path | None, mapping: list[str]
     if text:
         return pd.DataFrame({"id": [str(i + 1) for i in range(len(text))], "title": text}), None
     assert catalog is not None
-    cat = read_input(catalog, mapping, label_columns, sep, with_columns, encoding, no_header, columns, strict, False,
-                     delimiter=delimiter, sheet=sheet)
+    cat = read_input(catalog, reading)
     return cat.frame, cat
 
 
@@ -313,20 +352,6 @@ def track_result(tracker: Any, ev: Any, report: Path | None, title: str, bundle:
 
 # -- commands -----------------------------------------------------------------------------------------------
 DEFAULT_TIER = "ensemble"
-
-
-def read_options(map_: list[str] | None, label_columns: str | None, sep: str, encoding: str | None, no_header: bool,
-                  columns: str | None, strict: bool, delimiter: str | None = None,
-                  sheet: str | None = None) -> dict[str, Any]:
-    """``read_catalog`` keyword arguments from the shared reading options (for jobs that read in workers)."""
-    if delimiter is not None:
-        delimiter = "\t" if delimiter.strip().lower() in ("tab", "\\t") else delimiter
-        if len(delimiter) != 1:
-            raise CliError(f"--delimiter: expected one character (, ; | ...) or 'tab', got {delimiter!r}")
-    return {"delimiter": delimiter, "sheet": sheet, "mapping": parse_map(map_),
-            "label_columns": [c.strip() for c in label_columns.split(",") if c.strip()] if label_columns else None,
-            "sep": sep, "encoding": encoding, "header": not no_header,
-            "columns": [c.strip() for c in columns.split(",")] if columns else None, "strict": strict}
 
 
 def _version(value: bool) -> None:

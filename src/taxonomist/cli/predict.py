@@ -32,6 +32,7 @@ from .common import (
     MinConfOpt,
     NoHeaderOpt,
     OverwriteOpt,
+    Reading,
     SafeCsvOpt,
     SepOpt,
     SheetOpt,
@@ -45,7 +46,6 @@ from .common import (
     out,
     products_in,
     read_input,
-    read_options,
     spinner,
     taxonomy_app,
     write_predictions,
@@ -122,7 +122,7 @@ def _apply_crosswalk(rows: list[dict[str, Any]], feed: Path, fill: Path, overwri
     from ..taxonomy import format_path, parse_path
     from ..writeback import write_back
 
-    cat = read_input(feed, None, None, " > ", None, None, False, None, False, False)
+    cat = read_input(feed)
     if cat.report.issue("malformed_line").count:
         raise CliError(f"--apply: {feed.name} has malformed lines (listed above); fix them before writing it back")
     mapped = {r["source"]: (r["target"], float(r["product_share"] if r["by"] == "products" else r["name_similarity"]))
@@ -236,13 +236,12 @@ def predict(
         if explain or with_columns:
             raise CliError("--explain and --with-columns work on a single catalogue file with a file -o, not in batch jobs")
         _run_batch_job("predict", str(model), catalog, output, engine, num_workers, address,
-                       read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter, sheet), batch_size,
+                       Reading.of(map_, label_columns, sep, None, encoding, no_header, columns, strict, delimiter, sheet).catalog_options(), batch_size,
                        overwrite, top_k=top_k, min_confidence=min_confidence,
                        image_root=str(image_root.resolve()) if image_root else None)
         return
     clf = load(model)
-    frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
-                             strict, delimiter, sheet)
+    frame, cat = products_in(text, catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet))
     if cat is not None:
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
@@ -288,7 +287,7 @@ def embed(
     if output.suffix.lower() in FILE_OUTPUTS:
         raise CliError(f"-o {output}: embed writes a folder of Parquet parts; give a folder name without a file suffix")
     _run_batch_job("embed", model, catalog, output, engine, num_workers, address,
-                   read_options(map_, label_columns, sep, encoding, no_header, columns, strict, delimiter, sheet), batch_size, overwrite)
+                   Reading.of(map_, label_columns, sep, None, encoding, no_header, columns, strict, delimiter, sheet).catalog_options(), batch_size, overwrite)
 
 
 @taxonomy_app.command("show")
@@ -323,7 +322,7 @@ def taxonomy_check(
     from ..taxonomy import load_taxonomy
 
     tax = load_taxonomy(file, format=fmt)  # type: ignore[arg-type]  # load() validates it
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, False, True, delimiter=delimiter, sheet=sheet)
+    cat = read_input(catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, False, delimiter, sheet), require_labels=True)
     unknown = tax.check(cat.frame["category"])
     if not unknown:
         out.print(f"all {len(cat):,} labels are categories of {file.name}")
@@ -367,7 +366,7 @@ def map_taxonomy(
     console.print(f"embedding {len(src.leaves()):,} + {len(tgt.leaves()):,} categories (cached after the first run)",
                   highlight=False)
     model = TaxonomyClassifier.from_taxonomy(tgt, encoder=encoder) if catalog is not None else None
-    cat = read_input(catalog, None, None, " > ", None, None, False, None, False, True) if catalog is not None else None
+    cat = read_input(catalog, require_labels=True) if catalog is not None else None
     if model is not None:
         enc = model.encoder_
     else:
@@ -434,8 +433,7 @@ def classify(
 
         prepare_e5()  # a first run on a new machine builds e5 while it reads the products and loads the rest
     tax = load_taxonomy(taxonomy, format=tax_format)  # type: ignore[arg-type]
-    frame, cat = products_in(text, catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns,
-                             strict, delimiter, sheet)
+    frame, cat = products_in(text, catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet))
     # Google's and Shopify's category vectors ship with the package; another taxonomy's are embedded once (with a
     # progress bar) and cached
     console.print(f"preparing the {len(tax.leaves()):,} categories of {taxonomy.name}", highlight=False)
@@ -509,7 +507,7 @@ def query(
         if query_log is not None:
             from ..classifier import TaxonomyClassifier
 
-            log = read_input(query_log, ["title=query"], None, " > ", None, None, False, None, False, True)
+            log = read_input(query_log, Reading(mapping={"title": "query"}), require_labels=True)
             query_model = TaxonomyClassifier(tier="sparse").fit(log)
         qc = QueryClassifier(product_model=load(model) if model != "-" else None, taxonomy=tax, query_model=query_model,
                              zero_shot=not no_zero_shot or model == "-", min_confidence=min_confidence)

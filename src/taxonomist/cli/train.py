@@ -28,6 +28,7 @@ from .common import (
     MapOpt,
     MinConfOpt,
     NoHeaderOpt,
+    Reading,
     RegisterOpt,
     SepOpt,
     SheetOpt,
@@ -94,7 +95,7 @@ def train(
     from ..training import train_bundle
 
     tax = load_taxonomy(taxonomy) if taxonomy else None
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, tax, delimiter=delimiter, sheet=sheet)
+    cat = read_input(catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet), require_labels=True, taxonomy=tax)
     if test_size > 0:
         with spinner("splitting (grouped by title, stratified by category)"):
             train_cat, test_cat = split_catalog(cat, test_size=test_size, seed=seed)
@@ -259,7 +260,7 @@ def evaluate(
     clf = load(model)
     if image_root:
         clf.image_root = str(image_root)
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter, sheet=sheet)
+    cat = read_input(catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet), require_labels=True)
     with spinner(f"evaluating on {len(cat):,} products"):
         ev = run_evaluation(clf, cat, min_confidence=min_confidence)
     out.print(metrics_table(ev, f"evaluation on {catalog.name}"))
@@ -306,7 +307,7 @@ def tune(
 
     if register and not track:
         raise CliError("--register needs --track (the bundle is registered from its MLflow run)")
-    cat = read_input(catalog, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, True, delimiter=delimiter, sheet=sheet)
+    cat = read_input(catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet), require_labels=True)
     with tracking(track, tracking_uri, experiment, "tune", f"tune {catalog.name}") as tracker, \
             make_progress("tuning", BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
                       TimeElapsedColumn()) as progress:
@@ -392,9 +393,10 @@ def retrain(
         raise CliError(f"expected the feedback database at {feedback}, but there is no such file "
                        "(it is the service's TAXONOMIST_REVIEW_DB)")
     if auto:
+        reading = Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet)
+
         def read_labelled(path: Path) -> Any:  # --with-columns belongs to the catalogue, not to the golden file
-            extra = with_columns if path == data else None
-            return read_input(path, map_, label_columns, sep, extra, encoding, no_header, columns, strict, True, delimiter=delimiter, sheet=sheet)
+            return read_input(path, reading if path == data else reading.without_columns(), require_labels=True)
 
         _auto_retrain(model_dir, feedback, data, golden, min_new_labels, gate_share, reload_url, read_labelled)
         return
@@ -405,7 +407,7 @@ def retrain(
     except (OSError, ValueError, KeyError):
         raise CliError(f"{model_dir} is not a model bundle (no readable manifest.json)") from None
     zero_shot = base_tier == "zeroshot"  # a shop's own taxonomy: the catalogue need not be labelled
-    cat = read_input(data, map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, not zero_shot, delimiter=delimiter, sheet=sheet)
+    cat = read_input(data, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet), require_labels=not zero_shot)
     store = ReviewStore(feedback)
     try:
         items = store.feedback()
