@@ -67,7 +67,7 @@ def main() -> None:
     def compact() -> list:  # type: ignore[type-arg]
         return [p for b in batches for p in model.predict_products(b)]
 
-    texts = [model.texts(b) for b in batches]
+    texts = [model.reader_.texts(b) for b in batches]
     s_dense = best_of(2, dense)
     s_compact = best_of(2, compact)
     s_predict = best_of(2, lambda: [model.predict(b) for b in batches])

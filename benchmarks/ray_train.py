@@ -48,7 +48,7 @@ def main() -> None:
     train, _ = tx.split_catalog(read(args.dataset, args.data, Path("/tmp")), test_size=0.2, seed=0)
     clf = tx.TaxonomyClassifier(tier="sparse")
     clf.text_attributes_ = [c for c in train.frame.columns if c not in ("id", "title", "description", "category", "image", "row")]
-    titles, contexts = clf.texts(train)
+    titles, contexts = clf.reader_.texts(train)
     labels = train.frame["category"].tolist()
     X = SparseTextEncoder().fit_transform(titles, contexts)
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)

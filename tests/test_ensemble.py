@@ -17,7 +17,6 @@ from taxonomist.models.ensemble import pool
 from taxonomist.models.selection import fit_log_linear, select_cascade, select_stack
 from taxonomist.models.stacking import group_folds
 from taxonomist.models.zeroshot import TaxonomyScorer
-from taxonomist.serving.staged import first_stage, second_stage
 
 from .conftest import TINY
 from .test_bad_inputs import run_cli
@@ -247,7 +246,7 @@ def test_zero_shot_reads_the_type_tags_and_description_not_only_the_title() -> N
     assert list(zs.predict(frame)) == expected
     from taxonomist.models.zeroshot import zero_shot_queries
 
-    queries = zero_shot_queries(*zs.texts(frame.fillna("")))
+    queries = zero_shot_queries(*zs.reader_.texts(frame.fillna("")))
     assert queries[0].startswith("Kalamata Estate EVOO 500 ml | Olive oil Cold-pressed") and "Green" not in queries[0]
 
 
@@ -402,13 +401,13 @@ def test_staged_prediction_equals_predict_products(tiny_ensemble, tmp_path, monk
         want = clf.predict_products(titles, top_k=2)
         calls.clear()
         # two calls (another request's products, with other options), their leftovers predicted together
-        first_a, left_a = first_stage(clf, titles, top_k=2)
-        first_b, left_b = first_stage(clf, titles[:3], top_k=1, min_confidence=0.99)
+        first_a, left_a = clf.defer(titles, top_k=2)
+        first_b, left_b = clf.defer(titles[:3], top_k=1, min_confidence=0.99)
         assert calls == []  # the first stage never encodes
         assert sum(p is not None for p in first_a) == answered_first
         assert (left_a is None) == (answered_first == len(titles))
         pending = [x for x in (left_a, left_b) if x is not None]
-        later = second_stage(clf, pending)
+        later = clf.complete(pending)
         assert len(later) == len(pending)
         if t is not None and t < 1:  # the cascade's leftovers of both calls went through the encoder at once
             assert len(calls) <= 1
@@ -423,8 +422,8 @@ def test_staged_prediction_equals_predict_products(tiny_ensemble, tmp_path, monk
     clf.model_.cascade = None
     calls.clear()
     a, b = [{"title": t} for t in titles[:4]], [{"title": t} for t in titles[4:7]]
-    (_, left_a), (_, left_b) = first_stage(clf, a, top_k=2), first_stage(clf, b, top_k=1)
-    got_a, got_b = second_stage(clf, [left_a, left_b])
+    (_, left_a), (_, left_b) = clf.defer(a, top_k=2), clf.defer(b, top_k=1)
+    got_a, got_b = clf.complete([left_a, left_b])
     assert len(calls) == 1
     same_predictions(got_a, clf.predict_products(a, top_k=2))
     same_predictions(got_b, clf.predict_products(b, top_k=1))

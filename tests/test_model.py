@@ -451,14 +451,48 @@ def test_every_tier_answers_a_leaf_under_its_path(tiny_model, tiny_frame, tiny_e
     _assert_paths_lead_to_leaves(zs, TITLES)
 
 
-def test_the_fit_spec_has_every_parameter_of_the_classifier_with_its_default() -> None:
-    """fitting reads a frozen copy of the parameters (issue 35: no module circle through the classifier)."""
+def test_the_parameters_are_declared_once_and_a_fit_reads_a_copy(tiny_frame) -> None:
+    """issue 35: the estimator's parameters are params.Parameters' fields (no second list to keep equal), each
+    with a constraint, and fitting never changes them."""
     import dataclasses
 
-    from taxonomist.fitting import FitSpec
+    from taxonomist.params import PARAMETERS, Parameters
 
-    spec = FitSpec(**tx.TaxonomyClassifier().get_params())
-    assert dataclasses.asdict(spec) == dataclasses.asdict(FitSpec())
-    assert sorted(f.name for f in dataclasses.fields(FitSpec)) == sorted(tx.TaxonomyClassifier().get_params())
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.tier = "sparse"  # type: ignore[misc]
+    names = [f.name for f in dataclasses.fields(Parameters)]
+    assert sorted(names) == sorted(tx.TaxonomyClassifier().get_params()) == sorted(PARAMETERS)
+    clf = tx.TaxonomyClassifier(tier="sparse", hierarchy="auto", calibration="none")
+    before = clf.get_params()
+    clf.fit(tiny_frame)
+    assert clf.get_params() == before and clf.hierarchy_ == "flat"  # (resolved into a fitted attribute)
+
+
+def test_every_parameter_after_the_tier_is_keyword_only() -> None:
+    import inspect
+
+    params = list(inspect.signature(tx.TaxonomyClassifier).parameters.values())
+    assert params[0].name == "tier" and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+    with pytest.raises(TypeError):
+        tx.TaxonomyClassifier("sparse", 0.5)  # type: ignore[misc]
+
+
+BAD_PARAMETERS = {
+    "tier": "forest", "min_confidence": 1.5, "C": 0.0, "title_weight": -1.0, "context_weight": "high",
+    "description_chars": 0, "class_weight": "equal", "use_attributes": "yes", "calibration": "platt",
+    "random_state": "seed", "encoder": 3, "encoder_backend": "tf", "max_length": 0, "embed_context": "both",
+    "members": ["sparse", "forest"], "knn_k": 0, "validation_size": 1.0, "epochs": 0, "finetune_max_length": -2,
+    "prior_shift": "high", "image_encoder": 7, "image_views": 5, "fusion": "middle", "image_root": 1,
+    "allow_remote_images": "no", "cascade": None, "cv": -1, "dp_epsilon": 0.0, "dp_delta": 1.0, "n_jobs": 0,
+    "hierarchy": "deep", "engine": "spark", "checkpoint": 5, "max_problem_rows": 0, "max_embedded": 0,
+}
+
+
+def test_every_parameter_is_checked_before_any_data_is_read() -> None:
+    import inspect
+
+    names = list(inspect.signature(tx.TaxonomyClassifier).parameters)
+    assert sorted(BAD_PARAMETERS) == sorted(names)  # a new parameter needs a bad value here and a constraint
+    for name, bad in BAD_PARAMETERS.items():
+        clf = tx.TaxonomyClassifier(**{name: bad})
+        with pytest.raises((ValueError, TypeError), match=name):
+            clf.fit(["never read"] * 2, ["A", "B"])

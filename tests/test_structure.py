@@ -114,6 +114,7 @@ def test_the_private_name_check_sees_imports_and_attributes(tmp_path: Path) -> N
 
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
+MAX_CLASSIFIER_LINES = 400  # the estimator composes parts (fitting, prediction, persistence, explain) that own the work
 
 
 def test_modules_and_functions_stay_readable() -> None:
@@ -128,6 +129,7 @@ def test_modules_and_functions_stay_readable() -> None:
                 if n > MAX_FUNCTION_LINES:
                     long_functions[f"{m}.{node.name}"] = n
     assert long_modules == {} and long_functions == {}
+    assert (ROOT / "classifier.py").read_text(encoding="utf-8").count("\n") < MAX_CLASSIFIER_LINES
 
 
 def test_library_errors_name_parameters_not_command_line_flags() -> None:

@@ -71,7 +71,7 @@ def test_how_much_of_a_long_description_the_model_reads_is_chosen_on_the_trainin
     data = tx.Catalog.from_frame(_long_descriptions(), require_labels=True)
     auto = tx.TaxonomyClassifier(tier="sparse").fit(data)
     assert auto.description_chars_ == 300
-    titles, contexts = auto.texts(data.subset(range(3)))
+    titles, contexts = auto.reader_.texts(data.subset(range(3)))
     assert all(len(c) <= 300 for c in contexts)
     auto.save(tmp_path / "m")
     assert tx.load(tmp_path / "m").description_chars_ == 300

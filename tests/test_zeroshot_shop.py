@@ -267,19 +267,18 @@ def test_the_service_answers_each_product_of_a_zero_shot_model_alone() -> None:
     """The micro-batcher pools different clients' requests: a zero-shot model's catalogue adaptation must not
     let one client's products move another's answers."""
     import taxonomist as tx
-    from taxonomist.serving.staged import first_stage, second_stage
 
     tax = Taxonomy.from_paths(["Garden > Pots", "Garden > Stepping Stones", "Kitchen > Mugs", "Kitchen > Teapots"])
     clf = tx.TaxonomyClassifier.from_taxonomy(tax, encoder="minilm-en")
     a = [f"Stone trough planter {i}" for i in range(25)]
     b = ["Ceramic mug", "Cast iron teapot"]
     alone = [clf.predict_products([t], top_k=1)[0].leaf for t in a + b]
-    pending = [first_stage(clf, a, top_k=1)[1], first_stage(clf, b, top_k=1)[1]]
-    served = second_stage(clf, pending)  # type: ignore[arg-type]
+    pending = [clf.defer(a, top_k=1)[1], clf.defer(b, top_k=1)[1]]
+    served = clf.complete(pending)  # type: ignore[arg-type]
     assert [p.leaf for p in served[0] + served[1]] == alone
     # the same 25 products classified together as one catalogue are adapted to it
     together = clf.predict_proba(a)
-    assert not np.allclose(together, clf.proba_of(clf.texts(a), adapt_to_batch=False)[0])
+    assert not np.allclose(together, clf.proba_of(clf.reader_.texts(a), adapt_to_batch=False)[0])
 
 
 def test_long_encoding_logs_progress_lines_where_there_is_no_terminal(caplog) -> None:

@@ -264,7 +264,7 @@ def evaluate(
             raise ValueError("expected labelled products: a 'category' field or y=...")
         y = batch.labels
     mc = model.min_confidence if min_confidence is None else min_confidence
-    img = model.photos(batch) if "image" in getattr(model, "modalities", ()) else None
+    img = model.reader_.photos(batch) if "image" in getattr(model, "modalities", ()) else None
     if img is not None:
         proba, per_modality = _by_modality(model, batch, img[1], list(y), mc)
     else:

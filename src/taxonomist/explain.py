@@ -3,8 +3,6 @@ the most similar labelled training products (ensembles with a neighbour member).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .models.ensemble import Ensemble
@@ -15,12 +13,11 @@ from .taxonomy import format_path
 __all__ = ["explain_predictions"]
 
 
-def explain_predictions(sparse: SparseClassifier | None, ens: Ensemble | None, neighbour_titles: Sequence[str],
-                        preds: list[Prediction], pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
+def explain_predictions(sparse: SparseClassifier | None, ens: Ensemble | None, preds: list[Prediction], pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
                         neighbours: int = 3) -> None:
     """Attach to each prediction the ``sparse`` model's n-grams behind its leaf (``explanation``) and the
-    ``neighbours`` nearest training products of the ensemble's neighbour member (``neighbours``: their titles
-    are ``neighbour_titles``, in the member's order); ``emb``: the products' embeddings when the ensemble
+    ``neighbours`` nearest training products of the ensemble's neighbour member (``neighbours``: their titles,
+    categories and similarities); ``emb``: the products' embeddings when the ensemble
     computed them."""
     if sparse is not None:
         pos = {str(c): i for i, c in enumerate(sparse.classes_)}
@@ -35,5 +32,5 @@ def explain_predictions(sparse: SparseClassifier | None, ens: Ensemble | None, n
     if len(emb):
         sims, idx = knn.kneighbors(emb, k=neighbours)
         for p, srow, irow in zip(preds, sims, idx, strict=True):
-            p.neighbours = [(neighbour_titles[i], ens.classes[knn.labels_[i]], round(float(v), 4))
+            p.neighbours = [(ens.neighbour_titles[i], ens.classes[knn.labels_[i]], round(float(v), 4))
                             for v, i in zip(srow, irow, strict=True)]

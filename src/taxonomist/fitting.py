@@ -7,110 +7,39 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .exceptions import TaxonomistError
 from .models.ensemble import IMAGE_MEMBERS, MEMBERS, Ensemble, embedded_texts
 from .models.sparse import SparseClassifier
+from .params import Parameters
 from .products import ProductBatch
-from .taxonomy import CategoryPath, format_path, parse_path
+from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import field_text, scrub_pii
 
-__all__ = ["DEFAULT_MEMBERS", "TIERS", "FitSpec", "FittedTier", "check_params", "ensemble_members", "fit_ensemble_tier",
+__all__ = ["DEFAULT_MEMBERS", "ZERO_SHOT_HIERARCHY", "ZERO_SHOT_LEXICAL", "ZERO_SHOT_MIN_CONFIDENCE",
+           "FittedModel", "fit_model", "ensemble_members", "fit_ensemble_tier",
            "labels_of", "sparse_model", "zero_shot_ensemble"]
 
 logger = logging.getLogger(__name__)
 
-TIERS = ("sparse", "ensemble", "embed", "finetune", "zeroshot")
+ZERO_SHOT_MIN_CONFIDENCE = 0.3
+"""A zero-shot model's default back-off threshold (RESULTS.md, "Zero-shot for a shop without labels")."""
+ZERO_SHOT_LEXICAL = 2.0
+"""Weight of the category-name coverage in a zero-shot model's logits (at temperature 0.03)."""
+ZERO_SHOT_HIERARCHY = 0.5
+"""Weight of a category's parent's similarity in a zero-shot model's logits (RESULTS.md, "Zero-shot: the parent's
+similarity in each leaf's score")."""
 DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"),
                    "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
 """Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
 
 
-@dataclass
-class FittedTier:
-    """What fitting an embedding tier gives the classifier."""
-
-    ensemble: Ensemble
-    image_encoder: Any = None  # an ImageEncoder when the ensemble reads photos
-    image_stats: dict[str, int] = field(default_factory=dict)
-    neighbour_titles: list[str] = field(default_factory=list)  # the neighbour member's titles, PII scrubbed
-
-
-@dataclass(frozen=True)
-class FitSpec:
-    """A classifier's parameters as a fit reads them: frozen, so that fitting never changes them
-    (``FitSpec(**clf.get_params())``; :class:`~taxonomist.TaxonomyClassifier` documents each)."""
-
-    tier: Literal["sparse", "ensemble", "embed", "finetune", "zeroshot"] = "ensemble"
-    min_confidence: float | None = None
-    C: float = 0.5
-    title_weight: float = 1.0
-    context_weight: float = 0.5
-    description_chars: int | None | Literal["auto"] = "auto"
-    class_weight: Literal["balanced"] | None = None
-    use_attributes: bool = True
-    calibration: Literal["temperature+isotonic", "temperature", "none"] = "temperature+isotonic"
-    random_state: int = 0
-    encoder: str = "auto"
-    encoder_backend: Literal["auto", "torch", "onnx"] = "auto"
-    max_length: int = 64
-    embed_context: bool | Literal["auto"] = False
-    members: Sequence[str] | None = None
-    knn_k: int = 10
-    validation_size: float = 0.15
-    epochs: int = 3
-    finetune_max_length: int = 48
-    prior_shift: float | Literal["auto"] = "auto"
-    image_encoder: str | None = None
-    image_views: int = 1
-    fusion: Literal["late", "early"] = "late"
-    image_root: str | None = None
-    allow_remote_images: bool = False
-    cascade: bool = True
-    cv: int = 3
-    dp_epsilon: float | None = None
-    dp_delta: float = 1e-6
-    n_jobs: int | None = None
-    hierarchy: Literal["flat", "two-level", "top-down", "auto"] = "auto"
-    engine: Literal["local", "ray"] = "local"
-    checkpoint: str | None = None
-    max_problem_rows: int | Literal["auto"] | None = "auto"
-    max_embedded: int | None = 10_000
-
-
-def check_params(spec: FitSpec) -> None:
-    """Refuse parameters that cannot work together, before any data is read."""
-    if spec.tier not in TIERS:
-        raise ValueError(f"unknown tier {spec.tier!r}; available tiers: {list(TIERS)}")
-    if spec.min_confidence is not None and not 0.0 <= spec.min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be between 0 and 1, got {spec.min_confidence}")
-    if spec.image_encoder is not None and spec.tier in ("sparse", "zeroshot"):
-        raise ValueError(f"photos are used by the ensemble, embed and finetune tiers, not {spec.tier!r}; use "
-                         "tier='ensemble' (members=['sparse', 'image'] for the sparse tier + photos)")
-    if spec.embed_context not in (True, False, "auto"):
-        raise ValueError(f"embed_context must be True, False or 'auto', got {spec.embed_context!r}")
-    if spec.fusion not in ("late", "early"):
-        raise ValueError(f"fusion must be 'late' or 'early', got {spec.fusion!r}")
-    m = spec.max_embedded
-    if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
-        raise ValueError(f"max_embedded must be None or a positive integer, got {m!r}")
-    if spec.dp_epsilon is not None and not (0 < spec.dp_epsilon < float("inf")):
-        raise ValueError(f"dp_epsilon must be a finite number > 0, got {spec.dp_epsilon}; leave it unset "
-                         "(None) to train without differential privacy")
-    if spec.dp_epsilon is not None and spec.tier != "sparse":
-        raise ValueError(f"differentially private training (dp_epsilon) is offered for the sparse tier, not "
-                         f"{spec.tier!r}; use tier='sparse'")
-    if spec.tier == "zeroshot":
-        raise TaxonomistError("the zeroshot tier learns nothing from examples; build it with "
-                              "TaxonomyClassifier.from_taxonomy(taxonomy)", options=("taxonomy",))
-
-
-def sparse_model(spec: FitSpec, calibration: str) -> SparseClassifier:
+def sparse_model(spec: Parameters, calibration: str) -> SparseClassifier:
     """A new, unfitted sparse model with ``spec``'s parameters (a private one with ``dp_epsilon``)."""
     from .encoders.sparse import SparseTextEncoder
 
@@ -134,7 +63,7 @@ CHOICE_PRODUCTS = 10_000
 """Products (at most) the choice of ``description_chars`` is made on."""
 
 
-def choose_description_chars(spec: FitSpec, batch: ProductBatch, labels: Sequence[str],
+def choose_description_chars(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
                              columns: Sequence[str]) -> int | None:
     """``spec.description_chars`` when it is a number or ``None``; for ``"auto"``: where the descriptions are long
     (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse member, the sparse member is
@@ -179,7 +108,7 @@ def choose_description_chars(spec: FitSpec, batch: ProductBatch, labels: Sequenc
     return DESCRIPTION_CHARS if keep else None
 
 
-def ensemble_members(spec: FitSpec) -> tuple[str, ...]:
+def ensemble_members(spec: Parameters) -> tuple[str, ...]:
     """The members of ``spec``'s ensemble: as given, or the tier's default (+ the photo member)."""
     members = tuple(spec.members) if spec.members is not None else DEFAULT_MEMBERS[spec.tier]
     if spec.members is None and spec.image_encoder is not None:
@@ -190,9 +119,40 @@ def ensemble_members(spec: FitSpec) -> tuple[str, ...]:
     return members
 
 
-def fit_ensemble_tier(spec: FitSpec, batch: ProductBatch, titles: list[str], contexts: list[str],
-                      labels: list[str]) -> FittedTier:
-    """The ensemble of an embedding tier fitted on these products (with their photos when it reads them)."""
+@dataclass(frozen=True)
+class FittedModel:
+    """What a fit learned: the model, what it reads of each product, and how its sparse member learns the tree."""
+
+    model: SparseClassifier | Ensemble
+    text_attributes: list[str]
+    description_chars: int | None
+    hierarchy: str  # resolved: flat, two-level or top-down
+
+
+def fit_model(spec: Parameters, batch: ProductBatch, labels: list[str]) -> FittedModel:
+    """The model of ``spec``'s tier fitted on these products (checked parameters: :func:`check_params`)."""
+    from .models.tree import resolve_hierarchy
+    from .prediction import Reader
+
+    text_attributes = batch.text_columns() if spec.use_attributes else []
+    description_chars = choose_description_chars(spec, batch, labels, text_attributes)
+    titles, contexts = Reader(tuple(text_attributes), description_chars).texts(batch)
+    logger.info("fitting the %s tier on %d products, %d categories", spec.tier, len(batch), len(set(labels)))
+    # decided once, on the whole training set: the ensemble's fold fits and its final fit learn the same way
+    spec = replace(spec, hierarchy=resolve_hierarchy(spec.hierarchy, sorted(set(labels)), len(batch)))  # type: ignore[arg-type]
+    model: SparseClassifier | Ensemble
+    if spec.tier == "sparse":
+        model = sparse_model(spec, spec.calibration)
+        model.fit((titles, contexts), labels, groups=batch.title_groups())
+    else:
+        model = fit_ensemble_tier(spec, batch, titles, contexts, labels)
+    return FittedModel(model, text_attributes, description_chars, spec.hierarchy)
+
+
+def fit_ensemble_tier(spec: Parameters, batch: ProductBatch, titles: list[str], contexts: list[str],
+                      labels: list[str]) -> Ensemble:
+    """The ensemble of an embedding tier fitted on these products (with their photos when it reads them): it
+    keeps its image encoder, the training photos' statistics and its neighbour member's titles."""
     from .encoders.transformer import load_text_encoder, pick_encoder
     from .models.stacking import embedding_sample, fit_ensemble
 
@@ -234,11 +194,12 @@ def fit_ensemble_tier(spec: FitSpec, batch: ProductBatch, titles: list[str], con
     ensemble.embed_context = ensemble.embed_context or spec.embed_context is True
     ensemble.stacking["seconds"] = {"encoding": round(encoding, 2), **ensemble.stacking.get("seconds", {})}
     stored = titles if embedded is None else [titles[i] for i in np.flatnonzero(embedded)]  # the index's order
-    neighbours = [scrub_pii(t) for t in stored] if ensemble.members.knn is not None else []
-    return FittedTier(ensemble, image_encoder, image_stats, neighbours)
+    ensemble.neighbour_titles = [scrub_pii(t) for t in stored] if ensemble.members.knn is not None else []
+    ensemble.image_encoder, ensemble.image_stats = image_encoder, image_stats
+    return ensemble
 
 
-def _embeddings(spec: FitSpec, encoder: Any, members: Sequence[str], titles: list[str],
+def _embeddings(spec: Parameters, encoder: Any, members: Sequence[str], titles: list[str],
                 contexts: list[str], photos: bool, embedded: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(what the embedding members are fitted on, the alternative cross-validation compares it with or ``None``):
@@ -291,21 +252,28 @@ def labels_of(batch: ProductBatch, y: Sequence[Any] | None) -> list[str]:
     return labels
 
 
-def zero_shot_ensemble(leaves: Sequence[CategoryPath], encoder: str, sample_texts: Sequence[str],
+def zero_shot_ensemble(taxonomy: Taxonomy, encoder: str, sample_texts: Sequence[str],
                        descriptions: Mapping[CategoryPath, str] | None, examples: Mapping[CategoryPath, Sequence[str]] | None,
                        temperature: float, backend: str, max_length: int, lexical: float = 0.0,
-                       adaptation: str | None = None, hierarchy: float = 0.0) -> Ensemble:
-    """The zero-shot member alone over ``leaves`` (no training data), embedding each product with its context.
+                       adapt: str | None = None, hierarchy: float = 0.0) -> Ensemble:
+    """The zero-shot member alone over ``taxonomy``'s leaves (no training data), embedding each product with its
+    context (:meth:`~taxonomist.TaxonomyClassifier.from_taxonomy` documents the arguments).
 
     ``encoder="auto"``: :func:`~taxonomist.encoders.transformer.pick_zero_shot_encoder` (e5 when the sample texts
-    are not English or are CJK, else MiniLM and e5 together)."""
+    are not English or are CJK, else MiniLM and e5 together); ``adapt="auto"``: ``"general"`` for Google's and
+    Shopify's taxonomies, else ``"own"``."""
     from .encoders.transformer import load_text_encoder, pick_zero_shot_encoder
     from .models.ensemble import EnsembleMembers
     from .models.zeroshot import TaxonomyScorer
 
+    leaves = taxonomy.leaves()
+    if not leaves:
+        raise TaxonomistError("expected a taxonomy with at least one category, found an empty one")
+    if adapt == "auto":
+        adapt = "general" if taxonomy.kind in ("google", "shopify") else "own"
     name = pick_zero_shot_encoder(sample_texts, [format_path(p) for p in leaves[:2000]]) if encoder == "auto" else encoder
     text_encoder = load_text_encoder(name, backend=backend, max_length=max_length)  # type: ignore[arg-type]
     members = EnsembleMembers([format_path(p) for p in leaves], ("zeroshot",))
-    members.zeroshot = TaxonomyScorer(temperature, lexical=lexical, adaptation=adaptation, hierarchy=hierarchy).build(
+    members.zeroshot = TaxonomyScorer(temperature, lexical=lexical, adaptation=adapt, hierarchy=hierarchy).build(
         leaves, text_encoder, descriptions, examples)
     return Ensemble(members, {"zeroshot": 1.0}, encoder=text_encoder, embed_context=True)

@@ -17,10 +17,10 @@ import numpy as np
 
 from .bundle import read_bundle, write_bundle
 from .exceptions import BundleError
-from .fitting import TIERS
 from .models.ensemble import Ensemble
 from .models.sparse import SparseClassifier
 from .monitoring import DriftReference
+from .params import TIERS
 from .taxonomy import Taxonomy
 from .version import __version__
 
@@ -46,9 +46,6 @@ class Bundled(Protocol):
     train_title_hashes_: np.ndarray
     metrics_: dict[str, Any]
     drift_reference_: DriftReference | None
-    neighbour_titles_: list[str]
-    image_encoder_: Any
-    image_stats_: dict[str, int]
     manifest_: dict[str, Any]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]: ...
@@ -69,10 +66,6 @@ def save_classifier(clf: Bundled, directory: str | Path) -> Path:
         params, arrays, objects = clf.model_.get_state()
     else:
         params, arrays, objects, raw = clf.model_.get_state()
-        image_encoder = getattr(clf, "image_encoder_", None)
-        params.update(image_encoder=image_encoder.describe() if image_encoder is not None else None,
-                      image_stats=getattr(clf, "image_stats_", {}))
-        objects["neighbour_titles"] = clf.neighbour_titles_
     arrays["train_title_hashes"] = clf.train_title_hashes_
     manifest = {
         "taxonomist_version": __version__,
@@ -145,18 +138,16 @@ def _ensemble_from_state(clf: Bundled, params: dict[str, Any], arrays: dict[str,
         logger.warning("the bundle was trained with the encoder %s but %s is installed; its embeddings may differ "
                        "(reinstall the version named in the bundle's manifest for identical results)",
                        enc["identity"], encoder.identity)
-    ensemble = Ensemble.from_state(params, arrays, objects, encoder, finetune_blob)
-    # a zero-shot model embeds the title with its context (older zero-shot bundles do not say so)
-    ensemble.embed_context = ensemble.embed_context or clf.tier == "zeroshot"
-    clf.neighbour_titles_ = list(objects.get("neighbour_titles", []))
-    clf.image_encoder_ = None
-    clf.image_stats_ = dict(params.get("image_stats") or {})
+    image_encoder = None
     img_enc = params.get("image_encoder")
     if img_enc:
         from .encoders.image import load_image_encoder
 
-        clf.image_encoder_ = load_image_encoder(img_enc["name"], views=int(img_enc.get("views", 1)))
-        if clf.image_encoder_.identity != img_enc["identity"]:
+        image_encoder = load_image_encoder(img_enc["name"], views=int(img_enc.get("views", 1)))
+        if image_encoder.identity != img_enc["identity"]:
             logger.warning("the bundle was trained with the image encoder %s but %s is installed",
-                           img_enc["identity"], clf.image_encoder_.identity)
+                           img_enc["identity"], image_encoder.identity)
+    ensemble = Ensemble.from_state(params, arrays, objects, encoder, finetune_blob, image_encoder)
+    # a zero-shot model embeds the title with its context (older zero-shot bundles do not say so)
+    ensemble.embed_context = ensemble.embed_context or clf.tier == "zeroshot"
     return ensemble

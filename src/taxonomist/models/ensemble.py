@@ -23,6 +23,7 @@ from scipy.special import log_softmax
 from ..exceptions import TaxonomistError
 from ..products import Images
 from ..taxonomy import CategoryPath, format_path, parse_path
+from ..text import scrub_pii
 from .calibration import apply_top_label, softmax_with_temperature
 from .embed import EmbedHead, NeighbourIndex
 from .sparse import Encoded, SparseClassifier
@@ -323,6 +324,9 @@ class Ensemble:
     stacking: dict[str, Any] = field(default_factory=dict)  # what cross-validation chose, and why (select_stack)
     encoder: Any = None  # the text encoder the embedding members read
     embed_context: bool = False  # embed the title with its context (zero-shot queries), not the title alone
+    image_encoder: Any = None  # the ImageEncoder of the photo members (None: text only)
+    image_stats: dict[str, int] = field(default_factory=dict)  # the training products' photos: usable, missing, ...
+    neighbour_titles: list[str] = field(default_factory=list)  # the neighbour member's titles (PII scrubbed), its order
 
     @property
     def classes(self) -> list[str]:
@@ -450,6 +454,10 @@ class Ensemble:
         """Add a category without retraining: the zero-shot member scores it from its path (and
         ``description``), the nearest-neighbour member from ``examples`` when given; the others abstain on it."""
         m = self.members
+        if not path:
+            raise TaxonomistError("expected a category path such as 'Apparel > Topwear > Ponchos', got an empty one")
+        if format_path(path) in set(m.classes):
+            raise TaxonomistError(f"the model already has the category {format_path(path)!r}")
         if m.zeroshot is None and not (m.knn is not None and examples):
             raise TaxonomistError("this model has no zero-shot member; give example titles of the new category")
         reach = {k for k in ("zeroshot", "knn") if getattr(m, k) is not None and (k != "knn" or examples)}
@@ -468,8 +476,10 @@ class Ensemble:
         if m.knn is not None:
             if examples:
                 m.knn.add(self.encoder.encode(list(examples)), np.full(len(examples), n - 1), n)
+                self.neighbour_titles = [*self.neighbour_titles, *(scrub_pii(t) for t in examples)]
             else:
                 m.knn.n_classes_ = n
+        logger.info("added the category %s (%d examples)", format_path(path), len(examples))
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any], dict[str, bytes]]:
         """(params, arrays, JSON objects, raw files) for a bundle (no pickle)."""
@@ -477,7 +487,9 @@ class Ensemble:
         params.update(weights=self.weights, temperature=self.temperature, encoder=self.encoder.describe(),
                       prior_shift=self.prior_shift, rank_unshifted=self.rank_unshifted, cascade=self.cascade,
                       validation_macro_f1=self.validation_scores, stacking=self.stacking,
-                      embed_context=self.embed_context)
+                      embed_context=self.embed_context, image_stats=self.image_stats,
+                      image_encoder=self.image_encoder.describe() if self.image_encoder is not None else None)
+        objects["neighbour_titles"] = self.neighbour_titles
         if self.top_label is not None:
             arrays["ens_top_label_x"], arrays["ens_top_label_y"] = self.top_label
         raw = {"finetune.safetensors": self.members.finetune.to_bytes()} if self.members.finetune is not None else {}
@@ -485,9 +497,10 @@ class Ensemble:
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], objects: dict[str, Any],
-                   encoder: Any, finetune_blob: bytes | None = None) -> Ensemble:
-        """The ensemble :meth:`get_state` described (older bundles: no cascade, no stacking report, the shifted
-        top probability, titles embedded alone)."""
+                   encoder: Any, finetune_blob: bytes | None = None, image_encoder: Any = None) -> Ensemble:
+        """The ensemble :meth:`get_state` described, reading with ``encoder`` (and ``image_encoder``, loaded by the
+        caller from ``params["image_encoder"]``); older bundles: no cascade, no stacking report, the shifted top
+        probability, titles embedded alone."""
         return cls(
             members=members_from_state(params, arrays, objects, encoder, finetune_blob),
             weights={str(k): float(v) for k, v in params["weights"].items()},
@@ -500,4 +513,7 @@ class Ensemble:
             stacking=dict(params.get("stacking") or {}),
             encoder=encoder,
             embed_context=bool(params.get("embed_context", False)),
+            image_encoder=image_encoder,
+            image_stats=dict(params.get("image_stats") or {}),
+            neighbour_titles=list(objects.get("neighbour_titles", [])),
         )

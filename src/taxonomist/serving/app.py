@@ -6,7 +6,7 @@ per resource), their dependencies in :mod:`.deps`, the state they share in :clas
 
 A product's way through it: the request body is size-checked (413) and validated (422) → image references are
 checked against the image root (400) → the product joins a micro-batch → the first stage of the served model
-(the sparse member) answers the products it is sure of, a worker thread the rest (:mod:`.staged`) →
+(the sparse member) answers the products it is sure of, a worker thread the rest (`TaxonomyClassifier.defer` / `complete`) →
 low-confidence predictions (and an audit sample) are written to the review queue (SQLite, committed before the
 answer) → JSON with the path, confidences, alternatives, ``needs_review`` and the model version.
 """

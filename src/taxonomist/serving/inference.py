@@ -17,7 +17,6 @@ from .metrics import ServiceMetrics
 from .registry import ModelRegistry, ServedModel
 from .schemas import Product
 from .settings import ServeSettings
-from .staged import first_stage, second_stage
 
 __all__ = ["Inference"]
 
@@ -72,8 +71,7 @@ class Inference:
             # long texts in calls of about _CHUNK_CHARS: one model call (a sparse matrix product that holds the
             # GIL) on 1 MB of text would keep the event loop from the GIL for its whole length
             for idx in _chunks(group, [_text_chars([items[i]]) for i in group], _CHUNK_CHARS):
-                first, pending = first_stage(model.classifier, [items[i][0] for i in idx], top_k=k,
-                                                                          min_confidence=mc)
+                first, pending = model.classifier.defer([items[i][0] for i in idx], top_k=k, min_confidence=mc)
                 for i, p in zip(idx, first, strict=True):
                     if p is not None:
                         results[i] = (p, model.version, flags[i])
@@ -85,7 +83,7 @@ class Inference:
     def _predict_second(left: tuple[ServedModel, list[tuple[list[int], Any]], list[str | None]]) -> list[Any]:
         """What :meth:`_predict_first` left, in one encoder pass: the results of its positions, in batch order."""
         model, parts, flags = left
-        later = second_stage(model.classifier, [pending for _, pending in parts])
+        later = model.classifier.complete([pending for _, pending in parts])
         answers = {i: (p, model.version, flags[i]) for (positions, _), preds in zip(parts, later, strict=True)
                    for i, p in zip(positions, preds, strict=True)}
         return [answers[i] for i in sorted(answers)]
