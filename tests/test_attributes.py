@@ -1,0 +1,71 @@
+"""Product attributes: zero-shot from the product's words, learned from a catalogue's filled cells (issue 37)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from taxonomist.attributes import ATTRIBUTES, AttributeModels, applies, extract, match, normalise
+
+
+@pytest.mark.parametrize(("title", "color", "gender", "age"), [
+    ("Turtle Check Men Navy Blue Shirt", "Navy", "male", "adult"),
+    ("Baby Pink Romper for Girls", "Pink", "female", "kids"),  # a colour, not a baby
+    ("Robe rouge pour femme", "Red", "female", "adult"),
+    ("女士黑色连衣裙", "Black", "female", "adult"),
+    ("Rose Gold Watch for her", "Rose gold", "female", "adult"),
+    ("Spykar Men Charcoal Grey Jeans", "Gray", "male", "adult"),
+    ("Marine Collagen Capsules", None, None, None),
+])
+def test_the_words_of_a_product_give_its_attributes_in_the_feed_values(title, color, gender, age) -> None:
+    got = [match(n, title) for n in ("color", "gender", "age_group")]
+    assert [m.value if m else None for m in got] == [color, gender, age]
+    for name, m in zip(("color", "gender", "age_group"), got, strict=True):
+        assert m is None or m.value in ATTRIBUTES[name].values
+
+
+def test_several_colours_or_words_only_in_the_description_are_less_sure() -> None:
+    one, several = match("color", "Black Running Shoes"), match("color", "Black & White Running Shoes")
+    described = match("color", "Running Shoes", "a shoe in deep navy")
+    assert one and several and described
+    assert several.value == "Black" and several.confidence < described.confidence < one.confidence
+
+
+def test_an_attribute_is_offered_only_where_the_category_has_it() -> None:
+    assert applies("gender", "Apparel & Accessories > Clothing > Dresses", "google")
+    assert not applies("gender", "Electronics > Computers > Laptops", "google")
+    assert applies("color", "Electronics > Computers > Laptops", "google")
+    assert applies("gender", "Apparel & Accessories > Clothing > Activewear > Dance Dresses, Skirts & Costumes",
+                   "shopify")
+    assert not applies("gender", "Animals & Pet Supplies > Pet Supplies > Cat Supplies > Cat Toys", "shopify")
+    assert applies("gender", "Dresses", None)  # a shop's own taxonomy: the words decide
+    frame = pd.DataFrame({"title": ["Women's Red Dress", "Women's Red Laptop Sleeve"]})
+    got = extract(frame, ["gender", "color"], categories=["Apparel & Accessories > Clothing > Dresses",
+                                                          "Electronics > Computers > Laptops"], taxonomy="google")
+    assert got["attr_gender"].tolist() == ["female", ""] and math.isnan(got["attr_gender_confidence"][1])
+    assert got["attr_color"].tolist() == ["Red", "Red"]
+
+
+def test_unknown_attributes_are_refused_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="expected attributes among"):
+        extract(["a shirt"], ["flavour"])
+
+
+def test_a_catalogue_value_is_normalised_to_the_feed_value() -> None:
+    assert [normalise("gender", v) for v in ("Men", "Girls", "Unisex", "female")] == ["male", "female", "unisex",
+                                                                                     "female"]
+    assert normalise("color", "Navy Blue") == "Navy" and normalise("material", "Cotton") == "Cotton"
+
+
+def test_learned_attributes_never_read_their_own_column(tiny_frame) -> None:
+    frame = pd.concat([tiny_frame] * 3, ignore_index=True)
+    frame["colour"] = ["red", "blue"] * (len(frame) // 2) + ["red"] * (len(frame) % 2)
+    models = AttributeModels(["colour"], min_products=4, min_confidence=0.0).fit(frame)
+    flipped = frame.assign(colour=frame["colour"].map({"red": "blue", "blue": "red"}))
+    # the answers do not move when the column is changed: the model does not read it
+    assert models.predict(frame)["attr_colour"].tolist() == models.predict(flipped)["attr_colour"].tolist()
+    assert AttributeModels(["colour"], min_products=10_000).fit(frame).skipped_ == {"colour": f"{len(frame)} filled cells, 2 values"}
+    with pytest.raises(ValueError, match="expected an attribute column 'size'"):
+        AttributeModels(["size"]).fit(frame)
