@@ -355,3 +355,58 @@ def test_map_taxonomy_applies_its_crosswalk_to_a_feed(tmp_path, capsys, monkeypa
     changes = pd.read_csv(tmp_path / "mapped.changes.csv", dtype=str, keep_default_na=False)
     assert changes["action"].tolist() == ["filled", "filled", "no_answer"]
     assert "filled 2 empty" in " ".join(out.split())
+
+
+ATTRIBUTE_FEED = '''<?xml version="1.0"?>
+<rss xmlns:g="http://base.google.com/ns/1.0" version="2.0">
+<channel>
+<title>Example shop</title>
+<item><g:id>RUN-1</g:id><g:title>Nike Women's Navy Blue Running Shoes</g:title>
+<g:link>https://www.example.com/run</g:link></item>
+<item><g:id>JEAN-2</g:id><g:title>Levi's Men Black Slim Jeans</g:title><g:link>https://www.example.com/jeans</g:link>
+<g:color>Schwarz</g:color><g:gender>male</g:gender></item>
+<item><g:id>CHG-3</g:id><g:title>USB-C Laptop Charger 65W, white</g:title><g:link>https://www.example.com/chg</g:link>
+<g:gender>Unisex</g:gender></item>
+</channel>
+</rss>
+'''
+
+
+def test_classify_attributes_fill_a_merchant_feed_where_empty_with_allowed_values(tmp_path: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    """issue 37: `classify --attributes --fill` writes g:color / g:gender / g:age_group only where empty, and only
+    values Merchant Center accepts; the merchant's own values are kept."""
+    from xml.etree import ElementTree as ET
+
+    from taxonomist.attributes import ATTRIBUTES
+
+    from .test_bad_inputs import run_cli
+
+    feed = tmp_path / "feed.xml"
+    feed.write_text(ATTRIBUTE_FEED, encoding="utf-8")
+    code, out = run_cli(["classify", str(feed), "--taxonomy", "google", "--encoder", "minilm-en", "--min-confidence",
+                         "0", "--attributes", "color,gender,age_group", "--fill", str(tmp_path / "up.xml"),
+                         "-o", str(tmp_path / "pred.csv")], capsys, monkeypatch)
+    assert code == 0, out
+    g = "{http://base.google.com/ns/1.0}"
+    items = {it.find(f"{g}id").text: it for it in ET.parse(tmp_path / "up.xml").getroot().iter("item")}
+
+    def field(item: str, name: str) -> str | None:
+        el = items[item].find(f"{g}{name}")
+        return None if el is None else el.text
+
+    assert (field("RUN-1", "color"), field("RUN-1", "gender"), field("RUN-1", "age_group")) == ("Navy", "female", "adult")
+    # the merchant's own cells are kept (Schwarz is black: no disagreement), the empty age group filled
+    assert (field("JEAN-2", "color"), field("JEAN-2", "gender"), field("JEAN-2", "age_group")) == ("Schwarz", "male", "adult")
+    # a charger has a colour; gender and age group are not attributes of electronics in Google's taxonomy
+    assert (field("CHG-3", "color"), field("CHG-3", "gender"), field("CHG-3", "age_group")) == ("White", "Unisex", None)
+    for it in items.values():
+        for name in ("color", "gender", "age_group"):
+            value = field(it.find(f"{g}id").text, name)
+            assert value is None or value in ATTRIBUTES[name].values or value in ("Schwarz", "Unisex")
+    with (tmp_path / "up.changes.csv").open(encoding="utf-8") as f:
+        actions = {(r["id"], r["column"]): r["action"] for r in csv.DictReader(f)}
+    assert actions[("JEAN-2", "g:color")] == "kept" and actions[("RUN-1", "g:gender")] == "filled"
+    with (tmp_path / "pred.csv").open(encoding="utf-8") as f:
+        pred = {r["id"]: r for r in csv.DictReader(f)}
+    assert pred["RUN-1"]["attr_color"] == "Navy" and float(pred["RUN-1"]["attr_color_confidence"]) > 0.9

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,10 +92,34 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
                   "taxonomist retrain)", highlight=False)
 
 
-def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path, overwrite: bool) -> None:
+AttributesOpt = Annotated[str | None, typer.Option("--attributes", help="Also read these product attributes from each product's words: color,gender,age_group (columns attr_NAME and attr_NAME_confidence; unsure: empty). With --fill they go to the feed's own columns where empty: a Merchant feed's color / gender / age_group, a Shopify export's Google Shopping gender / age group.")]
+
+
+def _with_attributes(result: Any, frame: Any, attributes: str | None, taxonomy: str | None) -> list[str]:
+    """``--attributes``: the products' attributes (:func:`taxonomist.attributes.extract`, a value only where the
+    predicted category has the attribute) added to ``result`` as columns; the names asked for."""
+    if not attributes:
+        return []
+    from ..attributes import extract
+
+    names = [a.strip() for a in attributes.split(",") if a.strip()]
+    try:
+        got = extract(frame, names, categories=result["category"].fillna("").astype(str).tolist(), taxonomy=taxonomy)
+    except ValueError as e:
+        raise CliError(f"--attributes: {e}") from None
+    for col in got.columns:
+        result[col] = got[col].to_numpy()
+    for n in names:
+        console.print(f"{n}: {int((got[f'attr_{n}'] != '').sum()):,} of {len(got):,} products", highlight=False)
+    return names
+
+
+def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path, overwrite: bool,
+          attributes: Sequence[str] = ()) -> None:
     """``--fill``: the catalogue file written back in its own format with the predicted categories in its empty
-    category cells (all of them with ``overwrite``), and a change report beside it (``cat``: the Catalog read from
-    it, ``None`` for --text)."""
+    category cells (all of them with ``overwrite``), and ``attributes`` (columns ``attr_<name>`` of ``result``) in
+    its attribute columns likewise; a change report beside it (``cat``: the Catalog read from it, ``None`` for
+    --text)."""
     if catalog is None or cat is None:
         raise CliError("--fill writes a catalogue file back with its categories: give the catalogue, not --text")
     if cat.report.issue("malformed_line").count:  # its rows would not line up with the file's records
@@ -104,7 +128,10 @@ def _fill(catalog: Path | None, cat: Any, result: Any, fill: Path, overwrite: bo
 
     report = write_back(catalog, cat.frame["row"].tolist(), result["category"].fillna("").astype(str).tolist(), fill,
                         overwrite=overwrite, confidences=result["confidence"].astype(float).tolist(),
-                        ids=result["id"].astype(str).tolist(), titles=result["title"].astype(str).tolist())
+                        ids=result["id"].astype(str).tolist(), titles=result["title"].astype(str).tolist(),
+                        attributes={a: result[f"attr_{a}"].fillna("").astype(str).tolist() for a in attributes},
+                        attribute_confidences={a: result[f"attr_{a}_confidence"].astype(float).tolist()
+                                               for a in attributes})
     changes = report.write_csv(fill.with_name(f"{fill.stem}.changes.csv"))
     if not report.columns:
         console.print(f"{catalog.name}: no answer is a category of its column's taxonomy, so nothing was written to "
@@ -208,6 +235,7 @@ def predict(
     top_k: Annotated[int, typer.Option(help="Alternatives per product.")] = 3,
     min_confidence: MinConfOpt = None,
     explain: Annotated[bool, typer.Option(help="Show the features behind each prediction.")] = False,
+    attributes: AttributesOpt = None,
     batch_size: Annotated[int, typer.Option(help="Products per batch.")] = 2048,
     engine: EngineOpt = "local", num_workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
     image_root: ImageRootOpt = None, spreadsheet_safe: SafeCsvOpt = True,
@@ -233,8 +261,9 @@ def predict(
         if output is None or output.suffix.lower() in FILE_OUTPUTS:
             raise CliError(f"a batch job (folder input or --engine {engine}) writes a folder of Parquet parts: give "
                            "-o a folder name without a file suffix")
-        if explain or with_columns:
-            raise CliError("--explain and --with-columns work on a single catalogue file with a file -o, not in batch jobs")
+        if explain or with_columns or attributes:
+            raise CliError("--explain, --attributes and --with-columns work on a single catalogue file with a file -o, "
+                           "not in batch jobs")
         _run_batch_job("predict", str(model), catalog, output, engine, num_workers, address,
                        Reading.of(map_, label_columns, sep, None, encoding, no_header, columns, strict, delimiter, sheet).catalog_options(), batch_size,
                        overwrite, top_k=top_k, min_confidence=min_confidence,
@@ -245,8 +274,9 @@ def predict(
     if cat is not None:
         clf.image_root = str(image_root or cat.base_dir)
     result = _predict_batches(clf, frame, batch_size, model, top_k=top_k, min_confidence=min_confidence, explain=explain)
+    names = _with_attributes(result, frame, attributes, clf.taxonomy_.kind)
     if fill is not None:
-        _fill(catalog, cat, result, fill, overwrite)
+        _fill(catalog, cat, result, fill, overwrite, names)
     if to_stdout:  # JSON Lines and nothing else on stdout (the reading report went to stderr)
         sys.stdout.write(result.to_json(orient="records", lines=True, force_ascii=False))
         sys.stdout.flush()
@@ -408,6 +438,7 @@ def classify(
     overwrite: Annotated[bool, typer.Option(help="With --fill: replace the categories the file already has (otherwise only empty cells are filled).")] = False,
     save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
     learn: Annotated[bool, typer.Option(help="Learn from the categories the catalogue already has (and estimate the run's accuracy on them).")] = True,
+    attributes: AttributesOpt = None,
     review_db: Annotated[Path | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database; review them at /review, then taxonomist retrain).")] = None,
     review_below: Annotated[float, typer.Option(help="With --review-db: the leaf confidence under which a product is queued.", callback=check_probability)] = 0.9,
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for a catalogue not in English or CJK, else minilm-en+e5-multilingual), minilm-en, e5-multilingual, a+b, or a local model.")] = "auto",
@@ -458,8 +489,9 @@ def classify(
                           f"learnt from{how}", highlight=False)
     result = _predict_batches(clf, frame, batch_size, top_k=top_k, min_confidence=min_confidence, explain=False,
                               known=known)
+    names = _with_attributes(result, frame, attributes, tax.kind)
     if fill is not None:
-        _fill(catalog, cat, result, fill, overwrite)
+        _fill(catalog, cat, result, fill, overwrite, names)
     if review_db is not None:
         # the version the service will name: the saved bundle's folder (a store's v0001), else the taxonomy's
         _queue_unsure(frame, result, review_db, review_below, save.name if save else f"zero-shot:{taxonomy.name}")
