@@ -67,6 +67,22 @@ def test_classify_one_and_batch(client: TestClient) -> None:
     assert alone["leaf_confidence"] == pytest.approx(batch["results"][0]["leaf_confidence"])
 
 
+def test_classify_answers_the_attributes_asked_for(client: TestClient) -> None:
+    """issue 37: the API answers colour, gender and age group with the category, in Merchant Center values."""
+    r = client.post("/v1/classify", json={"products": [{"title": "Titan Women Gold Analog Watch"},
+                                                       {"title": "zzz qqq"}],
+                                          "attributes": ["color", "gender", "age_group"]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    assert first["attributes"] == {"color": {"value": "Gold", "confidence": 0.95},
+                                   "gender": {"value": "female", "confidence": 0.95},
+                                   "age_group": {"value": "adult", "confidence": 0.95}}
+    assert "attributes" not in second  # nothing in its words
+    assert "attributes" not in classify(client, "Titan Women Gold Analog Watch")["results"][0]  # not asked
+    bad = client.post("/v1/classify", json={"product": {"title": "a watch"}, "attributes": ["flavour"]})
+    assert bad.status_code == 422
+
+
 def test_the_api_docs_work_offline(client: TestClient) -> None:
     """/docs loaded Swagger UI from a CDN: blank without internet. Its assets come from an installed package."""
     page = client.get("/docs")

@@ -72,6 +72,9 @@ class ClassifyRequest(_Body):
     top_k: int = Field(3, ge=1, le=20, description="Alternative leaves to return.")
     explain: bool = Field(False, description="Attach the n-grams and nearest training products behind each prediction.")
     min_confidence: float | None = Field(None, ge=0.0, le=1.0, description="Back off to a parent below this confidence.")
+    attributes: list[Literal["color", "gender", "age_group"]] | None = Field(
+        None, description="Also read these attributes from each product's words, in Merchant Center values "
+                          "(offered only where the predicted category has the attribute; unsure: left out).")
 
     @model_validator(mode="after")
     def _one_of(self) -> ClassifyRequest:
@@ -90,6 +93,11 @@ class Alternative(BaseModel):
     confidence: float
 
 
+class AttributeValue(BaseModel):
+    value: str
+    confidence: float
+
+
 class ClassifyResult(BaseModel):
     id: str | None
     category: str = Field(description="The predicted path (backed off to a parent when unsure; empty when unclassified).")
@@ -105,6 +113,8 @@ class ClassifyResult(BaseModel):
     review_id: int | None = None
     explanation: list[dict[str, Any]] | None = None
     neighbours: list[dict[str, Any]] | None = None
+    attributes: dict[str, AttributeValue] | None = Field(
+        None, description="The attributes asked for that the product's words give: value and confidence.")
     model_version: str
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 
 from ..deps import BUDGET, READ, Credentials, ServiceDep, has_valid_key
-from ..schemas import ClassifyRequest, ClassifyResponse, ClassifyResult
+from ..schemas import AttributeValue, ClassifyRequest, ClassifyResponse, ClassifyResult
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
                 "prediction": res.model_dump(exclude_none=True, exclude={"needs_review", "review_id", "review_reason"}),
                 "category": d["leaf"], "confidence": d["leaf_confidence"], "margin": margin, "reason": reason,
                 "model_version": version}))
+    if req.attributes:
+        await asyncio.to_thread(_attributes, out, records, req.attributes, svc.inference.model.classifier)
     svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
     if svc.watch.shadow is not None:
         svc.watch.shadow.submit(records, [pred.leaf for pred, _, _ in results])
@@ -78,3 +81,14 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
             if rid is not None:
                 svc.metrics.queued.labels(reason=q["reason"]).inc()
     return ClassifyResponse(model_version=out[0].model_version if out else svc.inference.model.version, results=out)
+
+
+def _attributes(out: list[ClassifyResult], records: list[dict[str, Any]], names: list[str], classifier: Any) -> None:
+    """The attributes asked for (:func:`taxonomist.attributes.extract`), where the answered category has them."""
+    from ...attributes import extract
+
+    got = extract(records, names, categories=[r.category for r in out], taxonomy=classifier.taxonomy_.kind)
+    for i, res in enumerate(out):
+        values = {n: AttributeValue(value=got[f"attr_{n}"][i], confidence=round(float(got[f"attr_{n}_confidence"][i]), 4))
+                  for n in names if got[f"attr_{n}"][i]}
+        res.attributes = values or None
