@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -83,7 +84,7 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
     return ClassifyResponse(model_version=out[0].model_version if out else svc.inference.model.version, results=out)
 
 
-def _attributes(out: list[ClassifyResult], records: list[dict[str, Any]], names: list[str], classifier: Any) -> None:
+def _attributes(out: list[ClassifyResult], records: list[dict[str, Any]], names: Sequence[str], classifier: Any) -> None:
     """The attributes asked for (:func:`taxonomist.attributes.extract`), where the answered category has them."""
     from ...attributes import extract
 
