@@ -69,3 +69,18 @@ def test_learned_attributes_never_read_their_own_column(tiny_frame) -> None:
     assert AttributeModels(["colour"], min_products=10_000).fit(frame).skipped_ == {"colour": f"{len(frame)} filled cells, 2 values"}
     with pytest.raises(ValueError, match="expected an attribute column 'size'"):
         AttributeModels(["size"]).fit(frame)
+
+
+def test_a_catalogue_with_filled_cells_keeps_the_better_of_learning_and_zero_shot(tiny_frame) -> None:
+    from taxonomist.attributes import read_attributes
+
+    frame = pd.concat([tiny_frame] * 10, ignore_index=True)
+    # a shop's own codes for its colours, which no word of the titles says: only learning can read them
+    frame["colour"] = ["Red" if i % 2 else "White" for i in range(len(frame))]
+    frame["title"] = [f"{t} {'crimson-line' if i % 2 else 'snow-line'}" for i, t in enumerate(frame["title"])]
+    got, how = read_attributes(frame, ["color", "gender"], min_products=20)
+    assert how["color"].startswith("learnt from the column 'colour'")
+    assert set(got["attr_color"]) <= {"Red", "White", ""}
+    assert how["gender"].startswith("zero-shot")
+    few, how = read_attributes(frame.head(30), ["color"], min_products=50)
+    assert how["color"] == "zero-shot (from the products' words); its column 'colour' has 30 values, 50 are needed to learn"

@@ -96,21 +96,24 @@ AttributesOpt = Annotated[str | None, typer.Option("--attributes", help="Also re
 
 
 def _with_attributes(result: Any, frame: Any, attributes: str | None, taxonomy: str | None) -> list[str]:
-    """``--attributes``: the products' attributes (:func:`taxonomist.attributes.extract`, a value only where the
-    predicted category has the attribute) added to ``result`` as columns; the names asked for."""
+    """``--attributes``: the products' attributes (:func:`taxonomist.attributes.read_attributes`: learnt from the
+    catalogue's own filled cells where that reads them better, else from the products' words; a value only where
+    the predicted category has the attribute) added to ``result`` as columns; the names asked for."""
     if not attributes:
         return []
-    from ..attributes import extract
+    from ..attributes import read_attributes
 
     names = [a.strip() for a in attributes.split(",") if a.strip()]
     try:
-        got = extract(frame, names, categories=result["category"].fillna("").astype(str).tolist(), taxonomy=taxonomy)
+        got, how = read_attributes(frame, names, categories=result["category"].fillna("").astype(str).tolist(),
+                                   taxonomy=taxonomy)
     except ValueError as e:
         raise CliError(f"--attributes: {e}") from None
     for col in got.columns:
         result[col] = got[col].to_numpy()
     for n in names:
-        console.print(f"{n}: {int((got[f'attr_{n}'] != '').sum()):,} of {len(got):,} products", highlight=False)
+        console.print(f"{n}: {int((got[f'attr_{n}'] != '').sum()):,} of {len(got):,} products, {how[n]}",
+                      highlight=False)
     return names
 
 
