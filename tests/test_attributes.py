@@ -84,3 +84,25 @@ def test_a_catalogue_with_filled_cells_keeps_the_better_of_learning_and_zero_sho
     assert how["gender"].startswith("zero-shot")
     few, how = read_attributes(frame.head(30), ["color"], min_products=50)
     assert how["color"] == "zero-shot (from the products' words); its column 'colour' has 30 values, 50 are needed to learn"
+
+
+def test_an_attribute_without_a_vocabulary_is_learnt_from_the_catalogues_column(tiny_frame, tmp_path) -> None:
+    from taxonomist.attributes import read_attributes
+    from taxonomist.writeback import write_back
+
+    frame = pd.concat([tiny_frame] * 10, ignore_index=True)
+    frame["material"] = ["leather" if "Shoes" in t else "cotton" for t in frame["title"]]
+    frame.loc[:4, "material"] = ""
+    got, how = read_attributes(frame, ["material"], min_products=20)
+    assert how["material"].startswith("learnt from the column 'material'")
+    assert set(got["attr_material"]) <= {"leather", "cotton", ""}
+    with pytest.raises(ValueError, match="or a column 'fit' of the catalogue"):
+        read_attributes(frame, ["fit"])
+    # a plain table gets the values in its own column, empty cells only
+    src = tmp_path / "shop.csv"
+    frame[["title", "material"]].to_csv(src, index=False)
+    report = write_back(src, list(range(1, len(frame) + 1)), [""] * len(frame), tmp_path / "out.csv",
+                        attributes={"material": got["attr_material"].tolist()})
+    written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert (written["material"][5:] == frame["material"][5:]).all() and (written["material"][:5] != "").all()
+    assert report.counts("material")["filled"] == 5

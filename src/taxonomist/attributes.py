@@ -332,11 +332,16 @@ def read_attributes(products: Any, names: Sequence[str], categories: Sequence[st
     (:func:`extract`) answer the other 20 %; the one with more right answers is kept (the model then learnt on all
     of them). Otherwise, and for every product of a category without the attribute, zero-shot.
 
+    An attribute taxonomist has no vocabulary for (``material``, a shop's own ``fit``, ...) is learnt from the
+    catalogue's column of that name, which must have ``min_products`` values.
+
     Returns the columns of :func:`extract` and, per attribute, how it was read (a sentence)."""
     batch = ProductBatch.from_any(products)
-    out = extract(batch, names, categories, taxonomy)
+    out = extract(batch, [n for n in names if n in ATTRIBUTES], categories, taxonomy)
     how: dict[str, str] = {}
-    for name in names:
+    for name in [n for n in names if n not in ATTRIBUTES]:
+        how[name] = _learn_own(batch, name, min_products, out)
+    for name in [n for n in names if n in ATTRIBUTES]:
         col = _own_column(batch, name)
         values = [normalise(name, v) for v in batch.attributes[col]] if col else []
         filled = [i for i, v in enumerate(values) if v]
@@ -366,3 +371,19 @@ def read_attributes(products: Any, names: Sequence[str], categories: Sequence[st
         how[name] = (f"learnt from the column {col!r} ({len(filled):,} values): right on {right[0]} of "
                      f"{len(held)} held-out values, zero-shot {right[1]}")
     return out, how
+
+
+def _learn_own(batch: ProductBatch, name: str, min_products: int, out: pd.DataFrame) -> str:
+    """An attribute without a vocabulary, learnt from the catalogue's own column into ``out``; how (a sentence)."""
+    col = _own_column(batch, name)
+    if col is None:
+        raise ValueError(f"expected attributes among {sorted(ATTRIBUTES)}, or a column {name!r} of the catalogue to "
+                         f"learn it from; the catalogue has {sorted(batch.attributes)}")
+    models = AttributeModels([col], min_products=min_products).fit(batch)
+    if col in models.skipped_:
+        raise ValueError(f"the column {col!r} has too few values to learn {name!r} from ({models.skipped_[col]}; "
+                         f"{min_products} filled cells and two values are needed)")
+    got = models.predict(batch)
+    out[f"attr_{name}"] = got[f"attr_{col}"].to_numpy()
+    out[f"attr_{name}_confidence"] = got[f"attr_{col}_confidence"].to_numpy()
+    return f"learnt from the column {col!r} ({int(sum(bool(v.strip()) for v in batch.attributes[col])):,} values)"

@@ -172,12 +172,13 @@ def _targets(fmt: str | None, column: str | None = None) -> list[_Target]:
 
 
 ATTRIBUTE_COLUMNS = {
-    "merchant": {"color": "color", "gender": "gender", "age_group": "age_group"},
+    "merchant": {"color": "color", "gender": "gender", "age_group": "age_group", "material": "material",
+                 "pattern": "pattern", "size": "size", "size_type": "size_type", "brand": "brand"},
     "shopify": {"gender": "Google Shopping / Gender", "age_group": "Google Shopping / Age Group"},
-    None: {"color": "color", "gender": "gender", "age_group": "age_group"},
 }
-"""The column each attribute is written to, per file format (a Shopify export's colour is a metaobject reference
-and a WooCommerce export's attributes are numbered name / value pairs: neither is written)."""
+"""The column each attribute is written to, per file format (a plain table: the column of its name; a Shopify
+export's colour is a metaobject reference and a WooCommerce export's attributes are numbered name / value pairs:
+neither is written)."""
 
 
 _ATTRIBUTE_ALIASES = {"color": ("color", "colour", "colors", "colours"), "gender": ("gender", "sex", "target_gender"),
@@ -185,6 +186,8 @@ _ATTRIBUTE_ALIASES = {"color": ("color", "colour", "colors", "colours"), "gender
 
 
 def _attribute_targets(fmt: str | None, names: Sequence[str]) -> list[_AttributeTarget]:
+    if fmt is None:
+        return [_AttributeTarget(n, n) for n in names]
     columns = ATTRIBUTE_COLUMNS.get(fmt, {})
     return [_AttributeTarget(columns[n], n) for n in names if n in columns]
 

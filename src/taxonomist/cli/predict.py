@@ -92,7 +92,7 @@ def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, versio
                   "taxonomist retrain)", highlight=False)
 
 
-AttributesOpt = Annotated[str | None, typer.Option("--attributes", help="Also read these product attributes from each product's words: color,gender,age_group (columns attr_NAME and attr_NAME_confidence; unsure: empty). With --fill they go to the feed's own columns where empty: a Merchant feed's color / gender / age_group, a Shopify export's Google Shopping gender / age group.")]
+AttributesOpt = Annotated[str | None, typer.Option("--attributes", help="Also read these product attributes: color,gender,age_group from each product's words (or learnt from the catalogue's own filled cells where that reads them better), any other from the catalogue's column of that name (columns attr_NAME and attr_NAME_confidence; unsure: empty). With --fill they go to the feed's own columns where empty: a Merchant feed's color / gender / age_group, a Shopify export's Google Shopping gender / age group.")]
 
 
 def _with_attributes(result: Any, frame: Any, attributes: str | None, taxonomy: str | None) -> list[str]:
