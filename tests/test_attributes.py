@@ -106,3 +106,21 @@ def test_an_attribute_without_a_vocabulary_is_learnt_from_the_catalogues_column(
     written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert (written["material"][5:] == frame["material"][5:]).all() and (written["material"][:5] != "").all()
     assert report.counts("material")["filled"] == 5
+
+
+def test_the_evaluation_scores_how_attributes_are_read_on_the_bundled_sample(sample_model, sample_split,
+                                                                             tmp_path) -> None:
+    """issue 37: the report scores the attributes (precision, coverage, per value) against the catalogue's own
+    columns; on the bundled sample (Myntra fashion products) colour and gender are read as the shop states them."""
+    from taxonomist.evaluation import evaluate
+
+    ev = evaluate(sample_model, sample_split[1], attributes=["color", "gender", "age_group"])
+    scores = ev.metrics["attributes"]
+    assert set(scores) == {"color", "gender"}  # the sample has no age group column
+    assert scores["color"]["column"] == "colour" and scores["color"]["precision"] > 0.85
+    assert scores["color"]["coverage"] > 0.7 and scores["gender"]["precision"] > 0.95
+    navy = next(v for v in scores["color"]["values"] if v["value"] == "Navy")
+    assert navy["n"] > 0 and 0 <= navy["precision"] <= 1
+    ev.write_html(tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Attributes read from the products' words" in page and "color (colour)" in page

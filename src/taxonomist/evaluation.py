@@ -248,11 +248,14 @@ def evaluate(
     X: Any,
     y: Sequence[str] | None = None,
     min_confidence: float | None = None,
+    attributes: Sequence[str] = (),
 ) -> Evaluation:
     """Evaluate a fitted model on labelled products (a Catalog, DataFrame or dicts with ``category``).
 
     Also reports the share of products whose normalised title was in the model's training data: a high share
-    means the scores are inflated (evaluate on held-out products).
+    means the scores are inflated (evaluate on held-out products). ``attributes`` (``color``, ``gender``,
+    ``age_group``): how they are read from the products' words where the products have their column
+    (:func:`taxonomist.attributes.score`, in ``metrics["attributes"]``).
 
     Example:
         >>> ev = evaluate(model, test_catalog)   # doctest: +SKIP
@@ -273,6 +276,10 @@ def evaluate(
     if per_modality is not None and img is not None:
         ev.metrics["modalities"] = per_modality
         ev.error_photos = _error_photos(model, batch, list(y), proba, img[1])
+    if attributes:
+        from .attributes import score
+
+        ev.metrics["attributes"] = score(batch, attributes, ev.y_pred, model.taxonomy_.kind)
     seen = model.seen_in_training(batch)
     ev.metrics["seen_in_training_share"] = float(seen.mean())
     if seen.mean() > 0.05:

@@ -340,6 +340,27 @@ def _photo_section(ev: Evaluated) -> str:
     return f"<h2>Misclassified products with a photo</h2><div class=grid>{photos}</div>" if photos else ""
 
 
+def _attribute_section(ev: Evaluated) -> str:
+    """Per attribute read from the products' words: precision, coverage, and per value (empty without any)."""
+    e = html.escape
+    scores = ev.metrics.get("attributes") or {}
+    if not scores:
+        return ""
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1%}"
+
+    rows = "".join(
+        f"<tr><td>{e(name)} ({e(s['column'])})</td><td>{s['n']:,}</td><td>{pct(s['precision'])}</td>"
+        f"<td>{pct(s['coverage'])}</td><td>{pct(s['precision_at_70_coverage'])}</td><td class=ex>"
+        + ", ".join(f"{e(v['value'])} {pct(v['precision'])} of {v['answered']}" for v in s["values"] if v["answered"])
+        + "</td></tr>" for name, s in scores.items())
+    return ("<h2>Attributes read from the products' words</h2><p>Each attribute's own column taken as the truth and "
+            "hidden from the reading.</p><table><tr><th>attribute (column)</th><th>products</th><th>precision</th>"
+            "<th>coverage</th><th>precision of the surest 70 %</th><th>per value: precision of the answers</th></tr>"
+            + rows + "</table>")
+
+
 _STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0;font-size:14px;display:block;overflow-x:auto;max-width:100%} th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
@@ -417,5 +438,6 @@ def render_report(ev: Evaluated, title: str = "taxonomist evaluation") -> str:
 <details><summary>Every category: support, precision, recall, F1</summary>
 <table><tr><th>category</th><th>support</th><th>precision</th><th>recall</th><th>F1</th></tr>{per_class}</table></details>
 {photo_section}
+{_attribute_section(ev)}
 </body></html>
 """

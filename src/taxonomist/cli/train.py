@@ -250,6 +250,7 @@ def evaluate(
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
     encoding: EncOpt = None, delimiter: DelimOpt = None, sheet: SheetOpt = None, no_header: NoHeaderOpt = False, columns: ColumnsOpt = None, strict: StrictOpt = False,
     image_root: ImageRootOpt = None,
+    attributes: Annotated[str | None, typer.Option("--attributes", help="Also score how color,gender,age_group are read from the products' words, against the catalogue's own columns of them.")] = None,
     track: TrackOpt = False, tracking_uri: TrackUriOpt = None, experiment: ExperimentOpt = "taxonomist",
 ) -> None:
     """Evaluate a model bundle on a labelled catalogue (text, image and fused scores when it uses photos)."""
@@ -262,7 +263,8 @@ def evaluate(
         clf.image_root = str(image_root)
     cat = read_input(catalog, Reading.of(map_, label_columns, sep, with_columns, encoding, no_header, columns, strict, delimiter, sheet), require_labels=True)
     with spinner(f"evaluating on {len(cat):,} products"):
-        ev = run_evaluation(clf, cat, min_confidence=min_confidence)
+        ev = run_evaluation(clf, cat, min_confidence=min_confidence,
+                            attributes=[a.strip() for a in (attributes or "").split(",") if a.strip()])
     out.print(metrics_table(ev, f"evaluation on {catalog.name}"))
     if ev.metrics.get("seen_in_training_share", 0) > 0.05:
         console.print(f"[yellow]warning: {ev.metrics['seen_in_training_share']:.1%} of these titles were in the training data; "
