@@ -203,6 +203,29 @@ def test_nonsense_titles_queue_behind_real_products(store_dir: Path, tmp_path: P
         assert [i["reason"] for i in page][-2:] == ["unrecognised", "unrecognised"]
 
 
+def test_a_reviewer_sees_and_corrects_the_attributes_with_the_category(store_dir: Path, tmp_path: Path) -> None:
+    """issue 37: an item queued with the attributes asked for shows them; the decision keeps them as the
+    reviewer left them (in the item and its feedback); only known attributes and values the feed accepts."""
+    with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
+        out = classify(c, "Nike Women Black Running Shoes", attributes=["color", "gender"])["results"][0]
+        rid = out["review_id"]
+        item = c.get(f"/v1/review/{rid}", headers=AUTH).json()
+        assert item["prediction"]["attributes"]["color"]["value"] == "Black"
+        assert c.get("/v1/attributes", headers=AUTH).json()["gender"] == ["male", "female", "unisex"]
+        for bad in ({"colour": "Red"}, {"color": "Crimson"}):
+            r = c.post(f"/v1/review/{rid}", json={"attributes": bad}, headers=AUTH)
+            assert r.status_code == 422 and "expected" in r.json()["detail"]
+        done = c.post(f"/v1/review/{rid}", json={"attributes": {"color": "Red"}}, headers=AUTH).json()
+        assert done["status"] == "accepted" and done["decided_attributes"] == {"color": "Red", "gender": "female"}
+        svc = c.app.state.service  # type: ignore[attr-defined]
+        fb = [f for f in svc.desk.review_store().feedback() if f["review_id"] == rid]
+        assert fb[0]["attributes"] == {"color": "Red", "gender": "female"}
+        # a second decision revises the first; removing a value leaves it out; undo forgets it
+        again = c.post(f"/v1/review/{rid}", json={"attributes": {"gender": ""}}, headers=AUTH).json()
+        assert again["decided_attributes"] == {"color": "Black"}
+        assert c.post(f"/v1/review/{rid}/undo", headers=AUTH).json()["decided_attributes"] is None
+
+
 def test_personal_data_never_reaches_the_review_store(store_dir: Path, tmp_path: Path) -> None:
     with make_client(store_dir, tmp_path, review_threshold=1.0) as c:
         r = c.post("/v1/classify", json={"product": {"title": "blue thing call 13812345678",

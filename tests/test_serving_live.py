@@ -204,3 +204,33 @@ def test_the_pages_fit_a_phone_and_the_queue_is_reachable_by_keyboard(live_store
             page.goto(report.as_uri())
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_a_reviewer_corrects_an_attribute_in_the_review_page(live_store: Path, tmp_path: Path) -> None:
+    """issue 37: the review page shows the attributes a prediction suggested and accepts their corrections."""
+    pw = pytest.importorskip("playwright.sync_api")
+    with LiveServer(live_store, tmp_path / "review.db", tmp_path / "server.log", review_threshold=1.0,
+                    audit_rate=0.0) as server:
+        r = httpx.post(f"{server.url}/v1/classify", json={"product": {"title": "Nike Women Black Running Shoes"},
+                                                          "attributes": ["color", "gender"]})
+        rid = r.json()["results"][0]["review_id"]
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
+            pw.expect.set_options(timeout=20_000)
+            page.goto(f"{server.url}/review")
+            page.fill("#apikey", KEY)
+            page.press("#apikey", "Enter")
+            page.wait_for_selector("#attributes select[data-attr='color']")
+            assert page.input_value("#attributes select[data-attr='color']") == "Black"
+            assert page.input_value("#attributes select[data-attr='gender']") == "female"
+            page.select_option("#attributes select[data-attr='color']", "Red")
+            page.click("#accept")
+            pw.expect(page.locator("#status")).to_contain_text("color Red")
+            browser.close()
+    store = ReviewStore(tmp_path / "review.db")
+    item, fb = store.get(rid), [f for f in store.feedback() if f["review_id"] == rid]
+    store.close()
+    assert item is not None and item["decided_attributes"] == {"color": "Red", "gender": "female"}
+    assert fb and fb[0]["attributes"] == {"color": "Red", "gender": "female"}

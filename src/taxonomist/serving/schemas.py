@@ -132,6 +132,9 @@ class ReviewDecision(_Body):
                           "cannot tell from what was sent. It teaches nothing and counts in no accuracy.")
     reviewer: str | None = Field(None, max_length=200, description="Who decided (the review page sends the name "
                                                                    "entered there).")
+    attributes: dict[str, str] | None = Field(
+        None, description="Corrections of the attributes the prediction suggested, e.g. {\"color\": \"Red\"} "
+                          "(\"\" removes one); the others are accepted as suggested.")
 
 
 class ReviewItem(BaseModel):
@@ -150,6 +153,7 @@ class ReviewItem(BaseModel):
     reviewer: str | None = None
     dismissed_as: str | None = None
     skipped: int = 0
+    decided_attributes: dict[str, str] | None = None
 
 
 class FeedbackRequest(_Body):

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS review (
     reviewer TEXT,
     fingerprint TEXT,                -- SHA-256 of the product's content: identical products are queued once
     dismissed_as TEXT,               -- a dismissed item: not_a_product | cant_tell
-    skipped INTEGER NOT NULL DEFAULT 0  -- times a reviewer skipped it: skipped items come after the others
+    skipped INTEGER NOT NULL DEFAULT 0,  -- times a reviewer skipped it: skipped items come after the others
+    decided_attributes TEXT          -- the product's attributes as the reviewer left them (JSON), when it had any
 );
 CREATE INDEX IF NOT EXISTS review_pending ON review(status, margin);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     category TEXT NOT NULL,          -- the correct path
     source TEXT NOT NULL,            -- review | api
     review_id INTEGER REFERENCES review(id),
-    model_version TEXT
+    model_version TEXT,
+    attributes TEXT                  -- the product's attributes (colour, gender, ...: JSON), when known
 );
 CREATE TABLE IF NOT EXISTS served (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -85,9 +87,12 @@ class ReviewStore:
         # stores written before products were fingerprinted, or items dismissed: add the columns (old items never
         # match a new one; none was dismissed)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(review)")}
-        for column, kind in (("fingerprint", "TEXT"), ("dismissed_as", "TEXT"), ("skipped", "INTEGER NOT NULL DEFAULT 0")):
+        for column, kind in (("fingerprint", "TEXT"), ("dismissed_as", "TEXT"), ("skipped", "INTEGER NOT NULL DEFAULT 0"),
+                             ("decided_attributes", "TEXT")):
             if column not in have:
                 self._db.execute(f"ALTER TABLE review ADD COLUMN {column} {kind}")
+        if "attributes" not in {r[1] for r in self._db.execute("PRAGMA table_info(feedback)")}:
+            self._db.execute("ALTER TABLE feedback ADD COLUMN attributes TEXT")
         self._db.execute("CREATE INDEX IF NOT EXISTS review_fingerprint ON review(fingerprint, status)")
 
     def close(self) -> None:
@@ -161,8 +166,10 @@ class ReviewStore:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM review WHERE status = 'pending'").fetchone()[0])
 
-    def decide(self, review_id: int, category: str | None, reviewer: str | None = None) -> dict[str, Any] | None:
-        """Accept the suggestion (``category`` None or equal to it) or correct it; the decision is also recorded
+    def decide(self, review_id: int, category: str | None, reviewer: str | None = None,
+               attributes: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+        """Accept the suggestion (``category`` None or equal to it) or correct it, with the attributes the
+        prediction suggested as ``attributes`` corrects them (a value ``""``: none); the decision is also recorded
         as feedback. Returns the updated item, or None when there is no such item."""
         now = time.time()
         with self._tx() as db:
@@ -171,14 +178,18 @@ class ReviewStore:
                 return None
             final = category or row["category"]
             status = "accepted" if final == row["category"] else "corrected"
-            db.execute("UPDATE review SET status = ?, decided_category = ?, decided_at = ?, reviewer = ? WHERE id = ?",
-                       (status, final, now, reviewer, review_id))
+            suggested = {k: v["value"] for k, v in (json.loads(row["prediction"]).get("attributes") or {}).items()}
+            decided = {k: v for k, v in {**suggested, **(attributes or {})}.items() if v}
+            attrs = json.dumps(decided, ensure_ascii=False) if decided or attributes else None
+            db.execute("UPDATE review SET status = ?, decided_category = ?, decided_at = ?, reviewer = ?, "
+                       "decided_attributes = ? WHERE id = ?", (status, final, now, reviewer, attrs, review_id))
             # a second decision on the same item revises the first: one feedback row per review item
-            revised = db.execute("UPDATE feedback SET created = ?, category = ? WHERE review_id = ? AND source = 'review'",
-                                 (now, final, review_id)).rowcount
+            revised = db.execute("UPDATE feedback SET created = ?, category = ?, attributes = ? WHERE review_id = ? "
+                                 "AND source = 'review'", (now, final, attrs, review_id)).rowcount
             if not revised:
-                db.execute("INSERT INTO feedback (created, product, category, source, review_id, model_version)"
-                           " VALUES (?, ?, ?, 'review', ?, ?)", (now, row["product"], final, review_id, row["model_version"]))
+                db.execute("INSERT INTO feedback (created, product, category, source, review_id, model_version, "
+                           "attributes) VALUES (?, ?, ?, 'review', ?, ?, ?)",
+                           (now, row["product"], final, review_id, row["model_version"], attrs))
             row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
         return _review_row(row)
 
@@ -189,7 +200,7 @@ class ReviewStore:
             if db.execute("SELECT id FROM review WHERE id = ?", (review_id,)).fetchone() is None:
                 return None
             db.execute("UPDATE review SET status = 'dismissed', decided_category = NULL, decided_at = ?, reviewer = ?, "
-                       "dismissed_as = ? WHERE id = ?", (time.time(), reviewer, why, review_id))
+                       "dismissed_as = ?, decided_attributes = NULL WHERE id = ?", (time.time(), reviewer, why, review_id))
             db.execute("DELETE FROM feedback WHERE review_id = ? AND source = 'review'", (review_id,))
             row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
         return _review_row(row)
@@ -211,7 +222,7 @@ class ReviewStore:
             if row["status"] == "pending":
                 raise ValueError(f"review item {review_id} is pending: there is no decision to undo")
             db.execute("UPDATE review SET status = 'pending', decided_category = NULL, decided_at = NULL, "
-                       "reviewer = NULL, dismissed_as = NULL WHERE id = ?", (review_id,))
+                       "reviewer = NULL, dismissed_as = NULL, decided_attributes = NULL WHERE id = ?", (review_id,))
             db.execute("DELETE FROM feedback WHERE review_id = ? AND source = 'review'", (review_id,))
             row = db.execute("SELECT * FROM review WHERE id = ?", (review_id,)).fetchone()
         return _review_row(row)
@@ -228,7 +239,8 @@ class ReviewStore:
         """All feedback, oldest first (a later correction of the same product wins when retraining)."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM feedback ORDER BY id").fetchall()
-        return [{**dict(r), "product": json.loads(r["product"])} for r in rows]
+        return [{**dict(r), "product": json.loads(r["product"]),
+                 "attributes": json.loads(r["attributes"]) if r["attributes"] else None} for r in rows]
 
     # -- served predictions (for taxonomist monitor) -----------------------------------------------------------
     def log_served(self, rows: Sequence[Mapping[str, Any]], max_rows: int | None = None) -> None:
@@ -293,4 +305,5 @@ def _review_row(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
     d["product"] = json.loads(d["product"])
     d["prediction"] = json.loads(d["prediction"])
+    d["decided_attributes"] = json.loads(d["decided_attributes"]) if d.get("decided_attributes") else None
     return d

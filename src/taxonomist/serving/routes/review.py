@@ -88,10 +88,31 @@ def review_decide(desk: DeskDep, inference: InferenceDep, review_id: ReviewId, d
         item = desk.review_store().dismiss(review_id, decision.dismiss, decision.reviewer)
     else:
         category = inference.check_category(decision.category) if decision.category else None
-        item = desk.review_store().decide(review_id, category, decision.reviewer)
+        _check_attributes(decision.attributes or {})
+        item = desk.review_store().decide(review_id, category, decision.reviewer, decision.attributes)
         if item is not None:
             desk.metrics.feedback.labels(source="review").inc()
     return _found(item, review_id)
+
+
+def _check_attributes(values: dict[str, str]) -> None:
+    """A reviewer's attribute corrections: known attributes, values their feed accepts (422 otherwise)."""
+    from ...attributes import ATTRIBUTES
+
+    for name, value in values.items():
+        known = ATTRIBUTES.get(name)
+        if known is None:
+            raise HTTPException(422, f"expected attributes among {sorted(ATTRIBUTES)}, got {name!r}")
+        if value and value not in known.values:
+            raise HTTPException(422, f"expected a {name} among {list(known.values)} (or \"\" for none), got {value!r}")
+
+
+@router.get("/v1/attributes", tags=["review"], dependencies=[REVIEW_READ])
+def attributes() -> dict[str, list[str]]:
+    """The attributes taxonomist reads and the values each accepts (Merchant Center's; Shopify's colours)."""
+    from ...attributes import ATTRIBUTES
+
+    return {name: list(a.values) for name, a in ATTRIBUTES.items()}
 
 
 @router.post("/v1/review/{review_id}/skip", tags=["review"], response_model=ReviewItem, dependencies=[WRITE])
