@@ -65,8 +65,9 @@ async def classify(svc: ServiceDep, req: ClassifyRequest, request: Request, cred
     if req.attributes:
         await asyncio.to_thread(_attributes, out, records, req.attributes, svc.inference.model.classifier)
         for i, q in queue:  # the reviewer sees them too
-            if out[i].attributes:
-                q["prediction"]["attributes"] = {k: v.model_dump() for k, v in out[i].attributes.items()}
+            found = out[i].attributes
+            if found:
+                q["prediction"]["attributes"] = {k: v.model_dump() for k, v in found.items()}
     svc.metrics.observe_predictions([r.path[0] if r.path else "" for r in out], low)
     if svc.watch.shadow is not None:
         svc.watch.shadow.submit(records, [pred.leaf for pred, _, _ in results])
