@@ -18,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 $(VENV)/.installed-dev: $(STAMP)
-	$(PIP) install -q -e '.[serve,tune,track,distributed,demand,privacy,ann,excel]' pytest pytest-timeout hypothesis ruff mypy pandas-stubs httpx schemathesis playwright pyyaml
+	$(PIP) install -q -e '.[serve,postgres,tune,track,distributed,demand,privacy,ann,excel]' pytest pytest-timeout hypothesis ruff mypy pandas-stubs httpx schemathesis playwright pyyaml
 	touch $(VENV)/.installed-dev
 
 demo: $(STAMP)

@@ -11,6 +11,7 @@ import taxonomist as tx
 from taxonomist.datasets import sample_path
 
 from .live_server import LiveServer
+from .postgres import new_database, postgres_cluster
 
 TINY = [
     ("Levis Men Blue Slim Jeans", "Apparel > Bottomwear > Jeans"),
@@ -155,3 +156,23 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+# -- a real PostgreSQL (tests/postgres.py) ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_ref(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a review store lives, once per backend: a SQLite file, and a new database on a real PostgreSQL
+    (skipped where PostgreSQL is not installed)."""
+    if request.param == "sqlite":
+        return tmp_path / "review.db"
+    server = request.getfixturevalue("postgres_server")
+    if server is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    pytest.importorskip("psycopg")
+    return new_database(server)

@@ -18,7 +18,7 @@ def serve(
     model_dir: Annotated[Path, typer.Argument(help="A model bundle, or a model store (a folder of bundles, one per version).")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    review_db: Annotated[Path | None, typer.Option(help="SQLite file of the review queue and feedback.")] = None,
+    review_db: Annotated[str | None, typer.Option(help="The review queue and feedback: a SQLite file, or a postgresql://user@host/db URL shared by several servers.")] = None,
     image_root: Annotated[Path | None, typer.Option(help="Image paths in requests must resolve inside this folder.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Bearer key for write/admin endpoints (repeatable).")] = None,
     shadow: Annotated[Path | None, typer.Option("--shadow", help="A candidate bundle that answers every classified product in the background; its agreement is in GET /v1/monitor, nothing of it is returned.")] = None,
@@ -120,8 +120,8 @@ def _moment(value: str, option: str) -> float:
 @app.command()
 def monitor(
     model: Annotated[Path, typer.Argument(help="The served model: a bundle, or a folder of versions (its latest).")],
-    review_db: Annotated[Path, typer.Option("--review-db", help="The service's store (TAXONOMIST_REVIEW_DB), which "
-                                            "keeps served predictions and reviewers' decisions.")],
+    review_db: Annotated[str, typer.Option("--review-db", help="The service's store (TAXONOMIST_REVIEW_DB: a file or "
+                                           "a postgresql:// URL), which keeps served predictions and reviewers' decisions.")],
     since: Annotated[str, typer.Option("--since", help="Start: an age (28d, 12w) or a date (2026-11-01).")] = "28d",
     until: Annotated[str | None, typer.Option("--until", help="End (default: now): an age or a date.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="The HTML report.")] = Path("monitor.html"),
@@ -134,12 +134,12 @@ def monitor(
     from ..monitor_report import render_monitor
     from ..monitoring import monitor_summary
     from ..serving.registry import ModelRegistry
-    from ..serving.store import ReviewStore
+    from ..serving.store import ReviewStore, store_exists
 
     start, end = _moment(since, "--since"), (_moment(until, "--until") if until else time.time())
     if end <= start:
         raise CliError(f"--until must be after --since (got {since!r} to {until!r})")
-    if not review_db.is_file():
+    if not store_exists(review_db):
         raise CliError(f"expected the service's review store at {review_db}, but there is no such file")
     path = ModelRegistry(model).path_of(None)
     clf = load(path)
@@ -168,15 +168,15 @@ def monitor(
 
 @review_app.command("purge")
 def review_purge(
-    review_db: Annotated[Path, typer.Argument(help="The review store (TAXONOMIST_REVIEW_DB of the service).")],
+    review_db: Annotated[str, typer.Argument(help="The review store (TAXONOMIST_REVIEW_DB of the service: a file or a postgresql:// URL).")],
     older_than: Annotated[str, typer.Option("--older-than", help="Age: 90d, 12w, 36h.")],
 ) -> None:
     """Delete review items, feedback and served-prediction records older than an age (products as customers and
     sellers sent them)."""
-    from ..serving.store import ReviewStore
+    from ..serving.store import ReviewStore, store_exists
 
     seconds = _age_seconds(older_than, "--older-than")
-    if not review_db.is_file():
+    if not store_exists(review_db):
         raise CliError(f"expected a review store at {review_db}, but there is no such file")
     store = ReviewStore(review_db)
     try:

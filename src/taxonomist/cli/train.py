@@ -370,7 +370,7 @@ def tune(
 @app.command()
 def retrain(
     model_dir: Annotated[Path, typer.Argument(help="The model bundle to improve (with --auto: the model store the service serves).")],
-    feedback: Annotated[Path, typer.Option("--feedback", help="The review/feedback SQLite file of the service.")],
+    feedback: Annotated[str, typer.Option("--feedback", help="The service's review/feedback store: a SQLite file or a postgresql:// URL.")],
     data: Annotated[Path, typer.Option("--data", help="The original labelled training catalogue.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the new bundle (e.g. a new version in a model store); not with --auto.")] = None,
     map_: MapOpt = None, label_columns: LabelColsOpt = None, sep: SepOpt = " > ", with_columns: WithOpt = None,
@@ -389,9 +389,9 @@ def retrain(
     products and the zero-shot model's sure answers become the training labels. With --auto, a champion /
     challenger gate decides whether the new version serves."""
     from ..retrain import retrain as run_retrain
-    from ..serving.store import ReviewStore
+    from ..serving.store import ReviewStore, store_exists
 
-    if not feedback.is_file():
+    if not store_exists(feedback):
         raise CliError(f"expected the feedback database at {feedback}, but there is no such file "
                        "(it is the service's TAXONOMIST_REVIEW_DB)")
     if auto:
@@ -448,7 +448,7 @@ def retrain(
     out.print(f"new model saved to {result.output}")
 
 
-def _auto_retrain(store: Path, feedback: Path, data: Path, golden: Path | None, min_new_labels: int, gate_share: float,
+def _auto_retrain(store: Path, feedback: str, data: Path, golden: Path | None, min_new_labels: int, gate_share: float,
                   reload_url: str | None, read: Any) -> None:
     """``retrain --auto``: new labels -> candidate -> promotion gate -> next version (or kept aside)."""
     import os

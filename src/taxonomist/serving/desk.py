@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from ..text import scrub_product
-from .limits import Quota, ServiceError
+from .limits import ServiceError
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
 from .store import ReviewStore, fingerprint
@@ -24,7 +24,6 @@ class ReviewDesk:
     def __init__(self, settings: ServeSettings, metrics: ServiceMetrics) -> None:
         self.settings, self.metrics = settings, metrics
         self.store: ReviewStore | None = None
-        self._quota = Quota()  # review items per client per minute
 
     def review_store(self) -> ReviewStore:
         if self.store is None:
@@ -47,7 +46,8 @@ class ReviewDesk:
         store = self.review_store()
         out = store.pending_ids(keys)
         new = [i for i, rid in enumerate(out) if rid is None]
-        allowed = self._quota.take(client, len(new), s.review_quota_per_minute)
+        # review items per client per minute, counted in the store: one quota for every server that shares it
+        allowed = store.take_quota(client, len(new), s.review_quota_per_minute) if new else 0
         if allowed < len(new):
             self.metrics.not_queued.labels(why="quota").inc(len(new) - allowed)
         todo = new[:allowed]

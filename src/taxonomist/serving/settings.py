@@ -18,7 +18,8 @@ class ServeSettings(BaseSettings):
 
     model_dir: Path = Field(Path("model"), description="A model bundle, or a model store: a folder of bundles (versions).")
     model_version: str | None = Field(None, description="The version to serve from a store (default: the newest).")
-    review_db: Path = Field(Path("taxonomist-review.db"), description="SQLite file of the review queue and feedback.")
+    review_db: str | Path = Field("taxonomist-review.db", description="The review queue and feedback: a SQLite file, or a "
+                                                           "postgresql://user@host/db URL that several servers share.")
     review_db_sync: Literal["NORMAL", "FULL"] = Field(
         "NORMAL", description="SQLite synchronous mode: NORMAL survives a killed server, FULL also a power loss (slower).")
     monitor_keyless: bool = Field(False, description="With API keys configured: count keyless classify requests in the drift window too (off by default: anyone without a key could move the public /v1/monitor).")

@@ -107,7 +107,7 @@ def _check_attributes(values: dict[str, str]) -> None:
             raise HTTPException(422, f"expected a {name} among {list(known.values)} (or \"\" for none), got {value!r}")
 
 
-@router.get("/v1/attributes", tags=["review"], dependencies=[REVIEW_READ])
+@router.get("/v1/attributes", tags=["review"])
 def attributes() -> dict[str, list[str]]:
     """The attributes taxonomist reads and the values each accepts (Merchant Center's; Shopify's colours)."""
     from ...attributes import ATTRIBUTES
