@@ -521,6 +521,24 @@ def test_hot_reload_switches_versions_and_refuses_damaged_bundles(client: TestCl
     assert 'taxonomist_model_reloads_total{outcome="refused"} 2.0' in client.get("/metrics").text
 
 
+def test_a_reload_on_one_server_reaches_the_others_sharing_its_store(store_dir: Path, tmp_path: Path) -> None:
+    """issue 38: two servers on one review store and one model store; a reload on one is followed by the other,
+    and a server started later serves the version the reload recorded, not the newest."""
+    shutil.copytree(store_dir / "v0001", store_dir / "v0002")
+    with make_client(store_dir, tmp_path, model_poll_s=0.1) as a, make_client(store_dir, tmp_path, model_poll_s=0.1) as b:
+        assert classify(b, "Nike Men Running Shoes")["model_version"] == "v0002"
+        assert a.post("/v1/admin/reload", json={"version": "v0001"}, headers=AUTH).json()["version"] == "v0001"
+        deadline = time.monotonic() + 10
+        while classify(b, "Nike Men Running Shoes")["model_version"] != "v0001" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert classify(b, "Nike Men Running Shoes")["model_version"] == "v0001"
+        assert 'taxonomist_model_reloads_total{outcome="followed"} 1.0' in b.get("/metrics").text
+    with make_client(store_dir, tmp_path) as later:
+        assert classify(later, "Nike Men Running Shoes")["model_version"] == "v0001"
+    with make_client(store_dir, tmp_path, model_version="v0002") as pinned:  # a pinned version stays pinned
+        assert classify(pinned, "Nike Men Running Shoes")["model_version"] == "v0002"
+
+
 def test_hot_reload_under_load_fails_no_request(client: TestClient, store_dir: Path) -> None:
     shutil.copytree(store_dir / "v0001", store_dir / "v0002")
     errors: list[str] = []

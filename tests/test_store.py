@@ -13,7 +13,7 @@ import pytest
 
 from taxonomist.serving.store import ReviewStore
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def item(title: str, margin: float = 0.1, **extra: Any) -> dict[str, Any]:
@@ -80,6 +80,10 @@ def test_two_servers_on_one_database_share_one_queue_one_quota_and_the_served_lo
         second.log_served(rows[3:], max_rows=4)
         assert [r["title"] for r in first.served()] == ["t1", "t2", "t3", "t4"]
         assert first.purge(12.0)[2] == 1 and len(second.served()) == 3
+        assert first.served_version() is None
+        first.set_served_version("v0002")
+        second.set_served_version("v0003")  # the last reload wins, for every server
+        assert first.served_version() == second.served_version() == "v0003"
     finally:
         first.close()
         second.close()

@@ -131,6 +131,23 @@ def _offline_redoc(app: FastAPI) -> None:
         return Response(bundle, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
 
+def _recorded_version(registry: Any, store: ReviewStore) -> str | None:
+    """The version a reload recorded in the review store, when this server's model store has it."""
+    version = store.served_version()
+    if version is None or not registry.is_store or version not in registry.versions():
+        return None
+    return version
+
+
+def _follow(svc: Service, store: ReviewStore) -> None:
+    """Switch to the version a reload on another server recorded in the shared review store (if it differs)."""
+    version = _recorded_version(svc.inference.registry, store)
+    if version is not None and version != svc.inference.model.version:
+        served = svc.inference.registry.reload(version)
+        svc.metrics.reloads.labels(outcome="followed").inc()
+        svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
+
+
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The service for ``settings`` (default: from ``TAXONOMIST_*`` environment variables / ``.env``)."""
     settings = settings or ServeSettings()
@@ -140,7 +157,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.desk.store = store = ReviewStore(settings.review_db, settings.review_db_sync)
         svc.metrics.track_queue(store.depth)
-        served = await asyncio.to_thread(svc.inference.registry.start, settings.model_version)
+        served = await asyncio.to_thread(svc.inference.registry.start, settings.model_version or
+                                         _recorded_version(svc.inference.registry, store))
         svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
         if settings.shadow_model is not None:
             svc.watch.shadow = await asyncio.to_thread(Shadow, settings.shadow_model, svc.metrics)
@@ -153,11 +171,22 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 if svc.watch.served_due():
                     await asyncio.to_thread(svc.watch.flush_served)
 
+        async def follow_the_served_version() -> None:
+            # a reload on another server sharing the review store: this one switches to the same version
+            while settings.model_poll_s > 0 and settings.model_version is None:
+                await asyncio.sleep(settings.model_poll_s)
+                try:
+                    await asyncio.to_thread(_follow, svc, store)
+                except Exception as e:  # noqa: BLE001 -- the store or the bundle unreadable now: serve on, log it
+                    logger.warning("could not follow the version recorded in the review store: %s", e)
+
         flusher = asyncio.create_task(flush_served_regularly())
+        follower = asyncio.create_task(follow_the_served_version())
         try:
             yield
         finally:
             flusher.cancel()
+            follower.cancel()
             await svc.inference.batcher.stop()
             if svc.watch.shadow is not None:
                 svc.watch.shadow.close()

@@ -17,7 +17,8 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAXONOMIST_", env_file=".env", extra="ignore")
 
     model_dir: Path = Field(Path("model"), description="A model bundle, or a model store: a folder of bundles (versions).")
-    model_version: str | None = Field(None, description="The version to serve from a store (default: the newest).")
+    model_version: str | None = Field(None, description="The version to serve from a store (default: the version a reload last recorded in the review store, else the newest).")
+    model_poll_s: float = Field(5.0, ge=0.0, description="Seconds between looks at the version a reload recorded in the review store, which every server sharing the store then serves (0: never look).")
     review_db: str | Path = Field("taxonomist-review.db", description="The review queue and feedback: a SQLite file, or a "
                                                            "postgresql://user@host/db URL that several servers share.")
     review_db_sync: Literal["NORMAL", "FULL"] = Field(

@@ -262,6 +262,19 @@ class ReviewStore:
                 db.executemany("INSERT INTO quota_event (client, at) VALUES (?, ?)", [(client, now)] * granted)
         return granted
 
+    # -- the version served --------------------------------------------------------------------------------------
+    def set_served_version(self, version: str) -> None:
+        """Record the model version served (after a reload): every server on the database follows it."""
+        with self._tx() as db:
+            db.execute("INSERT INTO serving (key, value, updated) VALUES ('version', ?, ?) ON CONFLICT (key) "
+                       "DO UPDATE SET value = excluded.value, updated = excluded.updated", (version, time.time()))
+
+    def served_version(self) -> str | None:
+        """The model version the servers on the database should serve (``None``: none recorded)."""
+        with self._read() as db:
+            found = db.execute("SELECT value FROM serving WHERE key = 'version'").scalar()
+        return None if found is None else str(found)
+
     # -- feedback --------------------------------------------------------------------------------------------
     def add_feedback(self, product: Mapping[str, Any], category: str, model_version: str | None = None) -> int:
         with self._tx() as db:

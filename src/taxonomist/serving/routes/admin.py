@@ -20,8 +20,9 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[WRITE])
 
 @router.post("/reload")
 async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str, Any]:
-    """Switch the served version atomically (in-flight requests finish on the old one). A bundle that fails
-    its integrity check is refused (409) and the old version keeps serving."""
+    """Switch the served version atomically (in-flight requests finish on the old one), on this server and, through
+    the review store, on every server sharing it. A bundle that fails its integrity check is refused (409) and the
+    old version keeps serving."""
     old = svc.inference.model.version
     try:
         served = await asyncio.to_thread(svc.inference.registry.reload, req.version if req else None)
@@ -31,6 +32,8 @@ async def reload(svc: ServiceDep, req: ReloadRequest | None = None) -> dict[str,
         raise HTTPException(409, f"refused: {e}; still serving version {old}") from None
     svc.metrics.reloads.labels(outcome="ok").inc()
     svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
+    # recorded in the review store: every server sharing it switches to the same version (model_poll_s)
+    await asyncio.to_thread(svc.desk.review_store().set_served_version, served.version)
     return {"previous_version": old, "version": served.version}
 
 
