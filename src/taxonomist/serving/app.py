@@ -148,6 +148,24 @@ def _follow(svc: Service, store: ReviewStore) -> None:
         svc.metrics.model_info.info({"version": served.version, "tier": served.classifier.tier})
 
 
+async def _flush_served_regularly(svc: Service) -> None:
+    """The prediction log written within ~2 s of an answer, not only when the next request comes."""
+    while True:
+        await asyncio.sleep(1.0)
+        if svc.watch.served_due():
+            await asyncio.to_thread(svc.watch.flush_served)
+
+
+async def _follow_the_served_version(svc: Service, store: ReviewStore, settings: ServeSettings) -> None:
+    """A reload on another server sharing the review store: this one switches to the same version."""
+    while settings.model_poll_s > 0 and settings.model_version is None:
+        await asyncio.sleep(settings.model_poll_s)
+        try:
+            await asyncio.to_thread(_follow, svc, store)
+        except Exception as e:  # noqa: BLE001 -- the store or the bundle unreadable now: serve on, log it
+            logger.warning("could not follow the version recorded in the review store: %s", e)
+
+
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The service for ``settings`` (default: from ``TAXONOMIST_*`` environment variables / ``.env``)."""
     settings = settings or ServeSettings()
@@ -164,24 +182,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             svc.watch.shadow = await asyncio.to_thread(Shadow, settings.shadow_model, svc.metrics)
         await svc.inference.batcher.start()
 
-        async def flush_served_regularly() -> None:
-            # the prediction log within ~2 s of an answer, not only when the next request comes
-            while True:
-                await asyncio.sleep(1.0)
-                if svc.watch.served_due():
-                    await asyncio.to_thread(svc.watch.flush_served)
-
-        async def follow_the_served_version() -> None:
-            # a reload on another server sharing the review store: this one switches to the same version
-            while settings.model_poll_s > 0 and settings.model_version is None:
-                await asyncio.sleep(settings.model_poll_s)
-                try:
-                    await asyncio.to_thread(_follow, svc, store)
-                except Exception as e:  # noqa: BLE001 -- the store or the bundle unreadable now: serve on, log it
-                    logger.warning("could not follow the version recorded in the review store: %s", e)
-
-        flusher = asyncio.create_task(flush_served_regularly())
-        follower = asyncio.create_task(follow_the_served_version())
+        flusher = asyncio.create_task(_flush_served_regularly(svc))
+        follower = asyncio.create_task(_follow_the_served_version(svc, store, settings))
         try:
             yield
         finally:

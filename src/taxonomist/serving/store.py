@@ -58,7 +58,8 @@ def _engine(ref: str | Path, synchronous: str) -> Any:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock at once: no upgrade deadlock between writers
+        # a write takes the write lock at once (no upgrade deadlock between writers); a read does not take it
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("store_read") else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -126,7 +127,7 @@ class ReviewStore:
     @contextmanager
     def _read(self) -> Iterator[Any]:
         with self._lock, self._engine.connect() as conn:
-            yield _Conn(conn)
+            yield _Conn(conn.execution_options(store_read=True))
 
     # -- review queue --------------------------------------------------------------------------------------
     def enqueue(self, items: list[Mapping[str, Any]], max_pending: int | None = None) -> list[int | None]:
