@@ -37,6 +37,12 @@ def test_an_attribute_is_offered_only_where_the_category_has_it() -> None:
     assert applies("gender", "Apparel & Accessories > Clothing > Dresses", "google")
     assert not applies("gender", "Electronics > Computers > Laptops", "google")
     assert applies("color", "Electronics > Computers > Laptops", "google")
+    assert not applies("color", "Food, Beverages & Tobacco > Beverages > Juice", "google")  # orange juice
+    assert applies("color", "Animals & Pet Supplies > Pet Supplies > Pet Apparel > Pet Dresses", "shopify")
+    # Shopify defines gender and age group for watches, not colour (their parent, Jewelry, has a colour)
+    assert applies("gender", "Apparel & Accessories > Jewelry > Watches", "shopify")
+    assert not applies("color", "Apparel & Accessories > Jewelry > Watches", "shopify")
+    assert applies("color", "Apparel & Accessories > Jewelry", "shopify")
     assert applies("gender", "Apparel & Accessories > Clothing > Activewear > Dance Dresses, Skirts & Costumes",
                    "shopify")
     assert not applies("gender", "Animals & Pet Supplies > Pet Supplies > Cat Supplies > Cat Toys", "shopify")

@@ -200,19 +200,16 @@ def _shopify_attributes() -> dict[str, frozenset[str]]:
 
 def applies(name: str, category: str | CategoryPath | None, taxonomy: str | None = None) -> bool:
     """Whether attribute ``name`` belongs to a product of ``category`` in ``taxonomy`` (``"shopify"``: the
-    category defines it; ``"google"``: colour everywhere, gender and age group under Apparel & Accessories;
-    another taxonomy or no category: yes)."""
+    category defines it -- Shopify lists each category's attributes, inner categories included; ``"google"``:
+    colour everywhere but food and drink ("orange juice" has no colour), gender and age group under Apparel &
+    Accessories; another taxonomy or no category: yes)."""
     if not category or taxonomy not in ("shopify", "google"):
         return True
     path = parse_path(category) if isinstance(category, str) else tuple(category)
     if taxonomy == "google":
-        return name == "color" or (bool(path) and path[0] == "Apparel & Accessories")
-    defined = _shopify_attributes()
-    for depth in range(len(path), 0, -1):  # a category's own attributes, else its nearest listed ancestor's
-        found = defined.get(" > ".join(path[:depth]))
-        if found is not None:
-            return ATTRIBUTES[name].shopify in found
-    return False
+        top = path[0] if path else ""
+        return top != "Food, Beverages & Tobacco" if name == "color" else top == "Apparel & Accessories"
+    return ATTRIBUTES[name].shopify in _shopify_attributes().get(" > ".join(path), frozenset())
 
 
 def extract(products: Any, names: Sequence[str] = ("color", "gender", "age_group"),
