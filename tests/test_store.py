@@ -74,6 +74,10 @@ def test_two_servers_on_one_database_share_one_queue_one_quota_and_the_served_lo
             t.join()
         assert sum(granted) == 5  # one quota across both servers, however the requests arrive
         assert first.take_quota("client-b", 3, 5) == 3 and second.take_quota("client-b", 3, 5) == 2
+        # an address is kept no longer than the quota's window needs it, whichever client comes next
+        assert first.take_quota("client-c", 1, 5, window_s=0.0) == 1
+        with first._read() as db:
+            assert db.execute("SELECT count(*) FROM quota_event").scalar() <= 1
         rows = [{"created": 10.0 + i, "model_version": "v1", "title": f"t{i}", "leaf": "A", "confidence": 0.9,
                  "backed_off": False} for i in range(5)]
         first.log_served(rows[:3])

@@ -256,7 +256,8 @@ class ReviewStore:
         with self._tx() as db:
             if self.dialect == "postgresql":  # one taker per client at a time, on every server
                 db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (client,))
-            db.execute("DELETE FROM quota_event WHERE client = ? AND at <= ?", (client, now - window_s))
+            # every client's expired events go: an address is kept no longer than the quota needs it
+            db.execute("DELETE FROM quota_event WHERE at <= ?", (now - window_s,))
             used = int(db.execute("SELECT count(*) FROM quota_event WHERE client = ?", (client,)).scalar())
             granted = max(0, min(wanted, n - used))
             if granted:
