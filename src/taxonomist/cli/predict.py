@@ -57,7 +57,7 @@ FILL_HELP = ("Write the catalogue back in its own format (Shopify CSV, Merchant 
              "(FILE.changes.csv) beside it.")
 
 
-def _queue_unsure(frame: Any, result: Any, review_db: Path, below: float, version: str) -> None:
+def _queue_unsure(frame: Any, result: Any, review_db: str, below: float, version: str) -> None:
     """Products answered with a leaf confidence under ``below`` go to the review queue (personal data scrubbed,
     a product already pending not queued twice), as the service queues them."""
     from ..serving.store import ReviewStore
@@ -442,7 +442,7 @@ def classify(
     save: Annotated[Path | None, typer.Option(help="Also save the zero-shot model as a bundle here.")] = None,
     learn: Annotated[bool, typer.Option(help="Learn from the categories the catalogue already has (and estimate the run's accuracy on them).")] = True,
     attributes: AttributesOpt = None,
-    review_db: Annotated[Path | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database; review them at /review, then taxonomist retrain).")] = None,
+    review_db: Annotated[str | None, typer.Option("--review-db", help="Queue the products answered below --review-below for people to review (the service's review database: a file or a postgresql:// URL; review them at /review, then taxonomist retrain).")] = None,
     review_below: Annotated[float, typer.Option(help="With --review-db: the leaf confidence under which a product is queued.", callback=check_probability)] = 0.9,
     encoder: Annotated[str, typer.Option(help="auto (e5-multilingual for a catalogue not in English or CJK, else minilm-en+e5-multilingual), minilm-en, e5-multilingual, a+b, or a local model.")] = "auto",
     tax_format: FormatOpt = "auto",
