@@ -269,3 +269,28 @@ def test_the_reading_options_are_parsed_once_into_one_object() -> None:
         Reading.of(delimiter=";;")
     with pytest.raises(CliError, match="--map"):
         Reading.of(["title"])
+
+
+def test_predict_attributes_fill_a_shop_table_learning_from_its_own_column(saved_sample_model, tmp_path, capsys,
+                                                                           monkeypatch) -> None:
+    """issue 37: `predict --attributes --fill` on a plain table: the colour column's own values decide between
+    learning and reading the words (the command says which), only empty cells are filled, with feed values."""
+    sample = pd.read_csv(sample_path("products"), dtype=str, keep_default_na=False).head(400)
+    shop = sample[["id", "title", "colour", "gender"]].copy()
+    empty = shop.index[::7]
+    shop.loc[empty, "colour"] = ""
+    shop.to_csv(tmp_path / "shop.csv", index=False)
+    code, out = run_cli(["predict", str(saved_sample_model), str(tmp_path / "shop.csv"), "--attributes",
+                         "color,gender", "--fill", str(tmp_path / "filled.csv")], capsys, monkeypatch)
+    assert code == 0, out
+    said = " ".join(out.split())
+    assert "color:" in said and "column 'colour'" in said and ("learnt from" in said or "zero-shot:" in said)
+    filled = pd.read_csv(tmp_path / "filled.csv", dtype=str, keep_default_na=False)
+    kept = filled.index.difference(empty)
+    assert (filled.loc[kept, "colour"] == shop.loc[kept, "colour"]).all()  # the shop's own cells untouched
+    from taxonomist.attributes import COLORS
+
+    new = filled.loc[empty, "colour"]
+    assert (new != "").mean() > 0.7 and set(new[new != ""]) <= set(COLORS)
+    changes = pd.read_csv(tmp_path / "filled.changes.csv", dtype=str, keep_default_na=False)
+    assert set(changes.loc[changes["column"] == "colour", "action"]) <= {"filled", "kept", "disagree", "no_answer"}

@@ -358,7 +358,8 @@ def read_attributes(products: Any, names: Sequence[str], categories: Sequence[st
         right = [int(sum(a == values[i] for a, i in zip(answers, sorted(held), strict=True)))
                  for answers in (learnt.tolist(), zero.tolist())]
         if right[0] <= right[1]:
-            how[name] = f"zero-shot: right on {right[1]} of {len(held)} of the column {col!r}'s held-out values, learnt {right[0]}"
+            how[name] = (f"zero-shot: right on {right[1]} of {len(held)} held-out values of the column {col!r} "
+                         f"(learnt: {right[0]})")
             continue
         models = AttributeModels([col]).fit(own.subset(filled))
         got = models.predict(own)
@@ -366,7 +367,7 @@ def read_attributes(products: Any, names: Sequence[str], categories: Sequence[st
         out[f"attr_{name}"] = np.where(ok, got[f"attr_{col}"].to_numpy(), "")
         out[f"attr_{name}_confidence"] = np.where(ok, got[f"attr_{col}_confidence"].to_numpy(), np.nan)
         how[name] = (f"learnt from the column {col!r} ({len(filled):,} values): right on {right[0]} of "
-                     f"{len(held)} held-out values, zero-shot {right[1]}")
+                     f"{len(held)} held-out values (zero-shot: {right[1]})")
     return out, how
 
 
