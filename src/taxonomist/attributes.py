@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from .products import ProductBatch
+from .tables import column_key
 from .taxonomy import CategoryPath, parse_path
 
-__all__ = ["ATTRIBUTES", "COLUMN_ALIASES", "Attribute", "AttributeModels", "Match", "applies", "extract", "match", "normalise",
-           "read_attributes", "score"]
+__all__ = ["ATTRIBUTES", "COLUMN_ALIASES", "Attribute", "AttributeModels", "Match", "applies", "extract", "column_for", "match",
+           "normalise", "read_attributes", "score"]
 
 COLORS = ("Beige", "Black", "Blue", "Bronze", "Brown", "Clear", "Gold", "Gray", "Green", "Multicolor", "Navy",
           "Orange", "Pink", "Purple", "Red", "Rose gold", "Silver", "White", "Yellow")
@@ -315,9 +316,17 @@ COLUMN_ALIASES = {"color": ("color", "colour", "colors", "colours", "g:color", "
 """Columns a catalogue may hold an attribute's own values in."""
 
 
+def column_for(columns: Sequence[str], name: str) -> int | None:
+    """The position of the column among ``columns`` that holds attribute ``name``'s own values (its name or one of
+    :data:`COLUMN_ALIASES`, case and spacing aside), or ``None``."""
+    keys = {column_key(a) for a in COLUMN_ALIASES.get(name, (name,))}
+    return next((i for i, c in enumerate(columns) if column_key(c) in keys), None)
+
+
 def _own_column(batch: ProductBatch, name: str) -> str | None:
-    keys = {a.lower() for a in COLUMN_ALIASES.get(name, (name,))}
-    return next((c for c in batch.attributes if c.lower() in keys), None)
+    columns = list(batch.attributes)
+    i = column_for(columns, name)
+    return None if i is None else columns[i]
 
 
 def read_attributes(products: Any, names: Sequence[str], categories: Sequence[str | None] | None = None,

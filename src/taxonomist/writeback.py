@@ -181,10 +181,6 @@ export's colour is a metaobject reference and a WooCommerce export's attributes 
 neither is written)."""
 
 
-_ATTRIBUTE_ALIASES = {"color": ("color", "colour", "colors", "colours"), "gender": ("gender", "sex", "target_gender"),
-                      "age_group": ("age_group", "agegroup", "age")}
-
-
 def _attribute_targets(fmt: str | None, names: Sequence[str]) -> list[_AttributeTarget]:
     if fmt is None:
         return [_AttributeTarget(n, n) for n in names]
@@ -252,8 +248,10 @@ def _column_of(header: list[str], fmt: str | None, column: str | None, target: _
     if target.name in plain:
         return plain.index(target.name)
     if isinstance(target, _AttributeTarget):
-        aliases = _ATTRIBUTE_ALIASES.get(target.attribute, ()) if fmt is None else ()
-        named = [i for i, h in enumerate(header) if column_key(h) in aliases]
+        from .attributes import column_for
+
+        found = column_for(header, target.attribute) if fmt is None else None  # (a plain table: colour, sex, ...)
+        named = [] if found is None else [found]
     else:
         named = ([i for i, h in enumerate(header) if column_key(h) in ALIASES["category"]]
                  if fmt is None and column is None else [])
