@@ -135,8 +135,9 @@ def queue_and_quota(db: str, server: LiveServer, quota: int) -> dict[str, Any]:
 
     store = ReviewStore(db)
     try:
-        pending = [i["id"] for i in store.pending(limit=100_000)]
-        created = sorted(float(r["created"]) for r in store.pending(limit=100_000))
+        items = store.pending(limit=100_000)
+        pending = [i["id"] for i in items]
+        created = sorted(float(i["created"]) for i in items)
     finally:
         store.close()
     seen: list[int] = []

@@ -62,6 +62,6 @@ def new_database(server_url: str) -> str:
     import psycopg
 
     name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server_url.replace("postgresql://", "postgresql://", 1), autocommit=True) as conn:
+    with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server_url.replace("/postgres?", f"/{name}?", 1)
