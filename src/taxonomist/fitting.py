@@ -176,13 +176,13 @@ def fit_ensemble_tier(spec: Parameters, batch: ProductBatch, titles: list[str], 
         logger.info("photos: %d usable, %d products without one, %d unusable (classified from text)",
                     *image_stats.values())
     embedded = None
-    if img is None and "finetune" not in members:
+    if not {"fused", "finetune"} & set(members):  # (these read every product's text embedding)
         embedded = embedding_sample(np.unique(np.asarray(labels, dtype=object), return_inverse=True)[1],
                                     spec.max_embedded, spec.random_state)
     if embedded is not None:
         logger.info("encoding %d of the %d training products (max_embedded), drawn per category",
                     int(embedded.sum()), len(titles))
-    emb, alt_emb = _embeddings(spec, encoder, members, titles, contexts, img is not None, embedded)
+    emb, alt_emb = _embeddings(spec, encoder, members, titles, contexts, embedded)
     encoding = time.perf_counter() - started  # (the photos' and the texts')
     ensemble = fit_ensemble(
         (titles, contexts), labels, emb,
@@ -200,7 +200,7 @@ def fit_ensemble_tier(spec: Parameters, batch: ProductBatch, titles: list[str], 
 
 
 def _embeddings(spec: Parameters, encoder: Any, members: Sequence[str], titles: list[str],
-                contexts: list[str], photos: bool, embedded: np.ndarray | None = None
+                contexts: list[str], embedded: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(what the embedding members are fitted on, the alternative cross-validation compares it with or ``None``):
     ``embed_context=True`` the title + context, ``False`` the title, ``"auto"`` both when the products have a
@@ -221,7 +221,7 @@ def _embeddings(spec: Parameters, encoder: Any, members: Sequence[str], titles: 
     if spec.embed_context is True:
         return encode(embedded_texts(titles, contexts, True)), None
     emb = encode(embedded_texts(titles, contexts, False))
-    if spec.embed_context != "auto" or photos or not set(members) <= CONTEXT_MEMBERS \
+    if spec.embed_context != "auto" or not set(members) - {"image"} <= CONTEXT_MEMBERS \
             or not set(members) & {"knn", "zeroshot"}:
         return emb, None
     queries = embedded_texts(titles, contexts, True)

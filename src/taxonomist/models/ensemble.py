@@ -298,6 +298,11 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
     return m
 
 
+def _textless(pairs: tuple[Sequence[str], Sequence[str]]) -> np.ndarray:
+    """Which products have neither a title nor a context (a boolean mask)."""
+    return np.array([not (t or "").strip() and not (c or "").strip() for t, c in zip(*pairs, strict=True)], dtype=bool)
+
+
 def embedded_texts(titles: Sequence[str], contexts: Sequence[str], with_context: bool) -> list[str]:
     """What the embedding members encode of each product: the title, or the title with its context (the zero-shot
     query, :func:`~taxonomist.models.zeroshot.zero_shot_queries`)."""
@@ -364,8 +369,8 @@ class Ensemble:
 
     def split_sure(self, pairs: tuple[list[str], list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(sparse member's probabilities, where they reach the cascade threshold, its log-probabilities), or
-        ``None`` where the cascade does not apply (no threshold, photos in the pool, or a category the sparse
-        member does not know)."""
+        ``None`` where the cascade does not apply (no threshold, photos in the pool, a category the sparse member
+        does not know, or a product without text that a photo member may read)."""
         m = self.members
         # only while the sparse member knows every class: a category added after fitting (add_class) is unknown
         # to it, and a sure sparse answer would never let the other members name the new category
@@ -373,6 +378,8 @@ class Ensemble:
         active = self.active
         if self.cascade is None or not knows_all or "sparse" not in active or active & set(IMAGE_MEMBERS):
             return None
+        if m.image is not None and _textless(pairs).any():
+            return None  # a product known by its photo alone is classified from it (predict_proba), not the cascade
         from scipy.special import softmax
 
         sparse_log = m.logs(pairs, None, {"sparse"})["sparse"]
@@ -392,8 +399,7 @@ class Ensemble:
         if modality == "all" and img is not None and self.members.image is not None:
             # a product with a usable photo and no text at all is classified from its photo: the pooled weights
             # (chosen for products that have text) may give the photo little or no say
-            photo_only = np.flatnonzero(img[1] & np.array([not (t or "").strip() and not (c or "").strip()
-                                                           for t, c in zip(titles, contexts, strict=True)]))
+            photo_only = np.flatnonzero(img[1] & _textless(pairs))
             if len(photo_only):
                 proba[photo_only] = self._pooled(
                     ([titles[i] for i in photo_only], [contexts[i] for i in photo_only]),

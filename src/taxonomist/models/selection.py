@@ -242,4 +242,17 @@ def stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) ->
         o = report["embedding_scores"][other]
         text += (f"; embeddings of the {report['embedding']} (with the {other}: {o['macro_f1']:.4f} / "
                  f"{o['accuracy']:.4f})")
+    if "photos" in report:
+        ph = report["photos"]
+        kept = {k: w for k, w in ph["weights"].items() if w > 0}
+        if kept:
+            text += (f"; photos pooled in ({', '.join(f'{k} {w:.2f}' for k, w in kept.items())}): macro-F1 "
+                     f"{ph['macro_f1']:.4f}, accuracy {ph['accuracy']:.4f} against {ph['floor_macro_f1']:.4f} / "
+                     f"{ph['floor_accuracy']:.4f} for the text alone")
+        else:
+            best = ph.get("best_with_photos") or {}
+            with_photos = (f" (the best weighting with them: {best['macro_f1']:.4f} / {best['accuracy']:.4f})"
+                           if best else "")
+            text += (f"; the photos do not help the text model beyond noise out of fold{with_photos}: it predicts "
+                     "from the text alone, from a photo only where a product has no text")
     return {**report, "summary": text}

@@ -22,7 +22,17 @@ from sklearn.model_selection import GroupShuffleSplit
 from ..metrics import macro_f1_accuracy
 from ..products import Images
 from .calibration import fit_temperature
-from .ensemble import EPS, Ensemble, EnsembleMembers, finetune_texts, fused_features, paths, pool, prior_shift
+from .ensemble import (
+    EPS,
+    IMAGE_MEMBERS,
+    Ensemble,
+    EnsembleMembers,
+    finetune_texts,
+    fused_features,
+    paths,
+    pool,
+    prior_shift,
+)
 from .selection import (
     calibrate,
     gain_interval,
@@ -210,8 +220,8 @@ def _set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
 
 
 def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-                 n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Out-of-fold log-probabilities of every member, and the products' classes.
+                 n_classes: int, active: set[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Out-of-fold log-probabilities of every member (of ``active``), and the products' classes.
 
     Decisions are made as the final model is used: on classes with training data. A product whose class its fold
     never saw (a rare leaf whose only examples are in that fold) is left out, and in each fold the classes it
@@ -226,7 +236,8 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
         unseen = ~np.isin(np.arange(n_classes), y[a])
         for s in range(0, len(keep), step):  # the members' float64 temporaries of a block of products at a time
             blk = keep[s:s + step]
-            for k, v in part.logs(d.texts(blk), d.emb[blk], img=d.rows(blk), encoded=d.features(blk)).items():
+            for k, v in part.logs(d.texts(blk), d.emb[blk], active, img=d.rows(blk),
+                                  encoded=d.features(blk)).items():
                 v[:, unseen] = _UNSEEN
                 if k not in oof:
                     oof[k] = np.empty((sum(len(kp) for kp in keeps), n_classes), dtype=np.float32)
@@ -238,9 +249,9 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
 
 
 def _decide(logs: dict[str, np.ndarray], y_oof: np.ndarray, counts: np.ndarray, prior_shift: float | str,
-            calibration: str, cascade: bool, with_images: bool, seed: int) -> Ensemble:
-    """Weights, prior shift, calibration and cascade threshold chosen on out-of-fold log-probabilities (the
-    returned ensemble has no members yet)."""
+            calibration: str, cascade: bool, seed: int) -> Ensemble:
+    """Weights, prior shift, calibration and cascade threshold of the text members chosen on their out-of-fold
+    log-probabilities (the returned ensemble has no members yet)."""
     # the floor: the sparse member alone (tiers without one: their first member)
     anchor = "sparse" if "sparse" in logs else next(iter(logs))
     weights, tau, stacking = select_stack(logs, y_oof, counts, prior_shift, anchor=anchor, seed=seed)
@@ -248,18 +259,59 @@ def _decide(logs: dict[str, np.ndarray], y_oof: np.ndarray, counts: np.ndarray, 
     pooled = pool(logs, weights)
     shifted = pooled + _shift(counts, tau).astype(pooled.dtype)  # (float32: a products × classes matrix)
     rank = pooled if tau > 0 else None
-    temperature, top_label = 1.0, None
-    if calibration != "none":
-        temperature, top_label = calibrate(shifted, y_oof, rank, seed=seed)
-        if calibration == "temperature":
-            top_label = None
+    temperature, top_label = _calibration(shifted, y_oof, rank, calibration, seed)
     cascade_t = None
-    if cascade and "sparse" in logs and not with_images and weights.get("sparse", 0) > 0 and \
+    if cascade and "sparse" in logs and weights.get("sparse", 0) > 0 and \
             any(w > 0 for k, w in weights.items() if k != "sparse"):
         cascade_t, cascade_scores = select_cascade(logs["sparse"], shifted, y_oof)
         scores.update(cascade_scores)
     return Ensemble(EnsembleMembers([], ()), weights, temperature, top_label, scores, tau, rank_unshifted=tau > 0,
                     cascade=cascade_t, stacking=stacking)
+
+
+def _calibration(shifted: np.ndarray, y_oof: np.ndarray, rank: np.ndarray | None, calibration: str,
+                 seed: int) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+    """(temperature, top-label map) of ``calibration`` fitted on the pooled, shifted out-of-fold scores."""
+    if calibration == "none":
+        return 1.0, None
+    temperature, top_label = calibrate(shifted, y_oof, rank, seed=seed)
+    return temperature, None if calibration == "temperature" else top_label
+
+
+def _with_photos(ens: Ensemble, logs: dict[str, np.ndarray], photo_logs: dict[str, np.ndarray], y_oof: np.ndarray,
+                 counts: np.ndarray, calibration: str, seed: int) -> Ensemble:
+    """The text model ``ens`` (decided on the text members' ``logs``) with the photo members pooled in, or the
+    text model itself -- unchanged, bit for bit -- where the photos do not help it out of fold.
+
+    The photos are weighed against the text model's own out-of-fold predictions, not the sparse member's: the
+    text model's pooled, shifted scores are one member (the floor, :func:`select_stack`'s anchor) beside the
+    photo members; a weighting with photos is chosen by the same rule (macro-F1 and accuracy both within the
+    tolerance of the floor, the best sum, a gain beyond noise in the paired bootstrap). Kept, the text members'
+    weights and prior shift are scaled by the anchor's weight and the calibration is fitted again; the cascade is
+    off (a sure sparse answer would never let the photo speak)."""
+    text = pool(logs, ens.weights) + _shift(counts, ens.prior_shift).astype(np.float32)
+    weights, _, report = select_stack({"text": text, **photo_logs}, y_oof, counts, 0.0, anchor="text", seed=seed)
+    fitted = {**ens.stacking.get("fitted_weights", {}), **{k: report["fitted_weights"].get(k, 0.0) for k in photo_logs}}
+    photos = {k: report[k] for k in ("chosen", "macro_f1", "accuracy", "floor_macro_f1", "floor_accuracy",
+                                     "gain_interval_80")}
+    photos["weights"] = {k: weights[k] for k in photo_logs}
+    photos["best_with_photos"] = next((t for t in report["top"] if t["members"] != "text only"), None)
+    if report["sparse_only"]:  # (the anchor alone: the text model)
+        ens.weights.update(dict.fromkeys(photo_logs, 0.0))
+        ens.stacking.update(photos=photos, fitted_weights=fitted)
+        return ens
+    a = weights["text"]
+    scaled = {**{k: a * w for k, w in ens.weights.items()}, **photos["weights"]}
+    tau = a * ens.prior_shift
+    pooled = pool({**logs, **photo_logs}, scaled)
+    shifted = pooled + _shift(counts, tau).astype(pooled.dtype)
+    temperature, top_label = _calibration(shifted, y_oof, pooled if tau > 0 else None, calibration, seed)
+    scores = {**ens.validation_scores, "macro_f1": report["macro_f1"], "accuracy": report["accuracy"]}
+    scores.pop("cascade_share", None)
+    stacking = {**ens.stacking, "photos": photos, "fitted_weights": fitted, "macro_f1": report["macro_f1"],
+                "accuracy": report["accuracy"]}
+    return Ensemble(EnsembleMembers([], ()), scaled, temperature, top_label, scores, tau, rank_unshifted=tau > 0,
+                    stacking=stacking)
 
 
 CONTEXT_MEMBERS = frozenset({"sparse", "knn", "zeroshot"})
@@ -270,12 +322,13 @@ embeddings -- heads on them, the fused photo head -- would have to be fitted aga
 def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
                       alt_emb: np.ndarray, logs: dict[str, np.ndarray], y_oof: np.ndarray, ens: Ensemble,
                       zeroshot: TaxonomyScorer | None, counts: np.ndarray, prior_shift: float | str,
-                      calibration: str, cascade: bool, seed: int) -> tuple[Ensemble, bool]:
-    """The ensemble decided with the title embeddings (``ens``, from ``logs``) or the one decided again with the
-    title + context embeddings ``alt_emb`` -- the folds' neighbour indexes rebuilt on them and the zero-shot
-    temperature refitted -- whichever predicts the out-of-fold products better: the context only when the paired
-    bootstrap puts its gain in macro-F1 + accuracy above zero in 90 % of the resamples. Returns (ensemble, whether
-    it embeds the context)."""
+                      calibration: str, cascade: bool, seed: int
+                      ) -> tuple[Ensemble, bool, dict[str, np.ndarray]]:
+    """The ensemble decided with the title embeddings (``ens``, from the text members' ``logs``) or the one decided
+    again with the title + context embeddings ``alt_emb`` -- the folds' neighbour indexes rebuilt on them and the
+    zero-shot temperature refitted -- whichever predicts the out-of-fold products better: the context only when
+    the paired bootstrap puts its gain in macro-F1 + accuracy above zero in 90 % of the resamples. Returns
+    (ensemble, whether it embeds the context, the out-of-fold log-probabilities it was decided on)."""
     n_classes, y = len(counts), d.y
     title_temperature = zeroshot.temperature if zeroshot is not None else None
     for part, (a, _) in zip(parts, splits, strict=True):
@@ -285,8 +338,8 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
     if zeroshot is not None:
         sample = _temperature_sample(splits, y, seed, d.embedded)
         zeroshot.fit_temperature(alt_emb[sample], y[sample])
-    alt_logs, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes)
-    alt = _decide(alt_logs, y_oof, counts, prior_shift, calibration, cascade, False, seed)
+    alt_logs, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes, set(logs))
+    alt = _decide(alt_logs, y_oof, counts, prior_shift, calibration, cascade, seed)
 
     def predicted(lg: dict[str, np.ndarray], e: Ensemble) -> np.ndarray:
         return np.asarray((pool(lg, e.weights) + _shift(counts, e.prior_shift)).argmax(axis=1))
@@ -303,7 +356,7 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
     chosen = alt if use else ens
     chosen.stacking.update(embedding="title + context" if use else "title", embedding_scores=scores,
                            embedding_gain_interval_80=[lo, hi])
-    return chosen, use
+    return chosen, use, alt_logs if use else logs
 
 
 def _fine_tune(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], validate: bool, encoder: Any,
@@ -346,14 +399,15 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
         alt_emb: the title + context embeddings, compared with ``emb`` out of fold (:func:`_choose_embedding`;
             members within :data:`CONTEXT_MEMBERS`); the ensemble's ``embed_context`` says which it reads.
         embedded: which products were encoded (:func:`embedding_sample`; the others' rows of ``emb`` and
-            ``alt_emb`` are not read); ``None``: all. Not with the photo or fine-tuned members.
+            ``alt_emb`` are not read); ``None``: all. Not with the early-fusion or fine-tuned members (the image
+            member learns from every photo).
     """
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     n_classes = len(classes)
     if prior_shift != "auto" and not (isinstance(prior_shift, (int, float)) and prior_shift >= 0):
         raise ValueError(f"prior_shift must be a number >= 0 or 'auto', got {prior_shift!r}")
-    if embedded is not None and (img is not None or "finetune" in members):
-        raise ValueError("the photo and fine-tuned members learn from every product: embedded must be None")
+    if embedded is not None and {"fused", "finetune"} & set(members):
+        raise ValueError("the early-fusion and fine-tuned members learn from every product: embedded must be None")
     clock = _Clock()
     # the sparse member's features made once: its vocabulary from every training product (a held-out fold's
     # words get no weight from the fold's fit, only their idf counts them), so each product is tokenised once
@@ -438,16 +492,20 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
     for part in parts:
         _set_temperatures(part, temperatures)
     logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
+    photo_logs = {k: logs.pop(k) for k in IMAGE_MEMBERS if k in logs}
     counts = np.bincount(d.y, minlength=n_classes)
-    ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, d.img is not None, how.seed)
+    # the text model first, decided as without photos; then the photos, against it
+    ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, how.seed)
     if alt_emb is not None:
-        members = parts[0].members
-        if not set(members) <= CONTEXT_MEMBERS or d.img is not None:
+        members = [m for m in parts[0].members if m != "image"]
+        if not set(members) <= CONTEXT_MEMBERS:
             raise ValueError(f"title and title + context embeddings are compared with the members "
-                             f"{sorted(CONTEXT_MEMBERS)} only, got {list(members)}")
-        ens, use_context = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
-                                             how.prior_shift, how.calibration, how.cascade, how.seed)
+                             f"{sorted(CONTEXT_MEMBERS)} (and the image member) only, got {list(parts[0].members)}")
+        ens, use_context, logs = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
+                                                   how.prior_shift, how.calibration, how.cascade, how.seed)
         ens.embed_context = use_context
+    if photo_logs:
+        ens = _with_photos(ens, logs, photo_logs, y_oof, counts, how.calibration, how.seed)
     ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
     if d.embedded is not None:
         ens.stacking.update(embedded_products=int(d.embedded.sum()))
