@@ -363,3 +363,16 @@ def test_photos_that_help_the_text_model_are_pooled_in(tmp_path) -> None:
     assert "photos pooled in" in fused.model_.stacking["summary"]
     truth = test["category"].to_numpy()
     assert (fused.predict(test) == truth).mean() >= (text.predict(test) == truth).mean() + 0.2
+
+
+def test_the_image_member_alone_is_a_model(tiny_encoder_dir, tmp_path) -> None:
+    """A catalogue of photos without text: the image member alone is cross-validated and predicts (the photos
+    are weighed against a text model only where there is one)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    root = tmp_path / "img"
+    root.mkdir()
+    df = _catalog(root)
+    model = tx.TaxonomyClassifier(tier="ensemble", members=["image"], encoder=str(tiny_encoder_dir),
+                                  image_encoder="effnet-lite0", image_root=str(root)).fit(df)
+    assert model.weights_["image"] > 0 and "photos" not in model.model_.stacking
+    assert (model.predict(df) == df["category"].to_numpy()).mean() > 0.9

@@ -492,9 +492,9 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
     for part in parts:
         _set_temperatures(part, temperatures)
     logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
-    photo_logs = {k: logs.pop(k) for k in IMAGE_MEMBERS if k in logs}
+    # the text model first, decided as without photos; then the photos, against it (photos alone: their model)
+    photo_logs = {k: logs.pop(k) for k in IMAGE_MEMBERS if k in logs} if set(logs) - set(IMAGE_MEMBERS) else {}
     counts = np.bincount(d.y, minlength=n_classes)
-    # the text model first, decided as without photos; then the photos, against it
     ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, how.seed)
     if alt_emb is not None:
         members = [m for m in parts[0].members if m != "image"]
