@@ -4,8 +4,10 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import taxonomist as tx
 from taxonomist.datasets import sample_path
@@ -176,3 +178,37 @@ def store_ref(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
     pytest.importorskip("psycopg")
     return new_database(server)
+
+
+def synonym_catalog(n_per: int = 40, seed: int = 0, root: Path | None = None, informative: bool = False) -> pd.DataFrame:
+    """Six categories whose titles name them in one of ten words that share no letters' run with the others (one
+    title in twenty names none): words a sentence encoder relates and character n-grams do not. With ``root``,
+    each product has a photo there whose colour is drawn at random, whatever the category (photos that cannot
+    help); ``informative``: the colour is the category's and half the titles do not name it."""
+    rng = np.random.default_rng(seed)
+    words = {"Apparel > Jeans": ["jeans", "denims", "jeggings", "levis 501", "bootcut", "mom fit", "flares",
+                                 "selvedge", "dungarees", "capri"],
+             "Apparel > Shirts": ["shirt", "blouse", "button-down", "oxford", "flannel", "tunic", "polo", "chambray",
+                                  "henley", "camisole"],
+             "Kitchen > Kettles": ["kettle", "teapot", "samovar", "water boiler", "gooseneck", "hot water jug",
+                                   "tea maker", "stovetop whistler", "cezve", "percolator"],
+             "Home > Pillows": ["pillow", "cushion", "bolster", "pillowcase", "headrest", "duvet", "eiderdown",
+                                "throw", "beanbag", "futon"],
+             "Tools > Drills": ["drill", "impact driver", "rotary hammer", "auger", "gimlet", "bradawl", "jigsaw",
+                                "router", "sander", "angle grinder"],
+             "Books > Novels": ["novel", "paperback", "thriller", "fiction", "whodunit", "saga", "romance", "memoir",
+                                "anthology", "bestseller"]}
+    generic = ["classic", "new", "premium", "basic", "grey", "large", "gift", "pack", "blue", "deluxe"]
+    rows = []
+    for c, (cat, names) in enumerate(words.items()):
+        for i in range(n_per):
+            title = " ".join(rng.choice(generic, 2, replace=False))
+            if rng.random() < (0.5 if informative else 0.95):
+                title = f"{title} {rng.choice(names)}"
+            row = {"id": f"{c}-{i}", "title": title, "category": cat}
+            colour = (c * 40, 255 - c * 40, (c * 97) % 255) if informative else rng.integers(0, 255, 3)
+            if root is not None:
+                row["image"] = f"{c}-{i}.jpg"
+                Image.new("RGB", (40, 60), tuple(int(v) for v in colour)).save(root / row["image"], format="JPEG")
+            rows.append(row)
+    return pd.DataFrame(rows)

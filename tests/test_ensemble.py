@@ -18,7 +18,7 @@ from taxonomist.models.selection import fit_log_linear, select_cascade, select_s
 from taxonomist.models.stacking import group_folds
 from taxonomist.models.zeroshot import TaxonomyScorer
 
-from .conftest import TINY
+from .conftest import TINY, synonym_catalog
 from .test_bad_inputs import run_cli
 
 
@@ -640,3 +640,20 @@ def test_a_sparse_model_predicts_the_same_after_dropping_its_prediction_caches(t
     sparse.drop_prediction_caches()
     assert sparse._coef_t is None  # noqa: SLF001
     np.testing.assert_array_equal(sparse.predict_proba(titles), before)
+
+
+def test_the_joint_member_reads_words_and_meaning_in_one_model_and_roundtrips(tmp_path) -> None:
+    """Issue 33: the practitioner's TF-IDF + sentence-embedding SVM as a member (over the sparse member's features
+    beside the MiniLM embedding). Where titles name their category in words the training products seldom used, it
+    beats the sparse member out of fold; a saved bundle predicts the same."""
+    df = synonym_catalog(n_per=60)
+    train, test = df.iloc[::2].reset_index(drop=True), df.iloc[1::2].reset_index(drop=True)
+    model = tx.TaxonomyClassifier(tier="ensemble", members=["sparse", "joint"], encoder="minilm-en").fit(train)
+    st = model.stacking_
+    assert model.weights_["joint"] > 0 and st["macro_f1"] > st["floor_macro_f1"] + 0.05, st["summary"]
+    assert model.model_.members.joint_temperature != 1.0
+    model.save(tmp_path / "m")
+    again = tx.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.predict_proba(test), model.predict_proba(test))
+    with pytest.raises(ValueError, match="add the sparse member"):
+        tx.TaxonomyClassifier(tier="ensemble", members=["knn", "joint"], encoder="minilm-en").fit(train)

@@ -14,7 +14,7 @@ from PIL import Image
 import taxonomist as tx
 from taxonomist.images import ImageError, load_image, open_image_bytes
 
-from .conftest import TINY
+from .conftest import TINY, synonym_catalog
 
 
 def _jpeg(color=(200, 30, 30), size=(40, 60)) -> bytes:
@@ -297,37 +297,6 @@ def test_train_run_from_another_folder_keeps_a_drift_reference_that_read_the_pho
     assert tx.load(tmp_path / "model").drift_reference_.source == "held-out"
 
 
-def _noise_photo_catalog(root, n_per=40, seed=0, informative: bool = False) -> pd.DataFrame:
-    """Six categories whose titles name them in one of several words (one in twenty name them not at all), and
-    photos whose colour is drawn at random, whatever the category: photos that cannot help; ``informative``: the
-    colour is the category's and half the titles do not name it."""
-    rng = np.random.default_rng(seed)
-    words = {"Apparel > Jeans": ["jeans", "denims", "jeggings", "levis 501", "bootcut", "mom fit", "flares",
-                                 "selvedge", "dungarees", "capri"],
-             "Apparel > Shirts": ["shirt", "blouse", "button-down", "oxford", "flannel", "tunic", "polo", "chambray",
-                                  "henley", "camisole"],
-             "Kitchen > Kettles": ["kettle", "teapot", "samovar", "water boiler", "gooseneck", "hot water jug",
-                                   "tea maker", "stovetop whistler", "cezve", "percolator"],
-             "Home > Pillows": ["pillow", "cushion", "bolster", "pillowcase", "headrest", "duvet", "eiderdown",
-                                "throw", "beanbag", "futon"],
-             "Tools > Drills": ["drill", "impact driver", "rotary hammer", "auger", "gimlet", "bradawl", "jigsaw",
-                                "router", "sander", "angle grinder"],
-             "Books > Novels": ["novel", "paperback", "thriller", "fiction", "whodunit", "saga", "romance", "memoir",
-                                "anthology", "bestseller"]}
-    generic = ["classic", "new", "premium", "basic", "grey", "large", "gift", "pack", "blue", "deluxe"]
-    rows = []
-    for c, (cat, names) in enumerate(words.items()):
-        for i in range(n_per):
-            title = " ".join(rng.choice(generic, 2, replace=False))
-            if rng.random() < (0.5 if informative else 0.95):
-                title = f"{title} {rng.choice(names)}"
-            photo = f"{c}-{i}.jpg"
-            colour = (c * 40, 255 - c * 40, (c * 97) % 255) if informative else rng.integers(0, 255, 3)
-            (root / photo).write_bytes(_jpeg(tuple(int(v) for v in colour)))
-            rows.append({"id": f"{c}-{i}", "title": title, "category": cat, "image": photo})
-    return pd.DataFrame(rows)
-
-
 def test_photos_that_do_not_help_leave_the_text_model_bit_for_bit(tmp_path) -> None:
     """Issue 33: fused − text was −0.015 macro-F1 on a catalogue whose photos did not help (the photo member's
     weight was chosen against the sparse member alone, among more weightings, and photos switched the cascade
@@ -336,7 +305,7 @@ def test_photos_that_do_not_help_leave_the_text_model_bit_for_bit(tmp_path) -> N
     pytest.importorskip("efficientnet_lite_pytorch")
     root = tmp_path / "img"
     root.mkdir()
-    df = _noise_photo_catalog(root)
+    df = synonym_catalog(root=root)
     train, test = df.iloc[::2].reset_index(drop=True), df.iloc[1::2].reset_index(drop=True)
     kw = {"tier": "ensemble", "encoder": "minilm-en"}
     text = tx.TaxonomyClassifier(**kw).fit(train)
@@ -354,7 +323,7 @@ def test_photos_that_help_the_text_model_are_pooled_in(tmp_path) -> None:
     pytest.importorskip("efficientnet_lite_pytorch")
     root = tmp_path / "img"
     root.mkdir()
-    df = _noise_photo_catalog(root, informative=True)
+    df = synonym_catalog(root=root, informative=True)
     train, test = df.iloc[::2].reset_index(drop=True), df.iloc[1::2].reset_index(drop=True)
     kw = {"tier": "ensemble", "encoder": "minilm-en"}
     text = tx.TaxonomyClassifier(**kw).fit(train)

@@ -222,7 +222,7 @@ def _embeddings(spec: Parameters, encoder: Any, members: Sequence[str], titles: 
         return encode(embedded_texts(titles, contexts, True)), None
     emb = encode(embedded_texts(titles, contexts, False))
     if spec.embed_context != "auto" or not set(members) - {"image"} <= CONTEXT_MEMBERS \
-            or not set(members) & {"knn", "zeroshot"}:
+            or not set(members) & {"knn", "zeroshot", "joint"}:
         return emb, None
     queries = embedded_texts(titles, contexts, True)
     if queries == [field_text(t) for t in titles]:  # nothing but titles: nothing to compare

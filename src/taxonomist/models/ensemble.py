@@ -26,15 +26,18 @@ from ..taxonomy import CategoryPath, format_path, parse_path
 from ..text import scrub_pii
 from .calibration import apply_top_label, softmax_with_temperature
 from .embed import EmbedHead, NeighbourIndex
+from .joint import JointModel
 from .sparse import Encoded, SparseClassifier
 from .zeroshot import TaxonomyScorer, zero_shot_queries
 
-__all__ = ["EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "embedded_texts", "finish", "pool", "prior_shift",
+__all__ = ["EMBEDDING_MEMBERS", "EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "embedded_texts", "finish", "pool", "prior_shift",
            "rank_score"]
 
 logger = logging.getLogger(__name__)
 
-MEMBERS = ("sparse", "knn", "zeroshot", "embed", "finetune", "image", "fused")
+MEMBERS = ("sparse", "knn", "zeroshot", "embed", "joint", "finetune", "image", "fused")
+EMBEDDING_MEMBERS = frozenset({"knn", "zeroshot", "embed", "joint", "fused"})
+"""Members that read the products' sentence embeddings."""
 IMAGE_MEMBERS = ("image", "fused")
 """Members that read product photos: ``image`` (late fusion: a head on image features, pooled with the text
 members; it abstains on products without a usable image) and ``fused`` (early fusion: one head on the text
@@ -94,6 +97,8 @@ class EnsembleMembers:
         self.zeroshot: TaxonomyScorer | None = None
         self.head: EmbedHead | None = None
         self.head_temperature = 1.0
+        self.joint: JointModel | None = None
+        self.joint_temperature = 1.0
         self.finetune: Any = None  # a FineTuner
         self.finetune_temperature = 1.0
         self.image: EmbedHead | None = None
@@ -127,6 +132,12 @@ class EnsembleMembers:
             self.zeroshot = zeroshot or TaxonomyScorer().build([parse_path(c) for c in self.classes], encoder)
         if "embed" in self.members:
             self.head = EmbedHead().fit(e_emb, e_y, n)
+        if "joint" in self.members:
+            if self.sparse is None:
+                raise ValueError("the joint member reads the sparse member's features: add the sparse member")
+            X = self.sparse.features(encoded if encoded is not None else pairs)
+            self.joint = JointModel(C=self.sparse.C, prune=self.sparse.prune, random_state=self.sparse.random_state,
+                                    n_jobs=self.sparse.n_jobs).fit(X if embedded is None else X[embedded], e_emb, e_y, n)
         if "finetune" in self.members:
             if finetuned is None:
                 raise ValueError("the finetune member needs a fine-tuned model")
@@ -142,6 +153,12 @@ class EnsembleMembers:
             if "fused" in self.members:
                 self.fused = EmbedHead().fit(fused_features(emb, img), y, n)
         return self
+
+    def joint_scores(self, pairs: tuple[list[str], list[str]], emb: np.ndarray, encoded: Encoded | None = None
+                     ) -> np.ndarray:
+        """The joint member's margins (it reads the sparse member's features: ``encoded``, else of ``pairs``)."""
+        assert self.joint is not None and self.sparse is not None, "no joint member"
+        return self.joint.decision_function(self.sparse.features(encoded if encoded is not None else pairs), emb)
 
     def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
              active: set[str] | None = None, img: Images | None = None,
@@ -182,6 +199,11 @@ class EnsembleMembers:
             assert emb is not None, "the embed member needs embeddings"
             s = self.head.decision_function(emb)
             out["embed"] = padded_log(softmax_with_temperature(s, self.head_temperature))
+        if self.joint is not None and use("joint"):
+            assert emb is not None, "the joint member needs embeddings"
+            p = padded_log(softmax_with_temperature(self.joint_scores(pairs, emb, encoded), self.joint_temperature))
+            p[:, ~self.joint.known[: p.shape[1]]] = np.nan
+            out["joint"] = p
         if self.finetune is not None and use("finetune"):
             s = self.finetune.logits(finetune_texts(pairs))
             out["finetune"] = padded_log(softmax_with_temperature(s, self.finetune_temperature))
@@ -230,6 +252,7 @@ def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndar
     """(params, arrays, JSON objects) of fitted members, for a bundle (no pickle)."""
     params: dict[str, Any] = {"classes": m.classes, "members": m.members, "knn_k": m.knn_k,
                               "head_temperature": m.head_temperature, "finetune_temperature": m.finetune_temperature,
+                              "joint_temperature": m.joint_temperature,
                               "image_temperature": m.image_temperature, "fused_temperature": m.fused_temperature,
                               "class_counts": [int(c) for c in m.class_counts]}
     arrays: dict[str, np.ndarray] = {}
@@ -249,6 +272,9 @@ def members_state(m: EnsembleMembers) -> tuple[dict[str, Any], dict[str, np.ndar
     if m.head is not None:
         params["head"], a = m.head.get_state()
         arrays.update(a)
+    if m.joint is not None:
+        params["joint"], a = m.joint.get_state()
+        arrays.update({f"joint_{k}": v for k, v in a.items()})
     for name in IMAGE_MEMBERS:
         head = getattr(m, name)
         if head is not None:
@@ -280,6 +306,14 @@ def members_from_state(params: dict[str, Any], arrays: dict[str, np.ndarray], ob
         m.zeroshot = TaxonomyScorer.from_state(params["zeroshot"], arrays)
     if "head" in params:
         m.head = EmbedHead.from_state(params["head"], arrays)
+    if "joint" in params:
+        if m.sparse is None:
+            raise ValueError("the bundle has a joint member but no sparse member to read its features")
+        m.joint = JointModel.from_state(params["joint"], {k[6:]: v for k, v in arrays.items() if k.startswith("joint_")})
+        m.joint_temperature = float(params.get("joint_temperature", 1.0))
+        if m.joint.sparse_coef_.shape[1] != m.sparse.n_features_in_:
+            raise ValueError(f"the joint member reads {m.joint.sparse_coef_.shape[1]} features, the sparse member "
+                             f"makes {m.sparse.n_features_in_}")
     for name in IMAGE_MEMBERS:
         if name in params:
             setattr(m, name, EmbedHead.from_state(params[name], {k[len(name) + 1:]: v for k, v in arrays.items()
@@ -440,7 +474,7 @@ class Ensemble:
                     sure[hard] = self._pooled(([titles[i] for i in hard], [contexts[i] for i in hard]), None,
                                               "all", sparse_log[hard])[0]
                 return sure, None
-        emb = self.embed(titles, contexts) if active & {"knn", "zeroshot", "embed", "fused"} else None
+        emb = self.embed(titles, contexts) if active & EMBEDDING_MEMBERS else None
         m = self.members
         if sparse_log is None:
             logs = m.logs(pairs, emb, active, img=img)

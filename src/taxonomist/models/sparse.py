@@ -284,7 +284,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return encoder, sp.csr_matrix(sp.vstack([first, *blocks], format="csr", dtype=np.float64)), iter(())
         return encoder, None, itertools.chain([first], blocks)
 
-    def _features(self, X: Any) -> sp.csr_matrix:
+    def features(self, X: Any) -> sp.csr_matrix:
         """The products' features: given (:class:`Encoded` by this model's encoder), or computed from texts."""
         if isinstance(X, Encoded):
             if X.encoder is not self.encoder_:
@@ -386,7 +386,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         beam = self._beam(X)
         if beam is not None:
             return beam.log_proba()
-        scores = _scores(self._features(X), self._weights_t(), self.intercept_)
+        scores = _scores(self.features(X), self._weights_t(), self.intercept_)
         tree = getattr(self, "tree_", None)
         return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
 
@@ -416,7 +416,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if weights is None:  # (cut from the weights once, kept)
             weights = self._node_weights = node_major_weights(tree, self._weights_t())
         assert self.level_temperatures_ is not None
-        return beam_descent(tree, self._features(X), weights, self.intercept_,
+        return beam_descent(tree, self.features(X), weights, self.intercept_,
                             self.level_temperatures_, width, exact_top)
 
     def beam_predictions(self, X: Any, index: LevelIndex, top_k: int = 3,

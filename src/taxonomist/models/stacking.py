@@ -33,6 +33,7 @@ from .ensemble import (
     pool,
     prior_shift,
 )
+from .joint import JointModel
 from .selection import (
     calibrate,
     gain_interval,
@@ -158,7 +159,7 @@ class _Data:
         return None if self.img is None else (self.img[0][idx], self.img[1][idx])
 
 
-_TEMPERATURES = ("sparse", "head", "finetune", "image", "fused")
+_TEMPERATURES = ("sparse", "head", "joint", "finetune", "image", "fused")
 _OOF_CELLS = 2**22
 """Products × classes of one block of out-of-fold predictions (the members' dense temporaries are of its size)."""
 
@@ -186,6 +187,8 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
         zeroshot.fit_temperature(emb[sample], y[sample])
     if parts[0].head is not None:
         t["head"] = fit_temperature(oof_scores(lambda m, p: m.head.decision_function(emb[p])), y_t)  # type: ignore[union-attr]
+    if parts[0].joint is not None:
+        t["joint"] = _joint_temperature(parts, picks, d, emb)
     if parts[0].finetune is not None:
         t["finetune"] = fit_temperature(oof_scores(lambda m, p: m.finetune.logits(finetune_texts(d.texts(p)))), y_t)
     if parts[0].image is not None and img is not None:
@@ -203,6 +206,12 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
     return t
 
 
+def _joint_temperature(parts: list[EnsembleMembers], picks: list[np.ndarray], d: _Data, emb: np.ndarray) -> float:
+    """The joint member's temperature on the out-of-fold products ``picks`` (of each fold), reading ``emb``."""
+    scores = np.vstack([part.joint_scores(d.texts(p), emb[p], d.features(p)) for part, p in zip(parts, picks, strict=True)])
+    return fit_temperature(scores, np.concatenate([d.y[p] for p in picks]))
+
+
 def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int,
                         embedded: np.ndarray | None = None) -> np.ndarray:
     """The out-of-fold products (of classes their fold saw; with an embedding) the temperatures are fitted on: at
@@ -215,7 +224,7 @@ def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarr
 def _set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
     if m.sparse is not None:
         m.sparse.temperature_ = t["sparse"]
-    m.head_temperature, m.finetune_temperature = t["head"], t["finetune"]
+    m.head_temperature, m.finetune_temperature, m.joint_temperature = t["head"], t["finetune"], t["joint"]
     m.image_temperature, m.fused_temperature = t["image"], t["fused"]
 
 
@@ -314,9 +323,10 @@ def _with_photos(ens: Ensemble, logs: dict[str, np.ndarray], photo_logs: dict[st
                     stacking=stacking)
 
 
-CONTEXT_MEMBERS = frozenset({"sparse", "knn", "zeroshot"})
-"""Members with which ``fit_ensemble`` can compare title and title + context embeddings (the others that read
-embeddings -- heads on them, the fused photo head -- would have to be fitted again per fold)."""
+CONTEXT_MEMBERS = frozenset({"sparse", "knn", "zeroshot", "joint"})
+"""Members with which ``fit_ensemble`` can compare title and title + context embeddings (the neighbour index and the
+joint member are fitted again per fold on the other embeddings; the other heads on embeddings, the fused photo
+head, are not)."""
 
 
 def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
@@ -331,13 +341,22 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
     (ensemble, whether it embeds the context, the out-of-fold log-probabilities it was decided on)."""
     n_classes, y = len(counts), d.y
     title_temperature = zeroshot.temperature if zeroshot is not None else None
+    title_joint = [(part.joint, part.joint_temperature) for part in parts]
     for part, (a, _) in zip(parts, splits, strict=True):
+        a = d.with_embedding(a)
         if part.knn is not None:
-            a = d.with_embedding(a)
             part.knn = type(part.knn)(k=part.knn_k).fit(alt_emb[a], y[a], n_classes)
+        if part.joint is not None:
+            j = part.joint
+            part.joint = JointModel(j.C, j.prune, j.random_state, j.n_jobs).fit(
+                part.sparse.features(d.sparse_input(a)), alt_emb[a], y[a], n_classes)  # type: ignore[union-attr]
+    sample = _temperature_sample(splits, y, seed, d.embedded)
     if zeroshot is not None:
-        sample = _temperature_sample(splits, y, seed, d.embedded)
         zeroshot.fit_temperature(alt_emb[sample], y[sample])
+    if parts[0].joint is not None:
+        t = _joint_temperature(parts, [b[np.isin(b, sample)] for _, b in splits], d, alt_emb)
+        for part in parts:
+            part.joint_temperature = t
     alt_logs, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes, set(logs))
     alt = _decide(alt_logs, y_oof, counts, prior_shift, calibration, cascade, seed)
 
@@ -353,6 +372,9 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
                 "interval %.4f..%.4f)", "beats" if use else "does not beat", lo, hi)
     if not use and zeroshot is not None and title_temperature is not None:
         zeroshot.temperature = title_temperature
+    if not use:
+        for part, (joint, t) in zip(parts, title_joint, strict=True):
+            part.joint, part.joint_temperature = joint, t
     chosen = alt if use else ens
     chosen.stacking.update(embedding="title + context" if use else "title", embedding_scores=scores,
                            embedding_gain_interval_80=[lo, hi])
@@ -434,7 +456,8 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
         ens = _equal_weights(members, splits, prior_shift)
     # members the stacking switched off are not refitted, but for the neighbour index, the zero-shot scorer and
     # the image head (cheap; what explanations, add_category and products with a photo but no text use)
-    final = [m for m in members if ens.weights.get(m, 0) > 0 or m in ("knn", "zeroshot", "image")]
+    final = [m for m in members if ens.weights.get(m, 0) > 0 or m in ("knn", "zeroshot", "image")
+             or (m == "sparse" and ens.weights.get("joint", 0) > 0)]  # (the joint member reads its features)
     ens.members = EnsembleMembers(list(classes), final, knn_k).fit(pairs, emb, y, make_sparse(), encoder,
                                                                   sparse_temperature=temperatures["sparse"],
                                                                   finetuned=finetuned, zeroshot=zeroshot, img=img,
@@ -504,6 +527,7 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
         ens, use_context, logs = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
                                                    how.prior_shift, how.calibration, how.cascade, how.seed)
         ens.embed_context = use_context
+        temperatures["joint"] = parts[0].joint_temperature
     if photo_logs:
         ens = _with_photos(ens, logs, photo_logs, y_oof, counts, how.calibration, how.seed)
     ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
