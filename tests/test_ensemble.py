@@ -155,7 +155,7 @@ def test_ensemble_fits_predicts_explains_and_roundtrips(tiny_ensemble, tmp_path)
     assert p.shape == (len(TINY), 6)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
     assert (clf.predict(titles) == np.array([c for _, c in TINY])).mean() >= 0.9
-    assert set(clf.weights_) == {"sparse", "knn", "zeroshot"}
+    assert set(clf.weights_) == {"sparse", "knn", "zeroshot", "joint"}  # (a small catalogue: the joint member too)
     pred = clf.predict_products(["Levis Men Blue Slim Jeans"], explain=True)[0]
     assert pred.explanation and pred.neighbours and len(pred.neighbours) == 3
     title, category, sim = pred.neighbours[0]
@@ -657,3 +657,13 @@ def test_the_joint_member_reads_words_and_meaning_in_one_model_and_roundtrips(tm
     np.testing.assert_array_equal(again.predict_proba(test), model.predict_proba(test))
     with pytest.raises(ValueError, match="add the sparse member"):
         tx.TaxonomyClassifier(tier="ensemble", members=["knn", "joint"], encoder="minilm-en").fit(train)
+
+
+def test_the_default_ensemble_adds_the_joint_member_on_small_catalogues_only() -> None:
+    from taxonomist.fitting import JOINT_UP_TO, ensemble_members
+    from taxonomist.params import Parameters
+
+    assert ensemble_members(Parameters(tier="ensemble"), JOINT_UP_TO) == ("sparse", "knn", "zeroshot", "joint")
+    assert ensemble_members(Parameters(tier="ensemble"), JOINT_UP_TO + 1) == ("sparse", "knn", "zeroshot")
+    assert ensemble_members(Parameters(tier="ensemble", members=["sparse", "knn"]), 10) == ("sparse", "knn")
+    assert "joint" not in ensemble_members(Parameters(tier="embed"), 10)

@@ -172,6 +172,10 @@ def test_photos_join_the_ensemble_and_survive_save_load(fusion, tiny_encoder_dir
         again.model_.weights = {**again.weights_, "image": 0.0}
         assert again.predict_products([{"title": "", "image": colour_of_jeans}])[0].category == TINY[0][1]
         assert again.modalities == ("text", "image")
+        # a category added later: the image head, which never saw a photo of it, abstains on it
+        again.model_.weights = {**again.weights_, "image": 1.0}
+        again.add_category("Apparel > Topwear > Ponchos", examples=["Woollen Poncho"])
+        assert again.predict_proba(df).shape == (len(df), len(model.classes_) + 1)
 
 
 def test_image_member_with_products_lacking_a_photo_matches_a_plain_logistic_head(tiny_encoder_dir) -> None:

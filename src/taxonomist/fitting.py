@@ -21,7 +21,7 @@ from .products import ProductBatch
 from .taxonomy import CategoryPath, Taxonomy, format_path, parse_path
 from .text import field_text, scrub_pii
 
-__all__ = ["DEFAULT_MEMBERS", "ZERO_SHOT_HIERARCHY", "ZERO_SHOT_LEXICAL", "ZERO_SHOT_MIN_CONFIDENCE",
+__all__ = ["DEFAULT_MEMBERS", "JOINT_UP_TO", "ZERO_SHOT_HIERARCHY", "ZERO_SHOT_LEXICAL", "ZERO_SHOT_MIN_CONFIDENCE",
            "FittedModel", "fit_model", "ensemble_members", "fit_ensemble_tier",
            "labels_of", "sparse_model", "zero_shot_ensemble"]
 
@@ -37,6 +37,10 @@ similarity in each leaf's score")."""
 DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed", "knn"),
                    "finetune": ("sparse", "finetune"), "zeroshot": ("zeroshot",)}
 """Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
+JOINT_UP_TO = 4_000
+"""The default ensemble adds the joint member (:mod:`taxonomist.models.joint`) on catalogues of at most this many
+training products: where it helps most (RESULTS.md, "The joint member") and its four fits over 384 more values
+per product cost little."""
 
 
 def sparse_model(spec: Parameters, calibration: str) -> SparseClassifier:
@@ -108,9 +112,12 @@ def choose_description_chars(spec: Parameters, batch: ProductBatch, labels: Sequ
     return DESCRIPTION_CHARS if keep else None
 
 
-def ensemble_members(spec: Parameters) -> tuple[str, ...]:
-    """The members of ``spec``'s ensemble: as given, or the tier's default (+ the photo member)."""
+def ensemble_members(spec: Parameters, n_products: int | None = None) -> tuple[str, ...]:
+    """The members of ``spec``'s ensemble: as given, or the tier's default (+ the joint member on a catalogue of at
+    most :data:`JOINT_UP_TO` training products, + the photo member)."""
     members = tuple(spec.members) if spec.members is not None else DEFAULT_MEMBERS[spec.tier]
+    if spec.members is None and spec.tier == "ensemble" and n_products is not None and n_products <= JOINT_UP_TO:
+        members = (*members, "joint")
     if spec.members is None and spec.image_encoder is not None:
         members = (*members, "image" if spec.fusion == "late" else "fused")
     unknown = [m for m in members if m not in MEMBERS]
@@ -162,7 +169,7 @@ def fit_ensemble_tier(spec: Parameters, batch: ProductBatch, titles: list[str], 
     image_encoder = None
     image_stats: dict[str, int] = {}
     img = None
-    members = ensemble_members(spec)
+    members = ensemble_members(spec, len(titles))
     started = time.perf_counter()
     if set(members) & set(IMAGE_MEMBERS):
         from .encoders.image import load_image_encoder

@@ -181,6 +181,12 @@ class EnsembleMembers:
             p = np.log(np.maximum(proba, EPS))
             return np.pad(p, ((0, 0), (0, n_classes - p.shape[1])), constant_values=np.nan)
 
+        def unknown(known: np.ndarray) -> np.ndarray:
+            """The classes a member saw no example of (those added after it was fitted included)."""
+            out = np.ones(n_classes, dtype=bool)
+            out[:len(known)] = ~known
+            return out
+
         if self.sparse is not None and use("sparse"):
             p = np.full((len(pairs[0]), n_classes), np.nan)
             p[:, self.sparse_cols] = np.log(np.maximum(
@@ -202,7 +208,7 @@ class EnsembleMembers:
         if self.joint is not None and use("joint"):
             assert emb is not None, "the joint member needs embeddings"
             p = padded_log(softmax_with_temperature(self.joint_scores(pairs, emb, encoded), self.joint_temperature))
-            p[:, ~self.joint.known[: p.shape[1]]] = np.nan
+            p[:, unknown(self.joint.known)] = np.nan
             out["joint"] = p
         if self.finetune is not None and use("finetune"):
             s = self.finetune.logits(finetune_texts(pairs))
@@ -210,7 +216,7 @@ class EnsembleMembers:
         if self.image is not None and use("image"):
             assert img is not None, "the image member needs image features"
             p = padded_log(softmax_with_temperature(self.image.decision_function(img[0]), self.image_temperature))
-            p[:, ~self.image.known[: p.shape[1]]] = np.nan  # classes it saw no photo of
+            p[:, unknown(self.image.known)] = np.nan  # classes it saw no photo of
             p[~img[1]] = 0.0  # no usable image: a constant row abstains
             out["image"] = p
         if self.fused is not None and use("fused"):
