@@ -246,13 +246,11 @@ def stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) ->
         ph = report["photos"]
         kept = {k: w for k, w in ph["weights"].items() if w > 0}
         if kept:
-            text += (f"; photos pooled in ({', '.join(f'{k} {w:.2f}' for k, w in kept.items())}): macro-F1 "
-                     f"{ph['macro_f1']:.4f}, accuracy {ph['accuracy']:.4f} against {ph['floor_macro_f1']:.4f} / "
-                     f"{ph['floor_accuracy']:.4f} for the text alone")
+            text += (f"; photos pooled in ({ph['chosen']}: {', '.join(f'{k} {w:.2f}' for k, w in kept.items())}): "
+                     f"macro-F1 {ph['macro_f1']:.4f}, accuracy {ph['accuracy']:.4f} against "
+                     f"{ph['text_macro_f1']:.4f} / {ph['text_accuracy']:.4f} for the text model")
         else:
-            best = ph.get("best_with_photos") or {}
-            with_photos = (f" (the best weighting with them: {best['macro_f1']:.4f} / {best['accuracy']:.4f})"
-                           if best else "")
-            text += (f"; the photos do not help the text model beyond noise out of fold{with_photos}: it predicts "
-                     "from the text alone, from a photo only where a product has no text")
+            tried = "; ".join(f"{k}: {v['macro_f1']:.4f} / {v['accuracy']:.4f}" for k, v in ph["options"].items())
+            text += (f"; the photos do not help the text model beyond noise out of fold ({tried or 'no weighting gives them weight'}): "
+                     "it predicts from the text alone, from a photo only where a product has no text")
     return {**report, "summary": text}

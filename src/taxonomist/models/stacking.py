@@ -35,6 +35,7 @@ from .ensemble import (
 )
 from .joint import JointModel
 from .selection import (
+    STACK_TOLERANCE,
     calibrate,
     gain_interval,
     sample_rows,
@@ -288,38 +289,68 @@ def _calibration(shifted: np.ndarray, y_oof: np.ndarray, rank: np.ndarray | None
 
 
 def _with_photos(ens: Ensemble, logs: dict[str, np.ndarray], photo_logs: dict[str, np.ndarray], y_oof: np.ndarray,
-                 counts: np.ndarray, calibration: str, seed: int) -> Ensemble:
+                 counts: np.ndarray, how: _Choices) -> Ensemble:
     """The text model ``ens`` (decided on the text members' ``logs``) with the photo members pooled in, or the
     text model itself -- unchanged, bit for bit -- where the photos do not help it out of fold.
 
-    The photos are weighed against the text model's own out-of-fold predictions, not the sparse member's: the
-    text model's pooled, shifted scores are one member (the floor, :func:`select_stack`'s anchor) beside the
-    photo members; a weighting with photos is chosen by the same rule (macro-F1 and accuracy both within the
-    tolerance of the floor, the best sum, a gain beyond noise in the paired bootstrap). Kept, the text members'
-    weights and prior shift are scaled by the anchor's weight and the calibration is fitted again; the cascade is
-    off (a sure sparse answer would never let the photo speak)."""
+    The photos are weighed against the text model's own out-of-fold predictions, not the sparse member's. Two
+    ways of pooling them in are scored: the text model's pooled, shifted scores as one member beside the photo
+    members (:func:`select_stack` with it as the anchor), and every member weighed anew with the photos (as
+    without them: where the text is weak, a photo may do better beside some text members than beside the text
+    model). The better of them (macro-F1 + accuracy, neither below the text model's by more than the tolerance)
+    is kept only when the paired bootstrap puts its gain over the text model above zero in 90 % of the resamples.
+    Kept, the calibration is fitted again and the cascade is off (a sure sparse answer would never let the photo
+    speak)."""
+    n_classes = len(counts)
     text = pool(logs, ens.weights) + _shift(counts, ens.prior_shift).astype(np.float32)
-    weights, _, report = select_stack({"text": text, **photo_logs}, y_oof, counts, 0.0, anchor="text", seed=seed)
+    floor = text.argmax(axis=1)
+    f0, a0 = macro_f1_accuracy(y_oof, floor, n_classes)
+    beside, _, report = select_stack({"text": text, **photo_logs}, y_oof, counts, 0.0, anchor="text", seed=how.seed)
+    options: dict[str, tuple[dict[str, float], float]] = {}
+    if not report["sparse_only"]:  # the text model's weights and shift scaled by its weight beside the photos
+        a = beside["text"]
+        options["the text model + photos"] = ({**{k: a * w for k, w in ens.weights.items()},
+                                               **{k: beside[k] for k in photo_logs}}, a * ens.prior_shift)
+    every = {**logs, **photo_logs}
+    if "sparse" in logs:
+        anew, tau, _ = select_stack(every, y_oof, counts, how.prior_shift, anchor="sparse", seed=how.seed)
+        if any(anew[k] > 0 for k in photo_logs):
+            options["every member weighed anew with photos"] = (anew, tau)
+
+    def predicted(option: tuple[dict[str, float], float]) -> np.ndarray:
+        w, t = option
+        return np.asarray((pool(every, w) + _shift(counts, t).astype(np.float32)).argmax(axis=1))
+
+    preds = {name: predicted(o) for name, o in options.items()}
+    scores = {name: macro_f1_accuracy(y_oof, p, n_classes) for name, p in preds.items()}
+    ok = [k for k, (f, a) in scores.items() if f >= f0 - STACK_TOLERANCE and a >= a0 - STACK_TOLERANCE]
+    best = max(ok, key=lambda k: sum(scores[k]), default=None)
+    lo = hi = 0.0
+    if best is not None:
+        lo, hi = gain_interval(y_oof, preds[best], floor, n_classes, seed=how.seed)
+    photos: dict[str, Any] = {
+        "text_macro_f1": f0, "text_accuracy": a0, "gain_interval_80": [lo, hi],
+        "options": {k: {"macro_f1": f, "accuracy": a} for k, (f, a) in scores.items()}}
     fitted = {**ens.stacking.get("fitted_weights", {}), **{k: report["fitted_weights"].get(k, 0.0) for k in photo_logs}}
-    photos = {k: report[k] for k in ("chosen", "macro_f1", "accuracy", "floor_macro_f1", "floor_accuracy",
-                                     "gain_interval_80")}
-    photos["weights"] = {k: weights[k] for k in photo_logs}
-    photos["best_with_photos"] = next((t for t in report["top"] if t["members"] != "text only"), None)
-    if report["sparse_only"]:  # (the anchor alone: the text model)
+    if best is None or lo <= 0:
+        logger.info("photos: no way of pooling them in beats the text model beyond noise out of fold (%s): the "
+                    "text model", ", ".join(f"{k} {f:.4f} / {a:.4f}" for k, (f, a) in scores.items()) or "none")
         ens.weights.update(dict.fromkeys(photo_logs, 0.0))
-        ens.stacking.update(photos=photos, fitted_weights=fitted)
+        ens.stacking.update(photos={**photos, "chosen": "text only", "weights": dict.fromkeys(photo_logs, 0.0)},
+                            fitted_weights=fitted)
         return ens
-    a = weights["text"]
-    scaled = {**{k: a * w for k, w in ens.weights.items()}, **photos["weights"]}
-    tau = a * ens.prior_shift
-    pooled = pool({**logs, **photo_logs}, scaled)
+    weights, tau = options[best]
+    f, a = scores[best]
+    logger.info("photos: %s, macro-F1 %.4f, accuracy %.4f out of fold against %.4f / %.4f for the text model",
+                best, f, a, f0, a0)
+    photos.update(chosen=best, macro_f1=f, accuracy=a, weights={k: weights[k] for k in photo_logs})
+    pooled = pool(every, weights)
     shifted = pooled + _shift(counts, tau).astype(pooled.dtype)
-    temperature, top_label = _calibration(shifted, y_oof, pooled if tau > 0 else None, calibration, seed)
-    scores = {**ens.validation_scores, "macro_f1": report["macro_f1"], "accuracy": report["accuracy"]}
-    scores.pop("cascade_share", None)
-    stacking = {**ens.stacking, "photos": photos, "fitted_weights": fitted, "macro_f1": report["macro_f1"],
-                "accuracy": report["accuracy"]}
-    return Ensemble(EnsembleMembers([], ()), scaled, temperature, top_label, scores, tau, rank_unshifted=tau > 0,
+    temperature, top_label = _calibration(shifted, y_oof, pooled if tau > 0 else None, how.calibration, how.seed)
+    validation = {**ens.validation_scores, "macro_f1": f, "accuracy": a}
+    validation.pop("cascade_share", None)
+    stacking = {**ens.stacking, "photos": photos, "fitted_weights": fitted, "macro_f1": f, "accuracy": a}
+    return Ensemble(EnsembleMembers([], ()), weights, temperature, top_label, validation, tau, rank_unshifted=tau > 0,
                     stacking=stacking)
 
 
@@ -529,7 +560,7 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
         ens.embed_context = use_context
         temperatures["joint"] = parts[0].joint_temperature
     if photo_logs:
-        ens = _with_photos(ens, logs, photo_logs, y_oof, counts, how.calibration, how.seed)
+        ens = _with_photos(ens, logs, photo_logs, y_oof, counts, how)
     ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
     if d.embedded is not None:
         ens.stacking.update(embedded_products=int(d.embedded.sum()))
