@@ -88,8 +88,9 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
         max_length: tokens per text for the encoder.
         embed_context: what the embedding members read: ``False`` the title, ``True`` the title with the start
             of its context, ``"auto"`` both compared out of fold (``stacking_["embedding"]`` says which).
-        members: ensemble members (default per tier) among ``sparse``, ``knn``, ``zeroshot``, ``embed``,
-            ``finetune``, ``image``, ``fused``.
+        members: ensemble members (default per tier; the ensemble tier adds ``joint`` on catalogues of at most
+            4,000 training products) among ``sparse``, ``knn``, ``zeroshot``, ``embed``, ``joint``, ``finetune``,
+            ``image``, ``fused``.
         knn_k: neighbours that vote in the ``knn`` member.
         validation_size: share of title groups held out when one split is used (``cv < 2``, or fine-tuning).
         cv: grouped folds of the out-of-fold predictions the ensemble is chosen on (``stacking_`` says what was
