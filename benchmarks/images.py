@@ -18,7 +18,7 @@ Variants (each split by ``split_catalog(test_size=0.2, seed=s)``, the same split
 Rows per variant and seed: ``text`` (the default ensemble: sparse + neighbours + zero-shot over MiniLM), ``image``
 (the image member alone: EfficientNet-Lite features -> logistic head; scored on the test products with a
 photo), ``fused`` (the default ensemble with the
-photos: cross-validation decides the image member's weight) and ``oracle`` (the text model's answers with the
+photos: cross-validation weighs them against the text model and keeps them only beyond noise) and ``oracle`` (the text model's answers with the
 image model's put in exactly where the text is wrong and the image right: the most any choice between the two
 answers could give); and ``image_lr``, scikit-learn's ``LogisticRegression(C=1)`` on the same photo vectors of the
 training products with a photo, the reference the image member is checked against. Prints one line per fit and

@@ -39,8 +39,8 @@ DEFAULT_MEMBERS = {"ensemble": ("sparse", "knn", "zeroshot"), "embed": ("embed",
 """Members of each embedding-based tier (see :mod:`taxonomist.models.ensemble`)."""
 JOINT_UP_TO = 4_000
 """The default ensemble adds the joint member (:mod:`taxonomist.models.joint`) on catalogues of at most this many
-training products: where it helps most (RESULTS.md, "The joint member") and its four fits over 384 more values
-per product cost little."""
+training products: where it helps most (RESULTS.md, "... the joint member on small catalogues") and its four fits
+over 384 more values per product cost little."""
 
 
 def sparse_model(spec: Parameters, calibration: str) -> SparseClassifier:
