@@ -202,6 +202,10 @@ def select_cascade(sparse_log: np.ndarray, final: np.ndarray, y_index: np.ndarra
     return None, {}
 
 
+_TOP_LABEL_CELLS = 2**22
+"""Rows × classes of the probabilities :func:`calibrate` holds at once to fit the top-label map (32 MB of float64)."""
+
+
 def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = None,
               seed: int = 0) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
     """A final temperature and top-label map for pooled log-probabilities on validation data.
@@ -212,9 +216,15 @@ def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = No
     temperature is fitted on at most :func:`temperature_rows` products (drawn with ``seed``), the map on all."""
     rows = sample_rows(len(y), temperature_rows(logp.shape[1]), seed)
     t = fit_temperature(logp[rows], y[rows])
-    p = softmax_with_temperature(logp, t)
-    score = rank_score(p, rank_logp, t)
-    return t, fit_top_label(p.max(axis=1) if score is None else score, p.argmax(axis=1) == y)
+    scores, hits = [], []
+    step = max(1, _TOP_LABEL_CELLS // max(1, logp.shape[1]))
+    for a in range(0, len(y), step):  # the probabilities (float64) of a block of rows at a time
+        p = softmax_with_temperature(logp[a:a + step], t)
+        score = rank_score(p, None if rank_logp is None else rank_logp[a:a + step], t)
+        scores.append(p.max(axis=1) if score is None else score)
+        hits.append(p.argmax(axis=1) == y[a:a + step])
+    return t, fit_top_label(np.concatenate(scores) if scores else np.zeros(0), np.concatenate(hits) if hits else
+                            np.zeros(0, dtype=bool))
 
 
 def stacking_summary(report: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
