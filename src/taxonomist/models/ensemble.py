@@ -52,14 +52,24 @@ EPS = 1e-4
 _ABSTAIN_GAP = 1e-3
 
 
+_POOL_CELLS = 2**22
+"""Rows × classes :func:`pool` normalises at a time (its temporaries are of this size, not of the whole matrix)."""
+
+
 def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """Log-linear pooling: ``log_softmax(Σ w_t log P_t)``."""
+    """Log-linear pooling: ``log_softmax(Σ w_t log P_t)`` (a new array; normalised a block of rows at a time)."""
     if not logs:
         raise ValueError("nothing to pool: no member was run")
-    total = sum(weights[k] * logs[k] for k in logs if weights.get(k, 0.0) > 0)
-    if isinstance(total, int):  # no member with weight
-        total = np.zeros_like(next(iter(logs.values())))
-    return np.asarray(log_softmax(total, axis=1))
+    active = [k for k in logs if weights.get(k, 0.0) > 0]
+    if not active:  # no member with weight
+        return np.asarray(log_softmax(np.zeros_like(next(iter(logs.values()))), axis=1))
+    total = weights[active[0]] * logs[active[0]]
+    for k in active[1:]:
+        total += weights[k] * logs[k]
+    step = max(1, _POOL_CELLS // max(1, total.shape[1]))
+    for a in range(0, len(total), step):
+        total[a:a + step] = log_softmax(total[a:a + step], axis=1)
+    return total
 
 
 _SHIFT_MIN_COUNT = 5
