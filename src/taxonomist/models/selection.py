@@ -184,7 +184,9 @@ def select_cascade(sparse_log: np.ndarray, final: np.ndarray, y_index: np.ndarra
     """
     from scipy.special import softmax
 
-    conf = softmax(sparse_log, axis=1).max(axis=1)
+    step = max(1, _TOP_LABEL_CELLS // max(1, sparse_log.shape[1]))  # (a block of rows' probabilities at a time)
+    conf = np.concatenate([softmax(sparse_log[a:a + step], axis=1).max(axis=1)
+                           for a in range(0, len(sparse_log), step)]) if len(sparse_log) else np.zeros(0)
     sparse_pred, ens_pred = sparse_log.argmax(axis=1), final.argmax(axis=1)
     n_classes = final.shape[1]
     base_f1, base_acc = macro_f1_accuracy(y_index, ens_pred, n_classes)
