@@ -46,14 +46,15 @@ def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str
     true = L[:, rows, y_index]  # (m, n)
 
     def f(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = np.tensordot(w, L, axes=1)
+        z = np.tensordot(w, L, axes=1)  # (rows, classes) float64, then its exponentials, then the probabilities
         top = z.max(axis=1, keepdims=True)
-        e = np.exp(z - top)  # one exponential per cell (logaddexp.reduce took two, pairwise)
-        s = e.sum(axis=1, keepdims=True)
+        z -= top
+        np.exp(z, out=z)  # one exponential per cell (logaddexp.reduce took two, pairwise)
+        s = z.sum(axis=1, keepdims=True)
         lse = (top + np.log(s))[:, 0]
-        p = e / s
+        z /= s
         nll = float((lse - w @ true).mean())
-        grad = (np.einsum("nc,mnc->m", p, L) - true.sum(axis=1)) / L.shape[1]
+        grad = (np.einsum("nc,mnc->m", z, L) - true.sum(axis=1)) / L.shape[1]
         return nll, grad
 
     w0 = np.full(len(names), 1.0 / len(names))
