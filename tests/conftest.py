@@ -181,8 +181,8 @@ def store_ref(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
 
 
 def synonym_catalog(n_per: int = 40, seed: int = 0, root: Path | None = None, informative: bool = False) -> pd.DataFrame:
-    """Six categories whose titles name them in one of ten words that share no letters' run with the others (one
-    title in twenty names none): words a sentence encoder relates and character n-grams do not. With ``root``,
+    """Six categories whose titles name them in one of ten words mostly spelt unlike each other (one title in
+    twenty names none): words a sentence encoder relates and character n-grams mostly do not. With ``root``,
     each product has a photo there whose colour is drawn at random, whatever the category (photos that cannot
     help); ``informative``: the colour is the category's and half the titles do not name it."""
     rng = np.random.default_rng(seed)
