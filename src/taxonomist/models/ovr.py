@@ -28,7 +28,7 @@ from sklearn.svm import LinearSVC
 from ..exceptions import TaxonomistError
 
 __all__ = ["CSR_BYTES_PER_VALUE", "MAX_COLUMNS_PER_TASK", "Task", "backing_file", "capped", "fit_task", "local_tasks", "mapped_rows",
-           "run_tasks"]
+           "release_workers", "run_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +291,16 @@ def run_tasks(X: sp.csr_matrix, tasks: list[Task], sizes: list[int], params: dic
         )
     return [_assemble([r for t, r in zip(tasks, finished, strict=True) if t.problem == p], size, X.shape[1])
             for p, size in enumerate(sizes)]
+
+
+def release_workers() -> None:
+    """Stop joblib's worker processes, idle between fits: each keeps the memory its fits grew to (about 200 MB on an
+    8,000-product catalogue) until it is stopped; the next fit starts new ones (about a second)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)  # (None: no worker was started)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 _LIBLINEAR_BYTES_PER_VALUE = 16

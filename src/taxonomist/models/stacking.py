@@ -34,6 +34,7 @@ from .ensemble import (
     prior_shift,
 )
 from .joint import JointModel
+from .ovr import release_workers
 from .selection import (
     STACK_TOLERANCE,
     calibrate,
@@ -476,6 +477,7 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
     clock.lap("fine-tuning" if finetuned is not None else "")
     if validate:
         parts = _fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned, zeroshot)
+        release_workers()  # (idle through the stacking, which holds the most memory)
         clock.lap("folds")
         ens, temperatures = _stack(parts, splits, d, zeroshot, alt_emb, _Choices(prior_shift, calibration, cascade,
                                                                                   random_state))
