@@ -1,14 +1,30 @@
-"""Row-wise L2 normalisation of dense embeddings and sparse feature matrices: one function for both."""
+"""Row-wise L2 normalisation of dense embeddings and sparse feature matrices (one function for both), and the blocks
+of rows a products × classes matrix is worked through so that its temporaries stay small."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
 import numpy as np
 
-__all__ = ["l2_normalize"]
+__all__ = ["BLOCK_CELLS", "l2_normalize", "row_blocks"]
 
 V = TypeVar("V")
+
+BLOCK_CELLS = 2**22
+"""Rows × columns of one block of :func:`row_blocks` (a float64 temporary of it is 32 MB)."""
+
+
+def row_blocks(n_rows: int, n_cols: int, cells: int = BLOCK_CELLS) -> Iterator[slice]:
+    """Consecutive slices of ``n_rows`` rows, each of at most ``cells`` rows × ``n_cols`` cells (at least one row).
+
+    Example:
+        >>> list(row_blocks(5, 2, cells=4))
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None)]
+    """
+    step = max(1, cells // max(1, n_cols))
+    return (slice(a, a + step) for a in range(0, n_rows, step))
 
 
 def l2_normalize(x: V, copy: bool = True) -> V:

@@ -24,6 +24,7 @@ from ..exceptions import TaxonomistError
 from ..products import Images
 from ..taxonomy import CategoryPath, format_path, parse_path
 from ..text import scrub_pii
+from ..vectors import row_blocks
 from .calibration import apply_top_label, softmax_with_temperature
 from .embed import EmbedHead, NeighbourIndex
 from .joint import JointModel
@@ -52,10 +53,6 @@ EPS = 1e-4
 _ABSTAIN_GAP = 1e-3
 
 
-_POOL_CELLS = 2**22
-"""Rows × classes :func:`pool` normalises at a time (its temporaries are of this size, not of the whole matrix)."""
-
-
 def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """Log-linear pooling: ``log_softmax(Σ w_t log P_t)`` (a new array; normalised a block of rows at a time)."""
     if not logs:
@@ -66,9 +63,8 @@ def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     total = weights[active[0]] * logs[active[0]]
     for k in active[1:]:
         total += weights[k] * logs[k]
-    step = max(1, _POOL_CELLS // max(1, total.shape[1]))
-    for a in range(0, len(total), step):
-        total[a:a + step] = log_softmax(total[a:a + step], axis=1)
+    for rows in row_blocks(*total.shape):
+        total[rows] = log_softmax(total[rows], axis=1)
     return total
 
 

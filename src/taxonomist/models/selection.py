@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..metrics import macro_f1_accuracy
+from ..vectors import row_blocks
 from .calibration import fit_temperature, fit_top_label, softmax_with_temperature
 from .ensemble import prior_shift, rank_score
 
@@ -185,9 +186,8 @@ def select_cascade(sparse_log: np.ndarray, final: np.ndarray, y_index: np.ndarra
     """
     from scipy.special import softmax
 
-    step = max(1, _TOP_LABEL_CELLS // max(1, sparse_log.shape[1]))  # (a block of rows' probabilities at a time)
-    conf = np.concatenate([softmax(sparse_log[a:a + step], axis=1).max(axis=1)
-                           for a in range(0, len(sparse_log), step)]) if len(sparse_log) else np.zeros(0)
+    conf = np.concatenate([softmax(sparse_log[rows], axis=1).max(axis=1)  # (a block of rows at a time)
+                           for rows in row_blocks(*sparse_log.shape)]) if len(sparse_log) else np.zeros(0)
     sparse_pred, ens_pred = sparse_log.argmax(axis=1), final.argmax(axis=1)
     n_classes = final.shape[1]
     base_f1, base_acc = macro_f1_accuracy(y_index, ens_pred, n_classes)
@@ -205,10 +205,6 @@ def select_cascade(sparse_log: np.ndarray, final: np.ndarray, y_index: np.ndarra
     return None, {}
 
 
-_TOP_LABEL_CELLS = 2**22
-"""Rows × classes of the probabilities :func:`calibrate` holds at once to fit the top-label map (32 MB of float64)."""
-
-
 def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = None,
               seed: int = 0) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
     """A final temperature and top-label map for pooled log-probabilities on validation data.
@@ -220,12 +216,11 @@ def calibrate(logp: np.ndarray, y: np.ndarray, rank_logp: np.ndarray | None = No
     rows = sample_rows(len(y), temperature_rows(logp.shape[1]), seed)
     t = fit_temperature(logp[rows], y[rows])
     scores, hits = [], []
-    step = max(1, _TOP_LABEL_CELLS // max(1, logp.shape[1]))
-    for a in range(0, len(y), step):  # the probabilities (float64) of a block of rows at a time
-        p = softmax_with_temperature(logp[a:a + step], t)
-        score = rank_score(p, None if rank_logp is None else rank_logp[a:a + step], t)
+    for block in row_blocks(*logp.shape):  # the probabilities (float64) of a block of rows at a time
+        p = softmax_with_temperature(logp[block], t)
+        score = rank_score(p, None if rank_logp is None else rank_logp[block], t)
         scores.append(p.max(axis=1) if score is None else score)
-        hits.append(p.argmax(axis=1) == y[a:a + step])
+        hits.append(p.argmax(axis=1) == y[block])
     return t, fit_top_label(np.concatenate(scores) if scores else np.zeros(0), np.concatenate(hits) if hits else
                             np.zeros(0, dtype=bool))
 

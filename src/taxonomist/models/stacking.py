@@ -21,6 +21,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from ..metrics import macro_f1_accuracy
 from ..products import Images
+from ..vectors import row_blocks
 from .calibration import fit_temperature
 from .ensemble import (
     EPS,
@@ -162,8 +163,6 @@ class _Data:
 
 
 _TEMPERATURES = ("sparse", "head", "joint", "finetune", "image", "fused")
-_OOF_CELLS = 2**22
-"""Products × classes of one block of out-of-fold predictions (the members' dense temporaries are of its size)."""
 
 
 def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
@@ -242,17 +241,17 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
     y = d.y
     keeps = [d.with_embedding(b[np.isin(y[b], y[a])]) for a, b in splits]
     oof: dict[str, np.ndarray] = {}  # (products, classes) float32 per member, filled block by block
-    at, step = 0, max(1, _OOF_CELLS // max(1, n_classes))
+    at = 0
     for part, (a, _), keep in zip(parts, splits, keeps, strict=True):
         unseen = ~np.isin(np.arange(n_classes), y[a])
-        for s in range(0, len(keep), step):  # the members' float64 temporaries of a block of products at a time
-            blk = keep[s:s + step]
+        for rows in row_blocks(len(keep), n_classes):  # the members' float64 temporaries of a block at a time
+            blk = keep[rows]
             for k, v in part.logs(d.texts(blk), d.emb[blk], active, img=d.rows(blk),
                                   encoded=d.features(blk)).items():
                 v[:, unseen] = _UNSEEN
                 if k not in oof:
                     oof[k] = np.empty((sum(len(kp) for kp in keeps), n_classes), dtype=np.float32)
-                oof[k][at + s:at + s + len(blk)] = v
+                oof[k][at + rows.start:at + rows.start + len(blk)] = v
         if part.sparse is not None:
             part.sparse.drop_prediction_caches()
         at += len(keep)
