@@ -69,31 +69,27 @@ def as_pairs(X: Any) -> TextPairs:
 def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> np.ndarray:
     """``X @ coef.T + intercept`` with the pruned weights kept sparse (``coef_t`` is features × classes, CSR).
 
-    Only the weight rows of features present in a block of products are densified: as fast as a dense weight
-    matrix, without holding one (600 classes × 150k features would be 350 MB). Blocks hold at most
-    ``_DENSE_BUDGET`` (feature, class) cells, so thousands of classes over long descriptions stay bounded too.
+    Only the weight rows of features present in ``X`` are densified, each once, in groups of at most
+    ``_DENSE_BUDGET`` (feature, class) cells: as fast as a dense weight matrix, without holding one (600 classes ×
+    150k features would be 350 MB), and bounded for thousands of classes over long descriptions too. (Blocks of
+    products instead densified a common feature's weights once per block: several times the work on long texts.)
     """
     X = sp.csr_matrix(X)
     n_classes = coef_t.shape[1]
-    per_block = max(1, _DENSE_BUDGET // max(1, n_classes))  # feature occurrences per block, an upper bound
-    nnz = np.diff(X.indptr)
-    if X.nnz <= per_block:
-        blocks = [(0, X.shape[0])]
-    else:  # consecutive rows until their feature occurrences fill the budget
-        ends = np.searchsorted(np.cumsum(nnz), np.arange(per_block, X.nnz + per_block, per_block), side="right")
-        bounds = np.unique(np.r_[0, np.minimum(np.maximum(ends, 1), X.shape[0]), X.shape[0]])
-        blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
+    per_group = max(1, _DENSE_BUDGET // max(1, n_classes))  # features per group
+    cols, inverse = np.unique(X.indices, return_inverse=True)
+    compact = sp.csr_matrix((X.data, inverse.astype(np.int32).ravel(), X.indptr), shape=(X.shape[0], len(cols)))
     out = np.empty((X.shape[0], n_classes), dtype=np.float32)
-    for a, b in blocks:
-        part = X[a:b]
-        cols, inverse = np.unique(part.indices, return_inverse=True)
-        compact = sp.csr_matrix((part.data, inverse.astype(np.int32), part.indptr), shape=(b - a, len(cols)))
-        out[a:b] = np.asarray(compact @ coef_t[cols].toarray()) + intercept
+    out[:] = intercept
+    for a in range(0, len(cols), per_group):
+        b = min(a + per_group, len(cols))
+        part = compact if (a, b) == (0, len(cols)) else compact[:, a:b]
+        out += np.asarray(part @ coef_t[cols[a:b]].toarray())
     return out
 
 
 _DENSE_BUDGET = 2**25
-"""Cells (features present × classes) of the weight block :func:`_scores` densifies at once: 128 MB of float32."""
+"""Cells (features present × classes) of the weights :func:`_scores` densifies at once: 128 MB of float32."""
 
 
 MAX_CALIBRATION_ROWS = 20_000
