@@ -24,6 +24,7 @@ from ..products import Images
 from ..vectors import row_blocks
 from .calibration import fit_temperature
 from .ensemble import (
+    EMBEDDING_MEMBERS,
     EPS,
     IMAGE_MEMBERS,
     Ensemble,
@@ -360,19 +361,15 @@ joint member are fitted again per fold on the other embeddings; the other heads 
 head, are not)."""
 
 
-def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-                      alt_emb: np.ndarray, logs: dict[str, np.ndarray], y_oof: np.ndarray, ens: Ensemble,
-                      zeroshot: TaxonomyScorer | None, counts: np.ndarray, prior_shift: float | str,
-                      calibration: str, cascade: bool, seed: int
-                      ) -> tuple[Ensemble, bool, dict[str, np.ndarray]]:
-    """The ensemble decided with the title embeddings (``ens``, from the text members' ``logs``) or the one decided
-    again with the title + context embeddings ``alt_emb`` -- the folds' neighbour indexes rebuilt on them and the
-    zero-shot temperature refitted -- whichever predicts the out-of-fold products better: the context only when
-    the paired bootstrap puts its gain in macro-F1 + accuracy above zero in 90 % of the resamples. Returns
-    (ensemble, whether it embeds the context, the out-of-fold log-probabilities it was decided on)."""
-    n_classes, y = len(counts), d.y
-    title_temperature = zeroshot.temperature if zeroshot is not None else None
-    title_joint = [(part.joint, part.joint_temperature) for part in parts]
+def _context_logs(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
+                  alt_emb: np.ndarray, logs: dict[str, np.ndarray], zeroshot: TaxonomyScorer | None, seed: int
+                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The out-of-fold log-probabilities of the text members of ``logs`` reading the title + context embeddings
+    ``alt_emb`` -- the folds' neighbour indexes and joint members fitted again on them, the zero-shot and joint
+    temperatures fitted again -- and those temperatures (``{"zeroshot": .., "joint": ..}``; the zero-shot scorer
+    keeps its title temperature until :func:`_choose_embedding` decides). The members that read no embedding (the
+    sparse member) predict as in ``logs``: their out-of-fold predictions are not made again."""
+    n_classes, y = len(parts[0].classes), d.y
     for part, (a, _) in zip(parts, splits, strict=True):
         a = d.with_embedding(a)
         if part.knn is not None:
@@ -382,14 +379,33 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
             part.joint = JointModel(j.C, j.prune, j.random_state, j.n_jobs).fit(
                 part.sparse.features(d.sparse_input(a)), alt_emb[a], y[a], n_classes)  # type: ignore[union-attr]
     sample = _temperature_sample(splits, y, seed, d.embedded)
+    temperatures: dict[str, float] = {}
+    title_temperature = zeroshot.temperature if zeroshot is not None else None
     if zeroshot is not None:
         zeroshot.fit_temperature(alt_emb[sample], y[sample])
+        temperatures["zeroshot"] = zeroshot.temperature
     if parts[0].joint is not None:
-        t = _joint_temperature(parts, [b[np.isin(b, sample)] for _, b in splits], d, alt_emb)
+        temperatures["joint"] = _joint_temperature(parts, [b[np.isin(b, sample)] for _, b in splits], d, alt_emb)
         for part in parts:
-            part.joint_temperature = t
-    alt_logs, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes, set(logs))
-    alt = _decide(alt_logs, y_oof, counts, prior_shift, calibration, cascade, seed)
+            part.joint_temperature = temperatures["joint"]
+    again, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes,
+                            set(logs) & EMBEDDING_MEMBERS)
+    if zeroshot is not None and title_temperature is not None:
+        zeroshot.temperature = title_temperature
+    return {k: again.get(k, v) for k, v in logs.items()}, temperatures
+
+
+def _choose_embedding(ens: Ensemble, logs: dict[str, np.ndarray], alt_logs: dict[str, np.ndarray],
+                      alt_temperatures: dict[str, float], y_oof: np.ndarray, zeroshot: TaxonomyScorer | None,
+                      counts: np.ndarray, how: _Choices) -> tuple[Ensemble, bool, dict[str, np.ndarray]]:
+    """The ensemble decided with the title embeddings (``ens``, from the text members' ``logs``) or the one decided
+    on the title + context embeddings' out-of-fold log-probabilities ``alt_logs`` (:func:`_context_logs`),
+    whichever predicts the out-of-fold products better: the context only when the paired bootstrap puts its gain
+    in macro-F1 + accuracy above zero in 90 % of the resamples (the zero-shot scorer then takes its title +
+    context temperature). Returns (ensemble, whether it embeds the context, the out-of-fold log-probabilities it
+    was decided on)."""
+    n_classes, seed = len(counts), how.seed
+    alt = _decide(alt_logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, seed)
 
     def predicted(lg: dict[str, np.ndarray], e: Ensemble) -> np.ndarray:
         return np.asarray((pool(lg, e.weights) + _shift(counts, e.prior_shift)).argmax(axis=1))
@@ -401,11 +417,8 @@ def _choose_embedding(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
     use = lo > 0
     logger.info("embedding: title + context %s the title alone out of fold (gain in macro-F1 + accuracy, 80%% "
                 "interval %.4f..%.4f)", "beats" if use else "does not beat", lo, hi)
-    if not use and zeroshot is not None and title_temperature is not None:
-        zeroshot.temperature = title_temperature
-    if not use:
-        for part, (joint, t) in zip(parts, title_joint, strict=True):
-            part.joint, part.joint_temperature = joint, t
+    if use and zeroshot is not None:
+        zeroshot.temperature = alt_temperatures["zeroshot"]
     chosen = alt if use else ens
     chosen.stacking.update(embedding="title + context" if use else "title", embedding_scores=scores,
                            embedding_gain_interval_80=[lo, hi])
@@ -541,7 +554,8 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
            ) -> tuple[Ensemble, dict[str, float]]:
     """The members' temperatures, then the ensemble (no members yet) chosen on their out-of-fold predictions --
     with ``alt_emb``, on the title or the title + context embeddings, whichever predicts better beyond noise
-    (``embed_context`` says which)."""
+    (``embed_context`` says which). ``parts`` is emptied once every out-of-fold prediction is made: the fold
+    models are the largest thing held, and the choices that follow read only their predictions."""
     n_classes = len(parts[0].classes)
     temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, how.seed)
     for part in parts:
@@ -549,17 +563,21 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
     logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
     # the text model first, decided as without photos; then the photos, against it (photos alone: their model)
     photo_logs = {k: logs.pop(k) for k in IMAGE_MEMBERS if k in logs} if set(logs) - set(IMAGE_MEMBERS) else {}
-    counts = np.bincount(d.y, minlength=n_classes)
-    ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, how.seed)
+    alt = None
     if alt_emb is not None:
         members = [m for m in parts[0].members if m != "image"]
         if not set(members) <= CONTEXT_MEMBERS:
             raise ValueError(f"title and title + context embeddings are compared with the members "
                              f"{sorted(CONTEXT_MEMBERS)} (and the image member) only, got {list(parts[0].members)}")
-        ens, use_context, logs = _choose_embedding(parts, splits, d, alt_emb, logs, y_oof, ens, zeroshot, counts,
-                                                   how.prior_shift, how.calibration, how.cascade, how.seed)
+        alt = _context_logs(parts, splits, d, alt_emb, logs, zeroshot, how.seed)
+    parts.clear()  # every out-of-fold prediction is made: the fold models' memory is freed before the choices
+    counts = np.bincount(d.y, minlength=n_classes)
+    ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, how.seed)
+    if alt is not None:
+        ens, use_context, logs = _choose_embedding(ens, logs, *alt, y_oof, zeroshot, counts, how)
         ens.embed_context = use_context
-        temperatures["joint"] = parts[0].joint_temperature
+        if use_context and "joint" in alt[1]:
+            temperatures["joint"] = alt[1]["joint"]
     if photo_logs:
         ens = _with_photos(ens, logs, photo_logs, y_oof, counts, how)
     ens.stacking.update(folds=len(splits), oof_products=len(y_oof))
