@@ -241,6 +241,22 @@ def test_scores_in_bounded_blocks_equal_one_block(monkeypatch) -> None:
     np.testing.assert_allclose(whole, X @ coef_t.toarray() + b, rtol=1e-5, atol=1e-5)
 
 
+def test_a_products_scores_do_not_depend_on_the_other_products_of_its_batch(monkeypatch) -> None:
+    import scipy.sparse as sp
+
+    from taxonomist.models import sparse as sparse_mod
+
+    rng = np.random.default_rng(0)
+    X = sp.random(200, 3_000, density=0.02, format="csr", random_state=3, dtype=np.float32)
+    coef_t = sp.random(3_000, 30, density=0.2, format="csr", random_state=4, dtype=np.float32)
+    b = rng.normal(size=30).astype(np.float32)
+    monkeypatch.setattr(sparse_mod, "_DENSE_BUDGET", 30 * 100)  # weights densified 100 features at a time
+    batch = sparse_mod._scores(X, coef_t, b)
+    for i in (0, 17, 199):  # served one at a time, or in another batch: the same bits
+        np.testing.assert_array_equal(sparse_mod._scores(X[[i]], coef_t, b)[0], batch[i])
+        np.testing.assert_array_equal(sparse_mod._scores(X[i:i + 50], coef_t, b)[0], batch[i])
+
+
 def test_calibration_scores_a_bounded_number_of_held_out_products(sample_catalog, monkeypatch, caplog) -> None:
     import logging
 

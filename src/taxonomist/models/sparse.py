@@ -69,20 +69,22 @@ def as_pairs(X: Any) -> TextPairs:
 def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> np.ndarray:
     """``X @ coef.T + intercept`` with the pruned weights kept sparse (``coef_t`` is features × classes, CSR).
 
-    Only the weight rows of features present in ``X`` are densified, each once, in groups of at most
-    ``_DENSE_BUDGET`` (feature, class) cells: as fast as a dense weight matrix, without holding one (600 classes ×
-    150k features would be 350 MB), and bounded for thousands of classes over long descriptions too. (Blocks of
-    products instead densified a common feature's weights once per block: several times the work on long texts.)
+    Only the weight rows of features present in ``X`` are densified, each once: as fast as a dense weight matrix,
+    without holding one (600 classes × 150k features would be 350 MB). The vocabulary is cut into fixed ranges of
+    at most ``_DENSE_BUDGET`` (feature, class) cells, so thousands of classes over long descriptions stay bounded,
+    and a product's score is summed range by range in the same order whatever else is in its batch: the same bits
+    served alone or in a batch. (Blocks of products instead densified a common feature's weights once per block:
+    several times the work on long texts.)
     """
     X = sp.csr_matrix(X)
     n_classes = coef_t.shape[1]
-    per_group = max(1, _DENSE_BUDGET // max(1, n_classes))  # features per group
+    span = max(1, _DENSE_BUDGET // max(1, n_classes))  # features of the vocabulary per range
     cols, inverse = np.unique(X.indices, return_inverse=True)
     compact = sp.csr_matrix((X.data, inverse.astype(np.int32).ravel(), X.indptr), shape=(X.shape[0], len(cols)))
+    cuts = np.unique(np.searchsorted(cols, np.arange(0, coef_t.shape[0] + span, span)))
     out = np.empty((X.shape[0], n_classes), dtype=np.float32)
     out[:] = intercept
-    for a in range(0, len(cols), per_group):
-        b = min(a + per_group, len(cols))
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         part = compact if (a, b) == (0, len(cols)) else compact[:, a:b]
         out += np.asarray(part @ coef_t[cols[a:b]].toarray())
     return out
