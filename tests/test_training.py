@@ -81,3 +81,41 @@ def test_how_much_of_a_long_description_the_model_reads_is_chosen_on_the_trainin
     short = tx.TaxonomyClassifier(tier="sparse").fit(tx.Catalog.from_frame(
         _long_descriptions().assign(description=lambda f: f["description"].str[:120]), require_labels=True))
     assert short.description_chars_ is None
+
+
+def _misleading_titles(mislead: float, n_per: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Products whose long description names what they are, amid a shop's boilerplate, and whose title names
+    another kind of product in a share ``mislead`` of them (the rest: their own kind), beside a number."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    kinds = {"Kitchen > Kettles": "kettle", "Kitchen > Toasters": "toaster", "Garden > Hoses": "hose",
+             "Garden > Rakes": "rake", "Home > Lamps": "lamp", "Home > Rugs": "rug"}
+    filler = ("free shipping returns within thirty days care instructions warranty customer service packaging "
+              "delivery order online store quality guaranteed premium materials gift idea").split()
+    rows = []
+    for cat, word in kinds.items():
+        for i in range(n_per):
+            named = rng.choice(list(kinds.values())) if rng.random() < mislead else word
+            rows.append({"id": f"{word}{i}", "title": f"{named} {rng.integers(1000)} {rng.choice(filler)}",
+                         "description": f"{' '.join(rng.choice(filler, 40))} {' '.join([word] * 8)} "
+                                        f"{' '.join(rng.choice(filler, 20))}", "category": cat})
+    return pd.DataFrame(rows)
+
+
+def test_the_weight_of_long_descriptions_beside_the_title_is_chosen_on_the_training_data(tmp_path) -> None:
+    """The sparse member weighed the description and attributes at a fixed half of the title, chosen on other
+    catalogues. With ``context_weight="auto"`` (the default) a held-out part of the training data decides, where
+    descriptions are long, between that and the title's own weight."""
+    data = tx.Catalog.from_frame(_misleading_titles(mislead=1.0), require_labels=True)
+    auto = tx.TaxonomyClassifier(tier="sparse").fit(data)
+    assert auto.context_weight_ == 1.0
+    auto.save(tmp_path / "m")
+    assert tx.load(tmp_path / "m").context_weight_ == 1.0
+    assert tx.TaxonomyClassifier(tier="sparse", context_weight=0.5).fit(data).context_weight_ == 0.5  # as given
+    # titles that say what the product is: the description keeps its half weight
+    honest = tx.TaxonomyClassifier(tier="sparse").fit(tx.Catalog.from_frame(_misleading_titles(mislead=0.0),
+                                                                            require_labels=True))
+    assert honest.context_weight_ == 0.5
+    ensemble = tx.TaxonomyClassifier(members=["sparse"], cv=2).fit(data)  # the ensemble's sparse member too
+    assert ensemble.context_weight_ == 1.0

@@ -74,7 +74,9 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
             transformer fine-tuned end to end, pooled with the sparse tier) or ``"zeroshot"`` (:meth:`from_taxonomy`).
         min_confidence: back off to the deepest ancestor whose probability clears this (``None``: always the leaf).
         C: regularisation of the sparse member's linear SVM.
-        title_weight, context_weight: weights of the title and of description + attributes in the features.
+        title_weight, context_weight: weights of the title and of description + attributes in the features;
+            ``context_weight="auto"``: 0.5, or 1.0 where descriptions are long and it is better on held-out
+            training data (``context_weight_`` says which).
         description_chars: how much of each description is read: its first N characters, ``None`` all, or
             ``"auto"``: where descriptions are long, all or the first 300, chosen on held-out training data.
         class_weight: ``None`` or ``"balanced"``.
@@ -130,6 +132,14 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
     """
 
     # -- what the model reads -------------------------------------------------------------------------------
+    @property
+    def context_weight_(self) -> float | None:
+        """The weight of the description and attributes beside the title in the sparse member's features (chosen
+        on the training data with ``context_weight="auto"``); ``None`` without a sparse member."""
+        self._check()
+        sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.members.sparse
+        return None if sparse is None else float(sparse.encoder_.context_weight)
+
     @property
     def reader_(self) -> Reader:
         """What the fitted model reads of each product (:class:`~taxonomist.prediction.Reader`)."""

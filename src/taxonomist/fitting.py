@@ -50,11 +50,11 @@ def sparse_model(spec: Parameters, calibration: str) -> SparseClassifier:
     if spec.dp_epsilon is not None:
         from .models.private import N_FEATURES, PrivateLinearClassifier
 
-        hashed = SparseTextEncoder(title_weight=spec.title_weight, context_weight=spec.context_weight,
+        hashed = SparseTextEncoder(title_weight=spec.title_weight, context_weight=context_weight(spec),
                                    n_features=N_FEATURES, cjk=True)
         # no seed: DP-SGD's batches and noise must come from fresh entropy, not from a seed others know
         return PrivateLinearClassifier(epsilon=spec.dp_epsilon, delta=spec.dp_delta, encoder=hashed)
-    encoder = SparseTextEncoder(title_weight=spec.title_weight, context_weight=spec.context_weight)
+    encoder = SparseTextEncoder(title_weight=spec.title_weight, context_weight=context_weight(spec))
     return SparseClassifier(C=spec.C, class_weight=spec.class_weight, encoder=encoder, n_jobs=spec.n_jobs,
                             calibration=calibration, random_state=spec.random_state,  # type: ignore[arg-type]
                             hierarchy=spec.hierarchy, engine=spec.engine, checkpoint=spec.checkpoint,
@@ -63,28 +63,41 @@ def sparse_model(spec: Parameters, calibration: str) -> SparseClassifier:
 
 DESCRIPTION_CHARS = 300
 """The description cut ``description_chars="auto"`` weighs against the whole description."""
+CONTEXT_WEIGHT = 0.5
+"""The weight of the description and attributes beside the title (1.0) when nothing else is chosen."""
+CONTEXT_WEIGHT_TRIED = 1.0
+"""The other weight ``context_weight="auto"`` tries where descriptions are long."""
 CHOICE_PRODUCTS = 10_000
-"""Products (at most) the choice of ``description_chars`` is made on."""
+"""Products (at most) the choice of ``description_chars`` and ``context_weight`` is made on."""
 
 
-def choose_description_chars(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
-                             columns: Sequence[str]) -> int | None:
-    """``spec.description_chars`` when it is a number or ``None``; for ``"auto"``: where the descriptions are long
-    (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse member, the sparse member is
-    fitted twice on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most), reading the whole
-    descriptions and their first :data:`DESCRIPTION_CHARS` characters, and the cut is kept only when it raises
-    macro-F1 and accuracy on the other 20 % together by at least 0.01 with neither falling; else ``None``.
-    ``columns``: the attribute columns read as text."""
-    if spec.description_chars != "auto":
-        if spec.description_chars is not None and (not isinstance(spec.description_chars, int)
-                                                  or spec.description_chars < 1):
-            raise ValueError(f"description_chars must be 'auto', None or a number of characters >= 1, got "
-                             f"{spec.description_chars!r}")
-        return spec.description_chars
+def context_weight(spec: Parameters) -> float:
+    """The weight of the context in ``spec``'s features (:data:`CONTEXT_WEIGHT` for ``"auto"`` when not chosen)."""
+    return CONTEXT_WEIGHT if spec.context_weight == "auto" else float(spec.context_weight)
+
+
+def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
+                   columns: Sequence[str]) -> tuple[int | None, float]:
+    """(``description_chars``, ``context_weight``): as given when they are numbers (or ``None``); for ``"auto"``:
+    where the descriptions are long (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse
+    member, the sparse member is fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most)
+    and scored on the other 20 %: first reading the whole descriptions and their first :data:`DESCRIPTION_CHARS`
+    characters, then, with the better of them, the context at :data:`CONTEXT_WEIGHT` and at
+    :data:`CONTEXT_WEIGHT_TRIED`. Each alternative to the first reading (whole, at :data:`CONTEXT_WEIGHT`) is kept
+    only when it raises macro-F1 and accuracy together by at least 0.01 with neither falling. ``columns``: the
+    attribute columns read as text."""
+    chars_auto, weight_auto = spec.description_chars == "auto", spec.context_weight == "auto"
+    if not chars_auto and spec.description_chars is not None and (not isinstance(spec.description_chars, int)
+                                                                  or spec.description_chars < 1):
+        raise ValueError(f"description_chars must be 'auto', None or a number of characters >= 1, got "
+                         f"{spec.description_chars!r}")
+    chars: int | None = None if chars_auto else spec.description_chars  # type: ignore[assignment]
+    weight = context_weight(spec)
     lengths = [len(d) for d in batch.descriptions]
-    if (not lengths or float(np.median(lengths)) <= DESCRIPTION_CHARS or spec.dp_epsilon is not None
+    if (not (chars_auto or weight_auto) or not lengths or float(np.median(lengths)) <= DESCRIPTION_CHARS
+            or spec.dp_epsilon is not None
             or "sparse" not in (ensemble_members(spec) if spec.tier != "sparse" else ("sparse",))):
-        return None
+        return chars, weight
     from sklearn.model_selection import GroupShuffleSplit
 
     from .metrics import macro_f1_accuracy
@@ -92,24 +105,37 @@ def choose_description_chars(spec: Parameters, batch: ProductBatch, labels: Sequ
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     rng = np.random.default_rng(spec.random_state)
     pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
-            else np.arange(len(y)))  # the choice costs two fits of the sparse member: on a sample at most
+            else np.arange(len(y)))  # each reading tried costs a fit of the sparse member: on a sample at most
     fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=spec.random_state)
                                              .split(pool, groups=batch.title_groups()[pool])))
     titles = batch.titles
     index = {c: k for k, c in enumerate(classes)}
-    scores = {}
-    for chars in (None, DESCRIPTION_CHARS):
-        contexts = batch.contexts(columns, chars)
-        model = sparse_model(spec, "none").fit(([titles[i] for i in fit], [contexts[i] for i in fit]),
-                                              [labels[i] for i in fit])
+
+    def score(cut: int | None, w: float) -> tuple[float, float]:
+        contexts = batch.contexts(columns, cut)
+        model = sparse_model(replace(spec, context_weight=w), "none").fit(
+            ([titles[i] for i in fit], [contexts[i] for i in fit]), [labels[i] for i in fit])
         pred = model.predict(([titles[i] for i in held], [contexts[i] for i in held]))
-        scores[chars] = macro_f1_accuracy(y[held], np.asarray([index[str(p)] for p in pred]), len(classes))
-    (f_all, a_all), (f_cut, a_cut) = scores[None], scores[DESCRIPTION_CHARS]
-    keep = f_cut >= f_all and a_cut >= a_all and (f_cut - f_all) + (a_cut - a_all) >= 0.01
-    logger.info("descriptions: whole %.4f / %.4f, first %d characters %.4f / %.4f (held-out macro-F1 / accuracy): "
-                "reading %s", f_all, a_all, DESCRIPTION_CHARS, f_cut, a_cut,
-                f"the first {DESCRIPTION_CHARS} characters" if keep else "them whole")
-    return DESCRIPTION_CHARS if keep else None
+        return macro_f1_accuracy(y[held], np.asarray([index[str(p)] for p in pred]), len(classes))
+
+    def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
+        return new[0] >= old[0] and new[1] >= old[1] and (new[0] - old[0]) + (new[1] - old[1]) >= 0.01
+
+    best = score(chars, weight)
+    if chars_auto:
+        cut = score(DESCRIPTION_CHARS, weight)
+        logger.info("descriptions: whole %.4f / %.4f, first %d characters %.4f / %.4f (held-out macro-F1 / "
+                    "accuracy): reading %s", *best, DESCRIPTION_CHARS, *cut,
+                    f"the first {DESCRIPTION_CHARS} characters" if better(cut, best) else "them whole")
+        if better(cut, best):
+            chars, best = DESCRIPTION_CHARS, cut
+    if weight_auto:
+        other = score(chars, CONTEXT_WEIGHT_TRIED)
+        logger.info("context weight: %.2f %.4f / %.4f, %.2f %.4f / %.4f (held-out macro-F1 / accuracy): %.2f",
+                    weight, *best, CONTEXT_WEIGHT_TRIED, *other, CONTEXT_WEIGHT_TRIED if better(other, best) else weight)
+        if better(other, best):
+            weight = CONTEXT_WEIGHT_TRIED
+    return chars, weight
 
 
 def ensemble_members(spec: Parameters, n_products: int | None = None) -> tuple[str, ...]:
@@ -142,11 +168,12 @@ def fit_model(spec: Parameters, batch: ProductBatch, labels: list[str]) -> Fitte
     from .prediction import Reader
 
     text_attributes = batch.text_columns() if spec.use_attributes else []
-    description_chars = choose_description_chars(spec, batch, labels, text_attributes)
+    description_chars, weight = choose_reading(spec, batch, labels, text_attributes)
     titles, contexts = Reader(tuple(text_attributes), description_chars).texts(batch)
     logger.info("fitting the %s tier on %d products, %d categories", spec.tier, len(batch), len(set(labels)))
     # decided once, on the whole training set: the ensemble's fold fits and its final fit learn the same way
-    spec = replace(spec, hierarchy=resolve_hierarchy(spec.hierarchy, sorted(set(labels)), len(batch)))  # type: ignore[arg-type]
+    spec = replace(spec, context_weight=weight,
+                   hierarchy=resolve_hierarchy(spec.hierarchy, sorted(set(labels)), len(batch)))  # type: ignore[arg-type]
     model: SparseClassifier | Ensemble
     if spec.tier == "sparse":
         model = sparse_model(spec, spec.calibration)

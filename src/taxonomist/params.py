@@ -29,7 +29,7 @@ class Parameters:
     min_confidence: float | None = None
     C: float = 0.5
     title_weight: float = 1.0
-    context_weight: float = 0.5
+    context_weight: float | Literal["auto"] = "auto"
     description_chars: int | None | Literal["auto"] = "auto"
     class_weight: Literal["balanced"] | None = None
     use_attributes: bool = True
@@ -99,7 +99,7 @@ PARAMETERS: dict[str, Allowed] = {
     "min_confidence": Allowed((None,), _NUM, 0.0, 1.0, text="None or a number in [0, 1]"),
     "C": Allowed(kind=_NUM, low=0.0, low_open=True, text="a number > 0"),
     "title_weight": Allowed(kind=_NUM, low=0.0, text="a number >= 0"),
-    "context_weight": Allowed(kind=_NUM, low=0.0, text="a number >= 0"),
+    "context_weight": Allowed(("auto",), _NUM, 0.0, text="'auto' or a number >= 0"),
     "description_chars": Allowed(("auto", None), _INT, 1, text="'auto', None or an integer >= 1"),
     "class_weight": _options(None, "balanced"),
     "use_attributes": _options(True, False),
