@@ -667,3 +667,51 @@ def test_the_default_ensemble_adds_the_joint_member_on_small_catalogues_only() -
     assert ensemble_members(Parameters(tier="ensemble"), JOINT_UP_TO + 1) == ("sparse", "knn", "zeroshot")
     assert ensemble_members(Parameters(tier="ensemble", members=["sparse", "knn"]), 10) == ("sparse", "knn")
     assert "joint" not in ensemble_members(Parameters(tier="embed"), 10)
+
+
+def test_the_fold_models_sparse_weights_are_freed_once_scored_with_the_same_out_of_fold_predictions(
+        sample_split, monkeypatch) -> None:
+    """On Cdiscount the three fold models' sparse weights (a quarter of a gigabyte each) were all held until the
+    stacking's choices were made. Each fold's sparse member now scores its held-out products as soon as it is
+    fitted and is let go; the temperatures and out-of-fold predictions read those scores, bit for bit what the
+    models would have given."""
+    from taxonomist.fitting import sparse_model
+    from taxonomist.models import stacking
+    from taxonomist.params import Parameters
+    from taxonomist.products import ProductBatch
+
+    batch = ProductBatch.from_any(sample_split[0])
+    pairs = (batch.titles, batch.contexts([], None))
+    classes, y = np.unique(np.asarray(batch.labels, dtype=object), return_inverse=True)
+    emb = np.random.default_rng(0).normal(size=(len(y), 8)).astype(np.float32)
+
+    def make_sparse():
+        return sparse_model(Parameters(), "none")
+
+    d = stacking._Data(pairs, emb, y, None, make_sparse().encode(pairs))
+    splits = stacking._splits(batch.title_groups(), y, ["sparse", "knn"], 3, 0.15, 0)
+    parts, held = stacking._fold_members(d, splits, list(classes), ["sparse", "knn"], 5, make_sparse, None, None, None)
+    assert held is not None and all(p.sparse is None for p in parts)  # the weights are gone
+
+    original = stacking._held_out
+
+    def keeping(part, d, split, n_classes):  # the same scores, the model kept to compare with
+        model = part.sparse
+        out = original(part, d, split, n_classes)
+        part.sparse = model
+        return out
+
+    monkeypatch.setattr(stacking, "_held_out", keeping)
+    parts, held = stacking._fold_members(d, splits, list(classes), ["sparse", "knn"], 5, make_sparse, None, None,
+                                         None)
+    n = len(classes)
+    t = stacking._fold_temperatures(parts, splits, d, None, n, 0)
+    assert stacking._fold_temperatures(parts, splits, d, None, n, 0, held) == t
+    for part, h in zip(parts, held, strict=True):
+        part.sparse.temperature_ = h.temperature = t["sparse"]
+    by_models, y_oof = stacking._out_of_fold(parts, splits, d, n)
+    by_scores, y_held = stacking._out_of_fold(parts, splits, d, n, held=held)
+    np.testing.assert_array_equal(y_oof, y_held)
+    assert by_models.keys() == by_scores.keys() == {"sparse", "knn"}
+    for k in by_models:
+        np.testing.assert_array_equal(by_models[k], by_scores[k])

@@ -168,13 +168,14 @@ class EnsembleMembers:
 
     def logs(self, pairs: tuple[list[str], list[str]], emb: np.ndarray | None,
              active: set[str] | None = None, img: Images | None = None,
-             encoded: Encoded | None = None) -> dict[str, np.ndarray]:
+             encoded: Encoded | None = None, sparse_proba: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Each member's log-probabilities (n, n_classes); members abstain on classes they do not know, and the
         image member on products without a usable image (a constant row: no say in the pooled result).
 
         ``active``: only these members (all when ``None``); ``emb`` may be ``None`` when no active member
         needs embeddings, ``img`` when no image member is active; ``encoded``: the products' features by the
-        sparse member's encoder (else it encodes ``pairs``).
+        sparse member's encoder (else it encodes ``pairs``); ``sparse_proba``: the sparse member's probabilities
+        of these products, already computed (its model may then be gone).
         """
         n_classes = len(self.classes)
         out: dict[str, np.ndarray] = {}
@@ -193,10 +194,11 @@ class EnsembleMembers:
             out[:len(known)] = ~known
             return out
 
-        if self.sparse is not None and use("sparse"):
+        if (self.sparse is not None or sparse_proba is not None) and use("sparse"):
             p = np.full((len(pairs[0]), n_classes), np.nan)
-            p[:, self.sparse_cols] = np.log(np.maximum(
-                self.sparse.predict_proba(encoded if encoded is not None else pairs), EPS))
+            p[:, self.sparse_cols] = np.log(np.maximum(sparse_proba if sparse_proba is not None else
+                                                       self.sparse.predict_proba(  # type: ignore[union-attr]
+                                                           encoded if encoded is not None else pairs), EPS))
             out["sparse"] = p
         if self.knn is not None and use("knn"):
             assert emb is not None, "the knn member needs embeddings"

@@ -22,7 +22,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from ..metrics import macro_f1_accuracy
 from ..products import Images
 from ..vectors import row_blocks
-from .calibration import fit_temperature
+from .calibration import fit_temperature, softmax_with_temperature
 from .ensemble import (
     EMBEDDING_MEMBERS,
     EPS,
@@ -166,9 +166,48 @@ class _Data:
 _TEMPERATURES = ("sparse", "head", "joint", "finetune", "image", "fused")
 
 
+@dataclass
+class _HeldOut:
+    """A fold's sparse member reduced to what the stacking reads of it: its decision scores on the fold's held-out
+    products that are predicted out of fold (``rows``, sorted), made as soon as it is fitted, so that its weights
+    (a quarter of a gigabyte on Cdiscount) are freed before the next fold is fitted."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    temperature: float = 1.0
+
+    def proba(self, idx: np.ndarray) -> np.ndarray:
+        """The member's probabilities of the products ``idx`` (a subset of ``rows``), as its ``predict_proba``."""
+        return softmax_with_temperature(self.at(idx), self.temperature)
+
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        return self.scores[np.searchsorted(self.rows, idx)]
+
+
+def _held_out(part: EnsembleMembers, d: _Data, split: tuple[np.ndarray, np.ndarray], n_classes: int) -> _HeldOut:
+    """The decision scores of ``part``'s sparse member on the products of ``split`` predicted out of fold, made by
+    the same blocks of rows as :func:`_out_of_fold` makes them; its model is then let go (``part.sparse = None``)."""
+    a, b = split
+    sparse = part.sparse
+    assert sparse is not None and getattr(sparse, "top_label_", None) is None, "an uncalibrated sparse member"
+    keep = d.with_embedding(b[np.isin(d.y[b], d.y[a])])
+    scores: np.ndarray | None = None
+    for rows in row_blocks(len(keep), n_classes):
+        block = sparse.decision_function(d.sparse_input(keep[rows]))
+        if scores is None:  # (in the scores' own dtype: float32 flat, float64 down a tree)
+            scores = np.empty((len(keep), block.shape[1]), dtype=block.dtype)
+        scores[rows] = block
+    part.sparse = None
+    if scores is None:
+        scores = np.empty((0, len(sparse.classes_)), dtype=np.float32)
+    return _HeldOut(keep, scores)
+
+
 def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-                       zeroshot: TaxonomyScorer | None, n_classes: int, seed: int) -> dict[str, float]:
-    """Each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw."""
+                       zeroshot: TaxonomyScorer | None, n_classes: int, seed: int,
+                       held: list[_HeldOut] | None = None) -> dict[str, float]:
+    """Each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw (the sparse
+    member's scores from ``held`` when its fold models are gone)."""
     y, emb, img = d.y, d.emb, d.img
     t = dict.fromkeys(_TEMPERATURES, 1.0)
     sample = _temperature_sample(splits, y, seed, d.embedded)
@@ -178,9 +217,12 @@ def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarr
     def oof_scores(score: Callable[[EnsembleMembers, np.ndarray], np.ndarray]) -> np.ndarray:
         return np.vstack([score(part, p) for part, p in zip(parts, picks, strict=True)])
 
-    if parts[0].sparse is not None:
+    if parts[0].sparse is not None or held is not None:
         def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
             full = np.full((len(p), n_classes), -1e4, dtype=np.float32)
+            if held is not None:
+                full[:, part.sparse_cols] = held[parts.index(part)].at(p)
+                return full
             full[:, part.sparse_cols] = part.sparse.decision_function(d.sparse_input(p))  # type: ignore[union-attr]
             part.sparse.drop_prediction_caches()  # type: ignore[union-attr]  # (one fold's at a time)
             return full
@@ -231,8 +273,10 @@ def _set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
 
 
 def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-                 n_classes: int, active: set[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Out-of-fold log-probabilities of every member (of ``active``), and the products' classes.
+                 n_classes: int, active: set[str] | None = None, held: list[_HeldOut] | None = None
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Out-of-fold log-probabilities of every member (of ``active``; the sparse member's from ``held`` when its
+    fold models are gone), and the products' classes.
 
     Decisions are made as the final model is used: on classes with training data. A product whose class its fold
     never saw (a rare leaf whose only examples are in that fold) is left out, and in each fold the classes it
@@ -243,12 +287,13 @@ def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np
     keeps = [d.with_embedding(b[np.isin(y[b], y[a])]) for a, b in splits]
     oof: dict[str, np.ndarray] = {}  # (products, classes) float32 per member, filled block by block
     at = 0
-    for part, (a, _), keep in zip(parts, splits, keeps, strict=True):
+    for k_fold, (part, (a, _), keep) in enumerate(zip(parts, splits, keeps, strict=True)):
         unseen = ~np.isin(np.arange(n_classes), y[a])
+        sparse_held = held[k_fold] if held is not None and (active is None or "sparse" in active) else None
         for rows in row_blocks(len(keep), n_classes):  # the members' float64 temporaries of a block at a time
             blk = keep[rows]
-            for k, v in part.logs(d.texts(blk), d.emb[blk], active, img=d.rows(blk),
-                                  encoded=d.features(blk)).items():
+            for k, v in part.logs(d.texts(blk), d.emb[blk], active, img=d.rows(blk), encoded=d.features(blk),
+                                  sparse_proba=None if sparse_held is None else sparse_held.proba(blk)).items():
                 v[:, unseen] = _UNSEEN
                 if k not in oof:
                     oof[k] = np.empty((sum(len(kp) for kp in keeps), n_classes), dtype=np.float32)
@@ -488,11 +533,12 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
     temperatures = dict.fromkeys(_TEMPERATURES, 1.0)
     clock.lap("fine-tuning" if finetuned is not None else "")
     if validate:
-        parts = _fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned, zeroshot)
+        parts, held = _fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned,
+                                    zeroshot)
         release_workers()  # (idle through the stacking, which holds the most memory)
         clock.lap("folds")
-        ens, temperatures = _stack(parts, splits, d, zeroshot, alt_emb, _Choices(prior_shift, calibration, cascade,
-                                                                                  random_state))
+        ens, temperatures = _stack(parts, held, splits, d, zeroshot, alt_emb,
+                                   _Choices(prior_shift, calibration, cascade, random_state))
         if ens.embed_context and alt_emb is not None:
             emb = alt_emb
         clock.lap("stacking")
@@ -537,30 +583,40 @@ class _Choices:
 
 def _fold_members(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], classes: list[str], members: Sequence[str],
                   knn_k: int, make_sparse: Callable[[], SparseClassifier], encoder: Any, finetuned: Any,
-                  zeroshot: TaxonomyScorer | None) -> list[EnsembleMembers]:
-    """The members fitted on the products outside each fold (on its embedded ones for the embedding members)."""
+                  zeroshot: TaxonomyScorer | None) -> tuple[list[EnsembleMembers], list[_HeldOut] | None]:
+    """The members fitted on the products outside each fold (on its embedded ones for the embedding members), and
+    -- unless the joint member reads the sparse member's features -- the sparse member's scores on each fold's
+    held-out products (:class:`_HeldOut`), its fold model let go before the next fold is fitted."""
     from tqdm.auto import tqdm
 
     y = d.y
-    return [EnsembleMembers(classes, members, knn_k).fit(d.texts(a), d.emb[a], y[a], make_sparse(), encoder,
-                                                         finetuned=finetuned, zeroshot=zeroshot, img=d.rows(a),
-                                                         encoded=d.features(a), embedded=d.mask(a))
-            for a, _ in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
-                             disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO))]
+    parts: list[EnsembleMembers] = []
+    held: list[_HeldOut] | None = [] if "sparse" in members and "joint" not in members else None
+    for split in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
+                      disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO)):
+        a = split[0]
+        parts.append(EnsembleMembers(classes, members, knn_k).fit(
+            d.texts(a), d.emb[a], y[a], make_sparse(), encoder, finetuned=finetuned, zeroshot=zeroshot,
+            img=d.rows(a), encoded=d.features(a), embedded=d.mask(a)))
+        if held is not None:
+            held.append(_held_out(parts[-1], d, split, len(classes)))
+    return parts, held
 
 
-def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-           zeroshot: TaxonomyScorer | None, alt_emb: np.ndarray | None, how: _Choices
+def _stack(parts: list[EnsembleMembers], held: list[_HeldOut] | None, splits: list[tuple[np.ndarray, np.ndarray]],
+           d: _Data, zeroshot: TaxonomyScorer | None, alt_emb: np.ndarray | None, how: _Choices
            ) -> tuple[Ensemble, dict[str, float]]:
     """The members' temperatures, then the ensemble (no members yet) chosen on their out-of-fold predictions --
     with ``alt_emb``, on the title or the title + context embeddings, whichever predicts better beyond noise
     (``embed_context`` says which). ``parts`` is emptied once every out-of-fold prediction is made: the fold
     models are the largest thing held, and the choices that follow read only their predictions."""
     n_classes = len(parts[0].classes)
-    temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, how.seed)
+    temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, how.seed, held)
     for part in parts:
         _set_temperatures(part, temperatures)
-    logs, y_oof = _out_of_fold(parts, splits, d, n_classes)
+    for h in held or ():
+        h.temperature = temperatures["sparse"]
+    logs, y_oof = _out_of_fold(parts, splits, d, n_classes, held=held)
     # the text model first, decided as without photos; then the photos, against it (photos alone: their model)
     photo_logs = {k: logs.pop(k) for k in IMAGE_MEMBERS if k in logs} if set(logs) - set(IMAGE_MEMBERS) else {}
     alt = None
@@ -571,6 +627,8 @@ def _stack(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarr
                              f"{sorted(CONTEXT_MEMBERS)} (and the image member) only, got {list(parts[0].members)}")
         alt = _context_logs(parts, splits, d, alt_emb, logs, zeroshot, how.seed)
     parts.clear()  # every out-of-fold prediction is made: the fold models' memory is freed before the choices
+    if held is not None:
+        held.clear()
     counts = np.bincount(d.y, minlength=n_classes)
     ens = _decide(logs, y_oof, counts, how.prior_shift, how.calibration, how.cascade, how.seed)
     if alt is not None:
