@@ -69,6 +69,9 @@ CONTEXT_WEIGHT_TRIED = 1.0
 """The other weight ``context_weight="auto"`` tries where descriptions are long."""
 CHOICE_PRODUCTS = 10_000
 """Products (at most) the choice of ``description_chars`` and ``context_weight`` is made on."""
+CHOICE_FOLDS_UP_TO = 4_000
+"""Up to this many products the choice is made on 3 grouped folds (every product predicted once), above it on one
+80/20 split: on a small catalogue a fifth of it is too few products to tell readings apart, and its fits are cheap."""
 
 
 def context_weight(spec: Parameters) -> float:
@@ -81,7 +84,7 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     """(``description_chars``, ``context_weight``): as given when they are numbers (or ``None``); for ``"auto"``:
     where the descriptions are long (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse
     member, the sparse member is fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most)
-    and scored on the other 20 %: first reading the whole descriptions and their first :data:`DESCRIPTION_CHARS`
+    and scored on the other 20 % (up to :data:`CHOICE_FOLDS_UP_TO` products: on 3 grouped folds): first reading the whole descriptions and their first :data:`DESCRIPTION_CHARS`
     characters, then, with the better of them, the context at :data:`CONTEXT_WEIGHT` and at
     :data:`CONTEXT_WEIGHT_TRIED`. Each alternative to the first reading (whole, at :data:`CONTEXT_WEIGHT`) is kept
     only when it raises macro-F1 and accuracy together by at least 0.01 with neither falling. ``columns``: the
@@ -106,17 +109,33 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     rng = np.random.default_rng(spec.random_state)
     pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
             else np.arange(len(y)))  # each reading tried costs a fit of the sparse member: on a sample at most
-    fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=spec.random_state)
-                                             .split(pool, groups=batch.title_groups()[pool])))
+    groups = batch.title_groups()[pool]
+    if len(pool) <= CHOICE_FOLDS_UP_TO:
+        from .models.stacking import group_folds
+
+        folds = group_folds(groups, y[pool], 3, spec.random_state)
+        splits = [(pool[folds != f], pool[folds == f]) for f in range(3)]
+    else:
+        fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=spec.random_state)
+                                                 .split(pool, groups=groups)))
+        splits = [(fit, held)]
+    splits = [(fit, held) for fit, held in splits if len(held) and len(np.unique(y[fit])) >= 2]
+    if not splits:  # (too few products to hold any out)
+        return chars, weight
     titles = batch.titles
     index = {c: k for k, c in enumerate(classes)}
 
     def score(cut: int | None, w: float) -> tuple[float, float]:
+        """Held-out macro-F1 and accuracy of the sparse member reading ``cut`` characters at weight ``w``."""
         contexts = batch.contexts(columns, cut)
-        model = sparse_model(replace(spec, context_weight=w), "none").fit(
-            ([titles[i] for i in fit], [contexts[i] for i in fit]), [labels[i] for i in fit])
-        pred = model.predict(([titles[i] for i in held], [contexts[i] for i in held]))
-        return macro_f1_accuracy(y[held], np.asarray([index[str(p)] for p in pred]), len(classes))
+        truth, pred = [], []
+        for fit, held in splits:
+            model = sparse_model(replace(spec, context_weight=w), "none").fit(
+                ([titles[i] for i in fit], [contexts[i] for i in fit]), [labels[i] for i in fit])
+            truth.append(y[held])
+            pred.append(np.asarray([index[str(p)] for p in model.predict(([titles[i] for i in held],
+                                                                           [contexts[i] for i in held]))]))
+        return macro_f1_accuracy(np.concatenate(truth), np.concatenate(pred), len(classes))
 
     def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
         return new[0] >= old[0] and new[1] >= old[1] and (new[0] - old[0]) + (new[1] - old[1]) >= 0.01
