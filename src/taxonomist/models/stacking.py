@@ -535,7 +535,6 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
     if validate:
         parts, held = _fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned,
                                     zeroshot)
-        release_workers()  # (idle through the stacking, which holds the most memory)
         clock.lap("folds")
         ens, temperatures = _stack(parts, held, splits, d, zeroshot, alt_emb,
                                    _Choices(prior_shift, calibration, cascade, random_state))
@@ -598,6 +597,7 @@ def _fold_members(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], classes
         parts.append(EnsembleMembers(classes, members, knn_k).fit(
             d.texts(a), d.emb[a], y[a], make_sparse(), encoder, finetuned=finetuned, zeroshot=zeroshot,
             img=d.rows(a), encoded=d.features(a), embedded=d.mask(a)))
+        release_workers()  # (idle until the next fold's fit starts new ones: their memory is not kept meanwhile)
         if held is not None:
             held.append(_held_out(parts[-1], d, split, len(classes)))
     return parts, held
