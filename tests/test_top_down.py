@@ -376,3 +376,16 @@ def test_a_two_level_fit_whose_calibration_split_has_no_usable_rows() -> None:
     assert m.predict(["green cotton shirt"]).tolist() == ["A > Shirts"]
     tree = m.tree_
     assert tree.fit_temperatures(np.zeros((0, tree.n_edges)), np.zeros(0, dtype=np.intp)).shape == (tree.n_levels,)
+
+
+def test_the_features_present_are_found_the_same_way_for_few_and_many_products() -> None:
+    from taxonomist.models import sparse as sparse_mod
+
+    rng = np.random.default_rng(0)
+    for n in (10, 50_000):  # a sort of the indices, and a mask over the vocabulary
+        indices = rng.integers(0, 20_000, n).astype(np.int32)
+        cols, inverse = sparse_mod._present(indices, 20_000)
+        expected_cols, expected_inverse = np.unique(indices, return_inverse=True)
+        np.testing.assert_array_equal(cols, expected_cols)
+        np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+        assert inverse.dtype == np.int32

@@ -79,8 +79,8 @@ def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> n
     X = sp.csr_matrix(X)
     n_classes = coef_t.shape[1]
     span = max(1, _DENSE_BUDGET // max(1, n_classes))  # features of the vocabulary per range
-    cols, inverse = np.unique(X.indices, return_inverse=True)
-    compact = sp.csr_matrix((X.data, inverse.astype(np.int32).ravel(), X.indptr), shape=(X.shape[0], len(cols)))
+    cols, inverse = _present(X.indices, coef_t.shape[0])
+    compact = sp.csr_matrix((X.data, inverse, X.indptr), shape=(X.shape[0], len(cols)))
     cuts = np.unique(np.searchsorted(cols, np.arange(0, coef_t.shape[0] + span, span)))
     out = np.empty((X.shape[0], n_classes), dtype=np.float32)
     out[:] = intercept
@@ -88,6 +88,19 @@ def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> n
         part = compact if (a, b) == (0, len(cols)) else compact[:, a:b]
         out += np.asarray(part @ coef_t[cols[a:b]].toarray())
     return out
+
+
+def _present(indices: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct features of ``indices``, sorted; each index's position among them, int32): ``np.unique`` for a
+    few products, a mask over the vocabulary for many (no sort of millions of indices; the same result)."""
+    if len(indices) * 16 < n_features:
+        cols, inverse = np.unique(indices, return_inverse=True)
+        return cols, inverse.astype(np.int32).ravel()
+    present = np.zeros(n_features, dtype=bool)
+    present[indices] = True
+    position = np.cumsum(present, dtype=np.int32)
+    position -= 1
+    return np.flatnonzero(present), position[indices]
 
 
 _DENSE_BUDGET = 2**25
