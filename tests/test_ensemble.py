@@ -15,7 +15,7 @@ from taxonomist.metrics import macro_f1_accuracy
 from taxonomist.models.embed import NeighbourIndex
 from taxonomist.models.ensemble import pool
 from taxonomist.models.selection import fit_log_linear, select_cascade, select_stack
-from taxonomist.models.stacking import group_folds
+from taxonomist.models.folds import group_folds
 from taxonomist.models.zeroshot import TaxonomyScorer
 
 from .conftest import TINY, synonym_catalog
@@ -676,7 +676,7 @@ def test_the_fold_models_sparse_weights_are_freed_once_scored_with_the_same_out_
     fitted and is let go; the temperatures and out-of-fold predictions read those scores, bit for bit what the
     models would have given."""
     from taxonomist.fitting import sparse_model
-    from taxonomist.models import stacking
+    from taxonomist.models import folds
     from taxonomist.params import Parameters
     from taxonomist.products import ProductBatch
 
@@ -688,12 +688,12 @@ def test_the_fold_models_sparse_weights_are_freed_once_scored_with_the_same_out_
     def make_sparse():
         return sparse_model(Parameters(), "none")
 
-    d = stacking._Data(pairs, emb, y, None, make_sparse().encode(pairs))
-    splits = stacking._splits(batch.title_groups(), y, ["sparse", "knn"], 3, 0.15, 0)
-    parts, held = stacking._fold_members(d, splits, list(classes), ["sparse", "knn"], 5, make_sparse, None, None, None)
+    d = folds.FoldData(pairs, emb, y, None, make_sparse().encode(pairs))
+    splits = folds.fold_splits(batch.title_groups(), y, ["sparse", "knn"], 3, 0.15, 0)
+    parts, held = folds.fold_members(d, splits, list(classes), ["sparse", "knn"], 5, make_sparse, None, None, None)
     assert held is not None and all(p.sparse is None for p in parts)  # the weights are gone
 
-    original = stacking._held_out
+    original = folds.held_out
 
     def keeping(part, d, split, n_classes):  # the same scores, the model kept to compare with
         model = part.sparse
@@ -701,16 +701,16 @@ def test_the_fold_models_sparse_weights_are_freed_once_scored_with_the_same_out_
         part.sparse = model
         return out
 
-    monkeypatch.setattr(stacking, "_held_out", keeping)
-    parts, held = stacking._fold_members(d, splits, list(classes), ["sparse", "knn"], 5, make_sparse, None, None,
+    monkeypatch.setattr(folds, "held_out", keeping)
+    parts, held = folds.fold_members(d, splits, list(classes), ["sparse", "knn"], 5, make_sparse, None, None,
                                          None)
     n = len(classes)
-    t = stacking._fold_temperatures(parts, splits, d, None, n, 0)
-    assert stacking._fold_temperatures(parts, splits, d, None, n, 0, held) == t
+    t = folds.fold_temperatures(parts, splits, d, None, n, 0)
+    assert folds.fold_temperatures(parts, splits, d, None, n, 0, held) == t
     for part, h in zip(parts, held, strict=True):
         part.sparse.temperature_ = h.temperature = t["sparse"]
-    by_models, y_oof = stacking._out_of_fold(parts, splits, d, n)
-    by_scores, y_held = stacking._out_of_fold(parts, splits, d, n, held=held)
+    by_models, y_oof = folds.out_of_fold(parts, splits, d, n)
+    by_scores, y_held = folds.out_of_fold(parts, splits, d, n, held=held)
     np.testing.assert_array_equal(y_oof, y_held)
     assert by_models.keys() == by_scores.keys() == {"sparse", "knn"}
     for k in by_models:

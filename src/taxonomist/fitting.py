@@ -111,7 +111,7 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
             else np.arange(len(y)))  # each reading tried costs a fit of the sparse member: on a sample at most
     groups = batch.title_groups()[pool]
     if len(pool) <= CHOICE_FOLDS_UP_TO:
-        from .models.stacking import group_folds
+        from .models.folds import group_folds
 
         folds = group_folds(groups, y[pool], 3, spec.random_state)
         splits = [(pool[folds != f], pool[folds == f]) for f in range(3)]

@@ -12,42 +12,49 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit
 
 from ..metrics import macro_f1_accuracy
 from ..products import Images
-from ..vectors import row_blocks
-from .calibration import fit_temperature, softmax_with_temperature
 from .ensemble import (
     EMBEDDING_MEMBERS,
-    EPS,
     IMAGE_MEMBERS,
     Ensemble,
     EnsembleMembers,
     finetune_texts,
-    fused_features,
     paths,
     pool,
     prior_shift,
 )
+from .folds import (
+    MIN_VALIDATION,
+    TEMPERATURES,
+    FoldData,
+    HeldOut,
+    fold_members,
+    fold_splits,
+    fold_temperatures,
+    group_folds,
+    joint_temperature,
+    out_of_fold,
+    set_temperatures,
+    split_for_validation,
+    temperature_sample,
+)
 from .joint import JointModel
-from .ovr import release_workers
 from .selection import (
     STACK_TOLERANCE,
     calibrate,
     gain_interval,
-    sample_rows,
     select_cascade,
     select_stack,
     stacking_summary,
-    temperature_rows,
 )
-from .sparse import Encoded, SparseClassifier
+from .sparse import SparseClassifier
 from .zeroshot import TaxonomyScorer
 
 __all__ = ["CONTEXT_MEMBERS", "EMBEDDED_FLOOR", "embedding_sample", "fit_ensemble", "group_folds",
@@ -90,218 +97,6 @@ def embedding_sample(y: np.ndarray, cap: int | None, seed: int) -> np.ndarray | 
         rows = order[starts[c]:starts[c] + counts[c]]
         mask[rows if take[c] == counts[c] else rng.choice(rows, take[c], replace=False)] = True
     return mask
-
-
-def split_for_validation(groups: np.ndarray, y: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A grouped split (identical titles stay together) into (fit, validation) positions."""
-    split = GroupShuffleSplit(n_splits=1, test_size=size, random_state=seed)
-    fit_idx, val_idx = next(split.split(np.zeros(len(y)), y, groups))
-    return fit_idx, val_idx
-
-
-def group_folds(groups: np.ndarray, y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """The fold (0 .. n_folds - 1) of each product: title groups never straddle two folds, and each category's
-    groups are dealt round the folds in turn (in a random order), so a category with two groups has one in
-    the training part of every fold and rare categories are spread as evenly as they can be."""
-    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    order = np.lexsort((np.random.default_rng(seed).random(len(uniq)), np.asarray(y)[first]))
-    fold_of_group = np.empty(len(uniq), dtype=np.int64)
-    fold_of_group[order] = np.arange(len(uniq)) % n_folds
-    return fold_of_group[inverse.ravel()]
-
-
-_MIN_VALIDATION = 50
-_UNSEEN = float(np.log(EPS)) - 20.0  # out of fold: a class the fold's members never saw cannot win
-
-
-def _splits(groups: np.ndarray, y: np.ndarray, members: Sequence[str], cv: int, validation_size: float,
-            seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit, held-out) positions: ``cv`` grouped folds, or one grouped split when ``cv < 2`` or a transformer is
-    fine-tuned (trained once, with early stopping on the held-out part)."""
-    n_groups = len(np.unique(groups))
-    if cv >= 2 and "finetune" not in members and n_groups >= cv:
-        folds = group_folds(groups, y, cv, seed)
-        out = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(cv)]
-    else:
-        out = [split_for_validation(groups, y, validation_size, seed)]
-    return [(a, b) for a, b in out if len(b) and len(np.unique(y[a])) >= 2]
-
-
-@dataclass
-class _Data:
-    """The training products as the members read them: (titles, contexts), embeddings, class indices, photos."""
-
-    pairs: tuple[list[str], list[str]]
-    emb: np.ndarray
-    y: np.ndarray
-    img: Images | None
-    encoded: Encoded | None = None
-    """The products' sparse features, made once for the folds and the final fit (``None``: each fit encodes)."""
-    embedded: np.ndarray | None = None
-    """Which products have an embedding (:func:`embedding_sample`; ``None``: all): the others' rows of ``emb`` are
-    zeros, no embedding member learns from them and the out-of-fold decisions are made on the others."""
-
-    def with_embedding(self, idx: np.ndarray) -> np.ndarray:
-        """The products of ``idx`` that have an embedding."""
-        return idx if self.embedded is None else idx[self.embedded[idx]]
-
-    def mask(self, idx: np.ndarray) -> np.ndarray | None:
-        return None if self.embedded is None else self.embedded[idx]
-
-    def texts(self, idx: np.ndarray) -> tuple[list[str], list[str]]:
-        return [self.pairs[0][i] for i in idx], [self.pairs[1][i] for i in idx]
-
-    def features(self, idx: np.ndarray) -> Encoded | None:
-        return None if self.encoded is None else self.encoded.rows(idx)
-
-    def sparse_input(self, idx: np.ndarray) -> Any:
-        """What the sparse member reads of these products: their features when made once, else their texts."""
-        features = self.features(idx)
-        return self.texts(idx) if features is None else features
-
-    def rows(self, idx: np.ndarray) -> Images | None:
-        return None if self.img is None else (self.img[0][idx], self.img[1][idx])
-
-
-_TEMPERATURES = ("sparse", "head", "joint", "finetune", "image", "fused")
-
-
-@dataclass
-class _HeldOut:
-    """A fold's sparse member reduced to what the stacking reads of it: its decision scores on the fold's held-out
-    products that are predicted out of fold (``rows``, sorted), made as soon as it is fitted, so that its weights
-    (a quarter of a gigabyte on Cdiscount) are freed before the next fold is fitted."""
-
-    rows: np.ndarray
-    scores: np.ndarray
-    temperature: float = 1.0
-
-    def proba(self, idx: np.ndarray) -> np.ndarray:
-        """The member's probabilities of the products ``idx`` (a subset of ``rows``), as its ``predict_proba``."""
-        return softmax_with_temperature(self.at(idx), self.temperature)
-
-    def at(self, idx: np.ndarray) -> np.ndarray:
-        return self.scores[np.searchsorted(self.rows, idx)]
-
-
-def _held_out(part: EnsembleMembers, d: _Data, split: tuple[np.ndarray, np.ndarray], n_classes: int) -> _HeldOut:
-    """The decision scores of ``part``'s sparse member on the products of ``split`` predicted out of fold, made by
-    the same blocks of rows as :func:`_out_of_fold` makes them; its model is then let go (``part.sparse = None``)."""
-    a, b = split
-    sparse = part.sparse
-    assert sparse is not None and getattr(sparse, "top_label_", None) is None, "an uncalibrated sparse member"
-    keep = d.with_embedding(b[np.isin(d.y[b], d.y[a])])
-    scores: np.ndarray | None = None
-    for rows in row_blocks(len(keep), n_classes):
-        block = sparse.decision_function(d.sparse_input(keep[rows]))
-        if scores is None:  # (in the scores' own dtype: float32 flat, float64 down a tree)
-            scores = np.empty((len(keep), block.shape[1]), dtype=block.dtype)
-        scores[rows] = block
-    part.sparse = None
-    if scores is None:
-        scores = np.empty((0, len(sparse.classes_)), dtype=np.float32)
-    return _HeldOut(keep, scores)
-
-
-def _fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-                       zeroshot: TaxonomyScorer | None, n_classes: int, seed: int,
-                       held: list[_HeldOut] | None = None) -> dict[str, float]:
-    """Each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw (the sparse
-    member's scores from ``held`` when its fold models are gone)."""
-    y, emb, img = d.y, d.emb, d.img
-    t = dict.fromkeys(_TEMPERATURES, 1.0)
-    sample = _temperature_sample(splits, y, seed, d.embedded)
-    picks = [b[np.isin(b, sample)] for _, b in splits]
-    y_t = np.concatenate([y[p] for p in picks])
-
-    def oof_scores(score: Callable[[EnsembleMembers, np.ndarray], np.ndarray]) -> np.ndarray:
-        return np.vstack([score(part, p) for part, p in zip(parts, picks, strict=True)])
-
-    if parts[0].sparse is not None or held is not None:
-        def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
-            full = np.full((len(p), n_classes), -1e4, dtype=np.float32)
-            if held is not None:
-                full[:, part.sparse_cols] = held[parts.index(part)].at(p)
-                return full
-            full[:, part.sparse_cols] = part.sparse.decision_function(d.sparse_input(p))  # type: ignore[union-attr]
-            part.sparse.drop_prediction_caches()  # type: ignore[union-attr]  # (one fold's at a time)
-            return full
-        t["sparse"] = fit_temperature(oof_scores(sparse_scores), y_t)
-    if zeroshot is not None:
-        zeroshot.fit_temperature(emb[sample], y[sample])
-    if parts[0].head is not None:
-        t["head"] = fit_temperature(oof_scores(lambda m, p: m.head.decision_function(emb[p])), y_t)  # type: ignore[union-attr]
-    if parts[0].joint is not None:
-        t["joint"] = _joint_temperature(parts, picks, d, emb)
-    if parts[0].finetune is not None:
-        t["finetune"] = fit_temperature(oof_scores(lambda m, p: m.finetune.logits(finetune_texts(d.texts(p)))), y_t)
-    if parts[0].image is not None and img is not None:
-        s = oof_scores(lambda m, p: m.image.decision_function(img[0][p]))  # type: ignore[union-attr]
-        # on the products with a photo whose class the fold's image head saw a photo of: a class can be known to
-        # a fold only from products without a photo, and the true-class score of its photos is then the -1e3 of
-        # an unknown class, which drove the temperature to its bound (a flat, near-chance member)
-        has = np.concatenate([img[1][p] & part.image.known[y[p]]  # type: ignore[union-attr]
-                              for part, p in zip(parts, picks, strict=True)])
-        if has.sum() >= 2:
-            t["image"] = fit_temperature(s[has], y_t[has])
-    if parts[0].fused is not None and img is not None:
-        t["fused"] = fit_temperature(oof_scores(lambda m, p: m.fused.decision_function(  # type: ignore[union-attr]
-            fused_features(emb[p], (img[0][p], img[1][p])))), y_t)
-    return t
-
-
-def _joint_temperature(parts: list[EnsembleMembers], picks: list[np.ndarray], d: _Data, emb: np.ndarray) -> float:
-    """The joint member's temperature on the out-of-fold products ``picks`` (of each fold), reading ``emb``."""
-    scores = np.vstack([part.joint_scores(d.texts(p), emb[p], d.features(p)) for part, p in zip(parts, picks, strict=True)])
-    return fit_temperature(scores, np.concatenate([d.y[p] for p in picks]))
-
-
-def _temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int,
-                        embedded: np.ndarray | None = None) -> np.ndarray:
-    """The out-of-fold products (of classes their fold saw; with an embedding) the temperatures are fitted on: at
-    most :func:`~taxonomist.models.selection.temperature_rows`, sorted."""
-    held = np.concatenate([b[np.isin(y[b], y[a]) & (True if embedded is None else embedded[b])] for a, b in splits])
-    n_classes = int(y.max()) + 1 if len(y) else 1
-    return np.sort(held[sample_rows(len(held), temperature_rows(n_classes), seed)])
-
-
-def _set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
-    if m.sparse is not None:
-        m.sparse.temperature_ = t["sparse"]
-    m.head_temperature, m.finetune_temperature, m.joint_temperature = t["head"], t["finetune"], t["joint"]
-    m.image_temperature, m.fused_temperature = t["image"], t["fused"]
-
-
-def _out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
-                 n_classes: int, active: set[str] | None = None, held: list[_HeldOut] | None = None
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Out-of-fold log-probabilities of every member (of ``active``; the sparse member's from ``held`` when its
-    fold models are gone), and the products' classes.
-
-    Decisions are made as the final model is used: on classes with training data. A product whose class its fold
-    never saw (a rare leaf whose only examples are in that fold) is left out, and in each fold the classes it
-    never saw cannot win; otherwise the weights learn to favour the members that can name a class without
-    examples (on BigBasket the zero-shot member was then over-weighted and validation macro-F1 fell well below the
-    sparse member's)."""
-    y = d.y
-    keeps = [d.with_embedding(b[np.isin(y[b], y[a])]) for a, b in splits]
-    oof: dict[str, np.ndarray] = {}  # (products, classes) float32 per member, filled block by block
-    at = 0
-    for k_fold, (part, (a, _), keep) in enumerate(zip(parts, splits, keeps, strict=True)):
-        unseen = ~np.isin(np.arange(n_classes), y[a])
-        sparse_held = held[k_fold] if held is not None and (active is None or "sparse" in active) else None
-        for rows in row_blocks(len(keep), n_classes):  # the members' float64 temporaries of a block at a time
-            blk = keep[rows]
-            for k, v in part.logs(d.texts(blk), d.emb[blk], active, img=d.rows(blk), encoded=d.features(blk),
-                                  sparse_proba=None if sparse_held is None else sparse_held.proba(blk)).items():
-                v[:, unseen] = _UNSEEN
-                if k not in oof:
-                    oof[k] = np.empty((sum(len(kp) for kp in keeps), n_classes), dtype=np.float32)
-                oof[k][at + rows.start:at + rows.start + len(blk)] = v
-        if part.sparse is not None:
-            part.sparse.drop_prediction_caches()
-        at += len(keep)
-    return oof, np.concatenate([y[kp] for kp in keeps])
 
 
 def _decide(logs: dict[str, np.ndarray], y_oof: np.ndarray, counts: np.ndarray, prior_shift: float | str,
@@ -406,7 +201,7 @@ joint member are fitted again per fold on the other embeddings; the other heads 
 head, are not)."""
 
 
-def _context_logs(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: _Data,
+def _context_logs(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: FoldData,
                   alt_emb: np.ndarray, logs: dict[str, np.ndarray], zeroshot: TaxonomyScorer | None, seed: int
                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """The out-of-fold log-probabilities of the text members of ``logs`` reading the title + context embeddings
@@ -423,17 +218,17 @@ def _context_logs(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, n
             j = part.joint
             part.joint = JointModel(j.C, j.prune, j.random_state, j.n_jobs).fit(
                 part.sparse.features(d.sparse_input(a)), alt_emb[a], y[a], n_classes)  # type: ignore[union-attr]
-    sample = _temperature_sample(splits, y, seed, d.embedded)
+    sample = temperature_sample(splits, y, seed, d.embedded)
     temperatures: dict[str, float] = {}
     title_temperature = zeroshot.temperature if zeroshot is not None else None
     if zeroshot is not None:
         zeroshot.fit_temperature(alt_emb[sample], y[sample])
         temperatures["zeroshot"] = zeroshot.temperature
     if parts[0].joint is not None:
-        temperatures["joint"] = _joint_temperature(parts, [b[np.isin(b, sample)] for _, b in splits], d, alt_emb)
+        temperatures["joint"] = joint_temperature(parts, [b[np.isin(b, sample)] for _, b in splits], d, alt_emb)
         for part in parts:
             part.joint_temperature = temperatures["joint"]
-    again, _ = _out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes,
+    again, _ = out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes,
                             set(logs) & EMBEDDING_MEMBERS)
     if zeroshot is not None and title_temperature is not None:
         zeroshot.temperature = title_temperature
@@ -470,7 +265,7 @@ def _choose_embedding(ens: Ensemble, logs: dict[str, np.ndarray], alt_logs: dict
     return chosen, use, alt_logs if use else logs
 
 
-def _fine_tune(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], validate: bool, encoder: Any,
+def _fine_tune(d: FoldData, splits: list[tuple[np.ndarray, np.ndarray]], validate: bool, encoder: Any,
                n_classes: int, epochs: int, max_length: int, seed: int) -> Any:
     """The fine-tuned transformer: trained once, on the fit part, with early stopping on the held-out part; the
     final model reuses it (refitting a transformer on everything would double the dominant cost)."""
@@ -522,18 +317,18 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
     clock = _Clock()
     # the sparse member's features made once: its vocabulary from every training product (a held-out fold's
     # words get no weight from the fold's fit, only their idf counts them), so each product is tokenised once
-    d = _Data(pairs, emb, y, img, make_sparse().encode(pairs) if "sparse" in members else None, embedded)
+    d = FoldData(pairs, emb, y, img, make_sparse().encode(pairs) if "sparse" in members else None, embedded)
     clock.lap("sparse features")
-    splits = _splits(groups, y, members, cv, validation_size, random_state)
-    validate = sum(len(v) for _, v in splits) >= _MIN_VALIDATION
+    splits = fold_splits(groups, y, members, cv, validation_size, random_state)
+    validate = sum(len(v) for _, v in splits) >= MIN_VALIDATION
     finetuned = (_fine_tune(d, splits, validate, encoder, n_classes, epochs, finetune_max_length, random_state)
                  if "finetune" in members else None)
     # the zero-shot scorer depends on the class list only: built once, for every fold and the final model
     zeroshot = TaxonomyScorer().build(paths(list(classes)), encoder) if "zeroshot" in members else None
-    temperatures = dict.fromkeys(_TEMPERATURES, 1.0)
+    temperatures = dict.fromkeys(TEMPERATURES, 1.0)
     clock.lap("fine-tuning" if finetuned is not None else "")
     if validate:
-        parts, held = _fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned,
+        parts, held = fold_members(d, splits, list(classes), members, knn_k, make_sparse, encoder, finetuned,
                                     zeroshot)
         clock.lap("folds")
         ens, temperatures = _stack(parts, held, splits, d, zeroshot, alt_emb,
@@ -552,7 +347,7 @@ def fit_ensemble(pairs: tuple[list[str], list[str]], labels: Sequence[str], emb:
                                                                   sparse_temperature=temperatures["sparse"],
                                                                   finetuned=finetuned, zeroshot=zeroshot, img=img,
                                                                   encoded=d.encoded, embedded=embedded)
-    _set_temperatures(ens.members, temperatures)
+    set_temperatures(ens.members, temperatures)
     clock.lap("final members")
     ens.encoder = encoder
     ens.stacking = stacking_summary({**ens.stacking, "seconds": clock.seconds}, ens.weights)
@@ -580,43 +375,20 @@ class _Choices:
     seed: int
 
 
-def _fold_members(d: _Data, splits: list[tuple[np.ndarray, np.ndarray]], classes: list[str], members: Sequence[str],
-                  knn_k: int, make_sparse: Callable[[], SparseClassifier], encoder: Any, finetuned: Any,
-                  zeroshot: TaxonomyScorer | None) -> tuple[list[EnsembleMembers], list[_HeldOut] | None]:
-    """The members fitted on the products outside each fold (on its embedded ones for the embedding members), and
-    -- unless the joint member reads the sparse member's features -- the sparse member's scores on each fold's
-    held-out products (:class:`_HeldOut`), its fold model let go before the next fold is fitted."""
-    from tqdm.auto import tqdm
-
-    y = d.y
-    parts: list[EnsembleMembers] = []
-    held: list[_HeldOut] | None = [] if "sparse" in members and "joint" not in members else None
-    for split in tqdm(splits, desc=f"fitting the members on {len(splits)} folds", unit="fold",
-                      disable=len(splits) < 2 or not logger.isEnabledFor(logging.INFO)):
-        a = split[0]
-        parts.append(EnsembleMembers(classes, members, knn_k).fit(
-            d.texts(a), d.emb[a], y[a], make_sparse(), encoder, finetuned=finetuned, zeroshot=zeroshot,
-            img=d.rows(a), encoded=d.features(a), embedded=d.mask(a)))
-        release_workers()  # (idle until the next fold's fit starts new ones: their memory is not kept meanwhile)
-        if held is not None:
-            held.append(_held_out(parts[-1], d, split, len(classes)))
-    return parts, held
-
-
-def _stack(parts: list[EnsembleMembers], held: list[_HeldOut] | None, splits: list[tuple[np.ndarray, np.ndarray]],
-           d: _Data, zeroshot: TaxonomyScorer | None, alt_emb: np.ndarray | None, how: _Choices
+def _stack(parts: list[EnsembleMembers], held: list[HeldOut] | None, splits: list[tuple[np.ndarray, np.ndarray]],
+           d: FoldData, zeroshot: TaxonomyScorer | None, alt_emb: np.ndarray | None, how: _Choices
            ) -> tuple[Ensemble, dict[str, float]]:
     """The members' temperatures, then the ensemble (no members yet) chosen on their out-of-fold predictions --
     with ``alt_emb``, on the title or the title + context embeddings, whichever predicts better beyond noise
     (``embed_context`` says which). ``parts`` is emptied once every out-of-fold prediction is made: the fold
     models are the largest thing held, and the choices that follow read only their predictions."""
     n_classes = len(parts[0].classes)
-    temperatures = _fold_temperatures(parts, splits, d, zeroshot, n_classes, how.seed, held)
+    temperatures = fold_temperatures(parts, splits, d, zeroshot, n_classes, how.seed, held)
     for part in parts:
-        _set_temperatures(part, temperatures)
+        set_temperatures(part, temperatures)
     for h in held or ():
         h.temperature = temperatures["sparse"]
-    logs, y_oof = _out_of_fold(parts, splits, d, n_classes, held=held)
+    logs, y_oof = out_of_fold(parts, splits, d, n_classes, held=held)
     # the text model first, decided as without photos; then the photos, against it (photos alone: their model)
     photo_logs = {k: logs.pop(k) for k in IMAGE_MEMBERS if k in logs} if set(logs) - set(IMAGE_MEMBERS) else {}
     alt = None
