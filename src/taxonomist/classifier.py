@@ -74,11 +74,10 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
             transformer fine-tuned end to end, pooled with the sparse tier) or ``"zeroshot"`` (:meth:`from_taxonomy`).
         min_confidence: back off to the deepest ancestor whose probability clears this (``None``: always the leaf).
         C: regularisation of the sparse member's linear SVM.
-        title_weight, context_weight: weights of the title and of description + attributes in the features;
-            ``context_weight="auto"``: 0.5, or 1.0 where descriptions are long and it is better on held-out
-            training data (``context_weight_`` says which).
+        title_weight, context_weight: weights of the title and of description + attributes in the features.
         description_chars: how much of each description is read: its first N characters, ``None`` all, or
-            ``"auto"``: where descriptions are long, all or the first 300, chosen on held-out training data.
+            ``"auto"``: where descriptions are long, all or the first 300, chosen on held-out training data
+            (``context_weight="auto"``: 0.5, or 1.0 there when better; ``context_weight_`` says which).
         class_weight: ``None`` or ``"balanced"``.
         use_attributes: read non-numeric attribute columns (brand, colour, ...) as text.
         calibration: how scores become probabilities (:class:`~taxonomist.models.SparseClassifier`); ``"none"``
@@ -95,17 +94,14 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
             ``image``, ``fused``.
         knn_k: neighbours that vote in the ``knn`` member.
         validation_size: share of title groups held out when one split is used (``cv < 2``, or fine-tuning).
-        cv: grouped folds of the out-of-fold predictions the ensemble is chosen on (``stacking_`` says what was
-            chosen and why).
+        cv: grouped folds of the out-of-fold predictions the ensemble is chosen on (``stacking_``: what and why).
         epochs, finetune_max_length: fine-tuning epochs (the best on validation is kept) and tokens per text.
         prior_shift: logit adjustment against the class prior (rare leaves' recall): ``"auto"`` chosen out of
             fold, or a number (:func:`taxonomist.models.ensemble.prior_shift`).
         image_encoder: read product photos (the ``image`` field): ``"effnet-lite0"``, ``"effnet-lite2"`` or a
             local ``.onnx`` feature extractor; ``None`` (default): text only.
-        image_views: views of each photo averaged (1 as it is, 2 with its mirror image, 3 and its central 80 %,
-            4 and that mirrored), at training and prediction.
-        fusion: ``"late"`` (an image head pooled with the text members) or ``"early"`` (one head on the text
-            embedding + image features).
+        image_views: views of each photo averaged (1 as it is, 2 + mirrored, 3 + its central 80 %, 4 + that mirrored).
+        fusion: ``"late"`` (an image head pooled with the text members) or ``"early"`` (one head on both).
         image_root: the folder relative image paths resolve under and no path may leave (default: the
             catalogue file's folder when given a :class:`Catalog`, else the working folder).
         allow_remote_images: fetch ``http(s)://`` images (off: a server must not fetch arbitrary addresses; on:
@@ -132,14 +128,6 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
     """
 
     # -- what the model reads -------------------------------------------------------------------------------
-    @property
-    def context_weight_(self) -> float | None:
-        """The weight of the description and attributes beside the title in the sparse member's features (chosen
-        on the training data with ``context_weight="auto"``); ``None`` without a sparse member."""
-        self._check()
-        sparse = self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.members.sparse
-        return None if sparse is None else float(sparse.encoder_.context_weight)
-
     @property
     def reader_(self) -> Reader:
         """What the fitted model reads of each product (:class:`~taxonomist.prediction.Reader`)."""
@@ -202,6 +190,8 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
         """The sparse model: the sparse tier's model, or the ensemble's sparse member (``None`` without one)."""
         return self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
 
+    context_weight_ = property(lambda self: None if self.sparse_member is None else float(
+        self.sparse_member.encoder_.context_weight), doc="The sparse member's weight of the context beside the title.")
     @property
     def ensemble_(self) -> Ensemble | None:
         """The ensemble of an embedding tier (``None`` for the sparse tier)."""
