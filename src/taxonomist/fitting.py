@@ -84,9 +84,9 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     """(``description_chars``, ``context_weight``): as given when they are numbers (or ``None``); for ``"auto"``:
     where the descriptions are long (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse
     member, the sparse member is fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most)
-    and scored on the other 20 % (up to :data:`CHOICE_FOLDS_UP_TO` products: on 3 grouped folds): first reading the whole descriptions and their first :data:`DESCRIPTION_CHARS`
-    characters, then, with the better of them, the context at :data:`CONTEXT_WEIGHT` and at
-    :data:`CONTEXT_WEIGHT_TRIED`. Each alternative to the first reading (whole, at :data:`CONTEXT_WEIGHT`) is kept
+    and scored on the other 20 % (up to :data:`CHOICE_FOLDS_UP_TO` products: on 3 grouped folds): first reading
+    the whole descriptions and their first :data:`DESCRIPTION_CHARS` characters, then, with the better of them, the
+    context at :data:`CONTEXT_WEIGHT` and at :data:`CONTEXT_WEIGHT_TRIED`. Each alternative to the first reading (whole, at :data:`CONTEXT_WEIGHT`) is kept
     only when it raises macro-F1 and accuracy together by at least 0.01 with neither falling. ``columns``: the
     attribute columns read as text."""
     chars_auto, weight_auto = spec.description_chars == "auto", spec.context_weight == "auto"
