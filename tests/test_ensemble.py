@@ -14,8 +14,8 @@ from taxonomist.exceptions import TaxonomistError
 from taxonomist.metrics import macro_f1_accuracy
 from taxonomist.models.embed import NeighbourIndex
 from taxonomist.models.ensemble import pool
-from taxonomist.models.selection import fit_log_linear, select_cascade, select_stack
 from taxonomist.models.folds import group_folds
+from taxonomist.models.selection import fit_log_linear, select_cascade, select_stack
 from taxonomist.models.zeroshot import TaxonomyScorer
 
 from .conftest import TINY, synonym_catalog
