@@ -54,7 +54,7 @@ UNSEEN = float(np.log(EPS)) - 20.0  # out of fold: a class the fold's members ne
 
 
 def fold_splits(groups: np.ndarray, y: np.ndarray, members: Sequence[str], cv: int, validation_size: float,
-            seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+                seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit, held-out) positions: ``cv`` grouped folds, or one grouped split when ``cv < 2`` or a transformer is
     fine-tuned (trained once, with early stopping on the held-out part)."""
     n_groups = len(np.unique(groups))
@@ -143,8 +143,8 @@ def held_out(part: EnsembleMembers, d: FoldData, split: tuple[np.ndarray, np.nda
 
 
 def fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: FoldData,
-                       zeroshot: TaxonomyScorer | None, n_classes: int, seed: int,
-                       held: list[HeldOut] | None = None) -> dict[str, float]:
+                      zeroshot: TaxonomyScorer | None, n_classes: int, seed: int,
+                      held: list[HeldOut] | None = None) -> dict[str, float]:
     """Each member's temperature, on (a sample of) the out-of-fold products of classes their fold saw (the sparse
     member's scores from ``held`` when its fold models are gone)."""
     y, emb, img = d.y, d.emb, d.img
@@ -196,7 +196,7 @@ def joint_temperature(parts: list[EnsembleMembers], picks: list[np.ndarray], d: 
 
 
 def temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int,
-                        embedded: np.ndarray | None = None) -> np.ndarray:
+                       embedded: np.ndarray | None = None) -> np.ndarray:
     """The out-of-fold products (of classes their fold saw; with an embedding) the temperatures are fitted on: at
     most :func:`~taxonomist.models.selection.temperature_rows`, sorted."""
     held = np.concatenate([b[np.isin(y[b], y[a]) & (True if embedded is None else embedded[b])] for a, b in splits])
@@ -212,8 +212,8 @@ def set_temperatures(m: EnsembleMembers, t: Mapping[str, float]) -> None:
 
 
 def out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.ndarray]], d: FoldData,
-                 n_classes: int, active: set[str] | None = None, held: list[HeldOut] | None = None
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                n_classes: int, active: set[str] | None = None, held: list[HeldOut] | None = None
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Out-of-fold log-probabilities of every member (of ``active``; the sparse member's from ``held`` when its
     fold models are gone), and the products' classes.
 
@@ -244,8 +244,8 @@ def out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.
 
 
 def fold_members(d: FoldData, splits: list[tuple[np.ndarray, np.ndarray]], classes: list[str], members: Sequence[str],
-                  knn_k: int, make_sparse: Callable[[], SparseClassifier], encoder: Any, finetuned: Any,
-                  zeroshot: TaxonomyScorer | None) -> tuple[list[EnsembleMembers], list[HeldOut] | None]:
+                 knn_k: int, make_sparse: Callable[[], SparseClassifier], encoder: Any, finetuned: Any,
+                 zeroshot: TaxonomyScorer | None) -> tuple[list[EnsembleMembers], list[HeldOut] | None]:
     """The members fitted on the products outside each fold (on its embedded ones for the embedding members), and
     -- unless the joint member reads the sparse member's features -- the sparse member's scores on each fold's
     held-out products (:class:`HeldOut`), its fold model let go before the next fold is fitted."""
