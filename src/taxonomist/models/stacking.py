@@ -229,7 +229,7 @@ def _context_logs(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, n
         for part in parts:
             part.joint_temperature = temperatures["joint"]
     again, _ = out_of_fold(parts, splits, dataclasses.replace(d, emb=alt_emb), n_classes,
-                            set(logs) & EMBEDDING_MEMBERS)
+                           set(logs) & EMBEDDING_MEMBERS)
     if zeroshot is not None and title_temperature is not None:
         zeroshot.temperature = title_temperature
     return {k: again.get(k, v) for k, v in logs.items()}, temperatures
