@@ -101,25 +101,16 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
             or spec.dp_epsilon is not None
             or "sparse" not in (ensemble_members(spec) if spec.tier != "sparse" else ("sparse",))):
         return chars, weight
-    from sklearn.model_selection import GroupShuffleSplit
-
     from .metrics import macro_f1_accuracy
+    from .models.folds import fold_splits
 
     classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     rng = np.random.default_rng(spec.random_state)
     pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
             else np.arange(len(y)))  # each reading tried costs a fit of the sparse member: on a sample at most
-    groups = batch.title_groups()[pool]
-    if len(pool) <= CHOICE_FOLDS_UP_TO:
-        from .models.folds import group_folds
-
-        folds = group_folds(groups, y[pool], 3, spec.random_state)
-        splits = [(pool[folds != f], pool[folds == f]) for f in range(3)]
-    else:
-        fit, held = (pool[part] for part in next(GroupShuffleSplit(1, test_size=0.2, random_state=spec.random_state)
-                                                 .split(pool, groups=groups)))
-        splits = [(fit, held)]
-    splits = [(fit, held) for fit, held in splits if len(held) and len(np.unique(y[fit])) >= 2]
+    n_folds = 3 if len(pool) <= CHOICE_FOLDS_UP_TO else 1  # (1: one grouped 80/20 split)
+    splits = [(pool[a], pool[b]) for a, b in fold_splits(batch.title_groups()[pool], y[pool], (), n_folds, 0.2,
+                                                          spec.random_state)]
     if not splits:  # (too few products to hold any out)
         return chars, weight
     titles = batch.titles
