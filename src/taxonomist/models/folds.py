@@ -157,15 +157,16 @@ def fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
         return np.vstack([score(part, p) for part, p in zip(parts, picks, strict=True)])
 
     if parts[0].sparse is not None or held is not None:
-        def sparse_scores(part: EnsembleMembers, p: np.ndarray) -> np.ndarray:
+        def sparse_scores(k: int, p: np.ndarray) -> np.ndarray:
+            part = parts[k]
             full = np.full((len(p), n_classes), -1e4, dtype=np.float32)
             if held is not None:
-                full[:, part.sparse_cols] = held[parts.index(part)].at(p)
+                full[:, part.sparse_cols] = held[k].at(p)
                 return full
             full[:, part.sparse_cols] = part.sparse.decision_function(d.sparse_input(p))  # type: ignore[union-attr]
             part.sparse.drop_prediction_caches()  # type: ignore[union-attr]  # (one fold's at a time)
             return full
-        t["sparse"] = fit_temperature(oof_scores(sparse_scores), y_t)
+        t["sparse"] = fit_temperature(np.vstack([sparse_scores(k, p) for k, p in enumerate(picks)]), y_t)
     if zeroshot is not None:
         zeroshot.fit_temperature(emb[sample], y[sample])
     if parts[0].head is not None:
