@@ -496,3 +496,15 @@ def test_every_parameter_is_checked_before_any_data_is_read() -> None:
         clf = tx.TaxonomyClassifier(**{name: bad})
         with pytest.raises((ValueError, TypeError), match=name):
             clf.fit(["never read"] * 2, ["A", "B"])
+
+
+def test_char_wb_ngrams_of_a_word_are_scikit_learns() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxonomist.encoders.sparse import _wb_ngrams
+
+    words = ["a", "ab", "abc", "abcd", "abcdefgh", "连衣裙", "t-shirt"]
+    for lo, hi in ((1, 1), (2, 5), (5, 5), (1, 3), (3, 7)):
+        analyze = TfidfVectorizer(analyzer="char_wb", ngram_range=(lo, hi), lowercase=False).build_analyzer()
+        for w in words:
+            assert _wb_ngrams(w, lo, hi) == analyze(w), (w, lo, hi)
