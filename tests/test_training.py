@@ -83,6 +83,18 @@ def test_how_much_of_a_long_description_the_model_reads_is_chosen_on_the_trainin
     assert short.description_chars_ is None
 
 
+def test_where_the_whole_description_is_no_better_than_its_start_the_model_reads_its_start() -> None:
+    """The whole description was read unless its first 300 characters scored clearly better: on a catalogue where
+    both readings predict alike, every training and prediction read all of each description for nothing (MWPD2020:
+    held-out macro-F1 / accuracy 0.5991 / 0.8506 whole, 0.5969 / 0.8516 cut). The shorter reading is now kept
+    unless the whole description is clearly better."""
+    honest = tx.Catalog.from_frame(_misleading_titles(mislead=0.0), require_labels=True)  # titles say it all
+    assert tx.TaxonomyClassifier(tier="sparse").fit(honest).description_chars_ == 300
+    # titles naming another product: the kind is named only past the first 300 characters, read whole
+    misleading = tx.Catalog.from_frame(_misleading_titles(mislead=1.0), require_labels=True)
+    assert tx.TaxonomyClassifier(tier="sparse").fit(misleading).description_chars_ is None
+
+
 def _misleading_titles(mislead: float, n_per: int = 40, seed: int = 0) -> pd.DataFrame:
     """Products whose long description names what they are, amid a shop's boilerplate, and whose title names
     another kind of product in a share ``mislead`` of them (the rest: their own kind), beside a number."""

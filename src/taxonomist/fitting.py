@@ -85,10 +85,11 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     where the descriptions are long (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse
     member, the sparse member is fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most)
     and scored on the other 20 % (up to :data:`CHOICE_FOLDS_UP_TO` products: on 3 grouped folds): first reading
-    the whole descriptions and their first :data:`DESCRIPTION_CHARS` characters, then, with the better of them, the
-    context at :data:`CONTEXT_WEIGHT` and at :data:`CONTEXT_WEIGHT_TRIED`. Each alternative to the first reading (whole, at :data:`CONTEXT_WEIGHT`) is kept
-    only when it raises macro-F1 and accuracy together by at least 0.01 with neither falling. ``columns``: the
-    attribute columns read as text."""
+    the whole descriptions and their first :data:`DESCRIPTION_CHARS` characters, then, with the chosen one, the
+    context at :data:`CONTEXT_WEIGHT` and at :data:`CONTEXT_WEIGHT_TRIED`. The whole description and the weight
+    :data:`CONTEXT_WEIGHT_TRIED` are each kept only when they raise macro-F1 and accuracy together by at least 0.01
+    with neither falling (the whole description costs every prediction more). ``columns``: the attribute columns
+    read as text."""
     chars_auto, weight_auto = spec.description_chars == "auto", spec.context_weight == "auto"
     if not chars_auto and spec.description_chars is not None and (not isinstance(spec.description_chars, int)
                                                                   or spec.description_chars < 1):
@@ -131,14 +132,14 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
         return new[0] >= old[0] and new[1] >= old[1] and (new[0] - old[0]) + (new[1] - old[1]) >= 0.01
 
-    best = score(chars, weight)
-    if chars_auto:
-        cut = score(DESCRIPTION_CHARS, weight)
+    if chars_auto:  # the shorter reading unless the whole is clearly better: every prediction reads less
+        whole, cut = score(None, weight), score(DESCRIPTION_CHARS, weight)
+        chars, best = (None, whole) if better(whole, cut) else (DESCRIPTION_CHARS, cut)
         logger.info("descriptions: whole %.4f / %.4f, first %d characters %.4f / %.4f (held-out macro-F1 / "
-                    "accuracy): reading %s", *best, DESCRIPTION_CHARS, *cut,
-                    f"the first {DESCRIPTION_CHARS} characters" if better(cut, best) else "them whole")
-        if better(cut, best):
-            chars, best = DESCRIPTION_CHARS, cut
+                    "accuracy): reading %s", *whole, DESCRIPTION_CHARS, *cut,
+                    "them whole" if chars is None else f"the first {DESCRIPTION_CHARS} characters")
+    else:
+        best = score(chars, weight)
     if weight_auto:
         other = score(chars, CONTEXT_WEIGHT_TRIED)
         logger.info("context weight: %.2f %.4f / %.4f, %.2f %.4f / %.4f (held-out macro-F1 / accuracy): %.2f",
