@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -102,32 +102,9 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
             or spec.dp_epsilon is not None
             or "sparse" not in (ensemble_members(spec) if spec.tier != "sparse" else ("sparse",))):
         return chars, weight
-    from .metrics import macro_f1_accuracy
-    from .models.folds import fold_splits
-
-    classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
-    rng = np.random.default_rng(spec.random_state)
-    pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
-            else np.arange(len(y)))  # each reading tried costs a fit of the sparse member: on a sample at most
-    n_folds = 3 if len(pool) <= CHOICE_FOLDS_UP_TO else 1  # (1: one grouped 80/20 split)
-    splits = [(pool[a], pool[b]) for a, b in fold_splits(batch.title_groups()[pool], y[pool], (), n_folds, 0.2,
-                                                          spec.random_state)]
-    if not splits:  # (too few products to hold any out)
+    score = reading_scorer(spec, batch, labels, columns)
+    if score is None:  # (too few products to hold any out)
         return chars, weight
-    titles = batch.titles
-    index = {c: k for k, c in enumerate(classes)}
-
-    def score(cut: int | None, w: float) -> tuple[float, float]:
-        """Held-out macro-F1 and accuracy of the sparse member reading ``cut`` characters at weight ``w``."""
-        contexts = batch.contexts(columns, cut)
-        truth, pred = [], []
-        for fit, held in splits:
-            model = sparse_model(replace(spec, context_weight=w), "none").fit(
-                ([titles[i] for i in fit], [contexts[i] for i in fit]), [labels[i] for i in fit])
-            truth.append(y[held])
-            pred.append(np.asarray([index[str(p)] for p in model.predict(([titles[i] for i in held],
-                                                                           [contexts[i] for i in held]))]))
-        return macro_f1_accuracy(np.concatenate(truth), np.concatenate(pred), len(classes))
 
     def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
         return new[0] >= old[0] and new[1] >= old[1] and (new[0] - old[0]) + (new[1] - old[1]) >= 0.01
@@ -147,6 +124,41 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
         if better(other, best):
             weight = CONTEXT_WEIGHT_TRIED
     return chars, weight
+
+
+def reading_scorer(spec: Parameters, batch: ProductBatch, labels: Sequence[str], columns: Sequence[str]
+                   ) -> Callable[[int | None, float], tuple[float, float]] | None:
+    """``score(cut, weight)``: the held-out macro-F1 and accuracy of the sparse member reading the first ``cut``
+    characters of the descriptions (``None``: whole) and ``columns`` at ``weight`` beside the title -- fitted on
+    80 % of the title groups of :data:`CHOICE_PRODUCTS` products at most, scored on the other 20 % (up to
+    :data:`CHOICE_FOLDS_UP_TO` products: on 3 grouped folds); ``None`` where too few products can be held out."""
+    from .metrics import macro_f1_accuracy
+    from .models.folds import fold_splits
+
+    classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    rng = np.random.default_rng(spec.random_state)
+    pool = (np.sort(rng.choice(len(y), CHOICE_PRODUCTS, replace=False)) if len(y) > CHOICE_PRODUCTS
+            else np.arange(len(y)))  # each reading tried costs a fit of the sparse member: on a sample at most
+    n_folds = 3 if len(pool) <= CHOICE_FOLDS_UP_TO else 1  # (1: one grouped 80/20 split)
+    splits = [(pool[a], pool[b]) for a, b in fold_splits(batch.title_groups()[pool], y[pool], (), n_folds, 0.2,
+                                                          spec.random_state)]
+    if not splits:
+        return None
+    titles = batch.titles
+    index = {c: k for k, c in enumerate(classes)}
+
+    def score(cut: int | None, w: float) -> tuple[float, float]:
+        contexts = batch.contexts(columns, cut)
+        truth, pred = [], []
+        for fit, held in splits:
+            model = sparse_model(replace(spec, context_weight=w), "none").fit(
+                ([titles[i] for i in fit], [contexts[i] for i in fit]), [labels[i] for i in fit])
+            truth.append(y[held])
+            pred.append(np.asarray([index[str(p)] for p in model.predict(([titles[i] for i in held],
+                                                                           [contexts[i] for i in held]))]))
+        return macro_f1_accuracy(np.concatenate(truth), np.concatenate(pred), len(classes))
+
+    return score
 
 
 def ensemble_members(spec: Parameters, n_products: int | None = None) -> tuple[str, ...]:
