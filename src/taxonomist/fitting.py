@@ -83,13 +83,12 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
                    columns: Sequence[str]) -> tuple[int | None, float]:
     """(``description_chars``, ``context_weight``): as given when they are numbers (or ``None``); for ``"auto"``:
     where the descriptions are long (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse
-    member, the sparse member is fitted on 80 % of the title groups (of :data:`CHOICE_PRODUCTS` products at most)
-    and scored on the other 20 % (up to :data:`CHOICE_FOLDS_UP_TO` products: on 3 grouped folds): first reading
-    the whole descriptions and their first :data:`DESCRIPTION_CHARS` characters, then, with the chosen one, the
-    context at :data:`CONTEXT_WEIGHT` and at :data:`CONTEXT_WEIGHT_TRIED`. The whole description and the weight
-    :data:`CONTEXT_WEIGHT_TRIED` are each kept only when they raise macro-F1 and accuracy together by at least 0.01
-    with neither falling (the whole description costs every prediction more). ``columns``: the attribute columns
-    read as text."""
+    member, the sparse member's held-out scores (:func:`reading_scorer`) reading the descriptions whole and cut to
+    their first :data:`DESCRIPTION_CHARS` characters, each with the context at :data:`CONTEXT_WEIGHT` and at
+    :data:`CONTEXT_WEIGHT_TRIED` beside the title (four fits, the two choices made together). The cut at
+    :data:`CONTEXT_WEIGHT`, the cheapest to read, is kept unless another reading raises macro-F1 and accuracy
+    together by at least 0.01 with neither falling (then the one that raises them most). ``columns``: the
+    attribute columns read as text."""
     chars_auto, weight_auto = spec.description_chars == "auto", spec.context_weight == "auto"
     if not chars_auto and spec.description_chars is not None and (not isinstance(spec.description_chars, int)
                                                                   or spec.description_chars < 1):
@@ -106,23 +105,22 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     if score is None:  # (too few products to hold any out)
         return chars, weight
 
-    def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
-        return new[0] >= old[0] and new[1] >= old[1] and (new[0] - old[0]) + (new[1] - old[1]) >= 0.01
+    # the cheapest reading (the cut, at the usual weight) unless another is clearly better: every prediction
+    # reads the whole description at a cost, and the two choices are made together (the whole description may
+    # help only when it weighs as much as the title)
+    first = (DESCRIPTION_CHARS if chars_auto else chars, weight)
+    others = [(c, w) for c in ((DESCRIPTION_CHARS, None) if chars_auto else (chars,))
+              for w in ((weight, CONTEXT_WEIGHT_TRIED) if weight_auto else (weight,)) if (c, w) != first]
+    scores = {r: score(*r) for r in (first, *others)}
 
-    if chars_auto:  # the shorter reading unless the whole is clearly better: every prediction reads less
-        whole, cut = score(None, weight), score(DESCRIPTION_CHARS, weight)
-        chars, best = (None, whole) if better(whole, cut) else (DESCRIPTION_CHARS, cut)
-        logger.info("descriptions: whole %.4f / %.4f, first %d characters %.4f / %.4f (held-out macro-F1 / "
-                    "accuracy): reading %s", *whole, DESCRIPTION_CHARS, *cut,
-                    "them whole" if chars is None else f"the first {DESCRIPTION_CHARS} characters")
-    else:
-        best = score(chars, weight)
-    if weight_auto:
-        other = score(chars, CONTEXT_WEIGHT_TRIED)
-        logger.info("context weight: %.2f %.4f / %.4f, %.2f %.4f / %.4f (held-out macro-F1 / accuracy): %.2f",
-                    weight, *best, CONTEXT_WEIGHT_TRIED, *other, CONTEXT_WEIGHT_TRIED if better(other, best) else weight)
-        if better(other, best):
-            weight = CONTEXT_WEIGHT_TRIED
+    def gain(r: tuple[int | None, float]) -> float:
+        (f, a), (f0, a0) = scores[r], scores[first]
+        return (f - f0) + (a - a0) if f >= f0 and a >= a0 else -1.0
+
+    chars, weight = max([r for r in others if gain(r) >= 0.01], key=gain, default=first)
+    logger.info("reading the descriptions: %s (held-out macro-F1 / accuracy); chosen: %s characters at %.2f",
+                ", ".join(f"{'whole' if c is None else c} at {w:.2f} {f:.4f} / {a:.4f}" for (c, w), (f, a) in scores.items()),
+                "all" if chars is None else chars, weight)
     return chars, weight
 
 
