@@ -118,9 +118,12 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
         return (f - f0) + (a - a0) if f >= f0 and a >= a0 else -1.0
 
     chars, weight = max([r for r in others if gain(r) >= 0.01], key=gain, default=first)
-    logger.info("reading the descriptions: %s (held-out macro-F1 / accuracy); chosen: %s characters at %.2f",
-                ", ".join(f"{'whole' if c is None else c} at {w:.2f} {f:.4f} / {a:.4f}" for (c, w), (f, a) in scores.items()),
-                "all" if chars is None else chars, weight)
+    def name(c: int | None) -> str:
+        return "whole" if c is None else f"first {c} characters"
+
+    logger.info("reading the descriptions (held-out macro-F1 / accuracy): %s; chosen: %s at %.2f",
+                ", ".join(f"{name(c)} at {w:.2f} {f:.4f} / {a:.4f}" for (c, w), (f, a) in scores.items()),
+                name(chars), weight)
     return chars, weight
 
 
