@@ -118,6 +118,7 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
         return (f - f0) + (a - a0) if f >= f0 and a >= a0 else -1.0
 
     chars, weight = max([r for r in others if gain(r) >= 0.01], key=gain, default=first)
+
     def name(c: int | None) -> str:
         return "whole" if c is None else f"first {c} characters"
 
