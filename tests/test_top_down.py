@@ -235,9 +235,9 @@ def test_scores_in_bounded_blocks_equal_one_block(monkeypatch) -> None:
     X = sp.random(300, 2_000, density=0.01, format="csr", random_state=1, dtype=np.float32)
     coef_t = sp.random(2_000, 40, density=0.05, format="csr", random_state=2, dtype=np.float32)
     b = rng.normal(size=40).astype(np.float32)
-    whole = sparse_mod._scores(X, coef_t, b)
+    whole = sparse_mod.linear_scores(X, coef_t, b)
     monkeypatch.setattr(sparse_mod, "_DENSE_BUDGET", 40 * 25)  # blocks of about 25 feature occurrences
-    np.testing.assert_allclose(sparse_mod._scores(X, coef_t, b), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sparse_mod.linear_scores(X, coef_t, b), whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(whole, X @ coef_t.toarray() + b, rtol=1e-5, atol=1e-5)
 
 
@@ -251,10 +251,10 @@ def test_a_products_scores_do_not_depend_on_the_other_products_of_its_batch(monk
     coef_t = sp.random(3_000, 30, density=0.2, format="csr", random_state=4, dtype=np.float32)
     b = rng.normal(size=30).astype(np.float32)
     monkeypatch.setattr(sparse_mod, "_DENSE_BUDGET", 30 * 100)  # weights densified 100 features at a time
-    batch = sparse_mod._scores(X, coef_t, b)
+    batch = sparse_mod.linear_scores(X, coef_t, b)
     for i in (0, 17, 199):  # served one at a time, or in another batch: the same bits
-        np.testing.assert_array_equal(sparse_mod._scores(X[[i]], coef_t, b)[0], batch[i])
-        np.testing.assert_array_equal(sparse_mod._scores(X[i:i + 50], coef_t, b)[0], batch[i])
+        np.testing.assert_array_equal(sparse_mod.linear_scores(X[[i]], coef_t, b)[0], batch[i])
+        np.testing.assert_array_equal(sparse_mod.linear_scores(X[i:i + 50], coef_t, b)[0], batch[i])
 
 
 def test_calibration_scores_a_bounded_number_of_held_out_products(sample_catalog, monkeypatch, caplog) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .ovr import local_tasks, run_tasks
+from .sparse import linear_scores
 
 __all__ = ["JointModel"]
 
@@ -48,9 +49,14 @@ class JointModel:
         return self
 
     def decision_function(self, X: sp.csr_matrix, emb: np.ndarray) -> np.ndarray:
-        """(products, classes) margins of products with sparse features ``X`` and embeddings ``emb``."""
-        words = np.asarray((sp.csr_matrix(X, dtype=np.float32) @ self.sparse_coef_.T).toarray(), np.float32)
-        return words + np.asarray(emb, np.float32) @ self.dense_coef_.T + self.intercept_
+        """(products, classes) margins of products with sparse features ``X`` and embeddings ``emb``: the sparse
+        part scored as the sparse member scores (:func:`~taxonomist.models.sparse.linear_scores`)."""
+        cached = getattr(self, "_weights_t", None)
+        if cached is None or cached[0] is not self.sparse_coef_:  # features x classes, made once per fitted weights
+            cached = self._weights_t = (self.sparse_coef_, self.sparse_coef_.T.tocsr())
+        out = linear_scores(sp.csr_matrix(X, dtype=np.float32), cached[1], self.intercept_)
+        out += np.asarray(emb, np.float32) @ self.dense_coef_.T
+        return out
 
     @property
     def known(self) -> np.ndarray:

@@ -66,7 +66,7 @@ def as_pairs(X: Any) -> TextPairs:
     return titles, [""] * len(titles)
 
 
-def _scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> np.ndarray:
+def linear_scores(X: sp.csr_matrix, coef_t: sp.csr_matrix, intercept: np.ndarray) -> np.ndarray:
     """``X @ coef.T + intercept`` with the pruned weights kept sparse (``coef_t`` is features × classes, CSR).
 
     Only the weight rows of features present in ``X`` are densified, each once: as fast as a dense weight matrix,
@@ -104,7 +104,7 @@ def _present(indices: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarr
 
 
 _DENSE_BUDGET = 2**25
-"""Cells (features present × classes) of the weights :func:`_scores` densifies at once: 128 MB of float32."""
+"""Cells (features present × classes) of the weights :func:`linear_scores` densifies at once: 128 MB of float32."""
 
 
 MAX_CALIBRATION_ROWS = 20_000
@@ -324,7 +324,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if len(cal_idx) > MAX_CALIBRATION_ROWS:  # enough to fit a temperature and a monotone map; bounded memory
                 rng = np.random.default_rng(self.random_state)
                 cal_idx = np.sort(rng.choice(cal_idx, MAX_CALIBRATION_ROWS, replace=False))
-            scores = _scores(Xs[cal_idx].astype(np.float32), coef.T.tocsr(), intercept)  # as predict scores
+            scores = linear_scores(Xs[cal_idx].astype(np.float32), coef.T.tocsr(), intercept)  # as predict scores
             seen = np.isin(y_idx[cal_idx], np.unique(y_idx[fit_idx]))
             y_seen = y_idx[cal_idx][seen]
             scores = scores[seen]
@@ -397,7 +397,7 @@ class SparseClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         beam = self._beam(X)
         if beam is not None:
             return beam.log_proba()
-        scores = _scores(self.features(X), self._weights_t(), self.intercept_)
+        scores = linear_scores(self.features(X), self._weights_t(), self.intercept_)
         tree = getattr(self, "tree_", None)
         return tree.log_proba(scores, self.level_temperatures_) if tree is not None else scores
 
