@@ -85,7 +85,7 @@ def choose_reading(spec: Parameters, batch: ProductBatch, labels: Sequence[str],
     where the descriptions are long (median over :data:`DESCRIPTION_CHARS` characters) and the model has a sparse
     member, the sparse member's held-out scores (:func:`reading_scorer`) reading the descriptions whole and cut to
     their first :data:`DESCRIPTION_CHARS` characters, each with the context at :data:`CONTEXT_WEIGHT` and at
-    :data:`CONTEXT_WEIGHT_TRIED` beside the title (four fits, the two choices made together). The cut at
+    :data:`CONTEXT_WEIGHT_TRIED` beside the title (four readings, the two choices made together). The cut at
     :data:`CONTEXT_WEIGHT`, the cheapest to read, is kept unless another reading raises macro-F1 and accuracy
     together by at least 0.01 with neither falling (then the one that raises them most). ``columns``: the
     attribute columns read as text."""
