@@ -84,6 +84,12 @@ class FoldData:
         """The products of ``idx`` that have an embedding."""
         return idx if self.embedded is None else idx[self.embedded[idx]]
 
+    def predicted(self, split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """The held-out products of ``split`` that are predicted out of fold: of a class its fit part has, with an
+        embedding (in the held-out part's order)."""
+        a, b = split
+        return self.with_embedding(b[np.isin(self.y[b], self.y[a])])
+
     def mask(self, idx: np.ndarray) -> np.ndarray | None:
         return None if self.embedded is None else self.embedded[idx]
 
@@ -126,10 +132,9 @@ class HeldOut:
 def held_out(part: EnsembleMembers, d: FoldData, split: tuple[np.ndarray, np.ndarray], n_classes: int) -> HeldOut:
     """The decision scores of ``part``'s sparse member on the products of ``split`` predicted out of fold, made by
     the same blocks of rows as :func:`out_of_fold` makes them; its model is then let go (``part.sparse = None``)."""
-    a, b = split
     sparse = part.sparse
     assert sparse is not None and getattr(sparse, "top_label_", None) is None, "an uncalibrated sparse member"
-    keep = d.with_embedding(b[np.isin(d.y[b], d.y[a])])
+    keep = d.predicted(split)
     scores: np.ndarray | None = None
     for rows in row_blocks(len(keep), n_classes):
         block = sparse.decision_function(d.sparse_input(keep[rows]))
@@ -149,7 +154,7 @@ def fold_temperatures(parts: list[EnsembleMembers], splits: list[tuple[np.ndarra
     member's scores from ``held`` when its fold models are gone)."""
     y, emb, img = d.y, d.emb, d.img
     t = dict.fromkeys(TEMPERATURES, 1.0)
-    sample = temperature_sample(splits, y, seed, d.embedded)
+    sample = temperature_sample(splits, d, seed)
     picks = [b[np.isin(b, sample)] for _, b in splits]
     y_t = np.concatenate([y[p] for p in picks])
 
@@ -196,12 +201,11 @@ def joint_temperature(parts: list[EnsembleMembers], picks: list[np.ndarray], d: 
     return fit_temperature(scores, np.concatenate([d.y[p] for p in picks]))
 
 
-def temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, seed: int,
-                       embedded: np.ndarray | None = None) -> np.ndarray:
-    """The out-of-fold products (of classes their fold saw; with an embedding) the temperatures are fitted on: at
-    most :func:`~taxonomist.models.selection.temperature_rows`, sorted."""
-    held = np.concatenate([b[np.isin(y[b], y[a]) & (True if embedded is None else embedded[b])] for a, b in splits])
-    n_classes = int(y.max()) + 1 if len(y) else 1
+def temperature_sample(splits: list[tuple[np.ndarray, np.ndarray]], d: FoldData, seed: int) -> np.ndarray:
+    """The out-of-fold products (:meth:`FoldData.predicted`) the temperatures are fitted on: at most
+    :func:`~taxonomist.models.selection.temperature_rows`, sorted."""
+    held = np.concatenate([d.predicted(split) for split in splits])
+    n_classes = int(d.y.max()) + 1 if len(d.y) else 1
     return np.sort(held[sample_rows(len(held), temperature_rows(n_classes), seed)])
 
 
@@ -224,7 +228,7 @@ def out_of_fold(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, np.
     examples (on BigBasket the zero-shot member was then over-weighted and validation macro-F1 fell well below the
     sparse member's)."""
     y = d.y
-    keeps = [d.with_embedding(b[np.isin(y[b], y[a])]) for a, b in splits]
+    keeps = [d.predicted(split) for split in splits]
     oof: dict[str, np.ndarray] = {}  # (products, classes) float32 per member, filled block by block
     at = 0
     for k_fold, (part, (a, _), keep) in enumerate(zip(parts, splits, keeps, strict=True)):

@@ -218,7 +218,7 @@ def _context_logs(parts: list[EnsembleMembers], splits: list[tuple[np.ndarray, n
             j = part.joint
             part.joint = JointModel(j.C, j.prune, j.random_state, j.n_jobs).fit(
                 part.sparse.features(d.sparse_input(a)), alt_emb[a], y[a], n_classes)  # type: ignore[union-attr]
-    sample = temperature_sample(splits, y, seed, d.embedded)
+    sample = temperature_sample(splits, d, seed)
     temperatures: dict[str, float] = {}
     title_temperature = zeroshot.temperature if zeroshot is not None else None
     if zeroshot is not None:
