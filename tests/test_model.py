@@ -131,6 +131,42 @@ def test_cached_char_wb_transform_equals_scikit_learn(sample_catalog) -> None:
             assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
 
 
+def test_words_cut_as_codes_give_the_vocabulary_columns_of_their_char_wb_ngrams() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxonomist.encoders.ngram_codes import NgramCodes
+    from taxonomist.encoders.sparse import _wb_ngrams
+
+    train = ["a ab abc abcd abcdefgh t-shirt 连衣裙 ünïcödé 👗dress x\u0301y", "zz zzzz ab-cd 10x20cm"]
+    words = ["a", "ab", "abcd", "abcdefgh", "abcdefghij", "zzzzzz", "t-shirt", "连衣裙", "👗dress", "x\u0301y",
+             "new", "Ω", "q", "\ud800ab", "10x20cm", "ünïcödé", "ab"]
+    for lo, hi in ((1, 1), (2, 5), (5, 5), (1, 3), (3, 7), (6, 8)):
+        vocab = TfidfVectorizer(analyzer="char_wb", ngram_range=(lo, hi), lowercase=False).fit(train).vocabulary_
+        codes = NgramCodes.of(vocab, (lo, hi))
+        assert codes is not None
+        columns, bounds = codes.cut(words)
+        assert bounds[0] == 0 and bounds[-1] == len(columns) and len(bounds) == len(words) + 1
+        for k, w in enumerate(words):
+            want = sorted(vocab[g] for g in _wb_ngrams(w, lo, hi) if g in vocab)
+            assert sorted(columns[bounds[k]:bounds[k + 1]].tolist()) == want, (w, lo, hi)
+    assert NgramCodes.of(vocab, (6, 8)).cut([])[1].tolist() == [0]
+
+
+def test_char_wb_vocabulary_of_too_many_characters_for_codes_is_cut_word_by_word() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxonomist.encoders.ngram_codes import NgramCodes
+    from taxonomist.encoders.sparse import _CharWbIndex
+
+    docs = [" ".join(chr(0x4E00 + k) * 2 for k in range(i, i + 50)) for i in range(0, 7_000, 50)]
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=False,
+                          dtype=np.float32).fit(docs)
+    assert NgramCodes.of(vec.vocabulary_, (2, 5)) is None  # 7,000+ characters: a 5-gram's code needs > 63 bits
+    fast = _CharWbIndex(vec)
+    assert fast.codes is None
+    assert np.allclose(fast.transform(docs).toarray(), vec.transform(docs).toarray(), rtol=1e-5, atol=1e-6)
+
+
 def test_word_index_and_whole_encoder_equal_scikit_learn(sample_catalog) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import normalize

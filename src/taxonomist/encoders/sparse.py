@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..text import cjk_share, normalize_for_sparse, tokenize
 from ..vectors import l2_normalize
+from .ngram_codes import NgramCodes
 
 __all__ = ["SparseTextEncoder"]
 
@@ -151,10 +152,15 @@ class _TfidfIndex:
         for doc in docs:
             add(indices, doc)
             indptr.append(len(indices))
+        return self._matrix(indices, indptr)
+
+    def _matrix(self, indices: array[int], indptr: array[int]) -> sp.csr_matrix:
+        """The TF-IDF rows of the documents whose n-grams' columns (repeats included) are ``indices[indptr[i]:
+        indptr[i + 1]]``."""
         x = sp.csr_matrix(
             (np.ones(len(indices), dtype=np.float32), np.frombuffer(indices, dtype=np.intc),
              np.frombuffer(indptr, dtype=np.int64)),
-            shape=(len(docs), len(self.idf)),
+            shape=(len(indptr) - 1, len(self.idf)),
         )
         x.sum_duplicates()
         if self.sublinear:
@@ -194,7 +200,8 @@ class _CharWbIndex(_TfidfIndex):
 
     char_wb n-grams never cross a word boundary, so a document's features are the sum of its words' features,
     and words repeat across a catalogue far more than titles do. Each distinct word is cut into n-grams and
-    looked up once.
+    looked up once: the new words of a batch all together, as integer codes (:class:`NgramCodes`), unless the
+    vocabulary's alphabet is too large for them (then one by one).
     """
 
     MAX_WORDS = 500_000
@@ -202,23 +209,32 @@ class _CharWbIndex(_TfidfIndex):
     def __init__(self, vec: TfidfVectorizer) -> None:
         super().__init__(vec)
         self.min_n, self.max_n = vec.ngram_range
-        self.cache: dict[str, array[int]] = {}
+        self.cache: dict[str, bytes] = {}  # word -> its n-grams' columns, as the bytes of C ints
+        self.codes = NgramCodes.of(self.vocab, (self.min_n, self.max_n))
 
-    def _grams(self, word: str) -> array[int]:
-        return array("i", [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None])
+    def _grams(self, word: str) -> bytes:
+        return array("i", [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None]).tobytes()
 
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
-        if len(self.cache) > self.MAX_WORDS:
-            self.cache.clear()
-        return super().transform(docs)
-
-    def _add_features(self, indices: array[int], doc: str) -> None:
         cache = self.cache
-        for word in doc.split():
-            idx = cache.get(word)
-            if idx is None:
-                idx = cache[word] = self._grams(word)
-            indices.extend(idx)  # (an array from an array: one copy, no Python ints)
+        if len(cache) > self.MAX_WORDS:
+            cache.clear()
+        words = [doc.split() for doc in docs]
+        new = list(dict.fromkeys(w for ws in words for w in ws if w not in cache))
+        if new and self.codes is not None:
+            columns, bounds = self.codes.cut(new)
+            whole = columns.tobytes()
+            size = columns.itemsize
+            cache.update((w, whole[a * size:b * size]) for w, a, b in zip(new, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+        else:
+            cache.update(zip(new, map(self._grams, new), strict=True))
+        indices = array("i")
+        indptr = array("q", [0])
+        for ws in words:
+            for word in ws:
+                indices.frombytes(cache[word])  # (a buffer copy: no Python ints)
+            indptr.append(len(indices))
+        return self._matrix(indices, indptr)
 
 
 class _HashIndex:
