@@ -205,6 +205,7 @@ class _CharWbIndex(_TfidfIndex):
     """
 
     MAX_WORDS = 500_000
+    FEW_WORDS = 16  # fewer new words than this (a served request) are cut one by one: NumPy's calls cost more
 
     def __init__(self, vec: TfidfVectorizer) -> None:
         super().__init__(vec)
@@ -221,7 +222,7 @@ class _CharWbIndex(_TfidfIndex):
             cache.clear()
         words = [doc.split() for doc in docs]
         new = list(dict.fromkeys(w for ws in words for w in ws if w not in cache))
-        if new and self.codes is not None:
+        if len(new) >= self.FEW_WORDS and self.codes is not None:
             columns, bounds = self.codes.cut(new)
             whole = columns.tobytes()
             size = columns.itemsize
