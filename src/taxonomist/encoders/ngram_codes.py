@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["NgramCodes"]
 
 _MAX_CODE = 2**63 - 1
-_BLOCK = 20_000  # words cut together
+_BLOCK = 20_000  # words (or terms) coded together
 
 
 def _codepoints(text: str) -> np.ndarray:
@@ -26,17 +27,19 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 class NgramCodes:
-    """A char_wb vocabulary (``{term: column}``) as sorted integer codes, and the words of a batch looked up in it.
+    """A char_wb vocabulary (``{term: column}``) as integer codes, and the words of a batch looked up in it.
 
     ``NgramCodes.of(vocabulary, ngram_range)`` is ``None`` when the alphabet is too large for the longest n-gram
     to fit in 63 bits (more than ~6,200 distinct characters at 5-grams): the caller cuts words one by one then.
     """
 
-    def __init__(self, alphabet: np.ndarray, codes: np.ndarray, columns: np.ndarray, ngram_range: tuple[int, int]) -> None:
-        self.alphabet = alphabet  # sorted code points
+    def __init__(self, alphabet: np.ndarray, ngram_range: tuple[int, int]) -> None:
         self.base = len(alphabet) + 2
-        self.codes = codes  # sorted
-        self.columns = columns  # the vocabulary column of each code
+        # each code point's digit (a table up to the alphabet's last code point; the slot after it: all others)
+        self.digit = np.full(int(alphabet[-1]) + 2, self.base - 1, dtype=np.int64)
+        self.digit[alphabet] = np.arange(1, len(alphabet) + 1)
+        self.codes = pd.Index(np.empty(0, np.int64))  # the vocabulary's terms' codes: a hash table looks them up
+        self.columns = np.empty(0, np.intc)  # the vocabulary column of each code
         self.min_n, self.max_n = ngram_range
 
     @classmethod
@@ -46,23 +49,19 @@ class NgramCodes:
             return None
         lo, hi = int(ngram_range[0]), int(ngram_range[1])
         longest = max(hi, max(map(len, terms)))
-        alphabet = np.unique(_codepoints("".join(terms)))
+        alphabet = np.unique(_codepoints("".join(set("".join(terms)))))
         if (len(alphabet) + 2) ** longest > _MAX_CODE:
             return None
-        coder = cls(alphabet, np.empty(0, np.int64), np.empty(0, np.intc), (lo, hi))
+        coder = cls(alphabet, (lo, hi))
         lens = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
-        codes = coder._whole(coder._digits("".join(terms)), lens)
-        order = np.argsort(codes, kind="stable")
-        coder.codes = codes[order]
-        coder.columns = np.fromiter(vocabulary.values(), dtype=np.intc, count=len(terms))[order]
+        coder.codes = pd.Index(np.concatenate([coder._whole(coder._digits("".join(terms[i:i + _BLOCK])), lens[i:i + _BLOCK])
+                                               for i in range(0, len(terms), _BLOCK)]))  # blocks: small temporaries
+        coder.columns = np.fromiter(vocabulary.values(), dtype=np.intc, count=len(terms))
         return coder
 
     def _digits(self, text: str) -> np.ndarray:
         """Each character's digit: its rank in the alphabet + 1, or ``base - 1`` outside it."""
-        cp = _codepoints(text)
-        rank = np.searchsorted(self.alphabet, cp)
-        known = self.alphabet[np.minimum(rank, len(self.alphabet) - 1)] == cp
-        return np.where(known, rank + 1, self.base - 1).astype(np.int64)
+        return self.digit[np.minimum(_codepoints(text), len(self.digit) - 1)]
 
     def _whole(self, digits: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The code of each of the consecutive strings of ``lens`` characters whose digits are ``digits``."""
@@ -72,8 +71,8 @@ class NgramCodes:
 
     def _columns(self, codes: np.ndarray) -> np.ndarray:
         """The vocabulary column of each code, -1 where the vocabulary does not have it."""
-        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
-        return np.where(self.codes[at] == codes, self.columns[at], -1)
+        at = self.codes.get_indexer(codes)
+        return np.where(at >= 0, self.columns[at], -1)
 
     def cut(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(columns, bounds): the vocabulary columns of each word's char_wb n-grams (repeats kept, n-grams outside

@@ -207,11 +207,11 @@ class _CharWbIndex(_TfidfIndex):
     MAX_WORDS = 500_000
     FEW_WORDS = 16  # fewer new words than this (a served request) are cut one by one: NumPy's calls cost more
 
-    def __init__(self, vec: TfidfVectorizer) -> None:
+    def __init__(self, vec: TfidfVectorizer, codes: bool = True) -> None:
         super().__init__(vec)
         self.min_n, self.max_n = vec.ngram_range
         self.cache: dict[str, bytes] = {}  # word -> its n-grams' columns, as the bytes of C ints
-        self.codes = NgramCodes.of(self.vocab, (self.min_n, self.max_n))
+        self.codes = NgramCodes.of(self.vocab, (self.min_n, self.max_n)) if codes else None
 
     def _grams(self, word: str) -> bytes:
         return array("i", [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None]).tobytes()
