@@ -61,7 +61,8 @@ class NgramCodes:
 
     def _digits(self, text: str) -> np.ndarray:
         """Each character's digit: its rank in the alphabet + 1, or ``base - 1`` outside it."""
-        return self.digit[np.minimum(_codepoints(text), len(self.digit) - 1)]
+        digits: np.ndarray = self.digit[np.minimum(_codepoints(text), len(self.digit) - 1)]
+        return digits
 
     def _whole(self, digits: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The code of each of the consecutive strings of ``lens`` characters whose digits are ``digits``."""
@@ -71,7 +72,7 @@ class NgramCodes:
 
     def _columns(self, codes: np.ndarray) -> np.ndarray:
         """The vocabulary column of each code, -1 where the vocabulary does not have it."""
-        at = self.codes.get_indexer(codes)
+        at = self.codes.get_indexer(pd.Index(codes))
         return np.where(at >= 0, self.columns[at], -1)
 
     def cut(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
