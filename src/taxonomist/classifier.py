@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .exceptions import NotFittedError, TaxonomistError
 from .explain import explain_predictions
+from .fitted_parts import FittedParts
 from .fitting import (
     ZERO_SHOT_HIERARCHY,
     ZERO_SHOT_LEXICAL,
@@ -29,7 +30,6 @@ from .fitting import (
     labels_of,
     zero_shot_ensemble,
 )
-from .models.ensemble import Ensemble
 from .models.hierarchy import LevelIndex, Prediction, decode, predictions_frame
 from .models.sparse import SparseClassifier
 from .monitoring import DriftReference
@@ -45,25 +45,7 @@ __all__ = ["ZERO_SHOT_MIN_CONFIDENCE", "TaxonomyClassifier", "load"]
 logger = logging.getLogger(__name__)
 
 
-_ENSEMBLE_ONLY = object()
-
-
-def _part(name: str, doc: str, otherwise: Any = _ENSEMBLE_ONLY) -> Any:
-    """A read-only attribute of the classifier that is its ensemble's ``name`` (``otherwise`` for the sparse tier;
-    without it, only the embedding tiers have it)."""
-
-    def get(self: TaxonomyClassifier) -> Any:
-        ens = self.ensemble_
-        if ens is not None:
-            return getattr(ens, name)
-        if otherwise is _ENSEMBLE_ONLY:
-            raise AttributeError(f"only the embedding tiers (ensemble, embed, finetune, zeroshot) have {name}_")
-        return otherwise
-
-    return property(get, doc=doc)
-
-
-class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class TaxonomyClassifier(Parameters, FittedParts, ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Classify products into a category taxonomy (docs/models.md says how each choice was measured).
 
     Args:
@@ -183,35 +165,6 @@ class TaxonomyClassifier(Parameters, ClassifierMixin, BaseEstimator):  # type: i
         self.drift_reference_: DriftReference | None = drift_reference
         if not hasattr(self, "hierarchy_"):
             self.hierarchy_ = getattr(self.sparse_member, "hierarchy_", "flat")
-
-    # -- the fitted model's parts -------------------------------------------------------------------------
-    @property
-    def sparse_member(self) -> SparseClassifier | None:
-        """The sparse model: the sparse tier's model, or the ensemble's sparse member (``None`` without one)."""
-        return self.model_ if isinstance(self.model_, SparseClassifier) else self.model_.sparse
-
-    context_weight_ = property(lambda self: None if self.sparse_member is None else float(
-        self.sparse_member.encoder_.context_weight), doc="The sparse member's weight of the context beside the title.")
-    @property
-    def ensemble_(self) -> Ensemble | None:
-        """The ensemble of an embedding tier (``None`` for the sparse tier)."""
-        model = getattr(self, "model_", None)
-        return model if isinstance(model, Ensemble) else None
-
-    encoder_ = _part("encoder", "The text encoder of an embedding tier (``None`` for the sparse tier).", None)
-    image_encoder_ = _part("image_encoder", "The image encoder of a model that reads photos (``None``: text only).", None)
-    image_stats_ = _part("image_stats", "The training products' photos: usable, missing, unusable.", {})
-    neighbour_titles_ = _part("neighbour_titles", "The neighbour member's training titles, its order (PII scrubbed).", [])
-    weights_ = _part("weights", "The ensemble members' weights (chosen by cross-validation).")
-    stacking_ = _part("stacking", "What cross-validation chose for the ensemble, and why (``summary``: one line).")
-    prior_shift_ = _part("prior_shift", "The strength of the ensemble's logit adjustment against the class prior.")
-    cascade_ = _part("cascade", "The sparse member's confidence above which it answers alone (``None``: off).")
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """What the model reads, among ``"text"`` and ``"image"``."""
-        ens = self.ensemble_
-        return ("text",) if ens is None else ens.modalities
 
     # -- no training data / new categories ---------------------------------------------------------------
     @classmethod
