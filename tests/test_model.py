@@ -124,11 +124,11 @@ def test_cached_char_wb_transform_equals_scikit_learn(sample_catalog) -> None:
     for ngram_range in ((2, 5), (1, 3), (3, 3)):
         vec = TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range, sublinear_tf=True, lowercase=False,
                               dtype=np.float32).fit(docs[:1000])
-        fast = _CharWbIndex(vec)
-        for _ in range(2):  # the second pass is served from the word cache
-            got = fast.transform(docs)
-            want = vec.transform(docs)
-            assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
+        for fast in (_CharWbIndex(vec), _CharWbIndex(vec, codes=False)):  # the batch's words as codes, or one by one
+            for _ in range(2):  # one by one, the second pass is served from the word cache
+                got = fast.transform(docs)
+                want = vec.transform(docs)
+                assert (got != want).nnz == 0 or np.allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
 
 
 def test_words_cut_as_codes_give_the_vocabulary_columns_of_their_char_wb_ngrams() -> None:
@@ -150,6 +150,25 @@ def test_words_cut_as_codes_give_the_vocabulary_columns_of_their_char_wb_ngrams(
             want = sorted(vocab[g] for g in _wb_ngrams(w, lo, hi) if g in vocab)
             assert sorted(columns[bounds[k]:bounds[k + 1]].tolist()) == want, (w, lo, hi)
     assert NgramCodes.of(vocab, (6, 8)).cut([])[1].tolist() == [0]
+
+
+def test_a_batch_s_words_are_not_kept_after_its_call_a_served_request_s_are(sample_catalog) -> None:
+    """A training set's words were kept in the char index's cache for the rest of the fit (Cdiscount: 108,648 words,
+    tens of MB at the fit's peak) although a batch's words cut as codes cost less to cut again than to hold."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxonomist.encoders.sparse import _CharWbIndex
+    from taxonomist.text import normalize_for_sparse
+
+    docs = [normalize_for_sparse(t) for t in sample_catalog.titles[:500]]
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), lowercase=False, dtype=np.float32).fit(docs)
+    index = _CharWbIndex(vec)
+    whole = index.transform(docs)
+    assert index.cache == {}
+    one = index.transform(["red cotton shirt"])  # a served request: its few words kept
+    assert set(index.cache) == {"red", "cotton", "shirt"}
+    assert (one != vec.transform(["red cotton shirt"])).nnz == 0 or np.allclose(one.toarray(), vec.transform(["red cotton shirt"]).toarray())
+    assert (index.transform(docs) != whole).nnz == 0 and set(index.cache) == {"red", "cotton", "shirt"}
 
 
 def test_char_wb_vocabulary_of_too_many_characters_for_codes_is_cut_word_by_word() -> None:

@@ -196,16 +196,17 @@ class _WordIndex(_TfidfIndex):
 
 
 class _CharWbIndex(_TfidfIndex):
-    """``analyzer="char_wb"``, with the n-gram lookups of each word cached.
+    """``analyzer="char_wb"``, each distinct word of a call cut into n-grams once.
 
     char_wb n-grams never cross a word boundary, so a document's features are the sum of its words' features,
     and words repeat across a catalogue far more than titles do. Each distinct word is cut into n-grams and
-    looked up once: the new words of a batch all together, as integer codes (:class:`NgramCodes`), unless the
-    vocabulary's alphabet is too large for them (then one by one).
+    looked up once: a batch's words all together, as integer codes (:class:`NgramCodes`), for that call; a served
+    request's new words (fewer than ``FEW_WORDS``), or every word where the vocabulary's alphabet is too large for
+    codes, one by one, kept in a cache of at most ``MAX_WORDS`` words.
     """
 
     MAX_WORDS = 500_000
-    FEW_WORDS = 16  # fewer new words than this (a served request) are cut one by one: NumPy's calls cost more
+    FEW_WORDS = 16  # fewer distinct words than this (a served request) are cut one by one: NumPy's calls cost more
 
     def __init__(self, vec: TfidfVectorizer, codes: bool = True) -> None:
         super().__init__(vec)
@@ -217,23 +218,25 @@ class _CharWbIndex(_TfidfIndex):
         return array("i", [j for j in map(self.vocab.get, _wb_ngrams(word, self.min_n, self.max_n)) if j is not None]).tobytes()
 
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
-        cache = self.cache
-        if len(cache) > self.MAX_WORDS:
-            cache.clear()
         words = [doc.split() for doc in docs]
-        new = list(dict.fromkeys(w for ws in words for w in ws if w not in cache))
-        if len(new) >= self.FEW_WORDS and self.codes is not None:
-            columns, bounds = self.codes.cut(new)
-            whole = columns.tobytes()
-            size = columns.itemsize
-            cache.update((w, whole[a * size:b * size]) for w, a, b in zip(new, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-        else:
-            cache.update(zip(new, map(self._grams, new), strict=True))
+        distinct = list(dict.fromkeys(w for ws in words for w in ws))
+        if self.codes is not None and len(distinct) >= self.FEW_WORDS:
+            # a batch: all its words cut together, for this call only -- cutting them again costs less than
+            # holding them (a training set's words were tens of MB for the rest of the fit)
+            columns, bounds = self.codes.cut(distinct)
+            whole, size = columns.tobytes(), columns.itemsize
+            table = dict(zip(distinct, [whole[a * size:b * size] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(),
+                                                                                 strict=True)], strict=True))
+        else:  # a served request, or an alphabet too large for codes: each new word cut once and kept
+            table = self.cache
+            if len(table) > self.MAX_WORDS:
+                table.clear()
+            table.update((w, self._grams(w)) for w in distinct if w not in table)
         indices = array("i")
         indptr = array("q", [0])
         for ws in words:
             for word in ws:
-                indices.frombytes(cache[word])  # (a buffer copy: no Python ints)
+                indices.frombytes(table[word])  # (a buffer copy: no Python ints)
             indptr.append(len(indices))
         return self._matrix(indices, indptr)
 
