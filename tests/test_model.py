@@ -152,7 +152,7 @@ def test_words_cut_as_codes_give_the_vocabulary_columns_of_their_char_wb_ngrams(
     assert NgramCodes.of(vocab, (6, 8)).cut([])[1].tolist() == [0]
 
 
-def test_a_batch_s_words_are_not_kept_after_its_call_a_served_request_s_are(sample_catalog) -> None:
+def test_a_large_batch_s_words_are_not_kept_after_its_call_a_served_request_s_are(sample_catalog) -> None:
     """A training set's words were kept in the char index's cache for the rest of the fit (Cdiscount: 108,648 words,
     tens of MB at the fit's peak) although a batch's words cut as codes cost less to cut again than to hold."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -163,8 +163,9 @@ def test_a_batch_s_words_are_not_kept_after_its_call_a_served_request_s_are(samp
     docs = [normalize_for_sparse(t) for t in sample_catalog.titles[:500]]
     vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), lowercase=False, dtype=np.float32).fit(docs)
     index = _CharWbIndex(vec)
+    index.KEEP_WORDS = 100  # the sample's 500 titles stand for a larger batch
     whole = index.transform(docs)
-    assert index.cache == {}
+    assert len({w for d in docs for w in d.split()}) > index.KEEP_WORDS and index.cache == {}
     one = index.transform(["red cotton shirt"])  # a served request: its few words kept
     assert set(index.cache) == {"red", "cotton", "shirt"}
     assert (one != vec.transform(["red cotton shirt"])).nnz == 0 or np.allclose(one.toarray(), vec.transform(["red cotton shirt"]).toarray())

@@ -200,13 +200,16 @@ class _CharWbIndex(_TfidfIndex):
 
     char_wb n-grams never cross a word boundary, so a document's features are the sum of its words' features,
     and words repeat across a catalogue far more than titles do. Each distinct word is cut into n-grams and
-    looked up once: a batch's words all together, as integer codes (:class:`NgramCodes`), for that call; a served
-    request's new words (fewer than ``FEW_WORDS``), or every word where the vocabulary's alphabet is too large for
-    codes, one by one, kept in a cache of at most ``MAX_WORDS`` words.
+    looked up once per call: many new words all together, as integer codes (:class:`NgramCodes`; one by one where
+    they are few, or where the vocabulary's alphabet is too large for codes). A call of up to ``KEEP_WORDS``
+    distinct words (a served request or micro-batch) keeps them in a cache of at most ``MAX_WORDS`` words; a larger
+    one (a batch job's block, a training set) cuts them for itself: cutting them again costs less than holding them
+    (a training set's words were tens of MB for the rest of its fit).
     """
 
     MAX_WORDS = 500_000
-    FEW_WORDS = 16  # fewer distinct words than this (a served request) are cut one by one: NumPy's calls cost more
+    KEEP_WORDS = 4_096
+    FEW_WORDS = 16  # fewer new words than this are cut one by one: NumPy's calls would cost more
 
     def __init__(self, vec: TfidfVectorizer, codes: bool = True) -> None:
         super().__init__(vec)
@@ -220,18 +223,20 @@ class _CharWbIndex(_TfidfIndex):
     def transform(self, docs: Sequence[str]) -> sp.csr_matrix:
         words = [doc.split() for doc in docs]
         distinct = list(dict.fromkeys(w for ws in words for w in ws))
-        if self.codes is not None and len(distinct) >= self.FEW_WORDS:
-            # a batch: all its words cut together, for this call only -- cutting them again costs less than
-            # holding them (a training set's words were tens of MB for the rest of the fit)
-            columns, bounds = self.codes.cut(distinct)
-            whole, size = columns.tobytes(), columns.itemsize
-            table = dict(zip(distinct, [whole[a * size:b * size] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(),
-                                                                                 strict=True)], strict=True))
-        else:  # a served request, or an alphabet too large for codes: each new word cut once and kept
-            table = self.cache
+        table = self.cache
+        if len(distinct) > self.KEEP_WORDS:  # a batch job's or a training set's words: for this call only
+            table, new = {}, distinct
+        else:  # a served request or micro-batch: its new words kept for the next
             if len(table) > self.MAX_WORDS:
                 table.clear()
-            table.update((w, self._grams(w)) for w in distinct if w not in table)
+            new = [w for w in distinct if w not in table]
+        if self.codes is not None and len(new) >= self.FEW_WORDS:
+            columns, bounds = self.codes.cut(new)
+            whole, size = columns.tobytes(), columns.itemsize
+            table.update(zip(new, [whole[a * size:b * size] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(),
+                                                                           strict=True)], strict=True))
+        else:
+            table.update(zip(new, map(self._grams, new), strict=True))
         indices = array("i")
         indptr = array("q", [0])
         for ws in words:
