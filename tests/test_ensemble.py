@@ -63,6 +63,9 @@ def test_log_linear_weights_follow_the_informative_member() -> None:
     assert w["good"] > 0.5 and w["noise"] < 0.1
     pooled = pool({"good": np.log(good), "noise": np.log(noise)}, w)
     np.testing.assert_allclose(np.exp(pooled).sum(axis=1), 1.0)
+    rows = np.sort(rng.choice(400, 150, replace=False))  # some rows, read in place: the same weights as their copy
+    logs = {"good": np.log(good).astype(np.float32), "noise": np.log(noise).astype(np.float32)}
+    assert fit_log_linear(logs, y[rows], rows) == fit_log_linear({k: v[rows] for k, v in logs.items()}, y[rows])
 
 
 def _member_logs(n: int, k: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:

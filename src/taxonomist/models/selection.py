@@ -39,10 +39,14 @@ def temperature_rows(n_classes: int) -> int:
 PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray) -> dict[str, float]:
-    """Non-negative weights minimising the NLL of ``pool(logs, w)`` on labels ``y_index`` (convex in w)."""
+def fit_log_linear(logs: dict[str, np.ndarray], y_index: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
+    """Non-negative weights minimising the NLL of ``pool(logs, w)`` on labels ``y_index`` (convex in w); with
+    ``rows``, on those rows of ``logs`` (``y_index`` their labels), copied once into the stack the fit reads."""
     names = list(logs)
-    L = np.stack([logs[k] for k in names])  # (m, n, C)
+    n = len(next(iter(logs.values()))) if rows is None else len(rows)
+    L = np.empty((len(names), n, *logs[names[0]].shape[1:]), dtype=np.result_type(*(logs[k] for k in names)))  # (m, n, C)
+    for i, k in enumerate(names):
+        L[i] = logs[k] if rows is None else logs[k][rows]
     rows = np.arange(L.shape[1])
     true = L[:, rows, y_index]  # (m, n)
 
@@ -80,12 +84,12 @@ def _candidates(logs: dict[str, np.ndarray], y: np.ndarray, anchor: str, seed: i
     rows = sample_rows(len(y), _NLL_ROWS, seed)
     others = [k for k in logs if k != anchor]
     zero = dict.fromkeys(logs, 0.0)
-    fitted = fit_log_linear({anchor: logs[anchor][rows]}, y[rows])
+    fitted = fit_log_linear({anchor: logs[anchor]}, y[rows], rows)
     out = {f"{anchor} only": {**zero, **fitted}}
     for r in range(1, len(others) + 1):
         for subset in combinations(others, r):
             names = (anchor, *subset)
-            w = fit_log_linear({k: logs[k][rows] for k in names}, y[rows])
+            w = fit_log_linear({k: logs[k] for k in names}, y[rows], rows)
             if all(w[k] == 0 for k in subset):
                 continue
             for scale in (1.0, 0.5, 0.25):
@@ -118,10 +122,15 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
     def predict(name: str) -> dict[float, np.ndarray]:
         """The arg-max of one weighting under each prior shift."""
         total = np.zeros(logs[anchor].shape, dtype=np.float32)
+        scratch = np.empty_like(total)  # one products x classes temporary, reused (the stacking's peak memory)
         for k, v in cands[name].items():
             if v > 0:
-                total += np.float32(v) * logs[k]
-        return {tau: np.asarray((total + s if tau else total).argmax(axis=1)) for tau, s in shifts.items()}
+                if logs[k].dtype == np.float32:
+                    total += np.multiply(np.float32(v), logs[k], out=scratch)
+                else:
+                    total += np.float32(v) * logs[k]
+        return {tau: np.asarray((np.add(total, s, out=scratch) if tau else total).argmax(axis=1))
+                for tau, s in shifts.items()}
 
     scores = {(name, tau): macro_f1_accuracy(y, pred, n_classes)
               for name in cands for tau, pred in predict(name).items()}
