@@ -61,8 +61,12 @@ def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     if not active:  # no member with weight
         return np.asarray(log_softmax(np.zeros_like(next(iter(logs.values()))), axis=1))
     total = weights[active[0]] * logs[active[0]]
+    scratch = np.empty_like(total) if len(active) > 1 else total  # one temporary for every member's term
     for k in active[1:]:
-        total += weights[k] * logs[k]
+        if logs[k].dtype == total.dtype:
+            total += np.multiply(weights[k], logs[k], out=scratch)
+        else:
+            total += weights[k] * logs[k]
     for rows in row_blocks(*total.shape):
         total[rows] = log_softmax(total[rows], axis=1)
     return total
