@@ -203,8 +203,9 @@ class _CharWbIndex(_TfidfIndex):
     looked up once per call: many new words all together, as integer codes (:class:`NgramCodes`; one by one where
     they are few, or where the vocabulary's alphabet is too large for codes). A call of up to ``KEEP_WORDS``
     distinct words (a served request or micro-batch) keeps them in a cache of at most ``MAX_WORDS`` words; a larger
-    one (a batch job's block, a training set) cuts them for itself: cutting them again costs less than holding them
-    (a training set's words were tens of MB for the rest of its fit).
+    one (a batch job's block, a training set) cuts them as codes for itself: cutting them again costs less than
+    holding them (a training set's words were tens of MB for the rest of its fit). Without codes every call's
+    words are kept (cutting them one by one again would cost more).
     """
 
     MAX_WORDS = 500_000
@@ -224,7 +225,7 @@ class _CharWbIndex(_TfidfIndex):
         words = [doc.split() for doc in docs]
         distinct = list(dict.fromkeys(w for ws in words for w in ws))
         table = self.cache
-        if len(distinct) > self.KEEP_WORDS:  # a batch job's or a training set's words: for this call only
+        if self.codes is not None and len(distinct) > self.KEEP_WORDS:  # a batch job's or training set's: this call's
             table, new = {}, distinct
         else:  # a served request or micro-batch: its new words kept for the next
             if len(table) > self.MAX_WORDS:

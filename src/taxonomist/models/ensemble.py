@@ -63,7 +63,7 @@ def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     total = weights[active[0]] * logs[active[0]]
     scratch = np.empty_like(total) if len(active) > 1 else total  # one temporary for every member's term
     for k in active[1:]:
-        if logs[k].dtype == total.dtype:
+        if np.result_type(weights[k], logs[k]) == total.dtype:  # (else the sum is taken at the wider type, as before)
             total += np.multiply(weights[k], logs[k], out=scratch)
         else:
             total += weights[k] * logs[k]
