@@ -5,8 +5,7 @@
 
 The encoder is fitted on the training part of ``split_catalog(test_size=0.2, seed=0)`` (title + description, as the
 default model reads them; ``--description-chars`` cuts descriptions as its reading choice may); each repeat then
-builds the char index afresh (an empty word cache, as a freshly loaded bundle has; the codes built from the
-vocabulary) and transforms the held-out
+builds the char index afresh (an empty word cache, as a freshly loaded bundle has) and transforms the held-out
 titles and descriptions both ways, alternating. Prints the seconds of each way (the codes' one-off build from the
 vocabulary included), their ratio, and whether the two matrices are equal.
 """
