@@ -31,7 +31,7 @@ from .joint import JointModel
 from .sparse import Encoded, SparseClassifier
 from .zeroshot import TaxonomyScorer, zero_shot_queries
 
-__all__ = ["EMBEDDING_MEMBERS", "EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "embedded_texts", "finish", "pool", "prior_shift",
+__all__ = ["EMBEDDING_MEMBERS", "EPS", "IMAGE_MEMBERS", "MEMBERS", "Ensemble", "EnsembleMembers", "add_weighted", "embedded_texts", "finish", "pool", "prior_shift",
            "rank_score"]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,16 @@ EPS = 1e-4
 _ABSTAIN_GAP = 1e-3
 
 
+def add_weighted(total: np.ndarray, weight: Any, logs: np.ndarray, scratch: np.ndarray) -> None:
+    """``total += weight * logs``, the product made in ``scratch`` (a reused array of ``total``'s shape and type)
+    where it has ``total``'s type -- the same values as the plain expression, without a new products x classes
+    temporary; otherwise the plain expression (the sum taken at the wider type)."""
+    if np.result_type(weight, logs) == total.dtype:
+        total += np.multiply(weight, logs, out=scratch)
+    else:
+        total += weight * logs
+
+
 def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """Log-linear pooling: ``log_softmax(Σ w_t log P_t)`` (a new array; normalised a block of rows at a time)."""
     if not logs:
@@ -61,12 +71,10 @@ def pool(logs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     if not active:  # no member with weight
         return np.asarray(log_softmax(np.zeros_like(next(iter(logs.values()))), axis=1))
     total = weights[active[0]] * logs[active[0]]
-    scratch = np.empty_like(total) if len(active) > 1 else total  # one temporary for every member's term
-    for k in active[1:]:
-        if np.result_type(weights[k], logs[k]) == total.dtype:  # (else the sum is taken at the wider type, as before)
-            total += np.multiply(weights[k], logs[k], out=scratch)
-        else:
-            total += weights[k] * logs[k]
+    if len(active) > 1:
+        scratch = np.empty_like(total)  # one temporary for every member's term
+        for k in active[1:]:
+            add_weighted(total, weights[k], logs[k], scratch)
     for rows in row_blocks(*total.shape):
         total[rows] = log_softmax(total[rows], axis=1)
     return total

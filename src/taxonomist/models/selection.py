@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from ..metrics import macro_f1_accuracy
 from ..vectors import row_blocks
 from .calibration import fit_temperature, fit_top_label, softmax_with_temperature
-from .ensemble import prior_shift, rank_score
+from .ensemble import add_weighted, prior_shift, rank_score
 
 __all__ = ["CASCADE_THRESHOLDS", "PRIOR_SHIFTS", "STACK_TOLERANCE", "calibrate", "fit_log_linear", "gain_interval",
            "TEMPERATURE_ROWS", "sample_rows", "temperature_rows", "select_cascade", "select_stack", "stacking_summary"]
@@ -125,10 +125,7 @@ def select_stack(logs: dict[str, np.ndarray], y: np.ndarray, counts: np.ndarray,
         scratch = np.empty_like(total)  # one products x classes temporary, reused (the stacking's peak memory)
         for k, v in cands[name].items():
             if v > 0:
-                if logs[k].dtype == np.float32:
-                    total += np.multiply(np.float32(v), logs[k], out=scratch)
-                else:
-                    total += np.float32(v) * logs[k]
+                add_weighted(total, np.float32(v), logs[k], scratch)
         return {tau: np.asarray((np.add(total, s, out=scratch) if tau else total).argmax(axis=1))
                 for tau, s in shifts.items()}
 
